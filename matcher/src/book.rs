@@ -1,0 +1,351 @@
+//! One market's order book: orders in a pooled slab, price levels in a `BTreeMap` per side, each
+//! level an intrusive FIFO list, and each user's open orders an intrusive list in id order.
+//! Insert, cancel and fill are O(log levels) at worst and never allocate once the pool is warm.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::order::{Order, Side};
+
+const NIL: u32 = u32::MAX;
+
+/// A hasher for integer ids: a multiply by the golden ratio, deterministic across runs.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Clone)]
+struct Slot {
+    order: Order,
+    prev: u32,
+    next: u32,
+    user_prev: u32,
+    user_next: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Level {
+    head: u32,
+    tail: u32,
+    total: i128,
+}
+
+#[derive(Clone, Copy)]
+struct UserList {
+    head: u32,
+    tail: u32,
+    count: u32,
+}
+
+#[derive(Clone, Default)]
+pub struct Book {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_id: IdMap<u64, u32>,
+    /// Keyed by price.
+    asks: BTreeMap<i128, Level>,
+    /// Keyed by −price, so that ascending order is priority order on both sides.
+    bids: BTreeMap<i128, Level>,
+    users: IdMap<u32, UserList>,
+    ask_count: usize,
+    bid_count: usize,
+    ask_left: i128,
+    bid_left: i128,
+}
+
+fn key(side: Side, price: i128) -> i128 {
+    match side {
+        Side::Ask => price,
+        Side::Bid => -price,
+    }
+}
+
+impl Book {
+    pub fn with_capacity(orders: usize) -> Book {
+        let mut book = Book::default();
+        book.slots.reserve(orders);
+        book.by_id.reserve(orders);
+        book
+    }
+
+    fn levels(&self, side: Side) -> &BTreeMap<i128, Level> {
+        match side {
+            Side::Ask => &self.asks,
+            Side::Bid => &self.bids,
+        }
+    }
+
+    fn levels_mut(&mut self, side: Side) -> &mut BTreeMap<i128, Level> {
+        match side {
+            Side::Ask => &mut self.asks,
+            Side::Bid => &mut self.bids,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Number of orders and sum of their `left` on one side.
+    pub fn side_totals(&self, side: Side) -> (usize, i128) {
+        match side {
+            Side::Ask => (self.ask_count, self.ask_left),
+            Side::Bid => (self.bid_count, self.bid_left),
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Order> {
+        self.by_id.get(&id).map(|&s| &self.slots[s as usize].order)
+    }
+
+    /// The order with the highest priority on `side`.
+    pub fn best(&self, side: Side) -> Option<&Order> {
+        self.levels(side).first_key_value().map(|(_, l)| &self.slots[l.head as usize].order)
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Order> {
+        let slot = *self.by_id.get(&id)?;
+        Some(&mut self.slots[slot as usize].order)
+    }
+
+    /// Adds a resting order at the back of its price level; returns the level's new total.
+    pub fn insert(&mut self, order: Order) -> i128 {
+        let slot = self.alloc(order);
+        let (side, price, left, user) = (order.side, order.price, order.left, order.user);
+        let level = self
+            .levels_mut(side)
+            .entry(key(side, price))
+            .or_insert(Level { head: NIL, tail: NIL, total: 0 });
+        let old_tail = level.tail;
+        level.tail = slot;
+        if old_tail == NIL {
+            level.head = slot;
+        }
+        level.total += left;
+        let total = level.total;
+        self.slots[slot as usize].prev = old_tail;
+        if old_tail != NIL {
+            self.slots[old_tail as usize].next = slot;
+        }
+        self.link_user(user, slot);
+        self.adjust_side(side, 1, left);
+        total
+    }
+
+    /// Records a fill of `amount` on a resting order (its `left` already reduced by the caller);
+    /// returns the level's new total.
+    pub fn filled(&mut self, id: u64, amount: i128) -> i128 {
+        let order = *self.get(id).expect("filled order rests in the book");
+        let level = self.levels_mut(order.side).get_mut(&key(order.side, order.price)).expect("level exists");
+        level.total -= amount;
+        let total = level.total;
+        self.adjust_side(order.side, 0, -amount);
+        total
+    }
+
+    /// Removes a resting order; returns it and its level's new total.
+    pub fn remove(&mut self, id: u64) -> Option<(Order, i128)> {
+        let slot = self.by_id.remove(&id)?;
+        let Slot { order, prev, next, user_prev, user_next } = self.slots[slot as usize].clone();
+        let levels = self.levels_mut(order.side);
+        let k = key(order.side, order.price);
+        let level = levels.get_mut(&k).expect("level of a resting order exists");
+        level.total -= order.left;
+        let total = level.total;
+        if prev == NIL {
+            level.head = next;
+        }
+        if next == NIL {
+            level.tail = prev;
+        }
+        if level.head == NIL {
+            debug_assert_eq!(total, 0);
+            levels.remove(&k);
+        }
+        if prev != NIL {
+            self.slots[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].prev = prev;
+        }
+        self.unlink_user(order.user, user_prev, user_next);
+        self.adjust_side(order.side, -1, -order.left);
+        self.free.push(slot);
+        Some((order, total))
+    }
+
+    fn alloc(&mut self, order: Order) -> u32 {
+        let slot = Slot { order, prev: NIL, next: NIL, user_prev: NIL, user_next: NIL };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let old = self.by_id.insert(order.id, index);
+        assert!(old.is_none(), "order id {} inserted twice", order.id);
+        index
+    }
+
+    fn adjust_side(&mut self, side: Side, count: isize, left: i128) {
+        match side {
+            Side::Ask => {
+                self.ask_count = self.ask_count.wrapping_add_signed(count);
+                self.ask_left += left;
+            }
+            Side::Bid => {
+                self.bid_count = self.bid_count.wrapping_add_signed(count);
+                self.bid_left += left;
+            }
+        }
+    }
+
+    fn link_user(&mut self, user: u32, slot: u32) {
+        let list = self.users.entry(user).or_insert(UserList { head: NIL, tail: NIL, count: 0 });
+        let old_tail = list.tail;
+        list.tail = slot;
+        if old_tail == NIL {
+            list.head = slot;
+        }
+        list.count += 1;
+        self.slots[slot as usize].user_prev = old_tail;
+        if old_tail != NIL {
+            self.slots[old_tail as usize].user_next = slot;
+        }
+    }
+
+    fn unlink_user(&mut self, user: u32, prev: u32, next: u32) {
+        let list = self.users.get_mut(&user).expect("user list of a resting order exists");
+        if prev == NIL {
+            list.head = next;
+        }
+        if next == NIL {
+            list.tail = prev;
+        }
+        list.count -= 1;
+        if list.count == 0 {
+            self.users.remove(&user);
+        }
+        if prev != NIL {
+            self.slots[prev as usize].user_next = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].user_prev = prev;
+        }
+    }
+
+    /// Orders on `side` in matching priority: best price first, then by id.
+    pub fn side_orders(&self, side: Side) -> impl Iterator<Item = &Order> + '_ {
+        self.levels(side).values().flat_map(move |l| self.chain(l.head, |s| s.next))
+    }
+
+    /// Price levels on `side` in priority order: `(price, total left)`.
+    pub fn side_levels(&self, side: Side) -> impl Iterator<Item = (i128, i128)> + '_ {
+        self.levels(side).iter().map(move |(&k, l)| (key(side, k), l.total))
+    }
+
+    /// The user's open orders in this market, newest first, and how many there are.
+    pub fn user_orders(&self, user: u32) -> (usize, impl Iterator<Item = &Order> + '_) {
+        let (count, tail) = match self.users.get(&user) {
+            Some(l) => (l.count as usize, l.tail),
+            None => (0, NIL),
+        };
+        (count, self.chain(tail, |s| s.user_prev))
+    }
+
+    /// Every resting order in id order.
+    pub fn orders_by_id(&self) -> Vec<&Order> {
+        let mut all: Vec<&Order> = self.by_id.values().map(|&s| &self.slots[s as usize].order).collect();
+        all.sort_unstable_by_key(|o| o.id);
+        all
+    }
+
+    fn chain(&self, start: u32, step: fn(&Slot) -> u32) -> impl Iterator<Item = &Order> + '_ {
+        let mut at = start;
+        std::iter::from_fn(move || {
+            if at == NIL {
+                return None;
+            }
+            let slot = &self.slots[at as usize];
+            at = step(slot);
+            Some(&slot.order)
+        })
+    }
+
+    /// Checks the book's own structure: levels sorted and FIFO by id, totals equal to the sum of
+    /// `left`, no empty level, every order reachable from its user's list.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = 0usize;
+        for side in [Side::Ask, Side::Bid] {
+            let (mut count, mut left_sum) = (0usize, 0i128);
+            let mut last_price: Option<i128> = None;
+            for (price, total) in self.side_levels(side) {
+                if let Some(p) = last_price {
+                    let ordered = match side {
+                        Side::Ask => price > p,
+                        Side::Bid => price < p,
+                    };
+                    if !ordered {
+                        return Err(format!("{side:?} levels out of order at {price}"));
+                    }
+                }
+                last_price = Some(price);
+                let level = &self.levels(side)[&key(side, price)];
+                let (mut sum, mut last_id) = (0i128, 0u64);
+                for o in self.chain(level.head, |s| s.next) {
+                    if o.price != price || o.side != side || o.id <= last_id || o.left <= 0 {
+                        return Err(format!("order {} misplaced in {side:?} level {price}", o.id));
+                    }
+                    last_id = o.id;
+                    sum += o.left;
+                    count += 1;
+                }
+                if sum != total || sum == 0 {
+                    return Err(format!("{side:?} level {price}: total {total}, orders sum to {sum}"));
+                }
+                left_sum += sum;
+            }
+            if (count, left_sum) != self.side_totals(side) {
+                return Err(format!("{side:?} side totals disagree with its levels"));
+            }
+            seen += count;
+        }
+        if seen != self.by_id.len() {
+            return Err(format!("{} orders in levels, {} by id", seen, self.by_id.len()));
+        }
+        let in_user_lists: usize = self.users.keys().map(|&u| self.user_orders(u).1.count()).sum();
+        if in_user_lists != seen {
+            return Err(format!("{in_user_lists} orders in user lists, {seen} in levels"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! Typed commands, decoded from a JSON-RPC method name and its positional params (SPEC B2.4).
+//!
+//! Everything that can be checked without the matcher's state is checked here, so that every edge
+//! shares one decoder: param count and types, known market and asset, side, decimals truncated to
+//! their precision and range-checked, fee rates, `source` length, paging limits.
+
+use serde_json::Value;
+
+use crate::config::{AssetId, MarketId, Spec, SUPPLY_MAX};
+use crate::decimal::{self, pow10};
+use crate::error::RpcError;
+use crate::order::{Side, Source};
+
+/// Largest `limit` of `order.book`, `order.depth` and `order.pending`.
+pub const QUERY_LIMIT_MAX: u32 = 101;
+/// Longest `business` of `balance.update` (the history column is VARCHAR(30)).
+pub const BUSINESS_LEN_MAX: usize = 30;
+/// Longest `detail` of `balance.update`, as compact JSON.
+pub const DETAIL_LEN_MAX: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `balance.query`; an empty list means every asset.
+    BalanceQuery { user: u32, assets: Vec<AssetId> },
+    /// `balance.update`; `change` at the asset's `prec_save`, parsed at its `prec_show`.
+    BalanceUpdate { user: u32, asset: AssetId, business: String, business_id: u64, change: i128, detail: String },
+    AssetList,
+    /// `asset.summary`; empty means every asset.
+    AssetSummary { assets: Vec<AssetId> },
+    PutLimit(PutLimit),
+    PutMarket(PutMarket),
+    Cancel { user: u32, market: MarketId, order_id: u64 },
+    OrderBook { market: MarketId, side: Side, offset: u64, limit: u32 },
+    /// `interval` at the market's `money_prec`; 0 means per exact price.
+    OrderDepth { market: MarketId, limit: u32, interval: i128 },
+    OrderPending { user: u32, market: MarketId, offset: u64, limit: u32 },
+    OrderPendingDetail { market: MarketId, order_id: u64 },
+    MarketList,
+    /// `market.summary`; empty means every market.
+    MarketSummary { markets: Vec<MarketId> },
+}
+
+/// `order.put_limit`: `amount` at `stock_prec`, `price` at `money_prec`, rates at `fee_prec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutLimit {
+    pub user: u32,
+    pub market: MarketId,
+    pub side: Side,
+    pub amount: i128,
+    pub price: i128,
+    pub taker_fee: i128,
+    pub maker_fee: i128,
+    pub source: Source,
+}
+
+/// `order.put_market`: `amount` at `stock_prec` (for a bid it is money to spend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutMarket {
+    pub user: u32,
+    pub market: MarketId,
+    pub side: Side,
+    pub amount: i128,
+    pub taker_fee: i128,
+    pub source: Source,
+}
+
+impl Command {
+    /// Whether the command can change state (and so must be journaled before it is answered).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Command::BalanceUpdate { .. } | Command::PutLimit(_) | Command::PutMarket(_) | Command::Cancel { .. }
+        )
+    }
+}
+
+/// Whether `method` is one the matcher answers.
+pub fn is_matcher_method(method: &str) -> bool {
+    METHODS.contains(&method)
+}
+
+const METHODS: [&str; 13] = [
+    "balance.query",
+    "balance.update",
+    "asset.list",
+    "asset.summary",
+    "order.put_limit",
+    "order.put_market",
+    "order.cancel",
+    "order.book",
+    "order.depth",
+    "order.pending",
+    "order.pending_detail",
+    "market.list",
+    "market.summary",
+];
+
+type Res<T> = Result<T, RpcError>;
+const BAD: RpcError = RpcError::InvalidArgument;
+
+/// Decodes one request. Unknown methods answer [`RpcError::MethodNotFound`]; everything else that
+/// is wrong answers [`RpcError::InvalidArgument`].
+pub fn decode(spec: &Spec, method: &str, params: &[Value]) -> Res<Command> {
+    match method {
+        "balance.query" => balance_query(spec, params),
+        "balance.update" => balance_update(spec, params),
+        "asset.list" => Ok(Command::AssetList),
+        "asset.summary" => Ok(Command::AssetSummary { assets: each(params, |v| asset(spec, v))? }),
+        "order.put_limit" => put_limit(spec, params),
+        "order.put_market" => put_market(spec, params),
+        "order.cancel" => {
+            let [u, m, id] = exact(params)?;
+            Ok(Command::Cancel { user: user(u)?, market: market(spec, m)?, order_id: uint(id)? })
+        }
+        "order.book" => {
+            let [m, s, off, lim] = exact(params)?;
+            Ok(Command::OrderBook { market: market(spec, m)?, side: side(s)?, offset: uint(off)?, limit: limit(lim)? })
+        }
+        "order.depth" => order_depth(spec, params),
+        "order.pending" => {
+            let [u, m, off, lim] = exact(params)?;
+            Ok(Command::OrderPending { user: user(u)?, market: market(spec, m)?, offset: uint(off)?, limit: limit(lim)? })
+        }
+        "order.pending_detail" => {
+            let [m, id] = exact(params)?;
+            Ok(Command::OrderPendingDetail { market: market(spec, m)?, order_id: uint(id)? })
+        }
+        "market.list" => Ok(Command::MarketList),
+        "market.summary" => Ok(Command::MarketSummary { markets: each(params, |v| market(spec, v))? }),
+        _ => Err(RpcError::MethodNotFound),
+    }
+}
+
+fn balance_query(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let (first, rest) = params.split_first().ok_or(BAD)?;
+    let user = user(first)?;
+    if user == 0 {
+        return Err(BAD);
+    }
+    Ok(Command::BalanceQuery { user, assets: each(rest, |v| asset(spec, v))? })
+}
+
+fn balance_update(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [u, a, business, business_id, change, detail] = exact(params)?;
+    let asset = asset(spec, a)?;
+    let business = string(business)?;
+    if business.len() > BUSINESS_LEN_MAX {
+        return Err(BAD);
+    }
+    let Value::Object(_) = detail else { return Err(BAD) };
+    let detail = serde_json::to_string(detail).map_err(|_| BAD)?;
+    if detail.len() > DETAIL_LEN_MAX {
+        return Err(BAD);
+    }
+    let a = spec.asset(asset);
+    let change = decimal::parse(string(change)?, a.prec_show).map_err(|_| BAD)? * pow10(a.prec_save - a.prec_show);
+    if change.abs() > SUPPLY_MAX {
+        return Err(BAD);
+    }
+    Ok(Command::BalanceUpdate {
+        user: user(u)?,
+        asset,
+        business: business.to_string(),
+        business_id: uint(business_id)?,
+        change,
+        detail,
+    })
+}
+
+fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [u, m, s, amount, price, taker, maker, source] = exact(params)?;
+    let market = market(spec, m)?;
+    let mk = spec.market(market);
+    Ok(Command::PutLimit(PutLimit {
+        user: user(u)?,
+        market,
+        side: side(s)?,
+        amount: positive(amount, mk.stock_prec)?,
+        price: positive(price, mk.money_prec)?,
+        taker_fee: fee_rate(taker, mk.fee_prec)?,
+        maker_fee: fee_rate(maker, mk.fee_prec)?,
+        source: self::source(source)?,
+    }))
+}
+
+fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [u, m, s, amount, taker, source] = exact(params)?;
+    let market = market(spec, m)?;
+    let mk = spec.market(market);
+    Ok(Command::PutMarket(PutMarket {
+        user: user(u)?,
+        market,
+        side: side(s)?,
+        amount: positive(amount, mk.stock_prec)?,
+        taker_fee: fee_rate(taker, mk.fee_prec)?,
+        source: self::source(source)?,
+    }))
+}
+
+fn order_depth(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [m, lim, interval] = exact(params)?;
+    let market = market(spec, m)?;
+    let interval = decimal::parse(string(interval)?, spec.market(market).money_prec).map_err(|_| BAD)?;
+    if interval < 0 {
+        return Err(BAD);
+    }
+    Ok(Command::OrderDepth { market, limit: limit(lim)?, interval })
+}
+
+fn exact<const N: usize>(params: &[Value]) -> Res<&[Value; N]> {
+    params.try_into().map_err(|_| BAD)
+}
+
+fn each<T>(params: &[Value], f: impl Fn(&Value) -> Res<T>) -> Res<Vec<T>> {
+    params.iter().map(f).collect()
+}
+
+fn string(v: &Value) -> Res<&str> {
+    v.as_str().ok_or(BAD)
+}
+
+fn uint(v: &Value) -> Res<u64> {
+    v.as_u64().ok_or(BAD)
+}
+
+fn user(v: &Value) -> Res<u32> {
+    u32::try_from(uint(v)?).map_err(|_| BAD)
+}
+
+fn limit(v: &Value) -> Res<u32> {
+    match uint(v)? {
+        n if n <= u64::from(QUERY_LIMIT_MAX) => Ok(n as u32),
+        _ => Err(BAD),
+    }
+}
+
+fn side(v: &Value) -> Res<Side> {
+    v.as_i64().and_then(Side::from_code).ok_or(BAD)
+}
+
+fn market(spec: &Spec, v: &Value) -> Res<MarketId> {
+    spec.market_id(string(v)?).ok_or(BAD)
+}
+
+fn asset(spec: &Spec, v: &Value) -> Res<AssetId> {
+    spec.asset_id(string(v)?).ok_or(BAD)
+}
+
+fn positive(v: &Value, prec: u32) -> Res<i128> {
+    match decimal::parse(string(v)?, prec) {
+        Ok(m) if m > 0 => Ok(m),
+        _ => Err(BAD),
+    }
+}
+
+fn fee_rate(v: &Value, prec: u32) -> Res<i128> {
+    match decimal::parse(string(v)?, prec) {
+        Ok(m) if (0..pow10(prec)).contains(&m) => Ok(m),
+        _ => Err(BAD),
+    }
+}
+
+fn source(v: &Value) -> Res<Source> {
+    Source::new(string(v)?).ok_or(BAD)
+}

@@ -1,0 +1,231 @@
+//! Fixed-point decimals: an `i128` mantissa with a scale known from context.
+//!
+//! ViaBTC keeps every amount as a libmpdec decimal and truncates (ROUND_DOWN) to a stated precision
+//! when it parses input and after every balance change. A value at a known precision is exactly an
+//! integer mantissa at that scale, so the matcher keeps mantissas and derives scales from the market
+//! or asset, which keeps every operation exact and cheap. Output never uses exponent form (SPEC A2).
+
+use std::fmt;
+
+/// The largest mantissa a parsed value may have: 33 digits, inside decimal128's 34.
+pub const MANTISSA_MAX: i128 = 10i128.pow(33);
+
+/// Scales above this cannot be represented (10^38 is the largest power of ten in an `i128`).
+pub const SCALE_MAX: u32 = 38;
+
+const POW10: [i128; 39] = {
+    let mut table = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// 10^n for n ≤ 38.
+#[inline]
+pub fn pow10(n: u32) -> i128 {
+    POW10[n as usize]
+}
+
+/// Why a decimal string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    #[error("not a decimal number")]
+    Syntax,
+    #[error("decimal out of range")]
+    Range,
+}
+
+/// Parses `text` and truncates it toward zero to `prec` fractional digits, returning the mantissa
+/// at scale `prec`. Accepts an optional sign, digits with an optional point, and an optional
+/// exponent (`1e3`, as libmpdec does). Refuses empty strings, NaN, infinities and anything whose
+/// mantissa would exceed [`MANTISSA_MAX`].
+pub fn parse(text: &str, prec: u32) -> Result<i128, DecimalError> {
+    let bytes = text.as_bytes();
+    let (negative, rest) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let (number, exponent) = split_exponent(rest)?;
+    let mut digits_total = 0i64;
+    let mut frac_len = 0i64;
+    let mut seen_point = false;
+    for &b in number {
+        match b {
+            b'0'..=b'9' => {
+                digits_total += 1;
+                if seen_point {
+                    frac_len += 1;
+                }
+            }
+            b'.' if !seen_point => seen_point = true,
+            _ => return Err(DecimalError::Syntax),
+        }
+    }
+    if digits_total == 0 {
+        return Err(DecimalError::Syntax);
+    }
+    // value = digits × 10^(exponent − frac_len); we want trunc(value × 10^prec).
+    let shift = exponent - frac_len + prec as i64;
+    let keep = if shift < 0 { digits_total + shift } else { digits_total };
+    let mut mantissa: i128 = 0;
+    let mut taken = 0i64;
+    for &b in number {
+        if b == b'.' {
+            continue;
+        }
+        if taken >= keep {
+            break;
+        }
+        taken += 1;
+        mantissa = mantissa * 10 + i128::from(b - b'0');
+        if mantissa > MANTISSA_MAX {
+            return Err(DecimalError::Range);
+        }
+    }
+    if shift > 0 && mantissa != 0 {
+        if shift > SCALE_MAX as i64 {
+            return Err(DecimalError::Range);
+        }
+        mantissa = mantissa.checked_mul(pow10(shift as u32)).ok_or(DecimalError::Range)?;
+        if mantissa > MANTISSA_MAX {
+            return Err(DecimalError::Range);
+        }
+    }
+    Ok(if negative { -mantissa } else { mantissa })
+}
+
+fn split_exponent(bytes: &[u8]) -> Result<(&[u8], i64), DecimalError> {
+    let Some(at) = bytes.iter().position(|&b| b == b'e' || b == b'E') else {
+        return Ok((bytes, 0));
+    };
+    let (number, exp) = (&bytes[..at], &bytes[at + 1..]);
+    let (negative, digits) = match exp.first() {
+        Some(b'-') => (true, &exp[1..]),
+        Some(b'+') => (false, &exp[1..]),
+        _ => (false, exp),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(DecimalError::Syntax);
+    }
+    // Saturate: anything beyond ±10^6 is out of range or zero either way.
+    let mut value = 0i64;
+    for &d in digits {
+        value = (value * 10 + i64::from(d - b'0')).min(1_000_000);
+    }
+    Ok((number, if negative { -value } else { value }))
+}
+
+/// Changes the scale of `m` from `from` to a larger or equal `to`, exactly; `None` on overflow.
+#[inline]
+pub fn rescale_up(m: i128, from: u32, to: u32) -> Option<i128> {
+    debug_assert!(to >= from);
+    m.checked_mul(pow10(to - from))
+}
+
+/// Changes the scale of `m` from `from` to `to`, truncating toward zero when `to < from`.
+#[inline]
+pub fn rescale_trunc(m: i128, from: u32, to: u32) -> i128 {
+    if to >= from {
+        m * pow10(to - from)
+    } else {
+        m / pow10(from - to)
+    }
+}
+
+/// A decimal value for output: mantissa and scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dec {
+    pub m: i128,
+    pub scale: u32,
+}
+
+impl Dec {
+    pub const ZERO: Dec = Dec { m: 0, scale: 0 };
+
+    pub fn new(m: i128, scale: u32) -> Dec {
+        Dec { m, scale }
+    }
+}
+
+impl fmt::Display for Dec {
+    /// Plain notation with trailing fractional zeros stripped: `"1.5"`, `"0"`, `"0.00000001"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = self.m;
+        let mut scale = self.scale;
+        while scale > 0 && m % 10 == 0 {
+            m /= 10;
+            scale -= 1;
+        }
+        if m < 0 {
+            f.write_str("-")?;
+        }
+        let abs = m.unsigned_abs();
+        if scale == 0 {
+            return write!(f, "{abs}");
+        }
+        let unit = pow10(scale) as u128;
+        write!(f, "{}.{:0width$}", abs / unit, abs % unit, width = scale as usize)
+    }
+}
+
+impl serde::Serialize for Dec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_truncates() {
+        assert_eq!(parse("1.23456789", 8), Ok(123_456_789));
+        assert_eq!(parse("1.234567899", 8), Ok(123_456_789));
+        assert_eq!(parse("-1.999", 2), Ok(-199));
+        assert_eq!(parse("0.5", 0), Ok(0));
+        assert_eq!(parse("7.9", 0), Ok(7));
+        assert_eq!(parse("1e3", 2), Ok(100_000));
+        assert_eq!(parse("1.5E-2", 4), Ok(150));
+        assert_eq!(parse("1e-9", 8), Ok(0));
+        assert_eq!(parse("+.5", 1), Ok(5));
+        assert_eq!(parse("5.", 1), Ok(50));
+        assert_eq!(parse("000123", 0), Ok(123));
+        assert_eq!(parse("0.00000000000000000000000000000000000000001", 8), Ok(0));
+    }
+
+    #[test]
+    fn refuses_bad_text() {
+        for bad in ["", "-", ".", "abc", "1.2.3", "NaN", "inf", "Infinity", " 1", "1 ", "1e", "1e+", "0x10", "1,5", "--1"] {
+            assert_eq!(parse(bad, 8), Err(DecimalError::Syntax), "{bad:?}");
+        }
+        assert_eq!(parse("1e40", 0), Err(DecimalError::Range));
+        assert_eq!(parse("1e999999999999", 0), Err(DecimalError::Range));
+        assert_eq!(parse("1000000000000000000000000000", 8), Err(DecimalError::Range));
+        assert_eq!(parse("0e999999999", 8), Ok(0));
+    }
+
+    #[test]
+    fn prints_plain_and_stripped() {
+        assert_eq!(Dec::new(150_000_000, 8).to_string(), "1.5");
+        assert_eq!(Dec::new(0, 8).to_string(), "0");
+        assert_eq!(Dec::new(1, 8).to_string(), "0.00000001");
+        assert_eq!(Dec::new(10, 8).to_string(), "0.0000001");
+        assert_eq!(Dec::new(-2_500, 3).to_string(), "-2.5");
+        assert_eq!(Dec::new(800_000_000_000, 8).to_string(), "8000");
+        assert_eq!(Dec::new(-1, 20).to_string(), "-0.00000000000000000001");
+        assert_eq!(Dec::new(42, 0).to_string(), "42");
+    }
+
+    #[test]
+    fn rescales() {
+        assert_eq!(rescale_up(5, 2, 4), Some(500));
+        assert_eq!(rescale_up(i128::MAX / 2, 0, 2), None);
+        assert_eq!(rescale_trunc(-1999, 3, 1), -19);
+        assert_eq!(rescale_trunc(19, 1, 3), 1900);
+    }
+}

@@ -1,0 +1,521 @@
+//! The state machine: `apply(time, command) -> reply + events`. Matching follows SPEC B5.4–B5.6
+//! exactly; every check happens before the first change, so an error changes nothing.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::book::Book;
+use crate::command::{Command, PutLimit, PutMarket};
+use crate::config::{AssetId, Market, MarketId, Spec, SUPPLY_MAX};
+use crate::decimal::{pow10, rescale_trunc, rescale_up};
+use crate::error::RpcError;
+use crate::event::{BalanceChange, Business, Deal, Event, LevelChange, OrderEventKind};
+use crate::ledger::{Balance, Ledger};
+use crate::order::{Order, OrderKind, Side, Source};
+use crate::reply::{AssetSummary, MarketSummary, Reply};
+
+/// How long a `balance.update` (user, asset, business, business_id) is remembered: 24 h.
+pub const DEDUPE_WINDOW_US: u64 = 86_400 * 1_000_000;
+/// Most `balance.update` keys remembered at once; past it (within 24 h) updates answer error 3.
+pub const DEDUPE_ENTRIES_MAX: usize = 4_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DedupeKey {
+    pub user: u32,
+    pub asset: AssetId,
+    pub business: String,
+    pub business_id: u64,
+}
+
+/// The `balance.update` dedupe window, kept in the state so that replay reproduces it. An entry
+/// counts while it is younger than 24 h; expired entries are dropped when a later update arrives.
+#[derive(Clone, Default)]
+pub(crate) struct Dedupe {
+    pub seen: HashMap<DedupeKey, u64>,
+    /// (time, key) in arrival order, for eviction.
+    pub order: VecDeque<(u64, DedupeKey)>,
+}
+
+fn expired(t: u64, now: u64) -> bool {
+    t.saturating_add(DEDUPE_WINDOW_US) <= now
+}
+
+impl Dedupe {
+    fn live(&self, k: &DedupeKey, now: u64) -> bool {
+        self.seen.get(k).is_some_and(|&t| !expired(t, now))
+    }
+
+    fn full(&self, now: u64) -> bool {
+        self.order.len() >= DEDUPE_ENTRIES_MAX && self.order.front().is_some_and(|(t, _)| !expired(*t, now))
+    }
+
+    pub(crate) fn insert(&mut self, k: DedupeKey, now: u64) {
+        while self.order.front().is_some_and(|(t, _)| expired(*t, now)) {
+            let (t, old) = self.order.pop_front().expect("front exists");
+            if self.seen.get(&old) == Some(&t) {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(k.clone(), now);
+        self.order.push_back((now, k));
+    }
+}
+
+/// The whole matcher state.
+#[derive(Clone)]
+pub struct Matcher {
+    pub(crate) spec: Spec,
+    pub(crate) ledger: Ledger,
+    pub(crate) books: Vec<Book>,
+    pub(crate) order_id: u64,
+    pub(crate) deal_id: u64,
+    pub(crate) dedupe: Dedupe,
+}
+
+type Res = Result<Reply, RpcError>;
+
+impl Matcher {
+    pub fn new(spec: Spec) -> Matcher {
+        Matcher::with_capacity(spec, 0, 0)
+    }
+
+    /// A matcher whose pools are sized for `users` accounts and `orders` resting orders per market.
+    pub fn with_capacity(spec: Spec, users: usize, orders: usize) -> Matcher {
+        let books = spec.markets.iter().map(|_| Book::with_capacity(orders)).collect();
+        let ledger = Ledger::new(&spec, users);
+        Matcher { spec, ledger, books, order_id: 0, deal_id: 0, dedupe: Dedupe::default() }
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    pub fn balance(&self, user: u32, asset: AssetId) -> Balance {
+        self.ledger.get(user, asset)
+    }
+
+    /// Fees collected in `asset`, at its `prec_save`.
+    pub fn fees(&self, asset: AssetId) -> i128 {
+        self.ledger.fees[asset as usize]
+    }
+
+    pub fn last_order_id(&self) -> u64 {
+        self.order_id
+    }
+
+    pub fn last_deal_id(&self) -> u64 {
+        self.deal_id
+    }
+
+    pub fn book(&self, market: MarketId) -> &Book {
+        &self.books[market as usize]
+    }
+
+    /// Applies one command at `time_us` (microseconds since the epoch). Events are appended to
+    /// `events` in the order downstream must see them. On `Err` the state is unchanged.
+    pub fn apply(&mut self, time_us: u64, cmd: &Command, events: &mut Vec<Event>) -> Res {
+        match cmd {
+            Command::BalanceQuery { user, assets } => Ok(self.balance_query(*user, assets)),
+            Command::BalanceUpdate { user, asset, business, business_id, change, detail } => {
+                let key = DedupeKey { user: *user, asset: *asset, business: business.clone(), business_id: *business_id };
+                self.balance_update(time_us, key, *change, detail, events)
+            }
+            Command::AssetList => Ok(Reply::AssetList),
+            Command::AssetSummary { assets } => Ok(self.asset_summary(assets)),
+            Command::PutLimit(c) => self.put_limit(time_us, c, events),
+            Command::PutMarket(c) => self.put_market(time_us, c, events),
+            Command::Cancel { user, market, order_id } => self.cancel(*user, *market, *order_id, events),
+            Command::OrderBook { market, side, offset, limit } => Ok(self.order_book(*market, *side, *offset, *limit)),
+            Command::OrderDepth { market, limit, interval } => Ok(self.order_depth(*market, *limit, *interval)),
+            Command::OrderPending { user, market, offset, limit } => {
+                let (total, orders) = self.books[*market as usize].user_orders(*user);
+                let records = orders.skip(usize::try_from(*offset).unwrap_or(usize::MAX)).take(*limit as usize).copied().collect();
+                Ok(Reply::Pending { offset: *offset, limit: *limit, total, records })
+            }
+            Command::OrderPendingDetail { market, order_id } => {
+                Ok(Reply::MaybeOrder(self.books[*market as usize].get(*order_id).copied()))
+            }
+            Command::MarketList => Ok(Reply::MarketList),
+            Command::MarketSummary { markets } => Ok(self.market_summary(markets)),
+        }
+    }
+
+    fn balance_query(&self, user: u32, assets: &[AssetId]) -> Reply {
+        let all: Vec<AssetId> = (0..self.spec.assets.len() as AssetId).collect();
+        let list = if assets.is_empty() { &all[..] } else { assets };
+        let mut rows: Vec<(AssetId, i128, i128)> = Vec::with_capacity(list.len());
+        for &a in list {
+            if rows.iter().any(|r| r.0 == a) {
+                continue;
+            }
+            let asset = self.spec.asset(a);
+            let b = self.ledger.get(user, a);
+            let show = |m| rescale_trunc(m, asset.prec_save, asset.prec_show);
+            rows.push((a, show(b.available), show(b.freeze)));
+        }
+        Reply::Balances(rows)
+    }
+
+    fn balance_update(&mut self, now: u64, key: DedupeKey, change: i128, detail: &str, events: &mut Vec<Event>) -> Res {
+        if self.dedupe.live(&key, now) {
+            return Err(RpcError::RepeatUpdate);
+        }
+        let asset = key.asset;
+        if change < 0 && self.ledger.get(key.user, asset).available < -change {
+            return Err(RpcError::UpdateBalanceNotEnough);
+        }
+        if self.ledger.supply[asset as usize] + change > SUPPLY_MAX {
+            return Err(RpcError::InvalidArgument);
+        }
+        if self.dedupe.full(now) {
+            return Err(RpcError::ServiceUnavailable);
+        }
+        let balance = self.ledger.deposit(key.user, asset, change);
+        events.push(Event::Balance(BalanceChange {
+            time_us: now,
+            user: key.user,
+            asset,
+            change,
+            change_scale: self.spec.asset(asset).prec_save,
+            balance,
+            business: Business::Update { business: key.business.clone(), business_id: key.business_id, detail: detail.to_string() },
+        }));
+        self.dedupe.insert(key, now);
+        Ok(Reply::Success)
+    }
+
+    fn asset_summary(&self, assets: &[AssetId]) -> Reply {
+        let list: Vec<AssetId> =
+            if assets.is_empty() { (0..self.spec.assets.len() as AssetId).collect() } else { assets.to_vec() };
+        let mut rows: Vec<AssetSummary> = list.iter().map(|&asset| AssetSummary { asset, ..Default::default() }).collect();
+        for (_, balances) in self.ledger.users() {
+            for row in rows.iter_mut() {
+                let b = balances[row.asset as usize];
+                if b.available != 0 {
+                    row.available_count += 1;
+                    row.available += b.available;
+                }
+                if b.freeze != 0 {
+                    row.freeze_count += 1;
+                    row.freeze += b.freeze;
+                }
+            }
+        }
+        Reply::AssetSummary(rows)
+    }
+
+    fn market_summary(&self, markets: &[MarketId]) -> Reply {
+        let list: Vec<MarketId> =
+            if markets.is_empty() { (0..self.spec.markets.len() as MarketId).collect() } else { markets.to_vec() };
+        let rows = list
+            .iter()
+            .map(|&market| {
+                let book = &self.books[market as usize];
+                let (ask_count, ask_amount) = book.side_totals(Side::Ask);
+                let (bid_count, bid_amount) = book.side_totals(Side::Bid);
+                MarketSummary { market, ask_count, ask_amount, bid_count, bid_amount }
+            })
+            .collect();
+        Reply::MarketSummary(rows)
+    }
+
+    fn order_book(&self, market: MarketId, side: Side, offset: u64, limit: u32) -> Reply {
+        let book = &self.books[market as usize];
+        let total = book.side_totals(side).0;
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        let orders = book.side_orders(side).skip(skip).take(limit as usize).copied().collect();
+        Reply::Book { offset, limit, total, orders }
+    }
+
+    fn order_depth(&self, market: MarketId, limit: u32, interval: i128) -> Reply {
+        let book = &self.books[market as usize];
+        let merge = |side: Side| -> Vec<(i128, i128)> {
+            let mut out: Vec<(i128, i128)> = Vec::new();
+            for (price, amount) in book.side_levels(side) {
+                let bucket = match (interval, side) {
+                    (0, _) => price,
+                    (i, Side::Ask) => (price + i - 1) / i * i,
+                    (i, Side::Bid) => price / i * i,
+                };
+                let full = out.len() == limit as usize;
+                match out.last_mut() {
+                    Some(last) if last.0 == bucket => last.1 += amount,
+                    _ if full => break,
+                    _ => out.push((bucket, amount)),
+                }
+            }
+            out
+        };
+        Reply::Depth { market, asks: merge(Side::Ask), bids: merge(Side::Bid) }
+    }
+
+    fn put_limit(&mut self, now: u64, c: &PutLimit, events: &mut Vec<Event>) -> Res {
+        let (spec, ledger) = (&self.spec, &mut self.ledger);
+        let mk = spec.market(c.market);
+        let (asset, need, scale) = match c.side {
+            Side::Ask => (mk.stock, Some(c.amount), mk.stock_prec),
+            Side::Bid => (mk.money, c.price.checked_mul(c.amount), mk.money_scale()),
+        };
+        check_available(spec, ledger, c.user, asset, need, scale)?;
+        if c.amount < mk.min_amount {
+            return Err(RpcError::AmountTooSmall);
+        }
+        self.order_id += 1;
+        let mut taker =
+            new_order(self.order_id, c.market, c.side, OrderKind::Limit, c.user, now, c.price, c.amount, c.taker_fee, c.maker_fee, c.source);
+        let book = &mut self.books[c.market as usize];
+        Trades { spec, mk, book: &mut *book, ledger: &mut *ledger, deal_id: &mut self.deal_id, now, events: &mut *events }
+            .run(&mut taker, true);
+        if taker.left == 0 {
+            events.push(Event::Order { kind: OrderEventKind::Finish, order: taker });
+            return Ok(Reply::Order(taker));
+        }
+        let (asset, freeze) = match taker.side {
+            Side::Ask => (mk.stock, taker.left),
+            Side::Bid => (mk.money, taker.price * taker.left),
+        };
+        taker.freeze = freeze;
+        ledger.freeze(taker.user, asset, spec.asset(asset).prec_save, freeze, taker.freeze_scale(mk));
+        let level = book.insert(taker);
+        events.push(Event::Order { kind: OrderEventKind::Put, order: taker });
+        events.push(Event::Level(LevelChange { market: c.market, side: taker.side, price: taker.price, amount: level }));
+        Ok(Reply::Order(taker))
+    }
+
+    fn put_market(&mut self, now: u64, c: &PutMarket, events: &mut Vec<Event>) -> Res {
+        let (spec, ledger) = (&self.spec, &mut self.ledger);
+        let mk = spec.market(c.market);
+        let book = &mut self.books[c.market as usize];
+        let asset = match c.side {
+            Side::Ask => mk.stock,
+            Side::Bid => mk.money,
+        };
+        check_available(spec, ledger, c.user, asset, Some(c.amount), mk.stock_prec)?;
+        let best = book.best(c.side.opposite()).ok_or(RpcError::NoEnoughTrader)?;
+        let too_small = match c.side {
+            Side::Ask => c.amount < mk.min_amount,
+            Side::Bid => c.amount * pow10(mk.money_prec) < best.price * mk.min_amount,
+        };
+        if too_small {
+            return Err(RpcError::AmountTooSmall);
+        }
+        let amount = match c.side {
+            Side::Ask => c.amount,
+            Side::Bid => c.amount * pow10(mk.money_prec),
+        };
+        self.order_id += 1;
+        let mut taker = new_order(self.order_id, c.market, c.side, OrderKind::Market, c.user, now, 0, amount, c.taker_fee, 0, c.source);
+        Trades { spec, mk, book, ledger, deal_id: &mut self.deal_id, now, events: &mut *events }.run(&mut taker, false);
+        events.push(Event::Order { kind: OrderEventKind::Finish, order: taker });
+        Ok(Reply::Order(taker))
+    }
+
+    fn cancel(&mut self, user: u32, market: MarketId, order_id: u64, events: &mut Vec<Event>) -> Res {
+        let book = &mut self.books[market as usize];
+        match book.get(order_id) {
+            None => return Err(RpcError::OrderNotFound),
+            Some(o) if o.user != user => return Err(RpcError::UserNotMatch),
+            Some(_) => {}
+        }
+        let (order, level) = book.remove(order_id).expect("order checked above");
+        let mk = self.spec.market(market);
+        release(&self.spec, &mut self.ledger, mk, &order);
+        events.push(Event::Level(LevelChange { market, side: order.side, price: order.price, amount: level }));
+        events.push(Event::Order { kind: OrderEventKind::Finish, order });
+        Ok(Reply::Order(order))
+    }
+}
+
+/// Refuses with "balance not enough" unless `user`'s available `asset` covers `need` at `scale`
+/// (`None`: a product too large to represent, which no balance covers).
+fn check_available(spec: &Spec, ledger: &Ledger, user: u32, asset: AssetId, need: Option<i128>, scale: u32) -> Result<(), RpcError> {
+    let prec = spec.asset(asset).prec_save;
+    let need = need.and_then(|n| rescale_up(n, scale, prec)).ok_or(RpcError::BalanceNotEnough)?;
+    if ledger.get(user, asset).available < need {
+        return Err(RpcError::BalanceNotEnough);
+    }
+    Ok(())
+}
+
+/// Releases whatever a leaving order still has frozen.
+fn release(spec: &Spec, ledger: &mut Ledger, mk: &Market, order: &Order) {
+    if order.freeze == 0 {
+        return;
+    }
+    let asset = match order.side {
+        Side::Ask => mk.stock,
+        Side::Bid => mk.money,
+    };
+    ledger.freeze(order.user, asset, spec.asset(asset).prec_save, -order.freeze, order.freeze_scale(mk));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_order(
+    id: u64,
+    market: MarketId,
+    side: Side,
+    kind: OrderKind,
+    user: u32,
+    now: u64,
+    price: i128,
+    amount: i128,
+    taker_fee: i128,
+    maker_fee: i128,
+    source: Source,
+) -> Order {
+    Order {
+        id,
+        market,
+        side,
+        kind,
+        user,
+        ctime_us: now,
+        mtime_us: now,
+        price,
+        amount,
+        left: amount,
+        taker_fee,
+        maker_fee,
+        freeze: 0,
+        deal_stock: 0,
+        deal_money: 0,
+        deal_fee: 0,
+        source,
+    }
+}
+
+/// Matching of one taker against one market's book.
+struct Trades<'a> {
+    spec: &'a Spec,
+    mk: &'a Market,
+    book: &'a mut Book,
+    ledger: &'a mut Ledger,
+    deal_id: &'a mut u64,
+    now: u64,
+    events: &'a mut Vec<Event>,
+}
+
+impl Trades<'_> {
+    /// Trades `taker` against the opposite side in priority order. A limit taker stops where
+    /// prices no longer cross; a market taker takes any price.
+    fn run(&mut self, taker: &mut Order, limit: bool) {
+        let money_bid = taker.kind == OrderKind::Market && taker.side == Side::Bid;
+        while taker.left > 0 {
+            let Some(maker) = self.book.best(taker.side.opposite()) else { break };
+            let (maker_id, price, maker_left) = (maker.id, maker.price, maker.left);
+            let crosses = match taker.side {
+                Side::Ask => taker.price <= price,
+                Side::Bid => taker.price >= price,
+            };
+            if limit && !crosses {
+                break;
+            }
+            let amount = if money_bid { (taker.left / price).min(maker_left) } else { taker.left.min(maker_left) };
+            if amount == 0 {
+                break;
+            }
+            self.trade(taker, maker_id, price, amount);
+        }
+    }
+
+    fn trade(&mut self, taker: &mut Order, maker_id: u64, price: i128, amount: i128) {
+        let mk = self.mk;
+        let deal = price * amount;
+        *self.deal_id += 1;
+        let mut maker = *self.book.get(maker_id).expect("maker rests in the book");
+        let taker_fee_rate = taker.taker_fee;
+        let fee_of = |side: Side, rate: i128| match side {
+            Side::Ask => deal * rate,
+            Side::Bid => amount * rate,
+        };
+        let taker_fee = fee_of(taker.side, taker_fee_rate);
+        let maker_fee = fee_of(maker.side, maker.maker_fee);
+        fill(taker, amount, deal, taker_fee, self.now);
+        fill(&mut maker, amount, deal, maker_fee, self.now);
+        maker.freeze -= match maker.side {
+            Side::Ask => amount,
+            Side::Bid => deal,
+        };
+        let (ask, bid, ask_fee, bid_fee, ask_rate, bid_rate) = match taker.side {
+            Side::Ask => (&*taker, &maker, taker_fee, maker_fee, taker_fee_rate, maker.maker_fee),
+            Side::Bid => (&maker, &*taker, maker_fee, taker_fee, maker.maker_fee, taker_fee_rate),
+        };
+        self.events.push(Event::Deal(Deal {
+            id: *self.deal_id,
+            time_us: self.now,
+            market: maker.market,
+            ask_order_id: ask.id,
+            bid_order_id: bid.id,
+            ask_user: ask.user,
+            bid_user: bid.user,
+            price,
+            amount,
+            deal,
+            ask_fee,
+            bid_fee,
+            taker_side: taker.side,
+            ask_fee_rate: ask_rate,
+            bid_fee_rate: bid_rate,
+        }));
+        self.legs(taker, true, price, amount, deal, taker_fee, taker_fee_rate);
+        self.legs(&maker, false, price, amount, deal, maker_fee, maker.maker_fee);
+        *self.book.get_mut(maker_id).expect("maker rests") = maker;
+        let level = self.book.filled(maker_id, amount);
+        let kind = if maker.left == 0 {
+            self.book.remove(maker_id);
+            release(self.spec, self.ledger, mk, &maker);
+            OrderEventKind::Finish
+        } else {
+            OrderEventKind::Update
+        };
+        self.events.push(Event::Order { kind, order: maker });
+        self.events.push(Event::Level(LevelChange { market: maker.market, side: maker.side, price, amount: level }));
+    }
+
+    /// The balance movements of one side of a trade: pay out (from available for the taker, from
+    /// frozen for the maker), receive, then pay the fee out of what was received.
+    #[allow(clippy::too_many_arguments)]
+    fn legs(&mut self, o: &Order, taker: bool, price: i128, amount: i128, deal: i128, fee: i128, rate: i128) {
+        let mk = self.mk;
+        let (out_asset, out, out_scale, in_asset, inc, in_scale) = match o.side {
+            Side::Ask => (mk.stock, amount, mk.stock_prec, mk.money, deal, mk.money_scale()),
+            Side::Bid => (mk.money, deal, mk.money_scale(), mk.stock, amount, mk.stock_prec),
+        };
+        let out_prec = self.spec.asset(out_asset).prec_save;
+        let in_prec = self.spec.asset(in_asset).prec_save;
+        let total = if taker {
+            self.ledger.sub(o.user, out_asset, out_prec, out, out_scale).1
+        } else {
+            self.ledger.sub_frozen(o.user, out_asset, out_prec, out, out_scale)
+        };
+        self.balance_event(o, out_asset, -out, out_scale, total, price, amount, None);
+        let total = self.ledger.add(o.user, in_asset, in_prec, inc, in_scale);
+        self.balance_event(o, in_asset, inc, in_scale, total, price, amount, None);
+        if fee > 0 {
+            let fee_scale = o.fee_scale(mk);
+            let (removed, total) = self.ledger.sub(o.user, in_asset, in_prec, fee, fee_scale);
+            self.ledger.fees[in_asset as usize] += removed;
+            self.balance_event(o, in_asset, -fee, fee_scale, total, price, amount, Some(rate));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn balance_event(&mut self, o: &Order, asset: AssetId, change: i128, change_scale: u32, balance: i128, price: i128, amount: i128, fee_rate: Option<i128>) {
+        self.events.push(Event::Balance(BalanceChange {
+            time_us: self.now,
+            user: o.user,
+            asset,
+            change,
+            change_scale,
+            balance,
+            business: Business::Trade { market: o.market, order_id: o.id, price, amount, fee_rate },
+        }));
+    }
+}
+
+fn fill(o: &mut Order, amount: i128, deal: i128, fee: i128, now: u64) {
+    o.left -= if o.kind == OrderKind::Market && o.side == Side::Bid { deal } else { amount };
+    o.deal_stock += amount;
+    o.deal_money += deal;
+    o.deal_fee += fee;
+    o.mtime_us = now;
+}

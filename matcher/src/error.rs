@@ -1,0 +1,55 @@
+//! The JSON-RPC errors of SPEC B1.2 and B5.8, with ViaBTC's codes and messages.
+
+/// An error reply. Each variant's code and message are exactly ViaBTC's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    #[error("invalid argument")]
+    InvalidArgument,
+    #[error("internal error")]
+    Internal,
+    #[error("service unavailable")]
+    ServiceUnavailable,
+    #[error("method not found")]
+    MethodNotFound,
+    #[error("service timeout")]
+    ServiceTimeout,
+    #[error("require authentication")]
+    RequireAuthentication,
+    /// `balance.update` (10).
+    #[error("repeat update")]
+    RepeatUpdate,
+    /// `balance.update` (11).
+    #[error("balance not enough")]
+    UpdateBalanceNotEnough,
+    /// `order.put_limit`, `order.put_market` (10).
+    #[error("balance not enough")]
+    BalanceNotEnough,
+    /// `order.put_limit`, `order.put_market` (11).
+    #[error("amount too small")]
+    AmountTooSmall,
+    /// `order.put_market` (12).
+    #[error("no enough trader")]
+    NoEnoughTrader,
+    /// `order.cancel` (10).
+    #[error("order not found")]
+    OrderNotFound,
+    /// `order.cancel` (11).
+    #[error("user not match")]
+    UserNotMatch,
+}
+
+impl RpcError {
+    pub fn code(self) -> i32 {
+        match self {
+            RpcError::InvalidArgument => 1,
+            RpcError::Internal => 2,
+            RpcError::ServiceUnavailable => 3,
+            RpcError::MethodNotFound => 4,
+            RpcError::ServiceTimeout => 5,
+            RpcError::RequireAuthentication => 6,
+            RpcError::RepeatUpdate | RpcError::BalanceNotEnough | RpcError::OrderNotFound => 10,
+            RpcError::UpdateBalanceNotEnough | RpcError::AmountTooSmall | RpcError::UserNotMatch => 11,
+            RpcError::NoEnoughTrader => 12,
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Replies and their JSON encoding with ViaBTC's field names and order (SPEC B2.3, B2.4).
+
+use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+use crate::config::{AssetId, MarketId, Spec};
+use crate::decimal::Dec;
+use crate::error::RpcError;
+use crate::order::Order;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssetSummary {
+    pub asset: AssetId,
+    pub available_count: u64,
+    /// At `prec_save`.
+    pub available: i128,
+    pub freeze_count: u64,
+    pub freeze: i128,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketSummary {
+    pub market: MarketId,
+    pub ask_count: usize,
+    /// Sum of `left`, at `stock_prec`.
+    pub ask_amount: i128,
+    pub bid_count: usize,
+    pub bid_amount: i128,
+}
+
+/// A successful result, typed; [`result_json`] turns it into ViaBTC's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `balance.query`: (asset, available, freeze) at `prec_show`, in request or config order.
+    Balances(Vec<(AssetId, i128, i128)>),
+    /// `balance.update`: `{"status": "success"}`.
+    Success,
+    AssetList,
+    AssetSummary(Vec<AssetSummary>),
+    /// `order.put_limit`, `order.put_market`, `order.cancel`.
+    Order(Order),
+    /// `order.pending_detail`: the order, or `null`.
+    MaybeOrder(Option<Order>),
+    Book { offset: u64, limit: u32, total: usize, orders: Vec<Order> },
+    /// `(price, amount)` levels at `money_prec` and `stock_prec`.
+    Depth { market: MarketId, asks: Vec<(i128, i128)>, bids: Vec<(i128, i128)> },
+    Pending { offset: u64, limit: u32, total: usize, records: Vec<Order> },
+    MarketList,
+    MarketSummary(Vec<MarketSummary>),
+}
+
+/// An order as ViaBTC prints it.
+pub struct OrderJson<'a> {
+    pub spec: &'a Spec,
+    pub order: &'a Order,
+}
+
+fn seconds(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+impl Serialize for OrderJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let o = self.order;
+        let mk = self.spec.market(o.market);
+        let amount_scale = o.amount_scale(mk);
+        let mut st = s.serialize_struct("order", 16)?;
+        st.serialize_field("id", &o.id)?;
+        st.serialize_field("market", &mk.name)?;
+        st.serialize_field("source", o.source.as_str())?;
+        st.serialize_field("type", &(o.kind as u8))?;
+        st.serialize_field("side", &o.side.code())?;
+        st.serialize_field("user", &o.user)?;
+        st.serialize_field("ctime", &seconds(o.ctime_us))?;
+        st.serialize_field("mtime", &seconds(o.mtime_us))?;
+        st.serialize_field("price", &Dec::new(o.price, mk.money_prec))?;
+        st.serialize_field("amount", &Dec::new(o.amount, amount_scale))?;
+        st.serialize_field("taker_fee", &Dec::new(o.taker_fee, mk.fee_prec))?;
+        st.serialize_field("maker_fee", &Dec::new(o.maker_fee, mk.fee_prec))?;
+        st.serialize_field("left", &Dec::new(o.left, amount_scale))?;
+        st.serialize_field("deal_stock", &Dec::new(o.deal_stock, mk.stock_prec))?;
+        st.serialize_field("deal_money", &Dec::new(o.deal_money, mk.money_scale()))?;
+        st.serialize_field("deal_fee", &Dec::new(o.deal_fee, o.fee_scale(mk)))?;
+        st.end()
+    }
+}
+
+struct Orders<'a>(&'a Spec, &'a [Order]);
+
+impl Serialize for Orders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.1.len()))?;
+        for order in self.1 {
+            seq.serialize_element(&OrderJson { spec: self.0, order })?;
+        }
+        seq.end()
+    }
+}
+
+struct Levels<'a>(&'a [(i128, i128)], u32, u32);
+
+impl Serialize for Levels<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for &(price, amount) in self.0 {
+            seq.serialize_element(&[Dec::new(price, self.1), Dec::new(amount, self.2)])?;
+        }
+        seq.end()
+    }
+}
+
+/// A reply with the spec it needs for names and scales.
+pub struct ReplyJson<'a> {
+    pub spec: &'a Spec,
+    pub reply: &'a Reply,
+}
+
+impl Serialize for ReplyJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let spec = self.spec;
+        match self.reply {
+            Reply::Balances(rows) => {
+                let mut map = s.serialize_map(Some(rows.len()))?;
+                for &(asset, available, freeze) in rows {
+                    let a = spec.asset(asset);
+                    let b = BalanceJson { available: Dec::new(available, a.prec_show), freeze: Dec::new(freeze, a.prec_show) };
+                    map.serialize_entry(&a.name, &b)?;
+                }
+                map.end()
+            }
+            Reply::Success => Status { status: "success" }.serialize(s),
+            Reply::AssetList => {
+                let list: Vec<_> = spec.assets.iter().map(|a| AssetJson { name: &a.name, prec: a.prec_show }).collect();
+                list.serialize(s)
+            }
+            Reply::AssetSummary(rows) => rows
+                .iter()
+                .map(|r| {
+                    let a = spec.asset(r.asset);
+                    AssetSummaryJson {
+                        name: &a.name,
+                        total_balance: Dec::new(r.available + r.freeze, a.prec_save),
+                        available_count: r.available_count,
+                        available_balance: Dec::new(r.available, a.prec_save),
+                        freeze_count: r.freeze_count,
+                        freeze_balance: Dec::new(r.freeze, a.prec_save),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .serialize(s),
+            Reply::Order(order) => OrderJson { spec, order }.serialize(s),
+            Reply::MaybeOrder(order) => order.as_ref().map(|order| OrderJson { spec, order }).serialize(s),
+            Reply::Book { offset, limit, total, orders } => {
+                let mut st = s.serialize_struct("book", 4)?;
+                st.serialize_field("offset", offset)?;
+                st.serialize_field("limit", limit)?;
+                st.serialize_field("total", total)?;
+                st.serialize_field("orders", &Orders(spec, orders))?;
+                st.end()
+            }
+            Reply::Depth { market, asks, bids } => {
+                let mk = spec.market(*market);
+                let mut st = s.serialize_struct("depth", 2)?;
+                st.serialize_field("asks", &Levels(asks, mk.money_prec, mk.stock_prec))?;
+                st.serialize_field("bids", &Levels(bids, mk.money_prec, mk.stock_prec))?;
+                st.end()
+            }
+            Reply::Pending { offset, limit, total, records } => {
+                let mut st = s.serialize_struct("pending", 4)?;
+                st.serialize_field("limit", limit)?;
+                st.serialize_field("offset", offset)?;
+                st.serialize_field("total", total)?;
+                st.serialize_field("records", &Orders(spec, records))?;
+                st.end()
+            }
+            Reply::MarketList => spec
+                .markets
+                .iter()
+                .map(|m| MarketJson {
+                    name: &m.name,
+                    stock: &spec.asset(m.stock).name,
+                    money: &spec.asset(m.money).name,
+                    fee_prec: m.fee_prec,
+                    stock_prec: m.stock_prec,
+                    money_prec: m.money_prec,
+                    min_amount: Dec::new(m.min_amount, m.stock_prec),
+                })
+                .collect::<Vec<_>>()
+                .serialize(s),
+            Reply::MarketSummary(rows) => rows
+                .iter()
+                .map(|r| {
+                    let m = spec.market(r.market);
+                    MarketSummaryJson {
+                        name: &m.name,
+                        ask_count: r.ask_count,
+                        ask_amount: Dec::new(r.ask_amount, m.stock_prec),
+                        bid_count: r.bid_count,
+                        bid_amount: Dec::new(r.bid_amount, m.stock_prec),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .serialize(s),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct BalanceJson {
+    available: Dec,
+    freeze: Dec,
+}
+
+#[derive(Serialize)]
+struct AssetJson<'a> {
+    name: &'a str,
+    prec: u32,
+}
+
+#[derive(Serialize)]
+struct AssetSummaryJson<'a> {
+    name: &'a str,
+    total_balance: Dec,
+    available_count: u64,
+    available_balance: Dec,
+    freeze_count: u64,
+    freeze_balance: Dec,
+}
+
+#[derive(Serialize)]
+struct MarketJson<'a> {
+    name: &'a str,
+    stock: &'a str,
+    money: &'a str,
+    fee_prec: u32,
+    stock_prec: u32,
+    money_prec: u32,
+    min_amount: Dec,
+}
+
+#[derive(Serialize)]
+struct MarketSummaryJson<'a> {
+    name: &'a str,
+    ask_count: usize,
+    ask_amount: Dec,
+    bid_count: usize,
+    bid_amount: Dec,
+}
+
+#[derive(Serialize)]
+struct ErrorJson {
+    code: i32,
+    message: String,
+}
+
+/// The `result` member alone, as JSON text.
+pub fn result_json(spec: &Spec, reply: &Reply) -> String {
+    serde_json::to_string(&ReplyJson { spec, reply }).expect("replies always serialize")
+}
+
+/// The whole JSON-RPC response: `{"error": …, "result": …, "id": …}`, in that order.
+pub fn response_json(spec: &Spec, id: i64, outcome: &Result<Reply, RpcError>) -> String {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        error: Option<ErrorJson>,
+        result: Option<ReplyJson<'a>>,
+        id: i64,
+    }
+    let env = match outcome {
+        Ok(reply) => Envelope { error: None, result: Some(ReplyJson { spec, reply }), id },
+        Err(e) => Envelope { error: Some(ErrorJson { code: e.code(), message: e.to_string() }), result: None, id },
+    };
+    serde_json::to_string(&env).expect("replies always serialize")
+}

@@ -1,0 +1,176 @@
+//! Snapshots of the whole matcher state and the state hash.
+//!
+//! A snapshot is canonical: accounts sorted by user, orders by id, the dedupe window in arrival
+//! order. So equal states give equal bytes, and the state hash is the hash of those bytes. Loading
+//! maps assets and markets by name and refuses a config that dropped or changed one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AssetId, MarketId, Spec};
+use crate::engine::{DedupeKey, Matcher};
+use crate::ledger::Balance;
+use crate::order::Order;
+
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct AssetRecord {
+    name: String,
+    prec_save: u32,
+    prec_show: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MarketRecord {
+    name: String,
+    stock: String,
+    money: String,
+    stock_prec: u32,
+    money_prec: u32,
+    fee_prec: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    assets: Vec<AssetRecord>,
+    markets: Vec<MarketRecord>,
+    order_id: u64,
+    deal_id: u64,
+    fees: Vec<i128>,
+    supply: Vec<i128>,
+    accounts: Vec<(u32, Vec<Balance>)>,
+    orders: Vec<Order>,
+    dedupe: Vec<(u64, DedupeKey)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is not readable: {0}")]
+    Decode(String),
+    #[error("snapshot version {0} is not supported (this build reads version {VERSION})")]
+    Version(u32),
+    #[error("snapshot holds asset {0:?}, which the config no longer has or has with other precisions; restore it to the config")]
+    Asset(String),
+    #[error("snapshot holds market {0:?}, which the config no longer has or has with other settings; restore it to the config")]
+    Market(String),
+    #[error("snapshot is inconsistent: {0}")]
+    Invalid(String),
+}
+
+impl Matcher {
+    /// The whole state as canonical bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let spec = &self.spec;
+        let snap = Snapshot {
+            version: VERSION,
+            assets: spec
+                .assets
+                .iter()
+                .map(|a| AssetRecord { name: a.name.clone(), prec_save: a.prec_save, prec_show: a.prec_show })
+                .collect(),
+            markets: spec.markets.iter().map(|m| market_record(spec, m)).collect(),
+            order_id: self.order_id,
+            deal_id: self.deal_id,
+            fees: self.ledger.fees.clone(),
+            supply: self.ledger.supply.clone(),
+            accounts: self.ledger.accounts_sorted().into_iter().map(|(u, b)| (u, b.to_vec())).collect(),
+            orders: {
+                let mut all: Vec<Order> = self.books.iter().flat_map(|b| b.orders_by_id()).copied().collect();
+                all.sort_unstable_by_key(|o| o.id);
+                all
+            },
+            dedupe: self.dedupe.order.iter().cloned().collect(),
+        };
+        postcard::to_stdvec(&snap).expect("snapshot always serializes")
+    }
+
+    /// A 64-bit hash of the whole state (xxh3 of the canonical snapshot).
+    pub fn state_hash(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.snapshot())
+    }
+
+    /// Rebuilds a matcher from `bytes` under `spec`, which may add assets and markets but not
+    /// remove or change any the snapshot uses.
+    pub fn from_snapshot(spec: Spec, bytes: &[u8]) -> Result<Matcher, SnapshotError> {
+        let snap: Snapshot = postcard::from_bytes(bytes).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        if snap.version != VERSION {
+            return Err(SnapshotError::Version(snap.version));
+        }
+        let asset_map = map_assets(&spec, &snap.assets)?;
+        let market_map = map_markets(&spec, &snap.markets)?;
+        let mut m = Matcher::new(spec);
+        m.order_id = snap.order_id;
+        m.deal_id = snap.deal_id;
+        let invalid = |what: &str| SnapshotError::Invalid(what.to_string());
+        if snap.fees.len() != asset_map.len() || snap.supply.len() != asset_map.len() {
+            return Err(invalid("per-asset totals do not match its asset list"));
+        }
+        for (i, &a) in asset_map.iter().enumerate() {
+            m.ledger.fees[a as usize] = snap.fees[i];
+            m.ledger.supply[a as usize] = snap.supply[i];
+        }
+        for (user, balances) in snap.accounts {
+            if balances.len() != asset_map.len() {
+                return Err(invalid("an account does not match its asset list"));
+            }
+            let mut mapped = vec![Balance::default(); m.spec.assets.len()];
+            for (i, b) in balances.into_iter().enumerate() {
+                mapped[asset_map[i] as usize] = b;
+            }
+            m.ledger.set(user, mapped);
+        }
+        for mut order in snap.orders {
+            let market = *market_map.get(order.market as usize).ok_or_else(|| invalid("an order names no market"))?;
+            if order.id > snap.order_id || m.books[market as usize].get(order.id).is_some() {
+                return Err(invalid("order ids are out of range or repeated"));
+            }
+            order.market = market;
+            m.books[market as usize].insert(order);
+        }
+        for (time, mut key) in snap.dedupe {
+            key.asset = *asset_map.get(key.asset as usize).ok_or_else(|| invalid("a dedupe entry names no asset"))?;
+            m.dedupe.insert(key, time);
+        }
+        m.check_invariants().map_err(SnapshotError::Invalid)?;
+        Ok(m)
+    }
+}
+
+fn market_record(spec: &Spec, m: &crate::config::Market) -> MarketRecord {
+    MarketRecord {
+        name: m.name.clone(),
+        stock: spec.asset(m.stock).name.clone(),
+        money: spec.asset(m.money).name.clone(),
+        stock_prec: m.stock_prec,
+        money_prec: m.money_prec,
+        fee_prec: m.fee_prec,
+    }
+}
+
+fn map_assets(spec: &Spec, assets: &[AssetRecord]) -> Result<Vec<AssetId>, SnapshotError> {
+    assets
+        .iter()
+        .map(|r| match spec.asset_id(&r.name) {
+            Some(id) if spec.asset(id).prec_save == r.prec_save && spec.asset(id).prec_show == r.prec_show => Ok(id),
+            _ => Err(SnapshotError::Asset(r.name.clone())),
+        })
+        .collect()
+}
+
+fn map_markets(spec: &Spec, markets: &[MarketRecord]) -> Result<Vec<MarketId>, SnapshotError> {
+    markets
+        .iter()
+        .map(|r| {
+            let id = spec.market_id(&r.name).ok_or_else(|| SnapshotError::Market(r.name.clone()))?;
+            let now = market_record(spec, spec.market(id));
+            let same = (&now.stock, &now.money, now.stock_prec, now.money_prec, now.fee_prec)
+                == (&r.stock, &r.money, r.stock_prec, r.money_prec, r.fee_prec);
+            if same {
+                Ok(id)
+            } else {
+                Err(SnapshotError::Market(r.name.clone()))
+            }
+        })
+        .collect()
+}
