@@ -1,0 +1,276 @@
+//! The engine against the reference model over a seeded random workload: every reply compared,
+//! command by command, and the global invariants checked throughout. A difference names the seed
+//! and the command number, so it can be replayed.
+
+mod common;
+mod model;
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use viaduct_matcher::config::{AssetConfig, Config, MarketConfig, MarketSide};
+use viaduct_matcher::{decode, response_json, Matcher, Spec};
+
+use model::Model;
+
+/// Three markets that between them exercise every scale rule: the ViaBTC sample (8/8, money kept
+/// at 20), a coarse stock (4 decimals), and a market whose money keeps fewer decimals than an
+/// ask's fee has (6 < 6 + 0 + 2), with prices in whole units (precision 0).
+fn config() -> Config {
+    let asset = |name: &str, save, show| AssetConfig { name: name.into(), prec_save: save, prec_show: Some(show) };
+    let market = |name: &str, stock: &str, sp, money: &str, mp, fp, min: &str| MarketConfig {
+        name: name.into(),
+        stock: MarketSide { name: stock.into(), prec: sp },
+        money: MarketSide { name: money.into(), prec: mp },
+        fee_prec: Some(fp),
+        min_amount: Some(min.into()),
+    };
+    Config {
+        assets: vec![asset("BCH", 20, 8), asset("BTC", 12, 8), asset("ETH", 10, 6), asset("USD", 6, 4)],
+        markets: vec![
+            market("BTCBCH", "BTC", 8, "BCH", 8, 4, "0.001"),
+            market("ETHBCH", "ETH", 4, "BCH", 8, 4, "0.01"),
+            market("BTCUSD", "BTC", 6, "USD", 0, 2, "0.0001"),
+        ],
+    }
+}
+
+struct Workload {
+    rng: ChaCha8Rng,
+    now: u64,
+    users: u32,
+    markets: Vec<String>,
+    assets: Vec<String>,
+    /// Mid price per market, as a random walk.
+    mids: Vec<f64>,
+    updates: Vec<(u32, String, String, u64)>,
+    business_id: u64,
+}
+
+impl Workload {
+    fn decimal(&mut self, value: f64, max_decimals: usize) -> String {
+        let decimals = self.rng.gen_range(0..=max_decimals);
+        format!("{value:.decimals$}")
+    }
+
+    fn user(&mut self) -> u32 {
+        self.rng.gen_range(1..=self.users)
+    }
+
+    fn fee(&mut self) -> String {
+        ["0", "0.001", "0.002", "0.0015", "0.00255", "0.01", "0.003999"][self.rng.gen_range(0..7)].to_string()
+    }
+
+    /// The next request: (method, params).
+    fn next(&mut self, model: &Model) -> (&'static str, Vec<Value>) {
+        self.now += self.rng.gen_range(0..2_000_000);
+        if self.rng.gen_ratio(1, 20_000) {
+            self.now += 43_200_000_000; // half a day: dedupe entries expire
+        }
+        let m = self.rng.gen_range(0..self.markets.len());
+        let market = self.markets[m].clone();
+        self.mids[m] *= 1.0 + self.rng.gen_range(-0.002..0.002);
+        let roll = self.rng.gen_range(0..100);
+        let crowded = model.orders.len() > 500;
+        match roll {
+            0..=7 => self.deposit(),
+            8..=9 => {
+                let (user, asset) = (self.user(), self.assets[self.rng.gen_range(0..self.assets.len())].clone());
+                let amount = self.rng.gen_range(0.0..50.0);
+                let change = format!("-{}", self.decimal(amount, 9));
+                self.business_id += 1;
+                ("balance.update", vec![json!(user), json!(asset), json!("withdraw"), json!(self.business_id), json!(change), json!({})])
+            }
+            10 if !self.updates.is_empty() => {
+                let (user, asset, business, id) = self.updates[self.rng.gen_range(0..self.updates.len())].clone();
+                ("balance.update", vec![json!(user), json!(asset), json!(business), json!(id), json!("1"), json!({"again": true})])
+            }
+            11..=54 if !crowded => {
+                let side = self.rng.gen_range(1..=2u8);
+                let skew = if side == 1 { 1.0 } else { -1.0 } * self.rng.gen_range(-0.01..0.05);
+                let price = self.decimal(self.mids[m] * (1.0 + skew), 10);
+                let amount = self.amount();
+                let (tf, mf) = (self.fee(), self.fee());
+                let user = self.user();
+                ("order.put_limit", vec![json!(user), json!(market), json!(side), json!(amount), json!(price), json!(tf), json!(mf), json!("gen")])
+            }
+            55..=62 => {
+                let side = self.rng.gen_range(1..=2u8);
+                let money = self.rng.gen_range(0.0..3.0) * self.mids[m];
+                let amount = if side == 2 { self.decimal(money, 10) } else { self.amount() };
+                let (user, fee) = (self.user(), self.fee());
+                ("order.put_market", vec![json!(user), json!(market), json!(side), json!(amount), json!(fee), json!("")])
+            }
+            63..=70 | 11..=54 => self.cancel(model),
+            71..=78 => (
+                "order.book",
+                vec![json!(market), json!(self.rng.gen_range(1..=2)), json!(0), json!(20)],
+            ),
+            89..=91 => {
+                let interval = ["0", "0.001", "0.01", "0.0005", "10", "100"][self.rng.gen_range(0..6)];
+                ("order.depth", vec![json!(market), json!(20), json!(interval)])
+            }
+            79..=94 => ("balance.query", vec![json!(self.user())]),
+            95..=96 => ("order.pending", vec![json!(self.user()), json!(market), json!(0), json!(100)]),
+            97 => {
+                let id = self.rng.gen_range(1..=model.orders.last().map_or(1, |o| o.id + 2));
+                ("order.pending_detail", vec![json!(market), json!(id)])
+            }
+            98 => ("market.summary", vec![]),
+            _ => ("asset.summary", vec![]),
+        }
+    }
+
+    fn amount(&mut self) -> String {
+        let amount = match self.rng.gen_range(0..10) {
+            0 => self.rng.gen_range(0.0..0.002),
+            1..=7 => self.rng.gen_range(0.0..2.0),
+            _ => self.rng.gen_range(0.0..20.0),
+        };
+        self.decimal(amount, 10)
+    }
+
+    fn deposit(&mut self) -> (&'static str, Vec<Value>) {
+        let (user, asset) = (self.user(), self.assets[self.rng.gen_range(0..self.assets.len())].clone());
+        let scale = if asset == "USD" { 20_000.0 } else { 100.0 };
+        let amount = self.rng.gen_range(0.0..scale);
+        let change = self.decimal(amount, 10);
+        self.business_id += 1;
+        self.updates.push((user, asset.clone(), "deposit".into(), self.business_id));
+        ("balance.update", vec![json!(user), json!(asset), json!("deposit"), json!(self.business_id), json!(change), json!({"n": 1})])
+    }
+
+    fn cancel(&mut self, model: &Model) -> (&'static str, Vec<Value>) {
+        let Some(o) = (!model.orders.is_empty()).then(|| &model.orders[self.rng.gen_range(0..model.orders.len())]) else {
+            return self.deposit();
+        };
+        let user = if self.rng.gen_ratio(1, 10) { self.user() } else { o.user };
+        let id = if self.rng.gen_ratio(1, 20) { o.id + 1_000_000 } else { o.id };
+        let market = self.markets[self.rng.gen_range(0..self.markets.len())].clone();
+        let market = if self.rng.gen_ratio(9, 10) { model_market(model, o) } else { market };
+        ("order.cancel", vec![json!(user), json!(market), json!(id)])
+    }
+}
+
+fn model_market(model: &Model, o: &model::Order) -> String {
+    let json = model.order_json(o);
+    json["market"].as_str().unwrap().to_string()
+}
+
+fn message(code: i64) -> &'static str {
+    match code {
+        1 => "invalid argument",
+        10 | 11 | 12 => "",
+        _ => panic!("unexpected code {code}"),
+    }
+}
+
+fn run(seed: u64, commands: usize) {
+    let cfg = config();
+    let spec = Spec::new(&cfg).unwrap();
+    let mut engine = Matcher::new(spec.clone());
+    let mut model = Model::new(&cfg);
+    let mut w = Workload {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        now: common::T0,
+        users: 60,
+        markets: model.market_names(),
+        assets: model.asset_names(),
+        mids: vec![0.05, 0.02, 30_000.0],
+        updates: Vec::new(),
+        business_id: 0,
+    };
+    let mut supply: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut events = Vec::new();
+    let (mut last_id, mut outcomes) = (0u64, BTreeMap::<String, usize>::new());
+    for n in 0..commands {
+        let (method, params) = w.next(&model);
+        events.clear();
+        let outcome = decode(&spec, method, &params).and_then(|c| engine.apply(w.now, &c, &mut events));
+        let got: Value = serde_json::from_str(&response_json(&spec, 1, &outcome)).unwrap();
+        let expected = model.call(w.now, method, &params);
+        let ctx = || format!("seed {seed}, command {n}: {method} {}", Value::Array(params.clone()));
+        match &expected {
+            Ok(result) => assert_eq!(&got["result"], result, "{}\nengine: {got}", ctx()),
+            Err(code) => {
+                assert_eq!(got["error"]["code"], *code, "{}\nengine: {got}", ctx());
+                if !message(*code).is_empty() {
+                    assert_eq!(got["error"]["message"], message(*code));
+                }
+                assert!(events.is_empty(), "{}: an error emitted events", ctx());
+            }
+        }
+        *outcomes.entry(format!("{method} {}", expected.as_ref().err().unwrap_or(&0))).or_default() += 1;
+        if let (Ok(r), "order.put_limit" | "order.put_market") = (&expected, method) {
+            let id = r["id"].as_u64().unwrap();
+            assert_eq!(id, last_id + 1, "{}: order ids must advance by one", ctx());
+            last_id = id;
+        }
+        if let (Ok(_), "balance.update") = (&expected, method) {
+            let asset = params[1].as_str().unwrap().to_string();
+            let prec = spec.asset(spec.asset_id(&asset).unwrap()).prec_show;
+            let change = Decimal::from_str_exact(params[4].as_str().unwrap()).unwrap().round_dp_with_strategy(prec, rust_decimal::RoundingStrategy::ToZero);
+            *supply.entry(asset).or_default() += change;
+        }
+        if n % 5_000 == 0 || n + 1 == commands {
+            check_global(&engine, &model, &supply, &spec).unwrap_or_else(|e| panic!("{}: {e}", ctx()));
+        }
+    }
+    // The workload must have reached every outcome that matters, or it tests less than it claims.
+    for key in ["order.put_limit 0", "order.put_limit 10", "order.put_limit 11", "order.put_market 0", "order.put_market 10",
+        "order.put_market 11", "order.cancel 0", "order.cancel 10", "order.cancel 11", "balance.update 10", "balance.update 11"] {
+        assert!(outcomes.get(key).copied().unwrap_or(0) > 0, "seed {seed}: the workload never produced {key}: {outcomes:?}");
+    }
+    assert!(engine.last_deal_id() > commands as u64 / 10, "seed {seed}: too few trades ({})", engine.last_deal_id());
+}
+
+/// Global checks: the engine's own invariants, every balance and fee total equal to the model's,
+/// and balances plus fees equal to deposits minus withdrawals.
+fn check_global(engine: &Matcher, model: &Model, supply: &BTreeMap<String, Decimal>, spec: &Spec) -> Result<(), String> {
+    engine.check_invariants()?;
+    let to_dec = |m: i128, scale: u32| Decimal::from_i128_with_scale(m, scale);
+    for (a, asset) in spec.assets.iter().enumerate() {
+        let fees = to_dec(engine.fees(a as u16), asset.prec_save);
+        let model_fees = model.fees.get(&asset.name).copied().unwrap_or_default();
+        if fees != model_fees {
+            return Err(format!("fees of {}: engine {fees}, model {model_fees}", asset.name));
+        }
+        let total = model.totals().get(&asset.name).copied().unwrap_or_default();
+        let deposited = supply.get(&asset.name).copied().unwrap_or_default();
+        if total != deposited {
+            return Err(format!("{}: balances + fees {total} != deposits − withdrawals {deposited}", asset.name));
+        }
+    }
+    for ((user, asset), (av, fr)) in &model.balances {
+        let id = spec.asset_id(asset).unwrap();
+        let b = engine.balance(*user, id);
+        let prec = spec.asset(id).prec_save;
+        if (to_dec(b.available, prec), to_dec(b.freeze, prec)) != (*av, *fr) {
+            return Err(format!("user {user} {asset}: engine {b:?}, model ({av}, {fr})"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn engine_equals_model_seed_1() {
+    run(1, 250_000);
+}
+
+#[test]
+fn engine_equals_model_seed_2() {
+    run(2, 250_000);
+}
+
+#[test]
+fn engine_equals_model_seed_3() {
+    run(3, 250_000);
+}
+
+#[test]
+fn engine_equals_model_seed_4() {
+    run(4, 250_000);
+}
