@@ -1,1 +1,140 @@
-//! placeholder
+//! # viaduct-benches
+//!
+//! Workloads shared by viaduct's benchmarks. [`MatcherMix`] is the documented command mix of the
+//! `matcher` bench; the pipeline benches and the load generator arrive with their issues.
+//!
+//! The mix, on one market (`BTCBCH` of the embedded config: 8/8 decimals, fee_prec 4):
+//! - 1,000 users, each funded with 1,000,000 BTC and 1,000,000 BCH, so funds never run out;
+//! - a book seeded with 1,000 resting orders, 500 a side, on a 0.0001 tick grid around a mid of 1;
+//! - then, per command: 60 % limit orders (1 in 6 priced through the mid, so it crosses), 35 %
+//!   cancels of a random resting order by its owner, 5 % market orders (half each side); the cancel
+//!   share leans so that the book stays near 1,000 orders. Fees are 0.1 % taker, 0.05 % maker.
+#![forbid(unsafe_code)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use viaduct_matcher::command::{Command, PutLimit, PutMarket};
+use viaduct_matcher::config::{embedded, Spec};
+use viaduct_matcher::order::{Side, Source};
+use viaduct_matcher::Matcher;
+
+pub const USERS: u32 = 1_000;
+pub const RESTING: usize = 1_000;
+const TICK: i128 = 10_000; // 0.0001 at money_prec 8
+const MID: i128 = 100_000_000; // 1.0
+const ONE: i128 = 100_000_000; // 1.0 at stock_prec 8
+pub const T0: u64 = 1_700_000_000_000_000;
+
+/// A matcher in the mix's starting state and a command stream valid against it.
+pub struct MatcherMix {
+    pub start: Matcher,
+    pub commands: Vec<Command>,
+}
+
+fn limit(user: u32, side: Side, price: i128, amount: i128) -> Command {
+    Command::PutLimit(PutLimit {
+        user,
+        market: 0,
+        side,
+        amount,
+        price,
+        taker_fee: 10,
+        maker_fee: 5,
+        source: Source::EMPTY,
+    })
+}
+
+/// The embedded config's first market and a matcher with the mix's users funded and no orders.
+pub fn funded_matcher(users: u32, orders: usize) -> Matcher {
+    let spec = Spec::new(&embedded()).expect("embedded config is valid");
+    let (btc, bch) = (spec.asset_id("BTC").unwrap(), spec.asset_id("BCH").unwrap());
+    let mut m = Matcher::with_capacity(spec, users as usize, orders);
+    let mut events = Vec::new();
+    for user in 1..=users {
+        for (asset, change) in [(btc, 10i128.pow(6 + 12)), (bch, 10i128.pow(6 + 20))] {
+            let cmd = Command::BalanceUpdate {
+                user,
+                asset,
+                business: "deposit".into(),
+                business_id: u64::from(user),
+                change,
+                detail: "{}".into(),
+            };
+            m.apply(T0, &cmd, &mut events).expect("deposit");
+            events.clear();
+        }
+    }
+    m
+}
+
+impl MatcherMix {
+    /// Builds the starting state and `count` commands from `seed`.
+    pub fn new(seed: u64, count: usize) -> MatcherMix {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut m = funded_matcher(USERS, RESTING * 2);
+        let mut events = Vec::new();
+        for i in 0..RESTING {
+            let side = if i % 2 == 0 { Side::Ask } else { Side::Bid };
+            let cmd = limit(rng.gen_range(1..=USERS), side, resting_price(&mut rng, side), amount(&mut rng));
+            m.apply(T0, &cmd, &mut events).expect("seed order");
+            events.clear();
+        }
+        let start = m.clone();
+        let mut commands = Vec::with_capacity(count);
+        for _ in 0..count {
+            let cmd = next(&mut rng, &m);
+            // Run it, so that later cancels name orders that really rest at that point.
+            m.apply(T0, &cmd, &mut events).expect("mix commands all succeed");
+            events.clear();
+            commands.push(cmd);
+        }
+        MatcherMix { start, commands }
+    }
+}
+
+fn resting_price(rng: &mut ChaCha8Rng, side: Side) -> i128 {
+    let ticks = rng.gen_range(1..=200);
+    match side {
+        Side::Ask => MID + ticks * TICK,
+        Side::Bid => MID - ticks * TICK,
+    }
+}
+
+fn amount(rng: &mut ChaCha8Rng) -> i128 {
+    rng.gen_range(ONE / 100..=ONE * 5)
+}
+
+fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
+    let book = m.book(0);
+    let resting = book.len();
+    let cancel_share = if resting > RESTING { 45 } else if resting < RESTING * 9 / 10 { 20 } else { 35 };
+    let roll = rng.gen_range(0..100);
+    if roll < 5 {
+        let side = if rng.gen_bool(0.5) { Side::Ask } else { Side::Bid };
+        let amount = match side {
+            Side::Ask => amount(rng) / 4,
+            Side::Bid => amount(rng) / 4, // money: about as much as the stock at a price near 1
+        };
+        return Command::PutMarket(PutMarket { user: rng.gen_range(1..=USERS), market: 0, side, amount, taker_fee: 10, source: Source::EMPTY });
+    }
+    if roll < 5 + cancel_share && resting > 0 {
+        // A random resting order: walk a random number of steps into a random side.
+        let side = if rng.gen_bool(0.5) { Side::Ask } else { Side::Bid };
+        let side = if book.side_totals(side).0 == 0 { side.opposite() } else { side };
+        let count = book.side_totals(side).0;
+        let o = book.side_orders(side).nth(rng.gen_range(0..count)).expect("in range");
+        return Command::Cancel { user: o.user, market: 0, order_id: o.id };
+    }
+    let side = if rng.gen_bool(0.5) { Side::Ask } else { Side::Bid };
+    let price = if rng.gen_ratio(1, 6) {
+        // Crossing: priced a few ticks through the mid.
+        let through = rng.gen_range(1..=20) * TICK;
+        match side {
+            Side::Ask => MID - through,
+            Side::Bid => MID + through,
+        }
+    } else {
+        resting_price(rng, side)
+    };
+    limit(rng.gen_range(1..=USERS), side, price, amount(rng))
+}
