@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use hdrhistogram::Histogram;
 use rust_decimal::{Decimal, RoundingStrategy};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use viaduct_matcher::Events;
 use viaduct_benches::{MatcherMix, T0};
 
 #[global_allocator]
@@ -27,7 +28,7 @@ fn throughput(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("mix", |b| {
         b.iter_batched(
-            || (mix.start.clone(), Vec::with_capacity(256)),
+            || (mix.start.clone(), Events::with_capacity(256)),
             |(mut m, mut events)| {
                 for cmd in &mix.commands {
                     let reply = m.apply(T0, cmd, &mut events);
@@ -48,7 +49,7 @@ fn throughput(c: &mut Criterion) {
 fn latency_and_allocations(mix: &MatcherMix) {
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut m = mix.start.clone();
-    let mut events = Vec::with_capacity(256);
+    let mut events = Events::with_capacity(256);
     for cmd in &mix.commands {
         let t = Instant::now();
         let reply = m.apply(T0, cmd, &mut events);

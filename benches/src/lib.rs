@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use viaduct_matcher::command::{Command, PutLimit, PutMarket};
 use viaduct_matcher::config::{embedded, Spec};
 use viaduct_matcher::order::{Side, Source};
-use viaduct_matcher::Matcher;
+use viaduct_matcher::{Events, Matcher};
 
 pub const USERS: u32 = 1_000;
 pub const RESTING: usize = 1_000;
@@ -49,7 +49,7 @@ pub fn funded_matcher(users: u32, orders: usize) -> Matcher {
     let spec = Spec::new(&embedded()).expect("embedded config is valid");
     let (btc, bch) = (spec.asset_id("BTC").unwrap(), spec.asset_id("BCH").unwrap());
     let mut m = Matcher::with_capacity(spec, users as usize, orders);
-    let mut events = Vec::new();
+    let mut events = Events::default();
     for user in 1..=users {
         for (asset, change) in [(btc, 10i128.pow(6 + 12)), (bch, 10i128.pow(6 + 20))] {
             let cmd = Command::BalanceUpdate {
@@ -72,7 +72,7 @@ impl MatcherMix {
     pub fn new(seed: u64, count: usize) -> MatcherMix {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut m = funded_matcher(USERS, RESTING * 2);
-        let mut events = Vec::new();
+        let mut events = Events::default();
         for i in 0..RESTING {
             let side = if i % 2 == 0 { Side::Ask } else { Side::Bid };
             let cmd = limit(rng.gen_range(1..=USERS), side, resting_price(&mut rng, side), amount(&mut rng));

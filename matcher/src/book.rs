@@ -2,6 +2,7 @@
 //! level an intrusive FIFO list, and each user's open orders an intrusive list in id order.
 //! Insert, cancel and fill are O(log levels) at worst and never allocate once the pool is warm.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -35,7 +36,7 @@ impl Hasher for IdHasher {
 
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Slot {
     order: Order,
     prev: u32,
@@ -128,11 +129,6 @@ impl Book {
         self.levels(side).first_key_value().map(|(_, l)| &self.slots[l.head as usize].order)
     }
 
-    pub fn get_mut(&mut self, id: u64) -> Option<&mut Order> {
-        let slot = *self.by_id.get(&id)?;
-        Some(&mut self.slots[slot as usize].order)
-    }
-
     /// Adds a resting order at the back of its price level; returns the level's new total.
     pub fn insert(&mut self, order: Order) -> i128 {
         let slot = self.alloc(order);
@@ -157,24 +153,54 @@ impl Book {
         total
     }
 
-    /// Records a fill of `amount` on a resting order (its `left` already reduced by the caller);
-    /// returns the level's new total.
-    pub fn filled(&mut self, id: u64, amount: i128) -> i128 {
-        let order = *self.get(id).expect("filled order rests in the book");
-        let level = self.levels_mut(order.side).get_mut(&key(order.side, order.price)).expect("level exists");
+    /// Replaces the order at the head of the best level on `side` (the maker of a trade) with its
+    /// filled copy, `amount` having come off its `left`; returns the level's new total.
+    pub fn fill_best(&mut self, side: Side, filled: Order, amount: i128) -> i128 {
+        let levels = match side {
+            Side::Ask => &mut self.asks,
+            Side::Bid => &mut self.bids,
+        };
+        let mut entry = levels.first_entry().expect("a filled maker rests in the book");
+        let level = entry.get_mut();
         level.total -= amount;
-        let total = level.total;
-        self.adjust_side(order.side, 0, -amount);
+        let (head, total) = (level.head, level.total);
+        let slot = &mut self.slots[head as usize].order;
+        debug_assert_eq!(slot.id, filled.id);
+        *slot = filled;
+        self.adjust_side(side, 0, -amount);
         total
+    }
+
+    /// Removes the order at the head of the best level on `side` (a maker filled in full).
+    pub fn pop_best(&mut self, side: Side) {
+        let levels = match side {
+            Side::Ask => &mut self.asks,
+            Side::Bid => &mut self.bids,
+        };
+        let mut entry = levels.first_entry().expect("best level exists");
+        let level = entry.get_mut();
+        let head = level.head;
+        let Slot { order, next, user_prev, user_next, .. } = self.slots[head as usize];
+        level.head = next;
+        if next == NIL {
+            entry.remove();
+        } else {
+            self.slots[next as usize].prev = NIL;
+        }
+        self.by_id.remove(&order.id);
+        self.unlink_user(order.user, user_prev, user_next);
+        self.adjust_side(side, -1, -order.left);
+        self.free.push(head);
     }
 
     /// Removes a resting order; returns it and its level's new total.
     pub fn remove(&mut self, id: u64) -> Option<(Order, i128)> {
         let slot = self.by_id.remove(&id)?;
-        let Slot { order, prev, next, user_prev, user_next } = self.slots[slot as usize].clone();
-        let levels = self.levels_mut(order.side);
-        let k = key(order.side, order.price);
-        let level = levels.get_mut(&k).expect("level of a resting order exists");
+        let Slot { order, prev, next, user_prev, user_next } = self.slots[slot as usize];
+        let Entry::Occupied(mut entry) = self.levels_mut(order.side).entry(key(order.side, order.price)) else {
+            unreachable!("the level of a resting order exists");
+        };
+        let level = entry.get_mut();
         level.total -= order.left;
         let total = level.total;
         if prev == NIL {
@@ -185,7 +211,7 @@ impl Book {
         }
         if level.head == NIL {
             debug_assert_eq!(total, 0);
-            levels.remove(&k);
+            entry.remove();
         }
         if prev != NIL {
             self.slots[prev as usize].next = next;

@@ -8,7 +8,7 @@ use crate::command::{Command, PutLimit, PutMarket};
 use crate::config::{AssetId, Market, MarketId, Spec, SUPPLY_MAX};
 use crate::decimal::{pow10, rescale_trunc, rescale_up};
 use crate::error::RpcError;
-use crate::event::{BalanceChange, Business, Deal, Event, LevelChange, OrderEventKind};
+use crate::event::{BalanceChange, Business, Deal, Events, LevelChange, OrderEventKind, Update};
 use crate::ledger::{Balance, Ledger};
 use crate::order::{Order, OrderKind, Side, Source};
 use crate::reply::{AssetSummary, MarketSummary, Reply};
@@ -112,7 +112,7 @@ impl Matcher {
 
     /// Applies one command at `time_us` (microseconds since the epoch). Events are appended to
     /// `events` in the order downstream must see them. On `Err` the state is unchanged.
-    pub fn apply(&mut self, time_us: u64, cmd: &Command, events: &mut Vec<Event>) -> Res {
+    pub fn apply(&mut self, time_us: u64, cmd: &Command, events: &mut Events) -> Res {
         match cmd {
             Command::BalanceQuery { user, assets } => Ok(self.balance_query(*user, assets)),
             Command::BalanceUpdate { user, asset, business, business_id, change, detail } => {
@@ -155,7 +155,7 @@ impl Matcher {
         Reply::Balances(rows)
     }
 
-    fn balance_update(&mut self, now: u64, key: DedupeKey, change: i128, detail: &str, events: &mut Vec<Event>) -> Res {
+    fn balance_update(&mut self, now: u64, key: DedupeKey, change: i128, detail: &str, events: &mut Events) -> Res {
         if self.dedupe.live(&key, now) {
             return Err(RpcError::RepeatUpdate);
         }
@@ -170,15 +170,19 @@ impl Matcher {
             return Err(RpcError::ServiceUnavailable);
         }
         let balance = self.ledger.deposit(key.user, asset, change);
-        events.push(Event::Balance(BalanceChange {
+        events.balance(BalanceChange {
             time_us: now,
             user: key.user,
             asset,
+            change_scale: self.spec.asset(asset).prec_save as u8,
             change,
-            change_scale: self.spec.asset(asset).prec_save,
             balance,
-            business: Business::Update { business: key.business.clone(), business_id: key.business_id, detail: detail.to_string() },
-        }));
+            business: Business::Update(Box::new(Update {
+                business: key.business.clone(),
+                business_id: key.business_id,
+                detail: detail.to_string(),
+            })),
+        });
         self.dedupe.insert(key, now);
         Ok(Reply::Success)
     }
@@ -248,7 +252,7 @@ impl Matcher {
         Reply::Depth { market, asks: merge(Side::Ask), bids: merge(Side::Bid) }
     }
 
-    fn put_limit(&mut self, now: u64, c: &PutLimit, events: &mut Vec<Event>) -> Res {
+    fn put_limit(&mut self, now: u64, c: &PutLimit, events: &mut Events) -> Res {
         let (spec, ledger) = (&self.spec, &mut self.ledger);
         let mk = spec.market(c.market);
         let (asset, need, scale) = match c.side {
@@ -266,7 +270,7 @@ impl Matcher {
         Trades { spec, mk, book: &mut *book, ledger: &mut *ledger, deal_id: &mut self.deal_id, now, events: &mut *events }
             .run(&mut taker, true);
         if taker.left == 0 {
-            events.push(Event::Order { kind: OrderEventKind::Finish, order: taker });
+            events.order(OrderEventKind::Finish, taker);
             return Ok(Reply::Order(taker));
         }
         let (asset, freeze) = match taker.side {
@@ -274,14 +278,15 @@ impl Matcher {
             Side::Bid => (mk.money, taker.price * taker.left),
         };
         taker.freeze = freeze;
-        ledger.freeze(taker.user, asset, spec.asset(asset).prec_save, freeze, taker.freeze_scale(mk));
+        let account = ledger.account(taker.user);
+        ledger.freeze(account, asset, spec.asset(asset).prec_save, freeze, taker.freeze_scale(mk));
         let level = book.insert(taker);
-        events.push(Event::Order { kind: OrderEventKind::Put, order: taker });
-        events.push(Event::Level(LevelChange { market: c.market, side: taker.side, price: taker.price, amount: level }));
+        events.order(OrderEventKind::Put, taker);
+        events.level(LevelChange { market: c.market, side: taker.side, price: taker.price, amount: level });
         Ok(Reply::Order(taker))
     }
 
-    fn put_market(&mut self, now: u64, c: &PutMarket, events: &mut Vec<Event>) -> Res {
+    fn put_market(&mut self, now: u64, c: &PutMarket, events: &mut Events) -> Res {
         let (spec, ledger) = (&self.spec, &mut self.ledger);
         let mk = spec.market(c.market);
         let book = &mut self.books[c.market as usize];
@@ -305,11 +310,11 @@ impl Matcher {
         self.order_id += 1;
         let mut taker = new_order(self.order_id, c.market, c.side, OrderKind::Market, c.user, now, 0, amount, c.taker_fee, 0, c.source);
         Trades { spec, mk, book, ledger, deal_id: &mut self.deal_id, now, events: &mut *events }.run(&mut taker, false);
-        events.push(Event::Order { kind: OrderEventKind::Finish, order: taker });
+        events.order(OrderEventKind::Finish, taker);
         Ok(Reply::Order(taker))
     }
 
-    fn cancel(&mut self, user: u32, market: MarketId, order_id: u64, events: &mut Vec<Event>) -> Res {
+    fn cancel(&mut self, user: u32, market: MarketId, order_id: u64, events: &mut Events) -> Res {
         let book = &mut self.books[market as usize];
         match book.get(order_id) {
             None => return Err(RpcError::OrderNotFound),
@@ -319,8 +324,8 @@ impl Matcher {
         let (order, level) = book.remove(order_id).expect("order checked above");
         let mk = self.spec.market(market);
         release(&self.spec, &mut self.ledger, mk, &order);
-        events.push(Event::Level(LevelChange { market, side: order.side, price: order.price, amount: level }));
-        events.push(Event::Order { kind: OrderEventKind::Finish, order });
+        events.level(LevelChange { market, side: order.side, price: order.price, amount: level });
+        events.order(OrderEventKind::Finish, order);
         Ok(Reply::Order(order))
     }
 }
@@ -345,7 +350,8 @@ fn release(spec: &Spec, ledger: &mut Ledger, mk: &Market, order: &Order) {
         Side::Ask => mk.stock,
         Side::Bid => mk.money,
     };
-    ledger.freeze(order.user, asset, spec.asset(asset).prec_save, -order.freeze, order.freeze_scale(mk));
+    let account = ledger.account(order.user);
+    ledger.freeze(account, asset, spec.asset(asset).prec_save, -order.freeze, order.freeze_scale(mk));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -391,7 +397,7 @@ struct Trades<'a> {
     ledger: &'a mut Ledger,
     deal_id: &'a mut u64,
     now: u64,
-    events: &'a mut Vec<Event>,
+    events: &'a mut Events,
 }
 
 impl Trades<'_> {
@@ -421,7 +427,8 @@ impl Trades<'_> {
         let mk = self.mk;
         let deal = price * amount;
         *self.deal_id += 1;
-        let mut maker = *self.book.get(maker_id).expect("maker rests in the book");
+        let mut maker = *self.book.best(taker.side.opposite()).expect("maker rests in the book");
+        debug_assert_eq!(maker.id, maker_id);
         let taker_fee_rate = taker.taker_fee;
         let fee_of = |side: Side, rate: i128| match side {
             Side::Ask => deal * rate,
@@ -439,7 +446,7 @@ impl Trades<'_> {
             Side::Ask => (&*taker, &maker, taker_fee, maker_fee, taker_fee_rate, maker.maker_fee),
             Side::Bid => (&maker, &*taker, maker_fee, taker_fee, maker.maker_fee, taker_fee_rate),
         };
-        self.events.push(Event::Deal(Deal {
+        self.events.deal(Deal {
             id: *self.deal_id,
             time_us: self.now,
             market: maker.market,
@@ -455,26 +462,24 @@ impl Trades<'_> {
             taker_side: taker.side,
             ask_fee_rate: ask_rate,
             bid_fee_rate: bid_rate,
-        }));
-        self.legs(taker, true, price, amount, deal, taker_fee, taker_fee_rate);
-        self.legs(&maker, false, price, amount, deal, maker_fee, maker.maker_fee);
-        *self.book.get_mut(maker_id).expect("maker rests") = maker;
-        let level = self.book.filled(maker_id, amount);
+        });
+        self.legs(taker, true, amount, deal, taker_fee);
+        self.legs(&maker, false, amount, deal, maker_fee);
+        let level = self.book.fill_best(maker.side, maker, amount);
         let kind = if maker.left == 0 {
-            self.book.remove(maker_id);
+            self.book.pop_best(maker.side);
             release(self.spec, self.ledger, mk, &maker);
             OrderEventKind::Finish
         } else {
             OrderEventKind::Update
         };
-        self.events.push(Event::Order { kind, order: maker });
-        self.events.push(Event::Level(LevelChange { market: maker.market, side: maker.side, price, amount: level }));
+        self.events.order(kind, maker);
+        self.events.level(LevelChange { market: maker.market, side: maker.side, price, amount: level });
     }
 
     /// The balance movements of one side of a trade: pay out (from available for the taker, from
     /// frozen for the maker), receive, then pay the fee out of what was received.
-    #[allow(clippy::too_many_arguments)]
-    fn legs(&mut self, o: &Order, taker: bool, price: i128, amount: i128, deal: i128, fee: i128, rate: i128) {
+    fn legs(&mut self, o: &Order, taker: bool, amount: i128, deal: i128, fee: i128) {
         let mk = self.mk;
         let (out_asset, out, out_scale, in_asset, inc, in_scale) = match o.side {
             Side::Ask => (mk.stock, amount, mk.stock_prec, mk.money, deal, mk.money_scale()),
@@ -482,33 +487,33 @@ impl Trades<'_> {
         };
         let out_prec = self.spec.asset(out_asset).prec_save;
         let in_prec = self.spec.asset(in_asset).prec_save;
+        let account = self.ledger.account(o.user);
         let total = if taker {
-            self.ledger.sub(o.user, out_asset, out_prec, out, out_scale).1
+            self.ledger.sub(account, out_asset, out_prec, out, out_scale).1
         } else {
-            self.ledger.sub_frozen(o.user, out_asset, out_prec, out, out_scale)
+            self.ledger.sub_frozen(account, out_asset, out_prec, out, out_scale)
         };
-        self.balance_event(o, out_asset, -out, out_scale, total, price, amount, None);
-        let total = self.ledger.add(o.user, in_asset, in_prec, inc, in_scale);
-        self.balance_event(o, in_asset, inc, in_scale, total, price, amount, None);
+        self.balance_event(o, out_asset, -out, out_scale, total, false);
+        let total = self.ledger.add(account, in_asset, in_prec, inc, in_scale);
+        self.balance_event(o, in_asset, inc, in_scale, total, false);
         if fee > 0 {
             let fee_scale = o.fee_scale(mk);
-            let (removed, total) = self.ledger.sub(o.user, in_asset, in_prec, fee, fee_scale);
+            let (removed, total) = self.ledger.sub(account, in_asset, in_prec, fee, fee_scale);
             self.ledger.fees[in_asset as usize] += removed;
-            self.balance_event(o, in_asset, -fee, fee_scale, total, price, amount, Some(rate));
+            self.balance_event(o, in_asset, -fee, fee_scale, total, true);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn balance_event(&mut self, o: &Order, asset: AssetId, change: i128, change_scale: u32, balance: i128, price: i128, amount: i128, fee_rate: Option<i128>) {
-        self.events.push(Event::Balance(BalanceChange {
+    fn balance_event(&mut self, o: &Order, asset: AssetId, change: i128, change_scale: u32, balance: i128, fee: bool) {
+        self.events.balance(BalanceChange {
             time_us: self.now,
             user: o.user,
             asset,
+            change_scale: change_scale as u8,
             change,
-            change_scale,
             balance,
-            business: Business::Trade { market: o.market, order_id: o.id, price, amount, fee_rate },
-        }));
+            business: Business::Trade { deal_id: *self.deal_id, order_id: o.id, fee },
+        });
     }
 }
 

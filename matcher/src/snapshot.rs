@@ -118,7 +118,7 @@ impl Matcher {
             for (i, b) in balances.into_iter().enumerate() {
                 mapped[asset_map[i] as usize] = b;
             }
-            m.ledger.set(user, mapped);
+            m.ledger.set(user, &mapped);
         }
         for mut order in snap.orders {
             let market = *market_map.get(order.market as usize).ok_or_else(|| invalid("an order names no market"))?;

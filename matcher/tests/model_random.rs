@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use viaduct_matcher::config::{AssetConfig, Config, MarketConfig, MarketSide};
-use viaduct_matcher::{decode, response_json, Matcher, Spec};
+use viaduct_matcher::{decode, response_json, Events, Matcher, Spec};
 
 use model::Model;
 
@@ -184,7 +184,7 @@ fn run(seed: u64, commands: usize) {
         business_id: 0,
     };
     let mut supply: BTreeMap<String, Decimal> = BTreeMap::new();
-    let mut events = Vec::new();
+    let mut events = Events::default();
     let (mut last_id, mut outcomes) = (0u64, BTreeMap::<String, usize>::new());
     for n in 0..commands {
         let (method, params) = w.next(&model);

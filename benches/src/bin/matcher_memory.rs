@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use viaduct_matcher::Events;
 use viaduct_benches::{funded_matcher, T0};
 use viaduct_matcher::command::{Command, PutLimit};
 use viaduct_matcher::order::{Side, Source};
@@ -26,7 +27,7 @@ fn main() {
     let base = rss_mib();
     let mut m = funded_matcher(USERS, 0);
     let funded = rss_mib();
-    let mut events = Vec::new();
+    let mut events = Events::default();
     let started = Instant::now();
     for i in 0..ORDERS {
         // Asks above 1 and bids below it on a grid of 5,000 levels a side: nothing crosses.

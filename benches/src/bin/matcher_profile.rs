@@ -5,12 +5,13 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use viaduct_matcher::Events;
 use viaduct_benches::{MatcherMix, T0};
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let mix = MatcherMix::new(42, 200_000);
-    let mut events = Vec::with_capacity(256);
+    let mut events = Events::with_capacity(256);
     let mut best = f64::MAX;
     for _ in 0..rounds {
         let mut m = mix.start.clone();

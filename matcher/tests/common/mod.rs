@@ -2,14 +2,16 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use viaduct_matcher::{config, decode, response_json, Event, Matcher, Spec};
+use viaduct_matcher::{config, decode, response_json, Event, Events, Matcher, Spec};
 
 pub const T0: u64 = 1_700_000_000_000_000;
 
 pub struct Engine {
     pub m: Matcher,
     pub now: u64,
+    /// The last call's events, owned.
     pub events: Vec<Event>,
+    buf: Events,
 }
 
 impl Engine {
@@ -18,14 +20,19 @@ impl Engine {
     }
 
     pub fn with_spec(spec: Spec) -> Engine {
-        Engine { m: Matcher::new(spec), now: T0, events: Vec::new() }
+        Engine::with_matcher(Matcher::new(spec), T0)
+    }
+
+    pub fn with_matcher(m: Matcher, now: u64) -> Engine {
+        Engine { m, now, events: Vec::new(), buf: Events::default() }
     }
 
     /// Calls `method` and returns the whole JSON-RPC response; events land in `self.events`.
     pub fn call(&mut self, method: &str, params: Value) -> Value {
-        self.events.clear();
+        self.buf.clear();
         let params = params.as_array().expect("params array").clone();
-        let outcome = decode(self.m.spec(), method, &params).and_then(|cmd| self.m.apply(self.now, &cmd, &mut self.events));
+        let outcome = decode(self.m.spec(), method, &params).and_then(|cmd| self.m.apply(self.now, &cmd, &mut self.buf));
+        self.events = self.buf.to_vec();
         let text = response_json(self.m.spec(), 7, &outcome);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["id"], 7);
