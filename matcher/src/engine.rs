@@ -9,7 +9,7 @@ use crate::config::{AssetId, Market, MarketId, Spec, SUPPLY_MAX};
 use crate::decimal::{pow10, rescale_trunc, rescale_up};
 use crate::error::RpcError;
 use crate::event::{BalanceChange, Business, Deal, Events, LevelChange, OrderEventKind, Update};
-use crate::ledger::{Balance, Ledger};
+use crate::ledger::{Account, Balance, Ledger};
 use crate::order::{Order, OrderKind, Side, Source};
 use crate::reply::{AssetSummary, MarketSummary, Reply};
 
@@ -259,7 +259,7 @@ impl Matcher {
             Side::Ask => (mk.stock, Some(c.amount), mk.stock_prec),
             Side::Bid => (mk.money, c.price.checked_mul(c.amount), mk.money_scale()),
         };
-        check_available(spec, ledger, c.user, asset, need, scale)?;
+        let account = check_available(spec, ledger, c.user, asset, need, scale)?;
         if c.amount < mk.min_amount {
             return Err(RpcError::AmountTooSmall);
         }
@@ -273,13 +273,11 @@ impl Matcher {
             events.order(OrderEventKind::Finish, taker);
             return Ok(Reply::Order(taker));
         }
-        let (asset, freeze) = match taker.side {
-            Side::Ask => (mk.stock, taker.left),
-            Side::Bid => (mk.money, taker.price * taker.left),
+        let asset = match taker.side {
+            Side::Ask => mk.stock,
+            Side::Bid => mk.money,
         };
-        taker.freeze = freeze;
-        let account = ledger.account(taker.user);
-        ledger.freeze(account, asset, spec.asset(asset).prec_save, freeze, taker.freeze_scale(mk));
+        ledger.freeze(account, asset, spec.asset(asset).prec_save, taker.frozen(), taker.freeze_scale(mk));
         let level = book.insert(taker);
         events.order(OrderEventKind::Put, taker);
         events.level(LevelChange { market: c.market, side: taker.side, price: taker.price, amount: level });
@@ -330,20 +328,22 @@ impl Matcher {
     }
 }
 
-/// Refuses with "balance not enough" unless `user`'s available `asset` covers `need` at `scale`
-/// (`None`: a product too large to represent, which no balance covers).
-fn check_available(spec: &Spec, ledger: &Ledger, user: u32, asset: AssetId, need: Option<i128>, scale: u32) -> Result<(), RpcError> {
+/// Refuses with "balance not enough" unless `user`'s available `asset` covers `need` (positive) at
+/// `scale` (`None`: a product too large to represent, which no balance covers); returns the
+/// user's account.
+fn check_available(spec: &Spec, ledger: &Ledger, user: u32, asset: AssetId, need: Option<i128>, scale: u32) -> Result<Account, RpcError> {
     let prec = spec.asset(asset).prec_save;
     let need = need.and_then(|n| rescale_up(n, scale, prec)).ok_or(RpcError::BalanceNotEnough)?;
-    if ledger.get(user, asset).available < need {
-        return Err(RpcError::BalanceNotEnough);
+    match ledger.find(user) {
+        Some(account) if ledger.balance(account, asset).available >= need => Ok(account),
+        _ => Err(RpcError::BalanceNotEnough),
     }
-    Ok(())
 }
 
 /// Releases whatever a leaving order still has frozen.
 fn release(spec: &Spec, ledger: &mut Ledger, mk: &Market, order: &Order) {
-    if order.freeze == 0 {
+    let frozen = order.frozen();
+    if frozen == 0 {
         return;
     }
     let asset = match order.side {
@@ -351,7 +351,7 @@ fn release(spec: &Spec, ledger: &mut Ledger, mk: &Market, order: &Order) {
         Side::Bid => mk.money,
     };
     let account = ledger.account(order.user);
-    ledger.freeze(account, asset, spec.asset(asset).prec_save, -order.freeze, order.freeze_scale(mk));
+    ledger.freeze(account, asset, spec.asset(asset).prec_save, -frozen, order.freeze_scale(mk));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -381,7 +381,6 @@ fn new_order(
         left: amount,
         taker_fee,
         maker_fee,
-        freeze: 0,
         deal_stock: 0,
         deal_money: 0,
         deal_fee: 0,
@@ -407,28 +406,29 @@ impl Trades<'_> {
         let money_bid = taker.kind == OrderKind::Market && taker.side == Side::Bid;
         while taker.left > 0 {
             let Some(maker) = self.book.best(taker.side.opposite()) else { break };
-            let (maker_id, price, maker_left) = (maker.id, maker.price, maker.left);
             let crosses = match taker.side {
-                Side::Ask => taker.price <= price,
-                Side::Bid => taker.price >= price,
+                Side::Ask => taker.price <= maker.price,
+                Side::Bid => taker.price >= maker.price,
             };
             if limit && !crosses {
                 break;
             }
-            let amount = if money_bid { (taker.left / price).min(maker_left) } else { taker.left.min(maker_left) };
+            let amount = if money_bid { (taker.left / maker.price).min(maker.left) } else { taker.left.min(maker.left) };
             if amount == 0 {
                 break;
             }
-            self.trade(taker, maker_id, price, amount);
+            let maker = *maker;
+            self.trade(taker, maker, amount);
         }
     }
 
-    fn trade(&mut self, taker: &mut Order, maker_id: u64, price: i128, amount: i128) {
+    /// One trade of `amount` between `taker` and `maker`, the head of the best opposite level,
+    /// at the maker's price.
+    fn trade(&mut self, taker: &mut Order, mut maker: Order, amount: i128) {
         let mk = self.mk;
+        let price = maker.price;
         let deal = price * amount;
         *self.deal_id += 1;
-        let mut maker = *self.book.best(taker.side.opposite()).expect("maker rests in the book");
-        debug_assert_eq!(maker.id, maker_id);
         let taker_fee_rate = taker.taker_fee;
         let fee_of = |side: Side, rate: i128| match side {
             Side::Ask => deal * rate,
@@ -438,10 +438,6 @@ impl Trades<'_> {
         let maker_fee = fee_of(maker.side, maker.maker_fee);
         fill(taker, amount, deal, taker_fee, self.now);
         fill(&mut maker, amount, deal, maker_fee, self.now);
-        maker.freeze -= match maker.side {
-            Side::Ask => amount,
-            Side::Bid => deal,
-        };
         let (ask, bid, ask_fee, bid_fee, ask_rate, bid_rate) = match taker.side {
             Side::Ask => (&*taker, &maker, taker_fee, maker_fee, taker_fee_rate, maker.maker_fee),
             Side::Bid => (&maker, &*taker, maker_fee, taker_fee, maker.maker_fee, taker_fee_rate),

@@ -36,7 +36,7 @@ impl Matcher {
                     Side::Ask => (mk.stock, o.left),
                     Side::Bid => (mk.money, o.price * o.left),
                 };
-                if o.freeze != need || o.left > o.amount || o.id > self.order_id || o.market as usize != mi {
+                if o.frozen() != need || o.left > o.amount || o.id > self.order_id || o.market as usize != mi {
                     return Err(format!("market {}: order {} is inconsistent", mk.name, o.id));
                 }
                 let prec = spec.asset(asset).prec_save;

@@ -56,6 +56,15 @@ impl Ledger {
         self.index.get(&user).map_or(Balance::default(), |&a| *self.at(a, asset))
     }
 
+    /// The user's account, if the user has one.
+    pub fn find(&self, user: u32) -> Option<Account> {
+        self.index.get(&user).copied()
+    }
+
+    pub fn balance(&self, a: Account, asset: AssetId) -> Balance {
+        *self.at(a, asset)
+    }
+
     /// The user's account, opened (all zero) if the user has none.
     pub fn account(&mut self, user: u32) -> Account {
         if let Some(&a) = self.index.get(&user) {

@@ -76,9 +76,9 @@ impl std::fmt::Debug for Source {
 
 /// An order. Mantissas carry the scales of their market:
 /// `price` at `money_prec`; `amount`, `left` and `deal_stock` at `stock_prec` (a market bid's
-/// `amount` and `left` are money, at `stock_prec + money_prec`); `deal_money` and a bid's `freeze`
-/// at `stock_prec + money_prec`; an ask's `freeze` at `stock_prec`; fee rates at `fee_prec`;
-/// `deal_fee` at [`Order::fee_scale`].
+/// `amount` and `left` are money, at `stock_prec + money_prec`); `deal_money` at
+/// `stock_prec + money_prec`; fee rates at `fee_prec`; `deal_fee` at [`Order::fee_scale`].
+/// What a resting order keeps frozen follows from it: see [`Order::frozen`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     pub id: u64,
@@ -93,7 +93,6 @@ pub struct Order {
     pub left: i128,
     pub taker_fee: i128,
     pub maker_fee: i128,
-    pub freeze: i128,
     pub deal_stock: i128,
     pub deal_money: i128,
     pub deal_fee: i128,
@@ -110,7 +109,16 @@ impl Order {
         }
     }
 
-    /// Scale of `freeze`.
+    /// What a resting limit order keeps frozen, at [`Order::freeze_scale`]: an ask its `left`
+    /// stock, a bid `price × left` money.
+    pub fn frozen(&self) -> i128 {
+        match self.side {
+            Side::Ask => self.left,
+            Side::Bid => self.price * self.left,
+        }
+    }
+
+    /// Scale of [`Order::frozen`].
     pub fn freeze_scale(&self, m: &Market) -> u32 {
         match self.side {
             Side::Ask => m.stock_prec,
