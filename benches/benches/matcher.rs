@@ -13,8 +13,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use hdrhistogram::Histogram;
 use rust_decimal::{Decimal, RoundingStrategy};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use viaduct_matcher::Events;
 use viaduct_benches::{MatcherMix, T0};
+use viaduct_matcher::Events;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -101,7 +101,13 @@ fn numbers(c: &mut Criterion) {
     });
     let dec: Vec<(Decimal, Decimal, Decimal)> = inputs
         .iter()
-        .map(|&(p, a, r)| (Decimal::from_i128_with_scale(p, 8), Decimal::from_i128_with_scale(a, 8), Decimal::from_i128_with_scale(r, 4)))
+        .map(|&(p, a, r)| {
+            (
+                Decimal::from_i128_with_scale(p, 8),
+                Decimal::from_i128_with_scale(a, 8),
+                Decimal::from_i128_with_scale(r, 4),
+            )
+        })
         .collect();
     group.bench_function("rust_decimal", |b| {
         b.iter(|| {

@@ -107,7 +107,13 @@ fn amount(rng: &mut ChaCha8Rng) -> i128 {
 fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
     let book = m.book(0);
     let resting = book.len();
-    let cancel_share = if resting > RESTING { 45 } else if resting < RESTING * 9 / 10 { 20 } else { 35 };
+    let cancel_share = if resting > RESTING {
+        45
+    } else if resting < RESTING * 9 / 10 {
+        20
+    } else {
+        35
+    };
     let roll = rng.gen_range(0..100);
     if roll < 5 {
         let side = if rng.gen_bool(0.5) { Side::Ask } else { Side::Bid };
@@ -115,7 +121,14 @@ fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
             Side::Ask => amount(rng) / 4,
             Side::Bid => amount(rng) / 4, // money: about as much as the stock at a price near 1
         };
-        return Command::PutMarket(PutMarket { user: rng.gen_range(1..=USERS), market: 0, side, amount, taker_fee: 10, source: Source::EMPTY });
+        return Command::PutMarket(PutMarket {
+            user: rng.gen_range(1..=USERS),
+            market: 0,
+            side,
+            amount,
+            taker_fee: 10,
+            source: Source::EMPTY,
+        });
     }
     if roll < 5 + cancel_share && resting > 0 {
         // A random resting order: walk a random number of steps into a random side.

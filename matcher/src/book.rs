@@ -133,10 +133,7 @@ impl Book {
     pub fn insert(&mut self, order: Order) -> i128 {
         let slot = self.alloc(order);
         let (side, price, left, user) = (order.side, order.price, order.left, order.user);
-        let level = self
-            .levels_mut(side)
-            .entry(key(side, price))
-            .or_insert(Level { head: NIL, tail: NIL, total: 0 });
+        let level = self.levels_mut(side).entry(key(side, price)).or_insert(Level { head: NIL, tail: NIL, total: 0 });
         let old_tail = level.tail;
         level.tail = slot;
         if old_tail == NIL {

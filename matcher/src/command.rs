@@ -21,23 +21,58 @@ pub const DETAIL_LEN_MAX: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `balance.query`; an empty list means every asset.
-    BalanceQuery { user: u32, assets: Vec<AssetId> },
+    BalanceQuery {
+        user: u32,
+        assets: Vec<AssetId>,
+    },
     /// `balance.update`; `change` at the asset's `prec_save`, parsed at its `prec_show`.
-    BalanceUpdate { user: u32, asset: AssetId, business: String, business_id: u64, change: i128, detail: String },
+    BalanceUpdate {
+        user: u32,
+        asset: AssetId,
+        business: String,
+        business_id: u64,
+        change: i128,
+        detail: String,
+    },
     AssetList,
     /// `asset.summary`; empty means every asset.
-    AssetSummary { assets: Vec<AssetId> },
+    AssetSummary {
+        assets: Vec<AssetId>,
+    },
     PutLimit(PutLimit),
     PutMarket(PutMarket),
-    Cancel { user: u32, market: MarketId, order_id: u64 },
-    OrderBook { market: MarketId, side: Side, offset: u64, limit: u32 },
+    Cancel {
+        user: u32,
+        market: MarketId,
+        order_id: u64,
+    },
+    OrderBook {
+        market: MarketId,
+        side: Side,
+        offset: u64,
+        limit: u32,
+    },
     /// `interval` at the market's `money_prec`; 0 means per exact price.
-    OrderDepth { market: MarketId, limit: u32, interval: i128 },
-    OrderPending { user: u32, market: MarketId, offset: u64, limit: u32 },
-    OrderPendingDetail { market: MarketId, order_id: u64 },
+    OrderDepth {
+        market: MarketId,
+        limit: u32,
+        interval: i128,
+    },
+    OrderPending {
+        user: u32,
+        market: MarketId,
+        offset: u64,
+        limit: u32,
+    },
+    OrderPendingDetail {
+        market: MarketId,
+        order_id: u64,
+    },
     MarketList,
     /// `market.summary`; empty means every market.
-    MarketSummary { markets: Vec<MarketId> },
+    MarketSummary {
+        markets: Vec<MarketId>,
+    },
 }
 
 /// `order.put_limit`: `amount` at `stock_prec`, `price` at `money_prec`, rates at `fee_prec`.
@@ -119,7 +154,12 @@ pub fn decode(spec: &Spec, method: &str, params: &[Value]) -> Res<Command> {
         "order.depth" => order_depth(spec, params),
         "order.pending" => {
             let [u, m, off, lim] = exact(params)?;
-            Ok(Command::OrderPending { user: user(u)?, market: market(spec, m)?, offset: uint(off)?, limit: limit(lim)? })
+            Ok(Command::OrderPending {
+                user: user(u)?,
+                market: market(spec, m)?,
+                offset: uint(off)?,
+                limit: limit(lim)?,
+            })
         }
         "order.pending_detail" => {
             let [m, id] = exact(params)?;

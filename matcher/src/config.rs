@@ -180,23 +180,18 @@ fn check_asset(a: &AssetConfig) -> Result<Asset, ConfigError> {
         return Err(asset_err(&a.name, &format!("prec_save {} exceeds {PREC_MAX}", a.prec_save)));
     }
     if prec_show > a.prec_save {
-        return Err(asset_err(
-            &a.name,
-            &format!("prec_show {prec_show} exceeds prec_save {}", a.prec_save),
-        ));
+        return Err(asset_err(&a.name, &format!("prec_show {prec_show} exceeds prec_save {}", a.prec_save)));
     }
     Ok(Asset { name: a.name.clone(), prec_save: a.prec_save, prec_show })
 }
 
-fn check_market(
-    m: &MarketConfig,
-    assets: &[Asset],
-    index: &HashMap<String, AssetId>,
-) -> Result<Market, ConfigError> {
+fn check_market(m: &MarketConfig, assets: &[Asset], index: &HashMap<String, AssetId>) -> Result<Market, ConfigError> {
     let err = |rule: String| market_err(&m.name, rule);
     check_name(&m.name).map_err(|rule| err(rule.into()))?;
-    let stock = *index.get(&m.stock.name).ok_or_else(|| err(format!("stock asset {:?} is not configured", m.stock.name)))?;
-    let money = *index.get(&m.money.name).ok_or_else(|| err(format!("money asset {:?} is not configured", m.money.name)))?;
+    let stock =
+        *index.get(&m.stock.name).ok_or_else(|| err(format!("stock asset {:?} is not configured", m.stock.name)))?;
+    let money =
+        *index.get(&m.money.name).ok_or_else(|| err(format!("money asset {:?} is not configured", m.money.name)))?;
     if stock == money {
         return Err(err("stock and money must be different assets".into()));
     }
@@ -289,8 +284,10 @@ mod tests {
 
     #[test]
     fn precision_rules_name_market_and_rule() {
-        assert!(market_rule(&with_market(market(8, 13, 4))).contains("stock.prec + money.prec (8 + 13) exceeds prec_save of BCH (20)"));
-        assert!(market_rule(&with_market(market(9, 8, 4))).contains("stock.prec + fee_prec (9 + 4) exceeds prec_save of BTC (12)"));
+        assert!(market_rule(&with_market(market(8, 13, 4)))
+            .contains("stock.prec + money.prec (8 + 13) exceeds prec_save of BCH (20)"));
+        assert!(market_rule(&with_market(market(9, 8, 4)))
+            .contains("stock.prec + fee_prec (9 + 4) exceeds prec_save of BTC (12)"));
         let mut cfg = with_market(market(2, 8, 4));
         cfg.assets[1].prec_save = 11;
         assert!(market_rule(&cfg).contains("money.prec + fee_prec (8 + 4) exceeds prec_save of BCH (11)"));

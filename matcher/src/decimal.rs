@@ -200,7 +200,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_text() {
-        for bad in ["", "-", ".", "abc", "1.2.3", "NaN", "inf", "Infinity", " 1", "1 ", "1e", "1e+", "0x10", "1,5", "--1"] {
+        for bad in
+            ["", "-", ".", "abc", "1.2.3", "NaN", "inf", "Infinity", " 1", "1 ", "1e", "1e+", "0x10", "1,5", "--1"]
+        {
             assert_eq!(parse(bad, 8), Err(DecimalError::Syntax), "{bad:?}");
         }
         assert_eq!(parse("1e40", 0), Err(DecimalError::Range));

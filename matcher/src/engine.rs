@@ -116,7 +116,8 @@ impl Matcher {
         match cmd {
             Command::BalanceQuery { user, assets } => Ok(self.balance_query(*user, assets)),
             Command::BalanceUpdate { user, asset, business, business_id, change, detail } => {
-                let key = DedupeKey { user: *user, asset: *asset, business: business.clone(), business_id: *business_id };
+                let key =
+                    DedupeKey { user: *user, asset: *asset, business: business.clone(), business_id: *business_id };
                 self.balance_update(time_us, key, *change, detail, events)
             }
             Command::AssetList => Ok(Reply::AssetList),
@@ -128,7 +129,11 @@ impl Matcher {
             Command::OrderDepth { market, limit, interval } => Ok(self.order_depth(*market, *limit, *interval)),
             Command::OrderPending { user, market, offset, limit } => {
                 let (total, orders) = self.books[*market as usize].user_orders(*user);
-                let records = orders.skip(usize::try_from(*offset).unwrap_or(usize::MAX)).take(*limit as usize).copied().collect();
+                let records = orders
+                    .skip(usize::try_from(*offset).unwrap_or(usize::MAX))
+                    .take(*limit as usize)
+                    .copied()
+                    .collect();
                 Ok(Reply::Pending { offset: *offset, limit: *limit, total, records })
             }
             Command::OrderPendingDetail { market, order_id } => {
@@ -190,7 +195,8 @@ impl Matcher {
     fn asset_summary(&self, assets: &[AssetId]) -> Reply {
         let list: Vec<AssetId> =
             if assets.is_empty() { (0..self.spec.assets.len() as AssetId).collect() } else { assets.to_vec() };
-        let mut rows: Vec<AssetSummary> = list.iter().map(|&asset| AssetSummary { asset, ..Default::default() }).collect();
+        let mut rows: Vec<AssetSummary> =
+            list.iter().map(|&asset| AssetSummary { asset, ..Default::default() }).collect();
         for (_, balances) in self.ledger.users() {
             for row in rows.iter_mut() {
                 let b = balances[row.asset as usize];
@@ -264,11 +270,30 @@ impl Matcher {
             return Err(RpcError::AmountTooSmall);
         }
         self.order_id += 1;
-        let mut taker =
-            new_order(self.order_id, c.market, c.side, OrderKind::Limit, c.user, now, c.price, c.amount, c.taker_fee, c.maker_fee, c.source);
+        let mut taker = new_order(
+            self.order_id,
+            c.market,
+            c.side,
+            OrderKind::Limit,
+            c.user,
+            now,
+            c.price,
+            c.amount,
+            c.taker_fee,
+            c.maker_fee,
+            c.source,
+        );
         let book = &mut self.books[c.market as usize];
-        Trades { spec, mk, book: &mut *book, ledger: &mut *ledger, deal_id: &mut self.deal_id, now, events: &mut *events }
-            .run(&mut taker, true);
+        Trades {
+            spec,
+            mk,
+            book: &mut *book,
+            ledger: &mut *ledger,
+            deal_id: &mut self.deal_id,
+            now,
+            events: &mut *events,
+        }
+        .run(&mut taker, true);
         if taker.left == 0 {
             events.order(OrderEventKind::Finish, taker);
             return Ok(Reply::Order(taker));
@@ -306,7 +331,19 @@ impl Matcher {
             Side::Bid => c.amount * pow10(mk.money_prec),
         };
         self.order_id += 1;
-        let mut taker = new_order(self.order_id, c.market, c.side, OrderKind::Market, c.user, now, 0, amount, c.taker_fee, 0, c.source);
+        let mut taker = new_order(
+            self.order_id,
+            c.market,
+            c.side,
+            OrderKind::Market,
+            c.user,
+            now,
+            0,
+            amount,
+            c.taker_fee,
+            0,
+            c.source,
+        );
         Trades { spec, mk, book, ledger, deal_id: &mut self.deal_id, now, events: &mut *events }.run(&mut taker, false);
         events.order(OrderEventKind::Finish, taker);
         Ok(Reply::Order(taker))
@@ -331,7 +368,14 @@ impl Matcher {
 /// Refuses with "balance not enough" unless `user`'s available `asset` covers `need` (positive) at
 /// `scale` (`None`: a product too large to represent, which no balance covers); returns the
 /// user's account.
-fn check_available(spec: &Spec, ledger: &Ledger, user: u32, asset: AssetId, need: Option<i128>, scale: u32) -> Result<Account, RpcError> {
+fn check_available(
+    spec: &Spec,
+    ledger: &Ledger,
+    user: u32,
+    asset: AssetId,
+    need: Option<i128>,
+    scale: u32,
+) -> Result<Account, RpcError> {
     let prec = spec.asset(asset).prec_save;
     let need = need.and_then(|n| rescale_up(n, scale, prec)).ok_or(RpcError::BalanceNotEnough)?;
     match ledger.find(user) {
@@ -413,7 +457,8 @@ impl Trades<'_> {
             if limit && !crosses {
                 break;
             }
-            let amount = if money_bid { (taker.left / maker.price).min(maker.left) } else { taker.left.min(maker.left) };
+            let amount =
+                if money_bid { (taker.left / maker.price).min(maker.left) } else { taker.left.min(maker.left) };
             if amount == 0 {
                 break;
             }

@@ -41,10 +41,24 @@ pub enum Reply {
     Order(Order),
     /// `order.pending_detail`: the order, or `null`.
     MaybeOrder(Option<Order>),
-    Book { offset: u64, limit: u32, total: usize, orders: Vec<Order> },
+    Book {
+        offset: u64,
+        limit: u32,
+        total: usize,
+        orders: Vec<Order>,
+    },
     /// `(price, amount)` levels at `money_prec` and `stock_prec`.
-    Depth { market: MarketId, asks: Vec<(i128, i128)>, bids: Vec<(i128, i128)> },
-    Pending { offset: u64, limit: u32, total: usize, records: Vec<Order> },
+    Depth {
+        market: MarketId,
+        asks: Vec<(i128, i128)>,
+        bids: Vec<(i128, i128)>,
+    },
+    Pending {
+        offset: u64,
+        limit: u32,
+        total: usize,
+        records: Vec<Order>,
+    },
     MarketList,
     MarketSummary(Vec<MarketSummary>),
 }
@@ -123,7 +137,10 @@ impl Serialize for ReplyJson<'_> {
                 let mut map = s.serialize_map(Some(rows.len()))?;
                 for &(asset, available, freeze) in rows {
                     let a = spec.asset(asset);
-                    let b = BalanceJson { available: Dec::new(available, a.prec_show), freeze: Dec::new(freeze, a.prec_show) };
+                    let b = BalanceJson {
+                        available: Dec::new(available, a.prec_show),
+                        freeze: Dec::new(freeze, a.prec_show),
+                    };
                     map.serialize_entry(&a.name, &b)?;
                 }
                 map.end()
@@ -263,14 +280,22 @@ pub fn result_json(spec: &Spec, reply: &Reply) -> String {
     serde_json::to_string(&ReplyJson { spec, reply }).expect("replies always serialize")
 }
 
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Option<ErrorJson>,
+    result: Option<ReplyJson<'a>>,
+    id: Option<i64>,
+}
+
+/// An error response to a request whose `id` may be unknown (a malformed envelope).
+pub fn error_response(id: Option<i64>, e: RpcError) -> String {
+    let env = Envelope { error: Some(ErrorJson { code: e.code(), message: e.to_string() }), result: None, id };
+    serde_json::to_string(&env).expect("replies always serialize")
+}
+
 /// The whole JSON-RPC response: `{"error": …, "result": …, "id": …}`, in that order.
 pub fn response_json(spec: &Spec, id: i64, outcome: &Result<Reply, RpcError>) -> String {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        error: Option<ErrorJson>,
-        result: Option<ReplyJson<'a>>,
-        id: i64,
-    }
+    let id = Some(id);
     let env = match outcome {
         Ok(reply) => Envelope { error: None, result: Some(ReplyJson { spec, reply }), id },
         Err(e) => Envelope { error: Some(ErrorJson { code: e.code(), message: e.to_string() }), result: None, id },

@@ -33,7 +33,10 @@ fn value(rng: &mut ChaCha8Rng, depth: u32) -> Value {
         3 => json!(u64::MAX),
         4 => json!(rng.gen_range(-2.0..3.0)),
         5 => json!(["BTCBCH", "ETHBCH", "BTC", "BCH", "LTC", "btcbch", "", "BTCBCH\0"][rng.gen_range(0..8)]),
-        6 => json!(["1", "0.5", "0", "-1", "1e3", "1e-9", "0.00000001", "99999999999999999999999999999999999", "1e38"][rng.gen_range(0..9)]),
+        6 => json!(
+            ["1", "0.5", "0", "-1", "1e3", "1e-9", "0.00000001", "99999999999999999999999999999999999", "1e38"]
+                [rng.gen_range(0..9)]
+        ),
         7 => json!(["NaN", "inf", "-inf", " 1", "1 ", "0x1", "1..2", "+", "-0", "1e", ".", "١"][rng.gen_range(0..12)]),
         8 => json!("x".repeat(rng.gen_range(0..40))),
         9 => json!(format!("{:.12}", rng.gen_range(0.0..5.0))),

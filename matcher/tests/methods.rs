@@ -36,11 +36,14 @@ fn worked_fee_example_of_b5_4() {
     assert_eq!(e.balance(1, "BTC"), bal("0", "1"));
     assert_eq!(e.balance(1, "BCH"), bal("0.0999", "0"));
     let m = e.ok("order.pending_detail", json!(["BTCBCH", maker["id"]]));
-    assert_eq!((m["left"].as_str(), m["deal_fee"].as_str(), m["deal_money"].as_str()), (Some("1"), Some("0.0001"), Some("0.1")));
+    assert_eq!(
+        (m["left"].as_str(), m["deal_fee"].as_str(), m["deal_money"].as_str()),
+        (Some("1"), Some("0.0001"), Some("0.1"))
+    );
     let spec = e.m.spec().clone();
     assert_eq!(e.m.fees(spec.asset_id("BTC").unwrap()), 2_000_000_000); // 0.002 at prec_save 12
     assert_eq!(e.m.fees(spec.asset_id("BCH").unwrap()), 10_000_000_000_000_000); // 0.0001 at 20
-    // Events: the deal, six balance legs, the maker's update, its level, the taker's finish.
+                                                                                 // Events: the deal, six balance legs, the maker's update, its level, the taker's finish.
     let kinds: Vec<&str> = events
         .iter()
         .map(|ev| match ev {
@@ -52,7 +55,10 @@ fn worked_fee_example_of_b5_4() {
             Event::Level(_) => "level",
         })
         .collect();
-    assert_eq!(kinds, ["deal", "balance", "balance", "balance", "balance", "balance", "balance", "update", "level", "finish"]);
+    assert_eq!(
+        kinds,
+        ["deal", "balance", "balance", "balance", "balance", "balance", "balance", "update", "level", "finish"]
+    );
     let Event::Deal(d) = &events[0] else { unreachable!() };
     assert_eq!((d.id, d.ask_order_id, d.bid_order_id, d.ask_user, d.bid_user), (1, 1, 2, 1, 2));
     assert_eq!((d.price, d.amount, d.deal), (10_000_000, 100_000_000, 1_000_000_000_000_000));
@@ -105,7 +111,9 @@ fn balance_update_deposits_withdraws_and_dedupes_for_24_hours() {
             assert_eq!(b.user, 3);
             assert_eq!(b.change, 1_012_345_678_000_000_000_000);
             assert_eq!(b.balance, b.change);
-            assert!(matches!(&b.business, Business::Update(u) if u.business == "deposit" && u.business_id == 1 && u.detail == r#"{"note":"x"}"#));
+            assert!(
+                matches!(&b.business, Business::Update(u) if u.business == "deposit" && u.business_id == 1 && u.detail == r#"{"note":"x"}"#)
+            );
         }
         other => panic!("unexpected events {other:?}"),
     }
@@ -189,7 +197,10 @@ fn put_limit_rests_and_freezes() {
     assert_eq!(o["side"], 2);
     assert_eq!(o["user"], 1);
     assert_eq!(o["ctime"], json!(T0 as f64 / 1e6 + 1e-6));
-    assert_eq!((o["left"].as_str(), o["deal_stock"].as_str(), o["deal_fee"].as_str()), (Some("2"), Some("0"), Some("0")));
+    assert_eq!(
+        (o["left"].as_str(), o["deal_stock"].as_str(), o["deal_fee"].as_str()),
+        (Some("2"), Some("0"), Some("0"))
+    );
     assert_eq!(e.balance(1, "BCH"), bal("7", "3"));
     let keys: Vec<&str> = o.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys.len(), 16);
@@ -209,7 +220,10 @@ fn put_limit_errors() {
     assert_eq!(e.err("order.put_limit", json!([2, "BTCBCH", ASK, "0.0009", "1", "0", "0", ""])), 11);
     assert_eq!(e.err("order.put_limit", json!([9, "BTCBCH", ASK, "0.0009", "1", "0", "0", ""])), 10);
     // A product too large to represent is simply more than anyone has.
-    assert_eq!(e.err("order.put_limit", json!([1, "BTCBCH", BID, "100000000000000000", "100000000000000000", "0", "0", ""])), 10);
+    assert_eq!(
+        e.err("order.put_limit", json!([1, "BTCBCH", BID, "100000000000000000", "100000000000000000", "0", "0", ""])),
+        10
+    );
     let bad = [
         json!([1, "BTCBCH", BID, "1", "0.5", "0", "0"]),
         json!([1, "BTCBCH", BID, "1", "0.5", "0", "0", "", 1]),
@@ -350,7 +364,10 @@ fn put_market_bid_spends_money() {
     // 10 BCH: 1 BTC at 3, then floor(7 / 7) = 1 BTC at 7; 0 left.
     let o = e.ok("order.put_market", json!([2, "BTCBCH", BID, "10", "0.01", ""]));
     assert_eq!((o["amount"].as_str(), o["left"].as_str()), (Some("10"), Some("0")));
-    assert_eq!((o["deal_stock"].as_str(), o["deal_money"].as_str(), o["deal_fee"].as_str()), (Some("2"), Some("10"), Some("0.02")));
+    assert_eq!(
+        (o["deal_stock"].as_str(), o["deal_money"].as_str(), o["deal_fee"].as_str()),
+        (Some("2"), Some("10"), Some("0.02"))
+    );
     assert_eq!(e.balance(2, "BTC"), bal("1.98", "0"));
     // 1 BCH at 7 buys 0.14285714 BTC; 0.00000002 BCH stays unspent.
     let o = e.ok("order.put_market", json!([2, "BTCBCH", BID, "1", "0", ""]));
@@ -544,7 +561,9 @@ fn snapshot_round_trips_and_refuses_a_changed_config() {
     }
     let mut cfg = config::embedded();
     cfg.assets[1].prec_show = Some(6);
-    assert!(matches!(Matcher::from_snapshot(Spec::new(&cfg).unwrap(), &bytes), Err(SnapshotError::Asset(n)) if n == "BTC"));
+    assert!(
+        matches!(Matcher::from_snapshot(Spec::new(&cfg).unwrap(), &bytes), Err(SnapshotError::Asset(n)) if n == "BTC")
+    );
     assert!(Matcher::from_snapshot(spec, &bytes[..bytes.len() - 3]).is_err());
 }
 

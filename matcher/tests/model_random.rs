@@ -82,11 +82,24 @@ impl Workload {
                 let amount = self.rng.gen_range(0.0..50.0);
                 let change = format!("-{}", self.decimal(amount, 9));
                 self.business_id += 1;
-                ("balance.update", vec![json!(user), json!(asset), json!("withdraw"), json!(self.business_id), json!(change), json!({})])
+                (
+                    "balance.update",
+                    vec![
+                        json!(user),
+                        json!(asset),
+                        json!("withdraw"),
+                        json!(self.business_id),
+                        json!(change),
+                        json!({}),
+                    ],
+                )
             }
             10 if !self.updates.is_empty() => {
                 let (user, asset, business, id) = self.updates[self.rng.gen_range(0..self.updates.len())].clone();
-                ("balance.update", vec![json!(user), json!(asset), json!(business), json!(id), json!("1"), json!({"again": true})])
+                (
+                    "balance.update",
+                    vec![json!(user), json!(asset), json!(business), json!(id), json!("1"), json!({"again": true})],
+                )
             }
             11..=54 if !crowded => {
                 let side = self.rng.gen_range(1..=2u8);
@@ -95,20 +108,32 @@ impl Workload {
                 let amount = self.amount();
                 let (tf, mf) = (self.fee(), self.fee());
                 let user = self.user();
-                ("order.put_limit", vec![json!(user), json!(market), json!(side), json!(amount), json!(price), json!(tf), json!(mf), json!("gen")])
+                (
+                    "order.put_limit",
+                    vec![
+                        json!(user),
+                        json!(market),
+                        json!(side),
+                        json!(amount),
+                        json!(price),
+                        json!(tf),
+                        json!(mf),
+                        json!("gen"),
+                    ],
+                )
             }
             55..=62 => {
                 let side = self.rng.gen_range(1..=2u8);
                 let money = self.rng.gen_range(0.0..3.0) * self.mids[m];
                 let amount = if side == 2 { self.decimal(money, 10) } else { self.amount() };
                 let (user, fee) = (self.user(), self.fee());
-                ("order.put_market", vec![json!(user), json!(market), json!(side), json!(amount), json!(fee), json!("")])
+                (
+                    "order.put_market",
+                    vec![json!(user), json!(market), json!(side), json!(amount), json!(fee), json!("")],
+                )
             }
             63..=70 | 11..=54 => self.cancel(model),
-            71..=78 => (
-                "order.book",
-                vec![json!(market), json!(self.rng.gen_range(1..=2)), json!(0), json!(20)],
-            ),
+            71..=78 => ("order.book", vec![json!(market), json!(self.rng.gen_range(1..=2)), json!(0), json!(20)]),
             89..=91 => {
                 let interval = ["0", "0.001", "0.01", "0.0005", "10", "100"][self.rng.gen_range(0..6)];
                 ("order.depth", vec![json!(market), json!(20), json!(interval)])
@@ -140,11 +165,15 @@ impl Workload {
         let change = self.decimal(amount, 10);
         self.business_id += 1;
         self.updates.push((user, asset.clone(), "deposit".into(), self.business_id));
-        ("balance.update", vec![json!(user), json!(asset), json!("deposit"), json!(self.business_id), json!(change), json!({"n": 1})])
+        (
+            "balance.update",
+            vec![json!(user), json!(asset), json!("deposit"), json!(self.business_id), json!(change), json!({"n": 1})],
+        )
     }
 
     fn cancel(&mut self, model: &Model) -> (&'static str, Vec<Value>) {
-        let Some(o) = (!model.orders.is_empty()).then(|| &model.orders[self.rng.gen_range(0..model.orders.len())]) else {
+        let Some(o) = (!model.orders.is_empty()).then(|| &model.orders[self.rng.gen_range(0..model.orders.len())])
+        else {
             return self.deposit();
         };
         let user = if self.rng.gen_ratio(1, 10) { self.user() } else { o.user };
@@ -163,7 +192,7 @@ fn model_market(model: &Model, o: &model::Order) -> String {
 fn message(code: i64) -> &'static str {
     match code {
         1 => "invalid argument",
-        10 | 11 | 12 => "",
+        10..=12 => "",
         _ => panic!("unexpected code {code}"),
     }
 }
@@ -212,7 +241,9 @@ fn run(seed: u64, commands: usize) {
         if let (Ok(_), "balance.update") = (&expected, method) {
             let asset = params[1].as_str().unwrap().to_string();
             let prec = spec.asset(spec.asset_id(&asset).unwrap()).prec_show;
-            let change = Decimal::from_str_exact(params[4].as_str().unwrap()).unwrap().round_dp_with_strategy(prec, rust_decimal::RoundingStrategy::ToZero);
+            let change = Decimal::from_str_exact(params[4].as_str().unwrap())
+                .unwrap()
+                .round_dp_with_strategy(prec, rust_decimal::RoundingStrategy::ToZero);
             *supply.entry(asset).or_default() += change;
         }
         if n % 5_000 == 0 || n + 1 == commands {
@@ -220,16 +251,35 @@ fn run(seed: u64, commands: usize) {
         }
     }
     // The workload must have reached every outcome that matters, or it tests less than it claims.
-    for key in ["order.put_limit 0", "order.put_limit 10", "order.put_limit 11", "order.put_market 0", "order.put_market 10",
-        "order.put_market 11", "order.cancel 0", "order.cancel 10", "order.cancel 11", "balance.update 10", "balance.update 11"] {
-        assert!(outcomes.get(key).copied().unwrap_or(0) > 0, "seed {seed}: the workload never produced {key}: {outcomes:?}");
+    for key in [
+        "order.put_limit 0",
+        "order.put_limit 10",
+        "order.put_limit 11",
+        "order.put_market 0",
+        "order.put_market 10",
+        "order.put_market 11",
+        "order.cancel 0",
+        "order.cancel 10",
+        "order.cancel 11",
+        "balance.update 10",
+        "balance.update 11",
+    ] {
+        assert!(
+            outcomes.get(key).copied().unwrap_or(0) > 0,
+            "seed {seed}: the workload never produced {key}: {outcomes:?}"
+        );
     }
     assert!(engine.last_deal_id() > commands as u64 / 10, "seed {seed}: too few trades ({})", engine.last_deal_id());
 }
 
 /// Global checks: the engine's own invariants, every balance and fee total equal to the model's,
 /// and balances plus fees equal to deposits minus withdrawals.
-fn check_global(engine: &Matcher, model: &Model, supply: &BTreeMap<String, Decimal>, spec: &Spec) -> Result<(), String> {
+fn check_global(
+    engine: &Matcher,
+    model: &Model,
+    supply: &BTreeMap<String, Decimal>,
+    spec: &Spec,
+) -> Result<(), String> {
     engine.check_invariants()?;
     let to_dec = |m: i128, scale: u32| Decimal::from_i128_with_scale(m, scale);
     for (a, asset) in spec.assets.iter().enumerate() {

@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
-use viaduct_matcher::Events;
 use viaduct_benches::{funded_matcher, T0};
 use viaduct_matcher::command::{Command, PutLimit};
 use viaduct_matcher::order::{Side, Source};
+use viaduct_matcher::Events;
 
 const USERS: u32 = 100_000;
 const ORDERS: u32 = 1_000_000;
@@ -31,7 +31,11 @@ fn main() {
     let started = Instant::now();
     for i in 0..ORDERS {
         // Asks above 1 and bids below it on a grid of 5,000 levels a side: nothing crosses.
-        let (side, price) = if i % 2 == 0 { (Side::Ask, 100_000_000 + 10_000 * i128::from(1 + i % 5_000)) } else { (Side::Bid, 100_000_000 - 10_000 * i128::from(1 + i % 5_000)) };
+        let (side, price) = if i % 2 == 0 {
+            (Side::Ask, 100_000_000 + 10_000 * i128::from(1 + i % 5_000))
+        } else {
+            (Side::Bid, 100_000_000 - 10_000 * i128::from(1 + i % 5_000))
+        };
         let cmd = Command::PutLimit(PutLimit {
             user: 1 + i % USERS,
             market: 0,
@@ -50,6 +54,14 @@ fn main() {
     assert_eq!(m.book(0).len(), ORDERS as usize);
     println!("users {USERS}, resting orders {ORDERS}");
     println!("rss: start {base:.1} MiB, funded users {funded:.1} MiB, with the book {full:.1} MiB");
-    println!("book alone: {:.1} MiB, {:.0} bytes per resting order", full - funded, (full - funded) * 1048576.0 / f64::from(ORDERS));
-    println!("placing took {:.2} s ({:.0} ns per order)", elapsed.as_secs_f64(), elapsed.as_nanos() as f64 / f64::from(ORDERS));
+    println!(
+        "book alone: {:.1} MiB, {:.0} bytes per resting order",
+        full - funded,
+        (full - funded) * 1048576.0 / f64::from(ORDERS)
+    );
+    println!(
+        "placing took {:.2} s ({:.0} ns per order)",
+        elapsed.as_secs_f64(),
+        elapsed.as_nanos() as f64 / f64::from(ORDERS)
+    );
 }

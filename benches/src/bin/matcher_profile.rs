@@ -5,8 +5,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use viaduct_matcher::Events;
 use viaduct_benches::{MatcherMix, T0};
+use viaduct_matcher::Events;
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);

@@ -31,7 +31,8 @@ impl Engine {
     pub fn call(&mut self, method: &str, params: Value) -> Value {
         self.buf.clear();
         let params = params.as_array().expect("params array").clone();
-        let outcome = decode(self.m.spec(), method, &params).and_then(|cmd| self.m.apply(self.now, &cmd, &mut self.buf));
+        let outcome =
+            decode(self.m.spec(), method, &params).and_then(|cmd| self.m.apply(self.now, &cmd, &mut self.buf));
         self.events = self.buf.to_vec();
         let text = response_json(self.m.spec(), 7, &outcome);
         let v: Value = serde_json::from_str(&text).unwrap();

@@ -142,7 +142,10 @@ impl Model {
                 let mut out = serde_json::Map::new();
                 for a in &self.assets {
                     let (av, fr) = self.bal(user, &a.name);
-                    out.insert(a.name.clone(), json!({"available": show(trunc(av, a.show)), "freeze": show(trunc(fr, a.show))}));
+                    out.insert(
+                        a.name.clone(),
+                        json!({"available": show(trunc(av, a.show)), "freeze": show(trunc(fr, a.show))}),
+                    );
                 }
                 Ok(Value::Object(out))
             }
@@ -191,7 +194,20 @@ impl Model {
         Ok(json!({"status": "success"}))
     }
 
-    fn new_order(&mut self, now: f64, m: usize, side: u8, kind: u8, user: u32, price: D, amount: D, tf: D, mf: D, src: &str) -> Order {
+    #[allow(clippy::too_many_arguments)]
+    fn new_order(
+        &mut self,
+        now: f64,
+        m: usize,
+        side: u8,
+        kind: u8,
+        user: u32,
+        price: D,
+        amount: D,
+        tf: D,
+        mf: D,
+        src: &str,
+    ) -> Order {
         self.order_id += 1;
         Order {
             id: self.order_id,
@@ -239,7 +255,8 @@ impl Model {
         self.take(&mut taker, now, true);
         if taker.left > D::ZERO {
             let mk = &self.markets[m];
-            let (asset, freeze) = if side == 1 { (mk.stock.clone(), taker.left) } else { (mk.money.clone(), taker.price * taker.left) };
+            let (asset, freeze) =
+                if side == 1 { (mk.stock.clone(), taker.left) } else { (mk.money.clone(), taker.price * taker.left) };
             self.change(user, &asset, -freeze, false);
             self.change(user, &asset, freeze, true);
             self.orders.push(taker.clone());
@@ -296,7 +313,9 @@ impl Model {
                 break;
             }
             let Some(maker) = self.best(m, 3 - taker.side) else { break };
-            if limit && ((taker.side == 1 && taker.price > maker.price) || (taker.side == 2 && taker.price < maker.price)) {
+            if limit
+                && ((taker.side == 1 && taker.price > maker.price) || (taker.side == 2 && taker.price < maker.price))
+            {
                 break;
             }
             let price = maker.price;
@@ -356,7 +375,8 @@ impl Model {
         }
         let o = self.orders.remove(at);
         let mk = &self.markets[m];
-        let (asset, freeze) = if o.side == 1 { (mk.stock.clone(), o.left) } else { (mk.money.clone(), o.price * o.left) };
+        let (asset, freeze) =
+            if o.side == 1 { (mk.stock.clone(), o.left) } else { (mk.money.clone(), o.price * o.left) };
         self.change(user, &asset, -freeze, true);
         self.change(user, &asset, freeze, false);
         Ok(self.order_json(&o))

@@ -1,0 +1,78 @@
+//! The real binary: config checking and the in-memory console, over its standard streams.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn viaduct() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_viaduct"))
+}
+
+fn example() -> String {
+    format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn example_config_is_valid() {
+    let out = viaduct().args(["check-config", "--config", &example()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("market ETHBCH") && text.contains("config is valid"), "{text}");
+}
+
+#[test]
+fn a_config_that_breaks_a_precision_rule_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("viaduct-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    let text = std::fs::read_to_string(example()).unwrap().replace("prec_save = 20", "prec_save = 14");
+    std::fs::write(&path, text).unwrap();
+    let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("market \"BTCBCH\"")
+            && err.contains("stock.prec + money.prec (8 + 8) exceeds prec_save of BCH (14)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn console_runs_a_first_session() {
+    let mut child = viaduct()
+        .args(["console", "--config", &example()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let requests = [
+        r#"{"id": 1, "method": "balance.update", "params": [1, "BTC", "deposit", 100, "2", {}]}"#,
+        r#"{"id": 2, "method": "balance.update", "params": [2, "BCH", "deposit", 100, "1", {}]}"#,
+        r#"{"id": 3, "method": "order.put_limit", "params": [1, "BTCBCH", 1, "2", "0.1", "0.002", "0.001", "web"]}"#,
+        r#"{"id": 4, "method": "order.put_limit", "params": [2, "BTCBCH", 2, "1", "0.2", "0.002", "0.001", "web"]}"#,
+        r#"{"id": 5, "method": "balance.query", "params": [2, "BTC", "BCH"]}"#,
+        r#"{"id": 6, "method": "market.last", "params": ["BTCBCH"]}"#,
+        r#"{"id": "x", "method": "asset.list", "params": []}"#,
+        r#"not json"#,
+    ];
+    let mut stdin = child.stdin.take().unwrap();
+    for r in requests {
+        writeln!(stdin, "{r}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let replies: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(replies.len(), requests.len());
+    assert_eq!(replies[3]["result"]["deal_stock"], "1");
+    assert_eq!(replies[4]["result"]["BTC"]["available"], "0.998");
+    assert_eq!(replies[4]["result"]["BCH"]["available"], "0.9");
+    assert_eq!(replies[5]["error"]["code"], 4);
+    assert_eq!(replies[6]["error"]["code"], 1);
+    assert_eq!(replies[7]["error"]["code"], 1);
+    assert!(replies[7]["id"].is_null());
+}
