@@ -75,7 +75,8 @@ pub enum Command {
     },
 }
 
-/// `order.put_limit`: `amount` at `stock_prec`, `price` at `money_prec`, rates at `fee_prec`.
+/// `order.put_limit`: `amount` at `stock_prec`, `price` at `money_prec`, rates at `fee_prec`
+/// (below 10^6, as `fee_prec` is at most 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutLimit {
     pub user: u32,
@@ -83,8 +84,8 @@ pub struct PutLimit {
     pub side: Side,
     pub amount: i128,
     pub price: i128,
-    pub taker_fee: i128,
-    pub maker_fee: i128,
+    pub taker_fee: u32,
+    pub maker_fee: u32,
     pub source: Source,
 }
 
@@ -95,7 +96,7 @@ pub struct PutMarket {
     pub market: MarketId,
     pub side: Side,
     pub amount: i128,
-    pub taker_fee: i128,
+    pub taker_fee: u32,
     pub source: Source,
 }
 
@@ -293,9 +294,9 @@ fn positive(v: &Value, prec: u32) -> Res<i128> {
     }
 }
 
-fn fee_rate(v: &Value, prec: u32) -> Res<i128> {
+fn fee_rate(v: &Value, prec: u32) -> Res<u32> {
     match decimal::parse(string(v)?, prec) {
-        Ok(m) if (0..pow10(prec)).contains(&m) => Ok(m),
+        Ok(m) if (0..pow10(prec)).contains(&m) => Ok(m as u32),
         _ => Err(BAD),
     }
 }

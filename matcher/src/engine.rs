@@ -350,13 +350,11 @@ impl Matcher {
     }
 
     fn cancel(&mut self, user: u32, market: MarketId, order_id: u64, events: &mut Events) -> Res {
-        let book = &mut self.books[market as usize];
-        match book.get(order_id) {
-            None => return Err(RpcError::OrderNotFound),
-            Some(o) if o.user != user => return Err(RpcError::UserNotMatch),
-            Some(_) => {}
-        }
-        let (order, level) = book.remove(order_id).expect("order checked above");
+        let (order, level) = match self.books[market as usize].remove_owned(order_id, user) {
+            Ok(found) => found,
+            Err(None) => return Err(RpcError::OrderNotFound),
+            Err(Some(_)) => return Err(RpcError::UserNotMatch),
+        };
         let mk = self.spec.market(market);
         release(&self.spec, &mut self.ledger, mk, &order);
         events.level(LevelChange { market, side: order.side, price: order.price, amount: level });
@@ -408,8 +406,8 @@ fn new_order(
     now: u64,
     price: i128,
     amount: i128,
-    taker_fee: i128,
-    maker_fee: i128,
+    taker_fee: u32,
+    maker_fee: u32,
     source: Source,
 ) -> Order {
     Order {
@@ -475,9 +473,9 @@ impl Trades<'_> {
         let deal = price * amount;
         *self.deal_id += 1;
         let taker_fee_rate = taker.taker_fee;
-        let fee_of = |side: Side, rate: i128| match side {
-            Side::Ask => deal * rate,
-            Side::Bid => amount * rate,
+        let fee_of = |side: Side, rate: u32| match side {
+            Side::Ask => deal * i128::from(rate),
+            Side::Bid => amount * i128::from(rate),
         };
         let taker_fee = fee_of(taker.side, taker_fee_rate);
         let maker_fee = fee_of(maker.side, maker.maker_fee);

@@ -37,8 +37,8 @@ pub struct Deal {
     pub bid_fee: i128,
     /// The taker's side.
     pub taker_side: Side,
-    pub ask_fee_rate: i128,
-    pub bid_fee_rate: i128,
+    pub ask_fee_rate: u32,
+    pub bid_fee_rate: u32,
 }
 
 /// A `balance.update`'s business name, id and detail object (compact JSON).

@@ -89,8 +89,8 @@ impl Serialize for OrderJson<'_> {
         st.serialize_field("mtime", &seconds(o.mtime_us))?;
         st.serialize_field("price", &Dec::new(o.price, mk.money_prec))?;
         st.serialize_field("amount", &Dec::new(o.amount, amount_scale))?;
-        st.serialize_field("taker_fee", &Dec::new(o.taker_fee, mk.fee_prec))?;
-        st.serialize_field("maker_fee", &Dec::new(o.maker_fee, mk.fee_prec))?;
+        st.serialize_field("taker_fee", &Dec::new(o.taker_fee.into(), mk.fee_prec))?;
+        st.serialize_field("maker_fee", &Dec::new(o.maker_fee.into(), mk.fee_prec))?;
         st.serialize_field("left", &Dec::new(o.left, amount_scale))?;
         st.serialize_field("deal_stock", &Dec::new(o.deal_stock, mk.stock_prec))?;
         st.serialize_field("deal_money", &Dec::new(o.deal_money, mk.money_scale()))?;

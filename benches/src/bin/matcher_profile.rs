@@ -22,5 +22,19 @@ fn main() {
         }
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!("best round: {:.2} M commands/s", mix.commands.len() as f64 / best / 1e6);
+    let mut m = mix.start.clone();
+    let (mut event_count, deals_before) = (0usize, m.last_deal_id());
+    for cmd in &mix.commands {
+        black_box(&m.apply(T0, cmd, &mut events));
+        event_count += events.len();
+        events.clear();
+    }
+    let n = mix.commands.len() as f64;
+    println!(
+        "best round: {:.2} M commands/s; per command {:.2} trades, {:.2} events; {} resting at the end",
+        n / best / 1e6,
+        (m.last_deal_id() - deals_before) as f64 / n,
+        event_count as f64 / n,
+        m.book(0).len()
+    );
 }
