@@ -134,7 +134,7 @@ fn handle(matcher: &mut Matcher, events: &mut Events, line: &[u8]) -> String {
         Ok(cmd) => matcher.apply(now_us(), &cmd, events),
         Err(e) => Err(e),
     };
-    response_json(matcher.spec(), id, &outcome)
+    response_json(matcher.spec(), id, &outcome, events)
 }
 
 fn envelope_error(id: Option<i64>, e: RpcError) -> String {

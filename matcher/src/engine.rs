@@ -296,7 +296,7 @@ impl Matcher {
         .run(&mut taker, true);
         if taker.left == 0 {
             events.order(OrderEventKind::Finish, taker);
-            return Ok(Reply::Order(taker));
+            return Ok(Reply::Order);
         }
         let asset = match taker.side {
             Side::Ask => mk.stock,
@@ -306,7 +306,7 @@ impl Matcher {
         let level = book.insert(taker);
         events.order(OrderEventKind::Put, taker);
         events.level(LevelChange { market: c.market, side: taker.side, price: taker.price, amount: level });
-        Ok(Reply::Order(taker))
+        Ok(Reply::Order)
     }
 
     fn put_market(&mut self, now: u64, c: &PutMarket, events: &mut Events) -> Res {
@@ -346,7 +346,7 @@ impl Matcher {
         );
         Trades { spec, mk, book, ledger, deal_id: &mut self.deal_id, now, events: &mut *events }.run(&mut taker, false);
         events.order(OrderEventKind::Finish, taker);
-        Ok(Reply::Order(taker))
+        Ok(Reply::Order)
     }
 
     fn cancel(&mut self, user: u32, market: MarketId, order_id: u64, events: &mut Events) -> Res {
@@ -359,7 +359,7 @@ impl Matcher {
         release(&self.spec, &mut self.ledger, mk, &order);
         events.level(LevelChange { market, side: order.side, price: order.price, amount: level });
         events.order(OrderEventKind::Finish, order);
-        Ok(Reply::Order(order))
+        Ok(Reply::Order)
     }
 }
 

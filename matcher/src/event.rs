@@ -176,6 +176,12 @@ impl Events {
         self.levels.push(change);
     }
 
+    /// The order of the last order event: what `order.put_limit`, `order.put_market` and
+    /// `order.cancel` reply with.
+    pub fn last_order(&self) -> Option<&Order> {
+        self.orders.last().map(|(_, o)| o)
+    }
+
     /// The events in the order they happened.
     pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
         self.seq.iter().map(move |&(kind, i)| {

@@ -6,6 +6,7 @@ use serde::{Serialize, Serializer};
 use crate::config::{AssetId, MarketId, Spec};
 use crate::decimal::Dec;
 use crate::error::RpcError;
+use crate::event::Events;
 use crate::order::Order;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,8 +38,9 @@ pub enum Reply {
     Success,
     AssetList,
     AssetSummary(Vec<AssetSummary>),
-    /// `order.put_limit`, `order.put_market`, `order.cancel`.
-    Order(Order),
+    /// `order.put_limit`, `order.put_market`, `order.cancel`: the order of the command's last order
+    /// event ([`Events::last_order`]), which is the taker after matching or the cancelled order.
+    Order,
     /// `order.pending_detail`: the order, or `null`.
     MaybeOrder(Option<Order>),
     Book {
@@ -123,10 +125,11 @@ impl Serialize for Levels<'_> {
     }
 }
 
-/// A reply with the spec it needs for names and scales.
+/// A reply with the spec it needs for names and scales, and the command's events.
 pub struct ReplyJson<'a> {
     pub spec: &'a Spec,
     pub reply: &'a Reply,
+    pub events: &'a Events,
 }
 
 impl Serialize for ReplyJson<'_> {
@@ -165,7 +168,10 @@ impl Serialize for ReplyJson<'_> {
                 })
                 .collect::<Vec<_>>()
                 .serialize(s),
-            Reply::Order(order) => OrderJson { spec, order }.serialize(s),
+            Reply::Order => match self.events.last_order() {
+                Some(order) => OrderJson { spec, order }.serialize(s),
+                None => Err(serde::ser::Error::custom("an order reply without an order event")),
+            },
             Reply::MaybeOrder(order) => order.as_ref().map(|order| OrderJson { spec, order }).serialize(s),
             Reply::Book { offset, limit, total, orders } => {
                 let mut st = s.serialize_struct("book", 4)?;
@@ -275,9 +281,9 @@ struct ErrorJson {
     message: String,
 }
 
-/// The `result` member alone, as JSON text.
-pub fn result_json(spec: &Spec, reply: &Reply) -> String {
-    serde_json::to_string(&ReplyJson { spec, reply }).expect("replies always serialize")
+/// The `result` member alone, as JSON text. `events` are those of the command that replied.
+pub fn result_json(spec: &Spec, reply: &Reply, events: &Events) -> String {
+    serde_json::to_string(&ReplyJson { spec, reply, events }).expect("replies always serialize")
 }
 
 #[derive(Serialize)]
@@ -293,11 +299,12 @@ pub fn error_response(id: Option<i64>, e: RpcError) -> String {
     serde_json::to_string(&env).expect("replies always serialize")
 }
 
-/// The whole JSON-RPC response: `{"error": …, "result": …, "id": …}`, in that order.
-pub fn response_json(spec: &Spec, id: i64, outcome: &Result<Reply, RpcError>) -> String {
+/// The whole JSON-RPC response: `{"error": …, "result": …, "id": …}`, in that order. `events` are
+/// those of the command that replied.
+pub fn response_json(spec: &Spec, id: i64, outcome: &Result<Reply, RpcError>, events: &Events) -> String {
     let id = Some(id);
     let env = match outcome {
-        Ok(reply) => Envelope { error: None, result: Some(ReplyJson { spec, reply }), id },
+        Ok(reply) => Envelope { error: None, result: Some(ReplyJson { spec, reply, events }), id },
         Err(e) => Envelope { error: Some(ErrorJson { code: e.code(), message: e.to_string() }), result: None, id },
     };
     serde_json::to_string(&env).expect("replies always serialize")

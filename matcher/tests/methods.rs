@@ -94,8 +94,9 @@ fn prec_show_keeps_order_of_keys_in_the_raw_text() {
     let mut e = Engine::new();
     let params = vec![json!(9), json!("LTC"), json!("BTC")];
     let cmd = viaduct_matcher::decode(e.m.spec(), "balance.query", &params).unwrap();
-    let reply = e.m.apply(T0, &cmd, &mut viaduct_matcher::Events::default()).unwrap();
-    let text = viaduct_matcher::result_json(e.m.spec(), &reply);
+    let mut events = viaduct_matcher::Events::default();
+    let reply = e.m.apply(T0, &cmd, &mut events).unwrap();
+    let text = viaduct_matcher::result_json(e.m.spec(), &reply, &events);
     assert_eq!(text, r#"{"LTC":{"available":"0","freeze":"0"},"BTC":{"available":"0","freeze":"0"}}"#);
 }
 

@@ -219,7 +219,7 @@ fn run(seed: u64, commands: usize) {
         let (method, params) = w.next(&model);
         events.clear();
         let outcome = decode(&spec, method, &params).and_then(|c| engine.apply(w.now, &c, &mut events));
-        let got: Value = serde_json::from_str(&response_json(&spec, 1, &outcome)).unwrap();
+        let got: Value = serde_json::from_str(&response_json(&spec, 1, &outcome, &events)).unwrap();
         let expected = model.call(w.now, method, &params);
         let ctx = || format!("seed {seed}, command {n}: {method} {}", Value::Array(params.clone()));
         match &expected {

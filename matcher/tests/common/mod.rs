@@ -34,7 +34,7 @@ impl Engine {
         let outcome =
             decode(self.m.spec(), method, &params).and_then(|cmd| self.m.apply(self.now, &cmd, &mut self.buf));
         self.events = self.buf.to_vec();
-        let text = response_json(self.m.spec(), 7, &outcome);
+        let text = response_json(self.m.spec(), 7, &outcome, &self.buf);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["id"], 7);
         v
