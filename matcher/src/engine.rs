@@ -15,7 +15,8 @@ use crate::reply::{AssetSummary, MarketSummary, Reply};
 
 /// How long a `balance.update` (user, asset, business, business_id) is remembered: 24 h.
 pub const DEDUPE_WINDOW_US: u64 = 86_400 * 1_000_000;
-/// Most `balance.update` keys remembered at once; past it (within 24 h) updates answer error 3.
+/// Most `balance.update` keys remembered at once by default; past it (within 24 h) updates answer
+/// error 3. [`Matcher::set_dedupe_entries_max`] changes it.
 pub const DEDUPE_ENTRIES_MAX: usize = 4_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -28,11 +29,18 @@ pub(crate) struct DedupeKey {
 
 /// The `balance.update` dedupe window, kept in the state so that replay reproduces it. An entry
 /// counts while it is younger than 24 h; expired entries are dropped when a later update arrives.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Dedupe {
+    pub entries_max: usize,
     pub seen: HashMap<DedupeKey, u64>,
     /// (time, key) in arrival order, for eviction.
     pub order: VecDeque<(u64, DedupeKey)>,
+}
+
+impl Default for Dedupe {
+    fn default() -> Dedupe {
+        Dedupe { entries_max: DEDUPE_ENTRIES_MAX, seen: HashMap::new(), order: VecDeque::new() }
+    }
 }
 
 fn expired(t: u64, now: u64) -> bool {
@@ -45,7 +53,7 @@ impl Dedupe {
     }
 
     fn full(&self, now: u64) -> bool {
-        self.order.len() >= DEDUPE_ENTRIES_MAX && self.order.front().is_some_and(|(t, _)| !expired(*t, now))
+        self.order.len() >= self.entries_max && self.order.front().is_some_and(|(t, _)| !expired(*t, now))
     }
 
     pub(crate) fn insert(&mut self, k: DedupeKey, now: u64) {
@@ -83,6 +91,12 @@ impl Matcher {
         let books = spec.markets.iter().map(|_| Book::with_capacity(orders)).collect();
         let ledger = Ledger::new(&spec, users);
         Matcher { spec, ledger, books, order_id: 0, deal_id: 0, dedupe: Dedupe::default() }
+    }
+
+    /// Sets how many `balance.update` keys are remembered at most (a limit, not state: it is not
+    /// in snapshots).
+    pub fn set_dedupe_entries_max(&mut self, entries_max: usize) {
+        self.dedupe.entries_max = entries_max;
     }
 
     pub fn spec(&self) -> &Spec {

@@ -138,6 +138,21 @@ fn balance_update_deposits_withdraws_and_dedupes_for_24_hours() {
 }
 
 #[test]
+fn balance_update_answers_3_when_the_dedupe_window_is_full() {
+    let mut e = Engine::new();
+    e.m.set_dedupe_entries_max(2);
+    e.ok("balance.update", json!([1, "BTC", "deposit", 1, "1", {}]));
+    e.now += 1_000_000;
+    e.ok("balance.update", json!([1, "BTC", "deposit", 2, "1", {}]));
+    assert_eq!(e.err("balance.update", json!([1, "BTC", "deposit", 3, "1", {}])), 3);
+    // Once the oldest key is 24 h old it makes room.
+    e.now = T0 + 86_400_000_000;
+    e.ok("balance.update", json!([1, "BTC", "deposit", 3, "1", {}]));
+    assert_eq!(e.err("balance.update", json!([1, "BTC", "deposit", 4, "1", {}])), 3);
+    assert_eq!(e.balance(1, "BTC"), bal("3", "0"));
+}
+
+#[test]
 fn balance_update_refuses_bad_params() {
     let mut e = Engine::new();
     let bad = [
