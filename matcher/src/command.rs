@@ -115,7 +115,8 @@ pub fn is_matcher_method(method: &str) -> bool {
     METHODS.contains(&method)
 }
 
-const METHODS: [&str; 13] = [
+/// Every method the matcher answers.
+pub const METHODS: [&str; 13] = [
     "balance.query",
     "balance.update",
     "asset.list",
