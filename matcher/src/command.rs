@@ -4,6 +4,7 @@
 //! shares one decoder: param count and types, known market and asset, side, decimals truncated to
 //! their precision and range-checked, fee rates, `source` length, paging limits.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{AssetId, MarketId, Spec, SUPPLY_MAX};
@@ -18,7 +19,7 @@ pub const BUSINESS_LEN_MAX: usize = 30;
 /// Longest `detail` of `balance.update`, as compact JSON.
 pub const DETAIL_LEN_MAX: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// `balance.query`; an empty list means every asset.
     BalanceQuery {
@@ -77,7 +78,7 @@ pub enum Command {
 
 /// `order.put_limit`: `amount` at `stock_prec`, `price` at `money_prec`, rates at `fee_prec`
 /// (below 10^6, as `fee_prec` is at most 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutLimit {
     pub user: u32,
     pub market: MarketId,
@@ -90,7 +91,7 @@ pub struct PutLimit {
 }
 
 /// `order.put_market`: `amount` at `stock_prec` (for a bid it is money to spend).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutMarket {
     pub user: u32,
     pub market: MarketId,

@@ -126,6 +126,22 @@ impl Spec {
         &self.markets[id as usize]
     }
 
+    /// A hash of everything that gives a journaled command its meaning: the assets and markets, in
+    /// order, with their precisions. A journal written under one fingerprint replays only under it.
+    pub fn fingerprint(&self) -> u64 {
+        let mut text = String::new();
+        for a in &self.assets {
+            text.push_str(&format!("asset {} {} {};", a.name, a.prec_save, a.prec_show));
+        }
+        for m in &self.markets {
+            text.push_str(&format!(
+                "market {} {} {} {} {} {} {};",
+                m.name, m.stock, m.money, m.stock_prec, m.money_prec, m.fee_prec, m.min_amount
+            ));
+        }
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    }
+
     /// Checks `config` against every rule and compiles it.
     pub fn new(config: &Config) -> Result<Spec, ConfigError> {
         if config.assets.len() > ASSETS_MAX || config.markets.len() > MARKETS_MAX {

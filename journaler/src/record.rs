@@ -1,0 +1,95 @@
+//! The byte layout of journal segments and records (all little-endian).
+//!
+//! A segment starts with a 32-byte header: magic `VDJRNL01`, format version (u32), zero (u32),
+//! the config fingerprint (u64), and the sequence of its first record (u64). Records follow:
+//! payload length (u32), CRC-32 of everything after the CRC field (u32), sequence (u64), time in
+//! microseconds (u64), then the payload, the command in `postcard` form.
+
+use viaduct_matcher::Command;
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"VDJRNL01";
+pub const SEGMENT_VERSION: u32 = 1;
+pub const SEGMENT_HEADER_BYTES: usize = 32;
+pub const RECORD_HEADER_BYTES: usize = 24;
+/// The largest payload a record may have; a length above it is corruption, not a big command.
+pub const RECORD_PAYLOAD_MAX: usize = 64 * 1024;
+
+pub fn segment_header(fingerprint: u64, first_seq: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&fingerprint.to_le_bytes());
+    h[24..32].copy_from_slice(&first_seq.to_le_bytes());
+    h
+}
+
+/// (fingerprint, first sequence), or why the header is not one of ours.
+pub fn parse_segment_header(h: &[u8]) -> Result<(u64, u64), String> {
+    if h.len() < SEGMENT_HEADER_BYTES {
+        return Err("shorter than a segment header".into());
+    }
+    if &h[..8] != SEGMENT_MAGIC {
+        return Err("not a viaduct journal segment (bad magic)".into());
+    }
+    let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+    if version != SEGMENT_VERSION {
+        return Err(format!("segment format version {version}, this build reads {SEGMENT_VERSION}"));
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+    Ok((u64_at(16), u64_at(24)))
+}
+
+/// Appends one record to `buf`.
+pub fn encode(buf: &mut Vec<u8>, seq: u64, time_us: u64, cmd: &Command) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
+    let payload = postcard::to_extend(cmd, std::mem::take(buf)).expect("commands always serialize");
+    *buf = payload;
+    let len = buf.len() - start - RECORD_HEADER_BYTES;
+    assert!(len <= RECORD_PAYLOAD_MAX, "a command of {len} bytes exceeds the record bound");
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[start + 8..start + 16].copy_from_slice(&seq.to_le_bytes());
+    buf[start + 16..start + 24].copy_from_slice(&time_us.to_le_bytes());
+    let crc = crc32fast::hash(&buf[start + 8..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What reading one record at the start of `bytes` found.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A whole, valid record and its length in bytes.
+    Record { seq: u64, time_us: u64, cmd: Command, bytes: usize },
+    /// The bytes end inside the record (or its length is unreadable): a torn write if at the end.
+    Short,
+    /// Only zeros from here on: space the file system extended but nothing was written into.
+    Zeros,
+    /// A whole record whose contents are wrong.
+    Bad(String),
+}
+
+pub fn decode(bytes: &[u8]) -> Decoded {
+    if bytes.iter().all(|&b| b == 0) {
+        return Decoded::Zeros;
+    }
+    if bytes.len() < RECORD_HEADER_BYTES {
+        return Decoded::Short;
+    }
+    let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+    if len > RECORD_PAYLOAD_MAX {
+        return Decoded::Bad(format!("record length {len} exceeds {RECORD_PAYLOAD_MAX}"));
+    }
+    let total = RECORD_HEADER_BYTES + len;
+    if bytes.len() < total {
+        return Decoded::Short;
+    }
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[8..total]) != crc {
+        return Decoded::Bad("checksum mismatch".into());
+    }
+    let seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let time_us = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    match postcard::from_bytes::<Command>(&bytes[RECORD_HEADER_BYTES..total]) {
+        Ok(cmd) => Decoded::Record { seq, time_us, cmd, bytes: total },
+        Err(e) => Decoded::Bad(format!("checksum matches but the command does not decode: {e}")),
+    }
+}

@@ -1,0 +1,99 @@
+//! Recovery at startup: the newest snapshot that reads back whole, then every journal record
+//! after it, applied in order. Nothing is skipped: a record that cannot be read or applied stops
+//! recovery with a message naming the file, the offset and what to do.
+
+use std::path::{Path, PathBuf};
+
+use viaduct_matcher::{Events, Matcher, SnapshotError, Spec};
+
+use crate::segment::{self, ReadOutcome};
+use crate::{snapshot, JournalError};
+
+/// Where a data directory keeps its journal and snapshots.
+pub fn journal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("journal")
+}
+
+pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshots")
+}
+
+/// Progress of a replay, for a bar or log lines.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// Loaded the snapshot at this sequence.
+    Snapshot { seq: u64 },
+    /// Replayed this many records so far.
+    Replayed { records: u64, seq: u64 },
+}
+
+/// What recovery rebuilt.
+pub struct Recovered {
+    pub matcher: Matcher,
+    /// The sequence of the last command in the rebuilt state (0 for an empty journal).
+    pub last_seq: u64,
+    /// The snapshot recovery started from, if any.
+    pub snapshot_seq: Option<u64>,
+    pub journal: ReadOutcome,
+}
+
+/// How often replay reports progress, in records.
+const PROGRESS_EVERY: u64 = 100_000;
+
+/// Rebuilds the state in `data_dir` under `spec`.
+pub fn recover(data_dir: &Path, spec: &Spec, mut progress: impl FnMut(Progress)) -> Result<Recovered, JournalError> {
+    let (mut matcher, snapshot_seq) = match newest_snapshot(&snapshot_dir(data_dir), spec)? {
+        Some((seq, m)) => {
+            progress(Progress::Snapshot { seq });
+            (m, Some(seq))
+        }
+        None => (Matcher::new(spec.clone()), None),
+    };
+    let after = snapshot_seq.unwrap_or(0);
+    let jdir = journal_dir(data_dir);
+    if let Some((first, _)) = segment::list_segments(&jdir)?.first() {
+        if *first > after + 1 {
+            return Err(JournalError::MissingHistory { first: *first });
+        }
+    }
+    let mut events = Events::with_capacity(64);
+    let mut replayed = 0u64;
+    let journal = segment::read_journal(&jdir, spec.fingerprint(), after, |seq, time_us, cmd, path| {
+        events.clear();
+        matcher.apply(time_us, &cmd, &mut events).map_err(|error| JournalError::Replay {
+            path: path.to_path_buf(),
+            seq,
+            error,
+        })?;
+        replayed += 1;
+        if replayed % PROGRESS_EVERY == 0 {
+            progress(Progress::Replayed { records: replayed, seq });
+        }
+        Ok(())
+    })?;
+    progress(Progress::Replayed { records: replayed, seq: journal.last_seq });
+    Ok(Recovered { matcher, last_seq: journal.last_seq, snapshot_seq, journal })
+}
+
+/// The newest snapshot that reads back whole. One that fails its checksum is skipped with a
+/// warning (the journal still holds what it covered, unless segments were already removed); one
+/// that the config no longer fits stops recovery.
+fn newest_snapshot(dir: &Path, spec: &Spec) -> Result<Option<(u64, Matcher)>, JournalError> {
+    for (seq, path) in snapshot::list(dir)?.into_iter().rev() {
+        let state = match snapshot::read(&path) {
+            Ok((_, state)) => state,
+            Err(e) => {
+                tracing::warn!("recovery: {e}; trying the previous snapshot");
+                continue;
+            }
+        };
+        match Matcher::from_snapshot(spec.clone(), &state) {
+            Ok(m) => return Ok(Some((seq, m))),
+            Err(e @ (SnapshotError::Asset(_) | SnapshotError::Market(_))) => {
+                return Err(JournalError::Snapshot { path, reason: e.to_string() });
+            }
+            Err(e) => tracing::warn!("recovery: snapshot {}: {e}; trying the previous snapshot", path.display()),
+        }
+    }
+    Ok(None)
+}

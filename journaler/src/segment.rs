@@ -1,0 +1,255 @@
+//! Journal segments: the writer (group commit) and the reader (replay with torn-tail handling).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use viaduct_matcher::Command;
+
+use crate::record::{self, Decoded, SEGMENT_HEADER_BYTES};
+use crate::{io_err, Durability, JournalError};
+
+/// Segments are rotated once they pass this size, at a commit boundary.
+pub const SEGMENT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("seg-{first_seq:020}.log"))
+}
+
+/// Every segment in `dir` as (first sequence from its name, path), in order.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io_err(dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(seq) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok()) {
+            out.push((seq, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Makes a directory entry durable (a new or renamed file in it).
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+/// Appends records and commits them in groups: everything appended since the last commit goes
+/// out in one `write`, then one `fdatasync` (in `fsync` mode).
+pub struct JournalWriter {
+    dir: PathBuf,
+    mode: Durability,
+    fingerprint: u64,
+    segment_bytes_max: u64,
+    file: Option<(File, PathBuf, u64)>,
+    buf: Vec<u8>,
+    next_seq: u64,
+    /// Highest sequence committed (durable in `fsync` mode).
+    committed: u64,
+}
+
+impl JournalWriter {
+    /// A writer whose first record will be `next_seq`, in a new segment.
+    pub fn open(
+        dir: &Path,
+        next_seq: u64,
+        fingerprint: u64,
+        mode: Durability,
+        segment_bytes_max: u64,
+    ) -> Result<Self, JournalError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut w = JournalWriter {
+            dir: dir.to_path_buf(),
+            mode,
+            fingerprint,
+            segment_bytes_max,
+            file: None,
+            buf: Vec::with_capacity(1 << 20),
+            next_seq,
+            committed: next_seq - 1,
+        };
+        if mode != Durability::None {
+            w.start_segment()?;
+        }
+        Ok(w)
+    }
+
+    fn start_segment(&mut self) -> Result<(), JournalError> {
+        let path = segment_path(&self.dir, self.next_seq);
+        // A segment that starts at the next sequence holds no record (recovery read everything
+        // before it): a restart that wrote nothing left it behind.
+        if path.exists() {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
+        file.write_all(&record::segment_header(self.fingerprint, self.next_seq)).map_err(io_err(&path))?;
+        if self.mode == Durability::Fsync {
+            file.sync_data().map_err(io_err(&path))?;
+            sync_dir(&self.dir)?;
+        }
+        self.file = Some((file, path, SEGMENT_HEADER_BYTES as u64));
+        Ok(())
+    }
+
+    /// Adds the command with sequence `seq` (which must be the next one) to the pending group.
+    pub fn append(&mut self, seq: u64, time_us: u64, cmd: &Command) {
+        assert_eq!(seq, self.next_seq, "journal sequences must advance by one");
+        self.next_seq += 1;
+        if self.mode != Durability::None {
+            record::encode(&mut self.buf, seq, time_us, cmd);
+        }
+    }
+
+    /// Bytes appended but not yet committed.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes the pending group and, in `fsync` mode, waits until it is on disk. Returns the
+    /// highest committed sequence.
+    pub fn commit(&mut self) -> Result<u64, JournalError> {
+        if let Some((file, path, size)) = self.file.as_mut() {
+            if !self.buf.is_empty() {
+                file.write_all(&self.buf).map_err(io_err(path))?;
+                if self.mode == Durability::Fsync {
+                    file.sync_data().map_err(io_err(path))?;
+                }
+                *size += self.buf.len() as u64;
+                self.buf.clear();
+            }
+        }
+        self.committed = self.next_seq - 1;
+        if self.file.as_ref().is_some_and(|(_, _, size)| *size >= self.segment_bytes_max) {
+            self.start_segment()?;
+        }
+        Ok(self.committed)
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+}
+
+/// What reading the journal found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The last sequence read (the `after` given when nothing was newer).
+    pub last_seq: u64,
+    /// Records handed to the callback.
+    pub records: u64,
+    /// A torn tail cut off: the segment and the offset it was truncated at.
+    pub truncated: Option<(PathBuf, u64)>,
+}
+
+/// Hands every record with a sequence above `after` to `each`, in order, checking checksums,
+/// that sequences advance by one, and that each segment read was written under `fingerprint`.
+/// A partial record at the very end of the last segment is a torn write: the segment is cut
+/// back to the last whole record and the cut reported. Anything else that is wrong stops the read.
+pub fn read_journal(
+    dir: &Path,
+    fingerprint: u64,
+    after: u64,
+    mut each: impl FnMut(u64, u64, Command, &Path) -> Result<(), JournalError>,
+) -> Result<ReadOutcome, JournalError> {
+    let segments = list_segments(dir)?;
+    let mut out = ReadOutcome { last_seq: after, ..ReadOutcome::default() };
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let next_first = segments.get(i + 1).map(|(f, _)| *f);
+        if next_first.is_some_and(|n| n <= after + 1) {
+            continue; // every record here is at or below `after`
+        }
+        let last_segment = next_first.is_none();
+        let bytes = fs::read(path).map_err(io_err(path))?;
+        let corrupt =
+            |offset: usize, reason: String| JournalError::Corrupt { path: path.clone(), offset: offset as u64, reason };
+        let (seg_fingerprint, seg_first) = record::parse_segment_header(&bytes).map_err(|r| corrupt(0, r))?;
+        if seg_first != *first {
+            return Err(corrupt(24, format!("header says it starts at {seg_first}, its name says {first}")));
+        }
+        let mut at = SEGMENT_HEADER_BYTES;
+        let mut expected = *first;
+        let mut fingerprint_checked = false;
+        while at < bytes.len() {
+            match record::decode(&bytes[at..]) {
+                Decoded::Record { seq, time_us, cmd, bytes: n } => {
+                    if seq != expected {
+                        return Err(corrupt(at, format!("sequence {seq} where {expected} was expected")));
+                    }
+                    expected += 1;
+                    if seq > after {
+                        if !fingerprint_checked && seg_fingerprint != fingerprint {
+                            return Err(JournalError::ConfigChanged { path: path.clone() });
+                        }
+                        fingerprint_checked = true;
+                        each(seq, time_us, cmd, path)?;
+                        out.last_seq = seq;
+                        out.records += 1;
+                    }
+                    at += n;
+                }
+                Decoded::Short | Decoded::Zeros if last_segment => {
+                    truncate(path, at)?;
+                    tracing::warn!(
+                        "journal: torn tail in {} at byte {at}: cut back to the last whole record",
+                        path.display()
+                    );
+                    out.truncated = Some((path.clone(), at as u64));
+                    break;
+                }
+                Decoded::Short | Decoded::Zeros => return Err(corrupt(at, "the segment ends inside a record".into())),
+                Decoded::Bad(reason) => {
+                    let record_end = record_end(&bytes, at);
+                    if last_segment && record_end >= bytes.len() {
+                        truncate(path, at)?;
+                        tracing::warn!(
+                            "journal: torn last record in {} at byte {at} ({reason}): cut off",
+                            path.display()
+                        );
+                        out.truncated = Some((path.clone(), at as u64));
+                        break;
+                    }
+                    return Err(corrupt(at, reason));
+                }
+            }
+        }
+        if let Some(n) = next_first {
+            if expected != n {
+                return Err(corrupt(bytes.len(), format!("ends before sequence {n}, where the next segment starts")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where a record starting at `at` claims to end (its declared length, capped by the data).
+fn record_end(bytes: &[u8], at: usize) -> usize {
+    let len = bytes.get(at..at + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    at.saturating_add(record::RECORD_HEADER_BYTES).saturating_add(len.min(record::RECORD_PAYLOAD_MAX))
+}
+
+fn truncate(path: &Path, at: usize) -> Result<(), JournalError> {
+    let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+    file.set_len(at as u64).and_then(|()| file.sync_all()).map_err(io_err(path))
+}
+
+/// Removes every segment whose records all lie at or below `seq` (covered by a snapshot).
+pub fn remove_covered(dir: &Path, seq: u64) -> Result<usize, JournalError> {
+    let segments = list_segments(dir)?;
+    let mut removed = 0;
+    for (i, (_, path)) in segments.iter().enumerate() {
+        match segments.get(i + 1) {
+            Some((next_first, _)) if *next_first <= seq + 1 => {
+                fs::remove_file(path).map_err(io_err(path))?;
+                removed += 1;
+            }
+            _ => break,
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,90 @@
+//! Snapshot files: the matcher's canonical state at a journal sequence, checksummed, written to a
+//! temporary name, synced and renamed so that a crash never leaves a half-written snapshot under
+//! a real name.
+//!
+//! Layout (little-endian): magic `VDSNAP01`, sequence (u64), state length (u64), CRC-32 of the
+//! state (u32), zero (u32), then the state bytes (`Matcher::snapshot`).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::segment::sync_dir;
+use crate::{io_err, JournalError};
+
+const MAGIC: &[u8; 8] = b"VDSNAP01";
+const HEADER_BYTES: usize = 32;
+
+fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("snap-{seq:020}.bin"))
+}
+
+/// Every snapshot in `dir` as (sequence, path), oldest first.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io_err(dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(seq) = name.strip_prefix("snap-").and_then(|n| n.strip_suffix(".bin")).and_then(|n| n.parse().ok())
+        {
+            out.push((seq, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes the state at `seq` durably; returns its path.
+pub fn write(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, JournalError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = snapshot_path(dir, seq);
+    let tmp = path.with_extension("tmp");
+    let mut header = [0u8; HEADER_BYTES];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..16].copy_from_slice(&seq.to_le_bytes());
+    header[16..24].copy_from_slice(&(state.len() as u64).to_le_bytes());
+    header[24..28].copy_from_slice(&crc32fast::hash(state).to_le_bytes());
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(&header)
+        .and_then(|()| file.write_all(state))
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+/// Reads and checks one snapshot: (sequence, state bytes).
+pub fn read(path: &Path) -> Result<(u64, Vec<u8>), JournalError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let bad = |reason: &str| JournalError::Snapshot { path: path.to_path_buf(), reason: reason.to_string() };
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+        return Err(bad("not a viaduct snapshot (bad magic or too short)"));
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let (seq, len) = (u64_at(8), u64_at(16));
+    let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+    let state = &bytes[HEADER_BYTES..];
+    if state.len() as u64 != len {
+        return Err(bad(&format!("holds {} bytes of state, its header says {len}", state.len())));
+    }
+    if crc32fast::hash(state) != crc {
+        return Err(bad("fails its checksum"));
+    }
+    Ok((seq, state.to_vec()))
+}
+
+/// Keeps the newest `keep` snapshots and removes the rest; returns the oldest kept sequence.
+pub fn prune(dir: &Path, keep: usize) -> Result<Option<u64>, JournalError> {
+    let all = list(dir)?;
+    let cut = all.len().saturating_sub(keep.max(1));
+    for (_, path) in &all[..cut] {
+        fs::remove_file(path).map_err(io_err(path))?;
+    }
+    Ok(all.get(cut).map(|(seq, _)| *seq))
+}

@@ -1,0 +1,219 @@
+//! The journal and snapshots on disk: round trip, torn tails, corruption, changed configs.
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::json;
+use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir};
+use viaduct_journaler::segment::{list_segments, read_journal, JournalWriter, SEGMENT_BYTES_MAX};
+use viaduct_journaler::{snapshot, Durability, JournalError};
+use viaduct_matcher::config::embedded;
+use viaduct_matcher::{decode, Command, Events, Matcher, Spec};
+
+const T0: u64 = 1_700_000_000_000_000;
+
+fn spec() -> Spec {
+    Spec::new(&embedded()).unwrap()
+}
+
+/// `n` commands that all succeed: deposits, then resting and crossing orders.
+fn commands(spec: &Spec, n: usize) -> Vec<Command> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let user = (i % 7) as u64 + 1;
+        let (method, params) = match (i, i % 2) {
+            (0..=13, 0) => ("balance.update", json!([user, "BCH", "deposit", i, "100000", {}])),
+            (0..=13, _) => ("balance.update", json!([user, "BTC", "deposit", i, "100000", {}])),
+            (_, 0) => {
+                ("order.put_limit", json!([user, "BTCBCH", 1, "0.5", format!("{}", 1 + i % 5), "0.001", "0.002", "t"]))
+            }
+            _ => (
+                "order.put_limit",
+                json!([user, "BTCBCH", 2, "0.5", format!("{}", 1 + (i + 2) % 5), "0.001", "0.002", "t"]),
+            ),
+        };
+        out.push(decode(spec, method, params.as_array().unwrap()).unwrap());
+    }
+    out
+}
+
+/// Applies `cmds` to a fresh matcher and journals them from sequence 1; returns the matcher.
+fn write_journal(dir: &Path, spec: &Spec, cmds: &[Command], group: usize) -> Matcher {
+    let mut m = Matcher::new(spec.clone());
+    let mut w =
+        JournalWriter::open(&journal_dir(dir), 1, spec.fingerprint(), Durability::Fsync, SEGMENT_BYTES_MAX).unwrap();
+    let mut events = Events::default();
+    for (i, cmd) in cmds.iter().enumerate() {
+        let t = T0 + i as u64;
+        m.apply(t, cmd, &mut events).expect("every generated command succeeds");
+        events.clear();
+        w.append(i as u64 + 1, t, cmd);
+        if (i + 1) % group == 0 {
+            w.commit().unwrap();
+        }
+    }
+    assert_eq!(w.commit().unwrap(), cmds.len() as u64);
+    m
+}
+
+fn only_segment(dir: &Path) -> std::path::PathBuf {
+    let segs = list_segments(&journal_dir(dir)).unwrap();
+    assert_eq!(segs.len(), 1);
+    segs[0].1.clone()
+}
+
+#[test]
+fn replay_rebuilds_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let cmds = commands(&spec, 1_000);
+    let live = write_journal(dir.path(), &spec, &cmds, 37);
+    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    assert_eq!((r.last_seq, r.journal.records, r.snapshot_seq), (1_000, 1_000, None));
+    assert_eq!(r.matcher.state_hash(), live.state_hash());
+    assert!(live.last_deal_id() > 0, "the commands must trade");
+}
+
+#[test]
+fn a_torn_tail_is_cut_back_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let cmds = commands(&spec, 100);
+    write_journal(dir.path(), &spec, &cmds, 10);
+    let seg = only_segment(dir.path());
+    let full = fs::read(&seg).unwrap();
+    // Cut the last record in half.
+    let mut offsets = Vec::new();
+    read_journal(&journal_dir(dir.path()), spec.fingerprint(), 0, |_, _, _, _| Ok(())).unwrap();
+    let mut at = 32;
+    while at < full.len() {
+        offsets.push(at);
+        at += 24 + u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) as usize;
+    }
+    let last = *offsets.last().unwrap();
+    fs::write(&seg, &full[..last + 10]).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    assert_eq!(r.last_seq, 99);
+    assert_eq!(r.journal.truncated, Some((seg.clone(), last as u64)));
+    assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
+    assert_eq!(r.matcher.state_hash(), write_state(&spec, &cmds[..99]).state_hash());
+    // Zeros where a record should start (an extended, never-written tail) are cut the same way.
+    let mut zeros = full[..last].to_vec();
+    zeros.extend_from_slice(&[0u8; 4096]);
+    fs::write(&seg, &zeros).unwrap();
+    assert_eq!(recover(dir.path(), &spec, |_| {}).unwrap().last_seq, 99);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
+}
+
+fn write_state(spec: &Spec, cmds: &[Command]) -> Matcher {
+    let mut m = Matcher::new(spec.clone());
+    let mut events = Events::default();
+    for (i, cmd) in cmds.iter().enumerate() {
+        m.apply(T0 + i as u64, cmd, &mut events).unwrap();
+        events.clear();
+    }
+    m
+}
+
+#[test]
+fn a_corrupt_record_in_the_middle_stops_recovery_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    write_journal(dir.path(), &spec, &commands(&spec, 100), 10);
+    let seg = only_segment(dir.path());
+    let mut bytes = fs::read(&seg).unwrap();
+    let second = 32 + 24 + u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize;
+    bytes[second + 30] ^= 0x40;
+    fs::write(&seg, &bytes).unwrap();
+    match recover(dir.path(), &spec, |_| {}) {
+        Err(e @ JournalError::Corrupt { .. }) => {
+            let JournalError::Corrupt { path, offset, .. } = &e else { unreachable!() };
+            assert_eq!((path, *offset), (&seg, second as u64));
+            let text = e.to_string();
+            assert!(text.contains(&format!("at byte {second}")) && text.contains("checksum"), "{text}");
+        }
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("recovery went past a corrupt record"),
+    }
+    // Nothing was cut: the file is as it was.
+    assert_eq!(fs::read(&seg).unwrap(), bytes);
+}
+
+#[test]
+fn a_corrupt_snapshot_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let cmds = commands(&spec, 300);
+    let live = write_journal(dir.path(), &spec, &cmds, 25);
+    let sdir = snapshot_dir(dir.path());
+    snapshot::write(&sdir, 100, &write_state(&spec, &cmds[..100]).snapshot()).unwrap();
+    let newest = snapshot::write(&sdir, 200, &write_state(&spec, &cmds[..200]).snapshot()).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    assert_eq!((r.snapshot_seq, r.journal.records), (Some(200), 100));
+    assert_eq!(r.matcher.state_hash(), live.state_hash());
+    let mut bytes = fs::read(&newest).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 1;
+    fs::write(&newest, &bytes).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    assert_eq!((r.snapshot_seq, r.journal.records), (Some(100), 200));
+    assert_eq!(r.matcher.state_hash(), live.state_hash());
+    // Without usable snapshots and with the journal's start gone, recovery refuses.
+    fs::write(sdir.join("snap-00000000000000000100.bin"), b"garbage").unwrap();
+    let seg = only_segment(dir.path());
+    let moved = seg.with_file_name("seg-00000000000000000101.log");
+    let whole = fs::read(&seg).unwrap();
+    fs::remove_file(&seg).unwrap();
+    let mut header = whole[..32].to_vec();
+    header[24..32].copy_from_slice(&101u64.to_le_bytes());
+    fs::write(&moved, header).unwrap();
+    assert!(matches!(recover(dir.path(), &spec, |_| {}), Err(JournalError::MissingHistory { first: 101 })));
+}
+
+#[test]
+fn a_changed_config_is_refused_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let cmds = commands(&spec, 50);
+    write_journal(dir.path(), &spec, &cmds, 5);
+    let mut cfg = embedded();
+    cfg.markets.retain(|m| m.name != "LTCBCH");
+    let changed = Spec::new(&cfg).unwrap();
+    let err = recover(dir.path(), &changed, |_| {}).err().expect("refused");
+    assert!(matches!(err, JournalError::ConfigChanged { .. }), "{err}");
+    assert!(err.to_string().contains("another config"), "{err}");
+    // A snapshot that holds a market the config dropped is refused by name.
+    let sdir = snapshot_dir(dir.path());
+    snapshot::write(&sdir, 50, &write_state(&spec, &cmds).snapshot()).unwrap();
+    let mut cfg = embedded();
+    cfg.markets.retain(|m| m.name != "BTCBCH");
+    let err = recover(dir.path(), &Spec::new(&cfg).unwrap(), |_| {}).err().expect("refused");
+    assert!(err.to_string().contains("BTCBCH"), "{err}");
+}
+
+#[test]
+fn restarting_without_writing_reuses_the_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    for _ in 0..2 {
+        let r = recover(dir.path(), &spec, |_| {}).unwrap();
+        let mut w = JournalWriter::open(
+            &journal_dir(dir.path()),
+            r.last_seq + 1,
+            spec.fingerprint(),
+            Durability::Fsync,
+            SEGMENT_BYTES_MAX,
+        )
+        .unwrap();
+        assert_eq!(w.commit().unwrap(), 0);
+    }
+    let cmds = commands(&spec, 3);
+    let mut w = JournalWriter::open(&journal_dir(dir.path()), 1, spec.fingerprint(), Durability::Fsync, 64).unwrap();
+    for (i, c) in cmds.iter().enumerate() {
+        w.append(i as u64 + 1, T0 + i as u64, c);
+        w.commit().unwrap();
+    }
+    // A tiny segment bound rotated after every commit; replay crosses the segments.
+    assert!(list_segments(&journal_dir(dir.path())).unwrap().len() >= 3);
+    assert_eq!(recover(dir.path(), &spec, |_| {}).unwrap().last_seq, 3);
+}
