@@ -66,7 +66,7 @@ pub fn recover(data_dir: &Path, spec: &Spec, mut progress: impl FnMut(Progress))
             error,
         })?;
         replayed += 1;
-        if replayed % PROGRESS_EVERY == 0 {
+        if replayed.is_multiple_of(PROGRESS_EVERY) {
             progress(Progress::Replayed { records: replayed, seq });
         }
         Ok(())
