@@ -1,15 +1,18 @@
 //! `viaduct`: the exchange server's command line.
 
-mod config;
+use viaduct::config;
 
-use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use viaduct_matcher::{decode, response_json, Events, Matcher, RpcError, Spec};
+use viaduct::engine::Engine;
+use viaduct::profile::Profile;
+use viaduct_journaler::recovery::Progress;
+use viaduct_matcher::reply::error_response;
+use viaduct_matcher::{decode, RpcError};
 
 /// Longest request line the console reads.
 const LINE_BYTES_MAX: u64 = 1 << 20;
@@ -29,12 +32,19 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run the matcher in memory, one JSON-RPC request per line on standard input, one reply per
-    /// line on standard output. Nothing is journaled: state is gone when the console exits.
-    Console {
+    /// Recover the state in the data directory and run the engine. Until the network edges
+    /// exist it serves JSON-RPC on standard input and output, one request per line; a reply is
+    /// written once its command is durable. End of input drains the engine and exits.
+    Run {
         /// The TOML config; the embedded default when left out.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A tuning profile: default, latency, throughput, or a path to a profile file.
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Where the journal and snapshots live (overrides the config's data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -43,7 +53,7 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::CheckConfig { config } => check_config(config),
-        Cmd::Console { config } => console(config),
+        Cmd::Run { config, profile, data_dir } => run(config, &profile, data_dir),
     };
     if let Err(e) = outcome {
         eprintln!("viaduct: {e:#}");
@@ -76,67 +86,129 @@ fn check_config(path: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-}
-
-fn console(path: Option<PathBuf>) -> Result<()> {
-    let spec = config::load(path.as_deref())?.spec;
-    tracing::warn!(
-        "console: {} assets, {} markets, in memory only; nothing is journaled, state ends with the process",
-        spec.assets.len(),
-        spec.markets.len()
+fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>) -> Result<()> {
+    let loaded = config::load(config_path.as_deref())?;
+    let profile = Profile::load(profile)?;
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&loaded.data_dir));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let cores = viaduct_ring::available_cores();
+    tracing::info!(
+        "profile {}: durability {:?}, {} cores available {:?}",
+        profile.name,
+        profile.durability,
+        cores.len(),
+        cores
     );
-    let mut matcher = Matcher::new(spec);
-    let mut events = Events::with_capacity(256);
-    let stdin = io::stdin();
-    let mut input = stdin.lock();
-    let mut out = BufWriter::new(io::stdout().lock());
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let read = (&mut input).take(LINE_BYTES_MAX).read_until(b'\n', &mut line).context("reading standard input")?;
-        if read == 0 {
-            break;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message("recovering");
+        bar
+    });
+    let progress = |p: Progress| match (&bar, p) {
+        (Some(bar), Progress::Snapshot { seq }) => bar.set_message(format!("loaded snapshot at sequence {seq}")),
+        (Some(bar), Progress::Replayed { records, seq }) => {
+            bar.set_message(format!("replayed {records} commands (sequence {seq})"))
         }
-        if line.last() != Some(&b'\n') && read as u64 == LINE_BYTES_MAX {
-            writeln!(out, "{}", envelope_error(None, RpcError::InvalidArgument))?;
-            // Skip the rest of the oversized line.
-            let mut sink = Vec::new();
-            input.read_until(b'\n', &mut sink)?;
-            continue;
+        (None, Progress::Snapshot { seq }) => tracing::info!("recovery: loaded snapshot at sequence {seq}"),
+        (None, Progress::Replayed { records, seq }) => {
+            tracing::info!("recovery: replayed {records} commands (sequence {seq})")
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let reply = handle(&mut matcher, &mut events, &line);
-        writeln!(out, "{reply}")?;
-        out.flush()?;
+    };
+    let (engine, startup) = Engine::start(&data_dir, loaded.spec, &profile, progress)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
-    Ok(())
+    tracing::info!(
+        "recovered {} in {} ms: snapshot {:?}, {} commands replayed, at sequence {}, state hash {:016x}",
+        data_dir.display(),
+        startup.recovery_ms,
+        startup.snapshot_seq,
+        startup.replayed,
+        startup.last_seq,
+        startup.state_hash
+    );
+    serve_stdio(&engine)
 }
 
-/// One request line: the JSON-RPC envelope of SPEC B1.1, decoded and applied.
-fn handle(matcher: &mut Matcher, events: &mut Events, line: &[u8]) -> String {
+/// What the writer prints next: a ready answer, or the engine's next reply.
+enum Ticket {
+    Ready(String),
+    Engine,
+}
+
+/// One request per line in, one reply per line out, in order. A reply is printed once its
+/// command is durable; a line that cannot be submitted is answered in its place in the order.
+fn serve_stdio(engine: &Engine) -> Result<()> {
+    let mut client = engine.client();
+    let replies = client.replies();
+    let (tx, rx) = crossbeam_channel::bounded::<Ticket>(engine.inflight_max() * 2);
+    std::thread::scope(|s| -> Result<()> {
+        let writer = s.spawn(move || -> io::Result<()> {
+            let mut out = BufWriter::new(io::stdout().lock());
+            for ticket in rx {
+                match ticket {
+                    Ticket::Ready(json) => writeln!(out, "{json}")?,
+                    Ticket::Engine => writeln!(out, "{}", replies.recv().json)?,
+                }
+                if replies.is_empty() {
+                    out.flush()?;
+                }
+            }
+            out.flush()
+        });
+        let mut input = io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read =
+                (&mut input).take(LINE_BYTES_MAX).read_until(b'\n', &mut line).context("reading standard input")?;
+            if read == 0 {
+                break;
+            }
+            if line.last() != Some(&b'\n') && read as u64 == LINE_BYTES_MAX {
+                let _ = tx.send(Ticket::Ready(error_response(None, RpcError::InvalidArgument)));
+                let mut sink = Vec::new();
+                input.read_until(b'\n', &mut sink)?;
+                continue;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let ticket = submit_line(&mut client, &line);
+            if tx.send(ticket).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        writer.join().expect("writer thread")?;
+        Ok(())
+    })
+}
+
+/// Submits one request line, waiting while the engine is full.
+fn submit_line(client: &mut viaduct::engine::Client, line: &[u8]) -> Ticket {
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(line) else {
-        return envelope_error(None, RpcError::InvalidArgument);
+        return Ticket::Ready(error_response(None, RpcError::InvalidArgument));
     };
-    let (Some(id), Some(method), Some(params)) = (
-        request.get("id").and_then(Value::as_i64),
-        request.get("method").and_then(Value::as_str),
-        request.get("params").and_then(Value::as_array),
-    ) else {
-        return envelope_error(request.get("id").and_then(Value::as_i64), RpcError::InvalidArgument);
+    let id = request.get("id").and_then(Value::as_i64);
+    let (Some(id), Some(method), Some(params)) =
+        (id, request.get("method").and_then(Value::as_str), request.get("params").and_then(Value::as_array))
+    else {
+        return Ticket::Ready(error_response(id, RpcError::InvalidArgument));
     };
-    events.clear();
-    let spec: &Spec = matcher.spec();
-    let outcome = match decode(spec, method, params) {
-        Ok(cmd) => matcher.apply(now_us(), &cmd, events),
-        Err(e) => Err(e),
+    let cmd = match decode(client.spec(), method, params) {
+        Ok(cmd) => cmd,
+        Err(e) => return Ticket::Ready(error_response(Some(id), e)),
     };
-    response_json(matcher.spec(), id, &outcome, events)
-}
-
-fn envelope_error(id: Option<i64>, e: RpcError) -> String {
-    viaduct_matcher::reply::error_response(id, e)
+    let mut cmd = cmd;
+    loop {
+        match client.submit_command(id, cmd) {
+            Ok(()) => return Ticket::Engine,
+            // Full: wait for the engine rather than refuse a line of a script.
+            Err(back) => {
+                cmd = back;
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! The real binary: config checking and the in-memory console, over its standard streams.
+//! The real binary: config checking, and `viaduct run` serving JSON-RPC lines on its standard
+//! streams, durable across restarts.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -23,9 +24,8 @@ fn example_config_is_valid() {
 
 #[test]
 fn a_config_that_breaks_a_precision_rule_is_refused_by_name() {
-    let dir = std::env::temp_dir().join(format!("viaduct-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bad.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
     let text = std::fs::read_to_string(example()).unwrap().replace("prec_save = 20", "prec_save = 14");
     std::fs::write(&path, text).unwrap();
     let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
@@ -36,18 +36,30 @@ fn a_config_that_breaks_a_precision_rule_is_refused_by_name() {
             && err.contains("stock.prec + money.prec (8 + 8) exceeds prec_save of BCH (14)"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn console_runs_a_first_session() {
+/// Runs `viaduct run` on `data_dir` with `requests` on its standard input; returns the replies.
+fn run(data_dir: &std::path::Path, requests: &[&str]) -> Vec<Value> {
     let mut child = viaduct()
-        .args(["console", "--config", &example()])
+        .args(["run", "--config", &example(), "--data-dir", data_dir.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for r in requests {
+        writeln!(stdin, "{r}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn run_serves_a_first_session_and_keeps_it_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
     let requests = [
         r#"{"id": 1, "method": "balance.update", "params": [1, "BTC", "deposit", 100, "2", {}]}"#,
         r#"{"id": 2, "method": "balance.update", "params": [2, "BCH", "deposit", 100, "1", {}]}"#,
@@ -58,15 +70,7 @@ fn console_runs_a_first_session() {
         r#"{"id": "x", "method": "asset.list", "params": []}"#,
         r#"not json"#,
     ];
-    let mut stdin = child.stdin.take().unwrap();
-    for r in requests {
-        writeln!(stdin, "{r}").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let replies: Vec<Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let replies = run(dir.path(), &requests);
     assert_eq!(replies.len(), requests.len());
     assert_eq!(replies[3]["result"]["deal_stock"], "1");
     assert_eq!(replies[4]["result"]["BTC"]["available"], "0.998");
@@ -75,4 +79,17 @@ fn console_runs_a_first_session() {
     assert_eq!(replies[6]["error"]["code"], 1);
     assert_eq!(replies[7]["error"]["code"], 1);
     assert!(replies[7]["id"].is_null());
+    // A restart recovers the journal: the balances, the resting order, and the dedupe window.
+    let again = run(
+        dir.path(),
+        &[
+            r#"{"id": 7, "method": "balance.query", "params": [1, "BTC", "BCH"]}"#,
+            r#"{"id": 8, "method": "order.pending", "params": [1, "BTCBCH", 0, 10]}"#,
+            r#"{"id": 9, "method": "balance.update", "params": [1, "BTC", "deposit", 100, "2", {}]}"#,
+        ],
+    );
+    assert_eq!(again[0]["result"]["BTC"], serde_json::json!({"available": "0", "freeze": "1"}));
+    assert_eq!(again[0]["result"]["BCH"]["available"], "0.0999");
+    assert_eq!(again[1]["result"]["records"][0]["left"], "1");
+    assert_eq!(again[2]["error"]["code"], 10);
 }

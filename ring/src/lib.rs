@@ -1,8 +1,230 @@
 //! # viaduct-ring
 //!
-//! Owns the input ring (many producers: the edges) and the output ring (one producer: the
-//! matcher; many consumers), their slot types, wait strategies and thread pinning, and the one
-//! function that wires the whole pipeline. It must never hold matcher state or do network I/O.
+//! Owns the two rings of the pipeline and the one function that wires it, [`wire`]:
 //!
-//! Nothing is here yet: the pipeline arrives with the LMAX pipeline issue (#3).
+//! ```text
+//!  producers (edges, in-process clients)
+//!        │ try_publish                       ┌─► journal ──┬─► replies
+//!        ▼                                   │  (group     └─► snapshots
+//!   input ring ──► matcher (one thread) ──► output ring       commit)
+//! ```
+//!
+//! The matcher consumes the input ring in order and publishes each command, its reply and its
+//! events into the output ring. The journal stage sees every output slot first; the replies and
+//! snapshot stages see a slot only after the journal stage finished the whole batch holding it,
+//! so nothing is answered or snapshotted before it is durable. Slots are built once by a factory
+//! and reused; the stages are closures, monomorphised.
+//!
+//! This crate holds no state of its own and does no I/O: the journal, snapshot and reply stages
+//! are handed in by the caller.
 #![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use disruptor::wait_strategies::WaitStrategy;
+use disruptor::{BusySpin, BusySpinWithSpinLoopHint, MultiProducer, ProcessorSettings, Producer, Sleep};
+use viaduct_matcher::{Command, Events, Matcher, Reply, RpcError};
+
+/// A request on its way to the matcher.
+pub struct InSlot {
+    /// Who asked: where the reply goes.
+    pub client: u32,
+    /// The request's JSON-RPC `id`.
+    pub request_id: i64,
+    /// When the edge received it (microseconds since the epoch); the matcher's only clock.
+    pub time_us: u64,
+    pub cmd: Command,
+}
+
+/// A command after the matcher: its reply, its events, and its journal sequence.
+pub struct OutSlot {
+    pub client: u32,
+    pub request_id: i64,
+    pub time_us: u64,
+    pub cmd: Command,
+    /// The journal sequence of a command that changed state; 0 for queries and refusals, which
+    /// the journal skips.
+    pub journal_seq: u64,
+    pub outcome: Result<Reply, RpcError>,
+    pub events: Events,
+}
+
+/// How a stage waits for work.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Wait {
+    /// Spin without pause: lowest latency, a whole core per stage.
+    BusySpin,
+    /// Spin with the CPU's spin-loop hint.
+    SpinHint,
+    /// Sleep this long between empty polls: for machines with fewer cores than stages.
+    Sleep(Duration),
+}
+
+/// Ring sizes, waits and core pins: the part of a tuning profile the rings read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingConfig {
+    /// Slots in the input ring (a power of two); a full ring refuses new requests.
+    pub input_slots: usize,
+    /// Slots in the output ring (a power of two); a full ring holds the matcher back.
+    pub output_slots: usize,
+    pub wait: Wait,
+    /// Cores to pin the matcher, journal, reply and snapshot threads to (`None`: not pinned).
+    pub matcher_core: Option<usize>,
+    pub journal_core: Option<usize>,
+    pub replies_core: Option<usize>,
+    pub snapshot_core: Option<usize>,
+}
+
+/// The producer side of the input ring; clone one per producing thread.
+pub type Input = MultiProducer<InSlot, disruptor::SingleConsumerBarrier>;
+
+/// Publishes a request, or hands the command back at once when the input ring is full.
+pub fn submit(input: &mut Input, client: u32, request_id: i64, time_us: u64, cmd: Command) -> Result<u64, Command> {
+    let mut cmd = Some(cmd);
+    let published = input.try_publish(|slot| {
+        slot.client = client;
+        slot.request_id = request_id;
+        slot.time_us = time_us;
+        slot.cmd = cmd.take().expect("published once");
+    });
+    match (published, cmd) {
+        (Ok(seq), _) => Ok(seq as u64),
+        (Err(_), Some(cmd)) => Err(cmd),
+        (Err(_), None) => unreachable!("a refused publish does not take the command"),
+    }
+}
+
+/// The cores this process may run on.
+pub fn available_cores() -> Vec<usize> {
+    core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect()
+}
+
+/// The core to pin `stage` to: the requested one if it exists, else none (with a warning).
+fn checked_core(stage: &str, core: Option<usize>, available: &[usize]) -> Option<usize> {
+    match core {
+        Some(c) if available.contains(&c) => {
+            tracing::info!("pipeline: {stage} thread pinned to core {c}");
+            Some(c)
+        }
+        Some(c) => {
+            tracing::warn!("pipeline: {stage} asks for core {c}, but this machine has cores {available:?}: not pinned");
+            None
+        }
+        None => {
+            tracing::info!("pipeline: {stage} thread not pinned");
+            None
+        }
+    }
+}
+
+fn out_slot() -> OutSlot {
+    OutSlot {
+        client: 0,
+        request_id: 0,
+        time_us: 0,
+        cmd: Command::AssetList,
+        journal_seq: 0,
+        outcome: Err(RpcError::Internal),
+        events: Events::with_capacity(64),
+    }
+}
+
+/// Wires the whole pipeline and starts its threads; returns the input ring's producer.
+///
+/// `last_seq` is the journal sequence the recovered `matcher` state ends at. `journal` sees every
+/// output slot (`end_of_batch` marks where it must commit); `replies` and `snapshots` see each slot
+/// after the journal stage finished its batch. Dropping every clone of the returned producer
+/// drains the pipeline and joins its threads.
+pub fn wire<J, R, S>(cfg: &RingConfig, matcher: Matcher, last_seq: u64, journal: J, replies: R, snapshots: S) -> Input
+where
+    J: FnMut(&OutSlot, bool) + Send + 'static,
+    R: FnMut(&OutSlot, bool) + Send + 'static,
+    S: FnMut(&OutSlot, bool) + Send + 'static,
+{
+    match cfg.wait {
+        Wait::BusySpin => wire_with(cfg, BusySpin, matcher, last_seq, journal, replies, snapshots),
+        Wait::SpinHint => wire_with(cfg, BusySpinWithSpinLoopHint, matcher, last_seq, journal, replies, snapshots),
+        Wait::Sleep(d) => wire_with(cfg, Sleep::new(d), matcher, last_seq, journal, replies, snapshots),
+    }
+}
+
+fn wire_with<W, J, R, S>(
+    cfg: &RingConfig,
+    wait: W,
+    matcher: Matcher,
+    last_seq: u64,
+    journal: J,
+    mut replies: R,
+    mut snapshots: S,
+) -> Input
+where
+    W: WaitStrategy + 'static,
+    J: FnMut(&OutSlot, bool) + Send + 'static,
+    R: FnMut(&OutSlot, bool) + Send + 'static,
+    S: FnMut(&OutSlot, bool) + Send + 'static,
+{
+    let cores = available_cores();
+    let mut journal = journal;
+    // The output ring: journal first; replies and snapshots after it, side by side.
+    let out = disruptor::build_single_producer(cfg.output_slots, out_slot, wait);
+    let out = match checked_core("journal", cfg.journal_core, &cores) {
+        Some(c) => out.pin_at_core(c),
+        None => out,
+    };
+    let out =
+        out.thread_name("viaduct-journal").handle_events_with(move |s: &OutSlot, _, end| journal(s, end)).and_then();
+    let out = match checked_core("replies", cfg.replies_core, &cores) {
+        Some(c) => out.pin_at_core(c),
+        None => out,
+    };
+    let out = out.thread_name("viaduct-replies").handle_events_with(move |s: &OutSlot, _, end| replies(s, end));
+    let out = match checked_core("snapshots", cfg.snapshot_core, &cores) {
+        Some(c) => out.pin_at_core(c),
+        None => out,
+    };
+    let output =
+        out.thread_name("viaduct-snapshots").handle_events_with(move |s: &OutSlot, _, end| snapshots(s, end)).build();
+
+    // The input ring: the matcher alone.
+    let input = disruptor::build_multi_producer(cfg.input_slots, in_slot, wait);
+    let input = match checked_core("matcher", cfg.matcher_core, &cores) {
+        Some(c) => input.pin_at_core(c),
+        None => input,
+    };
+    let stage = MatcherStage { matcher, output, journal_seq: last_seq };
+    input
+        .thread_name("viaduct-matcher")
+        .handle_events_and_state_with(|st: &mut MatcherStage, slot: &InSlot, _, _| st.apply(slot), move || stage)
+        .build()
+}
+
+fn in_slot() -> InSlot {
+    InSlot { client: 0, request_id: 0, time_us: 0, cmd: Command::AssetList }
+}
+
+/// The matcher thread's state: the matcher and the output ring's producer.
+struct MatcherStage {
+    matcher: Matcher,
+    output: disruptor::SingleProducer<OutSlot, disruptor::MultiConsumerBarrier>,
+    journal_seq: u64,
+}
+
+impl MatcherStage {
+    fn apply(&mut self, slot: &InSlot) {
+        let (matcher, seq) = (&mut self.matcher, &mut self.journal_seq);
+        self.output.publish(|out| {
+            out.events.clear();
+            out.outcome = matcher.apply(slot.time_us, &slot.cmd, &mut out.events);
+            out.journal_seq = if out.outcome.is_ok() && slot.cmd.is_write() {
+                *seq += 1;
+                *seq
+            } else {
+                0
+            };
+            out.client = slot.client;
+            out.request_id = slot.request_id;
+            out.time_us = slot.time_us;
+            out.cmd.clone_from(&slot.cmd);
+        });
+    }
+}

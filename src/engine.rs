@@ -1,0 +1,360 @@
+//! The running engine: recovery, then the pipeline wired by `viaduct_ring::wire` with the
+//! journal, reply and snapshot stages, and in-process clients that submit requests and receive
+//! replies once they are durable.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use serde_json::Value;
+use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir, Progress};
+use viaduct_journaler::segment::{remove_covered, JournalWriter};
+use viaduct_journaler::{snapshot, Durability};
+use viaduct_matcher::reply::error_response;
+use viaduct_matcher::{decode, response_json, Command, Events, Matcher, RpcError, Spec};
+use viaduct_ring::{submit, wire, Input, OutSlot};
+
+use crate::profile::Profile;
+
+/// A reply, released once its command is durable.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub request_id: i64,
+    /// The whole JSON-RPC response.
+    pub json: String,
+    /// The command's journal sequence (0 when it changed nothing).
+    pub journal_seq: u64,
+}
+
+/// What recovery found, for the startup log.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    pub snapshot_seq: Option<u64>,
+    pub replayed: u64,
+    pub last_seq: u64,
+    pub truncated: Option<(PathBuf, u64)>,
+    pub state_hash: u64,
+    pub recovery_ms: u128,
+}
+
+type Registry = Mutex<HashMap<u32, Sender<Response>>>;
+
+/// A running engine. Dropping it (and every client) drains the pipeline and stops its threads.
+pub struct Engine {
+    input: Input,
+    spec: Arc<Spec>,
+    registry: Arc<Registry>,
+    durable: Arc<AtomicU64>,
+    next_client: AtomicU32,
+    inflight_max: usize,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Engine {
+    /// Recovers the state in `data_dir`, then starts the pipeline.
+    pub fn start(
+        data_dir: &Path,
+        spec: Spec,
+        profile: &Profile,
+        progress: impl FnMut(Progress),
+    ) -> Result<(Engine, Startup)> {
+        if profile.durability == Durability::None {
+            tracing::warn!("durability NONE: the journal is not written; every command is lost when the process ends");
+        }
+        let started = Instant::now();
+        let recovered =
+            recover(data_dir, &spec, progress).with_context(|| format!("recovering {}", data_dir.display()))?;
+        let startup = Startup {
+            snapshot_seq: recovered.snapshot_seq,
+            replayed: recovered.journal.records,
+            last_seq: recovered.last_seq,
+            truncated: recovered.journal.truncated.clone(),
+            state_hash: recovered.matcher.state_hash(),
+            recovery_ms: started.elapsed().as_millis(),
+        };
+        let spec = Arc::new(spec);
+        let durable = Arc::new(AtomicU64::new(recovered.last_seq));
+        let writer = JournalWriter::open(
+            &journal_dir(data_dir),
+            recovered.last_seq + 1,
+            spec.fingerprint(),
+            profile.durability,
+            profile.segment_bytes_max,
+        )?;
+        let journal = journal_stage(writer, Arc::clone(&durable));
+        let registry: Arc<Registry> = Arc::default();
+        let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry));
+        let snapshots = snapshot_stage(data_dir, recovered.matcher.clone(), recovered.last_seq, profile)?;
+        let input = wire(&profile.ring, recovered.matcher, recovered.last_seq, journal, replies, snapshots);
+        let engine = Engine {
+            input,
+            spec,
+            registry,
+            durable,
+            next_client: AtomicU32::new(1),
+            inflight_max: profile.inflight_max,
+        };
+        Ok((engine, startup))
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// How many requests one client may have in flight.
+    pub fn inflight_max(&self) -> usize {
+        self.inflight_max
+    }
+
+    /// The highest journal sequence known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// A new client with its own reply queue.
+    pub fn client(&self) -> Client {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = bounded(self.inflight_max);
+        self.registry.lock().expect("registry lock").insert(id, tx);
+        Client {
+            id,
+            input: self.input.clone(),
+            spec: Arc::clone(&self.spec),
+            registry: Arc::clone(&self.registry),
+            inflight: Arc::new(AtomicUsize::new(0)),
+            inflight_max: self.inflight_max,
+            rx,
+        }
+    }
+}
+
+/// Submits requests and receives their replies, in submission order.
+pub struct Client {
+    id: u32,
+    input: Input,
+    spec: Arc<Spec>,
+    registry: Arc<Registry>,
+    inflight: Arc<AtomicUsize>,
+    inflight_max: usize,
+    rx: Receiver<Response>,
+}
+
+/// Why a request was not submitted: the response to give instead.
+#[derive(Debug)]
+pub struct Refused(pub Response);
+
+impl Client {
+    /// Decodes and submits one request. A request that does not decode, or finds the input ring
+    /// or this client's in-flight bound full, is answered at once instead.
+    pub fn submit(&mut self, request_id: i64, method: &str, params: &[Value]) -> Result<(), Refused> {
+        let refuse =
+            |e: RpcError| Refused(Response { request_id, json: error_response(Some(request_id), e), journal_seq: 0 });
+        let cmd = decode(&self.spec, method, params).map_err(refuse)?;
+        self.submit_command(request_id, cmd).map_err(|_| refuse(RpcError::ServiceUnavailable))
+    }
+
+    /// Submits a decoded command; hands it back when this client's in-flight bound or the input
+    /// ring is full (error 3 to a remote caller).
+    pub fn submit_command(&mut self, request_id: i64, cmd: Command) -> Result<(), Command> {
+        if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
+            return Err(cmd);
+        }
+        submit(&mut self.input, self.id, request_id, now_us(), cmd)?;
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A handle that receives this client's replies on another thread.
+    pub fn replies(&self) -> Replies {
+        Replies { rx: self.rx.clone(), inflight: Arc::clone(&self.inflight) }
+    }
+
+    /// The next reply, waiting for it.
+    pub fn recv(&self) -> Response {
+        let r = self.rx.recv().expect("the reply stage outlives its clients");
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    /// The next reply if one is ready.
+    pub fn try_recv(&self) -> Option<Response> {
+        let r = self.rx.try_recv().ok()?;
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        Some(r)
+    }
+
+    /// Submits and waits for the reply (spinning while the ring is full).
+    pub fn call(&mut self, request_id: i64, method: &str, params: &[Value]) -> Response {
+        loop {
+            match self.submit(request_id, method, params) {
+                Ok(()) => return self.recv(),
+                Err(Refused(r)) if r.json.contains("\"code\":3") => std::thread::yield_now(),
+                Err(Refused(r)) => return r,
+            }
+        }
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+}
+
+/// The receiving half of a [`Client`], for another thread.
+pub struct Replies {
+    rx: Receiver<Response>,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Replies {
+    /// The next reply, waiting for it.
+    pub fn recv(&self) -> Response {
+        let r = self.rx.recv().expect("the reply stage outlives its clients");
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    /// Whether no reply is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.remove(&self.id);
+        }
+    }
+}
+
+/// Appends every journaled command; at the end of each batch, one commit (and `fdatasync`).
+fn journal_stage(mut writer: JournalWriter, durable: Arc<AtomicU64>) -> impl FnMut(&OutSlot, bool) + Send + 'static {
+    move |slot, end_of_batch| {
+        if slot.journal_seq != 0 {
+            writer.append(slot.journal_seq, slot.time_us, &slot.cmd);
+        }
+        if end_of_batch {
+            match writer.commit() {
+                Ok(seq) => durable.store(seq, Ordering::Release),
+                Err(e) => {
+                    // Nothing after this can be acknowledged; a restart recovers what is on disk.
+                    tracing::error!("journal: {e}; stopping, as nothing more can be made durable");
+                    std::process::abort();
+                }
+            }
+        }
+    }
+}
+
+/// Encodes each reply and hands it to its client.
+fn reply_stage(spec: Arc<Spec>, registry: Arc<Registry>) -> impl FnMut(&OutSlot, bool) + Send + 'static {
+    let mut senders: HashMap<u32, Sender<Response>> = HashMap::new();
+    move |slot, _| {
+        if slot.client == 0 {
+            return;
+        }
+        let tx = match senders.entry(slot.client) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => match registry.lock().expect("registry lock").get(&slot.client) {
+                Some(tx) => v.insert(tx.clone()),
+                None => return, // the client is gone
+            },
+        };
+        let json = response_json(&spec, slot.request_id, &slot.outcome, &slot.events);
+        let response = Response { request_id: slot.request_id, json, journal_seq: slot.journal_seq };
+        match tx.try_send(response) {
+            Ok(()) => {}
+            Err(TrySendError::Disconnected(_)) => {
+                senders.remove(&slot.client);
+            }
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(
+                    "replies: client {} holds more replies than it may have in flight; dropped one",
+                    slot.client
+                )
+            }
+        }
+    }
+}
+
+/// Hands journaled commands to a worker that replays them into its own matcher and snapshots it
+/// every `interval` commands, so the matcher never stops for a snapshot.
+fn snapshot_stage(
+    data_dir: &Path,
+    shadow: Matcher,
+    last_seq: u64,
+    profile: &Profile,
+) -> Result<impl FnMut(&OutSlot, bool) + Send + 'static> {
+    let (tx, rx) = bounded::<(u64, u64, Command)>(profile.snapshot_queue);
+    let worker = SnapshotWorker {
+        shadow,
+        last_snapshot: last_seq,
+        interval: profile.snapshot_interval,
+        keep: profile.snapshots_keep,
+        snapshots: snapshot_dir(data_dir),
+        journal: journal_dir(data_dir),
+        write: profile.durability != Durability::None,
+    };
+    std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || worker.run(rx))?;
+    Ok(move |slot: &OutSlot, _| {
+        if slot.journal_seq != 0 {
+            // Blocks only when the worker lags by the whole queue bound.
+            let _ = tx.send((slot.journal_seq, slot.time_us, slot.cmd.clone()));
+        }
+    })
+}
+
+struct SnapshotWorker {
+    shadow: Matcher,
+    last_snapshot: u64,
+    interval: u64,
+    keep: usize,
+    snapshots: PathBuf,
+    journal: PathBuf,
+    write: bool,
+}
+
+impl SnapshotWorker {
+    fn run(mut self, rx: Receiver<(u64, u64, Command)>) {
+        let mut events = Events::with_capacity(64);
+        for (seq, time_us, cmd) in rx {
+            events.clear();
+            if let Err(e) = self.shadow.apply(time_us, &cmd, &mut events) {
+                tracing::error!("snapshots: command {seq} succeeded in the matcher but fails in its shadow ({e}): the state machine is not deterministic");
+                std::process::abort();
+            }
+            if self.write && seq - self.last_snapshot >= self.interval {
+                self.snapshot(seq);
+            }
+        }
+    }
+
+    fn snapshot(&mut self, seq: u64) {
+        let started = Instant::now();
+        let state = self.shadow.snapshot();
+        let result = snapshot::write(&self.snapshots, seq, &state)
+            .and_then(|_| snapshot::prune(&self.snapshots, self.keep))
+            .and_then(|oldest| remove_covered(&self.journal, oldest.unwrap_or(0)));
+        match result {
+            Ok(removed) => tracing::info!(
+                "snapshots: state at sequence {seq} written ({} bytes, {} ms); {removed} journal segments removed",
+                state.len(),
+                started.elapsed().as_millis()
+            ),
+            Err(e) => tracing::error!("snapshots: {e}; the journal keeps everything until a snapshot succeeds"),
+        }
+        self.last_snapshot = seq;
+    }
+}

@@ -1,0 +1,10 @@
+//! # viaduct
+//!
+//! The exchange server's binary package: the operator config, tuning profiles, and the running
+//! engine that assembles the matcher, the rings and the journal. The `viaduct` binary in
+//! `src/main.rs` is its command line. Start reading at [`engine::Engine::start`].
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod engine;
+pub mod profile;

@@ -1,0 +1,174 @@
+//! Tuning profiles (`tuning/*.toml`): ring sizes, wait strategies, core pins, durability,
+//! snapshot interval. The three shipped profiles are built in; a path names any other.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use viaduct_journaler::Durability;
+use viaduct_ring::{RingConfig, Wait};
+
+const BUILT_IN: [(&str, &str); 3] = [
+    ("default", include_str!("../tuning/default.toml")),
+    ("latency", include_str!("../tuning/latency.toml")),
+    ("throughput", include_str!("../tuning/throughput.toml")),
+];
+
+/// Bounds that keep a profile sane: rings of 2^6 to 2^24 slots.
+const RING_SLOTS_MIN: usize = 64;
+const RING_SLOTS_MAX: usize = 1 << 24;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    rings: Rings,
+    wait: WaitSection,
+    #[serde(default)]
+    cores: Cores,
+    journal: JournalSection,
+    snapshots: Snapshots,
+    clients: Clients,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rings {
+    input_slots: usize,
+    output_slots: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitSection {
+    strategy: String,
+    sleep_us: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Cores {
+    matcher: Option<usize>,
+    journal: Option<usize>,
+    replies: Option<usize>,
+    snapshots: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalSection {
+    durability: String,
+    segment_bytes_max: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Snapshots {
+    interval_commands: u64,
+    keep: usize,
+    queue_commands: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Clients {
+    inflight_max: usize,
+}
+
+/// A checked profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub ring: RingConfig,
+    pub durability: Durability,
+    pub segment_bytes_max: u64,
+    pub snapshot_interval: u64,
+    pub snapshots_keep: usize,
+    pub snapshot_queue: usize,
+    pub inflight_max: usize,
+}
+
+impl Profile {
+    /// A built-in profile by name, or a profile file by path.
+    pub fn load(name_or_path: &str) -> Result<Profile> {
+        if let Some((name, text)) = BUILT_IN.iter().find(|(n, _)| *n == name_or_path) {
+            return parse(name, text);
+        }
+        let path = Path::new(name_or_path);
+        if !path.exists() {
+            let names: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+            bail!("profile {name_or_path:?} is neither a built-in profile ({}) nor a file", names.join(", "));
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading profile {}", path.display()))?;
+        parse(&path.display().to_string(), &text)
+    }
+}
+
+fn parse(name: &str, text: &str) -> Result<Profile> {
+    let f: File = toml::from_str(text).with_context(|| format!("parsing profile {name}"))?;
+    for (what, slots) in [("rings.input_slots", f.rings.input_slots), ("rings.output_slots", f.rings.output_slots)] {
+        if !slots.is_power_of_two() || !(RING_SLOTS_MIN..=RING_SLOTS_MAX).contains(&slots) {
+            bail!("profile {name}: {what} = {slots} must be a power of two from {RING_SLOTS_MIN} to {RING_SLOTS_MAX}");
+        }
+    }
+    let wait = match f.wait.strategy.as_str() {
+        "busy-spin" => Wait::BusySpin,
+        "spin-hint" => Wait::SpinHint,
+        "sleep" if (1..=10_000).contains(&f.wait.sleep_us) => Wait::Sleep(Duration::from_micros(f.wait.sleep_us)),
+        "sleep" => bail!("profile {name}: wait.sleep_us must be from 1 to 10000"),
+        other => bail!("profile {name}: wait.strategy {other:?} is not busy-spin, spin-hint or sleep"),
+    };
+    let durability =
+        f.journal.durability.parse::<Durability>().map_err(|e| anyhow::anyhow!("profile {name}: journal.{e}"))?;
+    if f.journal.segment_bytes_max < 1 << 20 {
+        bail!("profile {name}: journal.segment_bytes_max must be at least 1 MiB");
+    }
+    if f.snapshots.interval_commands == 0 || f.snapshots.keep == 0 || f.snapshots.queue_commands == 0 {
+        bail!("profile {name}: snapshots.interval_commands, keep and queue_commands must be above 0");
+    }
+    if f.clients.inflight_max == 0 || f.clients.inflight_max > 1 << 20 {
+        bail!("profile {name}: clients.inflight_max must be from 1 to {}", 1 << 20);
+    }
+    Ok(Profile {
+        name: name.to_string(),
+        ring: RingConfig {
+            input_slots: f.rings.input_slots,
+            output_slots: f.rings.output_slots,
+            wait,
+            matcher_core: f.cores.matcher,
+            journal_core: f.cores.journal,
+            replies_core: f.cores.replies,
+            snapshot_core: f.cores.snapshots,
+        },
+        durability,
+        segment_bytes_max: f.journal.segment_bytes_max,
+        snapshot_interval: f.snapshots.interval_commands,
+        snapshots_keep: f.snapshots.keep,
+        snapshot_queue: f.snapshots.queue_commands,
+        inflight_max: f.clients.inflight_max,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_profiles_parse() {
+        for (name, _) in BUILT_IN {
+            let p = Profile::load(name).unwrap();
+            assert_eq!(p.durability, Durability::Fsync, "{name}");
+        }
+        assert_eq!(Profile::load("latency").unwrap().ring.wait, Wait::BusySpin);
+        assert_eq!(Profile::load("default").unwrap().ring.matcher_core, None);
+    }
+
+    #[test]
+    fn bad_profiles_are_refused_with_the_key() {
+        let text = BUILT_IN[0].1.replace("input_slots = 65536", "input_slots = 1000");
+        assert!(parse("x", &text).unwrap_err().to_string().contains("rings.input_slots = 1000"));
+        let text = BUILT_IN[0].1.replace("durability = \"fsync\"", "durability = \"maybe\"");
+        assert!(format!("{:#}", parse("x", &text).unwrap_err()).contains("maybe"));
+        assert!(Profile::load("no-such-profile").unwrap_err().to_string().contains("neither a built-in"));
+    }
+}
