@@ -17,7 +17,7 @@ use viaduct_journaler::segment::{remove_covered, JournalWriter};
 use viaduct_journaler::{snapshot, Durability};
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, response_json, Command, Events, Matcher, RpcError, Spec};
-use viaduct_ring::{submit, wire, Input, OutSlot};
+use viaduct_ring::{submit, wire, Input, OutSlot, Stages};
 
 use crate::profile::Profile;
 
@@ -52,6 +52,8 @@ pub struct Engine {
     durable: Arc<AtomicU64>,
     next_client: AtomicU32,
     inflight_max: usize,
+    final_state: Arc<Mutex<Option<(u64, u64)>>>,
+    snapshot_worker: std::thread::JoinHandle<()>,
 }
 
 fn now_us() -> u64 {
@@ -92,8 +94,19 @@ impl Engine {
         let journal = journal_stage(writer, Arc::clone(&durable));
         let registry: Arc<Registry> = Arc::default();
         let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry));
-        let snapshots = snapshot_stage(data_dir, recovered.matcher.clone(), recovered.last_seq, profile)?;
-        let input = wire(&profile.ring, recovered.matcher, recovered.last_seq, journal, replies, snapshots);
+        let (snapshots, snapshot_worker) =
+            snapshot_stage(data_dir, recovered.matcher.clone(), recovered.last_seq, profile)?;
+        let final_state: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
+        let on_stop = {
+            let final_state = Arc::clone(&final_state);
+            move |m: &Matcher, seq: u64| {
+                let hash = m.state_hash();
+                tracing::info!("matcher stopped at sequence {seq}, state hash {hash:016x}");
+                *final_state.lock().expect("final state lock") = Some((seq, hash));
+            }
+        };
+        let stages = Stages { journal, replies, snapshots, on_stop };
+        let input = wire(&profile.ring, recovered.matcher, recovered.last_seq, stages);
         let engine = Engine {
             input,
             spec,
@@ -101,6 +114,8 @@ impl Engine {
             durable,
             next_client: AtomicU32::new(1),
             inflight_max: profile.inflight_max,
+            final_state,
+            snapshot_worker,
         };
         Ok((engine, startup))
     }
@@ -117,6 +132,16 @@ impl Engine {
     /// The highest journal sequence known durable.
     pub fn durable_seq(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
+    }
+
+    /// Stops the engine once every client is dropped: drains the pipeline, joins its threads,
+    /// and returns the final journal sequence and state hash.
+    pub fn shutdown(self) -> (u64, u64) {
+        let Engine { input, final_state, snapshot_worker, .. } = self;
+        drop(input);
+        snapshot_worker.join().expect("snapshot worker");
+        let state = *final_state.lock().expect("final state lock");
+        state.expect("the matcher stage reports its final state when it stops")
     }
 
     /// A new client with its own reply queue.
@@ -296,7 +321,7 @@ fn snapshot_stage(
     shadow: Matcher,
     last_seq: u64,
     profile: &Profile,
-) -> Result<impl FnMut(&OutSlot, bool) + Send + 'static> {
+) -> Result<(impl FnMut(&OutSlot, bool) + Send + 'static, std::thread::JoinHandle<()>)> {
     let (tx, rx) = bounded::<(u64, u64, Command)>(profile.snapshot_queue);
     let worker = SnapshotWorker {
         shadow,
@@ -307,13 +332,14 @@ fn snapshot_stage(
         journal: journal_dir(data_dir),
         write: profile.durability != Durability::None,
     };
-    std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || worker.run(rx))?;
-    Ok(move |slot: &OutSlot, _| {
+    let handle = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || worker.run(rx))?;
+    let stage = move |slot: &OutSlot, _| {
         if slot.journal_seq != 0 {
             // Blocks only when the worker lags by the whole queue bound.
             let _ = tx.send((slot.journal_seq, slot.time_us, slot.cmd.clone()));
         }
-    })
+    };
+    Ok((stage, handle))
 }
 
 struct SnapshotWorker {

@@ -127,7 +127,10 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>) -
         startup.last_seq,
         startup.state_hash
     );
-    serve_stdio(&engine)
+    serve_stdio(&engine)?;
+    let (seq, hash) = engine.shutdown();
+    tracing::info!("stopped at sequence {seq}, state hash {hash:016x}");
+    Ok(())
 }
 
 /// What the writer prints next: a ready answer, or the engine's next reply.

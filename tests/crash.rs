@@ -104,7 +104,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let profile = dir.path().join("profile.toml");
     std::fs::write(&profile, PROFILE).unwrap();
     let data = dir.path().join("data");
-    let mut driver = Driver { rng: ChaCha8Rng::seed_from_u64(2026), next_id: 0, sent: HashMap::new(), resting: Vec::new() };
+    let mut driver =
+        Driver { rng: ChaCha8Rng::seed_from_u64(2026), next_id: 0, sent: HashMap::new(), resting: Vec::new() };
     // key → the acknowledged reply of a write that succeeded.
     let mut acked: HashMap<String, Value> = HashMap::new();
     let (mut acked_total, mut cut_short) = (0, 0);
@@ -119,11 +120,14 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let mut stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).map(|l| serde_json::from_str::<Value>(&l).unwrap()).collect::<Vec<_>>()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| serde_json::from_str::<Value>(&l).unwrap())
+                .collect::<Vec<_>>()
         });
         let lines: Vec<(u64, String)> = (0..20_000).map(|_| driver.next()).collect();
-        let keys: HashMap<u64, String> =
-            lines.iter().map(|(id, line)| (*id, key_of_line(&driver, line))).collect();
+        let keys: HashMap<u64, String> = lines.iter().map(|(id, line)| (*id, key_of_line(&driver, line))).collect();
         let kill_after = Duration::from_millis(driver.rng.gen_range(100..1500));
         let writer = std::thread::spawn(move || {
             // Paced, so that the kill lands while commands are in flight.
@@ -183,7 +187,11 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let outcome = model.call(*time_us, method, params);
         assert!(outcome.is_ok(), "{key}: journaled, so it succeeded, but the model refuses it: {outcome:?}");
         if let Some(reply) = acked.get(key) {
-            assert_eq!(&reply["result"], outcome.as_ref().unwrap(), "{key}: the acknowledged reply differs from the model");
+            assert_eq!(
+                &reply["result"],
+                outcome.as_ref().unwrap(),
+                "{key}: the acknowledged reply differs from the model"
+            );
         }
     }
     for ((user, asset), (available, freeze)) in &model.balances {

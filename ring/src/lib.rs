@@ -129,42 +129,53 @@ fn out_slot() -> OutSlot {
     }
 }
 
+/// The stages handed to [`wire`].
+pub struct Stages<J, R, S, F> {
+    /// Sees every output slot; `end_of_batch` marks where it must commit.
+    pub journal: J,
+    /// Sees each slot after the journal stage finished the batch holding it.
+    pub replies: R,
+    /// Sees each slot after the journal stage too, beside `replies`.
+    pub snapshots: S,
+    /// Called on the matcher thread when the pipeline stops, with the final state and its journal
+    /// sequence, before the output ring drains.
+    pub on_stop: F,
+}
+
 /// Wires the whole pipeline and starts its threads; returns the input ring's producer.
 ///
-/// `last_seq` is the journal sequence the recovered `matcher` state ends at. `journal` sees every
-/// output slot (`end_of_batch` marks where it must commit); `replies` and `snapshots` see each slot
-/// after the journal stage finished its batch. Dropping every clone of the returned producer
-/// drains the pipeline and joins its threads.
-pub fn wire<J, R, S>(cfg: &RingConfig, matcher: Matcher, last_seq: u64, journal: J, replies: R, snapshots: S) -> Input
+/// `last_seq` is the journal sequence the recovered `matcher` state ends at. Dropping every clone
+/// of the returned producer drains the pipeline and joins its threads.
+pub fn wire<J, R, S, F>(cfg: &RingConfig, matcher: Matcher, last_seq: u64, stages: Stages<J, R, S, F>) -> Input
 where
     J: FnMut(&OutSlot, bool) + Send + 'static,
     R: FnMut(&OutSlot, bool) + Send + 'static,
     S: FnMut(&OutSlot, bool) + Send + 'static,
+    F: FnOnce(&Matcher, u64) + Send + 'static,
 {
     match cfg.wait {
-        Wait::BusySpin => wire_with(cfg, BusySpin, matcher, last_seq, journal, replies, snapshots),
-        Wait::SpinHint => wire_with(cfg, BusySpinWithSpinLoopHint, matcher, last_seq, journal, replies, snapshots),
-        Wait::Sleep(d) => wire_with(cfg, Sleep::new(d), matcher, last_seq, journal, replies, snapshots),
+        Wait::BusySpin => wire_with(cfg, BusySpin, matcher, last_seq, stages),
+        Wait::SpinHint => wire_with(cfg, BusySpinWithSpinLoopHint, matcher, last_seq, stages),
+        Wait::Sleep(d) => wire_with(cfg, Sleep::new(d), matcher, last_seq, stages),
     }
 }
 
-fn wire_with<W, J, R, S>(
+fn wire_with<W, J, R, S, F>(
     cfg: &RingConfig,
     wait: W,
     matcher: Matcher,
     last_seq: u64,
-    journal: J,
-    mut replies: R,
-    mut snapshots: S,
+    stages: Stages<J, R, S, F>,
 ) -> Input
 where
     W: WaitStrategy + 'static,
     J: FnMut(&OutSlot, bool) + Send + 'static,
     R: FnMut(&OutSlot, bool) + Send + 'static,
     S: FnMut(&OutSlot, bool) + Send + 'static,
+    F: FnOnce(&Matcher, u64) + Send + 'static,
 {
+    let Stages { mut journal, mut replies, mut snapshots, on_stop } = stages;
     let cores = available_cores();
-    let mut journal = journal;
     // The output ring: journal first; replies and snapshots after it, side by side.
     let out = disruptor::build_single_producer(cfg.output_slots, out_slot, wait);
     let out = match checked_core("journal", cfg.journal_core, &cores) {
@@ -191,7 +202,7 @@ where
         Some(c) => input.pin_at_core(c),
         None => input,
     };
-    let stage = MatcherStage { matcher, output, journal_seq: last_seq };
+    let stage = MatcherStage { matcher, output, journal_seq: last_seq, on_stop: Some(Box::new(on_stop)) };
     input
         .thread_name("viaduct-matcher")
         .handle_events_and_state_with(|st: &mut MatcherStage, slot: &InSlot, _, _| st.apply(slot), move || stage)
@@ -207,6 +218,16 @@ struct MatcherStage {
     matcher: Matcher,
     output: disruptor::SingleProducer<OutSlot, disruptor::MultiConsumerBarrier>,
     journal_seq: u64,
+    on_stop: Option<Box<dyn FnOnce(&Matcher, u64) + Send>>,
+}
+
+impl Drop for MatcherStage {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_stop.take() {
+            f(&self.matcher, self.journal_seq);
+        }
+        // Then `output` drops, which drains the output ring and joins its stages.
+    }
 }
 
 impl MatcherStage {

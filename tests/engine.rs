@@ -1,0 +1,87 @@
+//! The engine in-process: snapshots taken by the shadow matcher, old segments removed, and the
+//! state recovered from snapshot + journal equal to the state the engine stopped with.
+
+use serde_json::{json, Value};
+use viaduct::engine::Engine;
+use viaduct::profile::Profile;
+use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir};
+use viaduct_journaler::segment::list_segments;
+use viaduct_journaler::snapshot;
+use viaduct_matcher::config::embedded;
+use viaduct_matcher::Spec;
+
+fn small_profile() -> Profile {
+    let mut p = Profile::load("default").unwrap();
+    p.ring.input_slots = 1024;
+    p.ring.output_slots = 1024;
+    p.segment_bytes_max = 16 * 1024;
+    p.snapshot_interval = 700;
+    p.snapshots_keep = 2;
+    p.inflight_max = 256;
+    p
+}
+
+fn params(v: Value) -> Vec<Value> {
+    v.as_array().unwrap().clone()
+}
+
+/// Submits `n` requests in a pipelined stream and waits for every reply.
+fn drive(engine: &Engine, start: u64, n: u64) -> u64 {
+    let mut client = engine.client();
+    let mut ok = 0;
+    let mut sent = 0;
+    let mut received = 0;
+    while received < n {
+        while sent < n && client.inflight() < 200 {
+            let i = start + sent;
+            let user = i % 13 + 1;
+            let (method, p) = match i % 5 {
+                0 => ("balance.update", json!([user, "BCH", "deposit", i, "100", {}])),
+                1 => ("balance.update", json!([user, "BTC", "deposit", i, "100", {}])),
+                2 | 3 => (
+                    "order.put_limit",
+                    json!([user, "BTCBCH", i % 2 + 1, "0.3", format!("0.{}", 90 + i % 20), "0.002", "0.001", "e"]),
+                ),
+                _ => ("order.put_market", json!([user, "BTCBCH", i % 2 + 1, "0.1", "0.002", "e"])),
+            };
+            client.submit(i as i64, method, &params(p)).expect("room in flight");
+            sent += 1;
+        }
+        let r = client.recv();
+        received += 1;
+        ok += u64::from(r.journal_seq != 0);
+    }
+    ok
+}
+
+#[test]
+fn snapshots_cover_the_journal_and_recovery_reproduces_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new(&embedded()).unwrap();
+    let (engine, startup) = Engine::start(dir.path(), spec.clone(), &small_profile(), |_| {}).unwrap();
+    assert_eq!(startup.last_seq, 0);
+    let journaled = drive(&engine, 1, 5_000);
+    assert!(journaled > 3_000, "most commands should succeed ({journaled})");
+    let (seq, hash) = engine.shutdown();
+    assert_eq!(seq, journaled);
+
+    let snaps = snapshot::list(&snapshot_dir(dir.path())).unwrap();
+    assert_eq!(snaps.len(), 2, "keeps two snapshots: {snaps:?}");
+    assert!(snaps.iter().all(|(s, _)| *s <= seq));
+    let segments = list_segments(&journal_dir(dir.path())).unwrap();
+    assert!(segments[0].0 > 1, "segments covered by the older snapshot are removed: {segments:?}");
+    assert!(segments[0].0 <= snaps[0].0 + 1, "but not those the older snapshot still needs");
+
+    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    assert_eq!(r.snapshot_seq, Some(snaps[1].0));
+    assert_eq!((r.last_seq, r.matcher.state_hash()), (seq, hash));
+
+    // A restart carries on from there, and its journal continues the sequence.
+    let (engine, startup) = Engine::start(dir.path(), spec.clone(), &small_profile(), |_| {}).unwrap();
+    assert_eq!((startup.last_seq, startup.state_hash), (seq, hash));
+    let more = drive(&engine, 10_001, 500);
+    let (seq2, hash2) = engine.shutdown();
+    assert_eq!(seq2, seq + more);
+    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    assert_eq!((r.last_seq, r.matcher.state_hash()), (seq2, hash2));
+}
