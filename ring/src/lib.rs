@@ -213,12 +213,15 @@ fn in_slot() -> InSlot {
     InSlot { client: 0, request_id: 0, time_us: 0, cmd: Command::AssetList }
 }
 
+/// What the matcher thread calls when it stops.
+type OnStop = Box<dyn FnOnce(&Matcher, u64) + Send>;
+
 /// The matcher thread's state: the matcher and the output ring's producer.
 struct MatcherStage {
     matcher: Matcher,
     output: disruptor::SingleProducer<OutSlot, disruptor::MultiConsumerBarrier>,
     journal_seq: u64,
-    on_stop: Option<Box<dyn FnOnce(&Matcher, u64) + Send>>,
+    on_stop: Option<OnStop>,
 }
 
 impl Drop for MatcherStage {
