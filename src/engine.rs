@@ -54,6 +54,7 @@ pub struct Engine {
     inflight_max: usize,
     final_state: Arc<Mutex<Option<(u64, u64)>>>,
     snapshot_worker: std::thread::JoinHandle<()>,
+    commits: Arc<AtomicU64>,
 }
 
 fn now_us() -> u64 {
@@ -91,7 +92,8 @@ impl Engine {
             profile.durability,
             profile.segment_bytes_max,
         )?;
-        let journal = journal_stage(writer, Arc::clone(&durable));
+        let commits = Arc::new(AtomicU64::new(0));
+        let journal = journal_stage(writer, Arc::clone(&durable), Arc::clone(&commits));
         let registry: Arc<Registry> = Arc::default();
         let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry));
         let (snapshots, snapshot_worker) =
@@ -116,6 +118,7 @@ impl Engine {
             inflight_max: profile.inflight_max,
             final_state,
             snapshot_worker,
+            commits,
         };
         Ok((engine, startup))
     }
@@ -127,6 +130,12 @@ impl Engine {
     /// How many requests one client may have in flight.
     pub fn inflight_max(&self) -> usize {
         self.inflight_max
+    }
+
+    /// How many groups the journal has committed (each one write and, in `fsync` mode, one
+    /// `fdatasync`).
+    pub fn journal_commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// The highest journal sequence known durable.
@@ -265,12 +274,19 @@ impl Drop for Client {
 }
 
 /// Appends every journaled command; at the end of each batch, one commit (and `fdatasync`).
-fn journal_stage(mut writer: JournalWriter, durable: Arc<AtomicU64>) -> impl FnMut(&OutSlot, bool) + Send + 'static {
+fn journal_stage(
+    mut writer: JournalWriter,
+    durable: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
+) -> impl FnMut(&OutSlot, bool) + Send + 'static {
     move |slot, end_of_batch| {
         if slot.journal_seq != 0 {
             writer.append(slot.journal_seq, slot.time_us, &slot.cmd);
         }
         if end_of_batch {
+            if writer.pending_bytes() > 0 {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
             match writer.commit() {
                 Ok(seq) => durable.store(seq, Ordering::Release),
                 Err(e) => {

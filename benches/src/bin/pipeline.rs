@@ -1,0 +1,301 @@
+//! The pipeline end to end, each figure beside its baseline from the same run:
+//! - the disk's own `write` + `fdatasync` rate and latency (what `fsync` durability costs);
+//! - the raw ring (a disruptor with one producer and one consumer doing nothing);
+//! - pipeline throughput with `fsync` durability (group commit), one client pipelining;
+//! - latency from submit to durable reply, open-loop at fixed offered rates (HDR histogram);
+//! - replay speed at startup, and the time to write a snapshot of a large state.
+//!
+//! `cargo run --release -p viaduct-benches --bin pipeline -- [commands] [data-dir]`
+//! The data directory (default: a new one under the system's temp directory) should be on the
+//! disk under test; it is removed at the end.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use disruptor::{BusySpinWithSpinLoopHint, Producer};
+use hdrhistogram::Histogram;
+use viaduct::engine::Engine;
+use viaduct::profile::Profile;
+use viaduct_benches::{funded_matcher, MatcherMix, T0};
+use viaduct_journaler::recovery::recover;
+use viaduct_journaler::snapshot;
+use viaduct_matcher::command::{Command, PutLimit};
+use viaduct_matcher::order::{Side, Source};
+use viaduct_matcher::Events;
+
+fn main() {
+    let commands: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let root = std::env::args()
+        .nth(2)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("viaduct-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&root).expect("bench directory");
+    println!("viaduct pipeline bench: {commands} commands, data in {}", root.display());
+
+    let (sync_rate, sync_hist) = fdatasync_baseline(&root.join("fdatasync.bin"), 2_000);
+    println!("baseline  write+fdatasync (512 B): {sync_rate:>12.0} /s   latency {}", percentiles(&sync_hist));
+    println!("baseline  raw ring (1P1C, no work): {:>11.0} /s", raw_ring(20_000_000));
+
+    let data = root.join("fsync");
+    let (rate, batches) = throughput(&data, commands);
+    println!("pipeline  fsync, 1 client pipelining: {rate:>9.0} commands/s  ({batches:.0} commands per fdatasync on average)");
+    println!(
+        "          = {:.1}x the disk's fdatasync rate, {:.3} of the raw ring",
+        rate / sync_rate,
+        rate / raw_ring(20_000_000)
+    );
+
+    let started = Instant::now();
+    let r = recover(&data, &viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap(), |_| {})
+        .expect("recover");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "replay    {} commands in {secs:.2} s: {:.0} commands/s",
+        r.journal.records,
+        r.journal.records as f64 / secs
+    );
+
+    for rate in [10_000u64, 100_000] {
+        let hist = latency(&root.join(format!("lat-{rate}")), rate, Duration::from_secs(3));
+        println!("latency   submit -> durable reply at {rate}/s offered: {}", percentiles(&hist));
+        write_hgrm(&root, &format!("latency-{rate}.hgrm"), &hist);
+    }
+    snapshot_cost(&root.join("snap"));
+    std::fs::remove_dir_all(&root).ok();
+}
+
+fn percentiles(h: &Histogram<u64>) -> String {
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    format!(
+        "p50 {:.0} µs, p90 {:.0}, p99 {:.0}, p99.9 {:.0}, p99.99 {:.0}, max {:.0}",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(0.9999),
+        h.max() as f64 / 1000.0
+    )
+}
+
+fn write_hgrm(dir: &Path, name: &str, h: &Histogram<u64>) {
+    let mut text = String::from("       Value     Percentile TotalCount\n");
+    for v in h.iter_quantiles(1) {
+        text.push_str(&format!(
+            "{:12.3} {:14.12} {:10}\n",
+            v.value_iterated_to() as f64 / 1000.0,
+            v.quantile_iterated_to(),
+            v.count_since_last_iteration()
+        ));
+    }
+    let keep = std::env::var("VIADUCT_BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::create_dir_all(&keep).ok();
+    std::fs::write(keep.join(name), text).ok();
+}
+
+/// `n` appends of 512 bytes, each followed by `fdatasync`.
+fn fdatasync_baseline(path: &Path, n: usize) -> (f64, Histogram<u64>) {
+    let mut f = OpenOptions::new().create(true).append(true).open(path).expect("baseline file");
+    let block = [7u8; 512];
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+        h.record(t.elapsed().as_nanos() as u64).unwrap();
+    }
+    (n as f64 / started.elapsed().as_secs_f64(), h)
+}
+
+/// Events per second through a disruptor with one producer and a consumer that only counts.
+fn raw_ring(n: u64) -> f64 {
+    let factory = || 0u64;
+    let mut producer = disruptor::build_single_producer(65536, factory, BusySpinWithSpinLoopHint)
+        .handle_events_with(|e: &u64, _, _| {
+            std::hint::black_box(e);
+        })
+        .build();
+    let started = Instant::now();
+    for i in 0..n {
+        producer.publish(|e| *e = i);
+    }
+    drop(producer);
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn profile() -> Profile {
+    let mut p = Profile::load("default").unwrap();
+    p.snapshot_interval = u64::MAX / 2;
+    p
+}
+
+/// Commands per second through the whole pipeline, `fsync` durability, and the average group size.
+fn throughput(data: &Path, n: usize) -> (f64, f64) {
+    let mix = MatcherMix::new(7, n);
+    let spec = mix.start.spec().clone();
+    let (engine, _) = Engine::start(data, spec, &profile(), |_| {}).expect("engine");
+    // Fund the mix's users through the engine so that its commands succeed there too.
+    let mut client = engine.client();
+    for (i, cmd) in funding(&mix).into_iter().enumerate() {
+        let mut cmd = cmd;
+        while let Err(back) = client.submit_command(-(i as i64) - 1, cmd) {
+            cmd = back;
+            while client.try_recv().is_some() {}
+        }
+    }
+    while client.inflight() > 0 {
+        client.recv();
+    }
+    let (durable_before, commits_before) = (engine.durable_seq(), engine.journal_commits());
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while sent < mix.commands.len() {
+        let mut cmd = mix.commands[sent].clone();
+        loop {
+            match client.submit_command(sent as i64, cmd) {
+                Ok(()) => break,
+                Err(back) => {
+                    cmd = back;
+                    client.recv();
+                }
+            }
+        }
+        sent += 1;
+        while client.try_recv().is_some() {}
+    }
+    while client.inflight() > 0 {
+        client.recv();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let journaled = engine.durable_seq() - durable_before;
+    let commits = (engine.journal_commits() - commits_before).max(1);
+    drop(client);
+    engine.shutdown();
+    (n as f64 / secs, journaled as f64 / commits as f64)
+}
+
+/// The mix's deposits and seed orders, as commands for a fresh engine.
+fn funding(mix: &MatcherMix) -> Vec<Command> {
+    // The mix's start state came from these deposits and 1,000 seed orders; rebuild them from the
+    // snapshot's resting orders so the engine reaches the same state.
+    let m = &mix.start;
+    let mut out = Vec::new();
+    let spec = m.spec();
+    for user in 1..=viaduct_benches::USERS {
+        for asset in 0..spec.assets.len() as u16 {
+            let b = m.balance(user, asset);
+            let total = b.available + b.freeze;
+            if total > 0 {
+                out.push(Command::BalanceUpdate {
+                    user,
+                    asset,
+                    business: "deposit".into(),
+                    business_id: u64::from(user),
+                    change: total,
+                    detail: "{}".into(),
+                });
+            }
+        }
+    }
+    for o in m.book(0).orders_by_id() {
+        out.push(Command::PutLimit(PutLimit {
+            user: o.user,
+            market: o.market,
+            side: o.side,
+            amount: o.left,
+            price: o.price,
+            taker_fee: o.taker_fee,
+            maker_fee: o.maker_fee,
+            source: o.source,
+        }));
+    }
+    out
+}
+
+/// Open-loop latency: requests are due at a fixed rate whatever the engine does; each is timed
+/// from when it was due to when its durable reply arrived, so a stall shows in every request
+/// that waited behind it.
+fn latency(data: &Path, rate: u64, run: Duration) -> Histogram<u64> {
+    let spec = viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+    let (engine, _) = Engine::start(data, spec, &profile(), |_| {}).expect("engine");
+    let mut client = engine.client();
+    let cmd_for = |i: u64| {
+        Command::PutLimit(PutLimit {
+            user: 1 + (i % 1000) as u32,
+            market: 0,
+            side: if i.is_multiple_of(2) { Side::Ask } else { Side::Bid },
+            amount: 100_000_000,
+            price: 100_000_000,
+            taker_fee: 10,
+            maker_fee: 5,
+            source: Source::EMPTY,
+        })
+    };
+    let total = rate * run.as_secs();
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let started = Instant::now();
+    let due = |i: u64| started + interval * i as u32;
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    while received < total {
+        let now = Instant::now();
+        while sent < total && due(sent) <= now {
+            let mut cmd = cmd_for(sent);
+            while let Err(back) = client.submit_command(sent as i64, cmd) {
+                cmd = back;
+                std::hint::spin_loop();
+            }
+            sent += 1;
+        }
+        while let Some(r) = client.try_recv() {
+            let at = due(r.request_id as u64);
+            hist.record(at.elapsed().as_nanos().max(1) as u64).ok();
+            received += 1;
+        }
+        std::hint::spin_loop();
+    }
+    drop(client);
+    engine.shutdown();
+    hist
+}
+
+/// Writing a snapshot of 1,000,000 resting orders over 100,000 users (the snapshot worker's
+/// cost; the matcher itself never stops for it).
+fn snapshot_cost(dir: &Path) {
+    let mut m = funded_matcher(100_000, 1_000_000);
+    let mut events = Events::default();
+    for i in 0..1_000_000u32 {
+        let (side, price) = if i % 2 == 0 {
+            (Side::Ask, 100_000_000 + 10_000 * i128::from(1 + i % 5_000))
+        } else {
+            (Side::Bid, 100_000_000 - 10_000 * i128::from(1 + i % 5_000))
+        };
+        let cmd = Command::PutLimit(PutLimit {
+            user: 1 + i % 100_000,
+            market: 0,
+            side,
+            amount: 100_000_000,
+            price,
+            taker_fee: 10,
+            maker_fee: 5,
+            source: Source::EMPTY,
+        });
+        m.apply(T0, &cmd, &mut events).expect("rests");
+        events.clear();
+    }
+    let started = Instant::now();
+    let state = m.snapshot();
+    let serialize = started.elapsed();
+    let started = Instant::now();
+    snapshot::write(dir, 1, &state).expect("snapshot");
+    let write = started.elapsed();
+    println!(
+        "snapshot  1,000,000 orders / 100,000 users: {} MiB, serialize {} ms, write+fsync {} ms (on the snapshot worker; matcher pause: none)",
+        state.len() >> 20,
+        serialize.as_millis(),
+        write.as_millis()
+    );
+}
