@@ -36,6 +36,14 @@ fn main() {
 
     let (sync_rate, sync_hist) = fdatasync_baseline(&root.join("fdatasync.bin"), 2_000);
     println!("baseline  write+fdatasync (512 B): {sync_rate:>12.0} /s   latency {}", percentiles(&sync_hist));
+    match uring_baseline(&root.join("uring.bin"), 2_000) {
+        Ok((rate, hist)) => println!(
+            "compare   io_uring write->fsync(DATASYNC), linked: {rate:>6.0} /s   latency {}  ({:.2}x write+fdatasync)",
+            percentiles(&hist),
+            rate / sync_rate
+        ),
+        Err(e) => println!("compare   io_uring unavailable here: {e}"),
+    }
     println!("baseline  raw ring (1P1C, no work): {:>11.0} /s", raw_ring(20_000_000));
 
     let data = root.join("fsync");
@@ -107,6 +115,42 @@ fn fdatasync_baseline(path: &Path, n: usize) -> (f64, Histogram<u64>) {
         h.record(t.elapsed().as_nanos() as u64).unwrap();
     }
     (n as f64 / started.elapsed().as_secs_f64(), h)
+}
+
+/// The same appends through io_uring: a write linked to an `fsync` with `DATASYNC`, one submit
+/// and one wait per append.
+fn uring_baseline(path: &Path, n: usize) -> std::io::Result<(f64, Histogram<u64>)> {
+    use io_uring::{opcode, squeue, types, IoUring};
+    use std::os::unix::io::AsRawFd;
+    let file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+    let fd = types::Fd(file.as_raw_fd());
+    let mut ring = IoUring::new(8)?;
+    let block = [7u8; 512];
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let write = opcode::Write::new(fd, block.as_ptr(), block.len() as u32)
+            .offset((i * block.len()) as u64)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(1);
+        let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(2);
+        // SAFETY: the entries point at `block` and `file`, which outlive the wait below: both
+        // complete (or fail) before `submit_and_wait(2)` returns and the loop moves on.
+        unsafe {
+            ring.submission().push(&write).map_err(std::io::Error::other)?;
+            ring.submission().push(&sync).map_err(std::io::Error::other)?;
+        }
+        ring.submit_and_wait(2)?;
+        for cqe in ring.completion() {
+            if cqe.result() < 0 {
+                return Err(std::io::Error::from_raw_os_error(-cqe.result()));
+            }
+        }
+        h.record(t.elapsed().as_nanos() as u64).unwrap();
+    }
+    Ok((n as f64 / started.elapsed().as_secs_f64(), h))
 }
 
 /// Events per second through a disruptor with one producer and a consumer that only counts.
