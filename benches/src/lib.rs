@@ -115,8 +115,9 @@ fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
         35
     };
     let roll = rng.gen_range(0..100);
-    if roll < 5 {
-        let side = if rng.gen_bool(0.5) { Side::Ask } else { Side::Bid };
+    let market_side = if rng.gen_bool(0.5) { Side::Ask } else { Side::Bid };
+    if roll < 5 && book.best(market_side.opposite()).is_some() {
+        let side = market_side;
         let amount = match side {
             Side::Ask => amount(rng) / 4,
             Side::Bid => amount(rng) / 4, // money: about as much as the stock at a price near 1

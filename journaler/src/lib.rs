@@ -63,6 +63,9 @@ pub enum JournalError {
          unknown. Restore a snapshot into the snapshots directory"
     )]
     MissingHistory { first: u64 },
+    /// Internal: the consumer of a read stopped it (after an error of its own).
+    #[error("the journal read was stopped")]
+    Stopped,
     #[error("replaying sequence {seq} from {path} failed with \"{error}\": the journal and the config disagree")]
     Replay { path: PathBuf, seq: u64, error: viaduct_matcher::RpcError },
 }

@@ -56,23 +56,75 @@ pub fn recover(data_dir: &Path, spec: &Spec, mut progress: impl FnMut(Progress))
             return Err(JournalError::MissingHistory { first: *first });
         }
     }
-    let mut events = Events::with_capacity(64);
-    let mut replayed = 0u64;
-    let journal = segment::read_journal(&jdir, spec.fingerprint(), after, |seq, time_us, cmd, path| {
-        events.clear();
-        matcher.apply(time_us, &cmd, &mut events).map_err(|error| JournalError::Replay {
-            path: path.to_path_buf(),
-            seq,
-            error,
-        })?;
-        replayed += 1;
-        if replayed.is_multiple_of(PROGRESS_EVERY) {
-            progress(Progress::Replayed { records: replayed, seq });
-        }
-        Ok(())
-    })?;
+    let (journal, replayed) = replay(&jdir, spec.fingerprint(), after, &mut matcher, &mut progress)?;
     progress(Progress::Replayed { records: replayed, seq: journal.last_seq });
     Ok(Recovered { matcher, last_seq: journal.last_seq, snapshot_seq, journal })
+}
+
+/// Records decoded ahead of the matcher, per batch, and batches in flight: the reader thread
+/// reads and checks records while the matcher applies the previous batch.
+const REPLAY_BATCH: usize = 4096;
+const REPLAY_BATCHES_AHEAD: usize = 8;
+
+struct Batch {
+    path: PathBuf,
+    records: Vec<(u64, u64, viaduct_matcher::Command)>,
+}
+
+/// Reads the journal after `after` on one thread and applies it on this one.
+fn replay(
+    dir: &Path,
+    fingerprint: u64,
+    after: u64,
+    matcher: &mut Matcher,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(ReadOutcome, u64), JournalError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(REPLAY_BATCHES_AHEAD);
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            let mut batch = Batch { path: PathBuf::new(), records: Vec::with_capacity(REPLAY_BATCH) };
+            let outcome = segment::read_journal(dir, fingerprint, after, |seq, time_us, cmd, path| {
+                if batch.path != path || batch.records.len() == REPLAY_BATCH {
+                    let full = std::mem::replace(
+                        &mut batch,
+                        Batch { path: path.to_path_buf(), records: Vec::with_capacity(REPLAY_BATCH) },
+                    );
+                    if !full.records.is_empty() && tx.send(full).is_err() {
+                        return Err(JournalError::Stopped);
+                    }
+                }
+                batch.records.push((seq, time_us, cmd));
+                Ok(())
+            });
+            if !batch.records.is_empty() {
+                let _ = tx.send(batch);
+            }
+            outcome
+        });
+        let mut events = Events::with_capacity(64);
+        let mut replayed = 0u64;
+        let mut failure = None;
+        'batches: for batch in rx.iter() {
+            for (seq, time_us, cmd) in batch.records {
+                events.clear();
+                if let Err(error) = matcher.apply(time_us, &cmd, &mut events) {
+                    failure = Some(JournalError::Replay { path: batch.path.clone(), seq, error });
+                    break 'batches;
+                }
+                replayed += 1;
+                if replayed.is_multiple_of(PROGRESS_EVERY) {
+                    progress(Progress::Replayed { records: replayed, seq });
+                }
+            }
+        }
+        drop(rx);
+        let outcome = reader.join().expect("journal reader thread");
+        match (failure, outcome) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(e),
+            (None, Ok(outcome)) => Ok((outcome, replayed)),
+        }
+    })
 }
 
 /// The newest snapshot that reads back whole. One that fails its checksum is skipped with a

@@ -1,0 +1,89 @@
+//! Replay speed alone: journals the matcher mix (plus the deposits and seed orders it starts
+//! from), then times recovery of that journal a few times and prints the best and median.
+//!
+//! `cargo run --release -p viaduct-benches --bin replay -- [commands] [rounds]`
+
+use std::time::Instant;
+
+use viaduct_benches::{MatcherMix, T0};
+use viaduct_journaler::recovery::{journal_dir, recover};
+use viaduct_journaler::segment::{JournalWriter, SEGMENT_BYTES_MAX};
+use viaduct_journaler::Durability;
+use viaduct_matcher::command::{Command, PutLimit};
+use viaduct_matcher::{Events, Matcher};
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let rounds: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let dir = std::env::temp_dir().join(format!("viaduct-replay-{}", std::process::id()));
+    let mix = MatcherMix::new(11, n);
+    let spec = mix.start.spec().clone();
+    let mut w =
+        JournalWriter::open(&journal_dir(&dir), 1, spec.fingerprint(), Durability::Os, SEGMENT_BYTES_MAX).unwrap();
+    let mut m = Matcher::new(spec.clone());
+    let mut events = Events::default();
+    let mut seq = 0;
+    let mut journal = |cmd: &Command, w: &mut JournalWriter| {
+        events.clear();
+        if m.apply(T0, cmd, &mut events).is_ok() && cmd.is_write() {
+            seq += 1;
+            w.append(seq, T0, cmd);
+        }
+    };
+    for cmd in seed(&mix) {
+        journal(&cmd, &mut w);
+    }
+    for cmd in &mix.commands {
+        journal(cmd, &mut w);
+    }
+    w.commit().unwrap();
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let r = recover(&dir, &spec, |_| {}).unwrap();
+        times.push((started.elapsed().as_secs_f64(), r.journal.records));
+    }
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (best, records) = times[0];
+    let median = times[times.len() / 2].0;
+    println!(
+        "replay: {records} commands; best {:.2} M/s, median {:.2} M/s over {rounds} rounds",
+        records as f64 / best / 1e6,
+        records as f64 / median / 1e6
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The deposits and resting orders the mix starts from, as commands.
+fn seed(mix: &MatcherMix) -> Vec<Command> {
+    let m = &mix.start;
+    let mut out = Vec::new();
+    for user in 1..=viaduct_benches::USERS {
+        for asset in 0..m.spec().assets.len() as u16 {
+            let b = m.balance(user, asset);
+            if b.total() > 0 {
+                out.push(Command::BalanceUpdate {
+                    user,
+                    asset,
+                    business: "deposit".into(),
+                    business_id: u64::from(user),
+                    change: b.total(),
+                    detail: "{}".into(),
+                });
+            }
+        }
+    }
+    for o in m.book(0).orders_by_id() {
+        out.push(Command::PutLimit(PutLimit {
+            user: o.user,
+            market: o.market,
+            side: o.side,
+            amount: o.left,
+            price: o.price,
+            taker_fee: o.taker_fee,
+            maker_fee: o.maker_fee,
+            source: o.source,
+        }));
+    }
+    out
+}
