@@ -154,22 +154,42 @@ impl Dec {
 impl fmt::Display for Dec {
     /// Plain notation with trailing fractional zeros stripped: `"1.5"`, `"0"`, `"0.00000001"`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut m = self.m;
-        let mut scale = self.scale;
-        while scale > 0 && m % 10 == 0 {
-            m /= 10;
-            scale -= 1;
-        }
-        if m < 0 {
+        if self.m < 0 {
             f.write_str("-")?;
         }
-        let abs = m.unsigned_abs();
-        if scale == 0 {
-            return write!(f, "{abs}");
+        let abs = self.m.unsigned_abs();
+        // Most values fit 64 bits, whose division is far cheaper than 128-bit division.
+        match (u64::try_from(abs), u64::try_from(pow10(self.scale))) {
+            (Ok(abs), Ok(_)) => write_plain(f, abs, self.scale),
+            _ => write_plain(f, abs, self.scale),
         }
-        let unit = pow10(scale) as u128;
-        write!(f, "{}.{:0width$}", abs / unit, abs % unit, width = scale as usize)
     }
+}
+
+/// Writes `abs / 10^scale` with trailing fractional zeros stripped.
+fn write_plain<T>(f: &mut fmt::Formatter<'_>, mut abs: T, mut scale: u32) -> fmt::Result
+where
+    T: Copy
+        + fmt::Display
+        + PartialEq
+        + From<u8>
+        + std::ops::Rem<Output = T>
+        + std::ops::Div<Output = T>
+        + std::ops::Mul<Output = T>,
+{
+    let (zero, ten) = (T::from(0), T::from(10));
+    while scale > 0 && abs % ten == zero {
+        abs = abs / ten;
+        scale -= 1;
+    }
+    if scale == 0 {
+        return write!(f, "{abs}");
+    }
+    let mut unit = T::from(1);
+    for _ in 0..scale {
+        unit = unit * ten;
+    }
+    write!(f, "{}.{:0width$}", abs / unit, abs % unit, width = scale as usize)
 }
 
 impl serde::Serialize for Dec {
