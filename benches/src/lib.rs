@@ -32,16 +32,7 @@ pub struct MatcherMix {
 }
 
 fn limit(user: u32, side: Side, price: i128, amount: i128) -> Command {
-    Command::PutLimit(PutLimit {
-        user,
-        market: 0,
-        side,
-        amount,
-        price,
-        taker_fee: 10,
-        maker_fee: 5,
-        source: Source::EMPTY,
-    })
+    limit_with(user, side, price, amount, Source::EMPTY)
 }
 
 /// The embedded config's first market and a matcher with the mix's users funded and no orders.
@@ -151,4 +142,61 @@ fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
         resting_price(rng, side)
     };
     limit(rng.gen_range(1..=USERS), side, price, amount(rng))
+}
+
+impl MatcherMix {
+    /// The deposits and resting orders the mix starts from, as commands, so that a fresh engine
+    /// or journal reaches the same starting state (and the same order ids).
+    pub fn seed_commands(&self) -> Vec<Command> {
+        let m = &self.start;
+        let mut out = Vec::new();
+        for user in 1..=USERS {
+            for asset in 0..m.spec().assets.len() as u16 {
+                let total = m.balance(user, asset).total();
+                if total > 0 {
+                    let detail = "{}".to_string();
+                    let business_id = u64::from(user);
+                    out.push(Command::BalanceUpdate {
+                        user,
+                        asset,
+                        business: "deposit".into(),
+                        business_id,
+                        change: total,
+                        detail,
+                    });
+                }
+            }
+        }
+        for o in m.book(0).orders_by_id() {
+            out.push(Command::PutLimit(PutLimit {
+                user: o.user,
+                market: o.market,
+                side: o.side,
+                amount: o.left,
+                price: o.price,
+                taker_fee: o.taker_fee,
+                maker_fee: o.maker_fee,
+                source: o.source,
+            }));
+        }
+        out
+    }
+}
+
+/// Places `orders` resting limit orders on market 0 from `users` users: asks above 1 and bids
+/// below it on a grid of 5,000 levels a side, so nothing crosses.
+pub fn place_grid(m: &mut Matcher, users: u32, orders: u32) {
+    let mut events = Events::default();
+    for i in 0..orders {
+        let level = 10_000 * i128::from(1 + i % 5_000);
+        let (side, price) = if i % 2 == 0 { (Side::Ask, MID + level) } else { (Side::Bid, MID - level) };
+        let source = Source::new("grid").expect("short");
+        let cmd = limit_with(1 + i % users, side, price, ONE, source);
+        m.apply(T0, &cmd, &mut events).expect("grid orders rest");
+        events.clear();
+    }
+}
+
+fn limit_with(user: u32, side: Side, price: i128, amount: i128, source: Source) -> Command {
+    Command::PutLimit(PutLimit { user, market: 0, side, amount, price, taker_fee: 10, maker_fee: 5, source })
 }

@@ -18,6 +18,11 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
 
 /// Every segment in `dir` as (first sequence from its name, path), in order.
 pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    list_numbered(dir, "seg-", ".log")
+}
+
+/// Every file in `dir` named `<prefix><number><suffix>`, as (number, path), in order of number.
+pub(crate) fn list_numbered(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     let mut out = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -27,8 +32,8 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     for entry in entries {
         let path = entry.map_err(io_err(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(seq) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok()) {
-            out.push((seq, path));
+        if let Some(n) = name.strip_prefix(prefix).and_then(|n| n.strip_suffix(suffix)).and_then(|n| n.parse().ok()) {
+            out.push((n, path));
         }
     }
     out.sort();

@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::segment::sync_dir;
+use crate::segment::{list_numbered, sync_dir};
 use crate::{io_err, JournalError};
 
 const MAGIC: &[u8; 8] = b"VDSNAP01";
@@ -21,22 +21,7 @@ fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
 
 /// Every snapshot in `dir` as (sequence, path), oldest first.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err(dir)(e)),
-    };
-    for entry in entries {
-        let path = entry.map_err(io_err(dir))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(seq) = name.strip_prefix("snap-").and_then(|n| n.strip_suffix(".bin")).and_then(|n| n.parse().ok())
-        {
-            out.push((seq, path));
-        }
-    }
-    out.sort();
-    Ok(out)
+    list_numbered(dir, "snap-", ".bin")
 }
 
 /// Writes the state at `seq` durably; returns its path.

@@ -5,10 +5,7 @@
 
 use std::time::Instant;
 
-use viaduct_benches::{funded_matcher, T0};
-use viaduct_matcher::command::{Command, PutLimit};
-use viaduct_matcher::order::{Side, Source};
-use viaduct_matcher::Events;
+use viaduct_benches::{funded_matcher, place_grid};
 
 const USERS: u32 = 100_000;
 const ORDERS: u32 = 1_000_000;
@@ -27,28 +24,8 @@ fn main() {
     let base = rss_mib();
     let mut m = funded_matcher(USERS, 0);
     let funded = rss_mib();
-    let mut events = Events::default();
     let started = Instant::now();
-    for i in 0..ORDERS {
-        // Asks above 1 and bids below it on a grid of 5,000 levels a side: nothing crosses.
-        let (side, price) = if i % 2 == 0 {
-            (Side::Ask, 100_000_000 + 10_000 * i128::from(1 + i % 5_000))
-        } else {
-            (Side::Bid, 100_000_000 - 10_000 * i128::from(1 + i % 5_000))
-        };
-        let cmd = Command::PutLimit(PutLimit {
-            user: 1 + i % USERS,
-            market: 0,
-            side,
-            amount: 100_000_000,
-            price,
-            taker_fee: 10,
-            maker_fee: 5,
-            source: Source::new("memory").expect("short"),
-        });
-        m.apply(T0, &cmd, &mut events).expect("order rests");
-        events.clear();
-    }
+    place_grid(&mut m, USERS, ORDERS);
     let elapsed = started.elapsed();
     let full = rss_mib();
     assert_eq!(m.book(0).len(), ORDERS as usize);

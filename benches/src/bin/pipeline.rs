@@ -18,12 +18,11 @@ use disruptor::{BusySpinWithSpinLoopHint, Producer};
 use hdrhistogram::Histogram;
 use viaduct::engine::Engine;
 use viaduct::profile::Profile;
-use viaduct_benches::{funded_matcher, MatcherMix, T0};
+use viaduct_benches::{funded_matcher, place_grid, MatcherMix};
 use viaduct_journaler::recovery::recover;
 use viaduct_journaler::snapshot;
 use viaduct_matcher::command::{Command, PutLimit};
 use viaduct_matcher::order::{Side, Source};
-use viaduct_matcher::Events;
 
 fn main() {
     let commands: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
@@ -188,7 +187,7 @@ fn throughput(data: &Path, n: usize) -> (f64, f64) {
     let (engine, _) = Engine::start(data, spec, &profile(), |_| {}).expect("engine");
     // Fund the mix's users through the engine so that its commands succeed there too.
     let mut client = engine.client();
-    for (i, cmd) in funding(&mix).into_iter().enumerate() {
+    for (i, cmd) in mix.seed_commands().into_iter().enumerate() {
         let mut cmd = cmd;
         while let Err(back) = client.submit_command(-(i as i64) - 1, cmd) {
             cmd = back;
@@ -224,44 +223,6 @@ fn throughput(data: &Path, n: usize) -> (f64, f64) {
     drop(client);
     engine.shutdown();
     (n as f64 / secs, journaled as f64 / commits as f64)
-}
-
-/// The mix's deposits and seed orders, as commands for a fresh engine.
-fn funding(mix: &MatcherMix) -> Vec<Command> {
-    // The mix's start state came from these deposits and 1,000 seed orders; rebuild them from the
-    // snapshot's resting orders so the engine reaches the same state.
-    let m = &mix.start;
-    let mut out = Vec::new();
-    let spec = m.spec();
-    for user in 1..=viaduct_benches::USERS {
-        for asset in 0..spec.assets.len() as u16 {
-            let b = m.balance(user, asset);
-            let total = b.available + b.freeze;
-            if total > 0 {
-                out.push(Command::BalanceUpdate {
-                    user,
-                    asset,
-                    business: "deposit".into(),
-                    business_id: u64::from(user),
-                    change: total,
-                    detail: "{}".into(),
-                });
-            }
-        }
-    }
-    for o in m.book(0).orders_by_id() {
-        out.push(Command::PutLimit(PutLimit {
-            user: o.user,
-            market: o.market,
-            side: o.side,
-            amount: o.left,
-            price: o.price,
-            taker_fee: o.taker_fee,
-            maker_fee: o.maker_fee,
-            source: o.source,
-        }));
-    }
-    out
 }
 
 /// Open-loop latency: requests are due at a fixed rate whatever the engine does; each is timed
@@ -316,26 +277,7 @@ fn latency(data: &Path, rate: u64, run: Duration) -> Histogram<u64> {
 /// cost; the matcher itself never stops for it).
 fn snapshot_cost(dir: &Path) {
     let mut m = funded_matcher(100_000, 1_000_000);
-    let mut events = Events::default();
-    for i in 0..1_000_000u32 {
-        let (side, price) = if i % 2 == 0 {
-            (Side::Ask, 100_000_000 + 10_000 * i128::from(1 + i % 5_000))
-        } else {
-            (Side::Bid, 100_000_000 - 10_000 * i128::from(1 + i % 5_000))
-        };
-        let cmd = Command::PutLimit(PutLimit {
-            user: 1 + i % 100_000,
-            market: 0,
-            side,
-            amount: 100_000_000,
-            price,
-            taker_fee: 10,
-            maker_fee: 5,
-            source: Source::EMPTY,
-        });
-        m.apply(T0, &cmd, &mut events).expect("rests");
-        events.clear();
-    }
+    place_grid(&mut m, 100_000, 1_000_000);
     let started = Instant::now();
     let state = m.snapshot();
     let serialize = started.elapsed();

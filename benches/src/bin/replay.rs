@@ -9,7 +9,7 @@ use viaduct_benches::{MatcherMix, T0};
 use viaduct_journaler::recovery::{journal_dir, recover};
 use viaduct_journaler::segment::{JournalWriter, SEGMENT_BYTES_MAX};
 use viaduct_journaler::Durability;
-use viaduct_matcher::command::{Command, PutLimit};
+use viaduct_matcher::command::Command;
 use viaduct_matcher::{Events, Matcher};
 
 fn main() {
@@ -30,7 +30,7 @@ fn main() {
             w.append(seq, T0, cmd);
         }
     };
-    for cmd in seed(&mix) {
+    for cmd in mix.seed_commands() {
         journal(&cmd, &mut w);
     }
     for cmd in &mix.commands {
@@ -52,38 +52,4 @@ fn main() {
         records as f64 / median / 1e6
     );
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// The deposits and resting orders the mix starts from, as commands.
-fn seed(mix: &MatcherMix) -> Vec<Command> {
-    let m = &mix.start;
-    let mut out = Vec::new();
-    for user in 1..=viaduct_benches::USERS {
-        for asset in 0..m.spec().assets.len() as u16 {
-            let b = m.balance(user, asset);
-            if b.total() > 0 {
-                out.push(Command::BalanceUpdate {
-                    user,
-                    asset,
-                    business: "deposit".into(),
-                    business_id: u64::from(user),
-                    change: b.total(),
-                    detail: "{}".into(),
-                });
-            }
-        }
-    }
-    for o in m.book(0).orders_by_id() {
-        out.push(Command::PutLimit(PutLimit {
-            user: o.user,
-            market: o.market,
-            side: o.side,
-            amount: o.left,
-            price: o.price,
-            taker_fee: o.taker_fee,
-            maker_fee: o.maker_fee,
-            source: o.source,
-        }));
-    }
-    out
 }
