@@ -24,6 +24,8 @@ use crate::profile::Profile;
 /// A reply, released once its command is durable.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The mark the client put on the request.
+    pub tag: u64,
     pub request_id: i64,
     /// The whole JSON-RPC response.
     pub json: String,
@@ -42,7 +44,10 @@ pub struct Startup {
     pub recovery_ms: u128,
 }
 
-type Registry = Mutex<HashMap<u32, Sender<Response>>>;
+/// Called after replies were handed to a client, once per batch: wakes an event loop.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+type Registry = Mutex<HashMap<u32, (Sender<Response>, Option<Notify>)>>;
 
 /// A running engine. Dropping it (and every client) drains the pipeline and stops its threads.
 pub struct Engine {
@@ -155,9 +160,18 @@ impl Engine {
 
     /// A new client with its own reply queue.
     pub fn client(&self) -> Client {
+        self.client_with(None)
+    }
+
+    /// A new client whose `notify` is called after each batch of replies handed to it.
+    pub fn client_with_notify(&self, notify: Notify) -> Client {
+        self.client_with(Some(notify))
+    }
+
+    fn client_with(&self, notify: Option<Notify>) -> Client {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(self.inflight_max);
-        self.registry.lock().expect("registry lock").insert(id, tx);
+        self.registry.lock().expect("registry lock").insert(id, (tx, notify));
         Client {
             id,
             input: self.input.clone(),
@@ -190,7 +204,7 @@ impl Client {
     /// or this client's in-flight bound full, is answered at once instead.
     pub fn submit(&mut self, request_id: i64, method: &str, params: &[Value]) -> Result<(), Refused> {
         let refuse =
-            |e: RpcError| Refused(Response { request_id, json: error_response(Some(request_id), e), journal_seq: 0 });
+            |e: RpcError| Refused(Response { tag: 0, request_id, json: error_response(Some(request_id), e), journal_seq: 0 });
         let cmd = decode(&self.spec, method, params).map_err(refuse)?;
         self.submit_command(request_id, cmd).map_err(|_| refuse(RpcError::ServiceUnavailable))
     }
@@ -198,10 +212,15 @@ impl Client {
     /// Submits a decoded command; hands it back when this client's in-flight bound or the input
     /// ring is full (error 3 to a remote caller).
     pub fn submit_command(&mut self, request_id: i64, cmd: Command) -> Result<(), Command> {
+        self.submit_tagged(0, request_id, cmd)
+    }
+
+    /// Submits a decoded command with the client's own `tag`, returned with its reply.
+    pub fn submit_tagged(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command> {
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
             return Err(cmd);
         }
-        submit(&mut self.input, self.id, request_id, now_us(), cmd)?;
+        submit(&mut self.input, self.id, tag, request_id, now_us(), cmd)?;
         self.inflight.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -299,33 +318,52 @@ fn journal_stage(
     }
 }
 
-/// Encodes each reply and hands it to its client.
+/// Encodes each reply and hands it to its client; at the end of a batch, wakes the clients that
+/// asked to be woken.
 fn reply_stage(spec: Arc<Spec>, registry: Arc<Registry>) -> impl FnMut(&OutSlot, bool) + Send + 'static {
-    let mut senders: HashMap<u32, Sender<Response>> = HashMap::new();
-    move |slot, _| {
-        if slot.client == 0 {
-            return;
+    let mut clients: HashMap<u32, (Sender<Response>, Option<Notify>)> = HashMap::new();
+    let mut woken: Vec<u32> = Vec::new();
+    move |slot, end_of_batch| {
+        if slot.client != 0 {
+            deliver(&spec, &registry, &mut clients, &mut woken, slot);
         }
-        let tx = match senders.entry(slot.client) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => match registry.lock().expect("registry lock").get(&slot.client) {
-                Some(tx) => v.insert(tx.clone()),
-                None => return, // the client is gone
-            },
-        };
-        let json = response_json(&spec, slot.request_id, &slot.outcome, &slot.events);
-        let response = Response { request_id: slot.request_id, json, journal_seq: slot.journal_seq };
-        match tx.try_send(response) {
-            Ok(()) => {}
-            Err(TrySendError::Disconnected(_)) => {
-                senders.remove(&slot.client);
+        if end_of_batch {
+            for id in woken.drain(..) {
+                if let Some((_, Some(notify))) = clients.get(&id) {
+                    notify();
+                }
             }
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!(
-                    "replies: client {} holds more replies than it may have in flight; dropped one",
-                    slot.client
-                )
+        }
+    }
+}
+
+fn deliver(
+    spec: &Spec,
+    registry: &Registry,
+    clients: &mut HashMap<u32, (Sender<Response>, Option<Notify>)>,
+    woken: &mut Vec<u32>,
+    slot: &OutSlot,
+) {
+    let (tx, notify) = match clients.entry(slot.client) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(v) => match registry.lock().expect("registry lock").get(&slot.client) {
+            Some(found) => v.insert(found.clone()),
+            None => return, // the client is gone
+        },
+    };
+    let json = response_json(spec, slot.request_id, &slot.outcome, &slot.events);
+    let response = Response { tag: slot.tag, request_id: slot.request_id, json, journal_seq: slot.journal_seq };
+    match tx.try_send(response) {
+        Ok(()) => {
+            if notify.is_some() && woken.last() != Some(&slot.client) && !woken.contains(&slot.client) {
+                woken.push(slot.client);
             }
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            clients.remove(&slot.client);
+        }
+        Err(TrySendError::Full(_)) => {
+            tracing::warn!("replies: client {} holds more replies than it may have in flight; dropped one", slot.client)
         }
     }
 }

@@ -29,6 +29,9 @@ use viaduct_matcher::{Command, Events, Matcher, Reply, RpcError};
 pub struct InSlot {
     /// Who asked: where the reply goes.
     pub client: u32,
+    /// The client's own mark on the request (an edge's connection and position), returned with
+    /// the reply.
+    pub tag: u64,
     /// The request's JSON-RPC `id`.
     pub request_id: i64,
     /// When the edge received it (microseconds since the epoch); the matcher's only clock.
@@ -39,6 +42,7 @@ pub struct InSlot {
 /// A command after the matcher: its reply, its events, and its journal sequence.
 pub struct OutSlot {
     pub client: u32,
+    pub tag: u64,
     pub request_id: i64,
     pub time_us: u64,
     pub cmd: Command,
@@ -79,10 +83,11 @@ pub struct RingConfig {
 pub type Input = MultiProducer<InSlot, disruptor::SingleConsumerBarrier>;
 
 /// Publishes a request, or hands the command back at once when the input ring is full.
-pub fn submit(input: &mut Input, client: u32, request_id: i64, time_us: u64, cmd: Command) -> Result<u64, Command> {
+pub fn submit(input: &mut Input, client: u32, tag: u64, request_id: i64, time_us: u64, cmd: Command) -> Result<u64, Command> {
     let mut cmd = Some(cmd);
     let published = input.try_publish(|slot| {
         slot.client = client;
+        slot.tag = tag;
         slot.request_id = request_id;
         slot.time_us = time_us;
         slot.cmd = cmd.take().expect("published once");
@@ -120,6 +125,7 @@ fn checked_core(stage: &str, core: Option<usize>, available: &[usize]) -> Option
 fn out_slot() -> OutSlot {
     OutSlot {
         client: 0,
+        tag: 0,
         request_id: 0,
         time_us: 0,
         cmd: Command::AssetList,
@@ -210,7 +216,7 @@ where
 }
 
 fn in_slot() -> InSlot {
-    InSlot { client: 0, request_id: 0, time_us: 0, cmd: Command::AssetList }
+    InSlot { client: 0, tag: 0, request_id: 0, time_us: 0, cmd: Command::AssetList }
 }
 
 /// What the matcher thread calls when it stops.
@@ -246,6 +252,7 @@ impl MatcherStage {
                 0
             };
             out.client = slot.client;
+            out.tag = slot.tag;
             out.request_id = slot.request_id;
             out.time_us = slot.time_us;
             out.cmd.clone_from(&slot.cmd);
