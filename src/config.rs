@@ -19,7 +19,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub markets: Vec<MarketConfig>,
     #[serde(default)]
-    pub edges: Option<toml::Value>,
+    pub edges: Edges,
     #[serde(default)]
     pub history: Option<toml::Value>,
     #[serde(default)]
@@ -30,6 +30,27 @@ pub struct FileConfig {
     pub auth: Option<toml::Value>,
 }
 
+/// `[edges.*]`: where each edge listens.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Edges {
+    #[serde(default)]
+    pub http: Option<EdgeBind>,
+    #[serde(default)]
+    pub tcp: Option<EdgeBind>,
+    #[serde(default)]
+    pub ws: Option<EdgeBind>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeBind {
+    pub bind: String,
+}
+
+/// The HTTP edge's default address (SPEC A4).
+pub const HTTP_BIND: &str = "127.0.0.1:8080";
+
 fn default_data_dir() -> String {
     "./data".into()
 }
@@ -38,6 +59,8 @@ fn default_data_dir() -> String {
 pub struct Loaded {
     pub spec: Spec,
     pub data_dir: String,
+    /// Where the HTTP edge listens.
+    pub http_bind: std::net::SocketAddr,
     /// Sections the file has that no component of this build reads yet.
     pub not_yet_used: Vec<&'static str>,
 }
@@ -46,7 +69,8 @@ pub struct Loaded {
 pub fn load(path: Option<&Path>) -> Result<Loaded> {
     let Some(path) = path else {
         let spec = Spec::new(&config::embedded()).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
-        return Ok(Loaded { spec, data_dir: default_data_dir(), not_yet_used: Vec::new() });
+        let http_bind = HTTP_BIND.parse().expect("a valid default address");
+        return Ok(Loaded { spec, data_dir: default_data_dir(), http_bind, not_yet_used: Vec::new() });
     };
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
     let file: FileConfig = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
@@ -55,13 +79,18 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     }
     let spec = Spec::new(&config::Config { assets: file.assets, markets: file.markets })
         .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
-    let sections = [
-        ("edges", &file.edges),
-        ("history", &file.history),
-        ("kafka", &file.kafka),
-        ("alerts", &file.alerts),
-        ("auth", &file.auth),
-    ];
-    let not_yet_used = sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
-    Ok(Loaded { spec, data_dir: file.data_dir, not_yet_used })
+    let sections = [("history", &file.history), ("kafka", &file.kafka), ("alerts", &file.alerts), ("auth", &file.auth)];
+    let mut not_yet_used: Vec<&'static str> =
+        sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
+    if file.edges.tcp.is_some() {
+        not_yet_used.push("edges.tcp");
+    }
+    if file.edges.ws.is_some() {
+        not_yet_used.push("edges.ws");
+    }
+    let bind = file.edges.http.as_ref().map_or(HTTP_BIND, |h| h.bind.as_str());
+    let http_bind = bind
+        .parse()
+        .with_context(|| format!("config {}: [edges.http] bind {bind:?} is not an address", path.display()))?;
+    Ok(Loaded { spec, data_dir: file.data_dir, http_bind, not_yet_used })
 }

@@ -45,7 +45,7 @@ pub struct Startup {
 }
 
 /// Called after replies were handed to a client, once per batch: wakes an event loop.
-pub type Notify = Arc<dyn Fn() + Send + Sync>;
+pub type Notify = viaduct_edges::Notify;
 
 type Registry = Mutex<HashMap<u32, (Sender<Response>, Option<Notify>)>>;
 
@@ -203,8 +203,9 @@ impl Client {
     /// Decodes and submits one request. A request that does not decode, or finds the input ring
     /// or this client's in-flight bound full, is answered at once instead.
     pub fn submit(&mut self, request_id: i64, method: &str, params: &[Value]) -> Result<(), Refused> {
-        let refuse =
-            |e: RpcError| Refused(Response { tag: 0, request_id, json: error_response(Some(request_id), e), journal_seq: 0 });
+        let refuse = |e: RpcError| {
+            Refused(Response { tag: 0, request_id, json: error_response(Some(request_id), e), journal_seq: 0 })
+        };
         let cmd = decode(&self.spec, method, params).map_err(refuse)?;
         self.submit_command(request_id, cmd).map_err(|_| refuse(RpcError::ServiceUnavailable))
     }
@@ -436,5 +437,30 @@ impl SnapshotWorker {
             Err(e) => tracing::error!("snapshots: {e}; the journal keeps everything until a snapshot succeeds"),
         }
         self.last_snapshot = seq;
+    }
+}
+
+/// The engine as an edge's backend: one client for the whole edge, woken per batch of replies.
+pub struct EdgeBackend {
+    client: Client,
+}
+
+impl EdgeBackend {
+    pub fn new(engine: &Engine, notify: viaduct_edges::Notify) -> EdgeBackend {
+        EdgeBackend { client: engine.client_with_notify(notify) }
+    }
+}
+
+impl viaduct_edges::Backend for EdgeBackend {
+    fn spec(&self) -> &Spec {
+        self.client.spec()
+    }
+
+    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command> {
+        self.client.submit_tagged(tag, request_id, cmd)
+    }
+
+    fn try_recv(&mut self) -> Option<(u64, String)> {
+        self.client.try_recv().map(|r| (r.tag, r.json))
     }
 }

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use viaduct::engine::Engine;
+use viaduct::engine::{EdgeBackend, Engine};
 use viaduct::profile::Profile;
+use viaduct_edges::http::{HttpConfig, HttpEdge};
 use viaduct_journaler::recovery::Progress;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError};
@@ -32,9 +33,9 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Recover the state in the data directory and run the engine. Until the network edges
-    /// exist it serves JSON-RPC on standard input and output, one request per line; a reply is
-    /// written once its command is durable. End of input drains the engine and exits.
+    /// Recover the state in the data directory and run the engine with its HTTP edge
+    /// ([edges.http] bind, 127.0.0.1:8080 by default) until the process is stopped; a stop at any
+    /// moment loses nothing acknowledged.
     Run {
         /// The TOML config; the embedded default when left out.
         #[arg(long)]
@@ -45,6 +46,10 @@ enum Cmd {
         /// Where the journal and snapshots live (overrides the config's data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve JSON-RPC lines on standard input and output instead of the network edges: a
+        /// reply is written once its command is durable; end of input drains and exits.
+        #[arg(long)]
+        stdio: bool,
     },
 }
 
@@ -53,7 +58,7 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::CheckConfig { config } => check_config(config),
-        Cmd::Run { config, profile, data_dir } => run(config, &profile, data_dir),
+        Cmd::Run { config, profile, data_dir, stdio } => run(config, &profile, data_dir, stdio),
     };
     if let Err(e) = outcome {
         eprintln!("viaduct: {e:#}");
@@ -86,7 +91,7 @@ fn check_config(path: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>) -> Result<()> {
+fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, stdio: bool) -> Result<()> {
     let loaded = config::load(config_path.as_deref())?;
     let profile = Profile::load(profile)?;
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&loaded.data_dir));
@@ -114,6 +119,7 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>) -
             tracing::info!("recovery: replayed {records} commands (sequence {seq})")
         }
     };
+    let loaded_http = loaded.http_bind;
     let (engine, startup) = Engine::start(&data_dir, loaded.spec, &profile, progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -127,6 +133,15 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>) -
         startup.last_seq,
         startup.state_hash
     );
+    if !stdio {
+        let cfg = HttpConfig::new(loaded_http);
+        let _http = HttpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify))
+            .with_context(|| format!("starting the HTTP edge on {loaded_http}"))?;
+        // The edges run until the process is stopped; the journal makes any stop safe.
+        loop {
+            std::thread::park();
+        }
+    }
     serve_stdio(&engine)?;
     let (seq, hash) = engine.shutdown();
     tracing::info!("stopped at sequence {seq}, state hash {hash:016x}");

@@ -41,7 +41,7 @@ fn a_config_that_breaks_a_precision_rule_is_refused_by_name() {
 /// Runs `viaduct run` on `data_dir` with `requests` on its standard input; returns the replies.
 fn run(data_dir: &std::path::Path, requests: &[&str]) -> Vec<Value> {
     let mut child = viaduct()
-        .args(["run", "--config", &example(), "--data-dir", data_dir.to_str().unwrap()])
+        .args(["run", "--stdio", "--config", &example(), "--data-dir", data_dir.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

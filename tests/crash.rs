@@ -111,7 +111,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let (mut acked_total, mut cut_short) = (0, 0);
     for round in 0..ROUNDS {
         let mut child = Process::new(env!("CARGO_BIN_EXE_viaduct"))
-            .args(["run", "--profile", profile.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+            .args(["run", "--stdio", "--profile", profile.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -83,7 +83,14 @@ pub struct RingConfig {
 pub type Input = MultiProducer<InSlot, disruptor::SingleConsumerBarrier>;
 
 /// Publishes a request, or hands the command back at once when the input ring is full.
-pub fn submit(input: &mut Input, client: u32, tag: u64, request_id: i64, time_us: u64, cmd: Command) -> Result<u64, Command> {
+pub fn submit(
+    input: &mut Input,
+    client: u32,
+    tag: u64,
+    request_id: i64,
+    time_us: u64,
+    cmd: Command,
+) -> Result<u64, Command> {
     let mut cmd = Some(cmd);
     let published = input.try_publish(|slot| {
         slot.client = client;

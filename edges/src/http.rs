@@ -1,0 +1,517 @@
+//! The HTTP JSON-RPC edge (SPEC B2.1): POST with a JSON-RPC body on any path, HTTP/1.1
+//! keep-alive and pipelining, replies in request order per connection.
+//!
+//! - A request that is not a POST with a body, or whose body is not the JSON-RPC envelope, gets
+//!   `400` with an empty body and the connection is closed.
+//! - A method nobody serves gets `404` with error 4 `method not found`.
+//! - A reply not ready within `reply_timeout` gets `504` with error 5 `service timeout`.
+//! - Everything else gets `200` with the engine's reply, once the command is durable.
+//! - Replies carry only `Date` and `Content-Length` headers.
+//! - Bounds: `connections_max` (more are accepted and closed at once), `request_bytes_max` (a
+//!   longer request gets `413` and is closed), `write_bytes_max` (a client that lets more replies
+//!   pile up unread is disconnected), `idle_timeout` (a quiet connection is closed).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::Value;
+use viaduct_matcher::command::is_matcher_method;
+use viaduct_matcher::reply::error_response;
+use viaduct_matcher::{decode, RpcError};
+
+use crate::{Backend, Notify};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+const READ_CHUNK: usize = 16 * 1024;
+const HEADERS_MAX: usize = 32;
+/// How often timeouts are checked.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The edge's bounds and address.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: SocketAddr,
+    pub connections_max: usize,
+    /// Head and body of one request (ViaBTC's sample `max_pkg_size`: 102,400).
+    pub request_bytes_max: usize,
+    /// Reply bytes waiting for one slow reader before it is disconnected.
+    pub write_bytes_max: usize,
+    /// Requests one connection may have waiting for the engine.
+    pub pending_max: usize,
+    /// A connection quiet this long is closed (ViaBTC `keep_alive`: 3,600 s).
+    pub idle_timeout: Duration,
+    /// A reply not ready this long after its request is answered 504 (ViaBTC `timeout`: 1 s).
+    pub reply_timeout: Duration,
+}
+
+impl HttpConfig {
+    pub fn new(bind: SocketAddr) -> HttpConfig {
+        HttpConfig {
+            bind,
+            connections_max: 10_000,
+            request_bytes_max: 102_400,
+            write_bytes_max: 4 * 1024 * 1024,
+            pending_max: 1024,
+            idle_timeout: Duration::from_secs(3600),
+            reply_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running HTTP edge; dropping it stops the event loop.
+pub struct HttpEdge {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpEdge {
+    /// Binds `cfg.bind` and starts the event loop. `backend` is built here with the function the
+    /// backend must call to wake the loop when replies are ready.
+    pub fn start<B: Backend>(cfg: HttpConfig, backend: impl FnOnce(Notify) -> B) -> io::Result<HttpEdge> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let notify: Notify = {
+            let waker = Arc::clone(&waker);
+            Arc::new(move || {
+                let _ = waker.wake();
+            })
+        };
+        let backend = backend(notify);
+        let mut listener = TcpListener::bind(cfg.bind)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut server = Server {
+            cfg,
+            poll,
+            listener,
+            backend,
+            conns: Vec::new(),
+            live: 0,
+            waiting: HashMap::new(),
+            expired: HashSet::new(),
+            next_tag: 1,
+        };
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new().name("viaduct-http".into()).spawn(move || server.run(&stop))?
+        };
+        tracing::info!("http: listening on {addr}");
+        Ok(HttpEdge { addr, stop, waker, thread: Some(thread) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for HttpEdge {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One answer in a connection's reply order.
+enum Slot {
+    Ready(Vec<u8>),
+    Waiting { tag: u64, since: Instant },
+}
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    order: VecDeque<Slot>,
+    last_active: Instant,
+    /// Close once everything queued is written (after a 400 or 413).
+    closing: bool,
+    writable: bool,
+}
+
+struct Server<B> {
+    cfg: HttpConfig,
+    poll: Poll,
+    listener: TcpListener,
+    backend: B,
+    conns: Vec<Option<Conn>>,
+    live: usize,
+    /// Tag of a request waiting for the engine → its connection slot.
+    waiting: HashMap<u64, usize>,
+    /// Tags answered 504: their late replies are dropped.
+    expired: HashSet<u64>,
+    next_tag: u64,
+}
+
+/// What one parsed request asks of the connection.
+enum Parsed {
+    /// Need more bytes.
+    Partial,
+    /// A whole request of this many bytes; its answer has been queued.
+    Done(usize),
+    /// Answer this status with an empty body and close.
+    Reject(u16),
+}
+
+impl<B: Backend> Server<B> {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!("http: poll failed: {e}; the edge stops");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => self.on_ready(t - FIRST_CONN, event.is_readable(), event.is_writable()),
+                }
+            }
+            self.take_replies();
+            if last_tick.elapsed() >= TICK {
+                self.check_timeouts();
+                last_tick = Instant::now();
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!("http: accept failed: {e}");
+                    return;
+                }
+            };
+            if self.live >= self.cfg.connections_max {
+                drop(stream); // at the bound: closed at once
+                continue;
+            }
+            let index = self.conns.iter().position(Option::is_none).unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let token = Token(FIRST_CONN + index);
+            if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.conns[index] = Some(Conn {
+                stream,
+                rbuf: Vec::new(),
+                wbuf: Vec::new(),
+                order: VecDeque::new(),
+                last_active: Instant::now(),
+                closing: false,
+                writable: false,
+            });
+            self.live += 1;
+        }
+    }
+
+    fn on_ready(&mut self, index: usize, readable: bool, writable: bool) {
+        if self.conns.get(index).and_then(Option::as_ref).is_none() {
+            return;
+        }
+        let mut alive = true;
+        if readable {
+            alive = self.read(index);
+        }
+        if alive && writable {
+            if let Some(c) = self.conns[index].as_mut() {
+                c.writable = true;
+            }
+        }
+        if alive {
+            self.flush(index);
+        }
+    }
+
+    /// Reads what is there and handles every whole request in it; false if the connection closed.
+    fn read(&mut self, index: usize) -> bool {
+        let limit = self.cfg.request_bytes_max;
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            let c = self.conns[index].as_mut().expect("live connection");
+            if c.order.len() >= self.cfg.pending_max {
+                // Back-pressure: leave the bytes in the socket until replies drain.
+                return true;
+            }
+            match c.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.close(index);
+                    return false;
+                }
+                Ok(n) => {
+                    c.last_active = Instant::now();
+                    if c.closing {
+                        continue; // a rejected connection's further bytes are ignored
+                    }
+                    c.rbuf.extend_from_slice(&chunk[..n]);
+                    self.handle_requests(index);
+                    let c = self.conns[index].as_mut().expect("live connection");
+                    if !c.closing && c.rbuf.len() > limit {
+                        self.reject(index, 413);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close(index);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn handle_requests(&mut self, index: usize) {
+        loop {
+            let c = self.conns[index].as_ref().expect("live connection");
+            if c.closing || c.rbuf.is_empty() {
+                return;
+            }
+            if c.order.len() >= self.cfg.pending_max {
+                return; // read no further until replies drain: back-pressure on this connection
+            }
+            let rbuf = std::mem::take(&mut self.conns[index].as_mut().expect("live").rbuf);
+            let parsed = self.parse_one(index, &rbuf);
+            let c = self.conns[index].as_mut().expect("live connection");
+            match parsed {
+                Parsed::Partial => {
+                    c.rbuf = rbuf;
+                    return;
+                }
+                Parsed::Done(n) => c.rbuf = rbuf[n..].to_vec(),
+                Parsed::Reject(status) => {
+                    self.reject(index, status);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses one request at the start of `buf` and queues its answer.
+    fn parse_one(&mut self, index: usize, buf: &[u8]) -> Parsed {
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+        let mut req = httparse::Request::new(&mut headers);
+        let head = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Reject(400),
+        };
+        if req.method != Some("POST") {
+            return Parsed::Reject(400);
+        }
+        let length = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let Some(length) = length.filter(|&l| l > 0) else { return Parsed::Reject(400) };
+        if head + length > self.cfg.request_bytes_max {
+            return Parsed::Reject(413);
+        }
+        if buf.len() < head + length {
+            return Parsed::Partial;
+        }
+        let body = &buf[head..head + length];
+        match self.answer(body) {
+            Answer::Now(status, json) => self.queue(index, Slot::Ready(response(status, json.as_bytes()))),
+            Answer::Later(tag) => {
+                self.waiting.insert(tag, index);
+                self.queue(index, Slot::Waiting { tag, since: Instant::now() });
+            }
+            Answer::Malformed => return Parsed::Reject(400),
+        }
+        Parsed::Done(head + length)
+    }
+
+    fn answer(&mut self, body: &[u8]) -> Answer {
+        let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else { return Answer::Malformed };
+        let (Some(id), Some(method), Some(params)) = (
+            req.get("id").and_then(Value::as_i64).filter(|_| req.get("id").is_some_and(Value::is_i64)),
+            req.get("method").and_then(Value::as_str),
+            req.get("params").and_then(Value::as_array),
+        ) else {
+            return Answer::Malformed;
+        };
+        if !is_matcher_method(method) {
+            return Answer::Now(404, error_response(Some(id), RpcError::MethodNotFound));
+        }
+        let cmd = match decode(self.backend.spec(), method, params) {
+            Ok(cmd) => cmd,
+            Err(e) => return Answer::Now(200, error_response(Some(id), e)),
+        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        match self.backend.submit(tag, id, cmd) {
+            Ok(()) => Answer::Later(tag),
+            Err(_) => Answer::Now(200, error_response(Some(id), RpcError::ServiceUnavailable)),
+        }
+    }
+
+    fn queue(&mut self, index: usize, slot: Slot) {
+        self.conns[index].as_mut().expect("live connection").order.push_back(slot);
+    }
+
+    /// Answers `status` with an empty body, then closes once it is written.
+    fn reject(&mut self, index: usize, status: u16) {
+        let c = self.conns[index].as_mut().expect("live connection");
+        c.rbuf.clear();
+        c.closing = true;
+        c.order.push_back(Slot::Ready(response(status, b"")));
+        self.flush(index);
+    }
+
+    /// Hands every ready engine reply to its connection.
+    fn take_replies(&mut self) {
+        let mut touched = Vec::new();
+        while let Some((tag, json)) = self.backend.try_recv() {
+            if self.expired.remove(&tag) {
+                continue;
+            }
+            let Some(index) = self.waiting.remove(&tag) else { continue };
+            let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { continue };
+            if let Some(slot) = c.order.iter_mut().find(|s| matches!(s, Slot::Waiting { tag: t, .. } if *t == tag)) {
+                *slot = Slot::Ready(response(200, json.as_bytes()));
+                touched.push(index);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for index in touched {
+            self.flush(index);
+            // Requests held back by `pending_max`, in the buffer or still in the socket.
+            if self.conns[index].is_some() {
+                self.handle_requests(index);
+            }
+            if self.conns[index].is_some() && self.read(index) {
+                self.flush(index);
+            }
+        }
+    }
+
+    /// Moves the ready prefix of the reply order into the write buffer and writes what it can.
+    fn flush(&mut self, index: usize) {
+        let write_max = self.cfg.write_bytes_max;
+        let Some(c) = self.conns[index].as_mut() else { return };
+        while let Some(Slot::Ready(_)) = c.order.front() {
+            if let Some(Slot::Ready(bytes)) = c.order.pop_front() {
+                c.wbuf.extend_from_slice(&bytes);
+            }
+        }
+        while !c.wbuf.is_empty() {
+            match c.stream.write(&c.wbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close(index);
+                    return;
+                }
+            }
+        }
+        if c.wbuf.len() > write_max {
+            tracing::info!("http: a client is not reading its replies ({} bytes waiting); disconnected", c.wbuf.len());
+            self.close(index);
+            return;
+        }
+        if c.wbuf.is_empty() && c.closing && c.order.is_empty() {
+            self.close(index);
+            return;
+        }
+        let want = if c.wbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+        let token = Token(FIRST_CONN + index);
+        let _ = self.poll.registry().reregister(&mut c.stream, token, want);
+    }
+
+    fn check_timeouts(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.conns.len() {
+            let Some(c) = self.conns[index].as_mut() else { continue };
+            let mut expired_any = false;
+            for slot in c.order.iter_mut() {
+                if let Slot::Waiting { tag, since } = slot {
+                    if now.duration_since(*since) >= self.cfg.reply_timeout {
+                        self.expired.insert(*tag);
+                        self.waiting.remove(tag);
+                        *slot = Slot::Ready(response(504, error_response(None, RpcError::ServiceTimeout).as_bytes()));
+                        expired_any = true;
+                    }
+                }
+            }
+            let idle =
+                c.order.is_empty() && c.wbuf.is_empty() && now.duration_since(c.last_active) >= self.cfg.idle_timeout;
+            if idle {
+                self.close(index);
+            } else if expired_any {
+                self.flush(index);
+            }
+        }
+    }
+
+    fn close(&mut self, index: usize) {
+        if let Some(mut c) = self.conns[index].take() {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            for slot in c.order {
+                if let Slot::Waiting { tag, .. } = slot {
+                    self.waiting.remove(&tag);
+                    self.expired.insert(tag);
+                }
+            }
+            self.live -= 1;
+        }
+    }
+}
+
+enum Answer {
+    Now(u16, String),
+    Later(u64),
+    Malformed,
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// A whole HTTP/1.1 response: status line, `Date` and `Content-Length`, body.
+fn response(status: u16, body: &[u8]) -> Vec<u8> {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let mut out =
+        format!("HTTP/1.1 {status} {}\r\nDate: {date}\r\nContent-Length: {}\r\n\r\n", reason(status), body.len())
+            .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
