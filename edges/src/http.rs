@@ -45,7 +45,8 @@ pub struct HttpConfig {
     pub request_bytes_max: usize,
     /// Reply bytes waiting for one slow reader before it is disconnected.
     pub write_bytes_max: usize,
-    /// Requests one connection may have waiting for the engine.
+    /// Requests one connection may have waiting for the engine; past it the connection is not
+    /// read until replies drain, so one client cannot take the engine's whole capacity.
     pub pending_max: usize,
     /// A connection quiet this long is closed (ViaBTC `keep_alive`: 3,600 s).
     pub idle_timeout: Duration,
@@ -60,7 +61,7 @@ impl HttpConfig {
             connections_max: 10_000,
             request_bytes_max: 102_400,
             write_bytes_max: 4 * 1024 * 1024,
-            pending_max: 1024,
+            pending_max: 64,
             idle_timeout: Duration::from_secs(3600),
             reply_timeout: Duration::from_secs(1),
         }
@@ -253,7 +254,7 @@ impl<B: Backend> Server<B> {
         let limit = self.cfg.request_bytes_max;
         let mut chunk = [0u8; READ_CHUNK];
         loop {
-            let c = self.conns[index].as_mut().expect("live connection");
+            let Some(c) = self.conns[index].as_mut() else { return false };
             if c.order.len() >= self.cfg.pending_max {
                 // Back-pressure: leave the bytes in the socket until replies drain.
                 return true;
@@ -270,7 +271,8 @@ impl<B: Backend> Server<B> {
                     }
                     c.rbuf.extend_from_slice(&chunk[..n]);
                     self.handle_requests(index);
-                    let c = self.conns[index].as_mut().expect("live connection");
+                    // Answering may have closed it (a rejected request, a dead peer).
+                    let Some(c) = self.conns[index].as_mut() else { return false };
                     if !c.closing && c.rbuf.len() > limit {
                         self.reject(index, 413);
                     }
@@ -287,16 +289,16 @@ impl<B: Backend> Server<B> {
 
     fn handle_requests(&mut self, index: usize) {
         loop {
-            let c = self.conns[index].as_ref().expect("live connection");
+            let Some(c) = self.conns[index].as_ref() else { return };
             if c.closing || c.rbuf.is_empty() {
                 return;
             }
             if c.order.len() >= self.cfg.pending_max {
                 return; // read no further until replies drain: back-pressure on this connection
             }
-            let rbuf = std::mem::take(&mut self.conns[index].as_mut().expect("live").rbuf);
+            let rbuf = std::mem::take(&mut self.conns[index].as_mut().expect("checked above").rbuf);
             let parsed = self.parse_one(index, &rbuf);
-            let c = self.conns[index].as_mut().expect("live connection");
+            let Some(c) = self.conns[index].as_mut() else { return };
             match parsed {
                 Parsed::Partial => {
                     c.rbuf = rbuf;
@@ -373,12 +375,14 @@ impl<B: Backend> Server<B> {
     }
 
     fn queue(&mut self, index: usize, slot: Slot) {
-        self.conns[index].as_mut().expect("live connection").order.push_back(slot);
+        if let Some(c) = self.conns[index].as_mut() {
+            c.order.push_back(slot);
+        }
     }
 
     /// Answers `status` with an empty body, then closes once it is written.
     fn reject(&mut self, index: usize, status: u16) {
-        let c = self.conns[index].as_mut().expect("live connection");
+        let Some(c) = self.conns[index].as_mut() else { return };
         c.rbuf.clear();
         c.closing = true;
         c.order.push_back(Slot::Ready(response(status, b"")));
