@@ -115,8 +115,9 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
         "busy-spin" => Wait::BusySpin,
         "spin-hint" => Wait::SpinHint,
         "sleep" if (1..=10_000).contains(&f.wait.sleep_us) => Wait::Sleep(Duration::from_micros(f.wait.sleep_us)),
-        "sleep" => bail!("profile {name}: wait.sleep_us must be from 1 to 10000"),
-        other => bail!("profile {name}: wait.strategy {other:?} is not busy-spin, spin-hint or sleep"),
+        "backoff" if (1..=10_000).contains(&f.wait.sleep_us) => Wait::Backoff(Duration::from_micros(f.wait.sleep_us)),
+        "sleep" | "backoff" => bail!("profile {name}: wait.sleep_us must be from 1 to 10000"),
+        other => bail!("profile {name}: wait.strategy {other:?} is not busy-spin, spin-hint, backoff or sleep"),
     };
     let durability =
         f.journal.durability.parse::<Durability>().map_err(|e| anyhow::anyhow!("profile {name}: journal.{e}"))?;

@@ -62,6 +62,42 @@ pub enum Wait {
     SpinHint,
     /// Sleep this long between empty polls: for machines with fewer cores than stages.
     Sleep(Duration),
+    /// Spin a little, then yield, then sleep this long between polls: quick to react after a
+    /// burst, and idle threads give their core back.
+    Backoff(Duration),
+}
+
+/// Phased backoff for one stage: [`BACKOFF_SPINS`] spins, then [`BACKOFF_YIELDS`] yields, then
+/// sleeps, starting over whenever the stage waits for a new sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    sleep: Duration,
+}
+
+const BACKOFF_SPINS: u32 = 200;
+const BACKOFF_YIELDS: u32 = 50;
+
+thread_local! {
+    /// (sequence waited for, polls so far) of the stage running on this thread.
+    static BACKOFF: std::cell::Cell<(i64, u32)> = const { std::cell::Cell::new((-1, 0)) };
+}
+
+impl WaitStrategy for Backoff {
+    fn wait_for(&self, sequence: i64) {
+        let polls = BACKOFF.with(|b| {
+            let (seq, polls) = b.get();
+            let polls = if seq == sequence { polls.saturating_add(1) } else { 0 };
+            b.set((sequence, polls));
+            polls
+        });
+        if polls < BACKOFF_SPINS {
+            std::hint::spin_loop();
+        } else if polls < BACKOFF_SPINS + BACKOFF_YIELDS {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(self.sleep);
+        }
+    }
 }
 
 /// Ring sizes, waits and core pins: the part of a tuning profile the rings read.
@@ -138,7 +174,7 @@ fn out_slot() -> OutSlot {
         cmd: Command::AssetList,
         journal_seq: 0,
         outcome: Err(RpcError::Internal),
-        events: Events::with_capacity(64),
+        events: Events::with_capacity(8),
     }
 }
 
@@ -170,6 +206,7 @@ where
         Wait::BusySpin => wire_with(cfg, BusySpin, matcher, last_seq, stages),
         Wait::SpinHint => wire_with(cfg, BusySpinWithSpinLoopHint, matcher, last_seq, stages),
         Wait::Sleep(d) => wire_with(cfg, Sleep::new(d), matcher, last_seq, stages),
+        Wait::Backoff(d) => wire_with(cfg, Backoff { sleep: d }, matcher, last_seq, stages),
     }
 }
 

@@ -1,0 +1,331 @@
+//! Load generator: open-loop requests at a fixed offered rate over many connections, so that a
+//! stall delays every request scheduled behind it and shows in the histogram (no coordinated
+//! omission). Each request's latency runs from when it was due to when its reply arrived.
+//!
+//! Modes:
+//! - `http`: `order.put_limit` over HTTP/1.1 keep-alive to a running `viaduct run`;
+//! - `echo`: the same schedule against a loopback TCP echo server it starts itself, with
+//!   messages of the same size: the network baseline for the same run;
+//! - `max`: as many `order.put_limit` as the server takes, each connection keeping a window of
+//!   requests in flight, for the sustained rate.
+//!
+//! It prints p50 … p99.99 and max, writes `<out>/<name>.hgrm` and `<out>/<name>.svg` (a
+//! latency-by-percentile plot).
+//!
+//! `cargo run --release -p viaduct-benches --bin loadgen -- --mode http --rate 20000 --seconds 5`
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// http, echo or max.
+    #[arg(long, default_value = "http")]
+    mode: String,
+    /// The server's HTTP address (http and max modes).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Requests per second offered, over all connections (http and echo modes).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Requests in flight per connection (max mode).
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Where the .hgrm and .svg files go.
+    #[arg(long, default_value = "loadgen-out")]
+    out: PathBuf,
+    /// Users the orders are spread over (each is funded first).
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+}
+
+fn main() {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out).expect("output directory");
+    match args.mode.as_str() {
+        "http" => {
+            fund(&args);
+            let body_len = order_body(0, 1).len();
+            let hist = open_loop(&args, args.addr, body_len, true);
+            report(&args, &format!("http-{}", args.rate), &hist);
+        }
+        "echo" => {
+            let addr = echo_server();
+            let body_len = order_body(0, 1).len();
+            let hist = open_loop(&args, addr, body_len, false);
+            report(&args, &format!("echo-{}", args.rate), &hist);
+        }
+        "max" => {
+            fund(&args);
+            max_rate(&args);
+        }
+        other => panic!("mode {other:?} is not http, echo or max"),
+    }
+}
+
+fn order_body(i: u64, users: u64) -> String {
+    let side = 1 + i % 2;
+    let user = 1 + i % users;
+    format!(
+        r#"{{"id":{i},"method":"order.put_limit","params":[{user},"BTCBCH",{side},"0.01","1","0.001","0.001","load"]}}"#
+    )
+}
+
+fn http_request(body: &str) -> String {
+    format!("POST / HTTP/1.1\r\nHost: viaduct\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+}
+
+/// Deposits enough for every user to place orders for the whole run.
+fn fund(args: &Args) {
+    let mut s = TcpStream::connect(args.addr).expect("connect to viaduct");
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for user in 1..=args.users {
+        for (asset, id) in [("BTC", 1_000_000_000 + user), ("BCH", 2_000_000_000 + user)] {
+            let body = format!(
+                r#"{{"id":1,"method":"balance.update","params":[{user},"{asset}","load",{id},"1000000",{{}}]}}"#
+            );
+            s.write_all(http_request(&body).as_bytes()).unwrap();
+            read_response(&mut reader).expect("funding reply");
+        }
+    }
+}
+
+/// Reads one HTTP response; returns (status, body).
+fn read_response(r: &mut impl BufRead) -> Option<(u16, Vec<u8>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut len = 0usize;
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.strip_prefix("Content-Length:") {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).ok()?;
+    Some((status, body))
+}
+
+/// Each connection sends on a fixed schedule from one thread and reads replies on another.
+fn open_loop(args: &Args, addr: SocketAddr, body_len: usize, http: bool) -> Histogram<u64> {
+    let total = args.rate * args.seconds;
+    let per_conn = total / args.connections as u64;
+    let interval = Duration::from_nanos(1_000_000_000 * args.connections as u64 / args.rate);
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut readers = Vec::new();
+    for c in 0..args.connections {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let offset = interval * c as u32 / args.connections as u32;
+        let users = args.users;
+        std::thread::spawn(move || {
+            for i in 0..per_conn {
+                let due = start + offset + interval * i as u32;
+                sleep_until(due);
+                let body = order_body(i * 1000 + c as u64, users);
+                let msg = if http { http_request(&body) } else { pad(&body, body_len) };
+                if writer.write_all(msg.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        let errors = Arc::clone(&errors);
+        readers.push(std::thread::spawn(move || {
+            let mut hist = Histogram::<u64>::new(3).unwrap();
+            let mut r = BufReader::new(stream);
+            for i in 0..per_conn {
+                let ok = if http {
+                    match read_response(&mut r) {
+                        Some((200, body)) => !String::from_utf8_lossy(&body).contains("\"code\""),
+                        Some(_) => false,
+                        None => break,
+                    }
+                } else {
+                    let mut buf = vec![0u8; body_len];
+                    r.read_exact(&mut buf).is_ok()
+                };
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                let due = start + offset + interval * i as u32;
+                hist.record(due.elapsed().as_nanos().max(1) as u64).ok();
+            }
+            hist
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    for r in readers {
+        hist.add(r.join().unwrap()).unwrap();
+    }
+    let errors = errors.load(Ordering::Relaxed);
+    if errors > 0 {
+        println!("{errors} requests were answered with an error");
+    }
+    hist
+}
+
+fn pad(body: &str, len: usize) -> String {
+    let mut s = body.to_string();
+    s.truncate(len);
+    while s.len() < len {
+        s.push(' ');
+    }
+    s
+}
+
+/// Sleeps until `due` (no spinning: on a small machine a spinning generator would steal the
+/// server's cores; the timer's slack counts against the server, never for it).
+fn sleep_until(due: Instant) {
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
+}
+
+/// A loopback echo server on its own threads.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            stream.set_nodelay(true).unwrap();
+            std::thread::spawn(move || {
+                let mut r = stream.try_clone().unwrap();
+                let mut w = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 || w.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Closed-loop saturation: each connection keeps `window` requests in flight.
+fn max_rate(args: &Args) {
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let mut threads = Vec::new();
+    for c in 0..args.connections {
+        let mut s = TcpStream::connect(args.addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let (done, window, users) = (Arc::clone(&done), args.window, args.users);
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0u64;
+            let send = |s: &mut TcpStream, i: &mut u64| {
+                *i += 1;
+                s.write_all(http_request(&order_body(*i * 1000 + c as u64, users)).as_bytes()).is_ok()
+            };
+            for _ in 0..window {
+                send(&mut s, &mut i);
+            }
+            while Instant::now() < until {
+                if read_response(&mut r).is_none() {
+                    return;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                send(&mut s, &mut i);
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "max: {n} order.put_limit replies in {} s over {} connections (window {}): {:.0} /s",
+        args.seconds,
+        args.connections,
+        args.window,
+        n as f64 / args.seconds as f64
+    );
+}
+
+fn report(args: &Args, name: &str, hist: &Histogram<u64>) {
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
+    println!(
+        "{name}: {} requests, {} connections; latency p50 {:.0} µs, p90 {:.0}, p99 {:.0}, p99.9 {:.0}, p99.99 {:.0}, max {:.0}",
+        hist.len(),
+        args.connections,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(0.9999),
+        hist.max() as f64 / 1000.0
+    );
+    write_hgrm(&args.out.join(format!("{name}.hgrm")), hist);
+    plot(&args.out.join(format!("{name}.svg")), name, hist);
+}
+
+fn write_hgrm(path: &Path, hist: &Histogram<u64>) {
+    let mut text = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    for v in hist.iter_quantiles(1) {
+        let p = v.quantile_iterated_to();
+        let inv = if p < 1.0 { 1.0 / (1.0 - p) } else { f64::INFINITY };
+        text.push_str(&format!(
+            "{:12.3} {:14.12} {:10} {:14.2}\n",
+            v.value_iterated_to() as f64 / 1000.0,
+            p,
+            v.count_since_last_iteration(),
+            inv
+        ));
+    }
+    text.push_str(&format!("#[Max = {:12.3}, Total count = {}]\n", hist.max() as f64 / 1000.0, hist.len()));
+    std::fs::write(path, text).expect("write .hgrm");
+}
+
+/// Latency (µs, log scale) by percentile, drawn as "nines": 0 = p0, 1 = p90, 2 = p99, 3 = p99.9.
+fn plot(path: &Path, name: &str, hist: &Histogram<u64>) {
+    let points: Vec<(f64, f64)> = hist
+        .iter_quantiles(4)
+        .map(|v| {
+            let p = v.quantile_iterated_to().min(0.99999);
+            (-(1.0 - p).log10(), (v.value_iterated_to() as f64 / 1000.0).max(1.0))
+        })
+        .collect();
+    let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{name}: latency by percentile"), ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..5.0, (1.0..y_max).log_scale())
+        .unwrap();
+    chart
+        .configure_mesh()
+        .x_desc("percentile (0 = p0, 1 = p90, 2 = p99, 3 = p99.9, 4 = p99.99)")
+        .y_desc("latency, µs")
+        .draw()
+        .unwrap();
+    chart.draw_series(LineSeries::new(points, &BLUE)).unwrap();
+    root.present().unwrap();
+}
