@@ -1,7 +1,7 @@
 //! Journal segments: the writer (group commit) and the reader (replay with torn-tail handling).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use viaduct_matcher::Command;
@@ -11,6 +11,11 @@ use crate::{io_err, Durability, JournalError};
 
 /// Segments are rotated once they pass this size, at a commit boundary.
 pub const SEGMENT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// Segments are filled with zeros this far ahead of the last record, and synced, so that an
+/// append neither grows the file nor allocates blocks: `fdatasync` then writes data only, with no
+/// file-system metadata to commit. Recovery reads a zero tail as the end of the journal.
+pub const PREALLOCATE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("seg-{first_seq:020}.log"))
@@ -52,7 +57,8 @@ pub struct JournalWriter {
     mode: Durability,
     fingerprint: u64,
     segment_bytes_max: u64,
-    file: Option<(File, PathBuf, u64)>,
+    /// The open segment, its path, the bytes written, and the bytes preallocated.
+    file: Option<(File, PathBuf, u64, u64)>,
     buf: Vec<u8>,
     next_seq: u64,
     /// Highest sequence committed (durable in `fsync` mode).
@@ -86,19 +92,38 @@ impl JournalWriter {
     }
 
     fn start_segment(&mut self) -> Result<(), JournalError> {
+        self.finish_segment()?;
         let path = segment_path(&self.dir, self.next_seq);
         // A segment that starts at the next sequence holds no record (recovery read everything
         // before it): a restart that wrote nothing left it behind.
         if path.exists() {
             fs::remove_file(&path).map_err(io_err(&path))?;
         }
-        let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
-        file.write_all(&record::segment_header(self.fingerprint, self.next_seq)).map_err(io_err(&path))?;
+        let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path).map_err(io_err(&path))?;
+        file.write_all_at(&record::segment_header(self.fingerprint, self.next_seq), 0).map_err(io_err(&path))?;
+        let header = SEGMENT_HEADER_BYTES as u64;
+        let allocated = zero_fill(&file, &path, header, header + self.preallocate())?;
         if self.mode == Durability::Fsync {
-            file.sync_data().map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
             sync_dir(&self.dir)?;
         }
-        self.file = Some((file, path, SEGMENT_HEADER_BYTES as u64));
+        self.file = Some((file, path, header, allocated));
+        Ok(())
+    }
+
+    /// How far ahead to zero-fill: never more than a whole segment.
+    fn preallocate(&self) -> u64 {
+        PREALLOCATE_BYTES.min(self.segment_bytes_max)
+    }
+
+    /// Cuts the open segment's zero tail, so that only the last segment ever has one.
+    fn finish_segment(&mut self) -> Result<(), JournalError> {
+        if let Some((file, path, size, _)) = self.file.take() {
+            file.set_len(size).map_err(io_err(&path))?;
+            if self.mode == Durability::Fsync {
+                file.sync_all().map_err(io_err(&path))?;
+            }
+        }
         Ok(())
     }
 
@@ -119,18 +144,27 @@ impl JournalWriter {
     /// Writes the pending group and, in `fsync` mode, waits until it is on disk. Returns the
     /// highest committed sequence.
     pub fn commit(&mut self) -> Result<u64, JournalError> {
-        if let Some((file, path, size)) = self.file.as_mut() {
+        let fsync = self.mode == Durability::Fsync;
+        if let Some((file, path, size, allocated)) = self.file.as_mut() {
             if !self.buf.is_empty() {
-                file.write_all(&self.buf).map_err(io_err(path))?;
-                if self.mode == Durability::Fsync {
+                let end = *size + self.buf.len() as u64;
+                if end > *allocated {
+                    // Rare (every PREALLOCATE_BYTES): extend the zeros, with their metadata.
+                    *allocated = zero_fill(file, path, *allocated, end + PREALLOCATE_BYTES.min(self.segment_bytes_max))?;
+                    if fsync {
+                        file.sync_all().map_err(io_err(path))?;
+                    }
+                }
+                file.write_all_at(&self.buf, *size).map_err(io_err(path))?;
+                if fsync {
                     file.sync_data().map_err(io_err(path))?;
                 }
-                *size += self.buf.len() as u64;
+                *size = end;
                 self.buf.clear();
             }
         }
         self.committed = self.next_seq - 1;
-        if self.file.as_ref().is_some_and(|(_, _, size)| *size >= self.segment_bytes_max) {
+        if self.file.as_ref().is_some_and(|(_, _, size, _)| *size >= self.segment_bytes_max) {
             self.start_segment()?;
         }
         Ok(self.committed)
@@ -139,6 +173,19 @@ impl JournalWriter {
     pub fn committed(&self) -> u64 {
         self.committed
     }
+}
+
+/// Writes zeros into `file` from `from` to `to`; returns `to`.
+fn zero_fill(file: &File, path: &Path, from: u64, to: u64) -> Result<u64, JournalError> {
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < to {
+        let n = CHUNK.min((to - at) as usize);
+        file.write_all_at(&zeros[..n], at).map_err(io_err(path))?;
+        at += n as u64;
+    }
+    Ok(to)
 }
 
 /// What reading the journal found.
@@ -210,7 +257,8 @@ pub fn read_journal(
                 Decoded::Short | Decoded::Zeros => return Err(corrupt(at, "the segment ends inside a record".into())),
                 Decoded::Bad(reason) => {
                     let record_end = record_end(&bytes, at);
-                    if last_segment && record_end >= bytes.len() {
+                    let only_zeros_after = bytes.get(record_end..).is_none_or(|rest| rest.iter().all(|&b| b == 0));
+                    if last_segment && only_zeros_after {
                         truncate(path, at)?;
                         tracing::warn!(
                             "journal: torn last record in {} at byte {at} ({reason}): cut off",

@@ -86,7 +86,8 @@ fn a_torn_tail_is_cut_back_and_logged() {
     let mut offsets = Vec::new();
     read_journal(&journal_dir(dir.path()), spec.fingerprint(), 0, |_, _, _, _| Ok(())).unwrap();
     let mut at = 32;
-    while at < full.len() {
+    // Records, up to the preallocated zeros.
+    while at < full.len() && full[at..at + 4] != [0; 4] {
         offsets.push(at);
         at += 24 + u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) as usize;
     }
@@ -97,12 +98,18 @@ fn a_torn_tail_is_cut_back_and_logged() {
     assert_eq!(r.journal.truncated, Some((seg.clone(), last as u64)));
     assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
     assert_eq!(r.matcher.state_hash(), write_state(&spec, &cmds[..99]).state_hash());
-    // Zeros where a record should start (an extended, never-written tail) are cut the same way.
+    // Zeros where a record should start (the preallocated tail) are cut the same way, and so is
+    // a record written only in part into them.
     let mut zeros = full[..last].to_vec();
     zeros.extend_from_slice(&[0u8; 4096]);
     fs::write(&seg, &zeros).unwrap();
     assert_eq!(recover(dir.path(), &spec, |_| {}).unwrap().last_seq, 99);
     assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
+    let mut partial = full[..last + 30].to_vec();
+    partial.extend_from_slice(&[0u8; 4096]);
+    fs::write(&seg, &partial).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    assert_eq!((r.last_seq, r.journal.truncated), (99, Some((seg.clone(), last as u64))));
 }
 
 fn write_state(spec: &Spec, cmds: &[Command]) -> Matcher {
