@@ -150,7 +150,8 @@ impl JournalWriter {
                 let end = *size + self.buf.len() as u64;
                 if end > *allocated {
                     // Rare (every PREALLOCATE_BYTES): extend the zeros, with their metadata.
-                    *allocated = zero_fill(file, path, *allocated, end + PREALLOCATE_BYTES.min(self.segment_bytes_max))?;
+                    *allocated =
+                        zero_fill(file, path, *allocated, end + PREALLOCATE_BYTES.min(self.segment_bytes_max))?;
                     if fsync {
                         file.sync_all().map_err(io_err(path))?;
                     }

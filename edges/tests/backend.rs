@@ -1,0 +1,79 @@
+//! The HTTP edge against stand-in backends: one that never answers (504 with error 5 after the
+//! reply timeout) and one that is always full (error 3).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use viaduct_edges::http::{HttpConfig, HttpEdge};
+use viaduct_edges::Backend;
+use viaduct_matcher::{config::embedded, Command, Spec};
+
+/// Takes every command and never replies; or, when `full`, takes none.
+struct Stalled {
+    spec: Spec,
+    full: bool,
+}
+
+impl Backend for Stalled {
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn submit(&mut self, _tag: u64, _request_id: i64, cmd: Command) -> Result<(), Command> {
+        if self.full {
+            Err(cmd)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<(u64, String)> {
+        None
+    }
+}
+
+fn exchange(full: bool) -> String {
+    let mut cfg = HttpConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.reply_timeout = Duration::from_millis(200);
+    let spec = Spec::new(&embedded()).unwrap();
+    let edge = HttpEdge::start(cfg, move |_notify| Stalled { spec, full }).unwrap();
+    let mut s = TcpStream::connect(edge.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = r#"{"id": 42, "method": "balance.query", "params": [1]}"#;
+    write!(s, "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !whole_response(&got) {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+#[test]
+fn a_reply_that_never_comes_is_answered_504_with_error_5() {
+    let text = exchange(false);
+    assert!(text.starts_with("HTTP/1.1 504 "), "{text}");
+    assert!(text.contains(r#"{"code":5,"message":"service timeout"}"#), "{text}");
+}
+
+#[test]
+fn a_full_engine_answers_error_3() {
+    let text = exchange(true);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains(r#""error":{"code":3,"message":"service unavailable"},"result":null,"id":42"#), "{text}");
+}
+
+/// Whether `bytes` hold a whole response: the head and `Content-Length` bytes of body.
+fn whole_response(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some(head_end) = text.find("\r\n\r\n") else { return false };
+    let length: usize = text[..head_end]
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    bytes.len() >= head_end + 4 + length
+}
