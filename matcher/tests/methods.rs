@@ -160,7 +160,7 @@ fn balance_update_refuses_bad_params() {
         json!([3, "BCH", "deposit", 1, "1", {}, 1]),
         json!([3, "BCH", "deposit", 1, "1", null]),
         json!([3, "BCH", "deposit", 1, "1", []]),
-        json!([3, "XXX", "deposit", 1, "1", {}]),
+        json!([3, "NOPE", "deposit", 1, "1", {}]),
         json!([3, "BCH", 5, 1, "1", {}]),
         json!([3, "BCH", "deposit", "1", "1", {}]),
         json!([3, "BCH", "deposit", -1, "1", {}]),
