@@ -4,6 +4,8 @@ use viaduct::config;
 
 use std::io::{self, BufRead, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -54,7 +56,7 @@ enum Cmd {
 }
 
 fn main() {
-    tracing_subscriber::fmt().with_writer(io::stderr).with_target(false).init();
+    tracing_subscriber::fmt().with_writer(io::stderr).with_ansi(io::stderr().is_terminal()).with_target(false).init();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::CheckConfig { config } => check_config(config),
@@ -134,13 +136,22 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, s
         startup.state_hash
     );
     if !stdio {
-        let cfg = HttpConfig::new(loaded_http);
-        let _http = HttpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify))
-            .with_context(|| format!("starting the HTTP edge on {loaded_http}"))?;
-        // The edges run until the process is stopped; the journal makes any stop safe.
-        loop {
-            std::thread::park();
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handlers")?;
         }
+        let cfg = HttpConfig::new(loaded_http);
+        let http = HttpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify))
+            .with_context(|| format!("starting the HTTP edge on {loaded_http}"))?;
+        // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        tracing::info!("stopping: no new requests; draining the pipeline");
+        drop(http);
+        let (seq, hash) = engine.shutdown();
+        tracing::info!("stopped at sequence {seq}, state hash {hash:016x}");
+        return Ok(());
     }
     serve_stdio(&engine)?;
     let (seq, hash) = engine.shutdown();

@@ -93,3 +93,39 @@ fn run_serves_a_first_session_and_keeps_it_across_a_restart() {
     assert_eq!(again[1]["result"]["records"][0]["left"], "1");
     assert_eq!(again[2]["error"]["code"], 10);
 }
+
+#[test]
+fn sigterm_drains_the_engine_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("viaduct.toml");
+    let text = std::fs::read_to_string(example()).unwrap() + "\n[edges.http]\nbind = \"127.0.0.1:0\"\n";
+    std::fs::write(&config, text).unwrap();
+    let mut child = viaduct()
+        .args(["run", "--config", config.to_str().unwrap(), "--data-dir", dir.path().join("data").to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "viaduct exited before listening");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    let body = r#"{"id": 1, "method": "balance.update", "params": [1, "BTC", "deposit", 1, "2", {}]}"#;
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(s, "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut reply = [0u8; 512];
+    let n = s.read(&mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply[..n]).contains(r#""status":"success""#));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    log.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "exit {status}: {rest}");
+    assert!(rest.contains("stopped at sequence 1,"), "{rest}");
+}
