@@ -174,7 +174,8 @@ fn out_slot() -> OutSlot {
         cmd: Command::AssetList,
         journal_seq: 0,
         outcome: Err(RpcError::Internal),
-        events: Events::with_capacity(8),
+        // Empty until first used: a slot allocates on the ring's first lap, never after.
+        events: Events::default(),
     }
 }
 
