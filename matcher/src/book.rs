@@ -312,7 +312,10 @@ impl Book {
     }
 
     fn unlink_user(&mut self, user: u32, prev: u32, next: u32) {
-        let list = self.users.get_mut(&user).expect("user list of a resting order exists");
+        let std::collections::hash_map::Entry::Occupied(mut entry) = self.users.entry(user) else {
+            unreachable!("the user list of a resting order exists");
+        };
+        let list = entry.get_mut();
         if prev == NIL {
             list.head = next;
         }
@@ -321,7 +324,7 @@ impl Book {
         }
         list.count -= 1;
         if list.count == 0 {
-            self.users.remove(&user);
+            entry.remove(); // one lookup for both the update and the removal
         }
         if prev != NIL {
             self.links[prev as usize].user_next = next;
