@@ -245,17 +245,6 @@ impl Client {
         Some(r)
     }
 
-    /// Submits and waits for the reply (spinning while the ring is full).
-    pub fn call(&mut self, request_id: i64, method: &str, params: &[Value]) -> Response {
-        loop {
-            match self.submit(request_id, method, params) {
-                Ok(()) => return self.recv(),
-                Err(Refused(r)) if r.json.contains("\"code\":3") => std::thread::yield_now(),
-                Err(Refused(r)) => return r,
-            }
-        }
-    }
-
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
     }

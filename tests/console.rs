@@ -6,6 +6,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+mod support;
+
 fn viaduct() -> Command {
     Command::new(env!("CARGO_BIN_EXE_viaduct"))
 }
@@ -40,13 +42,7 @@ fn a_config_that_breaks_a_precision_rule_is_refused_by_name() {
 
 /// Runs `viaduct run` on `data_dir` with `requests` on its standard input; returns the replies.
 fn run(data_dir: &std::path::Path, requests: &[&str]) -> Vec<Value> {
-    let mut child = viaduct()
-        .args(["run", "--stdio", "--config", &example(), "--data-dir", data_dir.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = support::spawn_stdio(&["--config", &example(), "--data-dir", data_dir.to_str().unwrap()]);
     let mut stdin = child.stdin.take().unwrap();
     for r in requests {
         writeln!(stdin, "{r}").unwrap();

@@ -3,13 +3,14 @@
 //! acknowledged command must be in the journal exactly once, and the recovered state must equal
 //! the reference model fed exactly the commands the journal holds.
 
+mod support;
+
 #[path = "../matcher/tests/model/mod.rs"]
 #[allow(dead_code)]
 mod model;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -110,13 +111,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let mut acked: HashMap<String, Value> = HashMap::new();
     let (mut acked_total, mut cut_short) = (0, 0);
     for round in 0..ROUNDS {
-        let mut child = Process::new(env!("CARGO_BIN_EXE_viaduct"))
-            .args(["run", "--stdio", "--profile", profile.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child =
+            support::spawn_stdio(&["--profile", profile.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
         let mut stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {

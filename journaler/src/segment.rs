@@ -246,29 +246,26 @@ pub fn read_journal(
                     }
                     at += n;
                 }
-                Decoded::Short | Decoded::Zeros if last_segment => {
+                other => {
+                    // Torn: the bytes end inside the record, or only zeros follow where it ends.
+                    let (torn, reason) = match other {
+                        Decoded::Short | Decoded::Zeros => (true, "the segment ends inside a record".to_string()),
+                        Decoded::Bad(reason) => {
+                            let end = record_end(&bytes, at);
+                            (bytes.get(end..).is_none_or(|rest| rest.iter().all(|&b| b == 0)), reason)
+                        }
+                        Decoded::Record { .. } => unreachable!("handled above"),
+                    };
+                    if !(last_segment && torn) {
+                        return Err(corrupt(at, reason));
+                    }
                     truncate(path, at)?;
                     tracing::warn!(
-                        "journal: torn tail in {} at byte {at}: cut back to the last whole record",
+                        "journal: torn tail in {} at byte {at} ({reason}): cut back to the last whole record",
                         path.display()
                     );
                     out.truncated = Some((path.clone(), at as u64));
                     break;
-                }
-                Decoded::Short | Decoded::Zeros => return Err(corrupt(at, "the segment ends inside a record".into())),
-                Decoded::Bad(reason) => {
-                    let record_end = record_end(&bytes, at);
-                    let only_zeros_after = bytes.get(record_end..).is_none_or(|rest| rest.iter().all(|&b| b == 0));
-                    if last_segment && only_zeros_after {
-                        truncate(path, at)?;
-                        tracing::warn!(
-                            "journal: torn last record in {} at byte {at} ({reason}): cut off",
-                            path.display()
-                        );
-                        out.truncated = Some((path.clone(), at as u64));
-                        break;
-                    }
-                    return Err(corrupt(at, reason));
                 }
             }
         }

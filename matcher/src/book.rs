@@ -209,12 +209,6 @@ impl Book {
         self.unlink(head);
     }
 
-    /// Removes a resting order; returns it and its level's new total.
-    pub fn remove(&mut self, id: u64) -> Option<(Order, i128)> {
-        let slot = self.by_id.remove(&id)?;
-        Some(self.unlink(slot))
-    }
-
     /// Removes a resting order if `user` owns it (one lookup): `Err(None)` when there is no such
     /// order, `Err(Some(owner))` when another user owns it.
     pub fn remove_owned(&mut self, id: u64, user: u32) -> Result<(Order, i128), Option<u32>> {
