@@ -120,6 +120,7 @@ fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
             amount,
             taker_fee: 10,
             source: Source::EMPTY,
+            client_id: 0,
         });
     }
     if roll < 5 + cancel_share && resting > 0 {
@@ -177,6 +178,7 @@ impl MatcherMix {
                 taker_fee: o.taker_fee,
                 maker_fee: o.maker_fee,
                 source: o.source,
+                client_id: o.client_id,
             }));
         }
         out
@@ -198,5 +200,15 @@ pub fn place_grid(m: &mut Matcher, users: u32, orders: u32) {
 }
 
 fn limit_with(user: u32, side: Side, price: i128, amount: i128, source: Source) -> Command {
-    Command::PutLimit(PutLimit { user, market: 0, side, amount, price, taker_fee: 10, maker_fee: 5, source })
+    Command::PutLimit(PutLimit {
+        user,
+        market: 0,
+        side,
+        amount,
+        price,
+        taker_fee: 10,
+        maker_fee: 5,
+        source,
+        client_id: 0,
+    })
 }

@@ -8,7 +8,7 @@
 use viaduct_matcher::Command;
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"VDJRNL01";
-pub const SEGMENT_VERSION: u32 = 1;
+pub const SEGMENT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 pub const RECORD_HEADER_BYTES: usize = 24;
 /// The largest payload a record may have; a length above it is corruption, not a big command.

@@ -47,6 +47,12 @@ pub enum Command {
         market: MarketId,
         order_id: u64,
     },
+    /// Cancels the open order that `user` placed with `client_id` (binary order entry only).
+    CancelByClientId {
+        user: u32,
+        market: MarketId,
+        client_id: u64,
+    },
     OrderBook {
         market: MarketId,
         side: Side,
@@ -77,7 +83,8 @@ pub enum Command {
 }
 
 /// `order.put_limit`: `amount` at `stock_prec`, `price` at `money_prec`, rates at `fee_prec`
-/// (below 10^6, as `fee_prec` is at most 6).
+/// (below 10^6, as `fee_prec` is at most 6). `client_id` is the caller's own order id (0: none;
+/// only the binary order entry sets one): a second order with a live one is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutLimit {
     pub user: u32,
@@ -88,6 +95,7 @@ pub struct PutLimit {
     pub taker_fee: u32,
     pub maker_fee: u32,
     pub source: Source,
+    pub client_id: u64,
 }
 
 /// `order.put_market`: `amount` at `stock_prec` (for a bid it is money to spend).
@@ -99,6 +107,7 @@ pub struct PutMarket {
     pub amount: i128,
     pub taker_fee: u32,
     pub source: Source,
+    pub client_id: u64,
 }
 
 impl Command {
@@ -106,7 +115,11 @@ impl Command {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Command::BalanceUpdate { .. } | Command::PutLimit(_) | Command::PutMarket(_) | Command::Cancel { .. }
+            Command::BalanceUpdate { .. }
+                | Command::PutLimit(_)
+                | Command::PutMarket(_)
+                | Command::Cancel { .. }
+                | Command::CancelByClientId { .. }
         )
     }
 }
@@ -223,6 +236,7 @@ fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
         taker_fee: fee_rate(taker, mk.fee_prec)?,
         maker_fee: fee_rate(maker, mk.fee_prec)?,
         source: self::source(source)?,
+        client_id: 0,
     }))
 }
 
@@ -237,6 +251,7 @@ fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
         amount: positive(amount, mk.stock_prec)?,
         taker_fee: fee_rate(taker, mk.fee_prec)?,
         source: self::source(source)?,
+        client_id: 0,
     }))
 }
 

@@ -13,10 +13,12 @@ use crate::ledger::{Account, Balance, Ledger};
 use crate::order::{Order, OrderKind, Side, Source};
 use crate::reply::{AssetSummary, MarketSummary, Reply};
 
-/// How long a `balance.update` (user, asset, business, business_id) is remembered: 24 h.
+/// How long a `balance.update` (user, asset, business, business_id) is remembered: 24 h. Client
+/// order ids are remembered as long.
 pub const DEDUPE_WINDOW_US: u64 = 86_400 * 1_000_000;
 /// Most `balance.update` keys remembered at once by default; past it (within 24 h) updates answer
-/// error 3. [`Matcher::set_dedupe_entries_max`] changes it.
+/// error 3. [`Matcher::set_dedupe_entries_max`] changes it. The same bound holds for client order
+/// ids.
 pub const DEDUPE_ENTRIES_MAX: usize = 4_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -27,19 +29,22 @@ pub(crate) struct DedupeKey {
     pub business_id: u64,
 }
 
-/// The `balance.update` dedupe window, kept in the state so that replay reproduces it. An entry
-/// counts while it is younger than 24 h; expired entries are dropped when a later update arrives.
+/// A user's client order id.
+pub(crate) type ClientKey = (u32, u64);
+
+/// Keys remembered for 24 h, each with a value (the order a client order id names), kept in the
+/// state so that replay reproduces it. Expired entries are dropped when a later key arrives.
 #[derive(Clone)]
-pub(crate) struct Dedupe {
+pub(crate) struct Window<K> {
     pub entries_max: usize,
-    pub seen: HashMap<DedupeKey, u64>,
+    pub seen: HashMap<K, (u64, u64)>,
     /// (time, key) in arrival order, for eviction.
-    pub order: VecDeque<(u64, DedupeKey)>,
+    pub order: VecDeque<(u64, K)>,
 }
 
-impl Default for Dedupe {
-    fn default() -> Dedupe {
-        Dedupe { entries_max: DEDUPE_ENTRIES_MAX, seen: HashMap::new(), order: VecDeque::new() }
+impl<K> Default for Window<K> {
+    fn default() -> Window<K> {
+        Window { entries_max: DEDUPE_ENTRIES_MAX, seen: HashMap::new(), order: VecDeque::new() }
     }
 }
 
@@ -47,23 +52,24 @@ fn expired(t: u64, now: u64) -> bool {
     t.saturating_add(DEDUPE_WINDOW_US) <= now
 }
 
-impl Dedupe {
-    fn live(&self, k: &DedupeKey, now: u64) -> bool {
-        self.seen.get(k).is_some_and(|&t| !expired(t, now))
+impl<K: Clone + Eq + std::hash::Hash> Window<K> {
+    /// The value of `k` if it is younger than the window.
+    pub(crate) fn live(&self, k: &K, now: u64) -> Option<u64> {
+        self.seen.get(k).filter(|(t, _)| !expired(*t, now)).map(|&(_, v)| v)
     }
 
     fn full(&self, now: u64) -> bool {
         self.order.len() >= self.entries_max && self.order.front().is_some_and(|(t, _)| !expired(*t, now))
     }
 
-    pub(crate) fn insert(&mut self, k: DedupeKey, now: u64) {
+    pub(crate) fn insert(&mut self, k: K, value: u64, now: u64) {
         while self.order.front().is_some_and(|(t, _)| expired(*t, now)) {
             let (t, old) = self.order.pop_front().expect("front exists");
-            if self.seen.get(&old) == Some(&t) {
+            if self.seen.get(&old).is_some_and(|&(seen, _)| seen == t) {
                 self.seen.remove(&old);
             }
         }
-        self.seen.insert(k.clone(), now);
+        self.seen.insert(k.clone(), (now, value));
         self.order.push_back((now, k));
     }
 }
@@ -76,7 +82,9 @@ pub struct Matcher {
     pub(crate) books: Vec<Book>,
     pub(crate) order_id: u64,
     pub(crate) deal_id: u64,
-    pub(crate) dedupe: Dedupe,
+    pub(crate) dedupe: Window<DedupeKey>,
+    /// Client order ids of the last 24 h and the orders they name.
+    pub(crate) client_ids: Window<ClientKey>,
 }
 
 type Res = Result<Reply, RpcError>;
@@ -90,13 +98,22 @@ impl Matcher {
     pub fn with_capacity(spec: Spec, users: usize, orders: usize) -> Matcher {
         let books = spec.markets.iter().map(|_| Book::with_capacity(orders)).collect();
         let ledger = Ledger::new(&spec, users);
-        Matcher { spec, ledger, books, order_id: 0, deal_id: 0, dedupe: Dedupe::default() }
+        Matcher {
+            spec,
+            ledger,
+            books,
+            order_id: 0,
+            deal_id: 0,
+            dedupe: Window::default(),
+            client_ids: Window::default(),
+        }
     }
 
-    /// Sets how many `balance.update` keys are remembered at most (a limit, not state: it is not
-    /// in snapshots).
+    /// Sets how many `balance.update` keys, and how many client order ids, are remembered at most
+    /// (a limit, not state: it is not in snapshots).
     pub fn set_dedupe_entries_max(&mut self, entries_max: usize) {
         self.dedupe.entries_max = entries_max;
+        self.client_ids.entries_max = entries_max;
     }
 
     pub fn spec(&self) -> &Spec {
@@ -139,6 +156,10 @@ impl Matcher {
             Command::PutLimit(c) => self.put_limit(time_us, c, events),
             Command::PutMarket(c) => self.put_market(time_us, c, events),
             Command::Cancel { user, market, order_id } => self.cancel(*user, *market, *order_id, events),
+            Command::CancelByClientId { user, market, client_id } => {
+                let order_id = self.client_ids.live(&(*user, *client_id), time_us).ok_or(RpcError::OrderNotFound)?;
+                self.cancel(*user, *market, order_id, events)
+            }
             Command::OrderBook { market, side, offset, limit } => Ok(self.order_book(*market, *side, *offset, *limit)),
             Command::OrderDepth { market, limit, interval } => Ok(self.order_depth(*market, *limit, *interval)),
             Command::OrderPending { user, market, offset, limit } => {
@@ -175,7 +196,7 @@ impl Matcher {
     }
 
     fn balance_update(&mut self, now: u64, key: DedupeKey, change: i128, detail: &str, events: &mut Events) -> Res {
-        if self.dedupe.live(&key, now) {
+        if self.dedupe.live(&key, now).is_some() {
             return Err(RpcError::RepeatUpdate);
         }
         let asset = key.asset;
@@ -202,7 +223,7 @@ impl Matcher {
                 detail: detail.to_string(),
             })),
         });
-        self.dedupe.insert(key, now);
+        self.dedupe.insert(key, 0, now);
         Ok(Reply::Success)
     }
 
@@ -283,6 +304,7 @@ impl Matcher {
         if c.amount < mk.min_amount {
             return Err(RpcError::AmountTooSmall);
         }
+        check_client_id(&self.client_ids, c.user, c.client_id, now)?;
         self.order_id += 1;
         let mut taker = new_order(
             self.order_id,
@@ -296,7 +318,9 @@ impl Matcher {
             c.taker_fee,
             c.maker_fee,
             c.source,
+            c.client_id,
         );
+        remember_client_id(&mut self.client_ids, c.user, c.client_id, self.order_id, now);
         let book = &mut self.books[c.market as usize];
         Trades {
             spec,
@@ -340,6 +364,7 @@ impl Matcher {
         if too_small {
             return Err(RpcError::AmountTooSmall);
         }
+        check_client_id(&self.client_ids, c.user, c.client_id, now)?;
         let amount = match c.side {
             Side::Ask => c.amount,
             Side::Bid => c.amount * pow10(mk.money_prec),
@@ -357,7 +382,9 @@ impl Matcher {
             c.taker_fee,
             0,
             c.source,
+            c.client_id,
         );
+        remember_client_id(&mut self.client_ids, c.user, c.client_id, self.order_id, now);
         Trades { spec, mk, book, ledger, deal_id: &mut self.deal_id, now, events: &mut *events }.run(&mut taker, false);
         events.order(OrderEventKind::Finish, taker);
         Ok(Reply::Order)
@@ -396,6 +423,27 @@ fn check_available(
     }
 }
 
+/// Refuses a client order id that names a live order of the last 24 h, or that does not fit in
+/// the window.
+fn check_client_id(ids: &Window<ClientKey>, user: u32, client_id: u64, now: u64) -> Result<(), RpcError> {
+    if client_id == 0 {
+        return Ok(());
+    }
+    if let Some(order_id) = ids.live(&(user, client_id), now) {
+        return Err(RpcError::DuplicateClientId { order_id });
+    }
+    if ids.full(now) {
+        return Err(RpcError::ServiceUnavailable);
+    }
+    Ok(())
+}
+
+fn remember_client_id(ids: &mut Window<ClientKey>, user: u32, client_id: u64, order_id: u64, now: u64) {
+    if client_id != 0 {
+        ids.insert((user, client_id), order_id, now);
+    }
+}
+
 /// Releases whatever a leaving order still has frozen.
 fn release(spec: &Spec, ledger: &mut Ledger, mk: &Market, order: &Order) {
     let frozen = order.frozen();
@@ -423,6 +471,7 @@ fn new_order(
     taker_fee: u32,
     maker_fee: u32,
     source: Source,
+    client_id: u64,
 ) -> Order {
     Order {
         id,
@@ -441,6 +490,7 @@ fn new_order(
         deal_money: 0,
         deal_fee: 0,
         source,
+        client_id,
     }
 }
 

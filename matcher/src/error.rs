@@ -36,6 +36,10 @@ pub enum RpcError {
     /// `order.cancel` (11).
     #[error("user not match")]
     UserNotMatch,
+    /// A new order whose client order id is still live (13; binary order entry only, as no
+    /// JSON-RPC method carries a client order id): `order_id` is the order that has it.
+    #[error("duplicate client order id")]
+    DuplicateClientId { order_id: u64 },
 }
 
 impl RpcError {
@@ -50,6 +54,7 @@ impl RpcError {
             RpcError::RepeatUpdate | RpcError::BalanceNotEnough | RpcError::OrderNotFound => 10,
             RpcError::UpdateBalanceNotEnough | RpcError::AmountTooSmall | RpcError::UserNotMatch => 11,
             RpcError::NoEnoughTrader => 12,
+            RpcError::DuplicateClientId { .. } => 13,
         }
     }
 }

@@ -97,6 +97,8 @@ pub struct Order {
     pub deal_money: i128,
     pub deal_fee: i128,
     pub source: Source,
+    /// The caller's own id for the order (0: none), from the binary order entry.
+    pub client_id: u64,
 }
 
 impl Order {

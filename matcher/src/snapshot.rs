@@ -7,11 +7,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AssetId, MarketId, Spec};
-use crate::engine::{DedupeKey, Matcher};
+use crate::engine::{ClientKey, DedupeKey, Matcher};
 use crate::ledger::Balance;
 use crate::order::Order;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct AssetRecord {
@@ -42,6 +42,8 @@ struct Snapshot {
     accounts: Vec<(u32, Vec<Balance>)>,
     orders: Vec<Order>,
     dedupe: Vec<(u64, DedupeKey)>,
+    /// (time, (user, client order id), order id) in arrival order.
+    client_ids: Vec<(u64, ClientKey, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,12 @@ impl Matcher {
                 all
             },
             dedupe: self.dedupe.order.iter().cloned().collect(),
+            client_ids: self
+                .client_ids
+                .order
+                .iter()
+                .map(|&(t, k)| (t, k, self.client_ids.seen.get(&k).map_or(0, |&(_, order)| order)))
+                .collect(),
         };
         postcard::to_stdvec(&snap).expect("snapshot always serializes")
     }
@@ -130,7 +138,13 @@ impl Matcher {
         }
         for (time, mut key) in snap.dedupe {
             key.asset = *asset_map.get(key.asset as usize).ok_or_else(|| invalid("a dedupe entry names no asset"))?;
-            m.dedupe.insert(key, time);
+            m.dedupe.insert(key, 0, time);
+        }
+        for (time, key, order_id) in snap.client_ids {
+            if order_id == 0 || order_id > snap.order_id {
+                return Err(invalid("a client order id names an order out of range"));
+            }
+            m.client_ids.insert(key, order_id, time);
         }
         m.check_invariants().map_err(SnapshotError::Invalid)?;
         Ok(m)

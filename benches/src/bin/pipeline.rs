@@ -242,6 +242,7 @@ fn latency(data: &Path, rate: u64, run: Duration) -> Histogram<u64> {
             taker_fee: 10,
             maker_fee: 5,
             source: Source::EMPTY,
+            client_id: 0,
         })
     };
     let total = rate * run.as_secs();
