@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use viaduct_edges::tcp::ApiKey;
 use viaduct_matcher::config::{self, AssetConfig, MarketConfig};
 use viaduct_matcher::Spec;
 
@@ -37,7 +38,7 @@ pub struct Edges {
     #[serde(default)]
     pub http: Option<EdgeBind>,
     #[serde(default)]
-    pub tcp: Option<EdgeBind>,
+    pub tcp: Option<TcpSection>,
     #[serde(default)]
     pub ws: Option<EdgeBind>,
 }
@@ -48,8 +49,37 @@ pub struct EdgeBind {
     pub bind: String,
 }
 
+/// `[edges.tcp]`: its address and the binary order entry's API keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSection {
+    #[serde(default = "default_tcp_bind")]
+    pub bind: String,
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// `[[edges.tcp.keys]]`: one market maker's key, the user it trades as, and its fee rates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub key: String,
+    pub secret: String,
+    pub user_id: u32,
+    pub taker_fee: String,
+    pub maker_fee: String,
+    #[serde(default)]
+    pub source: String,
+}
+
 /// The HTTP edge's default address (SPEC A4).
 pub const HTTP_BIND: &str = "127.0.0.1:8080";
+/// The TCP edge's default address (SPEC A4).
+pub const TCP_BIND: &str = "127.0.0.1:7316";
+
+fn default_tcp_bind() -> String {
+    TCP_BIND.into()
+}
 
 fn default_data_dir() -> String {
     "./data".into()
@@ -61,6 +91,9 @@ pub struct Loaded {
     pub data_dir: String,
     /// Where the HTTP edge listens.
     pub http_bind: std::net::SocketAddr,
+    /// Where the TCP edge listens, and its API keys.
+    pub tcp_bind: std::net::SocketAddr,
+    pub tcp_keys: Vec<ApiKey>,
     /// Sections the file has that no component of this build reads yet.
     pub not_yet_used: Vec<&'static str>,
 }
@@ -70,7 +103,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     let Some(path) = path else {
         let spec = Spec::new(&config::embedded()).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
         let http_bind = HTTP_BIND.parse().expect("a valid default address");
-        return Ok(Loaded { spec, data_dir: default_data_dir(), http_bind, not_yet_used: Vec::new() });
+        let tcp_bind = TCP_BIND.parse().expect("a valid default address");
+        let data_dir = default_data_dir();
+        return Ok(Loaded { spec, data_dir, http_bind, tcp_bind, tcp_keys: Vec::new(), not_yet_used: Vec::new() });
     };
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
     let file: FileConfig = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
@@ -82,9 +117,6 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     let sections = [("history", &file.history), ("kafka", &file.kafka), ("alerts", &file.alerts), ("auth", &file.auth)];
     let mut not_yet_used: Vec<&'static str> =
         sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
-    if file.edges.tcp.is_some() {
-        not_yet_used.push("edges.tcp");
-    }
     if file.edges.ws.is_some() {
         not_yet_used.push("edges.ws");
     }
@@ -92,5 +124,19 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     let http_bind = bind
         .parse()
         .with_context(|| format!("config {}: [edges.http] bind {bind:?} is not an address", path.display()))?;
-    Ok(Loaded { spec, data_dir: file.data_dir, http_bind, not_yet_used })
+    let tcp = file.edges.tcp.unwrap_or(TcpSection { bind: default_tcp_bind(), keys: Vec::new() });
+    let tcp_bind = tcp
+        .bind
+        .parse()
+        .with_context(|| format!("config {}: [edges.tcp] bind {:?} is not an address", path.display(), tcp.bind))?;
+    let mut tcp_keys = Vec::new();
+    for k in &tcp.keys {
+        let key = ApiKey::new(&spec, &k.key, &k.secret, k.user_id, &k.taker_fee, &k.maker_fee, &k.source)
+            .map_err(|e| anyhow::anyhow!("config {}: [[edges.tcp.keys]] {e}", path.display()))?;
+        if tcp_keys.iter().any(|other: &ApiKey| other.key == key.key) {
+            anyhow::bail!("config {}: [[edges.tcp.keys]] key {:?} appears twice", path.display(), k.key);
+        }
+        tcp_keys.push(key);
+    }
+    Ok(Loaded { spec, data_dir: file.data_dir, http_bind, tcp_bind, tcp_keys, not_yet_used })
 }

@@ -5,13 +5,15 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde_json::Value;
+use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
+use viaduct_edges::{Payload, TAG_BINARY, TAG_FILLS};
 use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir, Progress};
 use viaduct_journaler::segment::{remove_covered, JournalWriter};
 use viaduct_journaler::{snapshot, Durability};
@@ -31,6 +33,9 @@ pub struct Response {
     pub json: String,
     /// The command's journal sequence (0 when it changed nothing).
     pub journal_seq: u64,
+    /// Binary execution reports, instead of `json`, for a tag with [`TAG_BINARY`]; or the fills
+    /// of a watched user (tag [`TAG_FILLS`], `request_id` the user).
+    pub reports: Vec<ServerMsg>,
 }
 
 /// What recovery found, for the startup log.
@@ -47,13 +52,34 @@ pub struct Startup {
 /// Called after replies were handed to a client, once per batch: wakes an event loop.
 pub type Notify = viaduct_edges::Notify;
 
-type Registry = Mutex<HashMap<u32, (Sender<Response>, Option<Notify>)>>;
+/// Fills a client may have waiting beyond its in-flight replies; past it fills are dropped and the
+/// client is told ([`Payload::FillsLost`]).
+pub const FILLS_QUEUE_MAX: usize = 65_536;
+
+/// Where the reply stage sends one client's replies.
+#[derive(Clone)]
+struct Sink {
+    tx: Sender<Response>,
+    notify: Option<Notify>,
+    fills_lost: Arc<AtomicBool>,
+}
+
+type Registry = Mutex<HashMap<u32, Sink>>;
+
+/// Which clients want the fills of which users' resting orders.
+#[derive(Default)]
+struct Watch {
+    users: Mutex<HashMap<u32, Vec<u32>>>,
+    /// Bumped on every change, so the reply stage re-reads `users` only then.
+    version: AtomicU64,
+}
 
 /// A running engine. Dropping it (and every client) drains the pipeline and stops its threads.
 pub struct Engine {
     input: Input,
     spec: Arc<Spec>,
     registry: Arc<Registry>,
+    watch: Arc<Watch>,
     durable: Arc<AtomicU64>,
     next_client: AtomicU32,
     inflight_max: usize,
@@ -100,7 +126,8 @@ impl Engine {
         let commits = Arc::new(AtomicU64::new(0));
         let journal = journal_stage(writer, Arc::clone(&durable), Arc::clone(&commits));
         let registry: Arc<Registry> = Arc::default();
-        let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry));
+        let watch: Arc<Watch> = Arc::default();
+        let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry), Arc::clone(&watch));
         let (snapshots, snapshot_worker) =
             snapshot_stage(data_dir, recovered.matcher.clone(), recovered.last_seq, profile)?;
         let final_state: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
@@ -118,6 +145,7 @@ impl Engine {
             input,
             spec,
             registry,
+            watch,
             durable,
             next_client: AtomicU32::new(1),
             inflight_max: profile.inflight_max,
@@ -170,13 +198,17 @@ impl Engine {
 
     fn client_with(&self, notify: Option<Notify>) -> Client {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = bounded(self.inflight_max);
-        self.registry.lock().expect("registry lock").insert(id, (tx, notify));
+        let (tx, rx) = bounded(self.inflight_max + FILLS_QUEUE_MAX);
+        let fills_lost = Arc::new(AtomicBool::new(false));
+        let sink = Sink { tx, notify, fills_lost: Arc::clone(&fills_lost) };
+        self.registry.lock().expect("registry lock").insert(id, sink);
         Client {
             id,
             input: self.input.clone(),
             spec: Arc::clone(&self.spec),
             registry: Arc::clone(&self.registry),
+            watch: Arc::clone(&self.watch),
+            fills_lost,
             inflight: Arc::new(AtomicUsize::new(0)),
             inflight_max: self.inflight_max,
             rx,
@@ -190,6 +222,8 @@ pub struct Client {
     input: Input,
     spec: Arc<Spec>,
     registry: Arc<Registry>,
+    watch: Arc<Watch>,
+    fills_lost: Arc<AtomicBool>,
     inflight: Arc<AtomicUsize>,
     inflight_max: usize,
     rx: Receiver<Response>,
@@ -204,7 +238,8 @@ impl Client {
     /// or this client's in-flight bound full, is answered at once instead.
     pub fn submit(&mut self, request_id: i64, method: &str, params: &[Value]) -> Result<(), Refused> {
         let refuse = |e: RpcError| {
-            Refused(Response { tag: 0, request_id, json: error_response(Some(request_id), e), journal_seq: 0 })
+            let json = error_response(Some(request_id), e);
+            Refused(Response { tag: 0, request_id, json, journal_seq: 0, reports: Vec::new() })
         };
         let cmd = decode(&self.spec, method, params).map_err(refuse)?;
         self.submit_command(request_id, cmd).map_err(|_| refuse(RpcError::ServiceUnavailable))
@@ -234,15 +269,36 @@ impl Client {
     /// The next reply, waiting for it.
     pub fn recv(&self) -> Response {
         let r = self.rx.recv().expect("the reply stage outlives its clients");
-        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        answered(&self.inflight, &r);
         r
     }
 
     /// The next reply if one is ready.
     pub fn try_recv(&self) -> Option<Response> {
         let r = self.rx.try_recv().ok()?;
-        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        answered(&self.inflight, &r);
         Some(r)
+    }
+
+    /// Starts (`on`) or stops receiving the fills of `user`'s resting orders, as responses tagged
+    /// [`TAG_FILLS`].
+    pub fn watch(&self, user: u32, on: bool) {
+        let mut users = self.watch.users.lock().expect("watch lock");
+        let clients = users.entry(user).or_default();
+        clients.retain(|&c| c != self.id);
+        if on {
+            clients.push(self.id);
+        }
+        if clients.is_empty() {
+            users.remove(&user);
+        }
+        self.watch.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether fills were dropped because this client did not take them fast enough (cleared by
+    /// the call).
+    pub fn take_fills_lost(&self) -> bool {
+        self.fills_lost.swap(false, Ordering::AcqRel)
     }
 
     pub fn inflight(&self) -> usize {
@@ -264,7 +320,7 @@ impl Replies {
     /// The next reply, waiting for it.
     pub fn recv(&self) -> Response {
         let r = self.rx.recv().expect("the reply stage outlives its clients");
-        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        answered(&self.inflight, &r);
         r
     }
 
@@ -274,10 +330,24 @@ impl Replies {
     }
 }
 
+/// A reply frees an in-flight place; fills answer no request.
+fn answered(inflight: &AtomicUsize, r: &Response) {
+    if r.tag != TAG_FILLS {
+        inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         if let Ok(mut r) = self.registry.lock() {
             r.remove(&self.id);
+        }
+        if let Ok(mut users) = self.watch.users.lock() {
+            users.retain(|_, clients| {
+                clients.retain(|&c| c != self.id);
+                !clients.is_empty()
+            });
+            self.watch.version.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -308,52 +378,116 @@ fn journal_stage(
     }
 }
 
-/// Encodes each reply and hands it to its client; at the end of a batch, wakes the clients that
-/// asked to be woken.
-fn reply_stage(spec: Arc<Spec>, registry: Arc<Registry>) -> impl FnMut(&OutSlot, bool) + Send + 'static {
-    let mut clients: HashMap<u32, (Sender<Response>, Option<Notify>)> = HashMap::new();
-    let mut woken: Vec<u32> = Vec::new();
+/// Encodes each reply and hands it to its client, and each fill of a watched user's resting
+/// order to the clients watching; at the end of a batch, wakes the clients that asked to be woken.
+fn reply_stage(
+    spec: Arc<Spec>,
+    registry: Arc<Registry>,
+    watch: Arc<Watch>,
+) -> impl FnMut(&OutSlot, bool) + Send + 'static {
+    let mut out = Delivery { spec, registry, clients: HashMap::new(), woken: Vec::new() };
+    let mut watched: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut watch_version = 0;
+    let mut fills: Vec<(u32, ServerMsg)> = Vec::new();
     move |slot, end_of_batch| {
         if slot.client != 0 {
-            deliver(&spec, &registry, &mut clients, &mut woken, slot);
+            out.reply(slot);
         }
-        if end_of_batch {
-            for id in woken.drain(..) {
-                if let Some((_, Some(notify))) = clients.get(&id) {
-                    notify();
+        let version = watch.version.load(Ordering::Acquire);
+        if version != watch_version {
+            watched = watch.users.lock().expect("watch lock").clone();
+            watch_version = version;
+        }
+        if !watched.is_empty() && !slot.events.deals().is_empty() {
+            fills.clear();
+            maker_fills(&out.spec, &slot.events, |user| watched.contains_key(&user), &mut fills);
+            for (user, msg) in fills.drain(..) {
+                for &client in watched.get(&user).into_iter().flatten() {
+                    out.fill(client, user, msg);
                 }
             }
+        }
+        if end_of_batch {
+            out.wake();
         }
     }
 }
 
-fn deliver(
-    spec: &Spec,
-    registry: &Registry,
-    clients: &mut HashMap<u32, (Sender<Response>, Option<Notify>)>,
-    woken: &mut Vec<u32>,
-    slot: &OutSlot,
-) {
-    let (tx, notify) = match clients.entry(slot.client) {
-        Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(v) => match registry.lock().expect("registry lock").get(&slot.client) {
-            Some(found) => v.insert(found.clone()),
-            None => return, // the client is gone
-        },
-    };
-    let json = response_json(spec, slot.request_id, &slot.outcome, &slot.events);
-    let response = Response { tag: slot.tag, request_id: slot.request_id, json, journal_seq: slot.journal_seq };
-    match tx.try_send(response) {
-        Ok(()) => {
-            if notify.is_some() && woken.last() != Some(&slot.client) && !woken.contains(&slot.client) {
-                woken.push(slot.client);
+/// The reply stage's view of the clients.
+struct Delivery {
+    spec: Arc<Spec>,
+    registry: Arc<Registry>,
+    clients: HashMap<u32, Sink>,
+    woken: Vec<u32>,
+}
+
+impl Delivery {
+    fn sink(&mut self, client: u32) -> Option<&Sink> {
+        match self.clients.entry(client) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(v) => {
+                let found = self.registry.lock().expect("registry lock").get(&client)?.clone();
+                Some(v.insert(found))
             }
         }
-        Err(TrySendError::Disconnected(_)) => {
-            clients.remove(&slot.client);
+    }
+
+    fn reply(&mut self, slot: &OutSlot) {
+        let mut response = Response {
+            tag: slot.tag,
+            request_id: slot.request_id,
+            json: String::new(),
+            journal_seq: slot.journal_seq,
+            reports: Vec::new(),
+        };
+        if slot.tag & TAG_BINARY != 0 {
+            reports(&self.spec, &slot.cmd, &slot.outcome, &slot.events, &mut response.reports);
+        } else {
+            response.json = response_json(&self.spec, slot.request_id, &slot.outcome, &slot.events);
         }
-        Err(TrySendError::Full(_)) => {
-            tracing::warn!("replies: client {} holds more replies than it may have in flight; dropped one", slot.client)
+        self.send(slot.client, response);
+    }
+
+    fn fill(&mut self, client: u32, user: u32, msg: ServerMsg) {
+        let response = Response {
+            tag: TAG_FILLS,
+            request_id: i64::from(user),
+            json: String::new(),
+            journal_seq: 0,
+            reports: vec![msg],
+        };
+        self.send(client, response);
+    }
+
+    fn send(&mut self, client: u32, response: Response) {
+        let fill = response.tag == TAG_FILLS;
+        let Some(sink) = self.sink(client) else { return }; // the client is gone
+        match sink.tx.try_send(response) {
+            Ok(()) => {
+                if sink.notify.is_some() && !self.woken.contains(&client) {
+                    self.woken.push(client);
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.clients.remove(&client);
+            }
+            Err(TrySendError::Full(_)) if fill => {
+                sink.fills_lost.store(true, Ordering::Release);
+                if sink.notify.is_some() && !self.woken.contains(&client) {
+                    self.woken.push(client);
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("replies: client {client} holds more replies than it may have in flight; dropped one")
+            }
+        }
+    }
+
+    fn wake(&mut self) {
+        for id in self.woken.drain(..) {
+            if let Some(Sink { notify: Some(notify), .. }) = self.clients.get(&id) {
+                notify();
+            }
         }
     }
 }
@@ -449,7 +583,22 @@ impl viaduct_edges::Backend for EdgeBackend {
         self.client.submit_tagged(tag, request_id, cmd)
     }
 
-    fn try_recv(&mut self) -> Option<(u64, String)> {
-        self.client.try_recv().map(|r| (r.tag, r.json))
+    fn try_recv(&mut self) -> Option<(u64, Payload)> {
+        if self.client.take_fills_lost() {
+            return Some((TAG_FILLS, Payload::FillsLost));
+        }
+        let r = self.client.try_recv()?;
+        let payload = if r.tag == TAG_FILLS {
+            Payload::Fills { user: r.request_id as u32, reports: r.reports }
+        } else if r.tag & TAG_BINARY != 0 {
+            Payload::Reports(r.reports)
+        } else {
+            Payload::Json(r.json)
+        };
+        Some((r.tag, payload))
+    }
+
+    fn watch(&mut self, user: u32, on: bool) {
+        self.client.watch(user, on);
     }
 }

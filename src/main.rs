@@ -13,6 +13,7 @@ use serde_json::Value;
 use viaduct::engine::{EdgeBackend, Engine};
 use viaduct::profile::Profile;
 use viaduct_edges::http::{HttpConfig, HttpEdge};
+use viaduct_edges::tcp::{TcpConfig, TcpEdge};
 use viaduct_journaler::recovery::Progress;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError};
@@ -36,8 +37,9 @@ enum Cmd {
         config: Option<PathBuf>,
     },
     /// Recover the state in the data directory and run the engine with its HTTP edge
-    /// ([edges.http] bind, 127.0.0.1:8080 by default) until the process is stopped; a stop at any
-    /// moment loses nothing acknowledged.
+    /// ([edges.http] bind, 127.0.0.1:8080 by default) and TCP edge ([edges.tcp] bind,
+    /// 127.0.0.1:7316) until the process is stopped; a stop at any moment loses nothing
+    /// acknowledged.
     Run {
         /// The TOML config; the embedded default when left out.
         #[arg(long)]
@@ -121,7 +123,7 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, s
             tracing::info!("recovery: replayed {records} commands (sequence {seq})")
         }
     };
-    let loaded_http = loaded.http_bind;
+    let (loaded_http, loaded_tcp, tcp_keys) = (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys);
     let (engine, startup) = Engine::start(&data_dir, loaded.spec, &profile, progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -143,12 +145,15 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, s
         let cfg = HttpConfig::new(loaded_http);
         let http = HttpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify))
             .with_context(|| format!("starting the HTTP edge on {loaded_http}"))?;
+        let tcp = TcpEdge::start(TcpConfig::new(loaded_tcp, tcp_keys), |notify| EdgeBackend::new(&engine, notify))
+            .with_context(|| format!("starting the TCP edge on {loaded_tcp}"))?;
         // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         tracing::info!("stopping: no new requests; draining the pipeline");
         drop(http);
+        drop(tcp);
         let (seq, hash) = engine.shutdown();
         tracing::info!("stopped at sequence {seq}, state hash {hash:016x}");
         return Ok(());

@@ -95,7 +95,8 @@ fn sigterm_drains_the_engine_and_stops_cleanly() {
     use std::io::{BufRead, BufReader, Read};
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("viaduct.toml");
-    let text = std::fs::read_to_string(example()).unwrap() + "\n[edges.http]\nbind = \"127.0.0.1:0\"\n";
+    let text = std::fs::read_to_string(example()).unwrap()
+        + "\n[edges.http]\nbind = \"127.0.0.1:0\"\n[edges.tcp]\nbind = \"127.0.0.1:0\"\n";
     std::fs::write(&config, text).unwrap();
     let mut child = viaduct()
         .args(["run", "--config", config.to_str().unwrap(), "--data-dir", dir.path().join("data").to_str().unwrap()])
@@ -107,7 +108,7 @@ fn sigterm_drains_the_engine_and_stops_cleanly() {
     let addr = loop {
         line.clear();
         assert!(log.read_line(&mut line).unwrap() > 0, "viaduct exited before listening");
-        if let Some(rest) = line.split("listening on ").nth(1) {
+        if let Some(rest) = line.split("http: listening on ").nth(1) {
             break rest.trim().to_string();
         }
     };

@@ -12,25 +12,21 @@
 //!   pile up unread is disconnected), `idle_timeout` (a quiet connection is closed).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use serde_json::Value;
 use viaduct_matcher::command::is_matcher_method;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError};
 
-use crate::{Backend, Notify};
+use crate::net::{free_slot, write_some, EdgeThread, Loop, FIRST_CONN, LISTENER, WAKER};
+use crate::{Backend, Notify, Payload};
 
-const LISTENER: Token = Token(0);
-const WAKER: Token = Token(1);
-const FIRST_CONN: usize = 2;
 const READ_CHUNK: usize = 16 * 1024;
 const HEADERS_MAX: usize = 32;
 /// How often timeouts are checked.
@@ -70,60 +66,31 @@ impl HttpConfig {
 
 /// A running HTTP edge; dropping it stops the event loop.
 pub struct HttpEdge {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    thread: EdgeThread,
 }
 
 impl HttpEdge {
     /// Binds `cfg.bind` and starts the event loop. `backend` is built here with the function the
     /// backend must call to wake the loop when replies are ready.
     pub fn start<B: Backend>(cfg: HttpConfig, backend: impl FnOnce(Notify) -> B) -> io::Result<HttpEdge> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let notify: Notify = {
-            let waker = Arc::clone(&waker);
-            Arc::new(move || {
-                let _ = waker.wake();
-            })
-        };
-        let backend = backend(notify);
-        let mut listener = TcpListener::bind(cfg.bind)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut server = Server {
-            cfg,
-            poll,
-            listener,
-            backend,
+        let build = |l: Loop| Server {
+            cfg: cfg.clone(),
+            poll: l.poll,
+            listener: l.listener,
+            backend: backend(l.notify),
             conns: Vec::new(),
             live: 0,
             waiting: HashMap::new(),
             expired: HashSet::new(),
             next_tag: 1,
         };
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new().name("viaduct-http".into()).spawn(move || server.run(&stop))?
-        };
-        tracing::info!("http: listening on {addr}");
-        Ok(HttpEdge { addr, stop, waker, thread: Some(thread) })
+        let thread = EdgeThread::spawn("viaduct-http", cfg.bind, build, |mut s, stop| s.run(stop))?;
+        tracing::info!("http: listening on {}", thread.addr);
+        Ok(HttpEdge { thread })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for HttpEdge {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.addr
     }
 }
 
@@ -209,10 +176,7 @@ impl<B: Backend> Server<B> {
                 drop(stream); // at the bound: closed at once
                 continue;
             }
-            let index = self.conns.iter().position(Option::is_none).unwrap_or_else(|| {
-                self.conns.push(None);
-                self.conns.len() - 1
-            });
+            let index = free_slot(&mut self.conns);
             let token = Token(FIRST_CONN + index);
             if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
                 continue;
@@ -392,7 +356,8 @@ impl<B: Backend> Server<B> {
     /// Hands every ready engine reply to its connection.
     fn take_replies(&mut self) {
         let mut touched = Vec::new();
-        while let Some((tag, json)) = self.backend.try_recv() {
+        while let Some((tag, payload)) = self.backend.try_recv() {
+            let Payload::Json(json) = payload else { continue };
             if self.expired.remove(&tag) {
                 continue;
             }
@@ -426,19 +391,9 @@ impl<B: Backend> Server<B> {
                 c.wbuf.extend_from_slice(&bytes);
             }
         }
-        while !c.wbuf.is_empty() {
-            match c.stream.write(&c.wbuf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.wbuf.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.close(index);
-                    return;
-                }
-            }
+        if write_some(&mut c.stream, &mut c.wbuf).is_err() {
+            self.close(index);
+            return;
         }
         if c.wbuf.len() > write_max {
             tracing::info!("http: a client is not reading its replies ({} bytes waiting); disconnected", c.wbuf.len());

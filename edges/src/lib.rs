@@ -6,11 +6,18 @@
 //! matcher state. A client that sends garbage, sends too much or reads too slowly is answered or
 //! disconnected without affecting anyone else.
 //!
-//! Today: the HTTP JSON-RPC edge ([`http`], ViaBTC's accesshttp). The WebSocket and TCP edges
-//! come later.
+//! - [`http`]: HTTP JSON-RPC (ViaBTC's accesshttp).
+//! - [`tcp`]: one port, two framings told apart by the first bytes: ViaBTC's internal RPC framing
+//!   ([`rpc`]) and the binary order entry for market makers ([`binary`], `PROTOCOL.md`).
+//!
+//! The WebSocket edge comes later. Start reading at [`Backend`], then `http.rs`.
 #![forbid(unsafe_code)]
 
+pub mod binary;
 pub mod http;
+mod net;
+pub mod rpc;
+pub mod tcp;
 
 use std::sync::Arc;
 
@@ -19,11 +26,35 @@ use viaduct_matcher::{Command, Spec};
 /// Wakes an edge's event loop: the backend calls it after handing the edge replies.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
+/// A tag with this bit set asks for the reply as binary execution reports
+/// ([`Payload::Reports`]) instead of JSON.
+pub const TAG_BINARY: u64 = 1 << 63;
+/// The tag of [`Payload::Fills`] and [`Payload::FillsLost`], which answer no request.
+pub const TAG_FILLS: u64 = u64::MAX;
+
+/// What the engine hands an edge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// The whole JSON-RPC response to a request.
+    Json(String),
+    /// The execution reports for a request tagged [`TAG_BINARY`].
+    Reports(Vec<binary::ServerMsg>),
+    /// Fills of resting orders of a user the edge watches ([`Backend::watch`]).
+    Fills { user: u32, reports: Vec<binary::ServerMsg> },
+    /// The edge fell so far behind that fills were dropped: every watching session must be told
+    /// to reconnect.
+    FillsLost,
+}
+
 /// What an edge submits commands to and takes replies from.
 pub trait Backend: Send + 'static {
     fn spec(&self) -> &Spec;
     /// Submits `cmd` marked with `tag`; hands it back when the engine cannot take it now.
     fn submit(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command>;
-    /// A reply that is ready: the tag it was submitted with, and the whole JSON-RPC response.
-    fn try_recv(&mut self) -> Option<(u64, String)>;
+    /// What is ready: the tag a request was submitted with and its reply, or [`TAG_FILLS`].
+    fn try_recv(&mut self) -> Option<(u64, Payload)>;
+    /// Starts (`on`) or stops sending this edge the fills of `user`'s resting orders.
+    fn watch(&mut self, user: u32, on: bool) {
+        let _ = (user, on);
+    }
 }

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use viaduct_edges::http::{HttpConfig, HttpEdge};
-use viaduct_edges::Backend;
+use viaduct_edges::{Backend, Payload};
 use viaduct_matcher::{config::embedded, Command, Spec};
 
 /// Takes every command and never replies; or, when `full`, takes none.
@@ -28,7 +28,7 @@ impl Backend for Stalled {
         }
     }
 
-    fn try_recv(&mut self) -> Option<(u64, String)> {
+    fn try_recv(&mut self) -> Option<(u64, Payload)> {
         None
     }
 }

@@ -182,6 +182,11 @@ impl Events {
         self.orders.last().map(|(_, o)| o)
     }
 
+    /// The deals alone, in order.
+    pub fn deals(&self) -> &[Deal] {
+        &self.deals
+    }
+
     /// The events in the order they happened.
     pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
         self.seq.iter().map(move |&(kind, i)| {

@@ -1,0 +1,730 @@
+//! The binary order-entry protocol for market makers (`edges/PROTOCOL.md` is its reference).
+//!
+//! Fixed-size little-endian messages, each opening with a 4-byte header: total length (u16), type
+//! (u8), version (u8, [`VERSION`]). This module encodes and decodes every message in both
+//! directions and builds execution reports from what a command caused; the TCP edge
+//! ([`crate::tcp`]) runs the sessions.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use viaduct_matcher::command::{PutLimit, PutMarket};
+use viaduct_matcher::config::MarketId;
+use viaduct_matcher::event::{Deal, EventRef, OrderEventKind};
+use viaduct_matcher::order::{Order, OrderKind, Side, Source};
+use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
+
+pub const VERSION: u8 = 1;
+pub const HEADER_BYTES: usize = 4;
+/// The longest message of either direction; a header announcing more (or less than a header)
+/// means the stream cannot be trusted and the connection is closed.
+pub const MESSAGE_BYTES_MAX: usize = 128;
+pub const KEY_BYTES: usize = 16;
+pub const NONCE_BYTES: usize = 32;
+pub const MAC_BYTES: usize = 32;
+pub const MARKET_BYTES: usize = 16;
+
+/// Message types, client to server.
+pub mod client_type {
+    pub const HELLO: u8 = 0x01;
+    pub const LOGIN: u8 = 0x03;
+    pub const NEW_LIMIT: u8 = 0x10;
+    pub const NEW_MARKET: u8 = 0x11;
+    pub const CANCEL: u8 = 0x12;
+    pub const CANCEL_BY_CLIENT_ID: u8 = 0x13;
+    pub const HEARTBEAT: u8 = 0x20;
+}
+
+/// Message types, server to client.
+pub mod server_type {
+    pub const CHALLENGE: u8 = 0x02;
+    pub const LOGIN_ACK: u8 = 0x04;
+    pub const LOGIN_REJECT: u8 = 0x05;
+    pub const HEARTBEAT: u8 = 0x21;
+    pub const ACCEPTED: u8 = 0x30;
+    pub const REJECTED: u8 = 0x31;
+    pub const FILLED: u8 = 0x32;
+    pub const CANCELLED: u8 = 0x33;
+}
+
+/// Why a request was rejected (REJECTED `reason`).
+pub mod reason {
+    pub const INVALID_ARGUMENT: u16 = 1;
+    pub const INTERNAL: u16 = 2;
+    pub const SERVICE_UNAVAILABLE: u16 = 3;
+    pub const BALANCE_NOT_ENOUGH: u16 = 10;
+    pub const AMOUNT_TOO_SMALL: u16 = 11;
+    pub const NO_ENOUGH_TRADER: u16 = 12;
+    pub const DUPLICATE_CLIENT_ID: u16 = 13;
+    pub const ORDER_NOT_FOUND: u16 = 20;
+    pub const USER_NOT_MATCH: u16 = 21;
+    pub const UNKNOWN_MARKET: u16 = 30;
+    pub const BAD_SIDE: u16 = 31;
+    pub const BAD_NUMBER: u16 = 32;
+    pub const MALFORMED: u16 = 40;
+    pub const UNKNOWN_TYPE: u16 = 41;
+    pub const NOT_EXPECTED: u16 = 42;
+    /// LOGIN_REJECT reasons.
+    pub const UNKNOWN_KEY: u16 = 50;
+    pub const BAD_SIGNATURE: u16 = 51;
+}
+
+/// CANCELLED `why`.
+pub const CANCEL_REQUESTED: u8 = 1;
+pub const CANCEL_MARKET_REMAINDER: u8 = 2;
+/// FILLED `role`.
+pub const ROLE_TAKER: u8 = 1;
+pub const ROLE_MAKER: u8 = 2;
+
+/// A message from a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMsg {
+    Hello { key: [u8; KEY_BYTES] },
+    Login { mac: [u8; MAC_BYTES] },
+    NewLimit { client_id: u64, market: [u8; MARKET_BYTES], side: u8, price: i64, amount: i64 },
+    NewMarket { client_id: u64, market: [u8; MARKET_BYTES], side: u8, amount: i64 },
+    Cancel { market: [u8; MARKET_BYTES], order_id: u64 },
+    CancelByClientId { market: [u8; MARKET_BYTES], client_id: u64 },
+    Heartbeat,
+}
+
+/// A message from the server. `seq` is the session sequence, stamped when it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerMsg {
+    Challenge {
+        nonce: [u8; NONCE_BYTES],
+    },
+    LoginAck {
+        seq: u64,
+        user: u32,
+        heartbeat_ms: u32,
+    },
+    LoginReject {
+        reason: u16,
+    },
+    Heartbeat {
+        last_seq: u64,
+    },
+    Accepted {
+        seq: u64,
+        time_us: u64,
+        client_id: u64,
+        order_id: u64,
+        market: [u8; MARKET_BYTES],
+        side: u8,
+        kind: u8,
+        price: i64,
+        amount: i64,
+    },
+    Rejected {
+        seq: u64,
+        client_id: u64,
+        order_id: u64,
+        reason: u16,
+        request_type: u8,
+    },
+    Filled {
+        seq: u64,
+        time_us: u64,
+        client_id: u64,
+        order_id: u64,
+        deal_id: u64,
+        market: [u8; MARKET_BYTES],
+        side: u8,
+        role: u8,
+        fee_scale: u8,
+        price: i64,
+        amount: i64,
+        left: i64,
+        fee: i128,
+    },
+    Cancelled {
+        seq: u64,
+        time_us: u64,
+        client_id: u64,
+        order_id: u64,
+        market: [u8; MARKET_BYTES],
+        why: u8,
+        left: i64,
+    },
+}
+
+/// The stream cannot be read further: the connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadFrame;
+
+/// One message read off the front of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<M> {
+    /// Need more bytes.
+    Partial,
+    /// A whole message of this many bytes.
+    Msg(M, usize),
+    /// A frame of this many bytes that is not a valid message: rejected with `reason`, skipped.
+    Invalid { msg_type: u8, reason: u16, len: usize },
+}
+
+/// Length of each client message type, or `None` for an unknown type.
+pub fn client_len(msg_type: u8) -> Option<usize> {
+    use client_type::*;
+    Some(match msg_type {
+        HELLO => HEADER_BYTES + KEY_BYTES,
+        LOGIN => HEADER_BYTES + MAC_BYTES,
+        NEW_LIMIT => HEADER_BYTES + 8 + MARKET_BYTES + 4 + 8 + 8,
+        NEW_MARKET => HEADER_BYTES + 8 + MARKET_BYTES + 4 + 8,
+        CANCEL | CANCEL_BY_CLIENT_ID => HEADER_BYTES + MARKET_BYTES + 8,
+        HEARTBEAT => HEADER_BYTES,
+        _ => return None,
+    })
+}
+
+/// Length of each server message type, or `None` for an unknown type.
+pub fn server_len(msg_type: u8) -> Option<usize> {
+    use server_type::*;
+    Some(match msg_type {
+        CHALLENGE => HEADER_BYTES + NONCE_BYTES,
+        LOGIN_ACK => HEADER_BYTES + 8 + 4 + 4,
+        LOGIN_REJECT => HEADER_BYTES + 4,
+        HEARTBEAT => HEADER_BYTES + 8,
+        ACCEPTED => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8 + 8,
+        REJECTED => HEADER_BYTES + 8 * 3 + 4,
+        FILLED => HEADER_BYTES + 8 * 5 + MARKET_BYTES + 4 + 8 * 3 + 16,
+        CANCELLED => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8,
+        _ => return None,
+    })
+}
+
+/// Reads little-endian fields in order.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let out: [u8; N] = self.buf[self.at..self.at + N].try_into().expect("length checked by the caller");
+        self.at += N;
+        out
+    }
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+    fn i64(&mut self) -> i64 {
+        i64::from_le_bytes(self.take())
+    }
+    fn i128(&mut self) -> i128 {
+        i128::from_le_bytes(self.take())
+    }
+    /// Padding must be zero, so that it can carry meaning in a later version.
+    fn pad(&mut self, n: usize) -> bool {
+        let zero = self.buf[self.at..self.at + n].iter().all(|&b| b == 0);
+        self.at += n;
+        zero
+    }
+}
+
+/// Splits the header off the front of `buf`: (type, frame length), after checking length and
+/// version.
+fn frame(buf: &[u8], len_of: fn(u8) -> Option<usize>) -> Result<Option<(u8, usize, Option<u16>)>, BadFrame> {
+    if buf.len() < HEADER_BYTES {
+        return Ok(None);
+    }
+    let len = u16::from_le_bytes([buf[0], buf[1]]) as usize;
+    if !(HEADER_BYTES..=MESSAGE_BYTES_MAX).contains(&len) {
+        return Err(BadFrame);
+    }
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let (msg_type, version) = (buf[2], buf[3]);
+    let problem = match len_of(msg_type) {
+        None => Some(reason::UNKNOWN_TYPE),
+        Some(_) if version != VERSION => Some(reason::MALFORMED),
+        Some(expected) if expected != len => Some(reason::MALFORMED),
+        Some(_) => None,
+    };
+    Ok(Some((msg_type, len, problem)))
+}
+
+/// Decodes the client message at the front of `buf`.
+pub fn decode_client(buf: &[u8]) -> Result<Decoded<ClientMsg>, BadFrame> {
+    use client_type::*;
+    let Some((msg_type, len, problem)) = frame(buf, client_len)? else { return Ok(Decoded::Partial) };
+    if let Some(reason) = problem {
+        return Ok(Decoded::Invalid { msg_type, reason, len });
+    }
+    let mut r = Reader { buf: &buf[..len], at: HEADER_BYTES };
+    let mut pad_ok = true;
+    let msg = match msg_type {
+        HELLO => ClientMsg::Hello { key: r.take() },
+        LOGIN => ClientMsg::Login { mac: r.take() },
+        NEW_LIMIT => {
+            let (client_id, market, side) = (r.u64(), r.take(), r.u8());
+            pad_ok = r.pad(3);
+            ClientMsg::NewLimit { client_id, market, side, price: r.i64(), amount: r.i64() }
+        }
+        NEW_MARKET => {
+            let (client_id, market, side) = (r.u64(), r.take(), r.u8());
+            pad_ok = r.pad(3);
+            ClientMsg::NewMarket { client_id, market, side, amount: r.i64() }
+        }
+        CANCEL => ClientMsg::Cancel { market: r.take(), order_id: r.u64() },
+        CANCEL_BY_CLIENT_ID => ClientMsg::CancelByClientId { market: r.take(), client_id: r.u64() },
+        _ => ClientMsg::Heartbeat,
+    };
+    if !pad_ok {
+        return Ok(Decoded::Invalid { msg_type, reason: reason::MALFORMED, len });
+    }
+    Ok(Decoded::Msg(msg, len))
+}
+
+fn header(out: &mut Vec<u8>, msg_type: u8, len_of: fn(u8) -> Option<usize>) {
+    let len = len_of(msg_type).expect("a known type") as u16;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[msg_type, VERSION]);
+}
+
+/// Appends `msg` to `out`.
+pub fn encode_client(msg: &ClientMsg, out: &mut Vec<u8>) {
+    use client_type::*;
+    let start = out.len();
+    match *msg {
+        ClientMsg::Hello { key } => {
+            header(out, HELLO, client_len);
+            out.extend_from_slice(&key);
+        }
+        ClientMsg::Login { mac } => {
+            header(out, LOGIN, client_len);
+            out.extend_from_slice(&mac);
+        }
+        ClientMsg::NewLimit { client_id, market, side, price, amount } => {
+            header(out, NEW_LIMIT, client_len);
+            out.extend_from_slice(&client_id.to_le_bytes());
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[side, 0, 0, 0]);
+            out.extend_from_slice(&price.to_le_bytes());
+            out.extend_from_slice(&amount.to_le_bytes());
+        }
+        ClientMsg::NewMarket { client_id, market, side, amount } => {
+            header(out, NEW_MARKET, client_len);
+            out.extend_from_slice(&client_id.to_le_bytes());
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[side, 0, 0, 0]);
+            out.extend_from_slice(&amount.to_le_bytes());
+        }
+        ClientMsg::Cancel { market, order_id } => {
+            header(out, CANCEL, client_len);
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&order_id.to_le_bytes());
+        }
+        ClientMsg::CancelByClientId { market, client_id } => {
+            header(out, CANCEL_BY_CLIENT_ID, client_len);
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&client_id.to_le_bytes());
+        }
+        ClientMsg::Heartbeat => header(out, HEARTBEAT, client_len),
+    }
+    debug_assert_eq!(out.len() - start, client_len(out[start + 2]).expect("known"));
+}
+
+/// Appends `msg` to `out`.
+pub fn encode_server(msg: &ServerMsg, out: &mut Vec<u8>) {
+    use server_type::*;
+    let start = out.len();
+    match *msg {
+        ServerMsg::Challenge { nonce } => {
+            header(out, CHALLENGE, server_len);
+            out.extend_from_slice(&nonce);
+        }
+        ServerMsg::LoginAck { seq, user, heartbeat_ms } => {
+            header(out, LOGIN_ACK, server_len);
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&user.to_le_bytes());
+            out.extend_from_slice(&heartbeat_ms.to_le_bytes());
+        }
+        ServerMsg::LoginReject { reason } => {
+            header(out, LOGIN_REJECT, server_len);
+            out.extend_from_slice(&reason.to_le_bytes());
+            out.extend_from_slice(&[0, 0]);
+        }
+        ServerMsg::Heartbeat { last_seq } => {
+            header(out, HEARTBEAT, server_len);
+            out.extend_from_slice(&last_seq.to_le_bytes());
+        }
+        ServerMsg::Accepted { seq, time_us, client_id, order_id, market, side, kind, price, amount } => {
+            header(out, ACCEPTED, server_len);
+            for v in [seq, time_us, client_id, order_id] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[side, kind, 0, 0]);
+            out.extend_from_slice(&price.to_le_bytes());
+            out.extend_from_slice(&amount.to_le_bytes());
+        }
+        ServerMsg::Rejected { seq, client_id, order_id, reason, request_type } => {
+            header(out, REJECTED, server_len);
+            for v in [seq, client_id, order_id] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&reason.to_le_bytes());
+            out.extend_from_slice(&[request_type, 0]);
+        }
+        ServerMsg::Filled {
+            seq,
+            time_us,
+            client_id,
+            order_id,
+            deal_id,
+            market,
+            side,
+            role,
+            fee_scale,
+            price,
+            amount,
+            left,
+            fee,
+        } => {
+            header(out, FILLED, server_len);
+            for v in [seq, time_us, client_id, order_id, deal_id] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[side, role, fee_scale, 0]);
+            for v in [price, amount, left] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&fee.to_le_bytes());
+        }
+        ServerMsg::Cancelled { seq, time_us, client_id, order_id, market, why, left } => {
+            header(out, CANCELLED, server_len);
+            for v in [seq, time_us, client_id, order_id] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[why, 0, 0, 0]);
+            out.extend_from_slice(&left.to_le_bytes());
+        }
+    }
+    debug_assert_eq!(out.len() - start, server_len(out[start + 2]).expect("known"));
+}
+
+/// Decodes the server message at the front of `buf` (for clients and tests).
+pub fn decode_server(buf: &[u8]) -> Result<Decoded<ServerMsg>, BadFrame> {
+    use server_type::*;
+    let Some((msg_type, len, problem)) = frame(buf, server_len)? else { return Ok(Decoded::Partial) };
+    if let Some(reason) = problem {
+        return Ok(Decoded::Invalid { msg_type, reason, len });
+    }
+    let mut r = Reader { buf: &buf[..len], at: HEADER_BYTES };
+    let msg = match msg_type {
+        CHALLENGE => ServerMsg::Challenge { nonce: r.take() },
+        LOGIN_ACK => ServerMsg::LoginAck { seq: r.u64(), user: r.u32(), heartbeat_ms: r.u32() },
+        LOGIN_REJECT => ServerMsg::LoginReject { reason: r.u16() },
+        HEARTBEAT => ServerMsg::Heartbeat { last_seq: r.u64() },
+        ACCEPTED => {
+            let (seq, time_us, client_id, order_id, market) = (r.u64(), r.u64(), r.u64(), r.u64(), r.take());
+            let (side, kind) = (r.u8(), r.u8());
+            r.pad(2);
+            ServerMsg::Accepted {
+                seq,
+                time_us,
+                client_id,
+                order_id,
+                market,
+                side,
+                kind,
+                price: r.i64(),
+                amount: r.i64(),
+            }
+        }
+        REJECTED => ServerMsg::Rejected {
+            seq: r.u64(),
+            client_id: r.u64(),
+            order_id: r.u64(),
+            reason: r.u16(),
+            request_type: r.u8(),
+        },
+        FILLED => {
+            let (seq, time_us, client_id, order_id, deal_id) = (r.u64(), r.u64(), r.u64(), r.u64(), r.u64());
+            let market = r.take();
+            let (side, role, fee_scale) = (r.u8(), r.u8(), r.u8());
+            r.pad(1);
+            let (price, amount, left, fee) = (r.i64(), r.i64(), r.i64(), r.i128());
+            ServerMsg::Filled {
+                seq,
+                time_us,
+                client_id,
+                order_id,
+                deal_id,
+                market,
+                side,
+                role,
+                fee_scale,
+                price,
+                amount,
+                left,
+                fee,
+            }
+        }
+        _ => {
+            let (seq, time_us, client_id, order_id, market) = (r.u64(), r.u64(), r.u64(), r.u64(), r.take());
+            let why = r.u8();
+            r.pad(3);
+            ServerMsg::Cancelled { seq, time_us, client_id, order_id, market, why, left: r.i64() }
+        }
+    };
+    Ok(Decoded::Msg(msg, len))
+}
+
+impl ServerMsg {
+    /// Stamps the session sequence on a message that carries one.
+    pub fn set_seq(&mut self, value: u64) {
+        match self {
+            ServerMsg::LoginAck { seq, .. }
+            | ServerMsg::Accepted { seq, .. }
+            | ServerMsg::Rejected { seq, .. }
+            | ServerMsg::Filled { seq, .. }
+            | ServerMsg::Cancelled { seq, .. } => *seq = value,
+            ServerMsg::Challenge { .. } | ServerMsg::LoginReject { .. } | ServerMsg::Heartbeat { .. } => {}
+        }
+    }
+}
+
+/// A market name as the protocol carries it: ASCII, NUL-padded to 16 bytes.
+pub fn market_bytes(name: &str) -> [u8; MARKET_BYTES] {
+    let mut out = [0u8; MARKET_BYTES];
+    let b = name.as_bytes();
+    let n = b.len().min(MARKET_BYTES);
+    out[..n].copy_from_slice(&b[..n]);
+    out
+}
+
+/// The market a NUL-padded name names.
+pub fn market_of(spec: &Spec, bytes: &[u8; MARKET_BYTES]) -> Option<MarketId> {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(MARKET_BYTES);
+    if bytes[end..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    spec.market_id(std::str::from_utf8(&bytes[..end]).ok()?)
+}
+
+/// The signature a LOGIN carries: HMAC-SHA256 keyed with the secret over nonce ‖ API key.
+pub fn login_mac(secret: &[u8], nonce: &[u8; NONCE_BYTES], key: &[u8; KEY_BYTES]) -> [u8; MAC_BYTES] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(nonce);
+    mac.update(key);
+    mac.finalize().into_bytes().into()
+}
+
+/// Whether `mac` is the right signature, compared in constant time.
+pub fn login_mac_ok(secret: &[u8], nonce: &[u8; NONCE_BYTES], key: &[u8; KEY_BYTES], mac: &[u8]) -> bool {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    m.update(nonce);
+    m.update(key);
+    m.verify_slice(mac).is_ok()
+}
+
+/// What a session trades as: its user, fee rates per market (at each market's `fee_prec`) and
+/// `source` text.
+#[derive(Debug, Clone)]
+pub struct Trader {
+    pub user: u32,
+    pub taker_fee: Vec<u32>,
+    pub maker_fee: Vec<u32>,
+    pub source: Source,
+}
+
+/// The command an order-entry message asks for, or the REJECTED reason.
+pub fn command(spec: &Spec, trader: &Trader, msg: &ClientMsg) -> Result<Command, u16> {
+    let market = |m: &[u8; MARKET_BYTES]| market_of(spec, m).ok_or(reason::UNKNOWN_MARKET);
+    let side = |s: u8| Side::from_code(i64::from(s)).ok_or(reason::BAD_SIDE);
+    let positive = |v: i64| if v > 0 { Ok(i128::from(v)) } else { Err(reason::BAD_NUMBER) };
+    let user = trader.user;
+    Ok(match *msg {
+        ClientMsg::NewLimit { client_id, market: m, side: s, price, amount } => {
+            let market = market(&m)?;
+            Command::PutLimit(PutLimit {
+                user,
+                market,
+                side: side(s)?,
+                amount: positive(amount)?,
+                price: positive(price)?,
+                taker_fee: trader.taker_fee[market as usize],
+                maker_fee: trader.maker_fee[market as usize],
+                source: trader.source,
+                client_id,
+            })
+        }
+        ClientMsg::NewMarket { client_id, market: m, side: s, amount } => {
+            let market = market(&m)?;
+            Command::PutMarket(PutMarket {
+                user,
+                market,
+                side: side(s)?,
+                amount: positive(amount)?,
+                taker_fee: trader.taker_fee[market as usize],
+                source: trader.source,
+                client_id,
+            })
+        }
+        ClientMsg::Cancel { market: m, order_id } => Command::Cancel { user, market: market(&m)?, order_id },
+        ClientMsg::CancelByClientId { market: m, client_id } => {
+            Command::CancelByClientId { user, market: market(&m)?, client_id }
+        }
+        ClientMsg::Hello { .. } | ClientMsg::Login { .. } | ClientMsg::Heartbeat => return Err(reason::NOT_EXPECTED),
+    })
+}
+
+/// The REJECTED reason for a matcher error.
+pub fn reason_of(e: RpcError) -> u16 {
+    match e {
+        RpcError::InvalidArgument => reason::INVALID_ARGUMENT,
+        RpcError::ServiceUnavailable | RpcError::ServiceTimeout => reason::SERVICE_UNAVAILABLE,
+        RpcError::BalanceNotEnough | RpcError::UpdateBalanceNotEnough => reason::BALANCE_NOT_ENOUGH,
+        RpcError::AmountTooSmall => reason::AMOUNT_TOO_SMALL,
+        RpcError::NoEnoughTrader => reason::NO_ENOUGH_TRADER,
+        RpcError::DuplicateClientId { .. } => reason::DUPLICATE_CLIENT_ID,
+        RpcError::OrderNotFound => reason::ORDER_NOT_FOUND,
+        RpcError::UserNotMatch => reason::USER_NOT_MATCH,
+        RpcError::Internal | RpcError::MethodNotFound | RpcError::RequireAuthentication | RpcError::RepeatUpdate => {
+            reason::INTERNAL
+        }
+    }
+}
+
+/// The message type a command came from, for REJECTED.
+fn request_type(cmd: &Command) -> u8 {
+    match cmd {
+        Command::PutLimit(_) => client_type::NEW_LIMIT,
+        Command::PutMarket(_) => client_type::NEW_MARKET,
+        Command::CancelByClientId { .. } => client_type::CANCEL_BY_CLIENT_ID,
+        _ => client_type::CANCEL,
+    }
+}
+
+/// A rejection of a request that never reached the matcher.
+pub fn rejected(msg_type: u8, client_id: u64, order_id: u64, reason: u16) -> ServerMsg {
+    ServerMsg::Rejected { seq: 0, client_id, order_id, reason, request_type: msg_type }
+}
+
+/// Execution reports for the caller of `cmd`: ACCEPTED and its own fills (or REJECTED) for a new
+/// order, then CANCELLED if it ended with something left; CANCELLED or REJECTED for a cancel.
+pub fn reports(
+    spec: &Spec,
+    cmd: &Command,
+    outcome: &Result<Reply, RpcError>,
+    events: &Events,
+    out: &mut Vec<ServerMsg>,
+) {
+    let client_id = match cmd {
+        Command::PutLimit(c) => c.client_id,
+        Command::PutMarket(c) => c.client_id,
+        Command::CancelByClientId { client_id, .. } => *client_id,
+        _ => 0,
+    };
+    let order_id = match cmd {
+        Command::Cancel { order_id, .. } => *order_id,
+        _ => 0,
+    };
+    if let Err(e) = outcome {
+        let order_id = match e {
+            RpcError::DuplicateClientId { order_id } => *order_id,
+            _ => order_id,
+        };
+        out.push(rejected(request_type(cmd), client_id, order_id, reason_of(*e)));
+        return;
+    }
+    let Some(order) = events.last_order() else { return };
+    let mk = spec.market(order.market);
+    let market = market_bytes(&mk.name);
+    let narrow = |v: i128, scale_down: u32| i64::try_from(v / 10i128.pow(scale_down)).unwrap_or(i64::MAX);
+    if matches!(cmd, Command::Cancel { .. } | Command::CancelByClientId { .. }) {
+        let down = if order.kind == OrderKind::Market && order.side == Side::Bid { mk.money_prec } else { 0 };
+        out.push(cancelled(order, market, CANCEL_REQUESTED, narrow(order.left, down)));
+        return;
+    }
+    let money_bid = order.kind == OrderKind::Market && order.side == Side::Bid;
+    let amount_down = if money_bid { mk.money_prec } else { 0 };
+    out.push(ServerMsg::Accepted {
+        seq: 0,
+        time_us: order.ctime_us,
+        client_id: order.client_id,
+        order_id: order.id,
+        market,
+        side: order.side.code(),
+        kind: order.kind as u8,
+        price: narrow(order.price, 0),
+        amount: narrow(order.amount, amount_down),
+    });
+    let mut left = order.amount;
+    for ev in events.iter() {
+        let EventRef::Deal(d) = ev else { continue };
+        left -= if money_bid { d.deal } else { d.amount };
+        let fee = if order.side == Side::Ask { d.ask_fee } else { d.bid_fee };
+        out.push(filled(spec, d, order, ROLE_TAKER, narrow(left, amount_down), fee));
+    }
+    if order.left > 0 && order.kind == OrderKind::Market {
+        out.push(cancelled(order, market, CANCEL_MARKET_REMAINDER, narrow(order.left, amount_down)));
+    }
+}
+
+fn cancelled(order: &Order, market: [u8; MARKET_BYTES], why: u8, left: i64) -> ServerMsg {
+    ServerMsg::Cancelled {
+        seq: 0,
+        time_us: order.mtime_us,
+        client_id: order.client_id,
+        order_id: order.id,
+        market,
+        why,
+        left,
+    }
+}
+
+fn filled(spec: &Spec, d: &Deal, order: &Order, role: u8, left: i64, fee: i128) -> ServerMsg {
+    let mk = spec.market(d.market);
+    ServerMsg::Filled {
+        seq: 0,
+        time_us: d.time_us,
+        client_id: order.client_id,
+        order_id: order.id,
+        deal_id: d.id,
+        market: market_bytes(&mk.name),
+        side: order.side.code(),
+        role,
+        fee_scale: viaduct_matcher::order::fee_scale(order.side, mk) as u8,
+        price: i64::try_from(d.price).unwrap_or(i64::MAX),
+        amount: i64::try_from(d.amount).unwrap_or(i64::MAX),
+        left,
+        fee,
+    }
+}
+
+/// FILLED reports for the resting side of every deal in `events` whose maker `watched` says
+/// yes to, with the user they are for.
+pub fn maker_fills(spec: &Spec, events: &Events, watched: impl Fn(u32) -> bool, out: &mut Vec<(u32, ServerMsg)>) {
+    let mut deal: Option<Deal> = None;
+    for ev in events.iter() {
+        match ev {
+            EventRef::Deal(d) => deal = Some(*d),
+            EventRef::Order(OrderEventKind::Update | OrderEventKind::Finish, order) => {
+                let Some(d) = deal.take() else { continue };
+                let maker_id = if d.taker_side == Side::Ask { d.bid_order_id } else { d.ask_order_id };
+                if order.id != maker_id || !watched(order.user) {
+                    continue;
+                }
+                let fee = if order.side == Side::Ask { d.ask_fee } else { d.bid_fee };
+                let left = i64::try_from(order.left).unwrap_or(i64::MAX);
+                out.push((order.user, filled(spec, &d, order, ROLE_MAKER, left, fee)));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! The TCP edge: one port, two framings, told apart by a connection's first four bytes.
+//!
+//! - `b"beep"` (ViaBTC's RPC magic) starts the framed JSON-RPC of SPEC B4 ([`crate::rpc`]): the
+//!   same methods as HTTP, each packet's reply carrying its header back with `pkg_type = 1`;
+//!   command 0 is the heartbeat, answered at once, and its TLV timeout (clamped to 2..600 s)
+//!   becomes the connection's idle timeout.
+//! - Anything else must be the binary order entry's HELLO ([`crate::binary`], `PROTOCOL.md`):
+//!   HELLO → CHALLENGE → LOGIN (HMAC of the nonce) → LOGIN_ACK, then orders and cancels for the
+//!   key's user, answered with execution reports; fills of the user's resting orders arrive as
+//!   they happen. The server sends a HEARTBEAT after a quiet `heartbeat` and closes a session
+//!   quiet for `heartbeat_timeout`.
+//!
+//! Bounds: `connections_max`, `packet_bytes_max` (an RPC packet over it closes the connection),
+//! `pending_max` requests in the engine per connection (past it the socket is not read),
+//! `write_bytes_max` unread reply bytes (past it the client is disconnected), `login_timeout`.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use serde_json::Value;
+use viaduct_matcher::command::is_matcher_method;
+use viaduct_matcher::reply::error_response;
+use viaduct_matcher::{decode, RpcError, Spec};
+
+use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Trader};
+use crate::net::{free_slot, write_some, EdgeThread, Loop, FIRST_CONN, LISTENER, WAKER};
+use crate::rpc::{self, Header};
+use crate::{Backend, Notify, Payload, TAG_BINARY, TAG_FILLS};
+
+const READ_CHUNK: usize = 16 * 1024;
+const TICK: Duration = Duration::from_millis(50);
+
+/// One API key of the binary order entry and what its sessions trade as.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub key: [u8; binary::KEY_BYTES],
+    pub secret: Vec<u8>,
+    pub trader: Trader,
+}
+
+impl ApiKey {
+    /// Checks a configured key: `key` is 1–16 ASCII bytes, the secret at least 16 bytes, the fee
+    /// rates valid decimals below 1 (truncated to each market's `fee_prec`), `source` at most 30
+    /// bytes.
+    pub fn new(
+        spec: &Spec,
+        key: &str,
+        secret: &str,
+        user: u32,
+        taker_fee: &str,
+        maker_fee: &str,
+        source: &str,
+    ) -> Result<ApiKey, String> {
+        if key.is_empty() || key.len() > binary::KEY_BYTES || !key.is_ascii() {
+            return Err(format!("api key {key:?}: must be 1 to 16 ASCII characters"));
+        }
+        if secret.len() < 16 {
+            return Err(format!("api key {key:?}: the secret must be at least 16 bytes"));
+        }
+        if user == 0 {
+            return Err(format!("api key {key:?}: user_id must be above 0"));
+        }
+        let rates = |text: &str| -> Result<Vec<u32>, String> {
+            spec.markets
+                .iter()
+                .map(|m| match viaduct_matcher::decimal::parse(text, m.fee_prec) {
+                    Ok(v) if (0..viaduct_matcher::decimal::pow10(m.fee_prec)).contains(&v) => Ok(v as u32),
+                    _ => Err(format!("api key {key:?}: fee rate {text:?} is not a decimal in [0, 1)")),
+                })
+                .collect()
+        };
+        let source = viaduct_matcher::order::Source::new(source)
+            .ok_or_else(|| format!("api key {key:?}: source is longer than 30 bytes"))?;
+        let mut k = [0u8; binary::KEY_BYTES];
+        k[..key.len()].copy_from_slice(key.as_bytes());
+        Ok(ApiKey {
+            key: k,
+            secret: secret.as_bytes().to_vec(),
+            trader: Trader { user, taker_fee: rates(taker_fee)?, maker_fee: rates(maker_fee)?, source },
+        })
+    }
+}
+
+/// The edge's address, bounds and keys.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    pub bind: SocketAddr,
+    pub connections_max: usize,
+    /// Largest RPC packet, header included (ViaBTC's sample `max_pkg_size`: 102,400).
+    pub packet_bytes_max: usize,
+    pub write_bytes_max: usize,
+    pub pending_max: usize,
+    /// An RPC connection quiet this long is closed, unless its heartbeat named another timeout.
+    pub idle_timeout: Duration,
+    /// A binary session sends a HEARTBEAT after this long without sending anything.
+    pub heartbeat: Duration,
+    /// A binary session that sends nothing this long is closed.
+    pub heartbeat_timeout: Duration,
+    /// A binary connection not logged in this long after it opened is closed.
+    pub login_timeout: Duration,
+    pub keys: Vec<ApiKey>,
+}
+
+impl TcpConfig {
+    pub fn new(bind: SocketAddr, keys: Vec<ApiKey>) -> TcpConfig {
+        TcpConfig {
+            bind,
+            connections_max: 10_000,
+            packet_bytes_max: 102_400,
+            write_bytes_max: 4 * 1024 * 1024,
+            pending_max: 1024,
+            idle_timeout: Duration::from_secs(3600),
+            heartbeat: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(5),
+            keys,
+        }
+    }
+}
+
+/// A running TCP edge; dropping it stops the event loop.
+pub struct TcpEdge {
+    thread: EdgeThread,
+}
+
+impl TcpEdge {
+    /// Binds `cfg.bind` and starts the event loop; `backend` is built with the function that wakes
+    /// the loop when replies are ready.
+    pub fn start<B: Backend>(cfg: TcpConfig, backend: impl FnOnce(Notify) -> B) -> io::Result<TcpEdge> {
+        let build = |l: Loop| Server {
+            cfg: cfg.clone(),
+            poll: l.poll,
+            listener: l.listener,
+            backend: backend(l.notify),
+            conns: Vec::new(),
+            live: 0,
+            next_gen: 1,
+            next_tag: 1,
+            waiting: HashMap::new(),
+            sessions: HashMap::new(),
+        };
+        let thread = EdgeThread::spawn("viaduct-tcp", cfg.bind, build, |mut s, stop| s.run(stop))?;
+        tracing::info!("tcp: listening on {} ({} api keys)", thread.addr, cfg.keys.len());
+        Ok(TcpEdge { thread })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.thread.addr
+    }
+}
+
+enum Mode {
+    /// Fewer than four bytes seen.
+    Unknown,
+    Rpc,
+    /// Binary, waiting for HELLO.
+    Hello,
+    Challenged {
+        key: usize,
+        nonce: [u8; binary::NONCE_BYTES],
+    },
+    Session {
+        key: usize,
+        seq: u64,
+    },
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// Tells this connection from a later one in the same slot, for late replies.
+    gen: u64,
+    mode: Mode,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    pending: usize,
+    opened: Instant,
+    last_read: Instant,
+    last_write: Instant,
+    idle_timeout: Duration,
+    /// Close once the write buffer is empty.
+    closing: bool,
+}
+
+/// A request in the engine: its connection, and for RPC the header and ext of its reply.
+struct Waiting {
+    index: usize,
+    gen: u64,
+    rpc: Option<(Header, Vec<u8>)>,
+}
+
+struct Server<B> {
+    cfg: TcpConfig,
+    poll: Poll,
+    listener: TcpListener,
+    backend: B,
+    conns: Vec<Option<Conn>>,
+    live: usize,
+    next_gen: u64,
+    next_tag: u64,
+    waiting: HashMap<u64, Waiting>,
+    /// Logged-in sessions per user, for fills.
+    sessions: HashMap<u32, Vec<(usize, u64)>>,
+}
+
+impl<B: Backend> Server<B> {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!("tcp: poll failed: {e}; the edge stops");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => {
+                        let index = t - FIRST_CONN;
+                        if event.is_readable() {
+                            self.read(index);
+                        }
+                        self.flush(index);
+                    }
+                }
+            }
+            self.take_replies();
+            if last_tick.elapsed() >= TICK {
+                self.check_timers();
+                last_tick = Instant::now();
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let mut stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!("tcp: accept failed: {e}");
+                    return;
+                }
+            };
+            if self.live >= self.cfg.connections_max {
+                continue; // at the bound: closed at once
+            }
+            let index = free_slot(&mut self.conns);
+            if self.poll.registry().register(&mut stream, Token(FIRST_CONN + index), Interest::READABLE).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let now = Instant::now();
+            self.conns[index] = Some(Conn {
+                stream,
+                gen: self.next_gen,
+                mode: Mode::Unknown,
+                rbuf: Vec::new(),
+                wbuf: Vec::new(),
+                pending: 0,
+                opened: now,
+                last_read: now,
+                last_write: now,
+                idle_timeout: self.cfg.idle_timeout,
+                closing: false,
+            });
+            self.next_gen += 1;
+            self.live += 1;
+        }
+    }
+
+    /// Reads what the socket has (unless the connection is at its pending bound) and handles every
+    /// whole message in it.
+    fn read(&mut self, index: usize) {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+            if c.closing || c.pending >= self.cfg.pending_max || c.rbuf.len() > self.cfg.packet_bytes_max {
+                return;
+            }
+            match c.stream.read(&mut chunk) {
+                Ok(0) => return self.close(index),
+                Ok(n) => {
+                    c.last_read = Instant::now();
+                    c.rbuf.extend_from_slice(&chunk[..n]);
+                    self.handle(index);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.close(index),
+            }
+        }
+    }
+
+    /// Handles the whole messages at the front of the read buffer.
+    fn handle(&mut self, index: usize) {
+        loop {
+            let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+            if c.closing || c.pending >= self.cfg.pending_max {
+                return;
+            }
+            if matches!(c.mode, Mode::Unknown) {
+                if c.rbuf.len() < 4 {
+                    return;
+                }
+                c.mode = if c.rbuf[..4] == rpc::MAGIC.to_le_bytes() { Mode::Rpc } else { Mode::Hello };
+            }
+            let rbuf = std::mem::take(&mut c.rbuf);
+            let used =
+                if matches!(c.mode, Mode::Rpc) { self.rpc_one(index, &rbuf) } else { self.binary_one(index, &rbuf) };
+            let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+            match used {
+                Some(0) => {
+                    c.rbuf = rbuf;
+                    return;
+                }
+                Some(n) => c.rbuf = rbuf[n..].to_vec(),
+                None => return self.shut(index),
+            }
+        }
+    }
+
+    /// Handles one RPC packet: `Some(bytes used)`, `Some(0)` when incomplete, `None` to close.
+    fn rpc_one(&mut self, index: usize, buf: &[u8]) -> Option<usize> {
+        let (packet, used) = match rpc::decode(buf, self.cfg.packet_bytes_max) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Some(0),
+            Err(e) => {
+                tracing::info!("tcp: rpc client sent a bad packet ({e}); disconnected");
+                return None;
+            }
+        };
+        let h = packet.header;
+        if h.pkg_type != rpc::PKG_REQUEST {
+            return None;
+        }
+        if h.command == rpc::CMD_HEARTBEAT {
+            if let Some(ms) = rpc::heartbeat_timeout_ms(&packet.body) {
+                let c = self.conns[index].as_mut()?;
+                c.idle_timeout =
+                    Duration::from_millis(u64::from(ms)).clamp(Duration::from_secs(2), Duration::from_secs(600));
+            }
+            self.rpc_reply(index, &h, &packet.ext, b"");
+            return Some(used);
+        }
+        let Ok(Value::Array(params)) = serde_json::from_slice::<Value>(&packet.body) else { return None };
+        let id = h.req_id as i64;
+        let method = rpc::method_of(h.command).filter(|m| is_matcher_method(m));
+        let cmd = match method.ok_or(RpcError::MethodNotFound).and_then(|m| decode(self.backend.spec(), m, &params)) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                self.rpc_reply(index, &h, &packet.ext, error_response(Some(id), e).as_bytes());
+                return Some(used);
+            }
+        };
+        let tag = self.next_tag();
+        match self.backend.submit(tag, id, cmd) {
+            Ok(()) => self.wait(index, tag, Some((h, packet.ext))),
+            Err(_) => {
+                let busy = error_response(Some(id), RpcError::ServiceUnavailable);
+                self.rpc_reply(index, &h, &packet.ext, busy.as_bytes());
+            }
+        }
+        Some(used)
+    }
+
+    fn rpc_reply(&mut self, index: usize, request: &Header, ext: &[u8], body: &[u8]) {
+        let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        let header = Header { pkg_type: rpc::PKG_REPLY, ..*request };
+        rpc::encode(&header, ext, body, &mut c.wbuf);
+    }
+
+    /// Handles one binary message, like [`Server::rpc_one`].
+    fn binary_one(&mut self, index: usize, buf: &[u8]) -> Option<usize> {
+        let decoded = match binary::decode_client(buf) {
+            Ok(d) => d,
+            Err(_) => {
+                tracing::info!("tcp: binary client sent a frame length out of bounds; disconnected");
+                return None;
+            }
+        };
+        let logged_in = matches!(self.conns[index].as_ref()?.mode, Mode::Session { .. });
+        match decoded {
+            Decoded::Partial => Some(0),
+            Decoded::Invalid { msg_type, reason, len } if logged_in => {
+                self.send(index, binary::rejected(msg_type, 0, 0, reason));
+                Some(len)
+            }
+            Decoded::Invalid { reason, .. } => {
+                self.send(index, ServerMsg::LoginReject { reason });
+                None
+            }
+            Decoded::Msg(msg, len) if logged_in => {
+                self.order_entry(index, &msg);
+                Some(len)
+            }
+            Decoded::Msg(msg, len) => self.login_step(index, &msg).then_some(len),
+        }
+    }
+
+    /// HELLO and LOGIN; false when the connection is to close (after a LOGIN_REJECT).
+    fn login_step(&mut self, index: usize, msg: &ClientMsg) -> bool {
+        let Some(c) = self.conns[index].as_mut() else { return false };
+        let reject = match (&c.mode, msg) {
+            (Mode::Hello, ClientMsg::Hello { key }) => match self.cfg.keys.iter().position(|k| &k.key == key) {
+                Some(key) => {
+                    let mut nonce = [0u8; binary::NONCE_BYTES];
+                    if getrandom::getrandom(&mut nonce).is_err() {
+                        tracing::error!("tcp: no randomness for a login nonce");
+                        reason::INTERNAL
+                    } else {
+                        c.mode = Mode::Challenged { key, nonce };
+                        self.send(index, ServerMsg::Challenge { nonce });
+                        return true;
+                    }
+                }
+                None => reason::UNKNOWN_KEY,
+            },
+            (&Mode::Challenged { key, nonce }, ClientMsg::Login { mac }) => {
+                let k = &self.cfg.keys[key];
+                if binary::login_mac_ok(&k.secret, &nonce, &k.key, mac) {
+                    let user = k.trader.user;
+                    c.mode = Mode::Session { key, seq: 0 };
+                    let gen = c.gen;
+                    let ms = self.cfg.heartbeat.as_millis() as u32;
+                    self.send(index, ServerMsg::LoginAck { seq: 0, user, heartbeat_ms: ms });
+                    let list = self.sessions.entry(user).or_default();
+                    list.push((index, gen));
+                    if list.len() == 1 {
+                        self.backend.watch(user, true);
+                    }
+                    tracing::info!("tcp: binary session for user {user} logged in");
+                    return true;
+                }
+                reason::BAD_SIGNATURE
+            }
+            (_, ClientMsg::Heartbeat) => return true,
+            _ => reason::NOT_EXPECTED,
+        };
+        self.send(index, ServerMsg::LoginReject { reason: reject });
+        false
+    }
+
+    /// An order-entry message of a logged-in session.
+    fn order_entry(&mut self, index: usize, msg: &ClientMsg) {
+        let Some(Mode::Session { key, .. }) = self.conns[index].as_ref().map(|c| &c.mode) else { return };
+        let key = *key;
+        if matches!(msg, ClientMsg::Heartbeat) {
+            return;
+        }
+        let (msg_type, client_id, order_id) = match *msg {
+            ClientMsg::NewLimit { client_id, .. } => (client_type::NEW_LIMIT, client_id, 0),
+            ClientMsg::NewMarket { client_id, .. } => (client_type::NEW_MARKET, client_id, 0),
+            ClientMsg::Cancel { order_id, .. } => (client_type::CANCEL, 0, order_id),
+            ClientMsg::CancelByClientId { client_id, .. } => (client_type::CANCEL_BY_CLIENT_ID, client_id, 0),
+            ClientMsg::Hello { .. } => (client_type::HELLO, 0, 0),
+            ClientMsg::Login { .. } => (client_type::LOGIN, 0, 0),
+            ClientMsg::Heartbeat => unreachable!("handled above"),
+        };
+        let cmd = match binary::command(self.backend.spec(), &self.cfg.keys[key].trader, msg) {
+            Ok(cmd) => cmd,
+            Err(why) => return self.send(index, binary::rejected(msg_type, client_id, order_id, why)),
+        };
+        let tag = self.next_tag() | TAG_BINARY;
+        match self.backend.submit(tag, 0, cmd) {
+            Ok(()) => self.wait(index, tag, None),
+            Err(_) => self.send(index, binary::rejected(msg_type, client_id, order_id, reason::SERVICE_UNAVAILABLE)),
+        }
+    }
+
+    fn next_tag(&mut self) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag = (self.next_tag + 1) & !TAG_BINARY;
+        tag
+    }
+
+    fn wait(&mut self, index: usize, tag: u64, rpc: Option<(Header, Vec<u8>)>) {
+        let Some(c) = self.conns[index].as_mut() else { return };
+        c.pending += 1;
+        self.waiting.insert(tag, Waiting { index, gen: c.gen, rpc });
+    }
+
+    /// Stamps the session sequence on `msg` and queues it.
+    fn send(&mut self, index: usize, mut msg: ServerMsg) {
+        let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        if let Mode::Session { seq, .. } = &mut c.mode {
+            if !matches!(msg, ServerMsg::Heartbeat { .. }) {
+                *seq += 1;
+                msg.set_seq(*seq);
+            }
+        }
+        binary::encode_server(&msg, &mut c.wbuf);
+    }
+
+    fn take_replies(&mut self) {
+        let mut touched: Vec<usize> = Vec::new();
+        while let Some((tag, payload)) = self.backend.try_recv() {
+            match payload {
+                Payload::Fills { user, reports } => {
+                    let targets = self.sessions.get(&user).cloned().unwrap_or_default();
+                    for (index, gen) in targets {
+                        if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                            reports.iter().for_each(|r| self.send(index, *r));
+                            touched.push(index);
+                        }
+                    }
+                }
+                Payload::FillsLost => self.drop_sessions(),
+                Payload::Json(json) if tag != TAG_FILLS => {
+                    let Some(w) = self.arrived(tag) else { continue };
+                    if let Some((h, ext)) = &w.rpc {
+                        self.rpc_reply(w.index, h, ext, json.as_bytes());
+                        touched.push(w.index);
+                    }
+                }
+                Payload::Reports(reports) => {
+                    let Some(w) = self.arrived(tag) else { continue };
+                    reports.into_iter().for_each(|r| self.send(w.index, r));
+                    touched.push(w.index);
+                }
+                Payload::Json(_) => {}
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for index in touched {
+            self.flush(index);
+            // Messages held back by `pending_max`, in the buffer or still in the socket.
+            self.handle(index);
+            self.read(index);
+            self.flush(index);
+        }
+    }
+
+    /// The request `tag` answers, if its connection is still the one that sent it.
+    fn arrived(&mut self, tag: u64) -> Option<Waiting> {
+        let w = self.waiting.remove(&tag)?;
+        let c = self.conns.get_mut(w.index).and_then(Option::as_mut).filter(|c| c.gen == w.gen)?;
+        c.pending -= 1;
+        Some(w)
+    }
+
+    /// Fills were lost: every session is closed so that its client reconnects and reconciles.
+    fn drop_sessions(&mut self) {
+        tracing::error!("tcp: fills were dropped (the edge fell behind); closing every binary session");
+        let all: Vec<(usize, u64)> = self.sessions.values().flatten().copied().collect();
+        for (index, gen) in all {
+            if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                self.close(index);
+            }
+        }
+    }
+
+    fn flush(&mut self, index: usize) {
+        let write_max = self.cfg.write_bytes_max;
+        let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        if c.wbuf.is_empty() && !c.closing {
+            return;
+        }
+        let before = c.wbuf.len();
+        if write_some(&mut c.stream, &mut c.wbuf).is_err() {
+            return self.close(index);
+        }
+        if c.wbuf.len() < before {
+            c.last_write = Instant::now();
+        }
+        if c.wbuf.len() > write_max {
+            tracing::info!("tcp: a client is not reading ({} bytes waiting); disconnected", c.wbuf.len());
+            return self.close(index);
+        }
+        if c.wbuf.is_empty() && c.closing {
+            return self.close(index);
+        }
+        let want = if c.wbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+        let _ = self.poll.registry().reregister(&mut c.stream, Token(FIRST_CONN + index), want);
+    }
+
+    /// Closes once what is queued (a LOGIN_REJECT) is written.
+    fn shut(&mut self, index: usize) {
+        if let Some(c) = self.conns[index].as_mut() {
+            c.closing = true;
+            c.rbuf.clear();
+        }
+        self.flush(index);
+    }
+
+    fn check_timers(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.conns.len() {
+            let Some(c) = self.conns[index].as_ref() else { continue };
+            let quiet = now.duration_since(c.last_read);
+            let expired = match c.mode {
+                Mode::Session { .. } => quiet >= self.cfg.heartbeat_timeout,
+                Mode::Hello | Mode::Challenged { .. } => now.duration_since(c.opened) >= self.cfg.login_timeout,
+                Mode::Unknown | Mode::Rpc => quiet >= c.idle_timeout && c.pending == 0,
+            };
+            if expired {
+                self.close(index);
+                continue;
+            }
+            if let Mode::Session { seq, .. } = c.mode {
+                if now.duration_since(c.last_write) >= self.cfg.heartbeat && c.wbuf.is_empty() {
+                    self.send(index, ServerMsg::Heartbeat { last_seq: seq });
+                    self.flush(index);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, index: usize) {
+        let Some(mut c) = self.conns.get_mut(index).and_then(Option::take) else { return };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.live -= 1;
+        if let Mode::Session { key, .. } = c.mode {
+            let user = self.cfg.keys[key].trader.user;
+            if let Some(list) = self.sessions.get_mut(&user) {
+                list.retain(|&(i, g)| (i, g) != (index, c.gen));
+                if list.is_empty() {
+                    self.sessions.remove(&user);
+                    self.backend.watch(user, false);
+                }
+            }
+        }
+        // Replies still in the engine find no connection of this generation and are dropped.
+    }
+}
