@@ -5,7 +5,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+mod support;
+
 use serde_json::{json, Value};
+use support::strip_times;
 use viaduct::engine::{EdgeBackend, Engine};
 use viaduct::profile::Profile;
 use viaduct_edges::http::{HttpConfig, HttpEdge};
@@ -192,38 +195,7 @@ fn every_method_answers_as_the_matcher_does() {
     let spec = Spec::new(&embedded()).unwrap();
     let mut direct = Matcher::new(spec.clone());
     let mut events = Events::default();
-    let script = [
-        ("balance.update", json!([1, "BTC", "deposit", 1, "10", {"a": 1}])),
-        ("balance.update", json!([2, "BCH", "deposit", 1, "10", {}])),
-        ("balance.update", json!([2, "BCH", "deposit", 1, "10", {}])),
-        ("balance.update", json!([3, "BCH", "withdraw", 1, "-1", {}])),
-        ("order.put_limit", json!([1, "BTCBCH", 1, "2", "0.1", "0.002", "0.001", "s"])),
-        ("order.put_limit", json!([1, "BTCBCH", 1, "1", "0.3", "0.002", "0.001", "s"])),
-        ("order.put_limit", json!([2, "BTCBCH", 2, "1", "0.2", "0.002", "0.001", "s"])),
-        ("order.put_limit", json!([2, "BTCBCH", 2, "1000", "0.2", "0.002", "0.001", "s"])),
-        ("order.put_limit", json!([1, "BTCBCH", 1, "0.0001", "0.2", "0.002", "0.001", "s"])),
-        ("order.put_market", json!([2, "BTCBCH", 2, "0.05", "0.002", "m"])),
-        ("order.put_market", json!([2, "ETHBCH", 2, "0.05", "0.002", "m"])),
-        ("order.put_market", json!([1, "BTCBCH", 1, "100", "0.002", "m"])),
-        ("order.put_market", json!([2, "BTCBCH", 2, "0.0000001", "0.002", "m"])),
-        ("order.cancel", json!([2, "BTCBCH", 2])),
-        ("order.cancel", json!([1, "BTCBCH", 999])),
-        ("order.cancel", json!([1, "BTCBCH", 2])),
-        ("order.book", json!(["BTCBCH", 1, 0, 10])),
-        ("order.book", json!(["BTCBCH", 1, 0, 102])),
-        ("order.depth", json!(["BTCBCH", 10, "0.1"])),
-        ("order.depth", json!(["BTCBCH", 10, "-1"])),
-        ("order.pending", json!([1, "BTCBCH", 0, 10])),
-        ("order.pending_detail", json!(["BTCBCH", 1])),
-        ("order.pending_detail", json!(["BTCBCH", 3])),
-        ("balance.query", json!([1])),
-        ("balance.query", json!([0])),
-        ("asset.list", json!([])),
-        ("asset.summary", json!([])),
-        ("market.list", json!([])),
-        ("market.summary", json!(["BTCBCH"])),
-        ("market.summary", json!(["NOPE"])),
-    ];
+    let script = support::every_method_script();
     for (i, (method, params)) in script.iter().enumerate() {
         let got = c.call(method, params.clone());
         events.clear();
@@ -235,24 +207,6 @@ fn every_method_answers_as_the_matcher_does() {
 }
 
 /// Replies without `ctime`/`mtime`, which carry each side's own clock.
-fn strip_times(mut v: Value) -> Value {
-    match &mut v {
-        Value::Object(map) => {
-            map.remove("ctime");
-            map.remove("mtime");
-            for x in map.values_mut() {
-                *x = strip_times(x.take());
-            }
-        }
-        Value::Array(items) => {
-            for x in items.iter_mut() {
-                *x = strip_times(x.take());
-            }
-        }
-        _ => {}
-    }
-    v
-}
 
 #[test]
 fn misbehaving_clients_do_not_harm_others() {

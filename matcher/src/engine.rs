@@ -294,6 +294,8 @@ impl Matcher {
     }
 
     fn put_limit(&mut self, now: u64, c: &PutLimit, events: &mut Events) -> Res {
+        // First, so that a resend is told it is one even when the original took the balance.
+        check_client_id(&self.client_ids, c.user, c.client_id, now)?;
         let (spec, ledger) = (&self.spec, &mut self.ledger);
         let mk = spec.market(c.market);
         let (asset, need, scale) = match c.side {
@@ -304,7 +306,6 @@ impl Matcher {
         if c.amount < mk.min_amount {
             return Err(RpcError::AmountTooSmall);
         }
-        check_client_id(&self.client_ids, c.user, c.client_id, now)?;
         self.order_id += 1;
         let mut taker = new_order(
             self.order_id,
@@ -348,6 +349,7 @@ impl Matcher {
     }
 
     fn put_market(&mut self, now: u64, c: &PutMarket, events: &mut Events) -> Res {
+        check_client_id(&self.client_ids, c.user, c.client_id, now)?;
         let (spec, ledger) = (&self.spec, &mut self.ledger);
         let mk = spec.market(c.market);
         let book = &mut self.books[c.market as usize];
@@ -364,7 +366,6 @@ impl Matcher {
         if too_small {
             return Err(RpcError::AmountTooSmall);
         }
-        check_client_id(&self.client_ids, c.user, c.client_id, now)?;
         let amount = match c.side {
             Side::Ask => c.amount,
             Side::Bid => c.amount * pow10(mk.money_prec),

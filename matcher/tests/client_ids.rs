@@ -70,6 +70,17 @@ fn a_resend_is_refused_with_the_order_it_duplicates() {
 }
 
 #[test]
+fn a_resend_after_the_original_took_the_balance_is_still_a_duplicate() {
+    let mut e = Engine::new();
+    e.deposit(1, "BTC", "1");
+    let first = apply(&mut e, &limit(1, Side::Ask, 100_000_000, 100_000_000, 3)).0.unwrap();
+    assert_eq!(
+        apply(&mut e, &limit(1, Side::Ask, 100_000_000, 100_000_000, 3)).0,
+        Err(RpcError::DuplicateClientId { order_id: first })
+    );
+}
+
+#[test]
 fn a_refused_order_leaves_its_id_free() {
     let mut e = funded();
     let (r, _) = apply(&mut e, &limit(3, Side::Ask, 100_000_000, 100_000_000, 9));

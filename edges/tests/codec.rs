@@ -1,0 +1,257 @@
+//! Every message of the binary order entry and the RPC framing: encode → decode gives the same
+//! message back, byte for byte at the documented offsets, and each way a frame can be malformed
+//! is told apart from a good one.
+
+use viaduct_edges::binary::{
+    self, client_len, decode_client, decode_server, encode_client, encode_server, reason, server_len, BadFrame,
+    ClientMsg, Decoded, ServerMsg, HEADER_BYTES, MESSAGE_BYTES_MAX, VERSION,
+};
+use viaduct_edges::rpc::{self, FrameError, Header};
+
+fn market(name: &str) -> [u8; 16] {
+    binary::market_bytes(name)
+}
+
+fn every_client_msg() -> Vec<ClientMsg> {
+    vec![
+        ClientMsg::Hello { key: *b"mm-alpha\0\0\0\0\0\0\0\0" },
+        ClientMsg::Login { mac: [0xAB; 32] },
+        ClientMsg::NewLimit {
+            client_id: u64::MAX - 1,
+            market: market("BTCBCH"),
+            side: 2,
+            price: 12_345_678,
+            amount: -5,
+        },
+        ClientMsg::NewMarket { client_id: 7, market: market("ETHBCH"), side: 1, amount: i64::MAX },
+        ClientMsg::Cancel { market: market("BTCBCH"), order_id: 99 },
+        ClientMsg::CancelByClientId { market: market("BTCBCH"), client_id: 1 << 40 },
+        ClientMsg::Heartbeat,
+    ]
+}
+
+fn every_server_msg() -> Vec<ServerMsg> {
+    vec![
+        ServerMsg::Challenge { nonce: [7; 32] },
+        ServerMsg::LoginAck { seq: 1, user: 42, heartbeat_ms: 1000 },
+        ServerMsg::LoginReject { reason: reason::BAD_SIGNATURE },
+        ServerMsg::Heartbeat { last_seq: 12 },
+        ServerMsg::Accepted {
+            seq: 2,
+            time_us: 1_700_000_000_000_001,
+            client_id: 3,
+            order_id: 4,
+            market: market("BTCBCH"),
+            side: 1,
+            kind: 1,
+            price: 5,
+            amount: 6,
+        },
+        ServerMsg::Rejected {
+            seq: 3,
+            client_id: 8,
+            order_id: 9,
+            reason: reason::DUPLICATE_CLIENT_ID,
+            request_type: 0x10,
+        },
+        ServerMsg::Filled {
+            seq: 4,
+            time_us: 10,
+            client_id: 11,
+            order_id: 12,
+            deal_id: 13,
+            market: market("ETHBCH"),
+            side: 2,
+            role: binary::ROLE_MAKER,
+            fee_scale: 12,
+            price: 14,
+            amount: 15,
+            left: 16,
+            fee: -(1i128 << 100),
+        },
+        ServerMsg::Cancelled {
+            seq: 5,
+            time_us: 17,
+            client_id: 18,
+            order_id: 19,
+            market: market("BTCBCH"),
+            why: binary::CANCEL_MARKET_REMAINDER,
+            left: 20,
+        },
+    ]
+}
+
+#[test]
+fn every_client_message_round_trips_with_its_documented_length() {
+    for msg in every_client_msg() {
+        let mut bytes = Vec::new();
+        encode_client(&msg, &mut bytes);
+        assert_eq!(bytes.len(), u16::from_le_bytes([bytes[0], bytes[1]]) as usize, "{msg:?}");
+        assert_eq!(Some(bytes.len()), client_len(bytes[2]), "{msg:?}");
+        assert_eq!(bytes[3], VERSION);
+        assert_eq!(decode_client(&bytes), Ok(Decoded::Msg(msg, bytes.len())));
+        // One byte short of whole is not yet a message; two in a row decode one at a time.
+        assert_eq!(decode_client(&bytes[..bytes.len() - 1]), Ok(Decoded::Partial));
+        let twice = [bytes.clone(), bytes.clone()].concat();
+        assert_eq!(decode_client(&twice[bytes.len()..]), Ok(Decoded::Msg(msg, bytes.len())));
+    }
+}
+
+#[test]
+fn every_server_message_round_trips_with_its_documented_length() {
+    for msg in every_server_msg() {
+        let mut bytes = Vec::new();
+        encode_server(&msg, &mut bytes);
+        assert_eq!(bytes.len(), u16::from_le_bytes([bytes[0], bytes[1]]) as usize, "{msg:?}");
+        assert_eq!(Some(bytes.len()), server_len(bytes[2]), "{msg:?}");
+        assert_eq!(decode_server(&bytes), Ok(Decoded::Msg(msg, bytes.len())));
+        assert_eq!(decode_server(&bytes[..bytes.len() - 1]), Ok(Decoded::Partial));
+    }
+}
+
+#[test]
+fn fields_sit_at_the_documented_offsets() {
+    let mut b = Vec::new();
+    encode_client(
+        &ClientMsg::NewLimit { client_id: 0x0102, market: market("BTCBCH"), side: 2, price: 0x0304, amount: 0x0506 },
+        &mut b,
+    );
+    assert_eq!(&b[..4], &[48, 0, 0x10, 1]);
+    assert_eq!(u64::from_le_bytes(b[4..12].try_into().unwrap()), 0x0102);
+    assert_eq!(&b[12..18], b"BTCBCH");
+    assert_eq!(b[28], 2);
+    assert_eq!(i64::from_le_bytes(b[32..40].try_into().unwrap()), 0x0304);
+    assert_eq!(i64::from_le_bytes(b[40..48].try_into().unwrap()), 0x0506);
+}
+
+#[test]
+fn each_malformed_client_frame_is_told_apart() {
+    for msg in every_client_msg() {
+        let mut good = Vec::new();
+        encode_client(&msg, &mut good);
+        let msg_type = good[2];
+        // A length that does not match the type: rejected and skipped by its own length.
+        let mut longer = good.clone();
+        longer.push(0);
+        longer[0] += 1;
+        assert_eq!(
+            decode_client(&longer),
+            Ok(Decoded::Invalid { msg_type, reason: reason::MALFORMED, len: good.len() + 1 }),
+            "{msg:?}"
+        );
+        // Another version.
+        let mut version = good.clone();
+        version[3] = VERSION + 1;
+        assert_eq!(
+            decode_client(&version),
+            Ok(Decoded::Invalid { msg_type, reason: reason::MALFORMED, len: good.len() })
+        );
+    }
+    // A length under a header or over the largest message: the stream is not trusted.
+    for len in [0u16, 3, MESSAGE_BYTES_MAX as u16 + 1, u16::MAX] {
+        let frame = [len.to_le_bytes()[0], len.to_le_bytes()[1], 0x10, VERSION];
+        assert_eq!(decode_client(&frame), Err(BadFrame), "length {len}");
+    }
+    // An unknown type.
+    assert_eq!(
+        decode_client(&[8, 0, 0x7F, VERSION, 0, 0, 0, 0]),
+        Ok(Decoded::Invalid { msg_type: 0x7F, reason: reason::UNKNOWN_TYPE, len: 8 })
+    );
+    // Padding that is not zero.
+    for msg in &every_client_msg()[2..4] {
+        let mut b = Vec::new();
+        encode_client(msg, &mut b);
+        b[29] = 1;
+        assert_eq!(decode_client(&b), Ok(Decoded::Invalid { msg_type: b[2], reason: reason::MALFORMED, len: b.len() }));
+    }
+    // Fewer bytes than a header.
+    assert_eq!(decode_client(&[48, 0]), Ok(Decoded::Partial));
+}
+
+#[test]
+fn each_malformed_server_frame_is_told_apart() {
+    for msg in every_server_msg() {
+        let mut good = Vec::new();
+        encode_server(&msg, &mut good);
+        let mut shorter = good[..good.len() - 1].to_vec();
+        shorter[0] -= 1;
+        let Decoded::Invalid { reason: r, .. } = decode_server(&shorter).unwrap() else { panic!("{msg:?}") };
+        assert_eq!(r, reason::MALFORMED);
+    }
+    assert_eq!(decode_server(&[2, 0, 0x30, VERSION]), Err(BadFrame));
+}
+
+#[test]
+fn market_names_must_be_nul_padded_and_known() {
+    let spec = viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+    assert_eq!(binary::market_of(&spec, &market("BTCBCH")), spec.market_id("BTCBCH"));
+    assert_eq!(binary::market_of(&spec, &market("NOPE")), None);
+    let mut gap = market("BTCBCH");
+    gap[10] = b'X';
+    assert_eq!(binary::market_of(&spec, &gap), None);
+    assert_eq!(binary::market_of(&spec, &[0xFF; 16]), None);
+}
+
+#[test]
+fn the_login_mac_is_hmac_sha256_of_nonce_and_key() {
+    // Expected value from Python: hmac.new(b"Jefe", nonce + key, hashlib.sha256).hexdigest().
+    let nonce: [u8; 32] = *b"what do ya want for nothing?\0\0\0\0";
+    let key = [0u8; 16];
+    let mac = binary::login_mac(b"Jefe", &nonce, &key);
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, "2fa50aa9cfafb527161626fe11e420a6ffec4ed767fe6daa9847643d4b1fa84a");
+    assert!(binary::login_mac_ok(b"Jefe", &nonce, &key, &mac));
+    assert!(!binary::login_mac_ok(b"Jeff", &nonce, &key, &mac));
+    assert!(!binary::login_mac_ok(b"Jefe", &nonce, &key, &mac[..31]));
+    let mut other = nonce;
+    other[0] ^= 1;
+    assert!(!binary::login_mac_ok(b"Jefe", &other, &key, &mac));
+}
+
+#[test]
+fn rpc_packets_round_trip_and_check_magic_crc_and_size() {
+    let header =
+        Header { command: 201, pkg_type: 0, result: 0, sequence: 77, req_id: 1 << 33, body_size: 0, ext_size: 0 };
+    let mut bytes = Vec::new();
+    rpc::encode(&header, b"ex", b"[1,2]", &mut bytes);
+    assert_eq!(&bytes[..4], b"beep");
+    assert_eq!(bytes.len(), rpc::HEADER_BYTES + 7);
+    let (p, used) = rpc::decode(&bytes, 1024).unwrap().unwrap();
+    assert_eq!(used, bytes.len());
+    assert_eq!(p.header, Header { body_size: 5, ext_size: 2, ..header });
+    assert_eq!((p.ext.as_slice(), p.body.as_slice()), (&b"ex"[..], &b"[1,2]"[..]));
+    // The CRC is IEEE CRC-32 of the packet with the CRC field zeroed.
+    let mut zeroed = bytes.clone();
+    zeroed[14..18].fill(0);
+    assert_eq!(u32::from_le_bytes(bytes[14..18].try_into().unwrap()), crc32fast::hash(&zeroed));
+    assert_eq!(rpc::decode(&bytes[..bytes.len() - 1], 1024), Ok(None));
+    assert_eq!(rpc::decode(&bytes[..10], 1024), Ok(None));
+    let mut bad_crc = bytes.clone();
+    *bad_crc.last_mut().unwrap() ^= 1;
+    assert_eq!(rpc::decode(&bad_crc, 1024), Err(FrameError::Crc));
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] = b'x';
+    assert_eq!(rpc::decode(&bad_magic, 1024), Err(FrameError::Magic));
+    assert_eq!(rpc::decode(&bytes, 40), Err(FrameError::TooLarge(bytes.len())));
+}
+
+#[test]
+fn rpc_heartbeat_tlv_and_command_numbers() {
+    let mut body = Vec::new();
+    body.extend_from_slice(&7u16.to_le_bytes());
+    body.extend_from_slice(&2u16.to_le_bytes());
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&rpc::TLV_TIMEOUT.to_le_bytes());
+    body.extend_from_slice(&4u16.to_le_bytes());
+    body.extend_from_slice(&3000u32.to_le_bytes());
+    assert_eq!(rpc::heartbeat_timeout_ms(&body), Some(3000));
+    assert_eq!(rpc::heartbeat_timeout_ms(&body[..body.len() - 1]), None);
+    assert_eq!(rpc::heartbeat_timeout_ms(b""), None);
+    for (n, m) in [(101, "balance.query"), (201, "order.put_limit"), (204, "order.cancel"), (308, "market.summary")] {
+        assert_eq!(rpc::method_of(n), Some(m));
+        assert_eq!(rpc::command_of(m), Some(n));
+    }
+    assert_eq!(rpc::method_of(0), None);
+    assert_eq!(rpc::method_of(309), None);
+    assert_eq!(HEADER_BYTES, 4);
+}

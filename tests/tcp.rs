@@ -1,0 +1,485 @@
+//! The TCP edge over real sockets: ViaBTC's framed JSON-RPC (every method, heartbeats, bad
+//! packets) and the binary order entry (login, orders, fills pushed to a resting order's owner,
+//! cancels, resends, malformed messages), with clients that misbehave next to ones that do not.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::strip_times;
+use viaduct::engine::{EdgeBackend, Engine};
+use viaduct::profile::Profile;
+use viaduct_edges::binary::{
+    self, client_type, decode_server, encode_client, market_bytes, reason, ClientMsg, Decoded, ServerMsg,
+};
+use viaduct_edges::rpc::{self, Header};
+use viaduct_edges::tcp::{ApiKey, TcpConfig, TcpEdge};
+use viaduct_matcher::config::embedded;
+use viaduct_matcher::{decode, response_json, Events, Matcher, Spec};
+
+const SECRET: &str = "a-secret-of-32-bytes-for-tests!!";
+const MAKER: u32 = 11;
+const TAKER: u32 = 12;
+
+struct Server {
+    tcp: Option<TcpEdge>,
+    engine: Option<Engine>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(tweak: impl FnOnce(&mut TcpConfig)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut profile = Profile::load("default").unwrap();
+        profile.ring.input_slots = 1024;
+        profile.ring.output_slots = 1024;
+        let spec = Spec::new(&embedded()).unwrap();
+        let keys = vec![
+            ApiKey::new(&spec, "maker", SECRET, MAKER, "0.002", "0.001", "mm").unwrap(),
+            ApiKey::new(&spec, "taker", SECRET, TAKER, "0.002", "0.001", "").unwrap(),
+        ];
+        let (engine, _) = Engine::start(dir.path(), spec, &profile, |_| {}).unwrap();
+        let mut cfg = TcpConfig::new("127.0.0.1:0".parse().unwrap(), keys);
+        tweak(&mut cfg);
+        let tcp = TcpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify)).unwrap();
+        Server { tcp: Some(tcp), engine: Some(engine), _dir: dir }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.tcp.as_ref().unwrap().local_addr()
+    }
+
+    fn connect(&self) -> Conn {
+        let s = TcpStream::connect(self.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Conn { s, buf: Vec::new(), next_seq: 1 }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.tcp.take());
+        if let Some(e) = self.engine.take() {
+            e.shutdown();
+        }
+    }
+}
+
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+    /// The session sequence the next server message must carry.
+    next_seq: u64,
+}
+
+impl Conn {
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        match self.s.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Whether the server closed the connection (after anything it still had to say).
+    fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.s.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn rpc(&mut self, command: u32, sequence: u32, req_id: u64, ext: &[u8], body: &[u8]) {
+        let h = Header { command, pkg_type: rpc::PKG_REQUEST, result: 0, sequence, req_id, body_size: 0, ext_size: 0 };
+        let mut bytes = Vec::new();
+        rpc::encode(&h, ext, body, &mut bytes);
+        self.s.write_all(&bytes).unwrap();
+    }
+
+    fn rpc_reply(&mut self) -> Option<rpc::Packet> {
+        loop {
+            if let Some((p, used)) = rpc::decode(&self.buf, 1 << 20).unwrap() {
+                self.buf.drain(..used);
+                return Some(p);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// Calls `method` over the RPC framing and returns the whole JSON-RPC reply.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let command = rpc::command_of(method).unwrap();
+        self.rpc(command, 5, 77, b"", params.to_string().as_bytes());
+        let p = self.rpc_reply().expect("a reply");
+        assert_eq!((p.header.command, p.header.pkg_type, p.header.sequence, p.header.req_id), (command, 1, 5, 77));
+        serde_json::from_slice(&p.body).unwrap()
+    }
+
+    fn send(&mut self, msg: ClientMsg) {
+        let mut bytes = Vec::new();
+        encode_client(&msg, &mut bytes);
+        self.s.write_all(&bytes).unwrap();
+    }
+
+    /// The next server message other than a heartbeat, checking its session sequence.
+    fn next(&mut self) -> ServerMsg {
+        loop {
+            match decode_server(&self.buf).unwrap() {
+                Decoded::Msg(m, used) => {
+                    self.buf.drain(..used);
+                    if let ServerMsg::Heartbeat { .. } = m {
+                        continue;
+                    }
+                    let seq = match m {
+                        ServerMsg::LoginAck { seq, .. }
+                        | ServerMsg::Accepted { seq, .. }
+                        | ServerMsg::Rejected { seq, .. }
+                        | ServerMsg::Filled { seq, .. }
+                        | ServerMsg::Cancelled { seq, .. } => Some(seq),
+                        _ => None,
+                    };
+                    if let Some(seq) = seq {
+                        assert_eq!(seq, self.next_seq, "session sequence of {m:?}");
+                        self.next_seq += 1;
+                    }
+                    return m;
+                }
+                Decoded::Invalid { .. } => panic!("the server sent an invalid message"),
+                Decoded::Partial => assert!(self.fill(), "closed while waiting for a message"),
+            }
+        }
+    }
+
+    fn login(&mut self, name: &str, secret: &str) -> ServerMsg {
+        let key = market_bytes(name); // NUL-padded 16 bytes, as keys are
+        self.send(ClientMsg::Hello { key });
+        let ServerMsg::Challenge { nonce } = self.next() else { panic!("no challenge") };
+        self.send(ClientMsg::Login { mac: binary::login_mac(secret.as_bytes(), &nonce, &key) });
+        self.next()
+    }
+}
+
+#[test]
+fn rpc_framing_answers_every_method_as_the_matcher_does() {
+    let server = Server::start(|_| {});
+    let mut c = server.connect();
+    let spec = Spec::new(&embedded()).unwrap();
+    let mut direct = Matcher::new(spec.clone());
+    let mut events = Events::default();
+    for (i, (method, params)) in support::every_method_script().into_iter().enumerate() {
+        let got = c.call(method, params.clone());
+        events.clear();
+        let outcome =
+            decode(&spec, method, params.as_array().unwrap()).and_then(|cmd| direct.apply(1, &cmd, &mut events));
+        let want: Value = serde_json::from_str(&response_json(&spec, 77, &outcome, &events)).unwrap();
+        assert_eq!(strip_times(got), strip_times(want), "step {i}: {method} {params}");
+    }
+}
+
+#[test]
+fn rpc_framing_heartbeats_ext_and_unknown_commands() {
+    let server = Server::start(|_| {});
+    let mut c = server.connect();
+    let mut tlv = Vec::new();
+    tlv.extend_from_slice(&rpc::TLV_TIMEOUT.to_le_bytes());
+    tlv.extend_from_slice(&4u16.to_le_bytes());
+    tlv.extend_from_slice(&3000u32.to_le_bytes());
+    c.rpc(rpc::CMD_HEARTBEAT, 9, 0, b"", &tlv);
+    let hb = c.rpc_reply().unwrap();
+    assert_eq!((hb.header.command, hb.header.pkg_type, hb.header.sequence, hb.body.len()), (0, 1, 9, 0));
+    // ext comes back as it was sent.
+    c.rpc(104, 1, 3, b"echo-me", b"[]");
+    let p = c.rpc_reply().unwrap();
+    assert_eq!(p.ext, b"echo-me");
+    // Methods this engine does not serve (yet) and numbers no method has: error 4.
+    for command in [103, 208, 301, 304, 999] {
+        c.rpc(command, 1, 4, b"", b"[]");
+        let v: Value = serde_json::from_slice(&c.rpc_reply().unwrap().body).unwrap();
+        assert_eq!(v, json!({"error": {"code": 4, "message": "method not found"}, "result": null, "id": 4}));
+    }
+    // Wrong param types: error 1, nothing changes.
+    let v = c.call("balance.update", json!([1, "BTC", "deposit", "x", "1", {}]));
+    assert_eq!(v["error"]["code"], 1);
+    assert_eq!(c.call("balance.query", json!([1, "BTC"]))["result"]["BTC"]["available"], "0");
+}
+
+#[test]
+fn rpc_framing_closes_on_bad_packets_without_harming_others() {
+    let server = Server::start(|cfg| cfg.packet_bytes_max = 4096);
+    let mut good = server.connect();
+    good.call("balance.update", json!([1, "BTC", "deposit", 1, "5", {}]));
+    let frame = |body: &[u8]| {
+        let mut b = Vec::new();
+        let h = Header { command: 102, pkg_type: 0, result: 0, sequence: 1, req_id: 1, body_size: 0, ext_size: 0 };
+        rpc::encode(&h, b"", body, &mut b);
+        b
+    };
+    let deposit = br#"[1, "BTC", "deposit", 2, "5", {}]"#;
+    // Bad CRC.
+    let mut c = server.connect();
+    let mut b = frame(deposit);
+    b[20] ^= 0xFF;
+    c.s.write_all(&b).unwrap();
+    assert!(c.closed());
+    // A body that is not a JSON array.
+    let mut c = server.connect();
+    c.s.write_all(&frame(br#"{"not": "an array"}"#)).unwrap();
+    assert!(c.closed());
+    // Over the packet bound.
+    let mut c = server.connect();
+    c.s.write_all(&frame(&vec![b' '; 5000])).unwrap();
+    assert!(c.closed());
+    // A reply type where a request belongs.
+    let mut c = server.connect();
+    let mut b = Vec::new();
+    let h = Header { command: 102, pkg_type: 1, result: 0, sequence: 1, req_id: 1, body_size: 0, ext_size: 0 };
+    rpc::encode(&h, b"", deposit, &mut b);
+    c.s.write_all(&b).unwrap();
+    assert!(c.closed());
+    // Half a request, then gone.
+    let mut c = server.connect();
+    let b = frame(deposit);
+    c.s.write_all(&b[..b.len() - 3]).unwrap();
+    drop(c);
+    // None of them changed anything; the good connection still works.
+    std::thread::sleep(Duration::from_millis(100));
+    let v = good.call("balance.query", json!([1, "BTC"]));
+    assert_eq!(v["result"]["BTC"]["available"], "5");
+}
+
+#[test]
+fn rpc_framing_slow_reader_is_bounded_and_others_proceed() {
+    let server = Server::start(|cfg| {
+        cfg.pending_max = 64;
+        cfg.write_bytes_max = 64 * 1024;
+    });
+    let slow = server.connect();
+    // Far more asset.list replies (~35 MB) than the write bound and the kernel's buffers hold,
+    // never read.
+    let mut burst = Vec::new();
+    for i in 0..100_000u64 {
+        let h = Header { command: 104, pkg_type: 0, result: 0, sequence: 0, req_id: i, body_size: 0, ext_size: 0 };
+        rpc::encode(&h, b"", b"[]", &mut burst);
+    }
+    let mut writer = slow.s.try_clone().unwrap();
+    let burst = std::thread::spawn(move || {
+        let _ = writer.write_all(&burst);
+    });
+    let mut other = server.connect();
+    for i in 0..20 {
+        let v = other.call("balance.query", json!([i + 1, "BTC"]));
+        assert_eq!(v["result"]["BTC"]["available"], "0");
+    }
+    // Without reading a byte: once the server has closed the connection, writes fail.
+    let mut probe = slow.s.try_clone().unwrap();
+    let mut heartbeat = Vec::new();
+    let h = Header { command: 0, pkg_type: 0, result: 0, sequence: 0, req_id: 0, body_size: 0, ext_size: 0 };
+    rpc::encode(&h, b"", b"", &mut heartbeat);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let closed = loop {
+        if probe.write_all(&heartbeat).is_err() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(closed, "a client that never reads is disconnected");
+    burst.join().unwrap();
+    assert_eq!(other.call("asset.list", json!([]))["error"], Value::Null);
+}
+
+fn fund(server: &Server) {
+    let mut c = server.connect();
+    c.call("balance.update", json!([MAKER, "BTC", "deposit", 1, "10", {}]));
+    c.call("balance.update", json!([TAKER, "BCH", "deposit", 1, "10", {}]));
+}
+
+#[test]
+fn binary_login_refuses_unknown_keys_bad_signatures_and_early_orders() {
+    let server = Server::start(|_| {});
+    let mut c = server.connect();
+    c.send(ClientMsg::Hello { key: market_bytes("nobody") });
+    assert_eq!(c.next(), ServerMsg::LoginReject { reason: reason::UNKNOWN_KEY });
+    assert!(c.closed());
+    let mut c = server.connect();
+    c.send(ClientMsg::Hello { key: market_bytes("maker") });
+    let ServerMsg::Challenge { nonce } = c.next() else { panic!() };
+    let mut mac = binary::login_mac(SECRET.as_bytes(), &nonce, &market_bytes("maker"));
+    mac[0] ^= 1;
+    c.send(ClientMsg::Login { mac });
+    assert_eq!(c.next(), ServerMsg::LoginReject { reason: reason::BAD_SIGNATURE });
+    assert!(c.closed());
+    // An order before logging in.
+    let mut c = server.connect();
+    c.send(ClientMsg::Cancel { market: market_bytes("BTCBCH"), order_id: 1 });
+    assert_eq!(c.next(), ServerMsg::LoginReject { reason: reason::NOT_EXPECTED });
+    assert!(c.closed());
+    // A frame length no message has.
+    let mut c = server.connect();
+    c.s.write_all(&[200, 0, 1, 1]).unwrap();
+    assert!(c.closed());
+    // The right signature.
+    let mut c = server.connect();
+    assert_eq!(c.login("maker", SECRET), ServerMsg::LoginAck { seq: 1, user: MAKER, heartbeat_ms: 1000 });
+}
+
+#[test]
+fn binary_orders_fill_resting_makers_and_cancel() {
+    let server = Server::start(|_| {});
+    fund(&server);
+    let btcbch = market_bytes("BTCBCH");
+    let mut maker = server.connect();
+    maker.login("maker", SECRET);
+    let mut taker = server.connect();
+    taker.login("taker", SECRET);
+    // Maker rests 2 BTC at 0.1 (prices at money prec 8, amounts at stock prec 8).
+    maker.send(ClientMsg::NewLimit { client_id: 500, market: btcbch, side: 1, price: 10_000_000, amount: 200_000_000 });
+    let ServerMsg::Accepted { client_id: 500, order_id: resting, side: 1, kind: 1, price, amount, .. } = maker.next()
+    else {
+        panic!("no ACCEPTED")
+    };
+    assert_eq!((price, amount), (10_000_000, 200_000_000));
+    // Taker buys 0.5 at up to 0.2: accepted, filled at the maker's price.
+    taker.send(ClientMsg::NewLimit { client_id: 1, market: btcbch, side: 2, price: 20_000_000, amount: 50_000_000 });
+    let ServerMsg::Accepted { order_id: taker_order, .. } = taker.next() else { panic!() };
+    let ServerMsg::Filled { order_id, role, price, amount, left, fee, fee_scale, deal_id, .. } = taker.next() else {
+        panic!()
+    };
+    assert_eq!((order_id, role, price, amount, left), (taker_order, binary::ROLE_TAKER, 10_000_000, 50_000_000, 0));
+    // A bid pays its fee in stock: 0.5 × 0.002 = 0.001 BTC at stock prec 8 + fee prec 4.
+    assert_eq!((fee, fee_scale), (1_000_000_000, 12));
+    // The maker hears of its fill without asking.
+    let ServerMsg::Filled { order_id, client_id, role, left, deal_id: maker_deal, fee, .. } = maker.next() else {
+        panic!()
+    };
+    assert_eq!((order_id, client_id, role, left, maker_deal), (resting, 500, binary::ROLE_MAKER, 150_000_000, deal_id));
+    // An ask pays in money: 0.05 BCH × 0.001 = 0.00005 at 8 + 8 + 4.
+    assert_eq!(fee, 5_000_000_000_000_000);
+    // A resend of the same client order id changes nothing and names the order.
+    maker.send(ClientMsg::NewLimit { client_id: 500, market: btcbch, side: 1, price: 10_000_000, amount: 1 });
+    assert_eq!(
+        maker.next(),
+        ServerMsg::Rejected {
+            seq: maker.next_seq - 1,
+            client_id: 500,
+            order_id: resting,
+            reason: reason::DUPLICATE_CLIENT_ID,
+            request_type: client_type::NEW_LIMIT
+        }
+    );
+    // Cancel by client order id: the rest comes back.
+    maker.send(ClientMsg::CancelByClientId { market: btcbch, client_id: 500 });
+    let ServerMsg::Cancelled { order_id, client_id, why, left, .. } = maker.next() else { panic!() };
+    assert_eq!((order_id, client_id, why, left), (resting, 500, binary::CANCEL_REQUESTED, 150_000_000));
+    maker.send(ClientMsg::Cancel { market: btcbch, order_id: resting });
+    let ServerMsg::Rejected { reason: r, order_id, request_type, .. } = maker.next() else { panic!() };
+    assert_eq!((r, order_id, request_type), (reason::ORDER_NOT_FOUND, resting, client_type::CANCEL));
+    // Balances as the JSON side sees them.
+    let mut rpc = server.connect();
+    let b = rpc.call("balance.query", json!([MAKER]))["result"].clone();
+    assert_eq!(b["BTC"], json!({"available": "9.5", "freeze": "0"}));
+    assert_eq!(b["BCH"], json!({"available": "0.04995", "freeze": "0"}));
+}
+
+#[test]
+fn binary_market_orders_report_an_unfilled_remainder() {
+    let server = Server::start(|_| {});
+    fund(&server);
+    let btcbch = market_bytes("BTCBCH");
+    let mut maker = server.connect();
+    maker.login("maker", SECRET);
+    maker.send(ClientMsg::NewLimit { client_id: 0, market: btcbch, side: 1, price: 10_000_000, amount: 100_000_000 });
+    let ServerMsg::Accepted { .. } = maker.next() else { panic!() };
+    let mut taker = server.connect();
+    taker.login("taker", SECRET);
+    // Spend 0.5 BCH at market: 1 BTC at 0.1 costs 0.1; 0.4 BCH is left unspent.
+    taker.send(ClientMsg::NewMarket { client_id: 9, market: btcbch, side: 2, amount: 50_000_000 });
+    let ServerMsg::Accepted { kind: 2, amount: 50_000_000, .. } = taker.next() else { panic!() };
+    let ServerMsg::Filled { amount: 100_000_000, left: 40_000_000, .. } = taker.next() else { panic!() };
+    let ServerMsg::Cancelled { why, left: 40_000_000, client_id: 9, .. } = taker.next() else { panic!() };
+    assert_eq!(why, binary::CANCEL_MARKET_REMAINDER);
+    let ServerMsg::Filled { left: 0, role, .. } = maker.next() else { panic!() };
+    assert_eq!(role, binary::ROLE_MAKER);
+}
+
+#[test]
+fn binary_bad_orders_are_rejected_and_the_session_goes_on() {
+    let server = Server::start(|_| {});
+    fund(&server);
+    let btcbch = market_bytes("BTCBCH");
+    let mut s = server.connect();
+    s.login("maker", SECRET);
+    let cases = [
+        (
+            ClientMsg::NewLimit { client_id: 1, market: market_bytes("NOPE"), side: 1, price: 1, amount: 1 },
+            reason::UNKNOWN_MARKET,
+        ),
+        (ClientMsg::NewLimit { client_id: 2, market: btcbch, side: 3, price: 1, amount: 1 }, reason::BAD_SIDE),
+        (ClientMsg::NewLimit { client_id: 3, market: btcbch, side: 1, price: 0, amount: 1 }, reason::BAD_NUMBER),
+        (ClientMsg::NewLimit { client_id: 4, market: btcbch, side: 1, price: 1, amount: -1 }, reason::BAD_NUMBER),
+        (
+            ClientMsg::NewLimit { client_id: 5, market: btcbch, side: 1, price: 1, amount: 100_000_000_000 },
+            reason::BALANCE_NOT_ENOUGH,
+        ),
+        (ClientMsg::NewLimit { client_id: 6, market: btcbch, side: 1, price: 1, amount: 1 }, reason::AMOUNT_TOO_SMALL),
+        (ClientMsg::NewMarket { client_id: 7, market: btcbch, side: 1, amount: 100_000_000 }, reason::NO_ENOUGH_TRADER),
+        (ClientMsg::CancelByClientId { market: btcbch, client_id: 42 }, reason::ORDER_NOT_FOUND),
+        (ClientMsg::Hello { key: [0; 16] }, reason::NOT_EXPECTED),
+    ];
+    for (msg, want) in cases {
+        s.send(msg);
+        let ServerMsg::Rejected { reason: r, .. } = s.next() else { panic!("{msg:?} was not rejected") };
+        assert_eq!(r, want, "{msg:?}");
+    }
+    // Malformed frames that keep the stream in step: rejected and skipped.
+    s.s.write_all(&[8, 0, 0x7E, 1, 0, 0, 0, 0]).unwrap();
+    let ServerMsg::Rejected { reason: r, request_type: 0x7E, .. } = s.next() else { panic!() };
+    assert_eq!(r, reason::UNKNOWN_TYPE);
+    let mut wrong_version = Vec::new();
+    encode_client(&ClientMsg::Cancel { market: btcbch, order_id: 1 }, &mut wrong_version);
+    wrong_version[3] = 9;
+    s.s.write_all(&wrong_version).unwrap();
+    let ServerMsg::Rejected { reason: r, .. } = s.next() else { panic!() };
+    assert_eq!(r, reason::MALFORMED);
+    // Nothing changed: the maker's BTC is all there, and a good order still works.
+    s.send(ClientMsg::NewLimit { client_id: 1, market: btcbch, side: 1, price: 10_000_000, amount: 100_000_000 });
+    let ServerMsg::Accepted { client_id: 1, .. } = s.next() else { panic!() };
+    let mut rpc = server.connect();
+    let b = rpc.call("balance.query", json!([MAKER, "BTC"]))["result"].clone();
+    assert_eq!(b["BTC"], json!({"available": "9", "freeze": "1"}));
+}
+
+#[test]
+fn binary_sessions_get_heartbeats_and_silent_ones_are_closed() {
+    let server = Server::start(|cfg| {
+        cfg.heartbeat = Duration::from_millis(100);
+        cfg.heartbeat_timeout = Duration::from_millis(600);
+    });
+    let mut s = server.connect();
+    s.login("maker", SECRET);
+    let mut heartbeats = 0;
+    while heartbeats < 2 {
+        assert!(s.fill());
+        while let Decoded::Msg(m, used) = decode_server(&s.buf).unwrap() {
+            s.buf.drain(..used);
+            assert_eq!(m, ServerMsg::Heartbeat { last_seq: 1 });
+            heartbeats += 1;
+        }
+    }
+    assert!(s.closed(), "a session that sends nothing is closed");
+}
