@@ -40,6 +40,30 @@ fn a_config_that_breaks_a_precision_rule_is_refused_by_name() {
     );
 }
 
+#[test]
+fn tcp_api_keys_are_checked_with_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let key = |secret: &str, fee: &str| {
+        format!(
+            "\n[edges.tcp]\nbind = \"127.0.0.1:0\"\n[[edges.tcp.keys]]\nkey = \"mm-alpha\"\nsecret = \"{secret}\"\nuser_id = 7\ntaker_fee = \"{fee}\"\nmaker_fee = \"0.001\"\n"
+        )
+    };
+    let base = std::fs::read_to_string(example()).unwrap();
+    for (secret, fee, problem) in [
+        ("short", "0.002", "the secret must be at least 16 bytes"),
+        ("sixteen-bytes-or-more", "1.5", "fee rate \"1.5\" is not a decimal in [0, 1)"),
+    ] {
+        std::fs::write(&path, base.clone() + &key(secret, fee)).unwrap();
+        let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success() && err.contains("\"mm-alpha\"") && err.contains(problem), "{err}");
+    }
+    std::fs::write(&path, base + &key("sixteen-bytes-or-more", "0.002")).unwrap();
+    let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Runs `viaduct run` on `data_dir` with `requests` on its standard input; returns the replies.
 fn run(data_dir: &std::path::Path, requests: &[&str]) -> Vec<Value> {
     let mut child = support::spawn_stdio(&["--config", &example(), "--data-dir", data_dir.to_str().unwrap()]);
