@@ -98,6 +98,13 @@ fn check_config(path: Option<PathBuf>) -> Result<()> {
 fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, stdio: bool) -> Result<()> {
     let loaded = config::load(config_path.as_deref())?;
     let profile = Profile::load(profile)?;
+    if let Some(ns) = profile.timer_slack_ns {
+        // Before any thread starts: threads inherit it.
+        match nix::sys::prctl::set_timerslack(ns) {
+            Ok(()) => tracing::info!("timer slack {ns} ns: sleeping stages wake on time"),
+            Err(e) => tracing::warn!("timer slack {ns} ns could not be set ({e}); sleeps may wake up to 50 µs late"),
+        }
+    }
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&loaded.data_dir));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let cores = viaduct_ring::available_cores();

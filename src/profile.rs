@@ -43,6 +43,8 @@ struct Rings {
 struct WaitSection {
     strategy: String,
     sleep_us: u64,
+    #[serde(default)]
+    timer_slack_ns: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -86,6 +88,9 @@ pub struct Profile {
     pub snapshots_keep: usize,
     pub snapshot_queue: usize,
     pub inflight_max: usize,
+    /// How late the kernel may wake a sleeping thread of this process (Linux `PR_SET_TIMERSLACK`;
+    /// `None` leaves the kernel's default of 50 µs).
+    pub timer_slack_ns: Option<u64>,
 }
 
 impl Profile {
@@ -119,6 +124,9 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
         "sleep" | "backoff" => bail!("profile {name}: wait.sleep_us must be from 1 to 10000"),
         other => bail!("profile {name}: wait.strategy {other:?} is not busy-spin, spin-hint, backoff or sleep"),
     };
+    if f.wait.timer_slack_ns.is_some_and(|ns| !(1..=1_000_000).contains(&ns)) {
+        bail!("profile {name}: wait.timer_slack_ns must be from 1 to 1000000");
+    }
     let durability =
         f.journal.durability.parse::<Durability>().map_err(|e| anyhow::anyhow!("profile {name}: journal.{e}"))?;
     if f.journal.segment_bytes_max < 1 << 20 {
@@ -147,6 +155,7 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
         snapshots_keep: f.snapshots.keep,
         snapshot_queue: f.snapshots.queue_commands,
         inflight_max: f.clients.inflight_max,
+        timer_slack_ns: f.wait.timer_slack_ns,
     })
 }
 

@@ -251,29 +251,25 @@ impl<B: Backend> Server<B> {
         }
     }
 
+    /// Handles the whole requests at the front of the read buffer, then drops them from it.
     fn handle_requests(&mut self, index: usize) {
+        let Some(c) = self.conns[index].as_mut() else { return };
+        let rbuf = std::mem::take(&mut c.rbuf);
+        let mut at = 0;
         loop {
             let Some(c) = self.conns[index].as_ref() else { return };
-            if c.closing || c.rbuf.is_empty() {
-                return;
+            if c.closing || at == rbuf.len() || c.order.len() >= self.cfg.pending_max {
+                break; // past `pending_max`, read no further until replies drain: back-pressure
             }
-            if c.order.len() >= self.cfg.pending_max {
-                return; // read no further until replies drain: back-pressure on this connection
+            match self.parse_one(index, &rbuf[at..]) {
+                Parsed::Partial => break,
+                Parsed::Done(n) => at += n,
+                Parsed::Reject(status) => return self.reject(index, status),
             }
-            let rbuf = std::mem::take(&mut self.conns[index].as_mut().expect("checked above").rbuf);
-            let parsed = self.parse_one(index, &rbuf);
-            let Some(c) = self.conns[index].as_mut() else { return };
-            match parsed {
-                Parsed::Partial => {
-                    c.rbuf = rbuf;
-                    return;
-                }
-                Parsed::Done(n) => c.rbuf = rbuf[n..].to_vec(),
-                Parsed::Reject(status) => {
-                    self.reject(index, status);
-                    return;
-                }
-            }
+        }
+        if let Some(c) = self.conns[index].as_mut() {
+            c.rbuf = rbuf;
+            c.rbuf.drain(..at);
         }
     }
 

@@ -300,31 +300,34 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Handles the whole messages at the front of the read buffer.
+    /// Handles the whole messages at the front of the read buffer, then drops them from it.
     fn handle(&mut self, index: usize) {
+        let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        let rbuf = std::mem::take(&mut c.rbuf);
+        let mut at = 0;
         loop {
             let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
             if c.closing || c.pending >= self.cfg.pending_max {
-                return;
+                break;
             }
             if matches!(c.mode, Mode::Unknown) {
-                if c.rbuf.len() < 4 {
-                    return;
+                if rbuf.len() < 4 {
+                    break;
                 }
-                c.mode = if c.rbuf[..4] == rpc::MAGIC.to_le_bytes() { Mode::Rpc } else { Mode::Hello };
+                c.mode = if rbuf[..4] == rpc::MAGIC.to_le_bytes() { Mode::Rpc } else { Mode::Hello };
             }
-            let rbuf = std::mem::take(&mut c.rbuf);
+            let rest = &rbuf[at..];
             let used =
-                if matches!(c.mode, Mode::Rpc) { self.rpc_one(index, &rbuf) } else { self.binary_one(index, &rbuf) };
-            let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+                if matches!(c.mode, Mode::Rpc) { self.rpc_one(index, rest) } else { self.binary_one(index, rest) };
             match used {
-                Some(0) => {
-                    c.rbuf = rbuf;
-                    return;
-                }
-                Some(n) => c.rbuf = rbuf[n..].to_vec(),
+                Some(0) => break,
+                Some(n) => at += n,
                 None => return self.shut(index),
             }
+        }
+        if let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) {
+            c.rbuf = rbuf;
+            c.rbuf.drain(..at);
         }
     }
 

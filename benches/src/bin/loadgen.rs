@@ -8,6 +8,12 @@
 //!   messages of the same size: the network baseline for the same run;
 //! - `max`: as many `order.put_limit` as the server takes, each connection keeping a window of
 //!   requests in flight, for the sustained rate.
+//! - `tcp`: NEW_LIMIT over the binary order entry (`edges/PROTOCOL.md`), open loop like `http`;
+//!   latency runs to the order's ACCEPTED (or REJECTED). Connection i logs in as key `load<i>`
+//!   (see `benches/loadgen.toml`). `--echo-bytes 48` makes `echo` its baseline.
+//! - `tcp-max`: as `max`, over the binary order entry.
+//! - `disk`: `write` + `fdatasync` of 64 bytes, one after the other, in `--dir`: the baseline for
+//!   `fsync` durability.
 //!
 //! It prints p50 … p99.99 and max, writes `<out>/<name>.hgrm` and `<out>/<name>.svg` (a
 //! latency-by-percentile plot).
@@ -24,6 +30,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
+use viaduct_edges::binary::{self, ClientMsg, Decoded, ServerMsg};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -49,10 +56,24 @@ struct Args {
     /// Users the orders are spread over (each is funded first).
     #[arg(long, default_value_t = 1000)]
     users: u64,
+    /// The TCP edge's address (tcp and tcp-max modes).
+    #[arg(long, default_value = "127.0.0.1:7316")]
+    tcp: SocketAddr,
+    /// The secret of the load<i> keys.
+    #[arg(long, default_value = "loadgen-secret-0123456789")]
+    secret: String,
+    /// Message size of the echo mode (default: the HTTP body's size).
+    #[arg(long)]
+    echo_bytes: Option<usize>,
+    /// Where the disk mode writes.
+    #[arg(long, default_value = "/tmp")]
+    dir: PathBuf,
 }
 
 fn main() {
     let args = Args::parse();
+    // Threads inherit it: the schedule's sleeps end on time instead of up to 50 µs late.
+    nix::sys::prctl::set_timerslack(1000).expect("timer slack");
     std::fs::create_dir_all(&args.out).expect("output directory");
     match args.mode.as_str() {
         "http" => {
@@ -63,7 +84,7 @@ fn main() {
         }
         "echo" => {
             let addr = echo_server();
-            let body_len = order_body(0, 1).len();
+            let body_len = args.echo_bytes.unwrap_or(order_body(0, 1).len());
             let hist = open_loop(&args, addr, body_len, false);
             report(&args, &format!("echo-{}", args.rate), &hist);
         }
@@ -71,7 +92,20 @@ fn main() {
             fund(&args);
             max_rate(&args);
         }
-        other => panic!("mode {other:?} is not http, echo or max"),
+        "tcp" => {
+            fund(&args);
+            let hist = tcp_open_loop(&args);
+            report(&args, &format!("tcp-{}", args.rate), &hist);
+        }
+        "tcp-max" => {
+            fund(&args);
+            tcp_max(&args);
+        }
+        "disk" => {
+            let hist = disk(&args);
+            report(&args, "disk-fdatasync", &hist);
+        }
+        other => panic!("mode {other:?} is not http, echo, max, tcp, tcp-max or disk"),
     }
 }
 
@@ -328,4 +362,195 @@ fn plot(path: &Path, name: &str, hist: &Histogram<u64>) {
         .unwrap();
     chart.draw_series(LineSeries::new(points, &BLUE)).unwrap();
     root.present().unwrap();
+}
+
+/// A logged-in binary session as key `load<index>` (user `index`).
+fn tcp_session(args: &Args, index: usize) -> TcpStream {
+    let mut s = TcpStream::connect(args.tcp).expect("connect to the tcp edge");
+    s.set_nodelay(true).unwrap();
+    let key = binary::market_bytes(&format!("load{index}"));
+    let mut out = Vec::new();
+    binary::encode_client(&ClientMsg::Hello { key }, &mut out);
+    s.write_all(&out).unwrap();
+    let mut buf = Vec::new();
+    let ServerMsg::Challenge { nonce } = next_msg(&mut s, &mut buf).expect("challenge") else { panic!("no challenge") };
+    out.clear();
+    let mac = binary::login_mac(args.secret.as_bytes(), &nonce, &key);
+    binary::encode_client(&ClientMsg::Login { mac }, &mut out);
+    s.write_all(&out).unwrap();
+    match next_msg(&mut s, &mut buf) {
+        Some(ServerMsg::LoginAck { .. }) => s,
+        other => panic!("login as load{index} failed: {other:?} (is viaduct running with benches/loadgen.toml?)"),
+    }
+}
+
+/// Reads the next server message; `buf` keeps what was read past it.
+fn next_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<ServerMsg> {
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match binary::decode_server(buf).ok()? {
+            Decoded::Msg(m, used) => {
+                buf.drain(..used);
+                return Some(m);
+            }
+            Decoded::Invalid { .. } => return None,
+            Decoded::Partial => {
+                let n = s.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+/// The i-th order of a session: asks and bids in turn at 1, so each bid fills the ask before it.
+fn binary_order(i: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    let msg = ClientMsg::NewLimit {
+        client_id: 0,
+        market: binary::market_bytes("BTCBCH"),
+        side: 1 + (i % 2) as u8,
+        price: 100_000_000,
+        amount: 1_000_000,
+    };
+    binary::encode_client(&msg, &mut out);
+    out
+}
+
+/// Whether `m` answers a request (rather than reporting a fill or a heartbeat); false for errors.
+fn answers(m: &ServerMsg) -> Option<bool> {
+    match m {
+        ServerMsg::Accepted { .. } => Some(true),
+        ServerMsg::Rejected { .. } => Some(false),
+        _ => None,
+    }
+}
+
+fn tcp_open_loop(args: &Args) -> Histogram<u64> {
+    let total = args.rate * args.seconds;
+    let per_conn = total / args.connections as u64;
+    let interval = Duration::from_nanos(1_000_000_000 * args.connections as u64 / args.rate);
+    let errors = Arc::new(AtomicU64::new(0));
+    let sessions: Vec<TcpStream> = (1..=args.connections).map(|i| tcp_session(args, i)).collect();
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut readers = Vec::new();
+    for (c, mut stream) in sessions.into_iter().enumerate() {
+        let mut writer = stream.try_clone().unwrap();
+        let offset = interval * c as u32 / args.connections as u32;
+        std::thread::spawn(move || {
+            for i in 0..per_conn {
+                sleep_until(start + offset + interval * i as u32);
+                if writer.write_all(&binary_order(i)).is_err() {
+                    return;
+                }
+            }
+        });
+        let errors = Arc::clone(&errors);
+        readers.push(std::thread::spawn(move || {
+            let mut hist = Histogram::<u64>::new(3).unwrap();
+            let mut buf = Vec::new();
+            let mut i = 0;
+            while i < per_conn {
+                let Some(m) = next_msg(&mut stream, &mut buf) else { break };
+                let Some(ok) = answers(&m) else { continue };
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                hist.record((start + offset + interval * i as u32).elapsed().as_nanos().max(1) as u64).ok();
+                i += 1;
+            }
+            hist
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    for r in readers {
+        hist.add(r.join().unwrap()).unwrap();
+    }
+    let errors = errors.load(Ordering::Relaxed);
+    if errors > 0 {
+        println!("{errors} orders were rejected");
+    }
+    hist
+}
+
+/// Closed-loop saturation over the binary order entry: `window` orders in flight per session.
+fn tcp_max(args: &Args) {
+    let done = Arc::new(AtomicU64::new(0));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let sessions: Vec<TcpStream> = (1..=args.connections).map(|i| tcp_session(args, i)).collect();
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let mut threads = Vec::new();
+    for mut s in sessions {
+        let (done, rejected, window) = (Arc::clone(&done), Arc::clone(&rejected), args.window as u64);
+        threads.push(std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let (mut sent, mut answered) = (0u64, 0u64);
+            let mut batch = Vec::new();
+            for _ in 0..window {
+                batch.extend_from_slice(&binary_order(sent));
+                sent += 1;
+            }
+            s.write_all(&batch).unwrap();
+            while Instant::now() < until {
+                let Some(m) = next_msg(&mut s, &mut buf) else { return };
+                let Some(ok) = answers(&m) else { continue };
+                if !ok {
+                    rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                answered += 1;
+                // Refill the window in batches, as a market maker's gateway would.
+                if sent - answered <= window / 2 {
+                    batch.clear();
+                    for _ in 0..window / 2 {
+                        batch.extend_from_slice(&binary_order(sent));
+                        sent += 1;
+                    }
+                    if s.write_all(&batch).is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "tcp-max: {n} orders answered in {} s over {} sessions (window {}), {} rejected: {:.0} /s",
+        args.seconds,
+        args.connections,
+        args.window,
+        rejected.load(Ordering::Relaxed),
+        n as f64 / args.seconds as f64
+    );
+}
+
+/// `write` + `fdatasync` of 64 bytes, back to back, for `seconds`, into a file zero-filled ahead
+/// as the journal's segments are (so each sync writes data, not a new size).
+fn disk(args: &Args) -> Histogram<u64> {
+    use std::os::unix::fs::FileExt;
+    let path = args.dir.join(format!("loadgen-disk-{}.tmp", std::process::id()));
+    let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+    let ahead = 64u64 * 1024 * 1024;
+    for block in 0..ahead / (1 << 20) {
+        file.write_all_at(&vec![0u8; 1 << 20], block << 20).unwrap();
+    }
+    file.sync_all().unwrap();
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let mut at = 0u64;
+    while Instant::now() < until {
+        let t = Instant::now();
+        file.write_all_at(&[7u8; 64], at).unwrap();
+        file.sync_data().unwrap();
+        hist.record(t.elapsed().as_nanos().max(1) as u64).ok();
+        at = (at + 64) % ahead;
+    }
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    hist
 }
