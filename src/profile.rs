@@ -171,6 +171,8 @@ mod tests {
         }
         assert_eq!(Profile::load("latency").unwrap().ring.wait, Wait::BusySpin);
         assert_eq!(Profile::load("default").unwrap().ring.matcher_core, None);
+        assert_eq!(Profile::load("default").unwrap().timer_slack_ns, Some(1000));
+        assert_eq!(Profile::load("latency").unwrap().timer_slack_ns, None);
     }
 
     #[test]
@@ -180,5 +182,7 @@ mod tests {
         let text = BUILT_IN[0].1.replace("durability = \"fsync\"", "durability = \"maybe\"");
         assert!(format!("{:#}", parse("x", &text).unwrap_err()).contains("maybe"));
         assert!(Profile::load("no-such-profile").unwrap_err().to_string().contains("neither a built-in"));
+        let text = BUILT_IN[0].1.replace("timer_slack_ns = 1000", "timer_slack_ns = 0");
+        assert!(parse("x", &text).unwrap_err().to_string().contains("wait.timer_slack_ns"));
     }
 }

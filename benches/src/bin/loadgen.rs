@@ -32,7 +32,7 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use viaduct_edges::binary::{self, ClientMsg, Decoded, ServerMsg};
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 struct Args {
     /// http, echo or max.
     #[arg(long, default_value = "http")]
@@ -103,7 +103,7 @@ fn main() {
         }
         "disk" => {
             let hist = disk(&args);
-            report(&args, "disk-fdatasync", &hist);
+            report(&Args { connections: 1, ..args.clone() }, "disk-fdatasync", &hist);
         }
         other => panic!("mode {other:?} is not http, echo, max, tcp, tcp-max or disk"),
     }
