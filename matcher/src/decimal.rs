@@ -192,6 +192,30 @@ where
     write!(f, "{}.{:0width$}", abs / unit, abs % unit, width = scale as usize)
 }
 
+impl Dec {
+    /// The "raw" form: every fractional digit of the scale kept (`"8000.00000000"`), as ViaBTC
+    /// prints `market.last` and its Kafka messages; zero is `"0"`.
+    pub fn raw(self) -> RawDec {
+        RawDec(self)
+    }
+}
+
+/// [`Dec::raw`]'s display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawDec(Dec);
+
+impl fmt::Display for RawDec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Dec { m, scale } = self.0;
+        if m == 0 || scale == 0 {
+            return write!(f, "{m}");
+        }
+        let sign = if m < 0 { "-" } else { "" };
+        let (abs, unit) = (m.unsigned_abs(), pow10(scale) as u128);
+        write!(f, "{sign}{}.{:0width$}", abs / unit, abs % unit, width = scale as usize)
+    }
+}
+
 impl serde::Serialize for Dec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

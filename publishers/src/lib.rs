@@ -1,7 +1,12 @@
 //! # viaduct-publishers
 //!
-//! Owns the consumers of the output ring: market data (klines, status, deals, depth), the history
-//! writer and reader, Kafka publishing and alerts. None of them may ever slow the matcher.
+//! Owns the consumers of the output ring: market data (klines, status, deals, depth), and later
+//! the history writer and reader, Kafka publishing and alerts. None of them may ever slow the
+//! matcher: each runs on its own thread, behind the journal, and sees only durable events.
 //!
-//! Nothing is here yet: market data and history arrive with issues #5 and #6.
+//! Start reading at [`market::MarketData`] (the marketprice state machine and its queries), then
+//! [`depth::DepthView`] (book levels as `depth.update` snapshots and diffs).
 #![forbid(unsafe_code)]
+
+pub mod depth;
+pub mod market;
