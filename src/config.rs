@@ -9,6 +9,7 @@ use serde::Deserialize;
 use viaduct_edges::tcp::ApiKey;
 use viaduct_matcher::config::{self, AssetConfig, MarketConfig};
 use viaduct_matcher::Spec;
+use viaduct_publishers::market::MarketDataConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +22,8 @@ pub struct FileConfig {
     pub markets: Vec<MarketConfig>,
     #[serde(default)]
     pub edges: Edges,
+    #[serde(default)]
+    pub market: Option<MarketSection>,
     #[serde(default)]
     pub history: Option<toml::Value>,
     #[serde(default)]
@@ -47,6 +50,45 @@ pub struct Edges {
 #[serde(deny_unknown_fields)]
 pub struct EdgeBind {
     pub bind: String,
+}
+
+/// `[market]`: market data's time zone and retention (ViaBTC's marketprice `sec_max`, `min_max`,
+/// `hour_max`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketSection {
+    /// An IANA zone name (`"Asia/Shanghai"`); day, week and month klines follow it. Default UTC.
+    pub timezone: Option<String>,
+    /// Seconds of one-second buckets kept (default 604800, 7 days).
+    pub sec_max: Option<i64>,
+    /// Minutes of one-minute buckets kept (default 525600, one year).
+    pub min_max: Option<i64>,
+    /// Hours of one-hour buckets kept (default 87600, ten years).
+    pub hour_max: Option<i64>,
+}
+
+impl MarketSection {
+    fn to_config(&self) -> Result<MarketDataConfig> {
+        let mut cfg = MarketDataConfig::default();
+        if let Some(name) = &self.timezone {
+            cfg.tz = name
+                .parse()
+                .map_err(|_| anyhow::anyhow!("[market] timezone {name:?} is not an IANA time zone name"))?;
+        }
+        for (key, value, target) in [
+            ("sec_max", self.sec_max, &mut cfg.sec_max),
+            ("min_max", self.min_max, &mut cfg.min_max),
+            ("hour_max", self.hour_max, &mut cfg.hour_max),
+        ] {
+            if let Some(v) = value {
+                if !(1..=1_000_000_000).contains(&v) {
+                    anyhow::bail!("[market] {key} = {v} must be from 1 to 1000000000");
+                }
+                *target = v;
+            }
+        }
+        Ok(cfg)
+    }
 }
 
 /// `[edges.tcp]`: its address and the binary order entry's API keys.
@@ -94,6 +136,8 @@ pub struct Loaded {
     /// Where the TCP edge listens, and its API keys.
     pub tcp_bind: std::net::SocketAddr,
     pub tcp_keys: Vec<ApiKey>,
+    /// Market data's time zone and retention.
+    pub market: MarketDataConfig,
     /// Sections the file has that no component of this build reads yet.
     pub not_yet_used: Vec<&'static str>,
 }
@@ -105,7 +149,16 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         let http_bind = HTTP_BIND.parse().expect("a valid default address");
         let tcp_bind = TCP_BIND.parse().expect("a valid default address");
         let data_dir = default_data_dir();
-        return Ok(Loaded { spec, data_dir, http_bind, tcp_bind, tcp_keys: Vec::new(), not_yet_used: Vec::new() });
+        let market = MarketDataConfig::default();
+        return Ok(Loaded {
+            spec,
+            data_dir,
+            http_bind,
+            tcp_bind,
+            tcp_keys: Vec::new(),
+            market,
+            not_yet_used: Vec::new(),
+        });
     };
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
     let file: FileConfig = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
@@ -138,5 +191,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         }
         tcp_keys.push(key);
     }
-    Ok(Loaded { spec, data_dir: file.data_dir, http_bind, tcp_bind, tcp_keys, not_yet_used })
+    let market = match &file.market {
+        Some(m) => m.to_config().with_context(|| format!("config {}", path.display()))?,
+        None => MarketDataConfig::default(),
+    };
+    Ok(Loaded { spec, data_dir: file.data_dir, http_bind, tcp_bind, tcp_keys, market, not_yet_used })
 }

@@ -14,11 +14,14 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde_json::Value;
 use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
 use viaduct_edges::{Payload, TAG_BINARY, TAG_FILLS};
-use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir, Progress};
+use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir, Downstream, Progress};
 use viaduct_journaler::segment::{remove_covered, JournalWriter};
 use viaduct_journaler::{snapshot, Durability};
+use viaduct_matcher::event::Deal;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, response_json, Command, Events, Matcher, RpcError, Spec};
+use viaduct_publishers::market::{MarketData, MarketDataConfig};
+use viaduct_publishers::service::{is_market_method, MarketService, Query, QuerySender};
 use viaduct_ring::{submit, wire, Input, OutSlot, Stages};
 
 use crate::profile::Profile;
@@ -85,6 +88,7 @@ pub struct Engine {
     inflight_max: usize,
     final_state: Arc<Mutex<Option<(u64, u64)>>>,
     snapshot_worker: std::thread::JoinHandle<()>,
+    market: MarketService,
     commits: Arc<AtomicU64>,
 }
 
@@ -100,12 +104,25 @@ impl Engine {
         profile: &Profile,
         progress: impl FnMut(Progress),
     ) -> Result<(Engine, Startup)> {
+        Engine::start_with(data_dir, spec, profile, MarketDataConfig::default(), progress)
+    }
+
+    /// [`Engine::start`] with market data kept per `market` (retention, time zone).
+    pub fn start_with(
+        data_dir: &Path,
+        spec: Spec,
+        profile: &Profile,
+        market: MarketDataConfig,
+        progress: impl FnMut(Progress),
+    ) -> Result<(Engine, Startup)> {
         if profile.durability == Durability::None {
             tracing::warn!("durability NONE: the journal is not written; every command is lost when the process ends");
         }
         let started = Instant::now();
-        let recovered =
-            recover(data_dir, &spec, progress).with_context(|| format!("recovering {}", data_dir.display()))?;
+        let mut market_data = MarketRecovery { spec: &spec, md: MarketData::new(&spec, market) };
+        let recovered = recover(data_dir, &spec, progress, &mut market_data)
+            .with_context(|| format!("recovering {}", data_dir.display()))?;
+        let market_data = market_data.md;
         let startup = Startup {
             snapshot_seq: recovered.snapshot_seq,
             replayed: recovered.journal.records,
@@ -127,9 +144,10 @@ impl Engine {
         let journal = journal_stage(writer, Arc::clone(&durable), Arc::clone(&commits));
         let registry: Arc<Registry> = Arc::default();
         let watch: Arc<Watch> = Arc::default();
-        let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry), Arc::clone(&watch));
+        let market = MarketService::spawn(market_data.clone()).context("starting the market data thread")?;
+        let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry), Arc::clone(&watch), market.feed());
         let (snapshots, snapshot_worker) =
-            snapshot_stage(data_dir, recovered.matcher.clone(), recovered.last_seq, profile)?;
+            snapshot_stage(data_dir, (recovered.matcher.clone(), market_data), recovered.last_seq, profile)?;
         let final_state: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
         let on_stop = {
             let final_state = Arc::clone(&final_state);
@@ -151,6 +169,7 @@ impl Engine {
             inflight_max: profile.inflight_max,
             final_state,
             snapshot_worker,
+            market,
             commits,
         };
         Ok((engine, startup))
@@ -179,9 +198,10 @@ impl Engine {
     /// Stops the engine once every client is dropped: drains the pipeline, joins its threads,
     /// and returns the final journal sequence and state hash.
     pub fn shutdown(self) -> (u64, u64) {
-        let Engine { input, final_state, snapshot_worker, .. } = self;
+        let Engine { input, final_state, snapshot_worker, market, .. } = self;
         drop(input);
         snapshot_worker.join().expect("snapshot worker");
+        market.join();
         let state = *final_state.lock().expect("final state lock");
         state.expect("the matcher stage reports its final state when it stops")
     }
@@ -201,7 +221,7 @@ impl Engine {
         let (tx, rx) = bounded(self.inflight_max + FILLS_QUEUE_MAX);
         let fills_lost = Arc::new(AtomicBool::new(false));
         let sink = Sink { tx, notify, fills_lost: Arc::clone(&fills_lost) };
-        self.registry.lock().expect("registry lock").insert(id, sink);
+        self.registry.lock().expect("registry lock").insert(id, sink.clone());
         Client {
             id,
             input: self.input.clone(),
@@ -209,6 +229,8 @@ impl Engine {
             registry: Arc::clone(&self.registry),
             watch: Arc::clone(&self.watch),
             fills_lost,
+            sink,
+            queries: self.market.queries(),
             inflight: Arc::new(AtomicUsize::new(0)),
             inflight_max: self.inflight_max,
             rx,
@@ -224,6 +246,9 @@ pub struct Client {
     registry: Arc<Registry>,
     watch: Arc<Watch>,
     fills_lost: Arc<AtomicBool>,
+    /// Where answers to market-data queries go: this client's own reply queue.
+    sink: Sink,
+    queries: QuerySender,
     inflight: Arc<AtomicUsize>,
     inflight_max: usize,
     rx: Receiver<Response>,
@@ -241,8 +266,46 @@ impl Client {
             let json = error_response(Some(request_id), e);
             Refused(Response { tag: 0, request_id, json, journal_seq: 0, reports: Vec::new() })
         };
-        let cmd = decode(&self.spec, method, params).map_err(refuse)?;
-        self.submit_command(request_id, cmd).map_err(|_| refuse(RpcError::ServiceUnavailable))
+        self.submit_tagged_request(0, request_id, method, params).map_err(refuse)
+    }
+
+    /// Decodes and submits one request of any method with `tag`; a market-data method goes to the
+    /// market-data thread.
+    pub fn submit_tagged_request(
+        &mut self,
+        tag: u64,
+        request_id: i64,
+        method: &str,
+        params: &[Value],
+    ) -> Result<(), RpcError> {
+        if is_market_method(method) {
+            return self.query(tag, request_id, method, params.to_vec());
+        }
+        let cmd = decode(&self.spec, method, params)?;
+        self.submit_tagged(tag, request_id, cmd).map_err(|_| RpcError::ServiceUnavailable)
+    }
+
+    /// Queues a market-data query; its answer arrives with the replies, marked `tag`. Error 4
+    /// for a method market data does not answer, 3 when its queue or this client is full.
+    pub fn query(&mut self, tag: u64, request_id: i64, method: &str, params: Vec<Value>) -> Result<(), RpcError> {
+        if !is_market_method(method) {
+            return Err(RpcError::MethodNotFound);
+        }
+        if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
+            return Err(RpcError::ServiceUnavailable);
+        }
+        let sink = self.sink.clone();
+        let answer = Box::new(move |json: String| {
+            let response = Response { tag, request_id, json, journal_seq: 0, reports: Vec::new() };
+            if sink.tx.try_send(response).is_ok() {
+                if let Some(notify) = &sink.notify {
+                    notify();
+                }
+            }
+        });
+        self.queries.send(Query { id: request_id, method: method.to_string(), params, answer })?;
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Submits a decoded command; hands it back when this client's in-flight bound or the input
@@ -384,13 +447,25 @@ fn reply_stage(
     spec: Arc<Spec>,
     registry: Arc<Registry>,
     watch: Arc<Watch>,
+    market: Sender<Vec<Deal>>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
     let mut out = Delivery { spec, registry, clients: HashMap::new(), woken: Vec::new() };
     let mut watched: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut watch_version = 0;
     let mut fills: Vec<(u32, ServerMsg)> = Vec::new();
+    let mut deals: Vec<Deal> = Vec::new();
+    let feed = move |deals: &mut Vec<Deal>| {
+        // Waits only when market data lags by its whole queue: its lag is bounded.
+        if !deals.is_empty() && market.send(std::mem::take(deals)).is_err() {
+            deals.clear(); // the market data thread is gone (shutting down)
+        }
+    };
     move |slot, end_of_batch| {
+        deals.extend_from_slice(slot.events.deals());
         if slot.client != 0 {
+            // Deals go to market data before the reply that caused them, so that a client that
+            // queries after its reply sees them.
+            feed(&mut deals);
             out.reply(slot);
         }
         let version = watch.version.load(Ordering::Acquire);
@@ -408,6 +483,7 @@ fn reply_stage(
             }
         }
         if end_of_batch {
+            feed(&mut deals);
             out.wake();
         }
     }
@@ -496,13 +572,14 @@ impl Delivery {
 /// every `interval` commands, so the matcher never stops for a snapshot.
 fn snapshot_stage(
     data_dir: &Path,
-    shadow: Matcher,
+    (shadow, shadow_market): (Matcher, MarketData),
     last_seq: u64,
     profile: &Profile,
 ) -> Result<(impl FnMut(&OutSlot, bool) + Send + 'static, std::thread::JoinHandle<()>)> {
     let (tx, rx) = bounded::<(u64, u64, Command)>(profile.snapshot_queue);
     let worker = SnapshotWorker {
         shadow,
+        shadow_market,
         last_snapshot: last_seq,
         interval: profile.snapshot_interval,
         keep: profile.snapshots_keep,
@@ -522,6 +599,8 @@ fn snapshot_stage(
 
 struct SnapshotWorker {
     shadow: Matcher,
+    /// Market data fed by the shadow's deals, saved with it.
+    shadow_market: MarketData,
     last_snapshot: u64,
     interval: u64,
     keep: usize,
@@ -539,6 +618,7 @@ impl SnapshotWorker {
                 tracing::error!("snapshots: command {seq} succeeded in the matcher but fails in its shadow ({e}): the state machine is not deterministic");
                 std::process::abort();
             }
+            events.deals().iter().for_each(|d| self.shadow_market.apply(d));
             if self.write && seq - self.last_snapshot >= self.interval {
                 self.snapshot(seq);
             }
@@ -547,7 +627,7 @@ impl SnapshotWorker {
 
     fn snapshot(&mut self, seq: u64) {
         let started = Instant::now();
-        let state = self.shadow.snapshot();
+        let state = snapshot::encode_state(&self.shadow.snapshot(), &self.shadow_market.snapshot());
         let result = snapshot::write(&self.snapshots, seq, &state)
             .and_then(|_| snapshot::prune(&self.snapshots, self.keep))
             .and_then(|oldest| remove_covered(&self.journal, oldest.unwrap_or(0)));
@@ -560,6 +640,25 @@ impl SnapshotWorker {
             Err(e) => tracing::error!("snapshots: {e}; the journal keeps everything until a snapshot succeeds"),
         }
         self.last_snapshot = seq;
+    }
+}
+
+/// Market data rebuilt with the matcher at startup.
+struct MarketRecovery<'a> {
+    spec: &'a Spec,
+    md: MarketData,
+}
+
+impl Downstream for MarketRecovery<'_> {
+    fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if !bytes.is_empty() {
+            self.md = MarketData::from_snapshot(self.spec, *self.md.config(), bytes)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, events: &Events) {
+        events.deals().iter().for_each(|d| self.md.apply(d));
     }
 }
 
@@ -600,5 +699,9 @@ impl viaduct_edges::Backend for EdgeBackend {
 
     fn watch(&mut self, user: u32, on: bool) {
         self.client.watch(user, on);
+    }
+
+    fn query(&mut self, tag: u64, request_id: i64, method: &str, params: Vec<Value>) -> Result<(), RpcError> {
+        self.client.query(tag, request_id, method, params)
     }
 }

@@ -17,6 +17,7 @@ use viaduct_edges::tcp::{TcpConfig, TcpEdge};
 use viaduct_journaler::recovery::Progress;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError};
+use viaduct_publishers::service::is_market_method;
 
 /// Longest request line the console reads.
 const LINE_BYTES_MAX: u64 = 1 << 20;
@@ -131,7 +132,7 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, s
         }
     };
     let (loaded_http, loaded_tcp, tcp_keys) = (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys);
-    let (engine, startup) = Engine::start(&data_dir, loaded.spec, &profile, progress)?;
+    let (engine, startup) = Engine::start_with(&data_dir, loaded.spec, &profile, loaded.market, progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -174,7 +175,8 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, s
 /// What the writer prints next: a ready answer, or the engine's next reply.
 enum Ticket {
     Ready(String),
-    Engine,
+    /// The reply the engine will give to the request submitted with this tag.
+    Engine(u64),
 }
 
 /// One request per line in, one reply per line out, in order. A reply is printed once its
@@ -186,10 +188,24 @@ fn serve_stdio(engine: &Engine) -> Result<()> {
     std::thread::scope(|s| -> Result<()> {
         let writer = s.spawn(move || -> io::Result<()> {
             let mut out = BufWriter::new(io::stdout().lock());
+            let mut early: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
             for ticket in rx {
                 match ticket {
                     Ticket::Ready(json) => writeln!(out, "{json}")?,
-                    Ticket::Engine => writeln!(out, "{}", replies.recv().json)?,
+                    Ticket::Engine(tag) => {
+                        // Market data answers on its own thread, so replies may come out of order.
+                        let json = match early.remove(&tag) {
+                            Some(json) => json,
+                            None => loop {
+                                let r = replies.recv();
+                                if r.tag == tag {
+                                    break r.json;
+                                }
+                                early.insert(r.tag, r.json);
+                            },
+                        };
+                        writeln!(out, "{json}")?
+                    }
                 }
                 if replies.is_empty() {
                     out.flush()?;
@@ -199,6 +215,7 @@ fn serve_stdio(engine: &Engine) -> Result<()> {
         });
         let mut input = io::stdin().lock();
         let mut line = Vec::new();
+        let mut next_tag = 0u64;
         loop {
             line.clear();
             let read =
@@ -215,7 +232,8 @@ fn serve_stdio(engine: &Engine) -> Result<()> {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let ticket = submit_line(&mut client, &line);
+            next_tag += 1;
+            let ticket = submit_line(&mut client, next_tag, &line);
             if tx.send(ticket).is_err() {
                 break;
             }
@@ -227,7 +245,7 @@ fn serve_stdio(engine: &Engine) -> Result<()> {
 }
 
 /// Submits one request line, waiting while the engine is full.
-fn submit_line(client: &mut viaduct::engine::Client, line: &[u8]) -> Ticket {
+fn submit_line(client: &mut viaduct::engine::Client, tag: u64, line: &[u8]) -> Ticket {
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(line) else {
         return Ticket::Ready(error_response(None, RpcError::InvalidArgument));
     };
@@ -237,14 +255,24 @@ fn submit_line(client: &mut viaduct::engine::Client, line: &[u8]) -> Ticket {
     else {
         return Ticket::Ready(error_response(id, RpcError::InvalidArgument));
     };
+    if is_market_method(method) {
+        loop {
+            match client.query(tag, id, method, params.clone()) {
+                Ok(()) => return Ticket::Engine(tag),
+                // Full: wait rather than refuse a line of a script.
+                Err(RpcError::ServiceUnavailable) => std::thread::sleep(std::time::Duration::from_micros(50)),
+                Err(e) => return Ticket::Ready(error_response(Some(id), e)),
+            }
+        }
+    }
     let cmd = match decode(client.spec(), method, params) {
         Ok(cmd) => cmd,
         Err(e) => return Ticket::Ready(error_response(Some(id), e)),
     };
     let mut cmd = cmd;
     loop {
-        match client.submit_command(id, cmd) {
-            Ok(()) => return Ticket::Engine,
+        match client.submit_tagged(tag, id, cmd) {
+            Ok(()) => return Ticket::Engine(tag),
             // Full: wait for the engine rather than refuse a line of a script.
             Err(back) => {
                 cmd = back;

@@ -64,6 +64,27 @@ fn tcp_api_keys_are_checked_with_the_config() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+#[test]
+fn a_bad_market_data_setting_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("market.toml");
+    let base = std::fs::read_to_string(example()).unwrap();
+    for (from, to, problem) in [
+        (
+            "timezone = \"UTC\"",
+            "timezone = \"Mars/Olympus\"",
+            "timezone \"Mars/Olympus\" is not an IANA time zone name",
+        ),
+        ("sec_max = 604800", "sec_max = 0", "sec_max = 0 must be from 1"),
+    ] {
+        assert!(base.contains(from));
+        std::fs::write(&path, base.replace(from, to)).unwrap();
+        let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success() && err.contains(problem), "{err}");
+    }
+}
+
 /// Runs `viaduct run` on `data_dir` with `requests` on its standard input; returns the replies.
 fn run(data_dir: &std::path::Path, requests: &[&str]) -> Vec<Value> {
     let mut child = support::spawn_stdio(&["--config", &example(), "--data-dir", data_dir.to_str().unwrap()]);
@@ -86,28 +107,35 @@ fn run_serves_a_first_session_and_keeps_it_across_a_restart() {
         r#"{"id": 3, "method": "order.put_limit", "params": [1, "BTCBCH", 1, "2", "0.1", "0.002", "0.001", "web"]}"#,
         r#"{"id": 4, "method": "order.put_limit", "params": [2, "BTCBCH", 2, "1", "0.2", "0.002", "0.001", "web"]}"#,
         r#"{"id": 5, "method": "balance.query", "params": [2, "BTC", "BCH"]}"#,
-        r#"{"id": 6, "method": "market.last", "params": ["BTCBCH"]}"#,
+        r#"{"id": 6, "method": "market.last", "params": ["NOPE"]}"#,
         r#"{"id": "x", "method": "asset.list", "params": []}"#,
         r#"not json"#,
+        r#"{"id": 9, "method": "balance.history", "params": [1, "BTC", "", 0, 0, 0, 10]}"#,
     ];
     let replies = run(dir.path(), &requests);
     assert_eq!(replies.len(), requests.len());
     assert_eq!(replies[3]["result"]["deal_stock"], "1");
     assert_eq!(replies[4]["result"]["BTC"]["available"], "0.998");
     assert_eq!(replies[4]["result"]["BCH"]["available"], "0.9");
-    assert_eq!(replies[5]["error"]["code"], 4);
+    // Market data answers from its own thread, in the order of the lines all the same.
+    assert_eq!(replies[5]["error"]["code"], 1);
+    assert_eq!(replies[8]["error"]["code"], 4); // history is not served yet
     assert_eq!(replies[6]["error"]["code"], 1);
     assert_eq!(replies[7]["error"]["code"], 1);
     assert!(replies[7]["id"].is_null());
-    // A restart recovers the journal: the balances, the resting order, and the dedupe window.
+    // A restart recovers the journal: the balances, the resting order, the dedupe window and the
+    // market data.
     let again = run(
         dir.path(),
         &[
             r#"{"id": 7, "method": "balance.query", "params": [1, "BTC", "BCH"]}"#,
             r#"{"id": 8, "method": "order.pending", "params": [1, "BTCBCH", 0, 10]}"#,
             r#"{"id": 9, "method": "balance.update", "params": [1, "BTC", "deposit", 100, "2", {}]}"#,
+            r#"{"id": 10, "method": "market.last", "params": ["BTCBCH"]}"#,
         ],
     );
+    // Market data is rebuilt from the journal with the rest.
+    assert_eq!(again[3]["result"], "0.10000000");
     assert_eq!(again[0]["result"]["BTC"], serde_json::json!({"available": "0", "freeze": "1"}));
     assert_eq!(again[0]["result"]["BCH"]["available"], "0.0999");
     assert_eq!(again[1]["result"]["records"][0]["left"], "1");

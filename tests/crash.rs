@@ -176,7 +176,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     }
 
     // The recovered state equals the reference model fed exactly the journal's commands.
-    let recovered = recover(&data, &spec, |_| {}).unwrap();
+    let recovered = recover(&data, &spec, |_| {}, &mut ()).unwrap();
     let mut model = model::Model::new(&embedded());
     for (time_us, key) in &journal {
         let (method, params) = &driver.sent[key];

@@ -72,7 +72,7 @@ fn snapshots_cover_the_journal_and_recovery_reproduces_the_state() {
     assert!(segments[0].0 > 1, "segments covered by the older snapshot are removed: {segments:?}");
     assert!(segments[0].0 <= snaps[0].0 + 1, "but not those the older snapshot still needs");
 
-    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
     assert_eq!(r.snapshot_seq, Some(snaps[1].0));
     assert_eq!((r.last_seq, r.matcher.state_hash()), (seq, hash));
 
@@ -82,6 +82,45 @@ fn snapshots_cover_the_journal_and_recovery_reproduces_the_state() {
     let more = drive(&engine, 10_001, 500);
     let (seq2, hash2) = engine.shutdown();
     assert_eq!(seq2, seq + more);
-    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
     assert_eq!((r.last_seq, r.matcher.state_hash()), (seq2, hash2));
+}
+
+/// Market data answers after a restart exactly as before it, though the journal segments that
+/// held most of its deals are gone: the snapshot carried it, the journal after it did the rest.
+#[test]
+fn market_data_survives_a_restart_from_snapshot_and_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new(&embedded()).unwrap();
+    let (engine, _) = Engine::start(dir.path(), spec.clone(), &small_profile(), |_| {}).unwrap();
+    drive(&engine, 1, 5_000);
+    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 1;
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // `end` is in the past from here on
+    let ask = |engine: &Engine| -> Vec<Value> {
+        let mut client = engine.client();
+        let queries = [
+            ("market.kline", json!(["BTCBCH", end - 120, end, 1])),
+            ("market.kline", json!(["BTCBCH", end - 3600, end, 60])),
+            ("market.deals", json!(["BTCBCH", 10_000, 0])),
+            ("market.last", json!(["BTCBCH"])),
+        ];
+        queries
+            .iter()
+            .map(|(method, p)| {
+                client.submit(1, method, &params(p.clone())).expect("queued");
+                serde_json::from_str(&client.recv().json).unwrap()
+            })
+            .collect()
+    };
+    let before = ask(&engine);
+    let deals = before[2]["result"].as_array().unwrap().len();
+    assert!(deals > 500, "the drive trades ({deals} deals)");
+    assert!(before[0]["result"].as_array().unwrap().iter().any(|row| row[5] != "0"), "{}", before[0]);
+    engine.shutdown();
+    let segments = list_segments(&journal_dir(dir.path())).unwrap();
+    assert!(segments[0].0 > 1, "the first segments are gone: {segments:?}");
+    let (engine, startup) = Engine::start(dir.path(), spec, &small_profile(), |_| {}).unwrap();
+    assert!(startup.snapshot_seq.is_some());
+    assert_eq!(ask(&engine), before);
+    engine.shutdown();
 }

@@ -141,10 +141,14 @@ fn b2_1_status_codes_and_headers() {
     assert_eq!(r.headers, ["Date", "Content-Length"]);
     assert_eq!(r.json(), json!({"error": null, "result": {"status": "success"}, "id": 7}));
     // The same connection goes on (keep-alive); an unknown method is 404 with error 4.
-    c.send(&request("market.last", json!(["BTCBCH"]), 8));
+    c.send(&request("order.finished", json!([1, "BTCBCH", 0, 0, 0, 10, 0]), 8));
     let r = c.read().unwrap();
     assert_eq!(r.status, 404);
     assert_eq!(r.json(), json!({"error": {"code": 4, "message": "method not found"}, "result": null, "id": 8}));
+    // Market data answers from its own thread.
+    c.send(&request("market.last", json!(["BTCBCH"]), 10));
+    let r = c.read().unwrap();
+    assert_eq!((r.status, r.json()), (200, json!({"error": null, "result": "0", "id": 10})));
     // Bad params: 200 with error 1.
     c.send(&request("order.put_limit", json!([1, "BTCBCH", 3, "1", "1", "0", "0", ""]), 9));
     let r = c.read().unwrap();

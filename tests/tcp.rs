@@ -205,11 +205,15 @@ fn rpc_framing_heartbeats_ext_and_unknown_commands() {
     let p = c.rpc_reply().unwrap();
     assert_eq!(p.ext, b"echo-me");
     // Methods this engine does not serve (yet) and numbers no method has: error 4.
-    for command in [103, 208, 301, 304, 999] {
+    for command in [103, 208, 306, 999] {
         c.rpc(command, 1, 4, b"", b"[]");
         let v: Value = serde_json::from_slice(&c.rpc_reply().unwrap().body).unwrap();
         assert_eq!(v, json!({"error": {"code": 4, "message": "method not found"}, "result": null, "id": 4}));
     }
+    // Market data answers over the framing too.
+    c.rpc(304, 1, 5, b"", br#"["BTCBCH"]"#);
+    let v: Value = serde_json::from_slice(&c.rpc_reply().unwrap().body).unwrap();
+    assert_eq!(v, json!({"error": null, "result": "0", "id": 5}));
     // Wrong param types: error 1, nothing changes.
     let v = c.call("balance.update", json!([1, "BTC", "deposit", "x", "1", {}]));
     assert_eq!(v["error"]["code"], 1);

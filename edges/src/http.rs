@@ -320,7 +320,13 @@ impl<B: Backend> Server<B> {
             return Answer::Malformed;
         };
         if !is_matcher_method(method) {
-            return Answer::Now(404, error_response(Some(id), RpcError::MethodNotFound));
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            return match self.backend.query(tag, id, method, params.clone()) {
+                Ok(()) => Answer::Later(tag),
+                Err(RpcError::MethodNotFound) => Answer::Now(404, error_response(Some(id), RpcError::MethodNotFound)),
+                Err(e) => Answer::Now(200, error_response(Some(id), e)),
+            };
         }
         let cmd = match decode(self.backend.spec(), method, params) {
             Ok(cmd) => cmd,

@@ -21,7 +21,7 @@ pub mod tcp;
 
 use std::sync::Arc;
 
-use viaduct_matcher::{Command, Spec};
+use viaduct_matcher::{Command, RpcError, Spec};
 
 /// Wakes an edge's event loop: the backend calls it after handing the edge replies.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
@@ -53,6 +53,19 @@ pub trait Backend: Send + 'static {
     fn submit(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command>;
     /// What is ready: the tag a request was submitted with and its reply, or [`TAG_FILLS`].
     fn try_recv(&mut self) -> Option<(u64, Payload)>;
+    /// Queues a method the matcher does not answer (market data) for its owner; its JSON reply
+    /// comes back through [`Backend::try_recv`] with `tag`. Error 4 when nobody serves `method`,
+    /// error 3 when its owner's queue is full.
+    fn query(
+        &mut self,
+        tag: u64,
+        request_id: i64,
+        method: &str,
+        params: Vec<serde_json::Value>,
+    ) -> Result<(), RpcError> {
+        let _ = (tag, request_id, method, params);
+        Err(RpcError::MethodNotFound)
+    }
     /// Starts (`on`) or stops sending this edge the fills of `user`'s resting orders.
     fn watch(&mut self, user: u32, on: bool) {
         let _ = (user, on);

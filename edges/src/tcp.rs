@@ -356,7 +356,15 @@ impl<B: Backend> Server<B> {
         }
         let Ok(Value::Array(params)) = serde_json::from_slice::<Value>(&packet.body) else { return None };
         let id = h.req_id as i64;
-        let method = rpc::method_of(h.command).filter(|m| is_matcher_method(m));
+        let method = rpc::method_of(h.command);
+        if let Some(m) = method.filter(|m| !is_matcher_method(m)) {
+            let tag = self.next_tag();
+            match self.backend.query(tag, id, m, params) {
+                Ok(()) => self.wait(index, tag, Some((h, packet.ext))),
+                Err(e) => self.rpc_reply(index, &h, &packet.ext, error_response(Some(id), e).as_bytes()),
+            }
+            return Some(used);
+        }
         let cmd = match method.ok_or(RpcError::MethodNotFound).and_then(|m| decode(self.backend.spec(), m, &params)) {
             Ok(cmd) => cmd,
             Err(e) => {

@@ -27,6 +27,24 @@ pub enum Progress {
     Replayed { records: u64, seq: u64 },
 }
 
+/// A consumer whose state is rebuilt with the matcher's: loaded from the snapshot's downstream
+/// bytes, then fed the events of every command replayed after it.
+pub trait Downstream {
+    /// Loads the state saved in a snapshot (empty when the snapshot has none); an error stops
+    /// recovery with its message.
+    fn load(&mut self, bytes: &[u8]) -> Result<(), String>;
+    /// Takes the events of one replayed command.
+    fn apply(&mut self, events: &Events);
+}
+
+/// No downstream state.
+impl Downstream for () {
+    fn load(&mut self, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+    fn apply(&mut self, _: &Events) {}
+}
+
 /// What recovery rebuilt.
 pub struct Recovered {
     pub matcher: Matcher,
@@ -41,8 +59,13 @@ pub struct Recovered {
 const PROGRESS_EVERY: u64 = 100_000;
 
 /// Rebuilds the state in `data_dir` under `spec`.
-pub fn recover(data_dir: &Path, spec: &Spec, mut progress: impl FnMut(Progress)) -> Result<Recovered, JournalError> {
-    let (mut matcher, snapshot_seq) = match newest_snapshot(&snapshot_dir(data_dir), spec)? {
+pub fn recover(
+    data_dir: &Path,
+    spec: &Spec,
+    mut progress: impl FnMut(Progress),
+    downstream: &mut impl Downstream,
+) -> Result<Recovered, JournalError> {
+    let (mut matcher, snapshot_seq) = match newest_snapshot(&snapshot_dir(data_dir), spec, downstream)? {
         Some((seq, m)) => {
             progress(Progress::Snapshot { seq });
             (m, Some(seq))
@@ -56,7 +79,7 @@ pub fn recover(data_dir: &Path, spec: &Spec, mut progress: impl FnMut(Progress))
             return Err(JournalError::MissingHistory { first: *first });
         }
     }
-    let (journal, replayed) = replay(&jdir, spec.fingerprint(), after, &mut matcher, &mut progress)?;
+    let (journal, replayed) = replay(&jdir, spec.fingerprint(), after, &mut matcher, &mut progress, downstream)?;
     progress(Progress::Replayed { records: replayed, seq: journal.last_seq });
     Ok(Recovered { matcher, last_seq: journal.last_seq, snapshot_seq, journal })
 }
@@ -78,6 +101,7 @@ fn replay(
     after: u64,
     matcher: &mut Matcher,
     progress: &mut impl FnMut(Progress),
+    downstream: &mut impl Downstream,
 ) -> Result<(ReadOutcome, u64), JournalError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(REPLAY_BATCHES_AHEAD);
     std::thread::scope(|s| {
@@ -111,6 +135,7 @@ fn replay(
                     failure = Some(JournalError::Replay { path: batch.path.clone(), seq, error });
                     break 'batches;
                 }
+                downstream.apply(&events);
                 replayed += 1;
                 if replayed.is_multiple_of(PROGRESS_EVERY) {
                     progress(Progress::Replayed { records: replayed, seq });
@@ -130,7 +155,11 @@ fn replay(
 /// The newest snapshot that reads back whole. One that fails its checksum is skipped with a
 /// warning (the journal still holds what it covered, unless segments were already removed); one
 /// that the config no longer fits stops recovery.
-fn newest_snapshot(dir: &Path, spec: &Spec) -> Result<Option<(u64, Matcher)>, JournalError> {
+fn newest_snapshot(
+    dir: &Path,
+    spec: &Spec,
+    downstream: &mut impl Downstream,
+) -> Result<Option<(u64, Matcher)>, JournalError> {
     for (seq, path) in snapshot::list(dir)?.into_iter().rev() {
         let state = match snapshot::read(&path) {
             Ok((_, state)) => state,
@@ -139,8 +168,18 @@ fn newest_snapshot(dir: &Path, spec: &Spec) -> Result<Option<(u64, Matcher)>, Jo
                 continue;
             }
         };
-        match Matcher::from_snapshot(spec.clone(), &state) {
-            Ok(m) => return Ok(Some((seq, m))),
+        let Some((matcher, rest)) = snapshot::decode_state(&state) else {
+            tracing::warn!(
+                "recovery: snapshot {} is not laid out as a snapshot; trying the previous one",
+                path.display()
+            );
+            continue;
+        };
+        match Matcher::from_snapshot(spec.clone(), matcher) {
+            Ok(m) => {
+                downstream.load(rest).map_err(|reason| JournalError::Snapshot { path: path.clone(), reason })?;
+                return Ok(Some((seq, m)));
+            }
             Err(e @ (SnapshotError::Asset(_) | SnapshotError::Market(_))) => {
                 return Err(JournalError::Snapshot { path, reason: e.to_string() });
             }

@@ -2,8 +2,10 @@
 //! temporary name, synced and renamed so that a crash never leaves a half-written snapshot under
 //! a real name.
 //!
-//! Layout (little-endian): magic `VDSNAP01`, sequence (u64), state length (u64), CRC-32 of the
-//! state (u32), zero (u32), then the state bytes (`Matcher::snapshot`).
+//! Layout (little-endian): magic `VDSNAP02`, sequence (u64), state length (u64), CRC-32 of the
+//! state (u32), zero (u32), then the state bytes: the matcher's length (u64), the matcher's state
+//! (`Matcher::snapshot`), and the downstream consumers' state (market data) in what remains
+//! ([`encode_state`]).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::segment::{list_numbered, sync_dir};
 use crate::{io_err, JournalError};
 
-const MAGIC: &[u8; 8] = b"VDSNAP01";
+const MAGIC: &[u8; 8] = b"VDSNAP02";
 const HEADER_BYTES: usize = 32;
 
 fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
@@ -62,6 +64,22 @@ pub fn read(path: &Path) -> Result<(u64, Vec<u8>), JournalError> {
         return Err(bad("fails its checksum"));
     }
     Ok((seq, state.to_vec()))
+}
+
+/// The state bytes of a snapshot: the matcher's, then the downstream consumers'.
+pub fn encode_state(matcher: &[u8], downstream: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + matcher.len() + downstream.len());
+    out.extend_from_slice(&(matcher.len() as u64).to_le_bytes());
+    out.extend_from_slice(matcher);
+    out.extend_from_slice(downstream);
+    out
+}
+
+/// Splits [`encode_state`] bytes into (matcher, downstream); `None` if they do not hold that shape.
+pub fn decode_state(state: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = usize::try_from(u64::from_le_bytes(state.get(..8)?.try_into().ok()?)).ok()?;
+    let rest = &state[8..];
+    (len <= rest.len()).then(|| rest.split_at(len))
 }
 
 /// Keeps the newest `keep` snapshots and removes the rest; returns the oldest kept sequence.

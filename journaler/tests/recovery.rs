@@ -68,7 +68,7 @@ fn replay_rebuilds_the_same_state() {
     let spec = spec();
     let cmds = commands(&spec, 1_000);
     let live = write_journal(dir.path(), &spec, &cmds, 37);
-    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
     assert_eq!((r.last_seq, r.journal.records, r.snapshot_seq), (1_000, 1_000, None));
     assert_eq!(r.matcher.state_hash(), live.state_hash());
     assert!(live.last_deal_id() > 0, "the commands must trade");
@@ -93,7 +93,7 @@ fn a_torn_tail_is_cut_back_and_logged() {
     }
     let last = *offsets.last().unwrap();
     fs::write(&seg, &full[..last + 10]).unwrap();
-    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
     assert_eq!(r.last_seq, 99);
     assert_eq!(r.journal.truncated, Some((seg.clone(), last as u64)));
     assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
@@ -103,12 +103,12 @@ fn a_torn_tail_is_cut_back_and_logged() {
     let mut zeros = full[..last].to_vec();
     zeros.extend_from_slice(&[0u8; 4096]);
     fs::write(&seg, &zeros).unwrap();
-    assert_eq!(recover(dir.path(), &spec, |_| {}).unwrap().last_seq, 99);
+    assert_eq!(recover(dir.path(), &spec, |_| {}, &mut ()).unwrap().last_seq, 99);
     assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
     let mut partial = full[..last + 30].to_vec();
     partial.extend_from_slice(&[0u8; 4096]);
     fs::write(&seg, &partial).unwrap();
-    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
     assert_eq!((r.last_seq, r.journal.truncated), (99, Some((seg.clone(), last as u64))));
 }
 
@@ -132,7 +132,7 @@ fn a_corrupt_record_in_the_middle_stops_recovery_naming_file_and_offset() {
     let second = 32 + 24 + u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize;
     bytes[second + 30] ^= 0x40;
     fs::write(&seg, &bytes).unwrap();
-    match recover(dir.path(), &spec, |_| {}) {
+    match recover(dir.path(), &spec, |_| {}, &mut ()) {
         Err(e @ JournalError::Corrupt { .. }) => {
             let JournalError::Corrupt { path, offset, .. } = &e else { unreachable!() };
             assert_eq!((path, *offset), (&seg, second as u64));
@@ -153,16 +153,18 @@ fn a_corrupt_snapshot_falls_back_to_the_previous_one() {
     let cmds = commands(&spec, 300);
     let live = write_journal(dir.path(), &spec, &cmds, 25);
     let sdir = snapshot_dir(dir.path());
-    snapshot::write(&sdir, 100, &write_state(&spec, &cmds[..100]).snapshot()).unwrap();
-    let newest = snapshot::write(&sdir, 200, &write_state(&spec, &cmds[..200]).snapshot()).unwrap();
-    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    snapshot::write(&sdir, 100, &snapshot::encode_state(&write_state(&spec, &cmds[..100]).snapshot(), &[])).unwrap();
+    let newest =
+        snapshot::write(&sdir, 200, &snapshot::encode_state(&write_state(&spec, &cmds[..200]).snapshot(), &[]))
+            .unwrap();
+    let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
     assert_eq!((r.snapshot_seq, r.journal.records), (Some(200), 100));
     assert_eq!(r.matcher.state_hash(), live.state_hash());
     let mut bytes = fs::read(&newest).unwrap();
     let n = bytes.len();
     bytes[n - 5] ^= 1;
     fs::write(&newest, &bytes).unwrap();
-    let r = recover(dir.path(), &spec, |_| {}).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
     assert_eq!((r.snapshot_seq, r.journal.records), (Some(100), 200));
     assert_eq!(r.matcher.state_hash(), live.state_hash());
     // Without usable snapshots and with the journal's start gone, recovery refuses.
@@ -174,7 +176,7 @@ fn a_corrupt_snapshot_falls_back_to_the_previous_one() {
     let mut header = whole[..32].to_vec();
     header[24..32].copy_from_slice(&101u64.to_le_bytes());
     fs::write(&moved, header).unwrap();
-    assert!(matches!(recover(dir.path(), &spec, |_| {}), Err(JournalError::MissingHistory { first: 101 })));
+    assert!(matches!(recover(dir.path(), &spec, |_| {}, &mut ()), Err(JournalError::MissingHistory { first: 101 })));
 }
 
 #[test]
@@ -186,15 +188,15 @@ fn a_changed_config_is_refused_not_replayed() {
     let mut cfg = embedded();
     cfg.markets.retain(|m| m.name != "LTCBCH");
     let changed = Spec::new(&cfg).unwrap();
-    let err = recover(dir.path(), &changed, |_| {}).err().expect("refused");
+    let err = recover(dir.path(), &changed, |_| {}, &mut ()).err().expect("refused");
     assert!(matches!(err, JournalError::ConfigChanged { .. }), "{err}");
     assert!(err.to_string().contains("another config"), "{err}");
     // A snapshot that holds a market the config dropped is refused by name.
     let sdir = snapshot_dir(dir.path());
-    snapshot::write(&sdir, 50, &write_state(&spec, &cmds).snapshot()).unwrap();
+    snapshot::write(&sdir, 50, &snapshot::encode_state(&write_state(&spec, &cmds).snapshot(), &[])).unwrap();
     let mut cfg = embedded();
     cfg.markets.retain(|m| m.name != "BTCBCH");
-    let err = recover(dir.path(), &Spec::new(&cfg).unwrap(), |_| {}).err().expect("refused");
+    let err = recover(dir.path(), &Spec::new(&cfg).unwrap(), |_| {}, &mut ()).err().expect("refused");
     assert!(err.to_string().contains("BTCBCH"), "{err}");
 }
 
@@ -203,7 +205,7 @@ fn restarting_without_writing_reuses_the_empty_segment() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
     for _ in 0..2 {
-        let r = recover(dir.path(), &spec, |_| {}).unwrap();
+        let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
         let mut w = JournalWriter::open(
             &journal_dir(dir.path()),
             r.last_seq + 1,
@@ -222,5 +224,5 @@ fn restarting_without_writing_reuses_the_empty_segment() {
     }
     // A tiny segment bound rotated after every commit; replay crosses the segments.
     assert!(list_segments(&journal_dir(dir.path())).unwrap().len() >= 3);
-    assert_eq!(recover(dir.path(), &spec, |_| {}).unwrap().last_seq, 3);
+    assert_eq!(recover(dir.path(), &spec, |_| {}, &mut ()).unwrap().last_seq, 3);
 }

@@ -61,7 +61,7 @@ fn main() {
     );
 
     let started = Instant::now();
-    let r = recover(&data, &viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap(), |_| {})
+    let r = recover(&data, &viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap(), |_| {}, &mut ())
         .expect("recover");
     let secs = started.elapsed().as_secs_f64();
     println!(

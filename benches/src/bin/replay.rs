@@ -40,7 +40,7 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..rounds {
         let started = Instant::now();
-        let r = recover(&dir, &spec, |_| {}).unwrap();
+        let r = recover(&dir, &spec, |_| {}, &mut ()).unwrap();
         times.push((started.elapsed().as_secs_f64(), r.journal.records));
     }
     times.sort_by(|a, b| a.0.total_cmp(&b.0));
