@@ -6,7 +6,7 @@
 //! they are asked at, and the state is a function of the deals alone — so a snapshot plus the
 //! deals after it rebuild it exactly. Retention drops buckets by deal time, never by wall clock.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use chrono::{Datelike, Duration, NaiveDate, TimeZone};
 use chrono_tz::Tz;
@@ -91,14 +91,57 @@ pub struct DealRecord {
     pub taker_side: u8,
 }
 
+/// Buckets in time order, each under the time it starts at. Deals arrive in time order (but for
+/// a few microseconds between edges), so a bucket is almost always added at the end and dropped
+/// from the front: a deque without per-entry overhead, searched by bisection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Series(VecDeque<(i64, Bucket)>);
+
+impl Series {
+    /// The bucket at `key`, opened at `open` if it is new.
+    fn entry(&mut self, key: i64, open: i128) -> &mut Bucket {
+        let at = match self.0.back() {
+            Some(&(k, _)) if k < key => self.0.len(),
+            Some(&(k, _)) if k == key => self.0.len() - 1,
+            None => 0,
+            Some(_) => self.0.partition_point(|(k, _)| *k < key),
+        };
+        if self.0.get(at).is_none_or(|(k, _)| *k != key) {
+            self.0.insert(at, (key, Bucket::flat(open)));
+        }
+        &mut self.0[at].1
+    }
+
+    fn prune_before(&mut self, keep_from: i64) {
+        while self.0.front().is_some_and(|(k, _)| *k < keep_from) {
+            self.0.pop_front();
+        }
+    }
+
+    /// The buckets with keys in `[from, to)`, oldest first.
+    fn range(&self, from: i64, to: i64) -> impl DoubleEndedIterator<Item = &Bucket> + '_ {
+        let a = self.0.partition_point(|(k, _)| *k < from);
+        let b = self.0.partition_point(|(k, _)| *k < to).max(a);
+        self.0.range(a..b).map(|(_, b)| b)
+    }
+
+    fn get(&self, key: i64) -> Option<&Bucket> {
+        self.range(key, key + 1).next()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Market {
     last: Option<i128>,
-    sec: BTreeMap<i64, Bucket>,
-    min: BTreeMap<i64, Bucket>,
-    hour: BTreeMap<i64, Bucket>,
+    sec: Series,
+    min: Series,
+    hour: Series,
     /// Keyed by the local midnight (a UTC timestamp) the day starts at.
-    day: BTreeMap<i64, Bucket>,
+    day: Series,
     /// Newest first.
     deals: VecDeque<DealRecord>,
 }
@@ -150,10 +193,8 @@ impl MarketData {
             (&mut m.hour, t / 3600 * 3600, t / 3600 * 3600 - cfg.hour_max * 3600),
             (&mut m.day, day, i64::MIN),
         ] {
-            map.entry(key).or_insert_with(|| Bucket::flat(open)).trade(d.price, d.amount, d.deal);
-            while map.first_key_value().is_some_and(|(&k, _)| k < keep_from) {
-                map.pop_first();
-            }
+            map.entry(key, open).trade(d.price, d.amount, d.deal);
+            map.prune_before(keep_from);
         }
         m.last = Some(d.price);
         let taker_side = d.taker_side.code();
@@ -267,11 +308,11 @@ impl MarketData {
     }
 
     /// Buckets of `base` with keys in `[from, to)`, merged; `None` if there are none.
-    fn merged(map: &BTreeMap<i64, Bucket>, from: i64, to: i64) -> Option<Bucket> {
+    fn merged(map: &Series, from: i64, to: i64) -> Option<Bucket> {
         if from >= to {
             return None;
         }
-        let mut it = map.range(from..to).map(|(_, b)| b);
+        let mut it = map.range(from, to);
         let mut out = *it.next()?;
         it.for_each(|b| out.merge(b));
         Some(out)
@@ -308,10 +349,10 @@ impl MarketData {
     fn status_today(&self, id: MarketId, now: i64) -> TodayJson {
         let m = &self.markets[id as usize];
         let today = local_midnight(self.cfg.tz, now);
-        let (open, last, high, low) = match m.day.get(&today) {
+        let (open, last, high, low) = match m.day.get(today) {
             Some(b) => (b.open, b.close, b.high, b.low),
-            None => match m.day.range(today - DAY_LOOKBACK_S..today).next_back() {
-                Some((_, b)) => (b.close, b.close, b.close, b.close),
+            None => match m.day.range(today - DAY_LOOKBACK_S, today).next_back() {
+                Some(b) => (b.close, b.close, b.close, b.close),
                 None => (0, 0, 0, 0),
             },
         };
@@ -342,7 +383,7 @@ impl MarketData {
             Base::Day => plan.first - DAY_LOOKBACK_S,
             _ => i64::MIN,
         };
-        let mut prev = base.range(lookback_from..plan.first).next_back().map(|(_, b)| b.close);
+        let mut prev = base.range(lookback_from, plan.first).next_back().map(|b| b.close);
         let mut rows = Vec::new();
         let mut t = plan.first;
         while t <= end {

@@ -362,3 +362,26 @@ fn status_equals_the_deals_of_its_period_in_a_seeded_random_run() {
         }
     }
 }
+
+/// Edges stamp times before the matcher orders commands, so a deal may carry a time a few
+/// microseconds before the previous one's, across a second: its bucket is filed in time order.
+#[test]
+fn a_deal_stamped_slightly_earlier_lands_in_its_own_bucket() {
+    let md = with(
+        MarketDataConfig::default(),
+        &[
+            deal(1, 1000, "10", "1", Side::Bid),
+            deal(2, 1002, "11", "1", Side::Bid),
+            deal(3, 1001, "12", "1", Side::Bid),
+        ],
+    );
+    let rows = q(&md, 1002, "market.kline", json!(["BTCBCH", 1000, 1002, 1]));
+    assert_eq!(
+        rows,
+        json!([
+            [1000, "10", "10", "10", "10", "1", "10", "BTCBCH"],
+            [1001, "11", "12", "12", "11", "1", "12", "BTCBCH"],
+            [1002, "10", "11", "11", "10", "1", "11", "BTCBCH"],
+        ])
+    );
+}
