@@ -356,7 +356,7 @@ impl MarketData {
                 None => (0, 0, 0, 0),
             },
         };
-        let day = self.status(id, now, 86_400.min(self.cfg.sec_max));
+        let day = self.status(id, now, 86_400);
         let money = self.precs[id as usize].1;
         let p = |v| Dec::new(v, money);
         TodayJson { open: p(open), last: p(last), high: p(high), low: p(low), volume: day.volume, deal: day.deal }
