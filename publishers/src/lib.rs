@@ -10,5 +10,6 @@
 #![forbid(unsafe_code)]
 
 pub mod depth;
+pub mod history;
 pub mod market;
 pub mod service;

@@ -1,0 +1,220 @@
+//! History (ViaBTC's trade_history and readhistory, SPEC B2.5, B6.4, B9.1): the rows every durable
+//! command leaves in `balance_history`, `order_history`, `order_detail`, `deal_history` and
+//! `user_deal_history` (sharded `_0` … `_99`), the stores that keep them (SQLite by default,
+//! MySQL), the writer that commits them with the sequence they reach in one transaction, and the
+//! readhistory queries.
+//!
+//! Decimals are written as text at each column's scale, truncated (ViaBTC's rounding rule), and
+//! read back with trailing zeros stripped, so both stores answer byte for byte alike.
+
+pub mod query;
+pub mod store;
+pub mod writer;
+
+use viaduct_matcher::decimal::{rescale_trunc, Dec};
+use viaduct_matcher::event::{Business, Deal, EventRef, OrderEventKind};
+use viaduct_matcher::order::{Order, OrderKind, Side};
+use viaduct_matcher::{Events, Spec};
+
+/// Shards per table (`_0` … `_99`).
+pub const SHARDS: u64 = 100;
+
+/// A decimal at a column's scale, as the text both stores take.
+fn column(m: i128, scale: u32, column_scale: u32) -> String {
+    Dec::new(rescale_trunc(m, scale, column_scale), column_scale).raw().to_string()
+}
+
+fn seconds(time_us: u64) -> f64 {
+    time_us as f64 / 1e6
+}
+
+/// One `balance_history` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceRow {
+    pub time: f64,
+    pub user: u32,
+    pub asset: String,
+    pub business: String,
+    /// DECIMAL(30,8).
+    pub change: String,
+    /// DECIMAL(30,16): available + freeze after the change.
+    pub balance: String,
+    pub detail: String,
+}
+
+/// One `order_history` / `order_detail` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRow {
+    pub id: u64,
+    pub create_time: f64,
+    pub finish_time: f64,
+    pub user: u32,
+    pub market: String,
+    pub source: String,
+    pub kind: u8,
+    pub side: u8,
+    pub price: String,
+    pub amount: String,
+    pub taker_fee: String,
+    pub maker_fee: String,
+    pub deal_stock: String,
+    pub deal_money: String,
+    pub deal_fee: String,
+}
+
+/// One side of a trade: a `deal_history` row (sharded by `order_id`) and a `user_deal_history`
+/// row (sharded by `user`) carry the same fields, the latter with `market` and `side`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DealRow {
+    pub time: f64,
+    pub user: u32,
+    pub market: String,
+    pub deal_id: u64,
+    pub order_id: u64,
+    pub deal_order_id: u64,
+    pub side: u8,
+    /// 1 maker, 2 taker.
+    pub role: u8,
+    pub price: String,
+    pub amount: String,
+    pub deal: String,
+    /// This order's fee.
+    pub fee: String,
+    /// The counterparty's fee.
+    pub deal_fee: String,
+}
+
+/// The rows of one or more commands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    pub balances: Vec<BalanceRow>,
+    pub orders: Vec<OrderRow>,
+    pub deals: Vec<DealRow>,
+}
+
+impl Rows {
+    pub fn is_empty(&self) -> bool {
+        self.balances.is_empty() && self.orders.is_empty() && self.deals.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.balances.len() + self.orders.len() + 2 * self.deals.len()
+    }
+
+    pub fn append(&mut self, other: &mut Rows) {
+        self.balances.append(&mut other.balances);
+        self.orders.append(&mut other.orders);
+        self.deals.append(&mut other.deals);
+    }
+
+    /// Adds the rows `events` leave (SPEC B6.4): every balance change; every finished order that
+    /// traded or was a market order; both sides of every deal.
+    pub fn add(&mut self, spec: &Spec, events: &Events) {
+        let mut deal: Option<Deal> = None;
+        for ev in events.iter() {
+            match ev {
+                EventRef::Deal(d) => {
+                    deal = Some(*d);
+                    self.deal_rows(spec, d);
+                }
+                EventRef::Balance(b) => {
+                    let asset = spec.asset(b.asset);
+                    let (business, detail) = match &b.business {
+                        Business::Update(u) => (u.business.clone(), update_detail(&u.detail, u.business_id)),
+                        Business::Trade { order_id, fee, .. } => {
+                            ("trade".to_string(), trade_detail(spec, deal.as_ref(), *order_id, *fee))
+                        }
+                    };
+                    self.balances.push(BalanceRow {
+                        time: seconds(b.time_us),
+                        user: b.user,
+                        asset: asset.name.clone(),
+                        business,
+                        change: column(b.change, u32::from(b.change_scale), 8),
+                        balance: column(b.balance, asset.prec_save, 16),
+                        detail,
+                    });
+                }
+                EventRef::Order(OrderEventKind::Finish, o) if o.kind == OrderKind::Market || o.deal_stock > 0 => {
+                    self.orders.push(order_row(spec, o));
+                }
+                EventRef::Order(..) | EventRef::Level(_) => {}
+            }
+        }
+    }
+
+    fn deal_rows(&mut self, spec: &Spec, d: &Deal) {
+        let mk = spec.market(d.market);
+        let money_scale = mk.stock_prec + mk.money_prec;
+        let ask_fee = column(d.ask_fee, money_scale + mk.fee_prec, 16);
+        let bid_fee = column(d.bid_fee, mk.stock_prec + mk.fee_prec, 16);
+        let role = |side: Side| if d.taker_side == side { 2 } else { 1 };
+        let row = |side: Side, user, order_id, deal_order_id, fee: &String, deal_fee: &String| DealRow {
+            time: seconds(d.time_us),
+            user,
+            market: mk.name.clone(),
+            deal_id: d.id,
+            order_id,
+            deal_order_id,
+            side: side.code(),
+            role: role(side),
+            price: column(d.price, mk.money_prec, 8),
+            amount: column(d.amount, mk.stock_prec, 8),
+            deal: column(d.deal, money_scale, 16),
+            fee: fee.clone(),
+            deal_fee: deal_fee.clone(),
+        };
+        self.deals.push(row(Side::Ask, d.ask_user, d.ask_order_id, d.bid_order_id, &ask_fee, &bid_fee));
+        self.deals.push(row(Side::Bid, d.bid_user, d.bid_order_id, d.ask_order_id, &bid_fee, &ask_fee));
+    }
+}
+
+fn order_row(spec: &Spec, o: &Order) -> OrderRow {
+    let mk = spec.market(o.market);
+    let money_scale = mk.stock_prec + mk.money_prec;
+    OrderRow {
+        id: o.id,
+        create_time: seconds(o.ctime_us),
+        finish_time: seconds(o.mtime_us),
+        user: o.user,
+        market: mk.name.clone(),
+        source: o.source.as_str().to_string(),
+        kind: o.kind as u8,
+        side: o.side.code(),
+        price: column(o.price, mk.money_prec, 8),
+        amount: column(o.amount, o.amount_scale(mk), 8),
+        taker_fee: column(i128::from(o.taker_fee), mk.fee_prec, 4),
+        maker_fee: column(i128::from(o.maker_fee), mk.fee_prec, 4),
+        deal_stock: column(o.deal_stock, mk.stock_prec, 8),
+        deal_money: column(o.deal_money, money_scale, 16),
+        deal_fee: column(o.deal_fee, o.fee_scale(mk), 16),
+    }
+}
+
+/// A trade leg's detail: sorted-key `{"a": amount, "i": order_id, "m": market, "p": price}`, and
+/// `"f"`, the fee rate of the order's side, on a fee leg.
+fn trade_detail(spec: &Spec, deal: Option<&Deal>, order_id: u64, fee: bool) -> String {
+    let Some(d) = deal else { return "{}".into() };
+    let mk = spec.market(d.market);
+    let amount = Dec::new(d.amount, mk.stock_prec);
+    let price = Dec::new(d.price, mk.money_prec);
+    let market = serde_json::to_string(&mk.name).expect("a string");
+    if fee {
+        let rate = if order_id == d.ask_order_id { d.ask_fee_rate } else { d.bid_fee_rate };
+        let rate = Dec::new(i128::from(rate), mk.fee_prec);
+        format!(r#"{{"a":"{amount}","f":"{rate}","i":{order_id},"m":{market},"p":"{price}"}}"#)
+    } else {
+        format!(r#"{{"a":"{amount}","i":{order_id},"m":{market},"p":"{price}"}}"#)
+    }
+}
+
+/// A `balance.update`'s detail: the caller's object with `"id": business_id` added.
+fn update_detail(detail: &str, business_id: u64) -> String {
+    match serde_json::from_str::<serde_json::Value>(detail) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert("id".into(), business_id.into());
+            serde_json::Value::Object(map).to_string()
+        }
+        _ => format!(r#"{{"id":{business_id}}}"#),
+    }
+}

@@ -1,0 +1,489 @@
+//! The two history stores behind one interface: SQLite (`sqlite://<path>`, the embedded
+//! default) and MySQL or MariaDB (`mysql://user:pass@host:port/db`). Tables are created when
+//! missing; every statement is parameterised.
+
+use std::fmt::Write as _;
+
+use mysql::prelude::Queryable;
+
+use super::{Rows, SHARDS};
+
+/// Rows per INSERT statement (MySQL allows 65,535 placeholders; the widest row has 14).
+const ROWS_PER_INSERT: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("history url {0:?} is neither sqlite://<path> nor mysql://…")]
+    Url(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("mysql: {0}")]
+    Mysql(#[from] mysql::Error),
+    #[error("mysql url: {0}")]
+    MysqlUrl(#[from] mysql::UrlError),
+}
+
+/// A value bound to or read from a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl SqlValue {
+    pub fn as_i64(&self) -> i64 {
+        match self {
+            SqlValue::Int(v) => *v,
+            SqlValue::Float(v) => *v as i64,
+            SqlValue::Text(t) => t.parse().unwrap_or(0),
+            SqlValue::Null => 0,
+        }
+    }
+
+    pub fn as_f64(&self) -> f64 {
+        match self {
+            SqlValue::Int(v) => *v as f64,
+            SqlValue::Float(v) => *v,
+            SqlValue::Text(t) => t.parse().unwrap_or(0.0),
+            SqlValue::Null => 0.0,
+        }
+    }
+
+    pub fn as_text(&self) -> String {
+        match self {
+            SqlValue::Text(t) => t.clone(),
+            SqlValue::Int(v) => v.to_string(),
+            SqlValue::Float(v) => v.to_string(),
+            SqlValue::Null => String::new(),
+        }
+    }
+}
+
+/// Where history lives.
+pub trait Store: Send {
+    /// Creates whatever table is missing.
+    fn create_tables(&mut self) -> Result<(), StoreError>;
+    /// The sequence of the last command whose rows are committed (0 for none).
+    fn committed_seq(&mut self) -> Result<u64, StoreError>;
+    /// Commits `rows` and `seq` in one transaction.
+    fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), StoreError>;
+    /// Runs one SELECT.
+    fn select(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, StoreError>;
+    /// Opens the connection again after a failure (a MySQL server that restarted).
+    fn reconnect(&mut self) -> Result<(), StoreError>;
+}
+
+/// Opens the store `url` names.
+pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Box::new(Sqlite::open(path)?));
+    }
+    if url.starts_with("mysql://") {
+        return Ok(Box::new(Mysql::open(url)?));
+    }
+    Err(StoreError::Url(url.to_string()))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Dialect {
+    Sqlite,
+    Mysql,
+}
+
+/// A column: its name and its logical type.
+enum Col {
+    Id,
+    Time,
+    U32,
+    U64,
+    U8,
+    Str,
+    Text,
+    /// DECIMAL(30, scale); TEXT in SQLite, whose DECIMAL would turn it into a float.
+    Dec(u32),
+}
+
+struct Table {
+    name: &'static str,
+    columns: &'static [(&'static str, Col)],
+    indexes: &'static [&'static [&'static str]],
+}
+
+const TABLES: [Table; 5] = [
+    Table {
+        name: "balance_history",
+        columns: &[
+            ("id", Col::Id),
+            ("time", Col::Time),
+            ("user_id", Col::U32),
+            ("asset", Col::Str),
+            ("business", Col::Str),
+            ("change", Col::Dec(8)),
+            ("balance", Col::Dec(16)),
+            ("detail", Col::Text),
+        ],
+        indexes: &[&["user_id", "asset"], &["user_id", "asset", "business"]],
+    },
+    Table { name: "order_history", columns: &ORDER_COLUMNS, indexes: &[&["user_id", "market"]] },
+    Table { name: "order_detail", columns: &ORDER_COLUMNS, indexes: &[&["user_id", "market"]] },
+    Table {
+        name: "deal_history",
+        columns: &[
+            ("id", Col::Id),
+            ("time", Col::Time),
+            ("user_id", Col::U32),
+            ("deal_id", Col::U64),
+            ("order_id", Col::U64),
+            ("deal_order_id", Col::U64),
+            ("role", Col::U8),
+            ("price", Col::Dec(8)),
+            ("amount", Col::Dec(8)),
+            ("deal", Col::Dec(16)),
+            ("fee", Col::Dec(16)),
+            ("deal_fee", Col::Dec(16)),
+        ],
+        indexes: &[&["order_id"]],
+    },
+    Table {
+        name: "user_deal_history",
+        columns: &[
+            ("id", Col::Id),
+            ("time", Col::Time),
+            ("user_id", Col::U32),
+            ("market", Col::Str),
+            ("deal_id", Col::U64),
+            ("order_id", Col::U64),
+            ("deal_order_id", Col::U64),
+            ("side", Col::U8),
+            ("role", Col::U8),
+            ("price", Col::Dec(8)),
+            ("amount", Col::Dec(8)),
+            ("deal", Col::Dec(16)),
+            ("fee", Col::Dec(16)),
+            ("deal_fee", Col::Dec(16)),
+        ],
+        indexes: &[&["user_id", "market"]],
+    },
+];
+
+const ORDER_COLUMNS: [(&str, Col); 15] = [
+    ("id", Col::U64),
+    ("create_time", Col::Time),
+    ("finish_time", Col::Time),
+    ("user_id", Col::U32),
+    ("market", Col::Str),
+    ("source", Col::Str),
+    ("t", Col::U8),
+    ("side", Col::U8),
+    ("price", Col::Dec(8)),
+    ("amount", Col::Dec(8)),
+    ("taker_fee", Col::Dec(4)),
+    ("maker_fee", Col::Dec(4)),
+    ("deal_stock", Col::Dec(8)),
+    ("deal_money", Col::Dec(16)),
+    ("deal_fee", Col::Dec(16)),
+];
+
+/// Every CREATE statement of one shard of `t`.
+fn create_sql(d: Dialect, t: &Table, shard: u64) -> Vec<String> {
+    let name = format!("{}_{shard}", t.name);
+    let mut cols = Vec::new();
+    for (col, kind) in t.columns {
+        let ty = match (kind, d) {
+            (Col::Id, Dialect::Mysql) => "BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY".to_string(),
+            (Col::Id, Dialect::Sqlite) => "INTEGER PRIMARY KEY AUTOINCREMENT".to_string(),
+            (Col::U64, _) if *col == "id" => "BIGINT UNSIGNED NOT NULL PRIMARY KEY".to_string(),
+            (Col::Time, _) => "DOUBLE NOT NULL".to_string(),
+            (Col::U32, _) => "INT UNSIGNED NOT NULL".to_string(),
+            (Col::U64, _) => "BIGINT UNSIGNED NOT NULL".to_string(),
+            (Col::U8, _) => "TINYINT UNSIGNED NOT NULL".to_string(),
+            (Col::Str, _) => "VARCHAR(30) NOT NULL".to_string(),
+            (Col::Text, _) => "TEXT NOT NULL".to_string(),
+            (Col::Dec(s), Dialect::Mysql) => format!("DECIMAL(30,{s}) NOT NULL"),
+            (Col::Dec(_), Dialect::Sqlite) => "TEXT NOT NULL".to_string(),
+        };
+        cols.push(format!("`{col}` {ty}"));
+    }
+    let mut out = Vec::new();
+    match d {
+        Dialect::Mysql => {
+            for (i, idx) in t.indexes.iter().enumerate() {
+                let list: Vec<String> = idx.iter().map(|c| format!("`{c}`")).collect();
+                cols.push(format!("INDEX `idx_{i}` ({})", list.join(", ")));
+            }
+            out.push(format!(
+                "CREATE TABLE IF NOT EXISTS `{name}` ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+                cols.join(", ")
+            ));
+        }
+        Dialect::Sqlite => {
+            out.push(format!("CREATE TABLE IF NOT EXISTS `{name}` ({})", cols.join(", ")));
+            for (i, idx) in t.indexes.iter().enumerate() {
+                let list: Vec<String> = idx.iter().map(|c| format!("`{c}`")).collect();
+                out.push(format!("CREATE INDEX IF NOT EXISTS `{name}_idx_{i}` ON `{name}` ({})", list.join(", ")));
+            }
+        }
+    }
+    out
+}
+
+fn state_sql() -> [&'static str; 2] {
+    [
+        "CREATE TABLE IF NOT EXISTS `history_state` (`id` INT NOT NULL PRIMARY KEY, `seq` BIGINT UNSIGNED NOT NULL)",
+        "INSERT INTO `history_state` (`id`, `seq`) SELECT 1, 0 WHERE NOT EXISTS (SELECT 1 FROM `history_state` WHERE `id` = 1)",
+    ]
+}
+
+/// One multi-row INSERT: its SQL and its values.
+struct Insert {
+    sql: String,
+    values: Vec<SqlValue>,
+}
+
+/// The INSERTs that write `rows`, grouped by table and shard, at most [`ROWS_PER_INSERT`] rows each.
+fn inserts(rows: &Rows) -> Vec<Insert> {
+    use std::collections::BTreeMap;
+    type Group = BTreeMap<(usize, u64), Vec<Vec<SqlValue>>>;
+    let mut groups: Group = BTreeMap::new();
+    let (int, float, text) =
+        (|v: u64| SqlValue::Int(v as i64), SqlValue::Float, |s: &String| SqlValue::Text(s.clone()));
+    for b in &rows.balances {
+        let v = vec![
+            float(b.time),
+            int(u64::from(b.user)),
+            text(&b.asset),
+            text(&b.business),
+            text(&b.change),
+            text(&b.balance),
+            text(&b.detail),
+        ];
+        groups.entry((0, u64::from(b.user) % SHARDS)).or_default().push(v);
+    }
+    for o in &rows.orders {
+        let v = vec![
+            int(o.id),
+            float(o.create_time),
+            float(o.finish_time),
+            int(u64::from(o.user)),
+            text(&o.market),
+            text(&o.source),
+            int(u64::from(o.kind)),
+            int(u64::from(o.side)),
+            text(&o.price),
+            text(&o.amount),
+            text(&o.taker_fee),
+            text(&o.maker_fee),
+            text(&o.deal_stock),
+            text(&o.deal_money),
+            text(&o.deal_fee),
+        ];
+        groups.entry((1, u64::from(o.user) % SHARDS)).or_default().push(v.clone());
+        groups.entry((2, o.id % SHARDS)).or_default().push(v);
+    }
+    for d in &rows.deals {
+        let tail = [text(&d.price), text(&d.amount), text(&d.deal), text(&d.fee), text(&d.deal_fee)];
+        let mut deal =
+            vec![float(d.time), int(u64::from(d.user)), int(d.deal_id), int(d.order_id), int(d.deal_order_id)];
+        deal.push(int(u64::from(d.role)));
+        deal.extend(tail.iter().cloned());
+        groups.entry((3, d.order_id % SHARDS)).or_default().push(deal);
+        let mut user = vec![float(d.time), int(u64::from(d.user)), text(&d.market), int(d.deal_id), int(d.order_id)];
+        user.extend([int(d.deal_order_id), int(u64::from(d.side)), int(u64::from(d.role))]);
+        user.extend(tail);
+        groups.entry((4, u64::from(d.user) % SHARDS)).or_default().push(user);
+    }
+    let mut out = Vec::new();
+    for ((table, shard), all) in groups {
+        let t = &TABLES[table];
+        // Every column but an auto-increment id.
+        let cols: Vec<&str> = t.columns.iter().filter(|(_, k)| !matches!(k, Col::Id)).map(|(c, _)| *c).collect();
+        for chunk in all.chunks(ROWS_PER_INSERT) {
+            let mut sql = format!("INSERT INTO `{}_{shard}` (", t.name);
+            sql.push_str(&cols.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "));
+            sql.push_str(") VALUES ");
+            let one = format!("({})", vec!["?"; cols.len()].join(", "));
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let _ = write!(sql, "{one}");
+            }
+            out.push(Insert { sql, values: chunk.iter().flatten().cloned().collect() });
+        }
+    }
+    out
+}
+
+/// SQLite, in WAL mode: a reader never waits for the writer.
+pub struct Sqlite {
+    conn: rusqlite::Connection,
+}
+
+impl Sqlite {
+    pub fn open(path: &str) -> Result<Sqlite, StoreError> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Sqlite { conn })
+    }
+}
+
+fn to_sqlite(v: &SqlValue) -> rusqlite::types::Value {
+    match v {
+        SqlValue::Null => rusqlite::types::Value::Null,
+        SqlValue::Int(i) => rusqlite::types::Value::Integer(*i),
+        SqlValue::Float(f) => rusqlite::types::Value::Real(*f),
+        SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
+    }
+}
+
+impl Store for Sqlite {
+    fn create_tables(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for t in &TABLES {
+            for shard in 0..SHARDS {
+                for sql in create_sql(Dialect::Sqlite, t, shard) {
+                    tx.execute(&sql, [])?;
+                }
+            }
+        }
+        for sql in state_sql() {
+            tx.execute(sql, [])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn committed_seq(&mut self) -> Result<u64, StoreError> {
+        let seq: i64 = self.conn.query_row("SELECT `seq` FROM `history_state` WHERE `id` = 1", [], |r| r.get(0))?;
+        Ok(seq as u64)
+    }
+
+    fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for ins in inserts(rows) {
+            let values: Vec<rusqlite::types::Value> = ins.values.iter().map(to_sqlite).collect();
+            tx.prepare_cached(&ins.sql)?.execute(rusqlite::params_from_iter(values))?;
+        }
+        tx.execute("UPDATE `history_state` SET `seq` = ?1 WHERE `id` = 1", [seq as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn select(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let n = stmt.column_count();
+        let values: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
+        let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut r = Vec::with_capacity(n);
+            for i in 0..n {
+                r.push(match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => SqlValue::Null,
+                    rusqlite::types::ValueRef::Integer(v) => SqlValue::Int(v),
+                    rusqlite::types::ValueRef::Real(v) => SqlValue::Float(v),
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                });
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// MySQL or MariaDB, over one connection.
+pub struct Mysql {
+    opts: mysql::Opts,
+    conn: mysql::Conn,
+}
+
+impl Mysql {
+    pub fn open(url: &str) -> Result<Mysql, StoreError> {
+        let opts = mysql::Opts::from_url(url)?;
+        Ok(Mysql { conn: mysql::Conn::new(opts.clone())?, opts })
+    }
+}
+
+fn to_mysql(v: &SqlValue) -> mysql::Value {
+    match v {
+        SqlValue::Null => mysql::Value::NULL,
+        SqlValue::Int(i) => mysql::Value::Int(*i),
+        SqlValue::Float(f) => mysql::Value::Double(*f),
+        SqlValue::Text(t) => mysql::Value::Bytes(t.as_bytes().to_vec()),
+    }
+}
+
+impl Store for Mysql {
+    fn create_tables(&mut self) -> Result<(), StoreError> {
+        // One round trip per missing table: a restart finds them all and creates nothing.
+        let existing: Vec<String> = self.conn.query("SHOW TABLES")?;
+        for t in &TABLES {
+            for shard in 0..SHARDS {
+                if existing.iter().any(|e| *e == format!("{}_{shard}", t.name)) {
+                    continue;
+                }
+                for sql in create_sql(Dialect::Mysql, t, shard) {
+                    self.conn.query_drop(sql)?;
+                }
+            }
+        }
+        for sql in state_sql() {
+            self.conn.query_drop(sql)?;
+        }
+        Ok(())
+    }
+
+    fn committed_seq(&mut self) -> Result<u64, StoreError> {
+        let seq: Option<u64> = self.conn.query_first("SELECT `seq` FROM `history_state` WHERE `id` = 1")?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), StoreError> {
+        let mut tx = self.conn.start_transaction(mysql::TxOpts::default())?;
+        for ins in inserts(rows) {
+            let values: Vec<mysql::Value> = ins.values.iter().map(to_mysql).collect();
+            tx.exec_drop(&ins.sql, mysql::Params::Positional(values))?;
+        }
+        tx.exec_drop("UPDATE `history_state` SET `seq` = ? WHERE `id` = 1", (seq,))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn select(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, StoreError> {
+        let values: Vec<mysql::Value> = params.iter().map(to_mysql).collect();
+        let params = if values.is_empty() { mysql::Params::Empty } else { mysql::Params::Positional(values) };
+        let rows: Vec<mysql::Row> = self.conn.exec(sql, params)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        mysql::Value::NULL => SqlValue::Null,
+                        mysql::Value::Int(i) => SqlValue::Int(i),
+                        mysql::Value::UInt(u) => SqlValue::Int(u as i64),
+                        mysql::Value::Float(f) => SqlValue::Float(f64::from(f)),
+                        mysql::Value::Double(f) => SqlValue::Float(f),
+                        mysql::Value::Bytes(b) => SqlValue::Text(String::from_utf8_lossy(&b).into_owned()),
+                        other => SqlValue::Text(other.as_sql(true)),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        self.conn = mysql::Conn::new(self.opts.clone())?;
+        Ok(())
+    }
+}

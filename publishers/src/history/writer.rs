@@ -1,0 +1,181 @@
+//! The history writer and the readhistory pool, each on its own threads.
+//!
+//! The writer takes the rows of durable commands with the last sequence they reach, and commits
+//! rows and sequence in one transaction, in groups (everything waiting, up to a row bound). A
+//! failing store is retried every second, forever, with an alert-level log line; meanwhile rows
+//! wait in memory, and the engine refuses state-changing requests once the writer's lag passes its
+//! bound. Readers run the readhistory queries on their own connections from a bounded queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use serde_json::Value;
+use viaduct_matcher::reply::error_response;
+use viaduct_matcher::RpcError;
+
+use super::store::{self, Store, StoreError};
+use super::{query, Rows};
+
+/// Where history goes and how far it may fall behind.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// `sqlite://<path>` or `mysql://user:pass@host:port/db`.
+    pub url: String,
+    /// Journaled commands the writer may lag behind the durable sequence before state-changing
+    /// requests are refused with error 3.
+    pub lag_max: u64,
+    /// Reader threads (ViaBTC's `worker_num`); 10 queries per reader may wait.
+    pub readers: usize,
+    /// Rows per transaction, at most.
+    pub batch_rows_max: usize,
+}
+
+impl HistoryConfig {
+    pub fn new(url: String) -> HistoryConfig {
+        HistoryConfig { url, lag_max: 100_000, readers: 4, batch_rows_max: 20_000 }
+    }
+}
+
+/// Batches of rows that may wait for the writer. Each holds at least one command, so this many
+/// batches is more than `lag_max` allows before back-pressure.
+pub const FEED_BATCHES_MAX: usize = 1 << 20;
+
+/// A readhistory query and where its whole JSON-RPC response goes.
+pub struct HistoryQuery {
+    pub id: i64,
+    pub method: String,
+    pub params: Vec<Value>,
+    pub answer: Box<dyn FnOnce(String) + Send>,
+}
+
+/// The running writer and readers.
+pub struct HistoryService {
+    feed: Sender<(u64, Rows)>,
+    queries: Sender<HistoryQuery>,
+    committed: Arc<AtomicU64>,
+    writer: JoinHandle<()>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl HistoryService {
+    /// Opens the store (creating missing tables) for the writer and each reader. `store` is the
+    /// writer's connection, already opened (recovery used it to catch up).
+    pub fn start(cfg: &HistoryConfig, mut store: Box<dyn Store>) -> Result<HistoryService, StoreError> {
+        let committed = Arc::new(AtomicU64::new(store.committed_seq()?));
+        let (feed, feed_rx) = bounded::<(u64, Rows)>(FEED_BATCHES_MAX);
+        let (queries, queries_rx) = bounded::<HistoryQuery>(cfg.readers.max(1) * 10);
+        let writer = {
+            let (committed, rows_max) = (Arc::clone(&committed), cfg.batch_rows_max);
+            std::thread::Builder::new()
+                .name("viaduct-history".into())
+                .spawn(move || write_loop(store, feed_rx, committed, rows_max))
+                .expect("spawning the history writer")
+        };
+        let mut readers = Vec::new();
+        for i in 0..cfg.readers.max(1) {
+            let store = store::open(&cfg.url)?;
+            let rx = queries_rx.clone();
+            readers.push(
+                std::thread::Builder::new()
+                    .name(format!("viaduct-readhistory-{i}"))
+                    .spawn(move || read_loop(store, rx))
+                    .expect("spawning a history reader"),
+            );
+        }
+        Ok(HistoryService { feed, queries, committed, writer, readers })
+    }
+
+    /// Where the pipeline sends (last sequence, rows) of each batch of durable commands.
+    pub fn feed(&self) -> Sender<(u64, Rows)> {
+        self.feed.clone()
+    }
+
+    /// The sequence of the last command whose rows are committed.
+    pub fn committed(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.committed)
+    }
+
+    /// Queues a readhistory query; error 3 when the queue is full.
+    pub fn query(&self, q: HistoryQuery) -> Result<(), RpcError> {
+        self.queries.try_send(q).map_err(|e| match e {
+            TrySendError::Full(_) | TrySendError::Disconnected(_) => RpcError::ServiceUnavailable,
+        })
+    }
+
+    /// A sender of queries for another thread.
+    pub fn queries(&self) -> Sender<HistoryQuery> {
+        self.queries.clone()
+    }
+
+    /// Waits until every row sent has been committed (once every feed sender is dropped), then
+    /// stops the readers.
+    pub fn join(self) {
+        let HistoryService { feed, queries, writer, readers, .. } = self;
+        drop(feed);
+        let _ = writer.join();
+        drop(queries);
+        for r in readers {
+            let _ = r.join();
+        }
+    }
+}
+
+fn write_loop(mut store: Box<dyn Store>, feed: Receiver<(u64, Rows)>, committed: Arc<AtomicU64>, rows_max: usize) {
+    let mut pending = Rows::default();
+    let mut seq = committed.load(Ordering::Acquire);
+    let mut open = true;
+    while open || seq > committed.load(Ordering::Acquire) {
+        if open && pending.len() < rows_max {
+            match feed.recv_timeout(Duration::from_millis(100)) {
+                Ok((s, mut rows)) => {
+                    pending.append(&mut rows);
+                    seq = seq.max(s);
+                    // Everything else already waiting joins this transaction.
+                    while pending.len() < rows_max {
+                        let Ok((s, mut rows)) = feed.try_recv() else { break };
+                        pending.append(&mut rows);
+                        seq = seq.max(s);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+        }
+        if seq == committed.load(Ordering::Acquire) {
+            continue;
+        }
+        match store.write(&pending, seq) {
+            Ok(()) => {
+                committed.store(seq, Ordering::Release);
+                pending = Rows::default();
+            }
+            Err(e) => {
+                tracing::error!(
+                    "ALERT history: writing {} rows up to sequence {seq} failed ({e}); retrying in 1 s; rows wait in memory",
+                    pending.len()
+                );
+                std::thread::sleep(Duration::from_secs(1));
+                if let Err(e) = store.reconnect() {
+                    tracing::warn!("history: reconnecting failed ({e})");
+                }
+            }
+        }
+    }
+}
+
+fn read_loop(mut store: Box<dyn Store>, rx: Receiver<HistoryQuery>) {
+    for q in rx {
+        let mut outcome = query::run(&mut *store, &q.method, &q.params);
+        if outcome == Err(RpcError::Internal) && store.reconnect().is_ok() {
+            outcome = query::run(&mut *store, &q.method, &q.params);
+        }
+        let json = match outcome {
+            Ok(result) => format!(r#"{{"error":null,"result":{result},"id":{}}}"#, q.id),
+            Err(e) => error_response(Some(q.id), e),
+        };
+        (q.answer)(json);
+    }
+}
