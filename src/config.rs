@@ -9,6 +9,7 @@ use serde::Deserialize;
 use viaduct_edges::tcp::ApiKey;
 use viaduct_matcher::config::{self, AssetConfig, MarketConfig};
 use viaduct_matcher::Spec;
+use viaduct_publishers::history::writer::HistoryConfig;
 use viaduct_publishers::market::MarketDataConfig;
 
 #[derive(Debug, Deserialize)]
@@ -25,7 +26,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub market: Option<MarketSection>,
     #[serde(default)]
-    pub history: Option<toml::Value>,
+    pub history: Option<HistorySection>,
     #[serde(default)]
     pub kafka: Option<toml::Value>,
     #[serde(default)]
@@ -91,6 +92,40 @@ impl MarketSection {
     }
 }
 
+/// `[history]`: where history goes (SPEC A4) and how far its writer may lag.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    /// `mysql://user:pass@host:port/db` or `sqlite://<path>`; default `sqlite://<data_dir>/history.db`.
+    pub url: Option<String>,
+    /// Journaled commands the writer may lag before state-changing requests get error 3
+    /// (default 100,000).
+    pub lag_max: Option<u64>,
+    /// readhistory threads (default 4).
+    pub readers: Option<usize>,
+}
+
+impl HistorySection {
+    /// The writer's settings, with history under `data_dir` unless the section names a url.
+    pub fn to_config(&self, data_dir: &Path) -> Result<HistoryConfig> {
+        let url = match &self.url {
+            Some(url) if url.starts_with("sqlite://") || url.starts_with("mysql://") => url.clone(),
+            Some(url) => anyhow::bail!("[history] url {url:?} is neither sqlite://<path> nor mysql://…"),
+            None => format!("sqlite://{}", data_dir.join("history.db").display()),
+        };
+        let mut cfg = HistoryConfig::new(url);
+        if let Some(lag) = self.lag_max {
+            anyhow::ensure!(lag >= 1_000, "[history] lag_max = {lag} must be at least 1000");
+            cfg.lag_max = lag;
+        }
+        if let Some(n) = self.readers {
+            anyhow::ensure!((1..=64).contains(&n), "[history] readers = {n} must be from 1 to 64");
+            cfg.readers = n;
+        }
+        Ok(cfg)
+    }
+}
+
 /// `[edges.tcp]`: its address and the binary order entry's API keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +173,8 @@ pub struct Loaded {
     pub tcp_keys: Vec<ApiKey>,
     /// Market data's time zone and retention.
     pub market: MarketDataConfig,
+    /// History's section (defaults when the file has none).
+    pub history: HistorySection,
     /// Sections the file has that no component of this build reads yet.
     pub not_yet_used: Vec<&'static str>,
 }
@@ -157,6 +194,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             tcp_bind,
             tcp_keys: Vec::new(),
             market,
+            history: HistorySection::default(),
             not_yet_used: Vec::new(),
         });
     };
@@ -167,7 +205,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     }
     let spec = Spec::new(&config::Config { assets: file.assets, markets: file.markets })
         .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
-    let sections = [("history", &file.history), ("kafka", &file.kafka), ("alerts", &file.alerts), ("auth", &file.auth)];
+    let sections = [("kafka", &file.kafka), ("alerts", &file.alerts), ("auth", &file.auth)];
     let mut not_yet_used: Vec<&'static str> =
         sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
     if file.edges.ws.is_some() {
@@ -195,5 +233,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         Some(m) => m.to_config().with_context(|| format!("config {}", path.display()))?,
         None => MarketDataConfig::default(),
     };
-    Ok(Loaded { spec, data_dir: file.data_dir, http_bind, tcp_bind, tcp_keys, market, not_yet_used })
+    let history = file.history.unwrap_or_default();
+    history.to_config(Path::new(&file.data_dir)).with_context(|| format!("config {}", path.display()))?;
+    Ok(Loaded { spec, data_dir: file.data_dir, http_bind, tcp_bind, tcp_keys, market, history, not_yet_used })
 }

@@ -14,12 +14,16 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde_json::Value;
 use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
 use viaduct_edges::{Payload, TAG_BINARY, TAG_FILLS};
-use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir, Downstream, Progress};
+use viaduct_journaler::recovery::{journal_dir, recover_from, snapshot_dir, Downstream, Progress};
 use viaduct_journaler::segment::{remove_covered, JournalWriter};
 use viaduct_journaler::{snapshot, Durability};
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, response_json, Command, Events, Matcher, RpcError, Spec};
+use viaduct_publishers::history::query::is_history_method;
+use viaduct_publishers::history::store::{self as history_store, Store};
+use viaduct_publishers::history::writer::{HistoryConfig, HistoryQuery, HistoryService};
+use viaduct_publishers::history::Rows;
 use viaduct_publishers::market::{MarketData, MarketDataConfig};
 use viaduct_publishers::service::{is_market_method, MarketService, Query, QuerySender};
 use viaduct_ring::{submit, wire, Input, OutSlot, Stages};
@@ -89,7 +93,11 @@ pub struct Engine {
     final_state: Arc<Mutex<Option<(u64, u64)>>>,
     snapshot_worker: std::thread::JoinHandle<()>,
     market: MarketService,
+    /// The history writer and readers, and how far the writer may lag.
+    history: Option<(HistoryService, u64)>,
     commits: Arc<AtomicU64>,
+    /// When the last lag alert was logged (seconds since the epoch).
+    lag_alerted: Arc<AtomicU64>,
 }
 
 fn now_us() -> u64 {
@@ -104,25 +112,53 @@ impl Engine {
         profile: &Profile,
         progress: impl FnMut(Progress),
     ) -> Result<(Engine, Startup)> {
-        Engine::start_with(data_dir, spec, profile, MarketDataConfig::default(), progress)
+        Engine::start_with(data_dir, spec, profile, EngineOptions::default(), progress)
     }
 
-    /// [`Engine::start`] with market data kept per `market` (retention, time zone).
+    /// [`Engine::start`] with market data kept per `market` (retention, time zone) and, given a
+    /// config, history.
     pub fn start_with(
         data_dir: &Path,
         spec: Spec,
         profile: &Profile,
-        market: MarketDataConfig,
+        options: EngineOptions,
         progress: impl FnMut(Progress),
     ) -> Result<(Engine, Startup)> {
         if profile.durability == Durability::None {
             tracing::warn!("durability NONE: the journal is not written; every command is lost when the process ends");
         }
         let started = Instant::now();
-        let mut market_data = MarketRecovery { spec: &spec, md: MarketData::new(&spec, market) };
-        let recovered = recover(data_dir, &spec, progress, &mut market_data)
+        let history_store = match &options.history {
+            Some(cfg) => Some(open_history(cfg)?),
+            None => None,
+        };
+        let history_seq = history_store.as_ref().map(|(_, seq)| *seq);
+        let mut catchup = Catchup {
+            spec: &spec,
+            market: MarketData::new(&spec, options.market),
+            history: history_store.map(|(store, committed)| (store, committed, Rows::default())),
+        };
+        let recovered = recover_from(data_dir, &spec, progress, &mut catchup, history_seq.unwrap_or(u64::MAX))
             .with_context(|| format!("recovering {}", data_dir.display()))?;
-        let market_data = market_data.md;
+        let Catchup { market: market_data, history: history_store, .. } = catchup;
+        let history = match (options.history, history_store) {
+            (Some(cfg), Some((mut store, committed, rows))) => {
+                if committed > recovered.last_seq {
+                    anyhow::bail!(
+                        "history at {} holds rows up to sequence {committed}, but the journal in {} ends at {}: they belong to different data; point [history] url at this data's history or remove that history",
+                        cfg.url,
+                        data_dir.display(),
+                        recovered.last_seq
+                    );
+                }
+                if recovered.last_seq > committed {
+                    store.write(&rows, recovered.last_seq).context("history: catching up from the journal")?;
+                    tracing::info!("history: caught up from sequence {committed} to {}", recovered.last_seq);
+                }
+                Some((HistoryService::start(&cfg, store).context("starting history")?, cfg.lag_max))
+            }
+            _ => None,
+        };
         let startup = Startup {
             snapshot_seq: recovered.snapshot_seq,
             replayed: recovered.journal.records,
@@ -145,9 +181,17 @@ impl Engine {
         let registry: Arc<Registry> = Arc::default();
         let watch: Arc<Watch> = Arc::default();
         let market = MarketService::spawn(market_data.clone()).context("starting the market data thread")?;
-        let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry), Arc::clone(&watch), market.feed());
-        let (snapshots, snapshot_worker) =
-            snapshot_stage(data_dir, (recovered.matcher.clone(), market_data), recovered.last_seq, profile)?;
+        let history_feed = history.as_ref().map(|(h, _)| h.feed());
+        let replies =
+            reply_stage(Arc::clone(&spec), Arc::clone(&registry), Arc::clone(&watch), market.feed(), history_feed);
+        let history_committed = history.as_ref().map(|(h, _)| h.committed());
+        let (snapshots, snapshot_worker) = snapshot_stage(
+            data_dir,
+            (recovered.matcher.clone(), market_data),
+            recovered.last_seq,
+            profile,
+            history_committed.clone(),
+        )?;
         let final_state: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
         let on_stop = {
             let final_state = Arc::clone(&final_state);
@@ -170,7 +214,9 @@ impl Engine {
             final_state,
             snapshot_worker,
             market,
+            history,
             commits,
+            lag_alerted: Arc::default(),
         };
         Ok((engine, startup))
     }
@@ -198,10 +244,13 @@ impl Engine {
     /// Stops the engine once every client is dropped: drains the pipeline, joins its threads,
     /// and returns the final journal sequence and state hash.
     pub fn shutdown(self) -> (u64, u64) {
-        let Engine { input, final_state, snapshot_worker, market, .. } = self;
+        let Engine { input, final_state, snapshot_worker, market, history, .. } = self;
         drop(input);
         snapshot_worker.join().expect("snapshot worker");
         market.join();
+        if let Some((history, _)) = history {
+            history.join();
+        }
         let state = *final_state.lock().expect("final state lock");
         state.expect("the matcher stage reports its final state when it stops")
     }
@@ -231,6 +280,13 @@ impl Engine {
             fills_lost,
             sink,
             queries: self.market.queries(),
+            history: self.history.as_ref().map(|(h, lag_max)| HistoryLink {
+                queries: h.queries(),
+                committed: h.committed(),
+                durable: Arc::clone(&self.durable),
+                lag_max: *lag_max,
+                alerted: Arc::clone(&self.lag_alerted),
+            }),
             inflight: Arc::new(AtomicUsize::new(0)),
             inflight_max: self.inflight_max,
             rx,
@@ -249,6 +305,7 @@ pub struct Client {
     /// Where answers to market-data queries go: this client's own reply queue.
     sink: Sink,
     queries: QuerySender,
+    history: Option<HistoryLink>,
     inflight: Arc<AtomicUsize>,
     inflight_max: usize,
     rx: Receiver<Response>,
@@ -278,17 +335,18 @@ impl Client {
         method: &str,
         params: &[Value],
     ) -> Result<(), RpcError> {
-        if is_market_method(method) {
+        if is_market_method(method) || is_history_method(method) {
             return self.query(tag, request_id, method, params.to_vec());
         }
         let cmd = decode(&self.spec, method, params)?;
         self.submit_tagged(tag, request_id, cmd).map_err(|_| RpcError::ServiceUnavailable)
     }
 
-    /// Queues a market-data query; its answer arrives with the replies, marked `tag`. Error 4
-    /// for a method market data does not answer, 3 when its queue or this client is full.
+    /// Queues a market-data or history query; its answer arrives with the replies, marked `tag`.
+    /// Error 4 for a method neither answers, 3 when its queue or this client is full.
     pub fn query(&mut self, tag: u64, request_id: i64, method: &str, params: Vec<Value>) -> Result<(), RpcError> {
-        if !is_market_method(method) {
+        let history = is_history_method(method);
+        if !is_market_method(method) && !(history && self.history.is_some()) {
             return Err(RpcError::MethodNotFound);
         }
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
@@ -303,7 +361,14 @@ impl Client {
                 }
             }
         });
-        self.queries.send(Query { id: request_id, method: method.to_string(), params, answer })?;
+        let method = method.to_string();
+        match &self.history {
+            Some(link) if history => link
+                .queries
+                .try_send(HistoryQuery { id: request_id, method, params, answer })
+                .map_err(|_| RpcError::ServiceUnavailable)?,
+            _ => self.queries.send(Query { id: request_id, method, params, answer })?,
+        }
         self.inflight.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -317,6 +382,9 @@ impl Client {
     /// Submits a decoded command with the client's own `tag`, returned with its reply.
     pub fn submit_tagged(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command> {
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
+            return Err(cmd);
+        }
+        if cmd.is_write() && self.history.as_ref().is_some_and(HistoryLink::lagging) {
             return Err(cmd);
         }
         submit(&mut self.input, self.id, tag, request_id, now_us(), cmd)?;
@@ -393,6 +461,36 @@ impl Replies {
     }
 }
 
+/// A client's view of history: its queries, and how far the writer lags.
+struct HistoryLink {
+    queries: crossbeam_channel::Sender<HistoryQuery>,
+    committed: Arc<AtomicU64>,
+    durable: Arc<AtomicU64>,
+    lag_max: u64,
+    alerted: Arc<AtomicU64>,
+}
+
+impl HistoryLink {
+    /// Whether the writer lags the durable sequence by more than its bound; says so at alert
+    /// level at most once a minute.
+    fn lagging(&self) -> bool {
+        let (durable, committed) = (self.durable.load(Ordering::Acquire), self.committed.load(Ordering::Acquire));
+        let lag = durable.saturating_sub(committed);
+        if lag <= self.lag_max {
+            return false;
+        }
+        let now = now_us() / 1_000_000;
+        let last = self.alerted.load(Ordering::Relaxed);
+        if now >= last + 60 && self.alerted.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            tracing::error!(
+                "ALERT history: the writer lags {lag} commands behind (bound {}); state-changing requests get error 3 until it catches up",
+                self.lag_max
+            );
+        }
+        true
+    }
+}
+
 /// A reply frees an in-flight place; fills answer no request.
 fn answered(inflight: &AtomicUsize, r: &Response) {
     if r.tag != TAG_FILLS {
@@ -448,12 +546,14 @@ fn reply_stage(
     registry: Arc<Registry>,
     watch: Arc<Watch>,
     market: Sender<Vec<Deal>>,
+    history: Option<Sender<(u64, Rows)>>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
     let mut out = Delivery { spec, registry, clients: HashMap::new(), woken: Vec::new() };
     let mut watched: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut watch_version = 0;
     let mut fills: Vec<(u32, ServerMsg)> = Vec::new();
     let mut deals: Vec<Deal> = Vec::new();
+    let (mut rows, mut rows_seq) = (Rows::default(), 0u64);
     let feed = move |deals: &mut Vec<Deal>| {
         // Waits only when market data lags by its whole queue: its lag is bounded.
         if !deals.is_empty() && market.send(std::mem::take(deals)).is_err() {
@@ -462,6 +562,10 @@ fn reply_stage(
     };
     move |slot, end_of_batch| {
         deals.extend_from_slice(slot.events.deals());
+        if history.is_some() && slot.journal_seq != 0 {
+            rows.add(&out.spec, &slot.events);
+            rows_seq = slot.journal_seq;
+        }
         if slot.client != 0 {
             // Deals go to market data before the reply that caused them, so that a client that
             // queries after its reply sees them.
@@ -485,6 +589,16 @@ fn reply_stage(
         if end_of_batch {
             feed(&mut deals);
             out.wake();
+            if let (Some(tx), true) = (&history, rows_seq != 0) {
+                let batch = (rows_seq, std::mem::take(&mut rows));
+                rows_seq = 0;
+                // Back-pressure at the edges keeps this queue far from full; if it ever fills,
+                // the pipeline waits rather than lose a row.
+                if let Err(TrySendError::Full(batch)) = tx.try_send(batch) {
+                    tracing::error!("ALERT history: the writer's queue is full; the pipeline waits for it");
+                    let _ = tx.send(batch);
+                }
+            }
         }
     }
 }
@@ -575,6 +689,7 @@ fn snapshot_stage(
     (shadow, shadow_market): (Matcher, MarketData),
     last_seq: u64,
     profile: &Profile,
+    history_committed: Option<Arc<AtomicU64>>,
 ) -> Result<(impl FnMut(&OutSlot, bool) + Send + 'static, std::thread::JoinHandle<()>)> {
     let (tx, rx) = bounded::<(u64, u64, Command)>(profile.snapshot_queue);
     let worker = SnapshotWorker {
@@ -583,6 +698,7 @@ fn snapshot_stage(
         last_snapshot: last_seq,
         interval: profile.snapshot_interval,
         keep: profile.snapshots_keep,
+        history_committed,
         snapshots: snapshot_dir(data_dir),
         journal: journal_dir(data_dir),
         write: profile.durability != Durability::None,
@@ -598,6 +714,8 @@ fn snapshot_stage(
 }
 
 struct SnapshotWorker {
+    /// How far history has committed: the snapshot it would restart from is kept.
+    history_committed: Option<Arc<AtomicU64>>,
     shadow: Matcher,
     /// Market data fed by the shadow's deals, saved with it.
     shadow_market: MarketData,
@@ -629,7 +747,10 @@ impl SnapshotWorker {
         let started = Instant::now();
         let state = snapshot::encode_state(&self.shadow.snapshot(), &self.shadow_market.snapshot());
         let result = snapshot::write(&self.snapshots, seq, &state)
-            .and_then(|_| snapshot::prune(&self.snapshots, self.keep))
+            .and_then(|_| {
+                let protect = self.history_committed.as_ref().map_or(u64::MAX, |c| c.load(Ordering::Acquire));
+                snapshot::prune(&self.snapshots, self.keep, protect)
+            })
             .and_then(|oldest| remove_covered(&self.journal, oldest.unwrap_or(0)));
         match result {
             Ok(removed) => tracing::info!(
@@ -643,23 +764,58 @@ impl SnapshotWorker {
     }
 }
 
-/// Market data rebuilt with the matcher at startup.
-struct MarketRecovery<'a> {
+/// What is rebuilt with the matcher at startup: market data, and the history rows of every
+/// command after the history store's committed sequence.
+struct Catchup<'a> {
     spec: &'a Spec,
-    md: MarketData,
+    market: MarketData,
+    history: Option<(Box<dyn Store>, u64, Rows)>,
 }
 
-impl Downstream for MarketRecovery<'_> {
+/// Rows written at a time while history catches up during recovery.
+const CATCHUP_ROWS: usize = 20_000;
+
+impl Downstream for Catchup<'_> {
     fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
         if !bytes.is_empty() {
-            self.md = MarketData::from_snapshot(self.spec, *self.md.config(), bytes)?;
+            self.market = MarketData::from_snapshot(self.spec, *self.market.config(), bytes)?;
         }
         Ok(())
     }
 
-    fn apply(&mut self, events: &Events) {
-        events.deals().iter().for_each(|d| self.md.apply(d));
+    fn apply(&mut self, seq: u64, events: &Events) {
+        events.deals().iter().for_each(|d| self.market.apply(d));
+        let Some((store, committed, rows)) = &mut self.history else { return };
+        if seq <= *committed {
+            return;
+        }
+        rows.add(self.spec, events);
+        if rows.len() >= CATCHUP_ROWS {
+            // A store that fails here stops startup, as nothing after it could be made whole.
+            while let Err(e) = store.write(rows, seq) {
+                tracing::error!("ALERT history: catching up at sequence {seq} failed ({e}); retrying in 1 s");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let _ = store.reconnect();
+            }
+            *rows = Rows::default();
+            *committed = seq;
+        }
     }
+}
+
+/// Opens the history store, creating missing tables; returns it with its committed sequence.
+fn open_history(cfg: &HistoryConfig) -> Result<(Box<dyn Store>, u64)> {
+    let mut store = history_store::open(&cfg.url).with_context(|| format!("opening history at {}", cfg.url))?;
+    store.create_tables().with_context(|| format!("creating history tables at {}", cfg.url))?;
+    let committed = store.committed_seq().with_context(|| format!("reading history at {}", cfg.url))?;
+    Ok((store, committed))
+}
+
+/// How the engine runs besides its profile: market data's settings and, if any, history's.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    pub market: MarketDataConfig,
+    pub history: Option<HistoryConfig>,
 }
 
 /// The engine as an edge's backend: one client for the whole edge, woken per batch of replies.

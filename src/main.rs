@@ -10,13 +10,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use viaduct::engine::{EdgeBackend, Engine};
+use viaduct::engine::{EdgeBackend, Engine, EngineOptions};
 use viaduct::profile::Profile;
 use viaduct_edges::http::{HttpConfig, HttpEdge};
 use viaduct_edges::tcp::{TcpConfig, TcpEdge};
 use viaduct_journaler::recovery::Progress;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError};
+use viaduct_publishers::history::query::is_history_method;
 use viaduct_publishers::service::is_market_method;
 
 /// Longest request line the console reads.
@@ -132,7 +133,10 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, s
         }
     };
     let (loaded_http, loaded_tcp, tcp_keys) = (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys);
-    let (engine, startup) = Engine::start_with(&data_dir, loaded.spec, &profile, loaded.market, progress)?;
+    let history = loaded.history.to_config(&data_dir)?;
+    tracing::info!("history: {}", history.url);
+    let options = EngineOptions { market: loaded.market, history: Some(history) };
+    let (engine, startup) = Engine::start_with(&data_dir, loaded.spec, &profile, options, progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -255,7 +259,7 @@ fn submit_line(client: &mut viaduct::engine::Client, tag: u64, line: &[u8]) -> T
     else {
         return Ticket::Ready(error_response(id, RpcError::InvalidArgument));
     };
-    if is_market_method(method) {
+    if is_market_method(method) || is_history_method(method) {
         loop {
             match client.query(tag, id, method, params.clone()) {
                 Ok(()) => return Ticket::Engine(tag),

@@ -119,7 +119,7 @@ fn run_serves_a_first_session_and_keeps_it_across_a_restart() {
     assert_eq!(replies[4]["result"]["BCH"]["available"], "0.9");
     // Market data answers from its own thread, in the order of the lines all the same.
     assert_eq!(replies[5]["error"]["code"], 1);
-    assert_eq!(replies[8]["error"]["code"], 4); // history is not served yet
+    assert_eq!(replies[8]["result"]["limit"], 10, "history answers: {}", replies[8]);
     assert_eq!(replies[6]["error"]["code"], 1);
     assert_eq!(replies[7]["error"]["code"], 1);
     assert!(replies[7]["id"].is_null());
@@ -132,8 +132,13 @@ fn run_serves_a_first_session_and_keeps_it_across_a_restart() {
             r#"{"id": 8, "method": "order.pending", "params": [1, "BTCBCH", 0, 10]}"#,
             r#"{"id": 9, "method": "balance.update", "params": [1, "BTC", "deposit", 100, "2", {}]}"#,
             r#"{"id": 10, "method": "market.last", "params": ["BTCBCH"]}"#,
+            r#"{"id": 11, "method": "balance.history", "params": [1, "", "", 0, 0, 0, 10]}"#,
         ],
     );
+    // History holds every balance change of user 1: the deposit, then the trade's three legs.
+    let records = again[4]["result"]["records"].as_array().unwrap();
+    let business: Vec<&str> = records.iter().map(|r| r["business"].as_str().unwrap()).collect();
+    assert_eq!(business, ["trade", "trade", "trade", "deposit"], "{}", again[4]);
     // Market data is rebuilt from the journal with the rest.
     assert_eq!(again[3]["result"], "0.10000000");
     assert_eq!(again[0]["result"]["BTC"], serde_json::json!({"available": "0", "freeze": "1"}));

@@ -33,8 +33,8 @@ pub trait Downstream {
     /// Loads the state saved in a snapshot (empty when the snapshot has none); an error stops
     /// recovery with its message.
     fn load(&mut self, bytes: &[u8]) -> Result<(), String>;
-    /// Takes the events of one replayed command.
-    fn apply(&mut self, events: &Events);
+    /// Takes the events of the replayed command `seq`.
+    fn apply(&mut self, seq: u64, events: &Events);
 }
 
 /// No downstream state.
@@ -42,7 +42,7 @@ impl Downstream for () {
     fn load(&mut self, _: &[u8]) -> Result<(), String> {
         Ok(())
     }
-    fn apply(&mut self, _: &Events) {}
+    fn apply(&mut self, _: u64, _: &Events) {}
 }
 
 /// What recovery rebuilt.
@@ -62,10 +62,22 @@ const PROGRESS_EVERY: u64 = 100_000;
 pub fn recover(
     data_dir: &Path,
     spec: &Spec,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
     downstream: &mut impl Downstream,
 ) -> Result<Recovered, JournalError> {
-    let (mut matcher, snapshot_seq) = match newest_snapshot(&snapshot_dir(data_dir), spec, downstream)? {
+    recover_from(data_dir, spec, progress, downstream, u64::MAX)
+}
+
+/// [`recover`], starting from the newest snapshot at or before `seq_at_most`: a consumer that
+/// committed up to that sequence sees the events of every command after it.
+pub fn recover_from(
+    data_dir: &Path,
+    spec: &Spec,
+    mut progress: impl FnMut(Progress),
+    downstream: &mut impl Downstream,
+    seq_at_most: u64,
+) -> Result<Recovered, JournalError> {
+    let (mut matcher, snapshot_seq) = match newest_snapshot(&snapshot_dir(data_dir), spec, downstream, seq_at_most)? {
         Some((seq, m)) => {
             progress(Progress::Snapshot { seq });
             (m, Some(seq))
@@ -135,7 +147,7 @@ fn replay(
                     failure = Some(JournalError::Replay { path: batch.path.clone(), seq, error });
                     break 'batches;
                 }
-                downstream.apply(&events);
+                downstream.apply(seq, &events);
                 replayed += 1;
                 if replayed.is_multiple_of(PROGRESS_EVERY) {
                     progress(Progress::Replayed { records: replayed, seq });
@@ -159,8 +171,9 @@ fn newest_snapshot(
     dir: &Path,
     spec: &Spec,
     downstream: &mut impl Downstream,
+    seq_at_most: u64,
 ) -> Result<Option<(u64, Matcher)>, JournalError> {
-    for (seq, path) in snapshot::list(dir)?.into_iter().rev() {
+    for (seq, path) in snapshot::list(dir)?.into_iter().rev().filter(|(seq, _)| *seq <= seq_at_most) {
         let state = match snapshot::read(&path) {
             Ok((_, state)) => state,
             Err(e) => {

@@ -82,12 +82,24 @@ pub fn decode_state(state: &[u8]) -> Option<(&[u8], &[u8])> {
     (len <= rest.len()).then(|| rest.split_at(len))
 }
 
-/// Keeps the newest `keep` snapshots and removes the rest; returns the oldest kept sequence.
-pub fn prune(dir: &Path, keep: usize) -> Result<Option<u64>, JournalError> {
+/// Keeps the newest `keep` snapshots, and the newest at or before `protect_at_most` (a consumer
+/// that has committed only that far restarts from it); removes the rest. Returns the sequence the
+/// journal is needed after (`None`: from its beginning).
+pub fn prune(dir: &Path, keep: usize, protect_at_most: u64) -> Result<Option<u64>, JournalError> {
     let all = list(dir)?;
     let cut = all.len().saturating_sub(keep.max(1));
-    for (_, path) in &all[..cut] {
-        fs::remove_file(path).map_err(io_err(path))?;
+    let protected = all.iter().rev().find(|(seq, _)| *seq <= protect_at_most).map(|(seq, _)| *seq);
+    for (seq, path) in &all[..cut] {
+        if Some(*seq) != protected {
+            fs::remove_file(path).map_err(io_err(path))?;
+        }
     }
-    Ok(all.get(cut).map(|(seq, _)| *seq))
+    let oldest_kept = all[cut..].first().map(|(seq, _)| *seq);
+    // What the journal may drop: up to the oldest snapshot a restart could start from. With none
+    // at or before `protect_at_most`, that consumer needs the journal from its beginning.
+    Ok(match (protected, oldest_kept) {
+        (Some(p), Some(k)) => Some(p.min(k)),
+        (Some(p), None) => Some(p),
+        (None, _) => None,
+    })
 }
