@@ -346,7 +346,8 @@ impl Client {
     /// Error 4 for a method neither answers, 3 when its queue or this client is full.
     pub fn query(&mut self, tag: u64, request_id: i64, method: &str, params: Vec<Value>) -> Result<(), RpcError> {
         let history = is_history_method(method);
-        if !is_market_method(method) && !(history && self.history.is_some()) {
+        let served = is_market_method(method) || (history && self.history.is_some());
+        if !served {
             return Err(RpcError::MethodNotFound);
         }
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
