@@ -236,6 +236,11 @@ impl Engine {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// The sequence up to which history is committed, when history is on.
+    pub fn history_committed(&self) -> Option<u64> {
+        self.history.as_ref().map(|(h, _)| h.committed().load(Ordering::Acquire))
+    }
+
     /// The highest journal sequence known durable.
     pub fn durable_seq(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
@@ -796,7 +801,10 @@ impl Downstream for Catchup<'_> {
             while let Err(e) = store.write(rows, seq) {
                 tracing::error!("ALERT history: catching up at sequence {seq} failed ({e}); retrying in 1 s");
                 std::thread::sleep(std::time::Duration::from_secs(1));
-                let _ = store.reconnect();
+                // A lost COMMIT may have taken: the stored sequence says.
+                if store.reconnect().is_ok() && store.committed_seq().is_ok_and(|stored| stored >= seq) {
+                    break;
+                }
             }
             *rows = Rows::default();
             *committed = seq;

@@ -160,6 +160,14 @@ fn write_loop(mut store: Box<dyn Store>, feed: Receiver<(u64, Rows)>, committed:
                 std::thread::sleep(Duration::from_secs(1));
                 if let Err(e) = store.reconnect() {
                     tracing::warn!("history: reconnecting failed ({e})");
+                    continue;
+                }
+                // A connection lost during COMMIT leaves it unknown whether the transaction took;
+                // the sequence it carried says.
+                if store.committed_seq().is_ok_and(|stored| stored >= seq) {
+                    tracing::info!("history: the transaction up to sequence {seq} had committed after all");
+                    committed.store(seq, Ordering::Release);
+                    pending = Rows::default();
                 }
             }
         }

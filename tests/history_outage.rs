@@ -1,0 +1,211 @@
+//! A MariaDB outage under load, on a private MariaDB this test starts on a port of its own (never
+//! the shared one): matching goes on while the writer retries, lag stays within its bound because
+//! state-changing requests get error 3 past it, and once the server is back every history row is
+//! there exactly once.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use viaduct::engine::{Engine, EngineOptions};
+use viaduct::profile::Profile;
+use viaduct_journaler::recovery::{recover, Downstream};
+use viaduct_matcher::config::embedded;
+use viaduct_matcher::{Events, Spec};
+use viaduct_publishers::history::store::{self as history_store};
+use viaduct_publishers::history::writer::HistoryConfig;
+use viaduct_publishers::history::Rows;
+
+/// A MariaDB server of this test's own, on its own data directory and port.
+struct PrivateMariaDb {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateMariaDb {
+    fn install(dir: &Path) -> PrivateMariaDb {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let status = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("mariadb-install-db (Debian's mariadb-server) is needed by this test");
+        assert!(status.success(), "mariadb-install-db failed");
+        PrivateMariaDb { dir: dir.to_path_buf(), port, child: None }
+    }
+
+    fn start(&mut self) {
+        let child = Command::new("mariadbd")
+            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-grant-tables"])
+            .args(["--innodb-buffer-pool-size=64M", "--skip-log-bin"])
+            .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--socket={}", self.dir.join("sock").display()))
+            .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while mysql::Conn::new(mysql::Opts::from_url(&self.url("mysql")).unwrap()).is_err() {
+            assert!(Instant::now() < deadline, "the private MariaDB did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the server outright: an outage, not a shutdown.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Counts the history rows each replayed command leaves, per table.
+struct RowCount {
+    spec: Spec,
+    counts: [i64; 5],
+}
+
+impl Downstream for RowCount {
+    fn load(&mut self, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn apply(&mut self, _: u64, events: &Events) {
+        let mut rows = Rows::default();
+        rows.add(&self.spec, events);
+        let (b, o, d) = (rows.balances.len() as i64, rows.orders.len() as i64, rows.deals.len() as i64);
+        for (i, n) in [b, o, o, d, d].into_iter().enumerate() {
+            self.counts[i] += n;
+        }
+    }
+}
+
+/// Drives a mix of deposits and crossing orders for `how_long` at about 5,000 a second (well
+/// within what the writer takes, so that only the outage builds lag); returns (acknowledged,
+/// refused with error 3).
+fn drive(engine: &Engine, next: &mut u64, how_long: Duration) -> (u64, u64) {
+    let mut client = engine.client();
+    let (mut acked, mut refused, mut sent) = (0, 0, 0u64);
+    let until = Instant::now() + how_long;
+    let started = Instant::now();
+    while Instant::now() < until {
+        let due = started.elapsed().as_secs_f64() * 5_000.0;
+        if (sent + refused) as f64 >= due {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        while client.inflight() < 64 && ((sent + refused) as f64) < due {
+            *next += 1;
+            let i = *next;
+            let user = i % 20 + 1;
+            let (method, params) = match i % 4 {
+                0 => ("balance.update", json!([user, "BTC", "deposit", i, "1", {}])),
+                1 => ("balance.update", json!([user, "BCH", "deposit", i, "1", {}])),
+                _ => ("order.put_limit", json!([user, "BTCBCH", i % 2 + 1, "0.01", "0.5", "0.001", "0.001", "o"])),
+            };
+            match client.submit(i as i64, method, params.as_array().unwrap()) {
+                Ok(()) => sent += 1,
+                Err(r) => {
+                    assert!(r.0.json.contains(r#""code":3"#), "{}", r.0.json);
+                    refused += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                    break;
+                }
+            }
+        }
+        if client.inflight() > 0 {
+            let r = client.recv();
+            acked += u64::from(r.journal_seq != 0);
+        }
+    }
+    while client.inflight() > 0 {
+        acked += u64::from(client.recv().journal_seq != 0);
+    }
+    let _ = sent;
+    (acked, refused)
+}
+
+#[test]
+fn a_mariadb_outage_under_load_loses_and_repeats_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = PrivateMariaDb::install(&dir.path().join("mariadb"));
+    db.start();
+    {
+        use mysql::prelude::Queryable;
+        let mut admin = mysql::Conn::new(mysql::Opts::from_url(&db.url("mysql")).unwrap()).unwrap();
+        admin.query_drop("CREATE DATABASE viaduct").unwrap();
+    }
+    let data = dir.path().join("data");
+    let spec = Spec::new(&embedded()).unwrap();
+    let mut profile = Profile::load("default").unwrap();
+    profile.ring.input_slots = 1024;
+    profile.ring.output_slots = 1024;
+    let lag_max = 5_000;
+    let history = HistoryConfig { lag_max, ..HistoryConfig::new(db.url("viaduct")) };
+    let options = EngineOptions { history: Some(history), ..EngineOptions::default() };
+    let (engine, _) = Engine::start_with(&data, spec.clone(), &profile, options, |_| {}).unwrap();
+    let mut next = 0;
+
+    let (before, refused_before) = drive(&engine, &mut next, Duration::from_millis(1500));
+    assert!(before > 3_000 && refused_before == 0, "{before} acknowledged, {refused_before} refused");
+
+    // The outage: matching goes on until the lag reaches its bound, then writes get error 3.
+    db.kill();
+    let (during, refused) = drive(&engine, &mut next, Duration::from_secs(3));
+    assert!(during >= lag_max - 64, "matching went on during the outage up to the bound ({during})");
+    let lag = engine.durable_seq() - engine.history_committed().unwrap();
+    assert!(during > 0, "matching stopped with the database");
+    assert!(refused > 0, "back-pressure never applied ({during} acknowledged during the outage)");
+    assert!(lag <= lag_max + 64, "the writer lags {lag}, past its bound {lag_max} by more than one client's window");
+    // Reads never wait for history.
+    let mut reader = engine.client();
+    reader.submit(1, "balance.query", json!([1]).as_array().unwrap()).unwrap();
+    assert!(reader.recv().json.contains("available"));
+    drop(reader);
+
+    // Back: the writer catches up and writes resume.
+    db.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine.history_committed().unwrap() < engine.durable_seq() {
+        assert!(Instant::now() < deadline, "history did not catch up after the outage");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (after, refused_after) = drive(&engine, &mut next, Duration::from_millis(1000));
+    assert!(after > 0 && refused_after == 0, "{after} acknowledged, {refused_after} refused after the outage");
+    let (seq, _) = engine.shutdown();
+
+    // Every row of every journaled command, exactly once.
+    let mut expected = RowCount { spec: spec.clone(), counts: [0; 5] };
+    recover(&data, &spec, |_| {}, &mut expected).unwrap();
+    let mut store = history_store::open(&db.url("viaduct")).unwrap();
+    assert_eq!(store.committed_seq().unwrap(), seq);
+    let tables = ["balance_history", "order_history", "order_detail", "deal_history", "user_deal_history"];
+    for (table, want) in tables.iter().zip(expected.counts) {
+        let mut got = 0;
+        for shard in 0..100 {
+            got += store.select(&format!("SELECT COUNT(*) FROM `{table}_{shard}`"), &[]).unwrap()[0][0].as_i64();
+        }
+        assert_eq!(got, want, "{table}");
+    }
+    eprintln!(
+        "acknowledged {before} before, {during} during ({refused} refused), {after} after the outage; {seq} commands"
+    );
+}
