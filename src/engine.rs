@@ -155,7 +155,8 @@ impl Engine {
                     store.write(&rows, recovered.last_seq).context("history: catching up from the journal")?;
                     tracing::info!("history: caught up from sequence {committed} to {}", recovered.last_seq);
                 }
-                Some((HistoryService::start(&cfg, store).context("starting history")?, cfg.lag_max))
+                let spec = Arc::new(spec.clone());
+                Some((HistoryService::start(&cfg, spec, store).context("starting history")?, cfg.lag_max))
             }
             _ => None,
         };
@@ -552,14 +553,15 @@ fn reply_stage(
     registry: Arc<Registry>,
     watch: Arc<Watch>,
     market: Sender<Vec<Deal>>,
-    history: Option<Sender<(u64, Rows)>>,
+    history: Option<Sender<(u64, Events)>>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
     let mut out = Delivery { spec, registry, clients: HashMap::new(), woken: Vec::new() };
     let mut watched: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut watch_version = 0;
     let mut fills: Vec<(u32, ServerMsg)> = Vec::new();
     let mut deals: Vec<Deal> = Vec::new();
-    let (mut rows, mut rows_seq) = (Rows::default(), 0u64);
+    // Events of journaled commands, for history: copied here, turned into rows on its thread.
+    let (mut journaled, mut journaled_seq) = (Events::default(), 0u64);
     let feed = move |deals: &mut Vec<Deal>| {
         // Waits only when market data lags by its whole queue: its lag is bounded.
         if !deals.is_empty() && market.send(std::mem::take(deals)).is_err() {
@@ -569,8 +571,8 @@ fn reply_stage(
     move |slot, end_of_batch| {
         deals.extend_from_slice(slot.events.deals());
         if history.is_some() && slot.journal_seq != 0 {
-            rows.add(&out.spec, &slot.events);
-            rows_seq = slot.journal_seq;
+            journaled.append(&slot.events);
+            journaled_seq = slot.journal_seq;
         }
         if slot.client != 0 {
             // Deals go to market data before the reply that caused them, so that a client that
@@ -595,9 +597,9 @@ fn reply_stage(
         if end_of_batch {
             feed(&mut deals);
             out.wake();
-            if let (Some(tx), true) = (&history, rows_seq != 0) {
-                let batch = (rows_seq, std::mem::take(&mut rows));
-                rows_seq = 0;
+            if let (Some(tx), true) = (&history, journaled_seq != 0) {
+                let batch = (journaled_seq, std::mem::take(&mut journaled));
+                journaled_seq = 0;
                 // Back-pressure at the edges keeps this queue far from full; if it ever fills,
                 // the pipeline waits rather than lose a row.
                 if let Err(TrySendError::Full(batch)) = tx.try_send(batch) {

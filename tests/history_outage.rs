@@ -3,10 +3,12 @@
 //! state-changing requests get error 3 past it, and once the server is back every history row is
 //! there exactly once.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "support/mariadb.rs"]
+mod mariadb;
+
 use std::time::{Duration, Instant};
+
+use mariadb::PrivateMariaDb;
 
 use serde_json::json;
 use viaduct::engine::{Engine, EngineOptions};
@@ -17,66 +19,6 @@ use viaduct_matcher::{Events, Spec};
 use viaduct_publishers::history::store::{self as history_store};
 use viaduct_publishers::history::writer::HistoryConfig;
 use viaduct_publishers::history::Rows;
-
-/// A MariaDB server of this test's own, on its own data directory and port.
-struct PrivateMariaDb {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateMariaDb {
-    fn install(dir: &Path) -> PrivateMariaDb {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let status = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("mariadb-install-db (Debian's mariadb-server) is needed by this test");
-        assert!(status.success(), "mariadb-install-db failed");
-        PrivateMariaDb { dir: dir.to_path_buf(), port, child: None }
-    }
-
-    fn start(&mut self) {
-        let child = Command::new("mariadbd")
-            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-grant-tables"])
-            .args(["--innodb-buffer-pool-size=64M", "--skip-log-bin"])
-            .arg(format!("--datadir={}", self.dir.join("data").display()))
-            .arg(format!("--port={}", self.port))
-            .arg(format!("--socket={}", self.dir.join("sock").display()))
-            .arg(format!("--pid-file={}", self.dir.join("pid").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while mysql::Conn::new(mysql::Opts::from_url(&self.url("mysql")).unwrap()).is_err() {
-            assert!(Instant::now() < deadline, "the private MariaDB did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Kills the server outright: an outage, not a shutdown.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("mysql://root@127.0.0.1:{}/{db}", self.port)
-    }
-}
-
-impl Drop for PrivateMariaDb {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Counts the history rows each replayed command leaves, per table.
 struct RowCount {

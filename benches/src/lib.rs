@@ -212,3 +212,68 @@ fn limit_with(user: u32, side: Side, price: i128, amount: i128, source: Source) 
         client_id: 0,
     })
 }
+
+/// Commands per second of the benchmark mix (`n` commands, after funding its users) through a
+/// whole engine on `data`, one in-process client pipelining, and the average journal group size.
+pub fn pipeline_throughput(
+    data: &std::path::Path,
+    n: usize,
+    profile: &viaduct::profile::Profile,
+    options: viaduct::engine::EngineOptions,
+) -> (f64, f64) {
+    pipeline_throughput_with(data, n, profile, options, || {}, || {})
+}
+
+/// [`pipeline_throughput`], calling `timed` just before the timed part starts and `done` just
+/// after it ends, before the engine stops.
+pub fn pipeline_throughput_with(
+    data: &std::path::Path,
+    n: usize,
+    profile: &viaduct::profile::Profile,
+    options: viaduct::engine::EngineOptions,
+    timed: impl FnOnce(),
+    done: impl FnOnce(),
+) -> (f64, f64) {
+    let mix = MatcherMix::new(7, n);
+    let spec = mix.start.spec().clone();
+    let (engine, _) = viaduct::engine::Engine::start_with(data, spec, profile, options, |_| {}).expect("engine");
+    let mut client = engine.client();
+    for (i, cmd) in mix.seed_commands().into_iter().enumerate() {
+        let mut cmd = cmd;
+        while let Err(back) = client.submit_command(-(i as i64) - 1, cmd) {
+            cmd = back;
+            while client.try_recv().is_some() {}
+        }
+    }
+    while client.inflight() > 0 {
+        client.recv();
+    }
+    timed();
+    let (durable_before, commits_before) = (engine.durable_seq(), engine.journal_commits());
+    let started = std::time::Instant::now();
+    let mut sent = 0usize;
+    while sent < mix.commands.len() {
+        let mut cmd = mix.commands[sent].clone();
+        loop {
+            match client.submit_command(sent as i64, cmd) {
+                Ok(()) => break,
+                Err(back) => {
+                    cmd = back;
+                    client.recv();
+                }
+            }
+        }
+        sent += 1;
+        while client.try_recv().is_some() {}
+    }
+    while client.inflight() > 0 {
+        client.recv();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let journaled = engine.durable_seq() - durable_before;
+    let commits = (engine.journal_commits() - commits_before).max(1);
+    done();
+    drop(client);
+    engine.shutdown();
+    (n as f64 / secs, journaled as f64 / commits as f64)
+}

@@ -182,6 +182,25 @@ impl Events {
         self.orders.last().map(|(_, o)| o)
     }
 
+    /// Appends `other`'s events after these, in their order.
+    pub fn append(&mut self, other: &Events) {
+        for &(kind, i) in &other.seq {
+            let at = match kind {
+                Kind::Order => self.orders.len(),
+                Kind::Deal => self.deals.len(),
+                Kind::Balance => self.balances.len(),
+                Kind::Level => self.levels.len(),
+            } as u32;
+            self.seq.push((kind, at));
+            match kind {
+                Kind::Order => self.orders.push(other.orders[i as usize]),
+                Kind::Deal => self.deals.push(other.deals[i as usize]),
+                Kind::Balance => self.balances.push(other.balances[i as usize].clone()),
+                Kind::Level => self.levels.push(other.levels[i as usize]),
+            }
+        }
+    }
+
     /// The deals alone, in order.
     pub fn deals(&self) -> &[Deal] {
         &self.deals

@@ -594,3 +594,21 @@ fn decimals_never_print_in_exponent_form() {
     let text = serde_json::to_string(&e.call("order.book", json!(["BTCBCH", ASK, 0, 1]))).unwrap();
     assert!(!text.contains("e-"), "{text}");
 }
+
+#[test]
+fn events_append_keeps_the_order_of_both() {
+    let spec = Spec::new(&config::embedded()).unwrap();
+    let cmd = |m: &str, p: Value| viaduct_matcher::decode(&spec, m, p.as_array().unwrap()).unwrap();
+    let mut m = Matcher::new(spec.clone());
+    let (mut a, mut b) = (viaduct_matcher::Events::default(), viaduct_matcher::Events::default());
+    m.apply(T0, &cmd("balance.update", json!([1, "BTC", "d", 1, "2", {}])), &mut a).unwrap();
+    m.apply(T0, &cmd("balance.update", json!([2, "BCH", "d", 1, "2", {}])), &mut a).unwrap();
+    m.apply(T0, &cmd("order.put_limit", json!([1, "BTCBCH", ASK, "2", "0.1", "0.002", "0.001", ""])), &mut a).unwrap();
+    m.apply(T0, &cmd("order.put_limit", json!([2, "BTCBCH", BID, "1", "0.2", "0.002", "0.001", ""])), &mut b).unwrap();
+    let mut all = viaduct_matcher::Events::default();
+    all.append(&a);
+    all.append(&b);
+    assert_eq!(all.to_vec(), [a.to_vec(), b.to_vec()].concat());
+    assert_eq!((all.len(), all.deals().len()), (a.len() + b.len(), 1));
+    assert_eq!(all.last_order(), b.last_order());
+}

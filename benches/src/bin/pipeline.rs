@@ -18,7 +18,7 @@ use disruptor::{BusySpinWithSpinLoopHint, Producer};
 use hdrhistogram::Histogram;
 use viaduct::engine::Engine;
 use viaduct::profile::Profile;
-use viaduct_benches::{funded_matcher, place_grid, MatcherMix};
+use viaduct_benches::{funded_matcher, place_grid};
 use viaduct_journaler::recovery::recover;
 use viaduct_journaler::snapshot;
 use viaduct_matcher::command::{Command, PutLimit};
@@ -182,47 +182,7 @@ fn profile() -> Profile {
 
 /// Commands per second through the whole pipeline, `fsync` durability, and the average group size.
 fn throughput(data: &Path, n: usize) -> (f64, f64) {
-    let mix = MatcherMix::new(7, n);
-    let spec = mix.start.spec().clone();
-    let (engine, _) = Engine::start(data, spec, &profile(), |_| {}).expect("engine");
-    // Fund the mix's users through the engine so that its commands succeed there too.
-    let mut client = engine.client();
-    for (i, cmd) in mix.seed_commands().into_iter().enumerate() {
-        let mut cmd = cmd;
-        while let Err(back) = client.submit_command(-(i as i64) - 1, cmd) {
-            cmd = back;
-            while client.try_recv().is_some() {}
-        }
-    }
-    while client.inflight() > 0 {
-        client.recv();
-    }
-    let (durable_before, commits_before) = (engine.durable_seq(), engine.journal_commits());
-    let started = Instant::now();
-    let mut sent = 0usize;
-    while sent < mix.commands.len() {
-        let mut cmd = mix.commands[sent].clone();
-        loop {
-            match client.submit_command(sent as i64, cmd) {
-                Ok(()) => break,
-                Err(back) => {
-                    cmd = back;
-                    client.recv();
-                }
-            }
-        }
-        sent += 1;
-        while client.try_recv().is_some() {}
-    }
-    while client.inflight() > 0 {
-        client.recv();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let journaled = engine.durable_seq() - durable_before;
-    let commits = (engine.journal_commits() - commits_before).max(1);
-    drop(client);
-    engine.shutdown();
-    (n as f64 / secs, journaled as f64 / commits as f64)
+    viaduct_benches::pipeline_throughput(data, n, &profile(), viaduct::engine::EngineOptions::default())
 }
 
 /// Open-loop latency: requests are due at a fixed rate whatever the engine does; each is timed

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::Value;
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::RpcError;
+use viaduct_matcher::{Events, RpcError, Spec};
 
 use super::store::{self, Store, StoreError};
 use super::{query, Rows};
@@ -53,7 +53,7 @@ pub struct HistoryQuery {
 
 /// The running writer and readers.
 pub struct HistoryService {
-    feed: Sender<(u64, Rows)>,
+    feed: Sender<(u64, Events)>,
     queries: Sender<HistoryQuery>,
     committed: Arc<AtomicU64>,
     writer: JoinHandle<()>,
@@ -63,15 +63,19 @@ pub struct HistoryService {
 impl HistoryService {
     /// Opens the store (creating missing tables) for the writer and each reader. `store` is the
     /// writer's connection, already opened (recovery used it to catch up).
-    pub fn start(cfg: &HistoryConfig, mut store: Box<dyn Store>) -> Result<HistoryService, StoreError> {
+    pub fn start(
+        cfg: &HistoryConfig,
+        spec: Arc<Spec>,
+        mut store: Box<dyn Store>,
+    ) -> Result<HistoryService, StoreError> {
         let committed = Arc::new(AtomicU64::new(store.committed_seq()?));
-        let (feed, feed_rx) = bounded::<(u64, Rows)>(FEED_BATCHES_MAX);
+        let (feed, feed_rx) = bounded::<(u64, Events)>(FEED_BATCHES_MAX);
         let (queries, queries_rx) = bounded::<HistoryQuery>(cfg.readers.max(1) * 10);
         let writer = {
             let (committed, rows_max) = (Arc::clone(&committed), cfg.batch_rows_max);
             std::thread::Builder::new()
                 .name("viaduct-history".into())
-                .spawn(move || write_loop(store, feed_rx, committed, rows_max))
+                .spawn(move || write_loop(&spec, store, feed_rx, committed, rows_max))
                 .expect("spawning the history writer")
         };
         let mut readers = Vec::new();
@@ -88,8 +92,9 @@ impl HistoryService {
         Ok(HistoryService { feed, queries, committed, writer, readers })
     }
 
-    /// Where the pipeline sends (last sequence, rows) of each batch of durable commands.
-    pub fn feed(&self) -> Sender<(u64, Rows)> {
+    /// Where the pipeline sends (last sequence, events) of each batch of durable commands; the
+    /// writer turns them into rows on its own thread.
+    pub fn feed(&self) -> Sender<(u64, Events)> {
         self.feed.clone()
     }
 
@@ -123,20 +128,26 @@ impl HistoryService {
     }
 }
 
-fn write_loop(mut store: Box<dyn Store>, feed: Receiver<(u64, Rows)>, committed: Arc<AtomicU64>, rows_max: usize) {
+fn write_loop(
+    spec: &Spec,
+    mut store: Box<dyn Store>,
+    feed: Receiver<(u64, Events)>,
+    committed: Arc<AtomicU64>,
+    rows_max: usize,
+) {
     let mut pending = Rows::default();
     let mut seq = committed.load(Ordering::Acquire);
     let mut open = true;
     while open || seq > committed.load(Ordering::Acquire) {
         if open && pending.len() < rows_max {
             match feed.recv_timeout(Duration::from_millis(100)) {
-                Ok((s, mut rows)) => {
-                    pending.append(&mut rows);
+                Ok((s, events)) => {
+                    pending.add(spec, &events);
                     seq = seq.max(s);
                     // Everything else already waiting joins this transaction.
                     while pending.len() < rows_max {
-                        let Ok((s, mut rows)) = feed.try_recv() else { break };
-                        pending.append(&mut rows);
+                        let Ok((s, events)) = feed.try_recv() else { break };
+                        pending.add(spec, &events);
                         seq = seq.max(s);
                     }
                 }
