@@ -263,13 +263,14 @@ fn echo_server() -> SocketAddr {
 /// Closed-loop saturation: each connection keeps `window` requests in flight.
 fn max_rate(args: &Args) {
     let done = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let mut threads = Vec::new();
     for c in 0..args.connections {
         let mut s = TcpStream::connect(args.addr).unwrap();
         s.set_nodelay(true).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
-        let (done, window, users) = (Arc::clone(&done), args.window, args.users);
+        let (done, refused, window, users) = (Arc::clone(&done), Arc::clone(&refused), args.window, args.users);
         threads.push(std::thread::spawn(move || {
             let mut i = 0u64;
             let send = |s: &mut TcpStream, i: &mut u64| {
@@ -280,10 +281,15 @@ fn max_rate(args: &Args) {
                 send(&mut s, &mut i);
             }
             while Instant::now() < until {
-                if read_response(&mut r).is_none() {
-                    return;
+                let Some((status, body)) = read_response(&mut r) else { return };
+                // Only orders the engine took count; error 3 (back-pressure) does not.
+                if status == 200 && !String::from_utf8_lossy(&body).contains("\"code\"") {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    // Back off as a client told "service unavailable" should.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                done.fetch_add(1, Ordering::Relaxed);
                 send(&mut s, &mut i);
             }
         }));
@@ -293,10 +299,11 @@ fn max_rate(args: &Args) {
     }
     let n = done.load(Ordering::Relaxed);
     println!(
-        "max: {n} order.put_limit replies in {} s over {} connections (window {}): {:.0} /s",
+        "max: {n} order.put_limit accepted in {} s over {} connections (window {}), {} refused: {:.0} /s",
         args.seconds,
         args.connections,
         args.window,
+        refused.load(Ordering::Relaxed),
         n as f64 / args.seconds as f64
     );
 }
