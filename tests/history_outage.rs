@@ -132,7 +132,21 @@ fn a_mariadb_outage_under_load_loses_and_repeats_no_row() {
     }
     let (after, refused_after) = drive(&engine, &mut next, Duration::from_millis(1000));
     assert!(after > 0 && refused_after == 0, "{after} acknowledged, {refused_after} refused after the outage");
+
+    // A stop while the database is down does not wait for it; the next start catches up.
+    db.kill();
+    let (last, _) = drive(&engine, &mut next, Duration::from_millis(500));
+    let stopping = Instant::now();
+    let (seq_stopped, _) = engine.shutdown();
+    assert!(stopping.elapsed() < Duration::from_secs(10), "stopping waited {:?} for the database", stopping.elapsed());
+    db.start();
+    let history = HistoryConfig { lag_max, ..HistoryConfig::new(db.url("viaduct")) };
+    let options = EngineOptions { history: Some(history), ..EngineOptions::default() };
+    let (engine, startup) = Engine::start_with(&data, spec.clone(), &profile, options, |_| {}).unwrap();
+    assert_eq!(startup.last_seq, seq_stopped);
+    assert_eq!(engine.history_committed(), Some(seq_stopped), "caught up before serving");
     let (seq, _) = engine.shutdown();
+    assert!(last > 0);
 
     // Every row of every journaled command, exactly once.
     let mut expected = RowCount { spec: spec.clone(), counts: [0; 5] };

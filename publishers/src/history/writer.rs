@@ -163,6 +163,15 @@ fn write_loop(
                 committed.store(seq, Ordering::Release);
                 pending = Rows::default();
             }
+            Err(e) if !open => {
+                // Stopping: the journal holds these commands, and the next start writes their
+                // rows before it serves; waiting here would keep the process from stopping.
+                tracing::error!(
+                    "ALERT history: writing up to sequence {seq} failed while stopping ({e}); the next start catches up from sequence {}",
+                    committed.load(Ordering::Acquire)
+                );
+                return;
+            }
             Err(e) => {
                 tracing::error!(
                     "ALERT history: writing {} rows up to sequence {seq} failed ({e}); retrying in 1 s; rows wait in memory",
