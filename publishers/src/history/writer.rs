@@ -2,9 +2,11 @@
 //!
 //! The writer takes the rows of durable commands with the last sequence they reach, and commits
 //! rows and sequence in one transaction, in groups (everything waiting, up to a row bound). A
-//! failing store is retried every second, forever, with an alert-level log line; meanwhile rows
-//! wait in memory, and the engine refuses state-changing requests once the writer's lag passes its
-//! bound. Readers run the readhistory queries on their own connections from a bounded queue.
+//! failing store is retried every second with an alert-level log line; meanwhile rows wait in
+//! memory, and the engine refuses state-changing requests once the writer's lag passes its bound.
+//! When the engine stops, a store that still fails is given up on: the journal holds those
+//! commands and the next start writes their rows before it serves. Readers run the readhistory
+//! queries on their own connections from a bounded queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
