@@ -181,10 +181,16 @@ impl Engine {
         let journal = journal_stage(writer, Arc::clone(&durable), Arc::clone(&commits));
         let registry: Arc<Registry> = Arc::default();
         let watch: Arc<Watch> = Arc::default();
-        let market = MarketService::spawn(market_data.clone()).context("starting the market data thread")?;
+        let market =
+            MarketService::spawn(market_data.clone(), recovered.last_seq).context("starting the market data thread")?;
         let history_feed = history.as_ref().map(|(h, _)| h.feed());
-        let replies =
-            reply_stage(Arc::clone(&spec), Arc::clone(&registry), Arc::clone(&watch), market.feed(), history_feed);
+        let replies = reply_stage(
+            Arc::clone(&spec),
+            Arc::clone(&registry),
+            Arc::clone(&watch),
+            (market.feed(), market.sent_seq()),
+            history_feed,
+        );
         let history_committed = history.as_ref().map(|(h, _)| h.committed());
         let (snapshots, snapshot_worker) = snapshot_stage(
             data_dir,
@@ -286,6 +292,7 @@ impl Engine {
             fills_lost,
             sink,
             queries: self.market.queries(),
+            durable: Arc::clone(&self.durable),
             history: self.history.as_ref().map(|(h, lag_max)| HistoryLink {
                 queries: h.queries(),
                 committed: h.committed(),
@@ -311,6 +318,8 @@ pub struct Client {
     /// Where answers to market-data queries go: this client's own reply queue.
     sink: Sink,
     queries: QuerySender,
+    /// The durable sequence: a market-data query waits for the deals up to it.
+    durable: Arc<AtomicU64>,
     history: Option<HistoryLink>,
     inflight: Arc<AtomicUsize>,
     inflight_max: usize,
@@ -374,7 +383,10 @@ impl Client {
                 .queries
                 .try_send(HistoryQuery { id: request_id, method, params, answer })
                 .map_err(|_| RpcError::ServiceUnavailable)?,
-            _ => self.queries.send(Query { id: request_id, method, params, answer })?,
+            _ => {
+                let min_seq = self.durable.load(Ordering::Acquire);
+                self.queries.send(Query { min_seq, id: request_id, method, params, answer })?
+            }
         }
         self.inflight.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -552,7 +564,7 @@ fn reply_stage(
     spec: Arc<Spec>,
     registry: Arc<Registry>,
     watch: Arc<Watch>,
-    market: Sender<Vec<Deal>>,
+    (market, market_sent): (Sender<Vec<Deal>>, Arc<AtomicU64>),
     history: Option<Sender<(u64, Events)>>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
     let mut out = Delivery { spec, registry, clients: HashMap::new(), woken: Vec::new() };
@@ -568,16 +580,15 @@ fn reply_stage(
             deals.clear(); // the market data thread is gone (shutting down)
         }
     };
+    let mut batch_seq = 0u64;
     move |slot, end_of_batch| {
         deals.extend_from_slice(slot.events.deals());
+        batch_seq = batch_seq.max(slot.journal_seq);
         if history.is_some() && slot.journal_seq != 0 {
             journaled.append(&slot.events);
             journaled_seq = slot.journal_seq;
         }
         if slot.client != 0 {
-            // Deals go to market data before the reply that caused them, so that a client that
-            // queries after its reply sees them.
-            feed(&mut deals);
             out.reply(slot);
         }
         let version = watch.version.load(Ordering::Acquire);
@@ -595,7 +606,10 @@ fn reply_stage(
             }
         }
         if end_of_batch {
+            // Deals go to market data once per batch; a query waits until the batch of the
+            // replies its client had is sent (`Query::min_seq`).
             feed(&mut deals);
+            market_sent.fetch_max(batch_seq, Ordering::AcqRel);
             out.wake();
             if let (Some(tx), true) = (&history, journaled_seq != 0) {
                 let batch = (journaled_seq, std::mem::take(&mut journaled));

@@ -124,3 +124,30 @@ fn market_data_survives_a_restart_from_snapshot_and_journal() {
     assert_eq!(ask(&engine), before);
     engine.shutdown();
 }
+
+/// A client that has the reply of an order that traded sees that trade in market data at once
+/// (the query waits for the deals of the durable sequence; the window this guards is narrow, so
+/// the test catches a feed that lags by more than a reply, not every race).
+#[test]
+fn market_data_shows_a_clients_own_trade_right_after_its_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new(&embedded()).unwrap();
+    let (engine, _) = Engine::start(dir.path(), spec, &small_profile(), |_| {}).unwrap();
+    let mut client = engine.client();
+    let mut call = |method: &str, p: Value| -> Value {
+        client.submit(1, method, &params(p)).expect("room");
+        serde_json::from_str(&client.recv().json).unwrap()
+    };
+    call("balance.update", json!([1, "BTC", "deposit", 1, "1000", {}]));
+    call("balance.update", json!([2, "BCH", "deposit", 1, "1000", {}]));
+    for i in 0..200 {
+        let price = format!("1.{:02}", i % 100);
+        call("order.put_limit", json!([1, "BTCBCH", 1, "0.01", price, "0", "0", ""]));
+        let taker = call("order.put_limit", json!([2, "BTCBCH", 2, "0.01", price, "0", "0", ""]));
+        assert_eq!(taker["result"]["deal_stock"], "0.01", "{taker}");
+        let last = call("market.last", json!(["BTCBCH"]));
+        assert_eq!(last["result"], format!("{price}000000"), "order {i}");
+    }
+    drop(client);
+    engine.shutdown();
+}

@@ -73,7 +73,7 @@ fn main() {
     );
     let mut runs = Vec::new();
     for _ in 0..5 {
-        let service = MarketService::spawn(MarketData::new(&spec, MarketDataConfig::default())).unwrap();
+        let service = MarketService::spawn(MarketData::new(&spec, MarketDataConfig::default()), 0).unwrap();
         let feed = service.feed();
         let started = Instant::now();
         for batch in deals.chunks(256) {
