@@ -22,7 +22,9 @@ use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, response_json, Command, Events, Matcher, RpcError, Spec};
 use viaduct_publishers::history::query::is_history_method;
 use viaduct_publishers::history::store::{self as history_store, Store};
-use viaduct_publishers::history::writer::{HistoryConfig, HistoryQuery, HistoryService};
+use viaduct_publishers::history::writer::{
+    HistoryConfig, HistoryQuery, HistoryService, FEED_BATCHES_MAX as HISTORY_FEED_MAX,
+};
 use viaduct_publishers::history::Rows;
 use viaduct_publishers::market::{MarketData, MarketDataConfig};
 use viaduct_publishers::service::{is_market_method, MarketService, Query, QuerySender};
@@ -61,7 +63,7 @@ pub type Notify = viaduct_edges::Notify;
 
 /// Fills a client may have waiting beyond its in-flight replies; past it fills are dropped and the
 /// client is told ([`Payload::FillsLost`]).
-pub const FILLS_QUEUE_MAX: usize = 65_536;
+pub const FILLS_QUEUE_MAX: usize = 16_384;
 
 /// Where the reply stage sends one client's replies.
 #[derive(Clone)]
@@ -614,12 +616,15 @@ fn reply_stage(
             if let (Some(tx), true) = (&history, journaled_seq != 0) {
                 let batch = (journaled_seq, std::mem::take(&mut journaled));
                 journaled_seq = 0;
-                // Back-pressure at the edges keeps this queue far from full; if it ever fills,
-                // the pipeline waits rather than lose a row.
-                if let Err(TrySendError::Full(batch)) = tx.try_send(batch) {
+                // Back-pressure at the edges keeps this queue far from its bound; if it ever
+                // reaches it, the pipeline waits rather than lose a row.
+                if tx.len() >= HISTORY_FEED_MAX {
                     tracing::error!("ALERT history: the writer's queue is full; the pipeline waits for it");
-                    let _ = tx.send(batch);
+                    while tx.len() >= HISTORY_FEED_MAX {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
                 }
+                let _ = tx.send(batch);
             }
         }
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::Value;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{Events, RpcError, Spec};
@@ -41,8 +41,9 @@ impl HistoryConfig {
     }
 }
 
-/// Batches of rows that may wait for the writer. Each holds at least one command, so this many
-/// batches is more than `lag_max` allows before back-pressure.
+/// Batches of events that may wait for the writer. Each holds at least one command, so the edges'
+/// back-pressure at `lag_max` keeps the queue far below this; a feeder that finds it this long
+/// waits (see [`HistoryService::feed`]). The queue grows on demand: a bound, not an allocation.
 pub const FEED_BATCHES_MAX: usize = 1 << 20;
 
 /// A readhistory query and where its whole JSON-RPC response goes.
@@ -71,7 +72,7 @@ impl HistoryService {
         mut store: Box<dyn Store>,
     ) -> Result<HistoryService, StoreError> {
         let committed = Arc::new(AtomicU64::new(store.committed_seq()?));
-        let (feed, feed_rx) = bounded::<(u64, Events)>(FEED_BATCHES_MAX);
+        let (feed, feed_rx) = unbounded::<(u64, Events)>();
         let (queries, queries_rx) = bounded::<HistoryQuery>(cfg.readers.max(1) * 10);
         let writer = {
             let (committed, rows_max) = (Arc::clone(&committed), cfg.batch_rows_max);
@@ -95,7 +96,8 @@ impl HistoryService {
     }
 
     /// Where the pipeline sends (last sequence, events) of each batch of durable commands; the
-    /// writer turns them into rows on its own thread.
+    /// writer turns them into rows on its own thread. A sender must not add to a queue already
+    /// [`FEED_BATCHES_MAX`] long.
     pub fn feed(&self) -> Sender<(u64, Events)> {
         self.feed.clone()
     }
