@@ -14,23 +14,20 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use serde_json::Value;
 use viaduct_matcher::command::is_matcher_method;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError};
 
-use crate::net::{free_slot, write_some, EdgeThread, Loop, FIRST_CONN, LISTENER, WAKER};
+use crate::net::{free_slot, run, write_some, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
 use crate::{Backend, Notify, Payload};
 
 const READ_CHUNK: usize = 16 * 1024;
 const HEADERS_MAX: usize = 32;
-/// How often timeouts are checked.
-const TICK: Duration = Duration::from_millis(50);
 
 /// The edge's bounds and address.
 #[derive(Debug, Clone)]
@@ -84,7 +81,7 @@ impl HttpEdge {
             expired: HashSet::new(),
             next_tag: 1,
         };
-        let thread = EdgeThread::spawn("viaduct-http", cfg.bind, build, |mut s, stop| s.run(stop))?;
+        let thread = EdgeThread::spawn("viaduct-http", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
         tracing::info!("http: listening on {}", thread.addr);
         Ok(HttpEdge { thread })
     }
@@ -135,66 +132,48 @@ enum Parsed {
     Reject(u16),
 }
 
+impl<B: Backend> EdgeLoop for Server<B> {
+    const NAME: &'static str = "http";
+
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    fn free_slot(&mut self) -> Option<usize> {
+        (self.live < self.cfg.connections_max).then(|| free_slot(&mut self.conns))
+    }
+
+    fn opened(&mut self, index: usize, stream: TcpStream) {
+        self.conns[index] = Some(Conn {
+            stream,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            order: VecDeque::new(),
+            last_active: Instant::now(),
+            closing: false,
+            writable: false,
+        });
+        self.live += 1;
+    }
+
+    fn ready(&mut self, index: usize, readable: bool, writable: bool) {
+        self.on_ready(index, readable, writable);
+    }
+
+    fn take_replies(&mut self) {
+        Server::take_replies(self);
+    }
+
+    fn tick(&mut self) {
+        self.check_timeouts();
+    }
+}
+
 impl<B: Backend> Server<B> {
-    fn run(&mut self, stop: &AtomicBool) {
-        let mut events = Events::with_capacity(1024);
-        let mut last_tick = Instant::now();
-        while !stop.load(Ordering::Acquire) {
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                tracing::error!("http: poll failed: {e}; the edge stops");
-                return;
-            }
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    WAKER => {}
-                    Token(t) => self.on_ready(t - FIRST_CONN, event.is_readable(), event.is_writable()),
-                }
-            }
-            self.take_replies();
-            if last_tick.elapsed() >= TICK {
-                self.check_timeouts();
-                last_tick = Instant::now();
-            }
-        }
-    }
-
-    fn accept(&mut self) {
-        loop {
-            let (mut stream, _) = match self.listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::warn!("http: accept failed: {e}");
-                    return;
-                }
-            };
-            if self.live >= self.cfg.connections_max {
-                drop(stream); // at the bound: closed at once
-                continue;
-            }
-            let index = free_slot(&mut self.conns);
-            let token = Token(FIRST_CONN + index);
-            if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            self.conns[index] = Some(Conn {
-                stream,
-                rbuf: Vec::new(),
-                wbuf: Vec::new(),
-                order: VecDeque::new(),
-                last_active: Instant::now(),
-                closing: false,
-                writable: false,
-            });
-            self.live += 1;
-        }
-    }
-
     fn on_ready(&mut self, index: usize, readable: bool, writable: bool) {
         if self.conns.get(index).and_then(Option::as_ref).is_none() {
             return;

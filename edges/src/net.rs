@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::Notify;
 
@@ -16,6 +17,72 @@ pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 /// Connection `i` is registered as `Token(FIRST_CONN + i)`.
 pub(crate) const FIRST_CONN: usize = 2;
+/// How often an edge checks its timers.
+const TICK: Duration = Duration::from_millis(50);
+
+/// One edge's part of the shared event loop ([`run`]): what it does with a new connection, a
+/// ready one, the replies waiting for it, and its timers.
+pub(crate) trait EdgeLoop {
+    /// The edge's name in log lines.
+    const NAME: &'static str;
+    fn poll(&mut self) -> &mut Poll;
+    fn listener(&self) -> &TcpListener;
+    /// The slot a new connection takes, or `None` at `connections_max` (it is closed at once).
+    fn free_slot(&mut self) -> Option<usize>;
+    /// Takes a connection registered as `Token(FIRST_CONN + index)`.
+    fn opened(&mut self, index: usize, stream: TcpStream);
+    fn ready(&mut self, index: usize, readable: bool, writable: bool);
+    /// Hands the replies the engine has ready to their connections.
+    fn take_replies(&mut self);
+    fn tick(&mut self);
+}
+
+/// Runs an edge's event loop until `stop`.
+pub(crate) fn run<L: EdgeLoop>(edge: &mut L, stop: &AtomicBool) {
+    let mut events = Events::with_capacity(1024);
+    let mut last_tick = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        if let Err(e) = edge.poll().poll(&mut events, Some(TICK)) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!("{}: poll failed: {e}; the edge stops", L::NAME);
+            return;
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => accept(edge),
+                WAKER => {}
+                Token(t) => edge.ready(t - FIRST_CONN, event.is_readable(), event.is_writable()),
+            }
+        }
+        edge.take_replies();
+        if last_tick.elapsed() >= TICK {
+            edge.tick();
+            last_tick = Instant::now();
+        }
+    }
+}
+
+/// Takes every waiting connection, each registered for reading with its slot's token.
+fn accept<L: EdgeLoop>(edge: &mut L) {
+    loop {
+        let mut stream = match edge.listener().accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::warn!("{}: accept failed: {e}", L::NAME);
+                return;
+            }
+        };
+        let Some(index) = edge.free_slot() else { continue }; // at the bound: closed at once
+        if edge.poll().registry().register(&mut stream, Token(FIRST_CONN + index), Interest::READABLE).is_err() {
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        edge.opened(index, stream);
+    }
+}
 
 /// A running edge's thread; dropping it stops the event loop and joins it.
 pub(crate) struct EdgeThread {

@@ -17,23 +17,21 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use serde_json::Value;
 use viaduct_matcher::command::is_matcher_method;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError, Spec};
 
 use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Trader};
-use crate::net::{free_slot, write_some, EdgeThread, Loop, FIRST_CONN, LISTENER, WAKER};
+use crate::net::{free_slot, run, write_some, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
 use crate::rpc::{self, Header};
 use crate::{Backend, Notify, Payload, TAG_BINARY, TAG_FILLS};
 
 const READ_CHUNK: usize = 16 * 1024;
-const TICK: Duration = Duration::from_millis(50);
 
 /// One API key of the binary order entry and what its sessions trade as.
 #[derive(Debug, Clone)]
@@ -144,7 +142,7 @@ impl TcpEdge {
             waiting: HashMap::new(),
             sessions: HashMap::new(),
         };
-        let thread = EdgeThread::spawn("viaduct-tcp", cfg.bind, build, |mut s, stop| s.run(stop))?;
+        let thread = EdgeThread::spawn("viaduct-tcp", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
         tracing::info!("tcp: listening on {} ({} api keys)", thread.addr, cfg.keys.len());
         Ok(TcpEdge { thread })
     }
@@ -207,76 +205,57 @@ struct Server<B> {
     sessions: HashMap<u32, Vec<(usize, u64)>>,
 }
 
+impl<B: Backend> EdgeLoop for Server<B> {
+    const NAME: &'static str = "tcp";
+
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    fn free_slot(&mut self) -> Option<usize> {
+        (self.live < self.cfg.connections_max).then(|| free_slot(&mut self.conns))
+    }
+
+    fn opened(&mut self, index: usize, stream: TcpStream) {
+        let now = Instant::now();
+        self.conns[index] = Some(Conn {
+            stream,
+            gen: self.next_gen,
+            mode: Mode::Unknown,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            pending: 0,
+            opened: now,
+            last_read: now,
+            last_write: now,
+            idle_timeout: self.cfg.idle_timeout,
+            closing: false,
+        });
+        self.next_gen += 1;
+        self.live += 1;
+    }
+
+    fn ready(&mut self, index: usize, readable: bool, _writable: bool) {
+        if readable {
+            self.read(index);
+        }
+        self.flush(index);
+    }
+
+    fn take_replies(&mut self) {
+        Server::take_replies(self);
+    }
+
+    fn tick(&mut self) {
+        self.check_timers();
+    }
+}
+
 impl<B: Backend> Server<B> {
-    fn run(&mut self, stop: &AtomicBool) {
-        let mut events = Events::with_capacity(1024);
-        let mut last_tick = Instant::now();
-        while !stop.load(Ordering::Acquire) {
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                tracing::error!("tcp: poll failed: {e}; the edge stops");
-                return;
-            }
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    WAKER => {}
-                    Token(t) => {
-                        let index = t - FIRST_CONN;
-                        if event.is_readable() {
-                            self.read(index);
-                        }
-                        self.flush(index);
-                    }
-                }
-            }
-            self.take_replies();
-            if last_tick.elapsed() >= TICK {
-                self.check_timers();
-                last_tick = Instant::now();
-            }
-        }
-    }
-
-    fn accept(&mut self) {
-        loop {
-            let mut stream = match self.listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::warn!("tcp: accept failed: {e}");
-                    return;
-                }
-            };
-            if self.live >= self.cfg.connections_max {
-                continue; // at the bound: closed at once
-            }
-            let index = free_slot(&mut self.conns);
-            if self.poll.registry().register(&mut stream, Token(FIRST_CONN + index), Interest::READABLE).is_err() {
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let now = Instant::now();
-            self.conns[index] = Some(Conn {
-                stream,
-                gen: self.next_gen,
-                mode: Mode::Unknown,
-                rbuf: Vec::new(),
-                wbuf: Vec::new(),
-                pending: 0,
-                opened: now,
-                last_read: now,
-                last_write: now,
-                idle_timeout: self.cfg.idle_timeout,
-                closing: false,
-            });
-            self.next_gen += 1;
-            self.live += 1;
-        }
-    }
-
     /// Reads what the socket has (unless the connection is at its pending bound) and handles every
     /// whole message in it.
     fn read(&mut self, index: usize) {
