@@ -17,12 +17,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use viaduct_journaler::recovery::{journal_dir, recover, Downstream};
+use viaduct_journaler::recovery::{journal_dir, recover};
 use viaduct_journaler::segment::read_journal;
 use viaduct_matcher::config::embedded;
 use viaduct_matcher::{Command, Spec};
-use viaduct_publishers::history::store::{self as history_store};
-use viaduct_publishers::history::Rows;
 
 const ROUNDS: usize = 10;
 const USERS: u64 = 20;
@@ -209,41 +207,9 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         support::spawn_stdio(&["--profile", profile.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
-    let mut expected = RowCount { spec: spec.clone(), counts: [0; 5] };
-    recover(&data, &spec, |_| {}, &mut expected).unwrap();
-    let mut store = history_store::open(&format!("sqlite://{}", data.join("history.db").display())).unwrap();
-    assert_eq!(store.committed_seq().unwrap() as usize, journal.len());
-    let tables = ["balance_history", "order_history", "order_detail", "deal_history", "user_deal_history"];
-    for (table, want) in tables.iter().zip(expected.counts) {
-        let mut got = 0;
-        for shard in 0..100 {
-            let rows = store.select(&format!("SELECT COUNT(*) FROM `{table}_{shard}`"), &[]).unwrap();
-            got += rows[0][0].as_i64();
-        }
-        assert_eq!(got, want, "{table}: rows in history against rows the journal leaves");
-    }
-    assert!(expected.counts[0] > 1_000, "the run left too few history rows to prove anything");
-}
-
-/// Counts the history rows each replayed command leaves, per table.
-struct RowCount {
-    spec: Spec,
-    counts: [i64; 5],
-}
-
-impl Downstream for RowCount {
-    fn load(&mut self, _: &[u8]) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn apply(&mut self, _: u64, events: &viaduct_matcher::Events) {
-        let mut rows = Rows::default();
-        rows.add(&self.spec, events);
-        let (b, o, d) = (rows.balances.len() as i64, rows.orders.len() as i64, rows.deals.len() as i64);
-        for (i, n) in [b, o, o, d, d].into_iter().enumerate() {
-            self.counts[i] += n;
-        }
-    }
+    let url = format!("sqlite://{}", data.join("history.db").display());
+    let counts = support::assert_history_matches_journal(&data, &url, journal.len() as u64);
+    assert!(counts[0] > 1_000, "the run left too few history rows to prove anything");
 }
 
 fn key_of_line(driver: &Driver, line: &str) -> String {

@@ -5,6 +5,7 @@
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -13,33 +14,9 @@ use mariadb::PrivateMariaDb;
 use serde_json::json;
 use viaduct::engine::{Engine, EngineOptions};
 use viaduct::profile::Profile;
-use viaduct_journaler::recovery::{recover, Downstream};
 use viaduct_matcher::config::embedded;
-use viaduct_matcher::{Events, Spec};
-use viaduct_publishers::history::store::{self as history_store};
+use viaduct_matcher::Spec;
 use viaduct_publishers::history::writer::HistoryConfig;
-use viaduct_publishers::history::Rows;
-
-/// Counts the history rows each replayed command leaves, per table.
-struct RowCount {
-    spec: Spec,
-    counts: [i64; 5],
-}
-
-impl Downstream for RowCount {
-    fn load(&mut self, _: &[u8]) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn apply(&mut self, _: u64, events: &Events) {
-        let mut rows = Rows::default();
-        rows.add(&self.spec, events);
-        let (b, o, d) = (rows.balances.len() as i64, rows.orders.len() as i64, rows.deals.len() as i64);
-        for (i, n) in [b, o, o, d, d].into_iter().enumerate() {
-            self.counts[i] += n;
-        }
-    }
-}
 
 /// Drives a mix of deposits and crossing orders for `how_long` at about 5,000 a second (well
 /// within what the writer takes, so that only the outage builds lag); returns (acknowledged,
@@ -149,18 +126,7 @@ fn a_mariadb_outage_under_load_loses_and_repeats_no_row() {
     assert!(last > 0);
 
     // Every row of every journaled command, exactly once.
-    let mut expected = RowCount { spec: spec.clone(), counts: [0; 5] };
-    recover(&data, &spec, |_| {}, &mut expected).unwrap();
-    let mut store = history_store::open(&db.url("viaduct")).unwrap();
-    assert_eq!(store.committed_seq().unwrap(), seq);
-    let tables = ["balance_history", "order_history", "order_detail", "deal_history", "user_deal_history"];
-    for (table, want) in tables.iter().zip(expected.counts) {
-        let mut got = 0;
-        for shard in 0..100 {
-            got += store.select(&format!("SELECT COUNT(*) FROM `{table}_{shard}`"), &[]).unwrap()[0][0].as_i64();
-        }
-        assert_eq!(got, want, "{table}");
-    }
+    support::assert_history_matches_journal(&data, &db.url("viaduct"), seq);
     eprintln!(
         "acknowledged {before} before, {during} during ({refused} refused), {after} after the outage; {seq} commands"
     );

@@ -277,3 +277,14 @@ pub fn pipeline_throughput_with(
     engine.shutdown();
     (n as f64 / secs, journaled as f64 / commits as f64)
 }
+
+/// The process's resident set size in MiB (NaN where /proc is missing).
+pub fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    kib / 1024.0
+}

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use viaduct_benches::MatcherMix;
+use viaduct_benches::{rss_mib, MatcherMix};
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::Events;
 use viaduct_publishers::market::{MarketData, MarketDataConfig};
@@ -15,16 +15,6 @@ const COMMANDS: usize = 1_000_000;
 const T0_US: u64 = 1_700_000_000_000_000;
 /// Simulated time between commands: 1,000,000 commands span about 17 minutes... times 100.
 const STEP_US: u64 = 100_000;
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(f64::NAN);
-    kib / 1024.0
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

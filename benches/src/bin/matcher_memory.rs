@@ -5,20 +5,10 @@
 
 use std::time::Instant;
 
-use viaduct_benches::{funded_matcher, place_grid};
+use viaduct_benches::{funded_matcher, place_grid, rss_mib};
 
 const USERS: u32 = 100_000;
 const ORDERS: u32 = 1_000_000;
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(f64::NAN);
-    kib / 1024.0
-}
 
 fn main() {
     let base = rss_mib();
