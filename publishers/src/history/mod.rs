@@ -101,12 +101,6 @@ impl Rows {
         self.balances.len() + self.orders.len() + 2 * self.deals.len()
     }
 
-    pub fn append(&mut self, other: &mut Rows) {
-        self.balances.append(&mut other.balances);
-        self.orders.append(&mut other.orders);
-        self.deals.append(&mut other.deals);
-    }
-
     /// Adds the rows `events` leave (SPEC B6.4): every balance change; every finished order that
     /// traded or was a market order; both sides of every deal.
     pub fn add(&mut self, spec: &Spec, events: &Events) {

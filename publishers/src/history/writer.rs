@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use serde_json::Value;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{Events, RpcError, Spec};
@@ -105,13 +105,6 @@ impl HistoryService {
     /// The sequence of the last command whose rows are committed.
     pub fn committed(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.committed)
-    }
-
-    /// Queues a readhistory query; error 3 when the queue is full.
-    pub fn query(&self, q: HistoryQuery) -> Result<(), RpcError> {
-        self.queries.try_send(q).map_err(|e| match e {
-            TrySendError::Full(_) | TrySendError::Disconnected(_) => RpcError::ServiceUnavailable,
-        })
     }
 
     /// A sender of queries for another thread.
