@@ -799,8 +799,9 @@ struct Catchup<'a> {
     history: Option<(Box<dyn Store>, u64, Rows)>,
 }
 
-/// Rows written at a time while history catches up during recovery.
-const CATCHUP_ROWS: usize = 20_000;
+/// Rows written at a time while history catches up during recovery (large, as the writer's own
+/// transactions when it is behind).
+const CATCHUP_ROWS: usize = 200_000;
 
 impl Downstream for Catchup<'_> {
     fn load(&mut self, bytes: &[u8]) -> Result<(), String> {

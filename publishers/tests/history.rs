@@ -188,3 +188,96 @@ fn mariadb_records_and_answers_as_viabtc() {
     again.create_tables().unwrap();
     assert_eq!(again.committed_seq().unwrap(), 8);
 }
+
+#[test]
+fn mariadb_without_load_data_records_and_answers_alike() {
+    // Where the server refuses LOAD DATA LOCAL (local_infile off), rows go in as prepared INSERTs.
+    let (_db, url) = MariaDb::new("inserts");
+    let mut s = store::Mysql::open_with(&url, false).unwrap();
+    fill(&mut s);
+    check(&mut s);
+}
+
+/// Text no store may alter or be broken by: every byte `LOAD DATA` treats specially, SQL quotes
+/// and comments, and the literal spellings of NULL.
+const HOSTILE: [&str; 6] = ["a\tb\nc\\d\re", "\\N", "NULL", "x'); DROP TABLE t; --", "\0\"\\\\0é✓", "\\t\\n"];
+
+fn hostile_rows() -> Rows {
+    use viaduct_publishers::history::{BalanceRow, OrderRow};
+    let mut rows = Rows::default();
+    for (i, text) in HOSTILE.iter().enumerate() {
+        rows.balances.push(BalanceRow {
+            time: t(i as u64),
+            user: 7,
+            asset: "BTC".into(),
+            business: text.to_string(),
+            change: "1.5".into(),
+            balance: "2.25".into(),
+            detail: format!("{{\"k\":{}}}{text}", serde_json::to_string(text).unwrap()),
+        });
+        rows.orders.push(OrderRow {
+            id: 100 + i as u64,
+            create_time: t(i as u64),
+            finish_time: t(i as u64 + 1),
+            user: 7,
+            market: "BTCBCH".into(),
+            source: text.to_string(),
+            kind: 1,
+            side: 2,
+            price: "1".into(),
+            amount: "2".into(),
+            taker_fee: "0.002".into(),
+            maker_fee: "0.001".into(),
+            deal_stock: "2".into(),
+            deal_money: "2".into(),
+            deal_fee: "0.004".into(),
+        });
+    }
+    rows
+}
+
+fn hostile_text_round_trips(store: &mut dyn Store) {
+    store.create_tables().unwrap();
+    store.write(&hostile_rows(), 1).unwrap();
+    let texts = |rows: Vec<Vec<store::SqlValue>>| rows.into_iter().map(|r| r[0].as_text()).collect::<Vec<_>>();
+    let business = texts(store.select("SELECT `business` FROM `balance_history_7` ORDER BY `id`", &[]).unwrap());
+    assert_eq!(business, HOSTILE);
+    let detail = texts(store.select("SELECT `detail` FROM `balance_history_7` ORDER BY `id`", &[]).unwrap());
+    let want: Vec<String> =
+        HOSTILE.iter().map(|t| format!("{{\"k\":{}}}{t}", serde_json::to_string(t).unwrap())).collect();
+    assert_eq!(detail, want);
+    let source = texts(store.select("SELECT `source` FROM `order_history_7` ORDER BY `id`", &[]).unwrap());
+    assert_eq!(source, HOSTILE);
+    let times = store.select("SELECT `create_time`, `finish_time` FROM `order_detail_0`", &[]).unwrap();
+    assert_eq!(times, vec![vec![store::SqlValue::Float(t(0)), store::SqlValue::Float(t(1))]]);
+    assert_eq!(store.committed_seq().unwrap(), 1);
+}
+
+#[test]
+fn hostile_text_round_trips_in_every_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    hostile_text_round_trips(&mut *store::open(&url).unwrap());
+    let (_db, url) = MariaDb::new("hostile_load");
+    hostile_text_round_trips(&mut store::Mysql::open_with(&url, true).unwrap());
+    let (_db, url) = MariaDb::new("hostile_insert");
+    hostile_text_round_trips(&mut store::Mysql::open_with(&url, false).unwrap());
+}
+
+#[test]
+fn mariadb_refuses_rather_than_truncates() {
+    // A value too long for its column is an error on either path, and nothing of the
+    // transaction is kept: LOCAL would make it a warning and cut the value.
+    for load in [true, false] {
+        let (_db, url) = MariaDb::new(if load { "long_load" } else { "long_insert" });
+        let mut s = store::Mysql::open_with(&url, load).unwrap();
+        s.create_tables().unwrap();
+        let mut rows = hostile_rows();
+        rows.orders[3].source = "s".repeat(31);
+        let err = s.write(&rows, 1).unwrap_err();
+        eprintln!("load {load}: {err}");
+        assert_eq!(s.committed_seq().unwrap(), 0);
+        let kept = s.select("SELECT COUNT(*) FROM `balance_history_7`", &[]).unwrap();
+        assert_eq!(kept[0][0].as_i64(), 0);
+    }
+}

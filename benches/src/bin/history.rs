@@ -22,7 +22,6 @@ use viaduct_publishers::history::writer::HistoryConfig;
 use viaduct_publishers::history::Rows;
 
 const T0_US: u64 = 1_700_000_000_000_000;
-const TX_ROWS: usize = 20_000;
 
 /// The rows of the mix's commands, grouped as the writer groups them: (last sequence, rows).
 fn transactions(n: usize) -> (Vec<(u64, Rows)>, usize) {
@@ -30,12 +29,14 @@ fn transactions(n: usize) -> (Vec<(u64, Rows)>, usize) {
     let spec = mix.start.spec().clone();
     let mut m = mix.start.clone();
     let mut events = Events::with_capacity(64);
+    // As the writer groups them when it is behind.
+    let tx_rows = HistoryConfig::new(String::new()).batch_rows_max;
     let (mut out, mut rows, mut total) = (Vec::new(), Rows::default(), 0);
     for (i, cmd) in mix.commands.iter().enumerate() {
         events.clear();
         m.apply(T0_US + i as u64 * 1000, cmd, &mut events).expect("the mix succeeds");
         rows.add(&spec, &events);
-        if rows.len() >= TX_ROWS {
+        if rows.len() >= tx_rows {
             total += rows.len();
             out.push((i as u64 + 1, std::mem::take(&mut rows)));
         }
@@ -74,6 +75,10 @@ fn main() {
     let mysql_url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
     rows_per_second("mariadb", &mut *store::open(&mysql_url).unwrap(), &txs, total);
     admin.query_drop(format!("DROP DATABASE `{db}`")).unwrap();
+    if std::env::var("VIADUCT_BENCH_ONLY").as_deref() == Ok("rows") {
+        std::fs::remove_dir_all(&root).ok();
+        return;
+    }
 
     let mut profile = Profile::load("default").unwrap();
     profile.snapshot_interval = u64::MAX / 2;

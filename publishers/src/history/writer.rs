@@ -31,13 +31,15 @@ pub struct HistoryConfig {
     pub lag_max: u64,
     /// Reader threads (ViaBTC's `worker_num`); 10 queries per reader may wait.
     pub readers: usize,
-    /// Rows per transaction, at most.
+    /// Rows per transaction, at most. Large transactions are what make a lagging writer catch
+    /// up: every table shard costs the store a statement per transaction, whatever its rows
+    /// (into MariaDB here: 46 k rows/s in transactions of 20,000 rows, 101 k/s of 200,000).
     pub batch_rows_max: usize,
 }
 
 impl HistoryConfig {
     pub fn new(url: String) -> HistoryConfig {
-        HistoryConfig { url, lag_max: 100_000, readers: 4, batch_rows_max: 20_000 }
+        HistoryConfig { url, lag_max: 100_000, readers: 4, batch_rows_max: 200_000 }
     }
 }
 
