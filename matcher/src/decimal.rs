@@ -154,42 +154,83 @@ impl Dec {
 impl fmt::Display for Dec {
     /// Plain notation with trailing fractional zeros stripped: `"1.5"`, `"0"`, `"0.00000001"`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.m < 0 {
-            f.write_str("-")?;
-        }
-        let abs = self.m.unsigned_abs();
-        // Most values fit 64 bits, whose division is far cheaper than 128-bit division.
-        match (u64::try_from(abs), u64::try_from(pow10(self.scale))) {
-            (Ok(abs), Ok(_)) => write_plain(f, abs, self.scale),
-            _ => write_plain(f, abs, self.scale),
-        }
+        f.write_str(self.text(&mut [0; TEXT_MAX]))
     }
 }
 
-/// Writes `abs / 10^scale` with trailing fractional zeros stripped.
-fn write_plain<T>(f: &mut fmt::Formatter<'_>, mut abs: T, mut scale: u32) -> fmt::Result
-where
-    T: Copy
-        + fmt::Display
-        + PartialEq
-        + From<u8>
-        + std::ops::Rem<Output = T>
-        + std::ops::Div<Output = T>
-        + std::ops::Mul<Output = T>,
-{
-    let (zero, ten) = (T::from(0), T::from(10));
-    while scale > 0 && abs % ten == zero {
-        abs = abs / ten;
-        scale -= 1;
+/// The longest text of a [`Dec`]: a sign, 39 digits of an `i128`, a point and the zeros between
+/// the point and the digits of a scale up to 38.
+pub const TEXT_MAX: usize = 80;
+
+impl Dec {
+    /// [`Display`](fmt::Display)'s text, written into `buf` without the formatting machinery
+    /// (replies print several decimals per order, and this is most of their cost).
+    pub fn text(self, buf: &mut [u8; TEXT_MAX]) -> &str {
+        let mut abs = self.m.unsigned_abs();
+        let mut scale = self.scale.min(38);
+        let mut at = TEXT_MAX;
+        // Most values fit 64 bits, whose division is far cheaper than 128-bit division.
+        if let Ok(mut v) = u64::try_from(abs) {
+            while scale > 0 && v.is_multiple_of(10) {
+                v /= 10;
+                scale -= 1;
+            }
+            at = write_digits(buf, at, v, scale);
+        } else {
+            while scale > 0 && abs.is_multiple_of(10) {
+                abs /= 10;
+                scale -= 1;
+            }
+            // Peel 19 digits at a time until the rest fits 64 bits.
+            let mut low_scale = scale;
+            while u64::try_from(abs).is_err() {
+                let chunk = (abs % 10_000_000_000_000_000_000) as u64;
+                abs /= 10_000_000_000_000_000_000;
+                let mut c = chunk;
+                for _ in 0..19 {
+                    at -= 1;
+                    buf[at] = b'0' + (c % 10) as u8;
+                    c /= 10;
+                    if low_scale > 0 {
+                        low_scale -= 1;
+                        if low_scale == 0 {
+                            at -= 1;
+                            buf[at] = b'.';
+                        }
+                    }
+                }
+            }
+            at = write_digits(buf, at, abs as u64, low_scale);
+        }
+        if self.m < 0 {
+            at -= 1;
+            buf[at] = b'-';
+        }
+        // Only ASCII digits, '.' and '-' were written.
+        std::str::from_utf8(&buf[at..]).unwrap_or("0")
     }
-    if scale == 0 {
-        return write!(f, "{abs}");
-    }
-    let mut unit = T::from(1);
+}
+
+/// Writes `v / 10^scale` in plain notation ending just before `buf[at]`; returns where it starts.
+/// A `scale` of 0 writes no point; the integer part has at least one digit.
+fn write_digits(buf: &mut [u8; TEXT_MAX], mut at: usize, mut v: u64, scale: u32) -> usize {
     for _ in 0..scale {
-        unit = unit * ten;
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
     }
-    write!(f, "{}.{:0width$}", abs / unit, abs % unit, width = scale as usize)
+    if scale > 0 {
+        at -= 1;
+        buf[at] = b'.';
+    }
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return at;
+        }
+    }
 }
 
 impl Dec {
@@ -218,13 +259,59 @@ impl fmt::Display for RawDec {
 
 impl serde::Serialize for Dec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.text(&mut [0; TEXT_MAX]))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`Dec::text`] must print, by the formatting machinery.
+    fn plain(d: Dec) -> String {
+        let (mut abs, mut scale) = (d.m.unsigned_abs(), d.scale);
+        while scale > 0 && abs % 10 == 0 {
+            abs /= 10;
+            scale -= 1;
+        }
+        let sign = if d.m < 0 { "-" } else { "" };
+        if scale == 0 {
+            return format!("{sign}{abs}");
+        }
+        let unit = 10u128.pow(scale);
+        format!("{sign}{}.{:0w$}", abs / unit, abs % unit, w = scale as usize)
+    }
+
+    #[test]
+    fn text_is_plain_notation_for_every_magnitude() {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u128;
+        let mut cases = vec![
+            Dec::new(0, 0),
+            Dec::new(0, 8),
+            Dec::new(1, 8),
+            Dec::new(-1, 20),
+            Dec::new(i128::MAX, 0),
+            Dec::new(i128::MIN + 1, 38),
+            Dec::new(i128::MAX, 20),
+            Dec::new(10_000_000_000_000_000_000, 19),
+            Dec::new(u64::MAX as i128 + 1, 3),
+            Dec::new(-(u64::MAX as i128), 19),
+        ];
+        for i in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Every width from one digit to 38, every scale up to 24.
+            let digits = i % 39;
+            let m = if digits == 0 { 0 } else { (x % 10u128.pow(digits)) as i128 };
+            cases.push(Dec::new(if i % 3 == 0 { -m } else { m }, i % 25));
+        }
+        for d in cases {
+            assert_eq!(d.text(&mut [0; TEXT_MAX]), plain(d), "{d:?}");
+            assert_eq!(d.to_string(), plain(d));
+            assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{}\"", plain(d)));
+        }
+    }
 
     #[test]
     fn parses_and_truncates() {
