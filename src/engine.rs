@@ -820,12 +820,17 @@ impl Downstream for Catchup<'_> {
         rows.add(self.spec, events);
         if rows.len() >= CATCHUP_ROWS {
             // A store that fails here stops startup, as nothing after it could be made whole.
-            while let Err(e) = store.write(rows, seq) {
+            'written: while let Err(e) = store.write(rows, seq) {
                 tracing::error!("ALERT history: catching up at sequence {seq} failed ({e}); retrying in 1 s");
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                // A lost COMMIT may have taken: the stored sequence says.
-                if store.reconnect().is_ok() && store.committed_seq().is_ok_and(|stored| stored >= seq) {
-                    break;
+                // A lost COMMIT may have taken: the stored sequence says, and nothing is written
+                // again until it has.
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    match store.reconnect().and_then(|()| store.committed_seq()) {
+                        Ok(stored) if stored >= seq => break 'written,
+                        Ok(_) => break,
+                        Err(e) => tracing::warn!("history: reconnecting failed ({e}); retrying in 1 s"),
+                    }
                 }
             }
             *rows = Rows::default();

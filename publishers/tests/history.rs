@@ -281,3 +281,82 @@ fn mariadb_refuses_rather_than_truncates() {
         assert_eq!(kept[0][0].as_i64(), 0);
     }
 }
+
+/// SQLite whose first write commits and then reports a failure, as a MySQL connection lost during
+/// COMMIT does, and whose first reconnect fails, as a server still down does.
+struct LostCommit {
+    inner: Box<dyn Store>,
+    writes: usize,
+    reconnects: usize,
+}
+
+impl Store for LostCommit {
+    fn create_tables(&mut self) -> Result<(), store::StoreError> {
+        self.inner.create_tables()
+    }
+    fn committed_seq(&mut self) -> Result<u64, store::StoreError> {
+        self.inner.committed_seq()
+    }
+    fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), store::StoreError> {
+        self.inner.write(rows, seq)?;
+        self.writes += 1;
+        if self.writes == 1 {
+            let lost = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR);
+            return Err(rusqlite::Error::SqliteFailure(lost, Some("the COMMIT's answer was lost".into())).into());
+        }
+        Ok(())
+    }
+    fn select(
+        &mut self,
+        sql: &str,
+        params: &[store::SqlValue],
+    ) -> Result<Vec<Vec<store::SqlValue>>, store::StoreError> {
+        self.inner.select(sql, params)
+    }
+    fn reconnect(&mut self) -> Result<(), store::StoreError> {
+        self.reconnects += 1;
+        if self.reconnects == 1 {
+            return Err(rusqlite::Error::InvalidQuery.into());
+        }
+        self.inner.reconnect()
+    }
+}
+
+#[test]
+fn a_commit_whose_answer_was_lost_is_not_written_again() {
+    use viaduct_publishers::history::writer::{HistoryConfig, HistoryService};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    let mut inner = store::open(&url).unwrap();
+    inner.create_tables().unwrap();
+    let spec = Spec::new(&embedded()).unwrap();
+    let mut m = Matcher::new(spec.clone());
+    let deposit = |m: &mut Matcher, seq: u64| {
+        let mut events = Events::default();
+        let params = json!([1, "BTC", "deposit", seq, "1", {}]);
+        let cmd = decode(&spec, "balance.update", params.as_array().unwrap()).unwrap();
+        m.apply(T0 + seq, &cmd, &mut events).unwrap();
+        (seq, events)
+    };
+    let svc = HistoryService::start(
+        &HistoryConfig::new(url.clone()),
+        std::sync::Arc::new(spec.clone()),
+        Box::new(LostCommit { inner, writes: 0, reconnects: 0 }),
+    )
+    .unwrap();
+    let feed = svc.feed();
+    feed.send(deposit(&mut m, 1)).unwrap();
+    // The writer is now unsure whether sequence 1 took; more arrives meanwhile.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for seq in 2..=4 {
+        feed.send(deposit(&mut m, seq)).unwrap();
+    }
+    drop(feed);
+    let committed = svc.committed();
+    svc.join();
+    assert_eq!(committed.load(std::sync::atomic::Ordering::Acquire), 4);
+    let mut s = store::open(&url).unwrap();
+    assert_eq!(s.committed_seq().unwrap(), 4);
+    let rows = s.select("SELECT `change` FROM `balance_history_1`", &[]).unwrap();
+    assert_eq!(rows.len(), 4, "one row per deposit, none twice: {rows:?}");
+}

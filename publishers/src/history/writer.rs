@@ -137,7 +137,32 @@ fn write_loop(
     let mut pending = Rows::default();
     let mut seq = committed.load(Ordering::Acquire);
     let mut open = true;
+    // A write failed, and whether its transaction took is unknown (a connection lost during
+    // COMMIT): until the stored sequence says, `pending` must not grow, or rows that did commit
+    // would be written again with the ones added.
+    let mut unresolved = false;
     while open || seq > committed.load(Ordering::Acquire) {
+        if unresolved {
+            std::thread::sleep(Duration::from_secs(1));
+            match store.reconnect().and_then(|()| store.committed_seq()) {
+                Ok(stored) => {
+                    if stored >= seq {
+                        tracing::info!("history: the transaction up to sequence {seq} had committed after all");
+                        committed.store(seq, Ordering::Release);
+                        pending = Rows::default();
+                    }
+                    unresolved = false;
+                }
+                Err(e) if !open => {
+                    tracing::error!(
+                        "ALERT history: the store is still unreachable while stopping ({e}); the next start catches up from what it holds"
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!("history: reconnecting failed ({e}); retrying in 1 s"),
+            }
+            continue;
+        }
         if open && pending.len() < rows_max {
             match feed.recv_timeout(Duration::from_millis(100)) {
                 Ok((s, events)) => {
@@ -166,8 +191,7 @@ fn write_loop(
                 // Stopping: the journal holds these commands, and the next start writes their
                 // rows before it serves; waiting here would keep the process from stopping.
                 tracing::error!(
-                    "ALERT history: writing up to sequence {seq} failed while stopping ({e}); the next start catches up from sequence {}",
-                    committed.load(Ordering::Acquire)
+                    "ALERT history: writing up to sequence {seq} failed while stopping ({e}); the next start catches up from what the store holds"
                 );
                 return;
             }
@@ -176,18 +200,7 @@ fn write_loop(
                     "ALERT history: writing {} rows up to sequence {seq} failed ({e}); retrying in 1 s; rows wait in memory",
                     pending.len()
                 );
-                std::thread::sleep(Duration::from_secs(1));
-                if let Err(e) = store.reconnect() {
-                    tracing::warn!("history: reconnecting failed ({e})");
-                    continue;
-                }
-                // A connection lost during COMMIT leaves it unknown whether the transaction took;
-                // the sequence it carried says.
-                if store.committed_seq().is_ok_and(|stored| stored >= seq) {
-                    tracing::info!("history: the transaction up to sequence {seq} had committed after all");
-                    committed.store(seq, Ordering::Release);
-                    pending = Rows::default();
-                }
+                unresolved = true;
             }
         }
     }
