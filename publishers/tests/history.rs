@@ -360,3 +360,37 @@ fn a_commit_whose_answer_was_lost_is_not_written_again() {
     let rows = s.select("SELECT `change` FROM `balance_history_1`", &[]).unwrap();
     assert_eq!(rows.len(), 4, "one row per deposit, none twice: {rows:?}");
 }
+
+#[test]
+fn one_shard_takes_many_rows_in_one_transaction() {
+    // A few busy users put every row of a large transaction into a few shards: more values than
+    // one statement may bind, so the store splits them.
+    let many = || {
+        let mut rows = hostile_rows();
+        let (b, o) = (rows.balances[0].clone(), rows.orders[0].clone());
+        for i in 0..5_000 {
+            rows.balances.push(b.clone());
+            rows.orders.push(viaduct_publishers::history::OrderRow { id: 1_000 + i * 100, ..o.clone() });
+        }
+        rows
+    };
+    let count = |s: &mut dyn Store, table: &str| {
+        s.select(&format!("SELECT COUNT(*) FROM `{table}`"), &[]).unwrap()[0][0].as_i64()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    let (_db, mysql_url) = MariaDb::new("many_load");
+    let (_db2, insert_url) = MariaDb::new("many_insert");
+    let stores: [Box<dyn Store>; 3] = [
+        store::open(&url).unwrap(),
+        Box::new(store::Mysql::open_with(&mysql_url, true).unwrap()),
+        Box::new(store::Mysql::open_with(&insert_url, false).unwrap()),
+    ];
+    for mut s in stores {
+        s.create_tables().unwrap();
+        s.write(&many(), 1).unwrap();
+        assert_eq!(count(&mut *s, "balance_history_7"), 5_006);
+        assert_eq!(count(&mut *s, "order_history_7"), 5_006);
+        assert_eq!(count(&mut *s, "order_detail_0"), 5_001);
+    }
+}

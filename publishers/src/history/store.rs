@@ -6,8 +6,8 @@ use mysql::prelude::Queryable;
 
 use super::{Rows, SHARDS};
 
-/// Rows per INSERT statement (MySQL allows 65,535 placeholders; the widest row has 14).
-const ROWS_PER_INSERT: usize = 4000;
+/// Values one INSERT binds, at most: below both SQLite's limit (32,766) and MySQL's (65,535).
+const VALUES_PER_INSERT: usize = 30_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -306,7 +306,8 @@ fn column_list(t: &Table) -> String {
     cols.join(", ")
 }
 
-/// The INSERTs that write `rows`, grouped by table and shard, at most [`ROWS_PER_INSERT`] rows each.
+/// The INSERTs that write `rows`, grouped by table and shard, each binding at most
+/// [`VALUES_PER_INSERT`] values.
 fn inserts(rows: &Rows) -> Vec<Insert> {
     let mut out = Vec::new();
     for ((table, shard), all) in groups(rows) {
@@ -314,7 +315,7 @@ fn inserts(rows: &Rows) -> Vec<Insert> {
         let cols = column_list(t);
         let width = all.first().map_or(0, Vec::len);
         let one = format!("({})", vec!["?"; width].join(", "));
-        for chunk in all.chunks(ROWS_PER_INSERT) {
+        for chunk in all.chunks((VALUES_PER_INSERT / width.max(1)).max(1)) {
             let mut sql = format!("INSERT INTO `{}_{shard}` ({cols}) VALUES ", t.name);
             for i in 0..chunk.len() {
                 if i > 0 {
