@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use serde_json::Value;
 use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
 use viaduct_edges::{Payload, TAG_BINARY, TAG_FILLS};
@@ -718,7 +718,10 @@ fn snapshot_stage(
     profile: &Profile,
     history_committed: Option<Arc<AtomicU64>>,
 ) -> Result<(impl FnMut(&OutSlot, bool) + Send + 'static, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = bounded::<(u64, u64, Command)>(profile.snapshot_queue);
+    let (tx, rx) = unbounded::<Vec<(u64, u64, Command)>>();
+    // Commands sent and not yet applied by the worker: the queue's bound, counted in commands
+    // though they travel in batches.
+    let queued = Arc::new(AtomicUsize::new(0));
     let worker = SnapshotWorker {
         shadow,
         shadow_market,
@@ -729,12 +732,23 @@ fn snapshot_stage(
         snapshots: snapshot_dir(data_dir),
         journal: journal_dir(data_dir),
         write: profile.durability != Durability::None,
+        queued: Arc::clone(&queued),
     };
     let handle = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || worker.run(rx))?;
-    let stage = move |slot: &OutSlot, _| {
+    let (bound, mut batch) = (profile.snapshot_queue.max(SNAPSHOT_BATCH), Vec::with_capacity(SNAPSHOT_BATCH));
+    let stage = move |slot: &OutSlot, end_of_batch: bool| {
         if slot.journal_seq != 0 {
-            // Blocks only when the worker lags by the whole queue bound.
-            let _ = tx.send((slot.journal_seq, slot.time_us, slot.cmd.clone()));
+            batch.push((slot.journal_seq, slot.time_us, slot.cmd.clone()));
+        }
+        // One message per batch of the ring (or per SNAPSHOT_BATCH commands), not per command:
+        // a channel operation and a wake-up of the worker each.
+        if !batch.is_empty() && (end_of_batch || batch.len() >= SNAPSHOT_BATCH) {
+            // Waits only when the worker lags by the whole queue bound.
+            while queued.load(Ordering::Acquire) + batch.len() > bound {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            queued.fetch_add(batch.len(), Ordering::AcqRel);
+            let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(SNAPSHOT_BATCH)));
         }
     };
     Ok((stage, handle))
@@ -752,21 +766,29 @@ struct SnapshotWorker {
     snapshots: PathBuf,
     journal: PathBuf,
     write: bool,
+    /// Commands sent to the worker and not yet applied.
+    queued: Arc<AtomicUsize>,
 }
 
+/// Commands per message to the snapshot worker, at most.
+const SNAPSHOT_BATCH: usize = 256;
+
 impl SnapshotWorker {
-    fn run(mut self, rx: Receiver<(u64, u64, Command)>) {
+    fn run(mut self, rx: Receiver<Vec<(u64, u64, Command)>>) {
         let mut events = Events::with_capacity(64);
-        for (seq, time_us, cmd) in rx {
-            events.clear();
-            if let Err(e) = self.shadow.apply(time_us, &cmd, &mut events) {
-                tracing::error!("snapshots: command {seq} succeeded in the matcher but fails in its shadow ({e}): the state machine is not deterministic");
-                std::process::abort();
+        for batch in rx {
+            for (seq, time_us, cmd) in &batch {
+                events.clear();
+                if let Err(e) = self.shadow.apply(*time_us, cmd, &mut events) {
+                    tracing::error!("snapshots: command {seq} succeeded in the matcher but fails in its shadow ({e}): the state machine is not deterministic");
+                    std::process::abort();
+                }
+                events.deals().iter().for_each(|d| self.shadow_market.apply(d));
+                if self.write && seq - self.last_snapshot >= self.interval {
+                    self.snapshot(*seq);
+                }
             }
-            events.deals().iter().for_each(|d| self.shadow_market.apply(d));
-            if self.write && seq - self.last_snapshot >= self.interval {
-                self.snapshot(seq);
-            }
+            self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         }
     }
 
