@@ -23,14 +23,14 @@ use viaduct_publishers::history::Rows;
 
 const T0_US: u64 = 1_700_000_000_000_000;
 
-/// The rows of the mix's commands, grouped as the writer groups them: (last sequence, rows).
-fn transactions(n: usize) -> (Vec<(u64, Rows)>, usize) {
+/// The rows of the mix's commands, grouped as the writer groups them for the store at `url` when
+/// it is behind: (last sequence, rows).
+fn transactions(n: usize, url: &str) -> (Vec<(u64, Rows)>, usize) {
     let mix = MatcherMix::new(7, n);
     let spec = mix.start.spec().clone();
     let mut m = mix.start.clone();
     let mut events = Events::with_capacity(64);
-    // As the writer groups them for MySQL when it is behind (SQLite gets the same for comparison).
-    let tx_rows = HistoryConfig::new("mysql://".into()).batch_rows_max;
+    let tx_rows = HistoryConfig::new(url.into()).batch_rows_max;
     let (mut out, mut rows, mut total) = (Vec::new(), Rows::default(), 0);
     for (i, cmd) in mix.commands.iter().enumerate() {
         events.clear();
@@ -60,19 +60,20 @@ fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(300_000);
     let root = std::env::temp_dir().join(format!("viaduct-history-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
-    let (txs, total) = transactions(n);
+    let sqlite_url = format!("sqlite://{}", root.join("rows.db").display());
+    let (txs, total) = transactions(n, &sqlite_url);
     println!(
         "{n} commands of the benchmark mix leave {total} history rows ({:.2} per command)",
         total as f64 / n as f64
     );
 
-    let sqlite_url = format!("sqlite://{}", root.join("rows.db").display());
     rows_per_second("sqlite ", &mut *store::open(&sqlite_url).unwrap(), &txs, total);
     let base = std::env::var("VIADUCT_BENCH_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
     let db = format!("viaduct_bench_{}", std::process::id());
     let mut admin = mysql::Conn::new(mysql::Opts::from_url(&base).unwrap()).expect("MariaDB at 127.0.0.1:3306");
     admin.query_drop(format!("CREATE DATABASE `{db}`")).unwrap();
     let mysql_url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    let (txs, total) = transactions(n, &mysql_url);
     rows_per_second("mariadb", &mut *store::open(&mysql_url).unwrap(), &txs, total);
     admin.query_drop(format!("DROP DATABASE `{db}`")).unwrap();
     if std::env::var("VIADUCT_BENCH_ONLY").as_deref() == Ok("rows") {

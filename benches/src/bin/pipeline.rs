@@ -174,8 +174,10 @@ fn raw_ring(n: u64) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The `default` profile, or the one `VIADUCT_BENCH_PROFILE` names (a name or a path).
 fn profile() -> Profile {
-    let mut p = Profile::load("default").unwrap();
+    let name = std::env::var("VIADUCT_BENCH_PROFILE").unwrap_or_else(|_| "default".into());
+    let mut p = Profile::load(&name).unwrap();
     p.snapshot_interval = u64::MAX / 2;
     p
 }
