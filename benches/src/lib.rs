@@ -213,6 +213,18 @@ fn limit_with(user: u32, side: Side, price: i128, amount: i128, source: Source) 
     })
 }
 
+/// What [`pipeline_throughput`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    /// Commands answered per second.
+    pub rate: f64,
+    /// Commands per journal commit (`fdatasync`), on average.
+    pub per_commit: f64,
+    /// With history on: commands per second counted until the history writer had committed
+    /// them all, so the rate the whole engine sustains when history must keep up.
+    pub with_history: Option<f64>,
+}
+
 /// Commands per second of the benchmark mix (`n` commands, after funding its users) through a
 /// whole engine on `data`, one in-process client pipelining, and the average journal group size.
 pub fn pipeline_throughput(
@@ -220,7 +232,7 @@ pub fn pipeline_throughput(
     n: usize,
     profile: &viaduct::profile::Profile,
     options: viaduct::engine::EngineOptions,
-) -> (f64, f64) {
+) -> Throughput {
     pipeline_throughput_with(data, n, profile, options, || {}, || {})
 }
 
@@ -233,7 +245,7 @@ pub fn pipeline_throughput_with(
     options: viaduct::engine::EngineOptions,
     timed: impl FnOnce(),
     done: impl FnOnce(),
-) -> (f64, f64) {
+) -> Throughput {
     let mix = MatcherMix::new(7, n);
     let spec = mix.start.spec().clone();
     let (engine, _) = viaduct::engine::Engine::start_with(data, spec, profile, options, |_| {}).expect("engine");
@@ -273,9 +285,16 @@ pub fn pipeline_throughput_with(
     let journaled = engine.durable_seq() - durable_before;
     let commits = (engine.journal_commits() - commits_before).max(1);
     done();
+    let with_history = engine.history_committed().map(|_| {
+        let durable = engine.durable_seq();
+        while engine.history_committed().unwrap_or(u64::MAX) < durable {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    });
     drop(client);
     engine.shutdown();
-    (n as f64 / secs, journaled as f64 / commits as f64)
+    Throughput { rate: n as f64 / secs, per_commit: journaled as f64 / commits as f64, with_history }
 }
 
 /// The process's resident set size in MiB (NaN where /proc is missing).

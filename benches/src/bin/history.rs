@@ -1,7 +1,9 @@
 //! History: rows per second committed into each store (SQLite and the MariaDB on
 //! 127.0.0.1:3306, a database of its own dropped after), in the writer's transactions; and the
 //! pipeline's throughput with no history, with history written to a private MariaDB, and with the
-//! writer stalled (that server frozen by SIGSTOP), the lag bound set out of reach.
+//! writer stalled (that server frozen by SIGSTOP), the lag bound set out of reach; and the rate of
+//! the whole run counted until the shared MariaDB holds every row (what the engine sustains when
+//! history must keep up).
 //!
 //! `cargo run --release -p viaduct-benches --bin history -- [commands]`
 
@@ -76,6 +78,7 @@ fn main() {
     let (txs, total) = transactions(n, &mysql_url);
     rows_per_second("mariadb", &mut *store::open(&mysql_url).unwrap(), &txs, total);
     admin.query_drop(format!("DROP DATABASE `{db}`")).unwrap();
+    drop(txs);
     if std::env::var("VIADUCT_BENCH_ONLY").as_deref() == Ok("rows") {
         std::fs::remove_dir_all(&root).ok();
         return;
@@ -95,9 +98,9 @@ fn main() {
         Some(HistoryConfig { lag_max: u64::MAX / 2, ..HistoryConfig::new(db_url(db)) })
     };
     for round in 0..3 {
-        let none = pipeline_throughput(&root.join(format!("none{round}")), n, &profile, EngineOptions::default()).0;
+        let none = pipeline_throughput(&root.join(format!("none{round}")), n, &profile, EngineOptions::default()).rate;
         let on = EngineOptions { history: history(&format!("on{round}")), ..EngineOptions::default() };
-        let on = pipeline_throughput(&root.join(format!("on{round}")), n, &profile, on).0;
+        let on = pipeline_throughput(&root.join(format!("on{round}")), n, &profile, on).rate;
         let stalled = EngineOptions { history: history(&format!("stalled{round}")), ..EngineOptions::default() };
         let frozen = std::cell::RefCell::new(&mut private);
         let stalled = pipeline_throughput_with(
@@ -108,11 +111,22 @@ fn main() {
             || frozen.borrow_mut().pause(true),
             || frozen.borrow_mut().pause(false),
         )
-        .0;
+        .rate;
+        // The whole run, counted until the shared server holds every row.
+        let db = format!("viaduct_bench_{}_{round}", std::process::id());
+        admin.query_drop(format!("CREATE DATABASE `{db}`")).unwrap();
+        let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+        let shared = EngineOptions {
+            history: Some(HistoryConfig { lag_max: u64::MAX / 2, ..HistoryConfig::new(url) }),
+            ..EngineOptions::default()
+        };
+        let shared = pipeline_throughput(&root.join(format!("shared{round}")), n, &profile, shared);
+        admin.query_drop(format!("DROP DATABASE `{db}`")).unwrap();
         println!(
-            "round {round}: pipeline, fsync, history in MariaDB: none {none:.0} /s; written {on:.0} /s ({:.2}x); writer stalled {stalled:.0} /s ({:.2}x)",
+            "round {round}: pipeline, fsync, history in MariaDB: none {none:.0} /s; written {on:.0} /s ({:.2}x); writer stalled {stalled:.0} /s ({:.2}x); until every row is in the shared server {:.0} commands/s",
             on / none,
-            stalled / none
+            stalled / none,
+            shared.with_history.unwrap_or(f64::NAN)
         );
     }
     std::fs::remove_dir_all(&root).ok();
