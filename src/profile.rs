@@ -43,6 +43,9 @@ struct Rings {
 struct WaitSection {
     strategy: String,
     sleep_us: u64,
+    /// backoff only: how long a stage sleeps once it has had no work for 10 ms (default: sleep_us).
+    #[serde(default)]
+    idle_sleep_us: Option<u64>,
     #[serde(default)]
     timer_slack_ns: Option<u64>,
 }
@@ -120,10 +123,19 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
         "busy-spin" => Wait::BusySpin,
         "spin-hint" => Wait::SpinHint,
         "sleep" if (1..=10_000).contains(&f.wait.sleep_us) => Wait::Sleep(Duration::from_micros(f.wait.sleep_us)),
-        "backoff" if (1..=10_000).contains(&f.wait.sleep_us) => Wait::Backoff(Duration::from_micros(f.wait.sleep_us)),
+        "backoff" if (1..=10_000).contains(&f.wait.sleep_us) => {
+            let idle = f.wait.idle_sleep_us.unwrap_or(f.wait.sleep_us);
+            if !(f.wait.sleep_us..=10_000).contains(&idle) {
+                bail!("profile {name}: wait.idle_sleep_us must be from sleep_us to 10000");
+            }
+            Wait::Backoff { sleep: Duration::from_micros(f.wait.sleep_us), idle_sleep: Duration::from_micros(idle) }
+        }
         "sleep" | "backoff" => bail!("profile {name}: wait.sleep_us must be from 1 to 10000"),
         other => bail!("profile {name}: wait.strategy {other:?} is not busy-spin, spin-hint, backoff or sleep"),
     };
+    if f.wait.idle_sleep_us.is_some() && !matches!(wait, Wait::Backoff { .. }) {
+        bail!("profile {name}: wait.idle_sleep_us applies to the backoff strategy only");
+    }
     if f.wait.timer_slack_ns.is_some_and(|ns| !(1..=1_000_000).contains(&ns)) {
         bail!("profile {name}: wait.timer_slack_ns must be from 1 to 1000000");
     }
@@ -172,6 +184,10 @@ mod tests {
         assert_eq!(Profile::load("latency").unwrap().ring.wait, Wait::BusySpin);
         assert_eq!(Profile::load("default").unwrap().ring.matcher_core, None);
         assert_eq!(Profile::load("default").unwrap().timer_slack_ns, Some(1000));
+        assert_eq!(
+            Profile::load("default").unwrap().ring.wait,
+            Wait::Backoff { sleep: Duration::from_micros(20), idle_sleep: Duration::from_micros(200) }
+        );
         assert_eq!(Profile::load("latency").unwrap().timer_slack_ns, None);
     }
 
@@ -184,5 +200,13 @@ mod tests {
         assert!(Profile::load("no-such-profile").unwrap_err().to_string().contains("neither a built-in"));
         let text = BUILT_IN[0].1.replace("timer_slack_ns = 1000", "timer_slack_ns = 0");
         assert!(parse("x", &text).unwrap_err().to_string().contains("wait.timer_slack_ns"));
+        let text = BUILT_IN[0].1.replace("idle_sleep_us = 200", "idle_sleep_us = 10");
+        assert!(parse("x", &text).unwrap_err().to_string().contains("wait.idle_sleep_us must be from sleep_us"));
+        let text = BUILT_IN[0].1.replace("strategy = \"backoff\"", "strategy = \"sleep\"");
+        assert!(parse("x", &text).unwrap_err().to_string().contains("backoff strategy only"));
+        // Left out, the idle sleep is the sleep.
+        let text = BUILT_IN[0].1.replace("idle_sleep_us = 200", "");
+        let d = Duration::from_micros(20);
+        assert_eq!(parse("x", &text).unwrap().ring.wait, Wait::Backoff { sleep: d, idle_sleep: d });
     }
 }

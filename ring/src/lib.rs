@@ -62,16 +62,31 @@ pub enum Wait {
     SpinHint,
     /// Sleep this long between empty polls: for machines with fewer cores than stages.
     Sleep(Duration),
-    /// Spin a little, then yield, then sleep this long between polls: quick to react after a
-    /// burst, and idle threads give their core back.
-    Backoff(Duration),
+    /// Spin a little, then yield, then sleep `sleep` between polls: quick to react after a
+    /// burst, and idle threads give their core back. After [`IDLE_AFTER`] without work, sleep
+    /// `idle_sleep` instead, so that a stage with nothing to do costs little CPU (a 20 µs sleep
+    /// loop costs a thread about a fifth of a core).
+    Backoff { sleep: Duration, idle_sleep: Duration },
 }
+
+/// How long a [`Wait::Backoff`] stage goes without work before it sleeps its idle sleep.
+pub const IDLE_AFTER: Duration = Duration::from_millis(10);
 
 /// Phased backoff for one stage: [`BACKOFF_SPINS`] spins, then [`BACKOFF_YIELDS`] yields, then
 /// sleeps, starting over whenever the stage waits for a new sequence.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     sleep: Duration,
+    idle_sleep: Duration,
+    /// Sleeps of `sleep` before the idle sleeps begin.
+    sleeps: u32,
+}
+
+impl Backoff {
+    fn new(sleep: Duration, idle_sleep: Duration) -> Backoff {
+        let sleeps = (IDLE_AFTER.as_nanos() / sleep.as_nanos().max(1)).min(u128::from(u32::MAX / 2)) as u32;
+        Backoff { sleep, idle_sleep, sleeps }
+    }
 }
 
 const BACKOFF_SPINS: u32 = 200;
@@ -90,12 +105,33 @@ impl WaitStrategy for Backoff {
             b.set((sequence, polls));
             polls
         });
+        match self.phase(polls) {
+            Phase::Spin => std::hint::spin_loop(),
+            Phase::Yield => std::thread::yield_now(),
+            Phase::Sleep(d) => std::thread::sleep(d),
+        }
+    }
+}
+
+/// What a [`Backoff`] stage does on one empty poll.
+#[derive(Debug, PartialEq)]
+enum Phase {
+    Spin,
+    Yield,
+    Sleep(Duration),
+}
+
+impl Backoff {
+    /// The phase of the empty poll after `polls` others for the same sequence.
+    fn phase(&self, polls: u32) -> Phase {
         if polls < BACKOFF_SPINS {
-            std::hint::spin_loop();
+            Phase::Spin
         } else if polls < BACKOFF_SPINS + BACKOFF_YIELDS {
-            std::thread::yield_now();
+            Phase::Yield
+        } else if polls < BACKOFF_SPINS + BACKOFF_YIELDS + self.sleeps {
+            Phase::Sleep(self.sleep)
         } else {
-            std::thread::sleep(self.sleep);
+            Phase::Sleep(self.idle_sleep)
         }
     }
 }
@@ -207,7 +243,9 @@ where
         Wait::BusySpin => wire_with(cfg, BusySpin, matcher, last_seq, stages),
         Wait::SpinHint => wire_with(cfg, BusySpinWithSpinLoopHint, matcher, last_seq, stages),
         Wait::Sleep(d) => wire_with(cfg, Sleep::new(d), matcher, last_seq, stages),
-        Wait::Backoff(d) => wire_with(cfg, Backoff { sleep: d }, matcher, last_seq, stages),
+        Wait::Backoff { sleep, idle_sleep } => {
+            wire_with(cfg, Backoff::new(sleep, idle_sleep), matcher, last_seq, stages)
+        }
     }
 }
 
@@ -302,5 +340,27 @@ impl MatcherStage {
             out.time_us = slot.time_us;
             out.cmd.clone_from(&slot.cmd);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_spins_yields_sleeps_then_sleeps_its_idle_sleep_after_10_ms() {
+        let (sleep, idle) = (Duration::from_micros(20), Duration::from_micros(200));
+        let b = Backoff::new(sleep, idle);
+        let first_sleep = BACKOFF_SPINS + BACKOFF_YIELDS;
+        // 10 ms of 20 µs sleeps.
+        let first_idle = first_sleep + 500;
+        assert_eq!(b.phase(0), Phase::Spin);
+        assert_eq!(b.phase(BACKOFF_SPINS - 1), Phase::Spin);
+        assert_eq!(b.phase(BACKOFF_SPINS), Phase::Yield);
+        assert_eq!(b.phase(first_sleep - 1), Phase::Yield);
+        assert_eq!(b.phase(first_sleep), Phase::Sleep(sleep));
+        assert_eq!(b.phase(first_idle - 1), Phase::Sleep(sleep));
+        assert_eq!(b.phase(first_idle), Phase::Sleep(idle));
+        assert_eq!(b.phase(u32::MAX), Phase::Sleep(idle));
     }
 }
