@@ -352,9 +352,15 @@ fn a_commit_whose_answer_was_lost_is_not_written_again() {
         feed.send(deposit(&mut m, seq)).unwrap();
     }
     drop(feed);
+    // The writer resolves its doubt (a failed reconnect, then one that works) and writes on;
+    // stopping now would give a failing store up.
     let committed = svc.committed();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while committed.load(std::sync::atomic::Ordering::Acquire) < 4 {
+        assert!(std::time::Instant::now() < deadline, "the writer did not get past the lost COMMIT");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     svc.join();
-    assert_eq!(committed.load(std::sync::atomic::Ordering::Acquire), 4);
     let mut s = store::open(&url).unwrap();
     assert_eq!(s.committed_seq().unwrap(), 4);
     let rows = s.select("SELECT `change` FROM `balance_history_1`", &[]).unwrap();

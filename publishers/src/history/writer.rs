@@ -8,7 +8,7 @@
 //! commands and the next start writes their rows before it serves. Readers run the readhistory
 //! queries on their own connections from a bounded queue.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -65,6 +65,8 @@ pub struct HistoryService {
     feed: Sender<(u64, Events)>,
     queries: Sender<HistoryQuery>,
     committed: Arc<AtomicU64>,
+    /// Set when the service stops: a store that fails from then on is given up on.
+    stopping: Arc<AtomicBool>,
     writer: JoinHandle<()>,
     readers: Vec<JoinHandle<()>>,
 }
@@ -80,11 +82,12 @@ impl HistoryService {
         let committed = Arc::new(AtomicU64::new(store.committed_seq()?));
         let (feed, feed_rx) = unbounded::<(u64, Events)>();
         let (queries, queries_rx) = bounded::<HistoryQuery>(cfg.readers.max(1) * 10);
+        let stopping = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (committed, rows_max) = (Arc::clone(&committed), cfg.batch_rows_max);
+            let (committed, rows_max, stopping) = (Arc::clone(&committed), cfg.batch_rows_max, Arc::clone(&stopping));
             std::thread::Builder::new()
                 .name("viaduct-history".into())
-                .spawn(move || write_loop(&spec, store, feed_rx, committed, rows_max))
+                .spawn(move || write_loop(&spec, store, feed_rx, committed, rows_max, &stopping))
                 .expect("spawning the history writer")
         };
         let mut readers = Vec::new();
@@ -98,7 +101,7 @@ impl HistoryService {
                     .expect("spawning a history reader"),
             );
         }
-        Ok(HistoryService { feed, queries, committed, writer, readers })
+        Ok(HistoryService { feed, queries, committed, stopping, writer, readers })
     }
 
     /// Where the pipeline sends (last sequence, events) of each batch of durable commands; the
@@ -119,9 +122,11 @@ impl HistoryService {
     }
 
     /// Waits until every row sent has been committed (once every feed sender is dropped), then
-    /// stops the readers.
+    /// stops the readers. A store that fails meanwhile is given up on: the journal holds those
+    /// commands, and the next start writes their rows before it serves.
     pub fn join(self) {
-        let HistoryService { feed, queries, writer, readers, .. } = self;
+        let HistoryService { feed, queries, writer, readers, stopping, .. } = self;
+        stopping.store(true, Ordering::Release);
         drop(feed);
         let _ = writer.join();
         drop(queries);
@@ -137,6 +142,7 @@ fn write_loop(
     feed: Receiver<(u64, Events)>,
     committed: Arc<AtomicU64>,
     rows_max: usize,
+    stopping: &AtomicBool,
 ) {
     let mut pending = Rows::default();
     let mut seq = committed.load(Ordering::Acquire);
@@ -157,7 +163,7 @@ fn write_loop(
                     }
                     unresolved = false;
                 }
-                Err(e) if !open => {
+                Err(e) if !open || stopping.load(Ordering::Acquire) => {
                     tracing::error!(
                         "ALERT history: the store is still unreachable while stopping ({e}); the next start catches up from what it holds"
                     );
@@ -191,7 +197,7 @@ fn write_loop(
                 committed.store(seq, Ordering::Release);
                 pending = Rows::default();
             }
-            Err(e) if !open => {
+            Err(e) if !open || stopping.load(Ordering::Acquire) => {
                 // Stopping: the journal holds these commands, and the next start writes their
                 // rows before it serves; waiting here would keep the process from stopping.
                 tracing::error!(
