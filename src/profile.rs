@@ -122,19 +122,23 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
     let wait = match f.wait.strategy.as_str() {
         "busy-spin" => Wait::BusySpin,
         "spin-hint" => Wait::SpinHint,
-        "sleep" if (1..=10_000).contains(&f.wait.sleep_us) => Wait::Sleep(Duration::from_micros(f.wait.sleep_us)),
-        "backoff" if (1..=10_000).contains(&f.wait.sleep_us) => {
+        "sleep" | "backoff" if (1..=10_000).contains(&f.wait.sleep_us) => {
             let idle = f.wait.idle_sleep_us.unwrap_or(f.wait.sleep_us);
             if !(f.wait.sleep_us..=10_000).contains(&idle) {
                 bail!("profile {name}: wait.idle_sleep_us must be from sleep_us to 10000");
             }
-            Wait::Backoff { sleep: Duration::from_micros(f.wait.sleep_us), idle_sleep: Duration::from_micros(idle) }
+            let (sleep, idle_sleep) = (Duration::from_micros(f.wait.sleep_us), Duration::from_micros(idle));
+            if f.wait.strategy == "sleep" {
+                Wait::Sleep { sleep, idle_sleep }
+            } else {
+                Wait::Backoff { sleep, idle_sleep }
+            }
         }
         "sleep" | "backoff" => bail!("profile {name}: wait.sleep_us must be from 1 to 10000"),
         other => bail!("profile {name}: wait.strategy {other:?} is not busy-spin, spin-hint, backoff or sleep"),
     };
-    if f.wait.idle_sleep_us.is_some() && !matches!(wait, Wait::Backoff { .. }) {
-        bail!("profile {name}: wait.idle_sleep_us applies to the backoff strategy only");
+    if f.wait.idle_sleep_us.is_some() && !matches!(wait, Wait::Backoff { .. } | Wait::Sleep { .. }) {
+        bail!("profile {name}: wait.idle_sleep_us applies to the sleep and backoff strategies only");
     }
     if f.wait.timer_slack_ns.is_some_and(|ns| !(1..=1_000_000).contains(&ns)) {
         bail!("profile {name}: wait.timer_slack_ns must be from 1 to 1000000");
@@ -186,7 +190,7 @@ mod tests {
         assert_eq!(Profile::load("default").unwrap().timer_slack_ns, Some(1000));
         assert_eq!(
             Profile::load("default").unwrap().ring.wait,
-            Wait::Backoff { sleep: Duration::from_micros(20), idle_sleep: Duration::from_micros(200) }
+            Wait::Sleep { sleep: Duration::from_micros(20), idle_sleep: Duration::from_micros(200) }
         );
         assert_eq!(Profile::load("latency").unwrap().timer_slack_ns, None);
     }
@@ -202,11 +206,11 @@ mod tests {
         assert!(parse("x", &text).unwrap_err().to_string().contains("wait.timer_slack_ns"));
         let text = BUILT_IN[0].1.replace("idle_sleep_us = 200", "idle_sleep_us = 10");
         assert!(parse("x", &text).unwrap_err().to_string().contains("wait.idle_sleep_us must be from sleep_us"));
-        let text = BUILT_IN[0].1.replace("strategy = \"backoff\"", "strategy = \"sleep\"");
-        assert!(parse("x", &text).unwrap_err().to_string().contains("backoff strategy only"));
+        let text = BUILT_IN[0].1.replace("strategy = \"sleep\"", "strategy = \"busy-spin\"");
+        assert!(parse("x", &text).unwrap_err().to_string().contains("sleep and backoff strategies only"));
         // Left out, the idle sleep is the sleep.
         let text = BUILT_IN[0].1.replace("idle_sleep_us = 200", "");
         let d = Duration::from_micros(20);
-        assert_eq!(parse("x", &text).unwrap().ring.wait, Wait::Backoff { sleep: d, idle_sleep: d });
+        assert_eq!(parse("x", &text).unwrap().ring.wait, Wait::Sleep { sleep: d, idle_sleep: d });
     }
 }

@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use disruptor::wait_strategies::WaitStrategy;
-use disruptor::{BusySpin, BusySpinWithSpinLoopHint, MultiProducer, ProcessorSettings, Producer, Sleep};
+use disruptor::{BusySpin, BusySpinWithSpinLoopHint, MultiProducer, ProcessorSettings, Producer};
 use viaduct_matcher::{Command, Events, Matcher, Reply, RpcError};
 
 /// A request on its way to the matcher.
@@ -60,12 +60,15 @@ pub enum Wait {
     BusySpin,
     /// Spin with the CPU's spin-loop hint.
     SpinHint,
-    /// Sleep this long between empty polls: for machines with fewer cores than stages.
-    Sleep(Duration),
+    /// Sleep `sleep` between empty polls, and `idle_sleep` after [`IDLE_AFTER`] without work: for
+    /// machines with fewer cores than stages.
+    Sleep { sleep: Duration, idle_sleep: Duration },
     /// Spin a little, then yield, then sleep `sleep` between polls: quick to react after a
     /// burst, and idle threads give their core back. After [`IDLE_AFTER`] without work, sleep
     /// `idle_sleep` instead, so that a stage with nothing to do costs little CPU (a 20 µs sleep
-    /// loop costs a thread about a fifth of a core).
+    /// loop costs a thread about a fifth of a core). Spinning and yielding take the core from
+    /// others: on a 2-core machine with `fsync` durability they slowed the acknowledgements
+    /// (the stages spin while the journal waits for the disk).
     Backoff { sleep: Duration, idle_sleep: Duration },
 }
 
@@ -76,6 +79,8 @@ pub const IDLE_AFTER: Duration = Duration::from_millis(10);
 /// sleeps, starting over whenever the stage waits for a new sequence.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
+    spins: u32,
+    yields: u32,
     sleep: Duration,
     idle_sleep: Duration,
     /// Sleeps of `sleep` before the idle sleeps begin.
@@ -85,7 +90,12 @@ pub struct Backoff {
 impl Backoff {
     fn new(sleep: Duration, idle_sleep: Duration) -> Backoff {
         let sleeps = (IDLE_AFTER.as_nanos() / sleep.as_nanos().max(1)).min(u128::from(u32::MAX / 2)) as u32;
-        Backoff { sleep, idle_sleep, sleeps }
+        Backoff { spins: BACKOFF_SPINS, yields: BACKOFF_YIELDS, sleep, idle_sleep, sleeps }
+    }
+
+    /// Sleeps only: [`Wait::Sleep`].
+    fn sleeping(sleep: Duration, idle_sleep: Duration) -> Backoff {
+        Backoff { spins: 0, yields: 0, ..Backoff::new(sleep, idle_sleep) }
     }
 }
 
@@ -124,11 +134,11 @@ enum Phase {
 impl Backoff {
     /// The phase of the empty poll after `polls` others for the same sequence.
     fn phase(&self, polls: u32) -> Phase {
-        if polls < BACKOFF_SPINS {
+        if polls < self.spins {
             Phase::Spin
-        } else if polls < BACKOFF_SPINS + BACKOFF_YIELDS {
+        } else if polls < self.spins + self.yields {
             Phase::Yield
-        } else if polls < BACKOFF_SPINS + BACKOFF_YIELDS + self.sleeps {
+        } else if polls < self.spins + self.yields + self.sleeps {
             Phase::Sleep(self.sleep)
         } else {
             Phase::Sleep(self.idle_sleep)
@@ -242,7 +252,9 @@ where
     match cfg.wait {
         Wait::BusySpin => wire_with(cfg, BusySpin, matcher, last_seq, stages),
         Wait::SpinHint => wire_with(cfg, BusySpinWithSpinLoopHint, matcher, last_seq, stages),
-        Wait::Sleep(d) => wire_with(cfg, Sleep::new(d), matcher, last_seq, stages),
+        Wait::Sleep { sleep, idle_sleep } => {
+            wire_with(cfg, Backoff::sleeping(sleep, idle_sleep), matcher, last_seq, stages)
+        }
         Wait::Backoff { sleep, idle_sleep } => {
             wire_with(cfg, Backoff::new(sleep, idle_sleep), matcher, last_seq, stages)
         }
@@ -362,5 +374,9 @@ mod tests {
         assert_eq!(b.phase(first_idle - 1), Phase::Sleep(sleep));
         assert_eq!(b.phase(first_idle), Phase::Sleep(idle));
         assert_eq!(b.phase(u32::MAX), Phase::Sleep(idle));
+        let s = Backoff::sleeping(sleep, idle);
+        assert_eq!(s.phase(0), Phase::Sleep(sleep));
+        assert_eq!(s.phase(499), Phase::Sleep(sleep));
+        assert_eq!(s.phase(500), Phase::Sleep(idle));
     }
 }
