@@ -21,6 +21,10 @@ for round in 1 2 3; do
   $LG --mode echo --echo-bytes 48 --rate 100000 --seconds 3 --connections 4 --out $O
   $LG --mode tcp --rate 100000 --seconds 3 --connections 4 --out $O --users 8
   $LG --mode tcp-max --seconds 3 --connections 4 --window 256 --out $O --users 8
+  # The same without trades (a bid below the market, then its cancel): no history rows.
+  $LG --mode tcp --flow rest --rate 10000 --seconds 3 --connections 4 --out $O --users 8
+  $LG --mode tcp --flow rest --rate 100000 --seconds 3 --connections 4 --out $O --users 8
+  $LG --mode tcp-max --flow rest --seconds 3 --connections 4 --window 256 --out $O --users 8
   restart default
   echo "## fsync"
   $LG --mode disk --seconds 3 --dir /tmp --out $O
@@ -29,5 +33,7 @@ for round in 1 2 3; do
   $LG --mode http --rate 10000 --seconds 3 --connections 4 --out $O
   $LG --mode tcp-max --seconds 3 --connections 4 --window 256 --out $O --users 8
   $LG --mode max --seconds 3 --connections 8 --window 32 --out $O
+  $LG --mode tcp --flow rest --rate 10000 --seconds 3 --connections 4 --out $O --users 8
+  $LG --mode tcp-max --flow rest --seconds 3 --connections 4 --window 256 --out $O --users 8
 done
 pkill -f "viaduct run --config benches/loadgen.toml"

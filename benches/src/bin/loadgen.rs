@@ -68,10 +68,17 @@ struct Args {
     /// Where the disk mode writes.
     #[arg(long, default_value = "/tmp")]
     dir: PathBuf,
+    /// The binary modes' orders: `cross` (asks and bids in turn at one price, so every bid
+    /// trades and leaves history rows) or `rest` (a bid below the market, then its cancel by
+    /// client order id: nothing trades, no history row, so the edge and the pipeline are measured
+    /// without the history writer).
+    #[arg(long, default_value = "cross")]
+    flow: String,
 }
 
 fn main() {
     let args = Args::parse();
+    assert!(["cross", "rest"].contains(&args.flow.as_str()), "--flow {:?} is not cross or rest", args.flow);
     // Threads inherit it: the schedule's sleeps end on time instead of up to 50 µs late.
     nix::sys::prctl::set_timerslack(1000).expect("timer slack");
     std::fs::create_dir_all(&args.out).expect("output directory");
@@ -412,24 +419,34 @@ fn next_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<ServerMsg> {
     }
 }
 
-/// The i-th order of a session: asks and bids in turn at 1, so each bid fills the ask before it.
-fn binary_order(i: u64) -> Vec<u8> {
+/// The i-th request of a session. `cross`: asks and bids in turn at 1, so each bid fills the ask
+/// before it. `rest`: a bid at 0.5 with client order id `run + i`, then the cancel of that id;
+/// `run` keeps the ids of one run apart from those of earlier runs (they stay taken for 24 h).
+fn binary_order(flow: &str, run: u64, i: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(48);
-    let msg = ClientMsg::NewLimit {
-        client_id: 0,
-        market: binary::market_bytes("BTCBCH"),
-        side: 1 + (i % 2) as u8,
-        price: 100_000_000,
-        amount: 1_000_000,
+    let market = binary::market_bytes("BTCBCH");
+    let msg = match flow {
+        "rest" if i % 2 == 1 => ClientMsg::CancelByClientId { market, client_id: run + i - 1 },
+        "rest" => ClientMsg::NewLimit { client_id: run + i, market, side: 2, price: 50_000_000, amount: 1_000_000 },
+        _ => {
+            ClientMsg::NewLimit { client_id: 0, market, side: 1 + (i % 2) as u8, price: 100_000_000, amount: 1_000_000 }
+        }
     };
     binary::encode_client(&msg, &mut out);
     out
 }
 
+/// The first client order id of this run: microseconds since the epoch, times 1,000, leaves a
+/// million ids a session before the next run's.
+fn run_ids() -> u64 {
+    let us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    (us % 1_000_000_000_000) * 1_000_000
+}
+
 /// Whether `m` answers a request (rather than reporting a fill or a heartbeat); false for errors.
 fn answers(m: &ServerMsg) -> Option<bool> {
     match m {
-        ServerMsg::Accepted { .. } => Some(true),
+        ServerMsg::Accepted { .. } | ServerMsg::Cancelled { .. } => Some(true),
         ServerMsg::Rejected { .. } => Some(false),
         _ => None,
     }
@@ -441,15 +458,17 @@ fn tcp_open_loop(args: &Args) -> Histogram<u64> {
     let interval = Duration::from_nanos(1_000_000_000 * args.connections as u64 / args.rate);
     let errors = Arc::new(AtomicU64::new(0));
     let sessions: Vec<TcpStream> = (1..=args.connections).map(|i| tcp_session(args, i)).collect();
+    let run = run_ids();
     let start = Instant::now() + Duration::from_millis(100);
     let mut readers = Vec::new();
     for (c, mut stream) in sessions.into_iter().enumerate() {
         let mut writer = stream.try_clone().unwrap();
         let offset = interval * c as u32 / args.connections as u32;
+        let flow = args.flow.clone();
         std::thread::spawn(move || {
             for i in 0..per_conn {
                 sleep_until(start + offset + interval * i as u32);
-                if writer.write_all(&binary_order(i)).is_err() {
+                if writer.write_all(&binary_order(&flow, run, i)).is_err() {
                     return;
                 }
             }
@@ -488,15 +507,17 @@ fn tcp_max(args: &Args) {
     let rejected = Arc::new(AtomicU64::new(0));
     let sessions: Vec<TcpStream> = (1..=args.connections).map(|i| tcp_session(args, i)).collect();
     let until = Instant::now() + Duration::from_secs(args.seconds);
+    let run = run_ids();
     let mut threads = Vec::new();
     for mut s in sessions {
         let (done, rejected, window) = (Arc::clone(&done), Arc::clone(&rejected), args.window as u64);
+        let flow = args.flow.clone();
         threads.push(std::thread::spawn(move || {
             let mut buf = Vec::new();
             let (mut sent, mut answered) = (0u64, 0u64);
             let mut batch = Vec::new();
             for _ in 0..window {
-                batch.extend_from_slice(&binary_order(sent));
+                batch.extend_from_slice(&binary_order(&flow, run, sent));
                 sent += 1;
             }
             s.write_all(&batch).unwrap();
@@ -512,7 +533,7 @@ fn tcp_max(args: &Args) {
                 if sent - answered <= window / 2 {
                     batch.clear();
                     for _ in 0..window / 2 {
-                        batch.extend_from_slice(&binary_order(sent));
+                        batch.extend_from_slice(&binary_order(&flow, run, sent));
                         sent += 1;
                     }
                     if s.write_all(&batch).is_err() {
