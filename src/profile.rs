@@ -43,7 +43,7 @@ struct Rings {
 struct WaitSection {
     strategy: String,
     sleep_us: u64,
-    /// backoff only: how long a stage sleeps once it has had no work for 10 ms (default: sleep_us).
+    /// sleep and backoff: how long a stage sleeps once it has had no work for 10 ms (default: sleep_us).
     #[serde(default)]
     idle_sleep_us: Option<u64>,
     #[serde(default)]

@@ -72,11 +72,13 @@ pub enum Wait {
     Backoff { sleep: Duration, idle_sleep: Duration },
 }
 
-/// How long a [`Wait::Backoff`] stage goes without work before it sleeps its idle sleep.
+/// How long a [`Wait::Sleep`] or [`Wait::Backoff`] stage goes without work before it sleeps its
+/// idle sleep.
 pub const IDLE_AFTER: Duration = Duration::from_millis(10);
 
-/// Phased backoff for one stage: [`BACKOFF_SPINS`] spins, then [`BACKOFF_YIELDS`] yields, then
-/// sleeps, starting over whenever the stage waits for a new sequence.
+/// Phased waiting for one stage, starting over whenever the stage waits for a new sequence: spins,
+/// then yields ([`BACKOFF_SPINS`] and [`BACKOFF_YIELDS`] for [`Wait::Backoff`], none for
+/// [`Wait::Sleep`]), then sleeps, and after [`IDLE_AFTER`] of sleeps the idle sleep.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     spins: u32,
@@ -96,6 +98,19 @@ impl Backoff {
     /// Sleeps only: [`Wait::Sleep`].
     fn sleeping(sleep: Duration, idle_sleep: Duration) -> Backoff {
         Backoff { spins: 0, yields: 0, ..Backoff::new(sleep, idle_sleep) }
+    }
+
+    /// The phase of the empty poll after `polls` others for the same sequence.
+    fn phase(&self, polls: u32) -> Phase {
+        if polls < self.spins {
+            Phase::Spin
+        } else if polls < self.spins + self.yields {
+            Phase::Yield
+        } else if polls < self.spins + self.yields + self.sleeps {
+            Phase::Sleep(self.sleep)
+        } else {
+            Phase::Sleep(self.idle_sleep)
+        }
     }
 }
 
@@ -129,21 +144,6 @@ enum Phase {
     Spin,
     Yield,
     Sleep(Duration),
-}
-
-impl Backoff {
-    /// The phase of the empty poll after `polls` others for the same sequence.
-    fn phase(&self, polls: u32) -> Phase {
-        if polls < self.spins {
-            Phase::Spin
-        } else if polls < self.spins + self.yields {
-            Phase::Yield
-        } else if polls < self.spins + self.yields + self.sleeps {
-            Phase::Sleep(self.sleep)
-        } else {
-            Phase::Sleep(self.idle_sleep)
-        }
-    }
 }
 
 /// Ring sizes, waits and core pins: the part of a tuning profile the rings read.
