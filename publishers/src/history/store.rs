@@ -337,30 +337,27 @@ struct Load {
     data: Vec<u8>,
 }
 
-/// The loads that write `rows`, one per table and shard.
-fn loads(rows: &Rows) -> Vec<Load> {
-    let mut out = Vec::new();
-    for ((table, shard), all) in groups(rows) {
-        let t = &TABLES[table];
-        let sql = format!(
-            "LOAD DATA LOCAL INFILE 'viaduct-rows' INTO TABLE `{}_{shard}` CHARACTER SET utf8mb4 \
-             FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
-            t.name,
-            column_list(t)
-        );
-        let mut data = Vec::with_capacity(all.len() * 128);
-        for row in &all {
-            for (i, v) in row.iter().enumerate() {
-                if i > 0 {
-                    data.push(b'\t');
-                }
-                tsv_field(&mut data, v);
+/// The load of one table shard's rows (a group of [`groups`]); built only when its statement
+/// runs, so that one shard's stream is in memory at a time.
+fn load((table, shard): (usize, u64), all: &[Vec<SqlValue>]) -> Load {
+    let t = &TABLES[table];
+    let sql = format!(
+        "LOAD DATA LOCAL INFILE 'viaduct-rows' INTO TABLE `{}_{shard}` CHARACTER SET utf8mb4 \
+         FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
+        t.name,
+        column_list(t)
+    );
+    let mut data = Vec::with_capacity(all.len() * 128);
+    for row in all {
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                data.push(b'\t');
             }
-            data.push(b'\n');
+            tsv_field(&mut data, v);
         }
-        out.push(Load { sql, rows: all.len(), data });
+        data.push(b'\n');
     }
-    out
+    Load { sql, rows: all.len(), data }
 }
 
 /// One field as `LOAD DATA` reads it with `ESCAPED BY '\\'`: NULL as `\N`, and in text every
@@ -552,7 +549,8 @@ impl Store for Mysql {
     fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), StoreError> {
         let mut tx = self.conn.start_transaction(mysql::TxOpts::default())?;
         if self.load {
-            for load in loads(rows) {
+            for (key, all) in groups(rows) {
+                let load = load(key, &all);
                 *self.staged.lock().unwrap_or_else(|p| p.into_inner()) = Some(load.data);
                 let result = tx.query_iter(&load.sql)?;
                 let (loaded, warnings) = (result.affected_rows(), result.warnings());
