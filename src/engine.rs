@@ -722,6 +722,10 @@ fn snapshot_stage(
     // Commands sent and not yet applied by the worker: the queue's bound, counted in commands
     // though they travel in batches.
     let queued = Arc::new(AtomicUsize::new(0));
+    // Cleared when the worker ends, however it ends: the stage then stops waiting for it (its
+    // sends fail and are dropped), so the pipeline goes on without snapshots, as it did when the
+    // queue was a bounded channel.
+    let alive = Arc::new(AtomicBool::new(true));
     let worker = SnapshotWorker {
         shadow,
         shadow_market,
@@ -733,6 +737,7 @@ fn snapshot_stage(
         journal: journal_dir(data_dir),
         write: profile.durability != Durability::None,
         queued: Arc::clone(&queued),
+        alive: Arc::clone(&alive),
     };
     let handle = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || worker.run(rx))?;
     let (bound, mut batch) = (profile.snapshot_queue.max(SNAPSHOT_BATCH), Vec::with_capacity(SNAPSHOT_BATCH));
@@ -744,7 +749,7 @@ fn snapshot_stage(
         // a channel operation and a wake-up of the worker each.
         if !batch.is_empty() && (end_of_batch || batch.len() >= SNAPSHOT_BATCH) {
             // Waits only when the worker lags by the whole queue bound.
-            while queued.load(Ordering::Acquire) + batch.len() > bound {
+            while queued.load(Ordering::Acquire) + batch.len() > bound && alive.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_micros(50));
             }
             queued.fetch_add(batch.len(), Ordering::AcqRel);
@@ -768,6 +773,15 @@ struct SnapshotWorker {
     write: bool,
     /// Commands sent to the worker and not yet applied.
     queued: Arc<AtomicUsize>,
+    /// True until the worker ends.
+    alive: Arc<AtomicBool>,
+}
+
+impl Drop for SnapshotWorker {
+    /// Runs when the worker returns or unwinds.
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+    }
 }
 
 /// Commands per message to the snapshot worker, at most.
