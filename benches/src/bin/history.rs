@@ -23,6 +23,10 @@ use viaduct_publishers::history::store::{self, Store};
 use viaduct_publishers::history::writer::HistoryConfig;
 use viaduct_publishers::history::Rows;
 
+/// The allocator of the `viaduct` binary, so the engine measured here allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const T0_US: u64 = 1_700_000_000_000_000;
 
 /// The rows of the mix's commands, grouped as the writer groups them for the store at `url` when

@@ -24,6 +24,10 @@ use viaduct_journaler::snapshot;
 use viaduct_matcher::command::{Command, PutLimit};
 use viaduct_matcher::order::{Side, Source};
 
+/// The allocator of the `viaduct` binary, so the engine measured here allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let commands: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let root = std::env::args()

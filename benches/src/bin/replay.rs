@@ -12,6 +12,10 @@ use viaduct_journaler::Durability;
 use viaduct_matcher::command::Command;
 use viaduct_matcher::{Events, Matcher};
 
+/// The allocator of the `viaduct` binary, so the engine measured here allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
     let rounds: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(5);
