@@ -68,17 +68,24 @@ struct Args {
     /// Where the disk mode writes.
     #[arg(long, default_value = "/tmp")]
     dir: PathBuf,
-    /// The binary modes' orders: `cross` (asks and bids in turn at one price, so every bid
-    /// trades and leaves history rows) or `rest` (a bid below the market, then its cancel by
-    /// client order id: nothing trades, no history row, so the edge and the pipeline are measured
-    /// without the history writer).
+    /// The orders of the binary modes and of `max`: `cross` (asks and bids in turn at one price,
+    /// so every bid trades and leaves history rows) or `rest` (a bid below the market, then its
+    /// cancel, by client order id over TCP and by the order id of its reply over HTTP: nothing
+    /// trades, no history row, so the edge and the pipeline are measured without the history
+    /// writer); `max` also takes `book` (that bid, never cancelled: the book grows by every order).
     #[arg(long, default_value = "cross")]
     flow: String,
 }
 
 fn main() {
     let args = Args::parse();
-    assert!(["cross", "rest"].contains(&args.flow.as_str()), "--flow {:?} is not cross or rest", args.flow);
+    let flows: &[&str] = if args.mode == "max" { &["cross", "rest", "book"] } else { &["cross", "rest"] };
+    assert!(
+        flows.contains(&args.flow.as_str()),
+        "--flow {:?} is not one of {flows:?} in mode {}",
+        args.flow,
+        args.mode
+    );
     // Threads inherit it: the schedule's sleeps end on time instead of up to 50 µs late.
     nix::sys::prctl::set_timerslack(1000).expect("timer slack");
     std::fs::create_dir_all(&args.out).expect("output directory");
@@ -267,37 +274,74 @@ fn echo_server() -> SocketAddr {
     addr
 }
 
-/// Closed-loop saturation: each connection keeps `window` requests in flight.
+/// Closed-loop saturation: each connection keeps `window` requests in flight, and writes the
+/// requests that answers made due in one batch once it has read every answer that has arrived.
+/// `--flow rest`: each order is a bid below the market, and its answer is followed by the cancel
+/// of the order it names, so nothing trades and the book stays small (the cancels are counted
+/// apart). `--flow book`: every order is that bid and stays on the book, as a benchmark that
+/// posts one fixed request body over and over does.
 fn max_rate(args: &Args) {
     let done = Arc::new(AtomicU64::new(0));
+    let cancelled = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(args.seconds);
+    let flow = args.flow.clone();
     let mut threads = Vec::new();
     for c in 0..args.connections {
         let mut s = TcpStream::connect(args.addr).unwrap();
         s.set_nodelay(true).unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        let (done, refused, window, users) = (Arc::clone(&done), Arc::clone(&refused), args.window, args.users);
+        let mut r = BufReader::with_capacity(1 << 16, s.try_clone().unwrap());
+        let (done, cancelled, refused) = (Arc::clone(&done), Arc::clone(&cancelled), Arc::clone(&refused));
+        let (window, users, flow) = (args.window, args.users, flow.clone());
         threads.push(std::thread::spawn(move || {
             let mut i = 0u64;
-            let send = |s: &mut TcpStream, i: &mut u64| {
-                *i += 1;
-                s.write_all(http_request(&order_body(*i * 1000 + c as u64, users)).as_bytes()).is_ok()
+            // What each request in flight was, oldest first (HTTP answers in order): the user of
+            // an order, or None for a cancel.
+            let mut pending = std::collections::VecDeque::with_capacity(window);
+            let mut batch = Vec::with_capacity(window * 200);
+            let mut put = |batch: &mut Vec<u8>, pending: &mut std::collections::VecDeque<Option<u64>>| {
+                i += 1;
+                let n = i * 1000 + c as u64;
+                let body = if flow == "cross" { order_body(n, users) } else { rest_body(n, users) };
+                pending.push_back(Some(1 + n % users));
+                batch.extend_from_slice(http_request(&body).as_bytes());
             };
             for _ in 0..window {
-                send(&mut s, &mut i);
+                put(&mut batch, &mut pending);
             }
             while Instant::now() < until {
-                let Some((status, body)) = read_response(&mut r) else { return };
-                // Only orders the engine took count; error 3 (back-pressure) does not.
-                if status == 200 && !String::from_utf8_lossy(&body).contains("\"code\"") {
-                    done.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    refused.fetch_add(1, Ordering::Relaxed);
-                    // Back off as a client told "service unavailable" should.
-                    std::thread::sleep(Duration::from_millis(1));
+                if r.buffer().is_empty() && !batch.is_empty() {
+                    if s.write_all(&batch).is_err() {
+                        return;
+                    }
+                    batch.clear();
                 }
-                send(&mut s, &mut i);
+                let Some((status, body)) = read_response(&mut r) else { return };
+                let Some(what) = pending.pop_front() else { return };
+                // Only requests the engine took count; error 3 (back-pressure) does not.
+                let ok = status == 200 && !String::from_utf8_lossy(&body).contains("\"code\"");
+                match (what, ok) {
+                    (Some(user), true) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        if flow == "rest" {
+                            let id = order_id(&body).expect("an accepted order's reply names it");
+                            let cancel =
+                                format!(r#"{{"id":{id},"method":"order.cancel","params":[{user},"BTCBCH",{id}]}}"#);
+                            pending.push_back(None);
+                            batch.extend_from_slice(http_request(&cancel).as_bytes());
+                            continue;
+                        }
+                    }
+                    (None, true) => {
+                        cancelled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (_, false) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        // Back off as a client told "service unavailable" should.
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                put(&mut batch, &mut pending);
             }
         }));
     }
@@ -305,14 +349,34 @@ fn max_rate(args: &Args) {
         t.join().unwrap();
     }
     let n = done.load(Ordering::Relaxed);
+    let cancels = cancelled.load(Ordering::Relaxed);
     println!(
-        "max: {n} order.put_limit accepted in {} s over {} connections (window {}), {} refused: {:.0} /s",
+        "max ({}): {n} order.put_limit accepted in {} s over {} connections (window {}), {cancels} cancelled, {} refused: {:.0} orders/s, {:.0} requests/s",
+        args.flow,
         args.seconds,
         args.connections,
         args.window,
         refused.load(Ordering::Relaxed),
-        n as f64 / args.seconds as f64
+        n as f64 / args.seconds as f64,
+        (n + cancels) as f64 / args.seconds as f64
     );
+}
+
+/// A bid at 0.5, below the asks of the crossing flow at 1: it rests.
+fn rest_body(i: u64, users: u64) -> String {
+    let user = 1 + i % users;
+    format!(
+        r#"{{"id":{i},"method":"order.put_limit","params":[{user},"BTCBCH",2,"0.01","0.5","0.001","0.001","load"]}}"#
+    )
+}
+
+/// The order id of an order reply: `{"error":null,"result":{"id":N,…`.
+fn order_id(body: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let at = text.find(r#""result":{"id":"#)? + r#""result":{"id":"#.len();
+    let digits: &str = &text[at..];
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
 }
 
 fn report(args: &Args, name: &str, hist: &Histogram<u64>) {
