@@ -258,3 +258,24 @@ fn misbehaving_clients_do_not_harm_others() {
     let b = good.call("balance.query", json!([9, "BTC"]));
     assert_eq!(b["result"]["BTC"]["available"], "1");
 }
+
+/// A client that reads late, but within the write bound, gets every reply in order: the edge
+/// waits for the socket to take more (writability) instead of dropping or stalling.
+#[test]
+fn a_late_reader_within_the_bound_gets_every_reply() {
+    let server = Server::start(|cfg| cfg.write_bytes_max = 64 << 20);
+    let mut late = server.connect();
+    let sent = 20_000;
+    let burst: String = (0..sent).map(|i| request("market.list", json!([]), i)).collect();
+    let mut writer = late.s.try_clone().unwrap();
+    let sending = std::thread::spawn(move || writer.write_all(burst.as_bytes()).unwrap());
+    // Replies pile up past what the sockets hold while nobody reads.
+    std::thread::sleep(Duration::from_millis(500));
+    for id in 0..sent {
+        let r = late.read().expect("every reply arrives");
+        assert_eq!((r.status, r.json()["id"].as_i64()), (200, Some(id)));
+    }
+    sending.join().unwrap();
+    let mut other = server.connect();
+    assert!(other.call("market.list", json!([]))["result"].is_array());
+}

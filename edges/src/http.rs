@@ -80,6 +80,7 @@ impl HttpEdge {
             waiting: HashMap::new(),
             expired: HashSet::new(),
             next_tag: 1,
+            date: DateCache::default(),
         };
         let thread = EdgeThread::spawn("viaduct-http", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
         tracing::info!("http: listening on {}", thread.addr);
@@ -93,8 +94,12 @@ impl HttpEdge {
 
 /// One answer in a connection's reply order.
 enum Slot {
-    Ready(Vec<u8>),
-    Waiting { tag: u64, since: Instant },
+    /// A status and its body; the head is written when it goes out.
+    Ready(u16, String),
+    Waiting {
+        tag: u64,
+        since: Instant,
+    },
 }
 
 struct Conn {
@@ -105,7 +110,9 @@ struct Conn {
     last_active: Instant,
     /// Close once everything queued is written (after a 400 or 413).
     closing: bool,
-    writable: bool,
+    /// Whether the poller is asked for writability too (only while replies wait to be written):
+    /// it is told only when this changes, not at every flush.
+    write_interest: bool,
 }
 
 struct Server<B> {
@@ -120,6 +127,7 @@ struct Server<B> {
     /// Tags answered 504: their late replies are dropped.
     expired: HashSet<u64>,
     next_tag: u64,
+    date: DateCache,
 }
 
 /// What one parsed request asks of the connection.
@@ -155,7 +163,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
             order: VecDeque::new(),
             last_active: Instant::now(),
             closing: false,
-            writable: false,
+            write_interest: false,
         });
         self.live += 1;
     }
@@ -178,16 +186,8 @@ impl<B: Backend> Server<B> {
         if self.conns.get(index).and_then(Option::as_ref).is_none() {
             return;
         }
-        let mut alive = true;
-        if readable {
-            alive = self.read(index);
-        }
-        if alive && writable {
-            if let Some(c) = self.conns[index].as_mut() {
-                c.writable = true;
-            }
-        }
-        if alive {
+        let alive = !readable || self.read(index);
+        if alive && (readable || writable) {
             self.flush(index);
         }
     }
@@ -279,7 +279,7 @@ impl<B: Backend> Server<B> {
         }
         let body = &buf[head..head + length];
         match self.answer(body) {
-            Answer::Now(status, json) => self.queue(index, Slot::Ready(response(status, json.as_bytes()))),
+            Answer::Now(status, json) => self.queue(index, Slot::Ready(status, json)),
             Answer::Later(tag) => {
                 self.waiting.insert(tag, index);
                 self.queue(index, Slot::Waiting { tag, since: Instant::now() });
@@ -330,7 +330,7 @@ impl<B: Backend> Server<B> {
         let Some(c) = self.conns[index].as_mut() else { return };
         c.rbuf.clear();
         c.closing = true;
-        c.order.push_back(Slot::Ready(response(status, b"")));
+        c.order.push_back(Slot::Ready(status, String::new()));
         self.flush(index);
     }
 
@@ -345,7 +345,7 @@ impl<B: Backend> Server<B> {
             let Some(index) = self.waiting.remove(&tag) else { continue };
             let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { continue };
             if let Some(slot) = c.order.iter_mut().find(|s| matches!(s, Slot::Waiting { tag: t, .. } if *t == tag)) {
-                *slot = Slot::Ready(response(200, json.as_bytes()));
+                *slot = Slot::Ready(200, json);
                 touched.push(index);
             }
         }
@@ -367,9 +367,12 @@ impl<B: Backend> Server<B> {
     fn flush(&mut self, index: usize) {
         let write_max = self.cfg.write_bytes_max;
         let Some(c) = self.conns[index].as_mut() else { return };
-        while let Some(Slot::Ready(_)) = c.order.front() {
-            if let Some(Slot::Ready(bytes)) = c.order.pop_front() {
-                c.wbuf.extend_from_slice(&bytes);
+        if let Some(Slot::Ready(..)) = c.order.front() {
+            let date = self.date.now();
+            while let Some(Slot::Ready(..)) = c.order.front() {
+                if let Some(Slot::Ready(status, body)) = c.order.pop_front() {
+                    response(&mut c.wbuf, date, status, body.as_bytes());
+                }
             }
         }
         if write_some(&mut c.stream, &mut c.wbuf).is_err() {
@@ -385,9 +388,11 @@ impl<B: Backend> Server<B> {
             self.close(index);
             return;
         }
-        let want = if c.wbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
-        let token = Token(FIRST_CONN + index);
-        let _ = self.poll.registry().reregister(&mut c.stream, token, want);
+        if c.write_interest != !c.wbuf.is_empty() {
+            c.write_interest = !c.wbuf.is_empty();
+            let want = if c.write_interest { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let _ = self.poll.registry().reregister(&mut c.stream, Token(FIRST_CONN + index), want);
+        }
     }
 
     fn check_timeouts(&mut self) {
@@ -400,7 +405,7 @@ impl<B: Backend> Server<B> {
                     if now.duration_since(*since) >= self.cfg.reply_timeout {
                         self.expired.insert(*tag);
                         self.waiting.remove(tag);
-                        *slot = Slot::Ready(response(504, error_response(None, RpcError::ServiceTimeout).as_bytes()));
+                        *slot = Slot::Ready(504, error_response(None, RpcError::ServiceTimeout));
                         expired_any = true;
                     }
                 }
@@ -446,12 +451,29 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A whole HTTP/1.1 response: status line, `Date` and `Content-Length`, body.
-fn response(status: u16, body: &[u8]) -> Vec<u8> {
-    let date = httpdate::fmt_http_date(SystemTime::now());
-    let mut out =
-        format!("HTTP/1.1 {status} {}\r\nDate: {date}\r\nContent-Length: {}\r\n\r\n", reason(status), body.len())
-            .into_bytes();
+/// Appends a whole HTTP/1.1 response to `out`: status line, `Date` and `Content-Length`, body.
+fn response(out: &mut Vec<u8>, date: &str, status: u16, body: &[u8]) {
+    use std::io::Write;
+    let _ =
+        write!(out, "HTTP/1.1 {status} {}\r\nDate: {date}\r\nContent-Length: {}\r\n\r\n", reason(status), body.len());
     out.extend_from_slice(body);
-    out
+}
+
+/// The `Date` header's text, formatted again only when the second changes.
+#[derive(Default)]
+struct DateCache {
+    second: u64,
+    text: String,
+}
+
+impl DateCache {
+    fn now(&mut self) -> &str {
+        let now = SystemTime::now();
+        let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now);
+        }
+        &self.text
+    }
 }
