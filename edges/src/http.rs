@@ -388,8 +388,9 @@ impl<B: Backend> Server<B> {
             self.close(index);
             return;
         }
-        if c.write_interest != !c.wbuf.is_empty() {
-            c.write_interest = !c.wbuf.is_empty();
+        let want_write = !c.wbuf.is_empty();
+        if c.write_interest != want_write {
+            c.write_interest = want_write;
             let want = if c.write_interest { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
             let _ = self.poll.registry().reregister(&mut c.stream, Token(FIRST_CONN + index), want);
         }
