@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde_json::Value;
 use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
 use viaduct_edges::{Payload, TAG_BINARY, TAG_FILLS};
 use viaduct_journaler::recovery::{journal_dir, recover_from, snapshot_dir, Downstream, Progress};
-use viaduct_journaler::segment::{remove_covered, JournalWriter};
+use viaduct_journaler::segment::{remove_covered, JournalTail, JournalWriter};
 use viaduct_journaler::{snapshot, Durability};
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::reply::error_response;
@@ -93,7 +93,8 @@ pub struct Engine {
     next_client: AtomicU32,
     inflight_max: usize,
     final_state: Arc<Mutex<Option<(u64, u64)>>>,
-    snapshot_worker: std::thread::JoinHandle<()>,
+    /// None in `none` durability, where nothing is snapshotted.
+    snapshots: Option<Snapshots>,
     market: MarketService,
     /// The history writer and readers, and how far the writer may lag.
     history: Option<(HistoryService, u64)>,
@@ -194,13 +195,17 @@ impl Engine {
             history_feed,
         );
         let history_committed = history.as_ref().map(|(h, _)| h.committed());
-        let (snapshots, snapshot_worker) = snapshot_stage(
-            data_dir,
-            (recovered.matcher.clone(), market_data),
-            recovered.last_seq,
-            profile,
-            history_committed.clone(),
-        )?;
+        let snapshots = match profile.durability {
+            Durability::None => None,
+            Durability::Fsync | Durability::Os => Some(Snapshots::start(
+                data_dir,
+                (recovered.matcher.clone(), market_data),
+                recovered.last_seq,
+                profile,
+                history_committed.clone(),
+                Arc::clone(&durable),
+            )?),
+        };
         let final_state: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
         let on_stop = {
             let final_state = Arc::clone(&final_state);
@@ -210,7 +215,7 @@ impl Engine {
                 *final_state.lock().expect("final state lock") = Some((seq, hash));
             }
         };
-        let stages = Stages { journal, replies, snapshots, on_stop };
+        let stages = Stages { journal, replies, on_stop };
         let input = wire(&profile.ring, recovered.matcher, recovered.last_seq, stages);
         let engine = Engine {
             input,
@@ -221,7 +226,7 @@ impl Engine {
             next_client: AtomicU32::new(1),
             inflight_max: profile.inflight_max,
             final_state,
-            snapshot_worker,
+            snapshots,
             market,
             history,
             commits,
@@ -258,9 +263,11 @@ impl Engine {
     /// Stops the engine once every client is dropped: drains the pipeline, joins its threads,
     /// and returns the final journal sequence and state hash.
     pub fn shutdown(self) -> (u64, u64) {
-        let Engine { input, final_state, snapshot_worker, market, history, .. } = self;
+        let Engine { input, final_state, snapshots, market, history, .. } = self;
         drop(input);
-        snapshot_worker.join().expect("snapshot worker");
+        if let Some(s) = snapshots {
+            s.join();
+        }
         market.join();
         if let Some((history, _)) = history {
             history.join();
@@ -709,54 +716,59 @@ impl Delivery {
     }
 }
 
-/// Hands journaled commands to a worker that replays them into its own matcher and snapshots it
-/// every `interval` commands, so the matcher never stops for a snapshot.
-fn snapshot_stage(
-    data_dir: &Path,
-    (shadow, shadow_market): (Matcher, MarketData),
-    last_seq: u64,
-    profile: &Profile,
-    history_committed: Option<Arc<AtomicU64>>,
-) -> Result<(impl FnMut(&OutSlot, bool) + Send + 'static, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = unbounded::<Vec<(u64, u64, Command)>>();
-    // Commands sent and not yet applied by the worker: the queue's bound, counted in commands
-    // though they travel in batches.
-    let queued = Arc::new(AtomicUsize::new(0));
-    // Cleared when the worker ends, however it ends: the stage then stops waiting for it (its
-    // sends fail and are dropped), so the pipeline goes on without snapshots, as it did when the
-    // queue was a bounded channel.
-    let alive = Arc::new(AtomicBool::new(true));
-    let worker = SnapshotWorker {
-        shadow,
-        shadow_market,
-        last_snapshot: last_seq,
-        interval: profile.snapshot_interval,
-        keep: profile.snapshots_keep,
-        history_committed,
-        snapshots: snapshot_dir(data_dir),
-        journal: journal_dir(data_dir),
-        write: profile.durability != Durability::None,
-        queued: Arc::clone(&queued),
-        alive: Arc::clone(&alive),
-    };
-    let handle = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || worker.run(rx))?;
-    let (bound, mut batch) = (profile.snapshot_queue.max(SNAPSHOT_BATCH), Vec::with_capacity(SNAPSHOT_BATCH));
-    let stage = move |slot: &OutSlot, end_of_batch: bool| {
-        if slot.journal_seq != 0 {
-            batch.push((slot.journal_seq, slot.time_us, slot.cmd.clone()));
+/// The snapshot worker: it follows the journal as it is written, replays each command into a
+/// matcher of its own (the shadow), and snapshots the shadow every `interval` commands, so the
+/// matcher never stops for a snapshot. The journal is its queue: it is not a stage of the output
+/// ring, copies nothing out of it, and however long a snapshot of a large book takes, it holds
+/// nothing back; it reads on from the journal afterwards. Segments are removed only once a
+/// snapshot covers them, so the worker always finds what it has not read.
+struct Snapshots {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Snapshots {
+    fn start(
+        data_dir: &Path,
+        (shadow, shadow_market): (Matcher, MarketData),
+        last_seq: u64,
+        profile: &Profile,
+        history_committed: Option<Arc<AtomicU64>>,
+        durable: Arc<AtomicU64>,
+    ) -> Result<Snapshots> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = SnapshotWorker {
+            shadow,
+            shadow_market,
+            last_snapshot: last_seq,
+            interval: profile.snapshot_interval,
+            keep: profile.snapshots_keep,
+            history_committed,
+            snapshots: snapshot_dir(data_dir),
+            journal: journal_dir(data_dir),
+        };
+        let (core, worker_stop) = (profile.snapshot_core, Arc::clone(&stop));
+        let thread = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || {
+            viaduct_ring::pin_current("snapshots", core);
+            worker.run(&durable, &worker_stop);
+        })?;
+        Ok(Snapshots { stop, thread: Some(thread) })
+    }
+
+    /// Lets the worker read the journal to its end (the pipeline has stopped), then joins it.
+    fn join(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("snapshot worker");
         }
-        // One message per batch of the ring (or per SNAPSHOT_BATCH commands), not per command:
-        // a channel operation and a wake-up of the worker each.
-        if !batch.is_empty() && (end_of_batch || batch.len() >= SNAPSHOT_BATCH) {
-            // Waits only when the worker lags by the whole queue bound.
-            while queued.load(Ordering::Acquire) + batch.len() > bound && alive.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-            queued.fetch_add(batch.len(), Ordering::AcqRel);
-            let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(SNAPSHOT_BATCH)));
-        }
-    };
-    Ok((stage, handle))
+    }
+}
+
+impl Drop for Snapshots {
+    /// An engine dropped without `shutdown` still ends its worker.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
 }
 
 struct SnapshotWorker {
@@ -770,39 +782,49 @@ struct SnapshotWorker {
     keep: usize,
     snapshots: PathBuf,
     journal: PathBuf,
-    write: bool,
-    /// Commands sent to the worker and not yet applied.
-    queued: Arc<AtomicUsize>,
-    /// True until the worker ends.
-    alive: Arc<AtomicBool>,
 }
 
-impl Drop for SnapshotWorker {
-    /// Runs when the worker returns or unwinds.
-    fn drop(&mut self) {
-        self.alive.store(false, Ordering::Release);
-    }
-}
-
-/// Commands per message to the snapshot worker, at most.
-const SNAPSHOT_BATCH: usize = 256;
+/// How long the snapshot worker sleeps between reads of the journal: each read then takes a
+/// millisecond's records at once. After `SNAPSHOT_IDLE_AFTER` reads that found nothing it sleeps
+/// `SNAPSHOT_IDLE_SLEEP`, so an idle engine wakes it 100 times a second.
+const SNAPSHOT_READ_EVERY: Duration = Duration::from_millis(1);
+const SNAPSHOT_IDLE_AFTER: u32 = 100;
+const SNAPSHOT_IDLE_SLEEP: Duration = Duration::from_millis(10);
 
 impl SnapshotWorker {
-    fn run(mut self, rx: Receiver<Vec<(u64, u64, Command)>>) {
+    fn run(mut self, durable: &AtomicU64, stop: &AtomicBool) {
+        let mut tail = JournalTail::new(&self.journal, self.last_snapshot + 1);
         let mut events = Events::with_capacity(64);
-        for batch in rx {
-            for (seq, time_us, cmd) in &batch {
-                events.clear();
-                if let Err(e) = self.shadow.apply(*time_us, cmd, &mut events) {
-                    tracing::error!("snapshots: command {seq} succeeded in the matcher but fails in its shadow ({e}): the state machine is not deterministic");
-                    std::process::abort();
+        let mut idle = 0u32;
+        loop {
+            // `stop` is read first: once it is set, the durable sequence read after it is final.
+            let stopping = stop.load(Ordering::Acquire);
+            let upto = durable.load(Ordering::Acquire);
+            if upto >= tail.next_seq() {
+                idle = 0;
+                let read = tail.read_to(upto, |seq, time_us, cmd| {
+                    events.clear();
+                    if let Err(e) = self.shadow.apply(time_us, &cmd, &mut events) {
+                        tracing::error!("snapshots: command {seq} succeeded in the matcher but fails in its shadow ({e}): the state machine is not deterministic");
+                        std::process::abort();
+                    }
+                    events.deals().iter().for_each(|d| self.shadow_market.apply(d));
+                    if seq - self.last_snapshot >= self.interval {
+                        self.snapshot(seq);
+                    }
+                });
+                if let Err(e) = read {
+                    // The pipeline goes on; the journal is kept whole until snapshots resume
+                    // (a restart, once the cause is fixed).
+                    tracing::error!("ALERT snapshots: reading the journal failed ({e}); no more snapshots are taken until a restart");
+                    return;
                 }
-                events.deals().iter().for_each(|d| self.shadow_market.apply(d));
-                if self.write && seq - self.last_snapshot >= self.interval {
-                    self.snapshot(*seq);
-                }
+            } else if stopping {
+                return;
+            } else {
+                idle = idle.saturating_add(1);
             }
-            self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+            std::thread::sleep(if idle > SNAPSHOT_IDLE_AFTER { SNAPSHOT_IDLE_SLEEP } else { SNAPSHOT_READ_EVERY });
         }
     }
 

@@ -71,7 +71,6 @@ struct JournalSection {
 struct Snapshots {
     interval_commands: u64,
     keep: usize,
-    queue_commands: usize,
 }
 
 #[derive(Deserialize)]
@@ -89,7 +88,8 @@ pub struct Profile {
     pub segment_bytes_max: u64,
     pub snapshot_interval: u64,
     pub snapshots_keep: usize,
-    pub snapshot_queue: usize,
+    /// The core to pin the snapshot worker to (`None`: not pinned).
+    pub snapshot_core: Option<usize>,
     pub inflight_max: usize,
     /// How late the kernel may wake a sleeping thread of this process (Linux `PR_SET_TIMERSLACK`;
     /// `None` leaves the kernel's default of 50 µs).
@@ -148,8 +148,8 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
     if f.journal.segment_bytes_max < 1 << 20 {
         bail!("profile {name}: journal.segment_bytes_max must be at least 1 MiB");
     }
-    if f.snapshots.interval_commands == 0 || f.snapshots.keep == 0 || f.snapshots.queue_commands == 0 {
-        bail!("profile {name}: snapshots.interval_commands, keep and queue_commands must be above 0");
+    if f.snapshots.interval_commands == 0 || f.snapshots.keep == 0 {
+        bail!("profile {name}: snapshots.interval_commands and keep must be above 0");
     }
     if f.clients.inflight_max == 0 || f.clients.inflight_max > 1 << 20 {
         bail!("profile {name}: clients.inflight_max must be from 1 to {}", 1 << 20);
@@ -163,13 +163,12 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
             matcher_core: f.cores.matcher,
             journal_core: f.cores.journal,
             replies_core: f.cores.replies,
-            snapshot_core: f.cores.snapshots,
         },
+        snapshot_core: f.cores.snapshots,
         durability,
         segment_bytes_max: f.journal.segment_bytes_max,
         snapshot_interval: f.snapshots.interval_commands,
         snapshots_keep: f.snapshots.keep,
-        snapshot_queue: f.snapshots.queue_commands,
         inflight_max: f.clients.inflight_max,
         timer_slack_ns: f.wait.timer_slack_ns,
     })

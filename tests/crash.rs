@@ -39,7 +39,6 @@ segment_bytes_max = 1048576
 [snapshots]
 interval_commands = 1000000
 keep = 3
-queue_commands = 100000
 [clients]
 inflight_max = 256
 "#;

@@ -278,6 +278,109 @@ pub fn read_journal(
     Ok(out)
 }
 
+/// Follows the journal while it is written: hands on every record from a starting sequence,
+/// up to a sequence the writer has committed, across segment rotations. The snapshot worker
+/// reads the commands it replays this way, so the journal itself is its queue.
+///
+/// Records up to a committed sequence are whole in the file (the writer returns from `write`
+/// before it publishes the sequence). Past them the reader finds the zeros the writer
+/// preallocated, or the end of a rotated segment, and it reads that offset again next time.
+pub struct JournalTail {
+    dir: PathBuf,
+    next: u64,
+    /// The segment being read, its path, and the offset of its next record.
+    file: Option<(File, PathBuf, u64)>,
+    chunk: Vec<u8>,
+}
+
+/// Bytes read at a time: many records, and always more than the largest record.
+const TAIL_CHUNK: usize = 1 << 20;
+
+impl JournalTail {
+    /// A reader whose first record will be `next`.
+    pub fn new(dir: &Path, next: u64) -> JournalTail {
+        JournalTail { dir: dir.to_path_buf(), next, file: None, chunk: vec![0; TAIL_CHUNK] }
+    }
+
+    /// The sequence of the next record to be handed on.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Hands every record from the next one through `upto` (which the writer has committed) to
+    /// `each`, in order. An error (a record missing, out of order or corrupt) leaves the reader
+    /// where it was stopped.
+    pub fn read_to(&mut self, upto: u64, mut each: impl FnMut(u64, u64, Command)) -> Result<(), JournalError> {
+        while self.next <= upto {
+            let (file, path, offset) = match self.file.as_mut() {
+                Some(f) => f,
+                None => self.file.insert(self.open_segment()?),
+            };
+            let n = file.read_at(&mut self.chunk, *offset).map_err(io_err(path))?;
+            let corrupt = |at: u64, reason: String| JournalError::Corrupt { path: path.clone(), offset: at, reason };
+            let mut at = 0;
+            while self.next <= upto {
+                match record::decode(&self.chunk[at..n]) {
+                    Decoded::Record { seq, time_us, cmd, bytes } => {
+                        if seq > self.next {
+                            return Err(corrupt(*offset, format!("sequence {seq} where {} was expected", self.next)));
+                        }
+                        if seq == self.next {
+                            each(seq, time_us, cmd);
+                            self.next += 1;
+                        }
+                        at += bytes;
+                        *offset += bytes as u64;
+                    }
+                    Decoded::Bad(reason) => return Err(corrupt(*offset, reason)),
+                    Decoded::Short | Decoded::Zeros => break,
+                }
+            }
+            if self.next > upto || (at > 0 && n == self.chunk.len()) {
+                continue; // done, or the chunk ended inside a record: read on from it
+            }
+            // Nothing more in this segment: the writer went on in the next one.
+            let rotated = segment_path(&self.dir, self.next);
+            if !rotated.exists() {
+                return Err(corrupt(
+                    *offset,
+                    format!("the journal ends before sequence {}, which was committed (through {upto})", self.next),
+                ));
+            }
+            self.file = None;
+        }
+        Ok(())
+    }
+
+    /// The segment holding the next record: the last one starting at or before it.
+    fn open_segment(&self) -> Result<(File, PathBuf, u64), JournalError> {
+        let segments = list_segments(&self.dir)?;
+        let Some((first, path)) = segments.iter().rev().find(|(first, _)| *first <= self.next) else {
+            return Err(JournalError::Corrupt {
+                path: self.dir.clone(),
+                offset: 0,
+                reason: format!("no segment holds sequence {}", self.next),
+            });
+        };
+        let file = File::open(path).map_err(io_err(path))?;
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        file.read_exact_at(&mut header, 0).map_err(io_err(path))?;
+        let (_, seg_first) = record::parse_segment_header(&header).map_err(|reason| JournalError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason,
+        })?;
+        if seg_first != *first {
+            return Err(JournalError::Corrupt {
+                path: path.clone(),
+                offset: 24,
+                reason: format!("header says it starts at {seg_first}, its name says {first}"),
+            });
+        }
+        Ok((file, path.clone(), SEGMENT_HEADER_BYTES as u64))
+    }
+}
+
 /// Where a record starting at `at` claims to end (its declared length, capped by the data).
 fn record_end(bytes: &[u8], at: usize) -> usize {
     let len = bytes.get(at..at + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);

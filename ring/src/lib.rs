@@ -4,19 +4,19 @@
 //!
 //! ```text
 //!  producers (edges, in-process clients)
-//!        │ try_publish                       ┌─► journal ──┬─► replies
-//!        ▼                                   │  (group     └─► snapshots
-//!   input ring ──► matcher (one thread) ──► output ring       commit)
+//!        │ try_publish                       ┌─► journal ──► replies
+//!        ▼                                   │  (group
+//!   input ring ──► matcher (one thread) ──► output ring   commit)
 //! ```
 //!
 //! The matcher consumes the input ring in order and publishes each command, its reply and its
-//! events into the output ring. The journal stage sees every output slot first; the replies and
-//! snapshot stages see a slot only after the journal stage finished the whole batch holding it,
-//! so nothing is answered or snapshotted before it is durable. Slots are built once by a factory
-//! and reused; the stages are closures, monomorphised.
+//! events into the output ring. The journal stage sees every output slot first; the reply stage
+//! sees a slot only after the journal stage finished the whole batch holding it, so nothing is
+//! answered before it is durable. (Snapshots are not a stage: their worker reads the journal.)
+//! Slots are built once by a factory and reused; the stages are closures, monomorphised.
 //!
-//! This crate holds no state of its own and does no I/O: the journal, snapshot and reply stages
-//! are handed in by the caller.
+//! This crate holds no state of its own and does no I/O: the journal and reply stages are handed
+//! in by the caller.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -154,11 +154,10 @@ pub struct RingConfig {
     /// Slots in the output ring (a power of two); a full ring holds the matcher back.
     pub output_slots: usize,
     pub wait: Wait,
-    /// Cores to pin the matcher, journal, reply and snapshot threads to (`None`: not pinned).
+    /// Cores to pin the matcher, journal and reply threads to (`None`: not pinned).
     pub matcher_core: Option<usize>,
     pub journal_core: Option<usize>,
     pub replies_core: Option<usize>,
-    pub snapshot_core: Option<usize>,
 }
 
 /// The producer side of the input ring; clone one per producing thread.
@@ -191,6 +190,16 @@ pub fn submit(
 /// The cores this process may run on.
 pub fn available_cores() -> Vec<usize> {
     core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect()
+}
+
+/// Pins the calling thread, which runs `stage` outside the rings, as [`wire`] pins its own
+/// threads: to `core` if this machine has it (logged either way).
+pub fn pin_current(stage: &str, core: Option<usize>) {
+    if let Some(c) = checked_core(stage, core, &available_cores()) {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+            tracing::warn!("pipeline: pinning the {stage} thread to core {c} failed");
+        }
+    }
 }
 
 /// The core to pin `stage` to: the requested one if it exists, else none (with a warning).
@@ -226,13 +235,11 @@ fn out_slot() -> OutSlot {
 }
 
 /// The stages handed to [`wire`].
-pub struct Stages<J, R, S, F> {
+pub struct Stages<J, R, F> {
     /// Sees every output slot; `end_of_batch` marks where it must commit.
     pub journal: J,
     /// Sees each slot after the journal stage finished the batch holding it.
     pub replies: R,
-    /// Sees each slot after the journal stage too, beside `replies`.
-    pub snapshots: S,
     /// Called on the matcher thread when the pipeline stops, with the final state and its journal
     /// sequence, before the output ring drains.
     pub on_stop: F,
@@ -242,11 +249,10 @@ pub struct Stages<J, R, S, F> {
 ///
 /// `last_seq` is the journal sequence the recovered `matcher` state ends at. Dropping every clone
 /// of the returned producer drains the pipeline and joins its threads.
-pub fn wire<J, R, S, F>(cfg: &RingConfig, matcher: Matcher, last_seq: u64, stages: Stages<J, R, S, F>) -> Input
+pub fn wire<J, R, F>(cfg: &RingConfig, matcher: Matcher, last_seq: u64, stages: Stages<J, R, F>) -> Input
 where
     J: FnMut(&OutSlot, bool) + Send + 'static,
     R: FnMut(&OutSlot, bool) + Send + 'static,
-    S: FnMut(&OutSlot, bool) + Send + 'static,
     F: FnOnce(&Matcher, u64) + Send + 'static,
 {
     match cfg.wait {
@@ -261,23 +267,16 @@ where
     }
 }
 
-fn wire_with<W, J, R, S, F>(
-    cfg: &RingConfig,
-    wait: W,
-    matcher: Matcher,
-    last_seq: u64,
-    stages: Stages<J, R, S, F>,
-) -> Input
+fn wire_with<W, J, R, F>(cfg: &RingConfig, wait: W, matcher: Matcher, last_seq: u64, stages: Stages<J, R, F>) -> Input
 where
     W: WaitStrategy + 'static,
     J: FnMut(&OutSlot, bool) + Send + 'static,
     R: FnMut(&OutSlot, bool) + Send + 'static,
-    S: FnMut(&OutSlot, bool) + Send + 'static,
     F: FnOnce(&Matcher, u64) + Send + 'static,
 {
-    let Stages { mut journal, mut replies, mut snapshots, on_stop } = stages;
+    let Stages { mut journal, mut replies, on_stop } = stages;
     let cores = available_cores();
-    // The output ring: journal first; replies and snapshots after it, side by side.
+    // The output ring: journal first, replies after it.
     let out = disruptor::build_single_producer(cfg.output_slots, out_slot, wait);
     let out = match checked_core("journal", cfg.journal_core, &cores) {
         Some(c) => out.pin_at_core(c),
@@ -289,13 +288,8 @@ where
         Some(c) => out.pin_at_core(c),
         None => out,
     };
-    let out = out.thread_name("viaduct-replies").handle_events_with(move |s: &OutSlot, _, end| replies(s, end));
-    let out = match checked_core("snapshots", cfg.snapshot_core, &cores) {
-        Some(c) => out.pin_at_core(c),
-        None => out,
-    };
     let output =
-        out.thread_name("viaduct-snapshots").handle_events_with(move |s: &OutSlot, _, end| snapshots(s, end)).build();
+        out.thread_name("viaduct-replies").handle_events_with(move |s: &OutSlot, _, end| replies(s, end)).build();
 
     // The input ring: the matcher alone.
     let input = disruptor::build_multi_producer(cfg.input_slots, in_slot, wait);
@@ -320,7 +314,7 @@ type OnStop = Box<dyn FnOnce(&Matcher, u64) + Send>;
 /// The matcher thread's state: the matcher and the output ring's producer.
 struct MatcherStage {
     matcher: Matcher,
-    output: disruptor::SingleProducer<OutSlot, disruptor::MultiConsumerBarrier>,
+    output: disruptor::SingleProducer<OutSlot, disruptor::SingleConsumerBarrier>,
     journal_seq: u64,
     on_stop: Option<OnStop>,
 }
