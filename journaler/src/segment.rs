@@ -293,8 +293,10 @@ pub struct JournalTail {
     chunk: Vec<u8>,
 }
 
-/// Bytes read at a time: many records, and always more than the largest record.
-const TAIL_CHUNK: usize = 1 << 20;
+/// Bytes read at a time: more than the largest record, and not much more than a millisecond of
+/// records at a million commands a second, since each read copies the whole chunk (past the last
+/// record, the preallocated zeros).
+const TAIL_CHUNK: usize = 128 * 1024;
 
 impl JournalTail {
     /// A reader whose first record will be `next`.

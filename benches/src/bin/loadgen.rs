@@ -450,34 +450,52 @@ fn tcp_session(args: &Args, index: usize) -> TcpStream {
     let mut out = Vec::new();
     binary::encode_client(&ClientMsg::Hello { key }, &mut out);
     s.write_all(&out).unwrap();
-    let mut buf = Vec::new();
-    let ServerMsg::Challenge { nonce } = next_msg(&mut s, &mut buf).expect("challenge") else { panic!("no challenge") };
+    let mut reader = Reader::new();
+    let ServerMsg::Challenge { nonce } = reader.next(&mut s).expect("challenge") else { panic!("no challenge") };
     out.clear();
     let mac = binary::login_mac(args.secret.as_bytes(), &nonce, &key);
     binary::encode_client(&ClientMsg::Login { mac }, &mut out);
     s.write_all(&out).unwrap();
-    match next_msg(&mut s, &mut buf) {
+    match reader.next(&mut s) {
         Some(ServerMsg::LoginAck { .. }) => s,
         other => panic!("login as load{index} failed: {other:?} (is viaduct running with benches/loadgen.toml?)"),
     }
 }
 
-/// Reads the next server message; `buf` keeps what was read past it.
-fn next_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<ServerMsg> {
-    let mut chunk = [0u8; 64 * 1024];
-    loop {
-        match binary::decode_server(buf).ok()? {
-            Decoded::Msg(m, used) => {
-                buf.drain(..used);
-                return Some(m);
-            }
-            Decoded::Invalid { .. } => return None,
-            Decoded::Partial => {
-                let n = s.read(&mut chunk).ok()?;
-                if n == 0 {
-                    return None;
+/// Reads a session's server messages: one `read` takes as many as have arrived, and each is
+/// decoded where it lies (the bytes are moved only when a read needs the room).
+struct Reader {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Reader {
+    fn new() -> Reader {
+        Reader { buf: Vec::with_capacity(2 * READ_CHUNK), at: 0 }
+    }
+
+    /// The next server message; None when the session ended or sent something undecodable.
+    fn next(&mut self, s: &mut TcpStream) -> Option<ServerMsg> {
+        loop {
+            match binary::decode_server(&self.buf[self.at..]).ok()? {
+                Decoded::Msg(m, used) => {
+                    self.at += used;
+                    return Some(m);
                 }
-                buf.extend_from_slice(&chunk[..n]);
+                Decoded::Invalid { .. } => return None,
+                Decoded::Partial => {
+                    self.buf.drain(..self.at);
+                    self.at = 0;
+                    let len = self.buf.len();
+                    self.buf.resize(len + READ_CHUNK, 0);
+                    let n = s.read(&mut self.buf[len..]).unwrap_or(0);
+                    self.buf.truncate(len + n);
+                    if n == 0 {
+                        return None;
+                    }
+                }
             }
         }
     }
@@ -540,10 +558,10 @@ fn tcp_open_loop(args: &Args) -> Histogram<u64> {
         let errors = Arc::clone(&errors);
         readers.push(std::thread::spawn(move || {
             let mut hist = Histogram::<u64>::new(3).unwrap();
-            let mut buf = Vec::new();
+            let mut reader = Reader::new();
             let mut i = 0;
             while i < per_conn {
-                let Some(m) = next_msg(&mut stream, &mut buf) else { break };
+                let Some(m) = reader.next(&mut stream) else { break };
                 let Some(ok) = answers(&m) else { continue };
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -577,7 +595,7 @@ fn tcp_max(args: &Args) {
         let (done, rejected, window) = (Arc::clone(&done), Arc::clone(&rejected), args.window as u64);
         let flow = args.flow.clone();
         threads.push(std::thread::spawn(move || {
-            let mut buf = Vec::new();
+            let mut reader = Reader::new();
             let (mut sent, mut answered) = (0u64, 0u64);
             let mut batch = Vec::new();
             for _ in 0..window {
@@ -586,7 +604,7 @@ fn tcp_max(args: &Args) {
             }
             s.write_all(&batch).unwrap();
             while Instant::now() < until {
-                let Some(m) = next_msg(&mut s, &mut buf) else { return };
+                let Some(m) = reader.next(&mut s) else { return };
                 let Some(ok) = answers(&m) else { continue };
                 if !ok {
                     rejected.fetch_add(1, Ordering::Relaxed);
