@@ -99,8 +99,9 @@ pub struct Engine {
     /// The history writer and readers, and how far the writer may lag.
     history: Option<(HistoryService, u64)>,
     commits: Arc<AtomicU64>,
-    /// When the last lag alert was logged (seconds since the epoch).
-    lag_alerted: Arc<AtomicU64>,
+    /// The followers of the durable sequence whose lag refuses state-changing requests: the
+    /// history writer and the snapshot worker.
+    lag_bounds: Vec<LagBound>,
 }
 
 fn now_us() -> u64 {
@@ -215,6 +216,14 @@ impl Engine {
                 *final_state.lock().expect("final state lock") = Some((seq, hash));
             }
         };
+        let mut lag_bounds = Vec::new();
+        if let Some((h, lag_max)) = &history {
+            lag_bounds.push(LagBound::new("history: the writer", h.committed(), &durable, *lag_max));
+        }
+        if let Some(s) = &snapshots {
+            let lag_max = profile.snapshot_interval.saturating_mul(SNAPSHOT_LAG_INTERVALS).max(SNAPSHOT_LAG_MIN);
+            lag_bounds.push(LagBound::new("snapshots: the worker", Arc::clone(&s.applied), &durable, lag_max));
+        }
         let stages = Stages { journal, replies, on_stop };
         let input = wire(&profile.ring, recovered.matcher, recovered.last_seq, stages);
         let engine = Engine {
@@ -230,7 +239,7 @@ impl Engine {
             market,
             history,
             commits,
-            lag_alerted: Arc::default(),
+            lag_bounds,
         };
         Ok((engine, startup))
     }
@@ -302,13 +311,8 @@ impl Engine {
             sink,
             queries: self.market.queries(),
             durable: Arc::clone(&self.durable),
-            history: self.history.as_ref().map(|(h, lag_max)| HistoryLink {
-                queries: h.queries(),
-                committed: h.committed(),
-                durable: Arc::clone(&self.durable),
-                lag_max: *lag_max,
-                alerted: Arc::clone(&self.lag_alerted),
-            }),
+            history: self.history.as_ref().map(|(h, _)| h.queries()),
+            lag_bounds: self.lag_bounds.clone(),
             inflight: Arc::new(AtomicUsize::new(0)),
             inflight_max: self.inflight_max,
             rx,
@@ -329,7 +333,9 @@ pub struct Client {
     queries: QuerySender,
     /// The durable sequence: a market-data query waits for the deals up to it.
     durable: Arc<AtomicU64>,
-    history: Option<HistoryLink>,
+    /// Where history queries go, when history is on.
+    history: Option<crossbeam_channel::Sender<HistoryQuery>>,
+    lag_bounds: Vec<LagBound>,
     inflight: Arc<AtomicUsize>,
     inflight_max: usize,
     rx: Receiver<Response>,
@@ -388,8 +394,7 @@ impl Client {
         });
         let method = method.to_string();
         match &self.history {
-            Some(link) if history => link
-                .queries
+            Some(queries) if history => queries
                 .try_send(HistoryQuery { id: request_id, method, params, answer })
                 .map_err(|_| RpcError::ServiceUnavailable)?,
             _ => {
@@ -412,7 +417,7 @@ impl Client {
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
             return Err(cmd);
         }
-        if cmd.is_write() && self.history.as_ref().is_some_and(HistoryLink::lagging) {
+        if cmd.is_write() && self.lag_bounds.iter().any(LagBound::exceeded) {
             return Err(cmd);
         }
         submit(&mut self.input, self.id, tag, request_id, now_us(), cmd)?;
@@ -489,30 +494,38 @@ impl Replies {
     }
 }
 
-/// A client's view of history: its queries, and how far the writer lags.
-struct HistoryLink {
-    queries: crossbeam_channel::Sender<HistoryQuery>,
-    committed: Arc<AtomicU64>,
+/// A thread that follows the durable sequence (the history writer, the snapshot worker) and may
+/// lag it by at most `max` commands: past that, state-changing requests get error 3 until it
+/// catches up, and an alert-level line says so at most once a minute.
+#[derive(Clone)]
+struct LagBound {
+    what: &'static str,
+    /// The last sequence the follower has done.
+    done: Arc<AtomicU64>,
     durable: Arc<AtomicU64>,
-    lag_max: u64,
+    max: u64,
+    /// When the last alert was logged (seconds since the epoch), shared by every client.
     alerted: Arc<AtomicU64>,
 }
 
-impl HistoryLink {
-    /// Whether the writer lags the durable sequence by more than its bound; says so at alert
-    /// level at most once a minute.
-    fn lagging(&self) -> bool {
-        let (durable, committed) = (self.durable.load(Ordering::Acquire), self.committed.load(Ordering::Acquire));
-        let lag = durable.saturating_sub(committed);
-        if lag <= self.lag_max {
+impl LagBound {
+    fn new(what: &'static str, done: Arc<AtomicU64>, durable: &Arc<AtomicU64>, max: u64) -> LagBound {
+        LagBound { what, done, durable: Arc::clone(durable), max, alerted: Arc::default() }
+    }
+
+    fn exceeded(&self) -> bool {
+        let (durable, done) = (self.durable.load(Ordering::Acquire), self.done.load(Ordering::Acquire));
+        let lag = durable.saturating_sub(done);
+        if lag <= self.max {
             return false;
         }
         let now = now_us() / 1_000_000;
         let last = self.alerted.load(Ordering::Relaxed);
         if now >= last + 60 && self.alerted.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             tracing::error!(
-                "ALERT history: the writer lags {lag} commands behind (bound {}); state-changing requests get error 3 until it catches up",
-                self.lag_max
+                "ALERT {} lags {lag} commands behind (bound {}); state-changing requests get error 3 until it catches up",
+                self.what,
+                self.max
             );
         }
         true
@@ -724,6 +737,8 @@ impl Delivery {
 /// snapshot covers them, so the worker always finds what it has not read.
 struct Snapshots {
     stop: Arc<AtomicBool>,
+    /// The last sequence the worker has applied: its lag is bounded (see [`LagBound`]).
+    applied: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -736,7 +751,7 @@ impl Snapshots {
         history_committed: Option<Arc<AtomicU64>>,
         durable: Arc<AtomicU64>,
     ) -> Result<Snapshots> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, applied) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(last_seq)));
         let worker = SnapshotWorker {
             shadow,
             shadow_market,
@@ -747,12 +762,12 @@ impl Snapshots {
             snapshots: snapshot_dir(data_dir),
             journal: journal_dir(data_dir),
         };
-        let (core, worker_stop) = (profile.snapshot_core, Arc::clone(&stop));
+        let (core, worker_stop, worker_applied) = (profile.snapshot_core, Arc::clone(&stop), Arc::clone(&applied));
         let thread = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || {
             viaduct_ring::pin_current("snapshots", core);
-            worker.run(&durable, &worker_stop);
+            worker.run(&durable, &worker_stop, &worker_applied);
         })?;
-        Ok(Snapshots { stop, thread: Some(thread) })
+        Ok(Snapshots { stop, applied, thread: Some(thread) })
     }
 
     /// Lets the worker read the journal to its end (the pipeline has stopped), then joins it.
@@ -791,8 +806,16 @@ const SNAPSHOT_READ_EVERY: Duration = Duration::from_millis(1);
 const SNAPSHOT_IDLE_AFTER: u32 = 100;
 const SNAPSHOT_IDLE_SLEEP: Duration = Duration::from_millis(10);
 
+/// How far the snapshot worker may lag the durable sequence before state-changing requests are
+/// refused: this many snapshot intervals, and never less than `SNAPSHOT_LAG_MIN` commands. The
+/// journal is kept from the worker's position on, so the bound is also one on the disk it takes
+/// (a snapshot that takes seconds lags a few hundred thousand commands; a worker that has
+/// stopped would otherwise let the journal grow until the disk is full).
+const SNAPSHOT_LAG_INTERVALS: u64 = 4;
+const SNAPSHOT_LAG_MIN: u64 = 1_000_000;
+
 impl SnapshotWorker {
-    fn run(mut self, durable: &AtomicU64, stop: &AtomicBool) {
+    fn run(mut self, durable: &AtomicU64, stop: &AtomicBool, applied: &AtomicU64) {
         let mut tail = JournalTail::new(&self.journal, self.last_snapshot + 1);
         let mut events = Events::with_capacity(64);
         let mut idle = 0u32;
@@ -812,11 +835,12 @@ impl SnapshotWorker {
                     if seq - self.last_snapshot >= self.interval {
                         self.snapshot(seq);
                     }
+                    applied.store(seq, Ordering::Release);
                 });
                 if let Err(e) = read {
                     // The pipeline goes on; the journal is kept whole until snapshots resume
                     // (a restart, once the cause is fixed).
-                    tracing::error!("ALERT snapshots: reading the journal failed ({e}); no more snapshots are taken until a restart");
+                    tracing::error!("ALERT snapshots: reading the journal failed ({e}); no more snapshots are taken until a restart, and state-changing requests are refused once the worker lags by its bound");
                     return;
                 }
             } else if stopping {
@@ -953,5 +977,24 @@ impl viaduct_edges::Backend for EdgeBackend {
 
     fn query(&mut self, tag: u64, request_id: i64, method: &str, params: Vec<Value>) -> Result<(), RpcError> {
         self.client.query(tag, request_id, method, params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A follower may lag the durable sequence by its bound and no more.
+    #[test]
+    fn a_lag_bound_refuses_past_its_bound_only() {
+        let (done, durable) = (Arc::new(AtomicU64::new(100)), Arc::new(AtomicU64::new(100)));
+        let bound = LagBound::new("test: the follower", Arc::clone(&done), &durable, 5);
+        assert!(!bound.exceeded());
+        durable.store(105, Ordering::Release);
+        assert!(!bound.exceeded());
+        durable.store(106, Ordering::Release);
+        assert!(bound.exceeded() && bound.clone().exceeded());
+        done.store(101, Ordering::Release);
+        assert!(!bound.exceeded());
     }
 }
