@@ -221,10 +221,7 @@ pub fn read_journal(
         let bytes = fs::read(path).map_err(io_err(path))?;
         let corrupt =
             |offset: usize, reason: String| JournalError::Corrupt { path: path.clone(), offset: offset as u64, reason };
-        let (seg_fingerprint, seg_first) = record::parse_segment_header(&bytes).map_err(|r| corrupt(0, r))?;
-        if seg_first != *first {
-            return Err(corrupt(24, format!("header says it starts at {seg_first}, its name says {first}")));
-        }
+        let seg_fingerprint = check_header(path, &bytes, *first)?;
         let mut at = SEGMENT_HEADER_BYTES;
         let mut expected = *first;
         let mut fingerprint_checked = false;
@@ -367,20 +364,20 @@ impl JournalTail {
         let file = File::open(path).map_err(io_err(path))?;
         let mut header = [0u8; SEGMENT_HEADER_BYTES];
         file.read_exact_at(&mut header, 0).map_err(io_err(path))?;
-        let (_, seg_first) = record::parse_segment_header(&header).map_err(|reason| JournalError::Corrupt {
-            path: path.clone(),
-            offset: 0,
-            reason,
-        })?;
-        if seg_first != *first {
-            return Err(JournalError::Corrupt {
-                path: path.clone(),
-                offset: 24,
-                reason: format!("header says it starts at {seg_first}, its name says {first}"),
-            });
-        }
+        check_header(path, &header, *first)?;
         Ok((file, path.clone(), SEGMENT_HEADER_BYTES as u64))
     }
+}
+
+/// The fingerprint in the header at the start of `bytes`, which must be a viaduct segment that
+/// starts at `first`, the sequence its name says.
+fn check_header(path: &Path, bytes: &[u8], first: u64) -> Result<u64, JournalError> {
+    let corrupt = |offset: u64, reason: String| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
+    let (fingerprint, seg_first) = record::parse_segment_header(bytes).map_err(|r| corrupt(0, r))?;
+    if seg_first != first {
+        return Err(corrupt(24, format!("header says it starts at {seg_first}, its name says {first}")));
+    }
+    Ok(fingerprint)
 }
 
 /// Where a record starting at `at` claims to end (its declared length, capped by the data).
