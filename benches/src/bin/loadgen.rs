@@ -123,11 +123,16 @@ fn main() {
     }
 }
 
+/// Asks and bids in turn at 1: each bid fills the ask before it.
 fn order_body(i: u64, users: u64) -> String {
-    let side = 1 + i % 2;
+    put_limit_body(i, users, 1 + i % 2, "1")
+}
+
+/// `order.put_limit` of 0.01 at `price` on `side`, from user `1 + i % users`, request id `i`.
+fn put_limit_body(i: u64, users: u64, side: u64, price: &str) -> String {
     let user = 1 + i % users;
     format!(
-        r#"{{"id":{i},"method":"order.put_limit","params":[{user},"BTCBCH",{side},"0.01","1","0.001","0.001","load"]}}"#
+        r#"{{"id":{i},"method":"order.put_limit","params":[{user},"BTCBCH",{side},"0.01","{price}","0.001","0.001","load"]}}"#
     )
 }
 
@@ -364,10 +369,7 @@ fn max_rate(args: &Args) {
 
 /// A bid at 0.5, below the asks of the crossing flow at 1: it rests.
 fn rest_body(i: u64, users: u64) -> String {
-    let user = 1 + i % users;
-    format!(
-        r#"{{"id":{i},"method":"order.put_limit","params":[{user},"BTCBCH",2,"0.01","0.5","0.001","0.001","load"]}}"#
-    )
+    put_limit_body(i, users, 2, "0.5")
 }
 
 /// The order id of an order reply: `{"error":null,"result":{"id":N,…`.
