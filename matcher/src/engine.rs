@@ -14,11 +14,14 @@ use crate::order::{Order, OrderKind, Side, Source};
 use crate::reply::{AssetSummary, MarketSummary, Reply};
 
 /// How long a `balance.update` (user, asset, business, business_id) is remembered: 24 h. Client
-/// order ids are remembered as long.
+/// order ids are remembered as long, unless pushed out by newer ones.
 pub const DEDUPE_WINDOW_US: u64 = 86_400 * 1_000_000;
 /// Most `balance.update` keys remembered at once by default; past it (within 24 h) updates answer
-/// error 3. [`Matcher::set_dedupe_entries_max`] changes it. The same bound holds for client order
-/// ids.
+/// error 3, since applying a deposit twice loses money. Client order ids have the same bound, but
+/// a full window forgets its oldest id instead of refusing orders: an id is remembered for 24 h
+/// or until this many newer ids have been taken, whichever comes first. (Refusing would let one
+/// busy market maker stop every client's orders: at 400 k orders/s the window fills in 10 s.)
+/// [`Matcher::set_dedupe_entries_max`] changes the bound of both.
 pub const DEDUPE_ENTRIES_MAX: usize = 4_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -71,6 +74,18 @@ impl<K: Clone + Eq + std::hash::Hash> Window<K> {
         }
         self.seen.insert(k.clone(), (now, value));
         self.order.push_back((now, k));
+    }
+
+    /// Inserts as [`Window::insert`], first forgetting the oldest entries while the window holds
+    /// `entries_max` or more.
+    pub(crate) fn insert_evicting(&mut self, k: K, value: u64, now: u64) {
+        while self.order.len() >= self.entries_max.max(1) {
+            let (t, old) = self.order.pop_front().expect("a full window has a front");
+            if self.seen.get(&old).is_some_and(|&(seen, _)| seen == t) {
+                self.seen.remove(&old);
+            }
+        }
+        self.insert(k, value, now);
     }
 }
 
@@ -430,18 +445,15 @@ fn check_client_id(ids: &Window<ClientKey>, user: u32, client_id: u64, now: u64)
     if client_id == 0 {
         return Ok(());
     }
-    if let Some(order_id) = ids.live(&(user, client_id), now) {
-        return Err(RpcError::DuplicateClientId { order_id });
+    match ids.live(&(user, client_id), now) {
+        Some(order_id) => Err(RpcError::DuplicateClientId { order_id }),
+        None => Ok(()),
     }
-    if ids.full(now) {
-        return Err(RpcError::ServiceUnavailable);
-    }
-    Ok(())
 }
 
 fn remember_client_id(ids: &mut Window<ClientKey>, user: u32, client_id: u64, order_id: u64, now: u64) {
     if client_id != 0 {
-        ids.insert((user, client_id), order_id, now);
+        ids.insert_evicting((user, client_id), order_id, now);
     }
 }
 

@@ -127,11 +127,20 @@ fn ids_are_remembered_for_24_hours_and_through_a_snapshot() {
 }
 
 #[test]
-fn a_full_window_refuses_new_ids_with_error_3() {
+fn a_full_window_forgets_its_oldest_id_and_refuses_no_order() {
     let mut e = funded();
     e.m.set_dedupe_entries_max(2);
-    assert!(apply(&mut e, &limit(1, Side::Ask, 100_000_000, 100_000_000, 1)).0.is_ok());
-    assert!(apply(&mut e, &limit(1, Side::Ask, 100_000_000, 100_000_000, 2)).0.is_ok());
-    assert_eq!(apply(&mut e, &limit(1, Side::Ask, 100_000_000, 100_000_000, 3)).0, Err(RpcError::ServiceUnavailable));
-    assert!(apply(&mut e, &limit(1, Side::Ask, 100_000_000, 100_000_000, 0)).0.is_ok());
+    let ask = |id| limit(1, Side::Ask, 100_000_000, 100_000_000, id);
+    let first = apply(&mut e, &ask(1)).0.unwrap();
+    assert!(apply(&mut e, &ask(2)).0.is_ok());
+    // The window is full: a third id is taken, and the oldest (1) is forgotten.
+    let third = apply(&mut e, &ask(3)).0.unwrap();
+    assert_eq!(apply(&mut e, &ask(3)).0, Err(RpcError::DuplicateClientId { order_id: third }));
+    assert!(matches!(apply(&mut e, &ask(2)).0, Err(RpcError::DuplicateClientId { .. })));
+    // Id 1 names nothing now: a cancel by it finds no order, and a new order may take it.
+    let cancel = Command::CancelByClientId { user: 1, market: 0, client_id: 1 };
+    assert_eq!(apply(&mut e, &cancel).0, Err(RpcError::OrderNotFound));
+    let again = apply(&mut e, &ask(1)).0.unwrap();
+    assert_ne!(again, first);
+    assert!(apply(&mut e, &ask(0)).0.is_ok());
 }
