@@ -195,7 +195,8 @@ impl Engine {
             (market.feed(), market.sent_seq()),
             history_feed,
         );
-        let history_committed = history.as_ref().map(|(h, _)| h.committed());
+        // Snapshots and segments are kept back to where the history store would resume.
+        let history_stored = history.as_ref().map(|(h, _)| h.stored());
         let snapshots = match profile.durability {
             Durability::None => None,
             Durability::Fsync | Durability::Os => Some(Snapshots::start(
@@ -203,7 +204,7 @@ impl Engine {
                 (recovered.matcher.clone(), market_data),
                 recovered.last_seq,
                 profile,
-                history_committed.clone(),
+                history_stored,
                 Arc::clone(&durable),
             )?),
         };
@@ -748,7 +749,7 @@ impl Snapshots {
         (shadow, shadow_market): (Matcher, MarketData),
         last_seq: u64,
         profile: &Profile,
-        history_committed: Option<Arc<AtomicU64>>,
+        history_stored: Option<Arc<AtomicU64>>,
         durable: Arc<AtomicU64>,
     ) -> Result<Snapshots> {
         let (stop, applied) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(last_seq)));
@@ -758,7 +759,7 @@ impl Snapshots {
             last_snapshot: last_seq,
             interval: profile.snapshot_interval,
             keep: profile.snapshots_keep,
-            history_committed,
+            history_stored,
             snapshots: snapshot_dir(data_dir),
             journal: journal_dir(data_dir),
         };
@@ -787,8 +788,8 @@ impl Drop for Snapshots {
 }
 
 struct SnapshotWorker {
-    /// How far history has committed: the snapshot it would restart from is kept.
-    history_committed: Option<Arc<AtomicU64>>,
+    /// The sequence the history store holds: the snapshot it would restart from is kept.
+    history_stored: Option<Arc<AtomicU64>>,
     shadow: Matcher,
     /// Market data fed by the shadow's deals, saved with it.
     shadow_market: MarketData,
@@ -857,7 +858,7 @@ impl SnapshotWorker {
         let state = snapshot::encode_state(&self.shadow.snapshot(), &self.shadow_market.snapshot());
         let result = snapshot::write(&self.snapshots, seq, &state)
             .and_then(|_| {
-                let protect = self.history_committed.as_ref().map_or(u64::MAX, |c| c.load(Ordering::Acquire));
+                let protect = self.history_stored.as_ref().map_or(u64::MAX, |c| c.load(Ordering::Acquire));
                 snapshot::prune(&self.snapshots, self.keep, protect)
             })
             .and_then(|oldest| remove_covered(&self.journal, oldest.unwrap_or(0)));

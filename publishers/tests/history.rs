@@ -367,6 +367,88 @@ fn a_commit_whose_answer_was_lost_is_not_written_again() {
     assert_eq!(rows.len(), 4, "one row per deposit, none twice: {rows:?}");
 }
 
+/// A store that counts its transactions.
+struct Counting {
+    inner: Box<dyn Store>,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for Counting {
+    fn create_tables(&mut self) -> Result<(), store::StoreError> {
+        self.inner.create_tables()
+    }
+    fn committed_seq(&mut self) -> Result<u64, store::StoreError> {
+        self.inner.committed_seq()
+    }
+    fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), store::StoreError> {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.inner.write(rows, seq)
+    }
+    fn select(
+        &mut self,
+        sql: &str,
+        params: &[store::SqlValue],
+    ) -> Result<Vec<Vec<store::SqlValue>>, store::StoreError> {
+        self.inner.select(sql, params)
+    }
+    fn reconnect(&mut self) -> Result<(), store::StoreError> {
+        self.inner.reconnect()
+    }
+}
+
+#[test]
+fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, STORE_EMPTY_EVERY};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    let mut inner = store::open(&url).unwrap();
+    inner.create_tables().unwrap();
+    let spec = Spec::new(&embedded()).unwrap();
+    let writes = std::sync::Arc::new(AtomicUsize::new(0));
+    let counting = Counting { inner, writes: std::sync::Arc::clone(&writes) };
+    let svc =
+        HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), Box::new(counting))
+            .unwrap();
+    let (feed, committed, stored) = (svc.feed(), svc.committed(), svc.stored());
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "waited in vain for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // 50 batches of commands that leave no rows (resting orders, say), each on its own.
+    for seq in 1..=50 {
+        feed.send((seq, Events::default())).unwrap();
+        wait_for("the batch to count as committed", &|| committed.load(Ordering::Acquire) == seq);
+    }
+    // They moved `committed` (the lag bound reads it) with at most one or two transactions
+    // where a transaction per batch would be 50; the store's sequence catches up within a
+    // second or so.
+    assert!(writes.load(Ordering::Acquire) <= 2, "{} transactions", writes.load(Ordering::Acquire));
+    wait_for("the store to hold sequence 50", &|| stored.load(Ordering::Acquire) == 50);
+    assert!(writes.load(Ordering::Acquire) <= 3);
+    // A command with rows is stored at once, with its sequence.
+    let mut m = Matcher::new(spec.clone());
+    let mut events = Events::default();
+    let params = json!([1, "BTC", "deposit", 51, "1", {}]);
+    let started = Instant::now();
+    m.apply(T0, &decode(&spec, "balance.update", params.as_array().unwrap()).unwrap(), &mut events).unwrap();
+    feed.send((51, events)).unwrap();
+    wait_for("the deposit to be committed", &|| committed.load(Ordering::Acquire) == 51);
+    assert_eq!(stored.load(Ordering::Acquire), 51);
+    assert!(started.elapsed() < STORE_EMPTY_EVERY * 5);
+    // Stopping stores the last sequence, even of commands without rows.
+    feed.send((52, Events::default())).unwrap();
+    drop(feed);
+    svc.join();
+    let mut s = store::open(&url).unwrap();
+    assert_eq!(s.committed_seq().unwrap(), 52);
+    assert_eq!(s.select("SELECT `change` FROM `balance_history_1`", &[]).unwrap().len(), 1);
+}
+
 #[test]
 fn one_shard_takes_many_rows_in_one_transaction() {
     // A few busy users put every row of a large transaction into a few shards: more values than
