@@ -561,9 +561,11 @@ fn journal_stage(
     durable: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
+    let mut scratch = Vec::with_capacity(4096);
     move |slot, end_of_batch| {
         if slot.journal_seq != 0 {
-            writer.append(slot.journal_seq, slot.time_us, &slot.cmd);
+            let digest = slot.events.digest(&mut scratch);
+            writer.append(slot.journal_seq, slot.time_us, digest, &slot.cmd);
         }
         if end_of_batch {
             if writer.pending_bytes() > 0 {
@@ -819,6 +821,7 @@ impl SnapshotWorker {
     fn run(mut self, durable: &AtomicU64, stop: &AtomicBool, applied: &AtomicU64) {
         let mut tail = JournalTail::new(&self.journal, self.last_snapshot + 1);
         let mut events = Events::with_capacity(64);
+        let mut scratch = Vec::with_capacity(4096);
         let mut idle = 0u32;
         loop {
             // `stop` is read first: once it is set, the durable sequence read after it is final.
@@ -826,11 +829,21 @@ impl SnapshotWorker {
             let upto = durable.load(Ordering::Acquire);
             if upto >= tail.next_seq() {
                 idle = 0;
-                let read = tail.read_to(upto, |seq, time_us, cmd| {
+                let mut diverged = None;
+                let read = tail.read_to(upto, |entry| {
+                    if diverged.is_some() {
+                        return;
+                    }
+                    let seq = entry.seq;
                     events.clear();
-                    if let Err(e) = self.shadow.apply(time_us, &cmd, &mut events) {
-                        tracing::error!("snapshots: command {seq} succeeded in the matcher but fails in its shadow ({e}): the state machine is not deterministic");
-                        std::process::abort();
+                    if let Err(e) = self.shadow.apply(entry.time_us, &entry.cmd, &mut events) {
+                        diverged =
+                            Some(format!("command {seq} succeeded in the matcher but fails in its shadow ({e})"));
+                        return;
+                    }
+                    if events.digest(&mut scratch) != entry.digest {
+                        diverged = Some(format!("command {seq} made other events in the shadow than in the matcher"));
+                        return;
                     }
                     events.deals().iter().for_each(|d| self.shadow_market.apply(d));
                     if seq - self.last_snapshot >= self.interval {
@@ -838,6 +851,12 @@ impl SnapshotWorker {
                     }
                     applied.store(seq, Ordering::Release);
                 });
+                if let Some(what) = diverged {
+                    // The shadow's state is no longer the matcher's: a snapshot of it would
+                    // recover another state. Recovery would stop at the same command.
+                    tracing::error!("ALERT snapshots: {what}: the state machine is not deterministic. No more snapshots are taken; the journal is kept from the last good one, and state-changing requests are refused once the worker lags by its bound");
+                    return;
+                }
                 if let Err(e) = read {
                     // The pipeline goes on; the journal is kept whole until snapshots resume
                     // (a restart, once the cause is fixed).
@@ -997,5 +1016,48 @@ mod tests {
         assert!(bound.exceeded() && bound.clone().exceeded());
         done.store(101, Ordering::Release);
         assert!(!bound.exceeded());
+    }
+
+    /// The shadow checks each command's digest: at the first that differs from what the matcher
+    /// journaled, it stops, taking no snapshot of the diverged state and applying nothing more.
+    #[test]
+    fn the_snapshot_worker_stops_at_a_command_the_shadow_replays_differently() {
+        use viaduct_matcher::config::embedded;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec::new(&embedded()).unwrap();
+        let mut w =
+            JournalWriter::open(&journal_dir(dir.path()), 1, spec.fingerprint(), Durability::Os, 1 << 20).unwrap();
+        let (mut m, mut events, mut scratch) = (Matcher::new(spec.clone()), Events::default(), Vec::new());
+        for seq in 1..=40u64 {
+            let params = serde_json::json!([seq, "BTC", "deposit", seq, "1.5", {}]);
+            let cmd = decode(&spec, "balance.update", params.as_array().unwrap()).unwrap();
+            events.clear();
+            m.apply(1_700_000_000_000_000 + seq, &cmd, &mut events).unwrap();
+            let digest = events.digest(&mut scratch);
+            // The matcher did something else at 25 than its shadow will.
+            w.append(seq, 1_700_000_000_000_000 + seq, if seq == 25 { !digest } else { digest }, &cmd);
+        }
+        assert_eq!(w.commit().unwrap(), 40);
+        let worker = SnapshotWorker {
+            history_stored: None,
+            shadow: Matcher::new(spec.clone()),
+            shadow_market: MarketData::new(&spec, MarketDataConfig::default()),
+            last_snapshot: 0,
+            interval: 10,
+            keep: 10,
+            snapshots: snapshot_dir(dir.path()),
+            journal: journal_dir(dir.path()),
+        };
+        std::fs::create_dir_all(snapshot_dir(dir.path())).unwrap();
+        let (durable, stop, applied) = (AtomicU64::new(40), AtomicBool::new(false), AtomicU64::new(0));
+        // It returns by itself: `stop` is never set.
+        worker.run(&durable, &stop, &applied);
+        assert_eq!(applied.load(Ordering::Acquire), 24);
+        let mut taken: Vec<String> = std::fs::read_dir(snapshot_dir(dir.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        taken.sort();
+        assert_eq!(taken.len(), 2, "snapshots at 10 and 20 only: {taken:?}");
     }
 }

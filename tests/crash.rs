@@ -161,8 +161,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     // The journal: every key once, and every acknowledged write in it.
     let spec = Spec::new(&embedded()).unwrap();
     let mut journal: Vec<(u64, String)> = Vec::new();
-    read_journal(&journal_dir(&data), spec.fingerprint(), 0, |_, time_us, cmd, _| {
-        journal.push((time_us, key_of(&cmd)));
+    read_journal(&journal_dir(&data), spec.fingerprint(), 0, |e, _| {
+        journal.push((e.time_us, key_of(&e.cmd)));
         Ok(())
     })
     .unwrap();

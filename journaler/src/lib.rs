@@ -68,6 +68,13 @@ pub enum JournalError {
     Stopped,
     #[error("replaying sequence {seq} from {path} failed with \"{error}\": the journal and the config disagree")]
     Replay { path: PathBuf, seq: u64, error: viaduct_matcher::RpcError },
+    #[error(
+        "replaying sequence {seq} from {path} made other events than the engine made when it journaled it, so the \
+         state would diverge from what clients were told; nothing from it on was applied. This build (or its config) \
+         computes a different outcome from the one that wrote the journal: run the build that wrote it until a \
+         snapshot covers the journal, then upgrade"
+    )]
+    Diverged { path: PathBuf, seq: u64 },
 }
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {

@@ -3,14 +3,17 @@
 //! A segment starts with a 32-byte header: magic `VDJRNL01`, format version (u32), zero (u32),
 //! the config fingerprint (u64), and the sequence of its first record (u64). Records follow:
 //! payload length (u32), CRC-32 of everything after the CRC field (u32), sequence (u64), time in
-//! microseconds (u64), then the payload, the command in `postcard` form.
+//! microseconds (u64), the digest of the command's events as the matcher applied it (u64, see
+//! `Events::digest`), then the payload, the command in `postcard` form.
+//!
+//! Version 3 added the digest; a build reads only its own version.
 
 use viaduct_matcher::Command;
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"VDJRNL01";
-pub const SEGMENT_VERSION: u32 = 2;
+pub const SEGMENT_VERSION: u32 = 3;
 pub const SEGMENT_HEADER_BYTES: usize = 32;
-pub const RECORD_HEADER_BYTES: usize = 24;
+pub const RECORD_HEADER_BYTES: usize = 32;
 /// The largest payload a record may have; a length above it is corruption, not a big command.
 pub const RECORD_PAYLOAD_MAX: usize = 64 * 1024;
 
@@ -40,7 +43,7 @@ pub fn parse_segment_header(h: &[u8]) -> Result<(u64, u64), String> {
 }
 
 /// Appends one record to `buf`.
-pub fn encode(buf: &mut Vec<u8>, seq: u64, time_us: u64, cmd: &Command) {
+pub fn encode(buf: &mut Vec<u8>, seq: u64, time_us: u64, digest: u64, cmd: &Command) {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
     let payload = postcard::to_extend(cmd, std::mem::take(buf)).expect("commands always serialize");
@@ -50,6 +53,7 @@ pub fn encode(buf: &mut Vec<u8>, seq: u64, time_us: u64, cmd: &Command) {
     buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     buf[start + 8..start + 16].copy_from_slice(&seq.to_le_bytes());
     buf[start + 16..start + 24].copy_from_slice(&time_us.to_le_bytes());
+    buf[start + 24..start + 32].copy_from_slice(&digest.to_le_bytes());
     let crc = crc32fast::hash(&buf[start + 8..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -58,7 +62,7 @@ pub fn encode(buf: &mut Vec<u8>, seq: u64, time_us: u64, cmd: &Command) {
 #[derive(Debug)]
 pub enum Decoded {
     /// A whole, valid record and its length in bytes.
-    Record { seq: u64, time_us: u64, cmd: Command, bytes: usize },
+    Record { seq: u64, time_us: u64, digest: u64, cmd: Command, bytes: usize },
     /// The bytes end inside the record (or its length is unreadable): a torn write if at the end.
     Short,
     /// Only zeros from here on: space the file system extended but nothing was written into.
@@ -88,8 +92,9 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     }
     let seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let time_us = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let digest = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
     match postcard::from_bytes::<Command>(&bytes[RECORD_HEADER_BYTES..total]) {
-        Ok(cmd) => Decoded::Record { seq, time_us, cmd, bytes: total },
+        Ok(cmd) => Decoded::Record { seq, time_us, digest, cmd, bytes: total },
         Err(e) => Decoded::Bad(format!("checksum matches but the command does not decode: {e}")),
     }
 }

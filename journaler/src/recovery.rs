@@ -103,7 +103,7 @@ const REPLAY_BATCHES_AHEAD: usize = 8;
 
 struct Batch {
     path: PathBuf,
-    records: Vec<(u64, u64, viaduct_matcher::Command)>,
+    records: Vec<segment::Entry>,
 }
 
 /// Reads the journal after `after` on one thread and applies it on this one.
@@ -119,7 +119,7 @@ fn replay(
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut batch = Batch { path: PathBuf::new(), records: Vec::with_capacity(REPLAY_BATCH) };
-            let outcome = segment::read_journal(dir, fingerprint, after, |seq, time_us, cmd, path| {
+            let outcome = segment::read_journal(dir, fingerprint, after, |entry, path| {
                 if batch.path != path || batch.records.len() == REPLAY_BATCH {
                     let full = std::mem::replace(
                         &mut batch,
@@ -129,7 +129,7 @@ fn replay(
                         return Err(JournalError::Stopped);
                     }
                 }
-                batch.records.push((seq, time_us, cmd));
+                batch.records.push(entry);
                 Ok(())
             });
             if !batch.records.is_empty() {
@@ -138,13 +138,18 @@ fn replay(
             outcome
         });
         let mut events = Events::with_capacity(64);
+        let mut scratch = Vec::with_capacity(4096);
         let mut replayed = 0u64;
         let mut failure = None;
         'batches: for batch in rx.iter() {
-            for (seq, time_us, cmd) in batch.records {
+            for segment::Entry { seq, time_us, digest, cmd } in batch.records {
                 events.clear();
                 if let Err(error) = matcher.apply(time_us, &cmd, &mut events) {
                     failure = Some(JournalError::Replay { path: batch.path.clone(), seq, error });
+                    break 'batches;
+                }
+                if events.digest(&mut scratch) != digest {
+                    failure = Some(JournalError::Diverged { path: batch.path.clone(), seq });
                     break 'batches;
                 }
                 downstream.apply(seq, &events);

@@ -127,12 +127,13 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// Adds the command with sequence `seq` (which must be the next one) to the pending group.
-    pub fn append(&mut self, seq: u64, time_us: u64, cmd: &Command) {
+    /// Adds the command with sequence `seq` (which must be the next one) to the pending group,
+    /// with the digest of the events applying it made (`Events::digest`).
+    pub fn append(&mut self, seq: u64, time_us: u64, digest: u64, cmd: &Command) {
         assert_eq!(seq, self.next_seq, "journal sequences must advance by one");
         self.next_seq += 1;
         if self.mode != Durability::None {
-            record::encode(&mut self.buf, seq, time_us, cmd);
+            record::encode(&mut self.buf, seq, time_us, digest, cmd);
         }
     }
 
@@ -200,6 +201,17 @@ pub struct ReadOutcome {
     pub truncated: Option<(PathBuf, u64)>,
 }
 
+/// One journaled command, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub seq: u64,
+    pub time_us: u64,
+    /// The digest of the events the matcher made applying it (`Events::digest`): a replay that
+    /// makes other events diverged.
+    pub digest: u64,
+    pub cmd: Command,
+}
+
 /// Hands every record with a sequence above `after` to `each`, in order, checking checksums,
 /// that sequences advance by one, and that each segment read was written under `fingerprint`.
 /// A partial record at the very end of the last segment is a torn write: the segment is cut
@@ -208,7 +220,7 @@ pub fn read_journal(
     dir: &Path,
     fingerprint: u64,
     after: u64,
-    mut each: impl FnMut(u64, u64, Command, &Path) -> Result<(), JournalError>,
+    mut each: impl FnMut(Entry, &Path) -> Result<(), JournalError>,
 ) -> Result<ReadOutcome, JournalError> {
     let segments = list_segments(dir)?;
     let mut out = ReadOutcome { last_seq: after, ..ReadOutcome::default() };
@@ -227,7 +239,7 @@ pub fn read_journal(
         let mut fingerprint_checked = false;
         while at < bytes.len() {
             match record::decode(&bytes[at..]) {
-                Decoded::Record { seq, time_us, cmd, bytes: n } => {
+                Decoded::Record { seq, time_us, digest, cmd, bytes: n } => {
                     if seq != expected {
                         return Err(corrupt(at, format!("sequence {seq} where {expected} was expected")));
                     }
@@ -237,7 +249,7 @@ pub fn read_journal(
                             return Err(JournalError::ConfigChanged { path: path.clone() });
                         }
                         fingerprint_checked = true;
-                        each(seq, time_us, cmd, path)?;
+                        each(Entry { seq, time_us, digest, cmd }, path)?;
                         out.last_seq = seq;
                         out.records += 1;
                     }
@@ -309,7 +321,7 @@ impl JournalTail {
     /// Hands every record from the next one through `upto` (which the writer has committed) to
     /// `each`, in order. An error (a record missing, out of order or corrupt) leaves the reader
     /// where it was stopped.
-    pub fn read_to(&mut self, upto: u64, mut each: impl FnMut(u64, u64, Command)) -> Result<(), JournalError> {
+    pub fn read_to(&mut self, upto: u64, mut each: impl FnMut(Entry)) -> Result<(), JournalError> {
         while self.next <= upto {
             let (file, path, offset) = match self.file.as_mut() {
                 Some(f) => f,
@@ -320,12 +332,12 @@ impl JournalTail {
             let mut at = 0;
             while self.next <= upto {
                 match record::decode(&self.chunk[at..n]) {
-                    Decoded::Record { seq, time_us, cmd, bytes } => {
+                    Decoded::Record { seq, time_us, digest, cmd, bytes } => {
                         if seq > self.next {
                             return Err(corrupt(*offset, format!("sequence {seq} where {} was expected", self.next)));
                         }
                         if seq == self.next {
-                            each(seq, time_us, cmd);
+                            each(Entry { seq, time_us, digest, cmd });
                             self.next += 1;
                         }
                         at += bytes;

@@ -4,6 +4,7 @@ use std::fs;
 use std::path::Path;
 
 use serde_json::json;
+use viaduct_journaler::record::RECORD_HEADER_BYTES;
 use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir};
 use viaduct_journaler::segment::{list_segments, read_journal, JournalWriter, SEGMENT_BYTES_MAX};
 use viaduct_journaler::{snapshot, Durability, JournalError};
@@ -42,12 +43,12 @@ fn write_journal(dir: &Path, spec: &Spec, cmds: &[Command], group: usize) -> Mat
     let mut m = Matcher::new(spec.clone());
     let mut w =
         JournalWriter::open(&journal_dir(dir), 1, spec.fingerprint(), Durability::Fsync, SEGMENT_BYTES_MAX).unwrap();
-    let mut events = Events::default();
+    let (mut events, mut scratch) = (Events::default(), Vec::new());
     for (i, cmd) in cmds.iter().enumerate() {
         let t = T0 + i as u64;
-        m.apply(t, cmd, &mut events).expect("every generated command succeeds");
         events.clear();
-        w.append(i as u64 + 1, t, cmd);
+        m.apply(t, cmd, &mut events).expect("every generated command succeeds");
+        w.append(i as u64 + 1, t, events.digest(&mut scratch), cmd);
         if (i + 1) % group == 0 {
             w.commit().unwrap();
         }
@@ -84,12 +85,12 @@ fn a_torn_tail_is_cut_back_and_logged() {
     let full = fs::read(&seg).unwrap();
     // Cut the last record in half.
     let mut offsets = Vec::new();
-    read_journal(&journal_dir(dir.path()), spec.fingerprint(), 0, |_, _, _, _| Ok(())).unwrap();
+    read_journal(&journal_dir(dir.path()), spec.fingerprint(), 0, |_, _| Ok(())).unwrap();
     let mut at = 32;
     // Records, up to the preallocated zeros.
     while at < full.len() && full[at..at + 4] != [0; 4] {
         offsets.push(at);
-        at += 24 + u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) as usize;
+        at += RECORD_HEADER_BYTES + u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) as usize;
     }
     let last = *offsets.last().unwrap();
     fs::write(&seg, &full[..last + 10]).unwrap();
@@ -129,7 +130,7 @@ fn a_corrupt_record_in_the_middle_stops_recovery_naming_file_and_offset() {
     write_journal(dir.path(), &spec, &commands(&spec, 100), 10);
     let seg = only_segment(dir.path());
     let mut bytes = fs::read(&seg).unwrap();
-    let second = 32 + 24 + u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize;
+    let second = 32 + RECORD_HEADER_BYTES + u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize;
     bytes[second + 30] ^= 0x40;
     fs::write(&seg, &bytes).unwrap();
     match recover(dir.path(), &spec, |_| {}, &mut ()) {
@@ -218,8 +219,11 @@ fn restarting_without_writing_reuses_the_empty_segment() {
     }
     let cmds = commands(&spec, 3);
     let mut w = JournalWriter::open(&journal_dir(dir.path()), 1, spec.fingerprint(), Durability::Fsync, 64).unwrap();
+    let (mut m, mut events, mut scratch) = (Matcher::new(spec.clone()), Events::default(), Vec::new());
     for (i, c) in cmds.iter().enumerate() {
-        w.append(i as u64 + 1, T0 + i as u64, c);
+        events.clear();
+        m.apply(T0 + i as u64, c, &mut events).unwrap();
+        w.append(i as u64 + 1, T0 + i as u64, events.digest(&mut scratch), c);
         w.commit().unwrap();
     }
     // A tiny segment bound rotated after every commit; replay crosses the segments.
@@ -245,7 +249,7 @@ fn the_tail_follows_the_writer_across_rotations() {
             // 4 KiB segments: a rotation every few dozen records.
             let mut w = JournalWriter::open(&jdir, 1, fp, Durability::Os, 4096).unwrap();
             for (i, c) in cmds.iter().enumerate() {
-                w.append(i as u64 + 1, T0 + i as u64, c);
+                w.append(i as u64 + 1, T0 + i as u64, 31 * i as u64, c);
                 if i % 7 == 0 || i + 1 == cmds.len() {
                     committed.store(w.commit().unwrap(), Ordering::Release);
                 }
@@ -256,19 +260,19 @@ fn the_tail_follows_the_writer_across_rotations() {
     let mut got = Vec::new();
     while got.len() < cmds.len() {
         let upto = committed.load(Ordering::Acquire);
-        tail.read_to(upto, |seq, time_us, cmd| got.push((seq, time_us, cmd))).unwrap();
+        tail.read_to(upto, |e| got.push((e.seq, e.time_us, e.digest, e.cmd))).unwrap();
         assert_eq!(tail.next_seq(), upto + 1);
     }
     writer.join().unwrap();
     assert!(list_segments(&jdir).unwrap().len() > 20);
-    for (i, (seq, time_us, cmd)) in got.iter().enumerate() {
-        assert_eq!((*seq, *time_us, cmd), (i as u64 + 1, T0 + i as u64, &cmds[i]));
+    for (i, (seq, time_us, digest, cmd)) in got.iter().enumerate() {
+        assert_eq!((*seq, *time_us, *digest, cmd), (i as u64 + 1, T0 + i as u64, 31 * i as u64, &cmds[i]));
     }
     // Started in the middle: the records before the start are skipped.
     let mut tail = JournalTail::new(&jdir, 1234);
     let mut first = None;
-    tail.read_to(1300, |seq, _, _| {
-        first.get_or_insert(seq);
+    tail.read_to(1300, |e| {
+        first.get_or_insert(e.seq);
     })
     .unwrap();
     assert_eq!((first, tail.next_seq()), (Some(1234), 1301));
@@ -284,13 +288,56 @@ fn the_tail_refuses_a_missing_or_corrupt_record() {
     write_journal(dir.path(), &spec, &commands(&spec, 50), 10);
     let jdir = journal_dir(dir.path());
     let mut n = 0;
-    let err = JournalTail::new(&jdir, 1).read_to(60, |_, _, _| n += 1).unwrap_err();
+    let err = JournalTail::new(&jdir, 1).read_to(60, |_| n += 1).unwrap_err();
     assert_eq!(n, 50);
     assert!(err.to_string().contains("ends before sequence 51"), "{err}");
     let seg = only_segment(dir.path());
     let mut bytes = fs::read(&seg).unwrap();
     bytes[200] ^= 0xff;
     fs::write(&seg, &bytes).unwrap();
-    let err = JournalTail::new(&jdir, 1).read_to(50, |_, _, _| {}).unwrap_err();
+    let err = JournalTail::new(&jdir, 1).read_to(50, |_| {}).unwrap_err();
     assert!(matches!(err, JournalError::Corrupt { .. }) && err.to_string().contains("seg-"), "{err}");
+}
+
+/// A record whose digest is not what replaying its command makes stops recovery there, naming the
+/// segment and the sequence: a build or config that computes other outcomes never silently
+/// recovers another state.
+#[test]
+fn a_replay_that_makes_other_events_stops_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let cmds = commands(&spec, 40);
+    let mut w =
+        JournalWriter::open(&journal_dir(dir.path()), 1, spec.fingerprint(), Durability::Fsync, SEGMENT_BYTES_MAX)
+            .unwrap();
+    let (mut m, mut events, mut scratch) = (Matcher::new(spec.clone()), Events::default(), Vec::new());
+    for (i, c) in cmds.iter().enumerate() {
+        events.clear();
+        m.apply(T0 + i as u64, c, &mut events).unwrap();
+        let digest = events.digest(&mut scratch);
+        // What the engine did at 17 is not what this build does.
+        w.append(i as u64 + 1, T0 + i as u64, if i + 1 == 17 { digest ^ 1 } else { digest }, c);
+    }
+    w.commit().unwrap();
+    let err = recover(dir.path(), &spec, |_| {}, &mut ()).err().expect("refused");
+    assert!(matches!(err, JournalError::Diverged { seq: 17, .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("sequence 17") && text.contains("seg-"), "{text}");
+}
+
+/// The digest covers every event and its order: any change to what a command did changes it.
+#[test]
+fn the_digest_tells_apart_events_that_differ_in_any_way() {
+    let spec = spec();
+    let mut m = Matcher::new(spec.clone());
+    let mut scratch = Vec::new();
+    let mut digests = std::collections::HashSet::new();
+    for (i, c) in commands(&spec, 200).iter().enumerate() {
+        let mut events = Events::default();
+        m.apply(T0 + i as u64, c, &mut events).unwrap();
+        let d = events.digest(&mut scratch);
+        assert_eq!(d, events.clone().digest(&mut Vec::new()), "the same events, the same digest");
+        assert!(digests.insert(d), "command {i} has the digest of an earlier one");
+    }
+    assert_eq!(Events::default().digest(&mut scratch), Events::default().digest(&mut scratch));
 }

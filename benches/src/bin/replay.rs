@@ -26,12 +26,13 @@ fn main() {
         JournalWriter::open(&journal_dir(&dir), 1, spec.fingerprint(), Durability::Os, SEGMENT_BYTES_MAX).unwrap();
     let mut m = Matcher::new(spec.clone());
     let mut events = Events::default();
+    let mut scratch = Vec::new();
     let mut seq = 0;
     let mut journal = |cmd: &Command, w: &mut JournalWriter| {
         events.clear();
         if m.apply(T0, cmd, &mut events).is_ok() && cmd.is_write() {
             seq += 1;
-            w.append(seq, T0, cmd);
+            w.append(seq, T0, events.digest(&mut scratch), cmd);
         }
     };
     for cmd in mix.seed_commands() {
