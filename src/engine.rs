@@ -561,11 +561,9 @@ fn journal_stage(
     durable: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
-    let mut scratch = Vec::with_capacity(4096);
     move |slot, end_of_batch| {
         if slot.journal_seq != 0 {
-            let digest = slot.events.digest(&mut scratch);
-            writer.append(slot.journal_seq, slot.time_us, digest, &slot.cmd);
+            writer.append(slot.journal_seq, slot.time_us, slot.digest, &slot.cmd);
         }
         if end_of_batch {
             if writer.pending_bytes() > 0 {

@@ -119,6 +119,22 @@ enum Kind {
     Level,
 }
 
+/// Writes the fields into a fixed-size array at offsets the compiler folds, then appends it: one
+/// copy per event rather than a length check per field.
+macro_rules! fixed {
+    ($out:expr, $n:expr; $($v:expr),* $(,)?) => {{
+        let mut b = [0u8; $n];
+        let mut at = 0;
+        $(
+            let bytes = $v.to_le_bytes();
+            b[at..at + bytes.len()].copy_from_slice(&bytes);
+            at += bytes.len();
+        )*
+        debug_assert_eq!(at, $n);
+        $out.extend_from_slice(&b[..at]);
+    }};
+}
+
 /// The events of one command, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Events {
@@ -236,80 +252,37 @@ impl Events {
         scratch.clear();
         for e in self.iter() {
             match e {
-                EventRef::Order(kind, o) => {
-                    scratch.extend_from_slice(&[1, kind as u8]);
-                    put_order(scratch, o);
-                }
-                EventRef::Deal(d) => {
-                    scratch.push(2);
-                    put_deal(scratch, d);
-                }
-                EventRef::Balance(b) => {
-                    scratch.push(3);
-                    put_balance(scratch, b);
-                }
-                EventRef::Level(l) => {
-                    scratch.push(4);
-                    scratch.extend_from_slice(&l.market.to_le_bytes());
-                    scratch.push(l.side as u8);
-                    scratch.extend_from_slice(&l.price.to_le_bytes());
-                    scratch.extend_from_slice(&l.amount.to_le_bytes());
-                }
+                EventRef::Order(kind, o) => put_order(scratch, kind, o),
+                EventRef::Deal(d) => put_deal(scratch, d),
+                EventRef::Balance(b) => put_balance(scratch, b),
+                EventRef::Level(l) => fixed!(scratch, 36; 4u8, l.market, l.side as u8, l.price, l.amount),
             }
         }
         xxhash_rust::xxh3::xxh3_64(scratch)
     }
 }
 
-fn put_order(out: &mut Vec<u8>, o: &Order) {
-    out.extend_from_slice(&o.id.to_le_bytes());
-    out.extend_from_slice(&o.market.to_le_bytes());
-    out.extend_from_slice(&[o.side as u8, o.kind as u8]);
-    out.extend_from_slice(&o.user.to_le_bytes());
-    out.extend_from_slice(&o.ctime_us.to_le_bytes());
-    out.extend_from_slice(&o.mtime_us.to_le_bytes());
-    for v in [o.price, o.amount, o.left] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out.extend_from_slice(&o.taker_fee.to_le_bytes());
-    out.extend_from_slice(&o.maker_fee.to_le_bytes());
-    for v in [o.deal_stock, o.deal_money, o.deal_fee] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+fn put_order(out: &mut Vec<u8>, kind: OrderEventKind, o: &Order) {
+    fixed!(out, 146;
+        1u8, kind as u8, o.id, o.market, o.side as u8, o.kind as u8, o.user, o.ctime_us, o.mtime_us,
+        o.price, o.amount, o.left, o.taker_fee, o.maker_fee, o.deal_stock, o.deal_money, o.deal_fee,
+        o.client_id,
+    );
     put_text(out, o.source.as_str());
-    out.extend_from_slice(&o.client_id.to_le_bytes());
 }
 
 fn put_deal(out: &mut Vec<u8>, d: &Deal) {
-    out.extend_from_slice(&d.id.to_le_bytes());
-    out.extend_from_slice(&d.time_us.to_le_bytes());
-    out.extend_from_slice(&d.market.to_le_bytes());
-    out.extend_from_slice(&d.ask_order_id.to_le_bytes());
-    out.extend_from_slice(&d.bid_order_id.to_le_bytes());
-    out.extend_from_slice(&d.ask_user.to_le_bytes());
-    out.extend_from_slice(&d.bid_user.to_le_bytes());
-    for v in [d.price, d.amount, d.deal, d.ask_fee, d.bid_fee] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out.push(d.taker_side as u8);
-    out.extend_from_slice(&d.ask_fee_rate.to_le_bytes());
-    out.extend_from_slice(&d.bid_fee_rate.to_le_bytes());
+    fixed!(out, 132;
+        2u8, d.id, d.time_us, d.market, d.ask_order_id, d.bid_order_id, d.ask_user, d.bid_user,
+        d.price, d.amount, d.deal, d.ask_fee, d.bid_fee, d.taker_side as u8, d.ask_fee_rate,
+        d.bid_fee_rate,
+    );
 }
 
 fn put_balance(out: &mut Vec<u8>, b: &BalanceChange) {
-    out.extend_from_slice(&b.time_us.to_le_bytes());
-    out.extend_from_slice(&b.user.to_le_bytes());
-    out.extend_from_slice(&b.asset.to_le_bytes());
-    out.push(b.change_scale);
-    out.extend_from_slice(&b.change.to_le_bytes());
-    out.extend_from_slice(&b.balance.to_le_bytes());
+    fixed!(out, 48; 3u8, b.time_us, b.user, b.asset, b.change_scale, b.change, b.balance);
     match &b.business {
-        Business::Trade { deal_id, order_id, fee } => {
-            out.push(1);
-            out.extend_from_slice(&deal_id.to_le_bytes());
-            out.extend_from_slice(&order_id.to_le_bytes());
-            out.push(u8::from(*fee));
-        }
+        Business::Trade { deal_id, order_id, fee } => fixed!(out, 18; 1u8, *deal_id, *order_id, u8::from(*fee)),
         Business::Update(u) => {
             out.push(2);
             put_text(out, &u.business);

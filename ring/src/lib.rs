@@ -49,6 +49,10 @@ pub struct OutSlot {
     /// The journal sequence of a command that changed state; 0 for queries and refusals, which
     /// the journal skips.
     pub journal_seq: u64,
+    /// For a journaled command, the digest of its events (`Events::digest`), which the journal
+    /// keeps so that every replay can be checked; computed here, where the events are still in
+    /// this core's cache.
+    pub digest: u64,
     pub outcome: Result<Reply, RpcError>,
     pub events: Events,
 }
@@ -228,6 +232,7 @@ fn out_slot() -> OutSlot {
         time_us: 0,
         cmd: Command::AssetList,
         journal_seq: 0,
+        digest: 0,
         outcome: Err(RpcError::Internal),
         // Empty until first used: a slot allocates on the ring's first lap, never after.
         events: Events::default(),
@@ -297,7 +302,13 @@ where
         Some(c) => input.pin_at_core(c),
         None => input,
     };
-    let stage = MatcherStage { matcher, output, journal_seq: last_seq, on_stop: Some(Box::new(on_stop)) };
+    let stage = MatcherStage {
+        matcher,
+        scratch: Vec::with_capacity(4096),
+        output,
+        journal_seq: last_seq,
+        on_stop: Some(Box::new(on_stop)),
+    };
     input
         .thread_name("viaduct-matcher")
         .handle_events_and_state_with(|st: &mut MatcherStage, slot: &InSlot, _, _| st.apply(slot), move || stage)
@@ -314,6 +325,7 @@ type OnStop = Box<dyn FnOnce(&Matcher, u64) + Send>;
 /// The matcher thread's state: the matcher and the output ring's producer.
 struct MatcherStage {
     matcher: Matcher,
+    scratch: Vec<u8>,
     output: disruptor::SingleProducer<OutSlot, disruptor::SingleConsumerBarrier>,
     journal_seq: u64,
     on_stop: Option<OnStop>,
@@ -330,15 +342,15 @@ impl Drop for MatcherStage {
 
 impl MatcherStage {
     fn apply(&mut self, slot: &InSlot) {
-        let (matcher, seq) = (&mut self.matcher, &mut self.journal_seq);
+        let (matcher, seq, scratch) = (&mut self.matcher, &mut self.journal_seq, &mut self.scratch);
         self.output.publish(|out| {
             out.events.clear();
             out.outcome = matcher.apply(slot.time_us, &slot.cmd, &mut out.events);
-            out.journal_seq = if out.outcome.is_ok() && slot.cmd.is_write() {
+            (out.journal_seq, out.digest) = if out.outcome.is_ok() && slot.cmd.is_write() {
                 *seq += 1;
-                *seq
+                (*seq, out.events.digest(scratch))
             } else {
-                0
+                (0, 0)
             };
             out.client = slot.client;
             out.tag = slot.tag;
