@@ -41,8 +41,8 @@ pub(crate) type ClientKey = (u32, u64);
 pub(crate) struct Window<K> {
     pub entries_max: usize,
     pub seen: HashMap<K, (u64, u64)>,
-    /// (time, key) in arrival order, for eviction.
-    pub order: VecDeque<(u64, K)>,
+    /// (time, key, value) in arrival order, for eviction and snapshots.
+    pub order: VecDeque<(u64, K, u64)>,
 }
 
 impl<K> Default for Window<K> {
@@ -62,25 +62,25 @@ impl<K: Clone + Eq + std::hash::Hash> Window<K> {
     }
 
     fn full(&self, now: u64) -> bool {
-        self.order.len() >= self.entries_max && self.order.front().is_some_and(|(t, _)| !expired(*t, now))
+        self.order.len() >= self.entries_max && self.order.front().is_some_and(|(t, _, _)| !expired(*t, now))
     }
 
     pub(crate) fn insert(&mut self, k: K, value: u64, now: u64) {
-        while self.order.front().is_some_and(|(t, _)| expired(*t, now)) {
-            let (t, old) = self.order.pop_front().expect("front exists");
+        while self.order.front().is_some_and(|(t, _, _)| expired(*t, now)) {
+            let (t, old, _) = self.order.pop_front().expect("front exists");
             if self.seen.get(&old).is_some_and(|&(seen, _)| seen == t) {
                 self.seen.remove(&old);
             }
         }
         self.seen.insert(k.clone(), (now, value));
-        self.order.push_back((now, k));
+        self.order.push_back((now, k, value));
     }
 
     /// Inserts as [`Window::insert`], first forgetting the oldest entries while the window holds
     /// `entries_max` or more.
     pub(crate) fn insert_evicting(&mut self, k: K, value: u64, now: u64) {
         while self.order.len() >= self.entries_max.max(1) {
-            let (t, old) = self.order.pop_front().expect("a full window has a front");
+            let (t, old, _) = self.order.pop_front().expect("a full window has a front");
             if self.seen.get(&old).is_some_and(|&(seen, _)| seen == t) {
                 self.seen.remove(&old);
             }
