@@ -75,10 +75,12 @@ struct SnapshotOut<'a> {
     supply: &'a [i128],
     accounts: Vec<(u32, &'a [Balance])>,
     orders: Vec<&'a Order>,
-    dedupe: Seq<std::iter::Map<std::collections::vec_deque::Iter<'a, (u64, DedupeKey, u64)>, DedupeOut>>,
+    dedupe: Seq<DedupeIter<'a>>,
     client_ids: Seq<std::collections::vec_deque::Iter<'a, (u64, ClientKey, u64)>>,
 }
 
+/// The `balance.update` window's (time, key) pairs, without their unused value.
+type DedupeIter<'a> = std::iter::Map<std::collections::vec_deque::Iter<'a, (u64, DedupeKey, u64)>, DedupeOut>;
 type DedupeOut = for<'b> fn(&'b (u64, DedupeKey, u64)) -> (u64, &'b DedupeKey);
 
 /// A sequence serialized from an iterator that knows its length (postcard writes the length
