@@ -176,7 +176,7 @@ impl Matcher {
             if order_id == 0 || order_id > snap.order_id {
                 return Err(invalid("a client order id names an order out of range"));
             }
-            m.client_ids.insert(key, order_id, time);
+            m.client_ids.insert_evicting(key, order_id, time);
         }
         m.check_invariants().map_err(SnapshotError::Invalid)?;
         Ok(m)
