@@ -67,10 +67,7 @@ impl<K: Clone + Eq + std::hash::Hash> Window<K> {
 
     pub(crate) fn insert(&mut self, k: K, value: u64, now: u64) {
         while self.order.front().is_some_and(|(t, _, _)| expired(*t, now)) {
-            let (t, old, _) = self.order.pop_front().expect("front exists");
-            if self.seen.get(&old).is_some_and(|&(seen, _)| seen == t) {
-                self.seen.remove(&old);
-            }
+            self.forget_oldest();
         }
         self.seen.insert(k.clone(), (now, value));
         self.order.push_back((now, k, value));
@@ -87,12 +84,18 @@ impl<K: Clone + Eq + std::hash::Hash> Window<K> {
             self.order.reserve(self.entries_max);
         }
         while self.order.len() >= self.entries_max.max(1) {
-            let (t, old, _) = self.order.pop_front().expect("a full window has a front");
+            self.forget_oldest();
+        }
+        self.insert(k, value, now);
+    }
+
+    /// Drops the oldest entry, and its key unless a later entry took the key again.
+    fn forget_oldest(&mut self) {
+        if let Some((t, old, _)) = self.order.pop_front() {
             if self.seen.get(&old).is_some_and(|&(seen, _)| seen == t) {
                 self.seen.remove(&old);
             }
         }
-        self.insert(k, value, now);
     }
 }
 

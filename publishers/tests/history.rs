@@ -282,15 +282,23 @@ fn mariadb_refuses_rather_than_truncates() {
     }
 }
 
-/// SQLite whose first write commits and then reports a failure, as a MySQL connection lost during
-/// COMMIT does, and whose first reconnect fails, as a server still down does.
-struct LostCommit {
+/// SQLite that counts its transactions. When `faulty`, its first write commits and then reports a
+/// failure, as a MySQL connection lost during COMMIT does, and its first reconnect fails, as a
+/// server still down does.
+struct Probe {
     inner: Box<dyn Store>,
-    writes: usize,
+    faulty: bool,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     reconnects: usize,
 }
 
-impl Store for LostCommit {
+impl Probe {
+    fn new(inner: Box<dyn Store>, faulty: bool) -> Probe {
+        Probe { inner, faulty, writes: std::sync::Arc::default(), reconnects: 0 }
+    }
+}
+
+impl Store for Probe {
     fn create_tables(&mut self) -> Result<(), store::StoreError> {
         self.inner.create_tables()
     }
@@ -299,8 +307,8 @@ impl Store for LostCommit {
     }
     fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), store::StoreError> {
         self.inner.write(rows, seq)?;
-        self.writes += 1;
-        if self.writes == 1 {
+        let writes = self.writes.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        if self.faulty && writes == 1 {
             let lost = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR);
             return Err(rusqlite::Error::SqliteFailure(lost, Some("the COMMIT's answer was lost".into())).into());
         }
@@ -315,7 +323,7 @@ impl Store for LostCommit {
     }
     fn reconnect(&mut self) -> Result<(), store::StoreError> {
         self.reconnects += 1;
-        if self.reconnects == 1 {
+        if self.faulty && self.reconnects == 1 {
             return Err(rusqlite::Error::InvalidQuery.into());
         }
         self.inner.reconnect()
@@ -341,7 +349,7 @@ fn a_commit_whose_answer_was_lost_is_not_written_again() {
     let svc = HistoryService::start(
         &HistoryConfig::new(url.clone()),
         std::sync::Arc::new(spec.clone()),
-        Box::new(LostCommit { inner, writes: 0, reconnects: 0 }),
+        Box::new(Probe::new(inner, true)),
     )
     .unwrap();
     let feed = svc.feed();
@@ -367,38 +375,9 @@ fn a_commit_whose_answer_was_lost_is_not_written_again() {
     assert_eq!(rows.len(), 4, "one row per deposit, none twice: {rows:?}");
 }
 
-/// A store that counts its transactions.
-struct Counting {
-    inner: Box<dyn Store>,
-    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Store for Counting {
-    fn create_tables(&mut self) -> Result<(), store::StoreError> {
-        self.inner.create_tables()
-    }
-    fn committed_seq(&mut self) -> Result<u64, store::StoreError> {
-        self.inner.committed_seq()
-    }
-    fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), store::StoreError> {
-        self.writes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.inner.write(rows, seq)
-    }
-    fn select(
-        &mut self,
-        sql: &str,
-        params: &[store::SqlValue],
-    ) -> Result<Vec<Vec<store::SqlValue>>, store::StoreError> {
-        self.inner.select(sql, params)
-    }
-    fn reconnect(&mut self) -> Result<(), store::StoreError> {
-        self.inner.reconnect()
-    }
-}
-
 #[test]
 fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
     use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, STORE_EMPTY_EVERY};
     let dir = tempfile::tempdir().unwrap();
@@ -406,8 +385,8 @@ fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
     let mut inner = store::open(&url).unwrap();
     inner.create_tables().unwrap();
     let spec = Spec::new(&embedded()).unwrap();
-    let writes = std::sync::Arc::new(AtomicUsize::new(0));
-    let counting = Counting { inner, writes: std::sync::Arc::clone(&writes) };
+    let counting = Probe::new(inner, false);
+    let writes = std::sync::Arc::clone(&counting.writes);
     let svc =
         HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), Box::new(counting))
             .unwrap();
