@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::order::{Order, Side};
+use crate::slab::{Chunked, SlotIndex};
 
 const NIL: u32 = u32::MAX;
 
@@ -64,10 +65,11 @@ struct UserList {
 
 #[derive(Clone, Default)]
 pub struct Book {
-    orders: Vec<Order>,
-    links: Vec<Links>,
-    free: Vec<u32>,
-    by_id: IdMap<u64, u32>,
+    /// Orders and their links by slot, in chunks: growing the book never moves them.
+    orders: Chunked<Order>,
+    links: Chunked<Links>,
+    free: Chunked<u32>,
+    by_id: SlotIndex,
     /// Price → level, keyed by price.
     asks: BTreeMap<i128, u32>,
     /// Price → level, keyed by −price, so that ascending order is priority order on both sides.
@@ -95,11 +97,12 @@ fn key(side: Side, price: i128) -> i128 {
 
 impl Book {
     pub fn with_capacity(orders: usize) -> Book {
-        let mut book = Book::default();
-        book.orders.reserve(orders);
-        book.links.reserve(orders);
-        book.by_id.reserve(orders);
-        book
+        Book {
+            orders: Chunked::with_capacity(orders),
+            links: Chunked::with_capacity(orders),
+            by_id: SlotIndex::with_capacity(orders),
+            ..Book::default()
+        }
     }
 
     fn tree(&self, side: Side) -> &BTreeMap<i128, u32> {
@@ -126,7 +129,7 @@ impl Book {
     }
 
     pub fn get(&self, id: u64) -> Option<&Order> {
-        self.by_id.get(&id).map(|&s| &self.orders[s as usize])
+        self.by_id.get(id).map(|s| &self.orders[s as usize])
     }
 
     /// The slot at the head of the best level on `side`.
@@ -205,21 +208,19 @@ impl Book {
     /// Removes the order at the head of the best level on `side` (a maker filled in full).
     pub fn pop_best(&mut self, side: Side) {
         let head = self.best_slot(side).expect("best level exists");
-        self.by_id.remove(&self.orders[head as usize].id);
+        self.by_id.remove(self.orders[head as usize].id);
         self.unlink(head);
     }
 
     /// Removes a resting order if `user` owns it (one lookup): `Err(None)` when there is no such
     /// order, `Err(Some(owner))` when another user owns it.
     pub fn remove_owned(&mut self, id: u64, user: u32) -> Result<(Order, i128), Option<u32>> {
-        let std::collections::hash_map::Entry::Occupied(entry) = self.by_id.entry(id) else { return Err(None) };
-        let slot = *entry.get();
-        let owner = self.orders[slot as usize].user;
-        if owner != user {
-            return Err(Some(owner));
+        let orders = &self.orders;
+        match self.by_id.remove_if(id, |slot| orders[slot as usize].user == user) {
+            Some(Ok(slot)) => Ok(self.unlink(slot)),
+            Some(Err(slot)) => Err(Some(orders[slot as usize].user)),
+            None => Err(None),
         }
-        entry.remove();
-        Ok(self.unlink(slot))
     }
 
     /// Takes the order in `slot` (already gone from `by_id`) out of its level and user list.
@@ -268,12 +269,12 @@ impl Book {
                 i
             }
             None => {
-                self.orders.push(order);
                 self.links.push(unlinked);
-                (self.orders.len() - 1) as u32
+                self.orders.push(order) as u32
             }
         };
-        let old = self.by_id.insert(order.id, index);
+        let (orders, slots) = (&self.orders, self.orders.len() as u32);
+        let old = self.by_id.insert(order.id, index, slots, |s| orders[s as usize].id);
         assert!(old.is_none(), "order id {} inserted twice", order.id);
         index
     }
@@ -349,7 +350,7 @@ impl Book {
 
     /// Every resting order in id order.
     pub fn orders_by_id(&self) -> Vec<&Order> {
-        let mut all: Vec<&Order> = self.by_id.values().map(|&s| &self.orders[s as usize]).collect();
+        let mut all: Vec<&Order> = self.by_id.slots().map(|s| &self.orders[s as usize]).collect();
         all.sort_unstable_by_key(|o| o.id);
         all
     }

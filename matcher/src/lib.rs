@@ -25,6 +25,7 @@ mod invariants;
 pub mod ledger;
 pub mod order;
 pub mod reply;
+pub mod slab;
 mod snapshot;
 
 pub use command::{decode, Command};

@@ -1,0 +1,315 @@
+//! Growable storage for the order book that never stops the matcher to grow.
+//!
+//! A `Vec` doubles by copying everything it holds, and a hash map by rehashing every entry: with
+//! a few million resting orders that is one command that takes from a hundred milliseconds to
+//! seconds (`benches/README.md`), and every request behind it waits. [`Chunked`] grows a chunk
+//! at a time and never moves what it holds; [`SlotIndex`] moves its entries to a larger table a
+//! few per insert instead of all at once.
+
+use std::ops::{Index, IndexMut};
+
+use crate::book::IdMap;
+
+const CHUNK_BITS: u32 = 12;
+/// Elements per chunk: 4,096 orders are 720 KB.
+pub const CHUNK: usize = 1 << CHUNK_BITS;
+const CHUNK_MASK: usize = CHUNK - 1;
+
+/// A vector in fixed-size chunks: pushing allocates at most one chunk and moves nothing.
+#[derive(Clone, Debug)]
+pub struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Chunked<T> {
+    /// Room for `n` elements, allocated now.
+    pub fn with_capacity(n: usize) -> Chunked<T> {
+        Chunked { chunks: (0..n.div_ceil(CHUNK)).map(|_| Vec::with_capacity(CHUNK)).collect(), len: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `v`; returns its index.
+    pub fn push(&mut self, v: T) -> usize {
+        let i = self.len;
+        let c = i >> CHUNK_BITS;
+        if c == self.chunks.len() {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        // Chunks before `c` are full and those after it empty, so this one is never full here.
+        self.chunks[c].push(v);
+        self.len += 1;
+        i
+    }
+
+    /// Removes and returns the last element. Its chunk stays allocated for the next push.
+    pub fn pop(&mut self) -> Option<T> {
+        let i = self.len.checked_sub(1)?;
+        self.len = i;
+        self.chunks[i >> CHUNK_BITS].pop()
+    }
+}
+
+impl<T> Index<usize> for Chunked<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i >> CHUNK_BITS][i & CHUNK_MASK]
+    }
+}
+
+impl<T> IndexMut<usize> for Chunked<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i >> CHUNK_BITS][i & CHUNK_MASK]
+    }
+}
+
+/// Order id → slot in the book's [`Chunked`] orders. When its table is full it starts a table of
+/// twice the size and, on each later insert, moves the entries of a few slots (walking the slots
+/// in order) from the old table to the new one; lookups and removals look in both until the old
+/// one is empty. So no insert rehashes more than a handful of entries.
+#[derive(Clone, Default)]
+pub struct SlotIndex {
+    table: IdMap<u64, u32>,
+    /// Entries not yet moved into `table`; empty except while moving.
+    old: IdMap<u64, u32>,
+    /// The next slot whose entry moves, and the number of slots when the move began.
+    cursor: u32,
+    end: u32,
+    /// Slots walked per insert while moving: enough to finish before `table` fills.
+    per_insert: u32,
+}
+
+impl SlotIndex {
+    pub fn with_capacity(n: usize) -> SlotIndex {
+        SlotIndex { table: IdMap::with_capacity_and_hasher(n, Default::default()), ..SlotIndex::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len() + self.old.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: u64) -> Option<u32> {
+        self.table.get(&id).or_else(|| self.old.get(&id)).copied()
+    }
+
+    pub fn remove(&mut self, id: u64) -> Option<u32> {
+        self.table.remove(&id).or_else(|| self.old.remove(&id))
+    }
+
+    /// Removes `id` when `take(its slot)` says so, in one lookup (a refusal, the rare case, puts
+    /// it back): `Ok(slot)` if removed, `Err(slot)` if refused, `None` if `id` is not held.
+    pub fn remove_if(&mut self, id: u64, take: impl FnOnce(u32) -> bool) -> Option<Result<u32, u32>> {
+        // Put back where it was: that table just had room for it, so it does not grow.
+        let (slot, from) = match self.table.remove(&id) {
+            Some(slot) => (slot, &mut self.table),
+            None => (self.old.remove(&id)?, &mut self.old),
+        };
+        if take(slot) {
+            return Some(Ok(slot));
+        }
+        from.insert(id, slot);
+        Some(Err(slot))
+    }
+
+    /// Every slot held, in no particular order.
+    pub fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.table.values().chain(self.old.values()).copied()
+    }
+
+    /// True while entries wait in the old table.
+    pub fn moving(&self) -> bool {
+        !self.old.is_empty()
+    }
+
+    /// Maps `id` to `slot`; returns the slot `id` had, if any (and then changes nothing).
+    /// `slots` is how many slots the book has, and `id_of(s)` the id of the order in slot `s`
+    /// (of a free slot: the id of the order that was there, or anything else).
+    pub fn insert(&mut self, id: u64, slot: u32, slots: u32, id_of: impl Fn(u32) -> u64) -> Option<u32> {
+        self.advance(&id_of);
+        if self.table.len() >= self.table.capacity() {
+            if self.moving() {
+                // Not reached while `per_insert` keeps up; correct either way.
+                self.finish();
+            }
+            let bigger = IdMap::with_capacity_and_hasher((self.table.capacity() * 2).max(16), Default::default());
+            self.old = std::mem::replace(&mut self.table, bigger);
+            self.cursor = 0;
+            self.end = slots;
+            // Walk every slot within the next half of the old table's size in inserts, while the
+            // new table, twice as large, takes them and the new orders.
+            let half = (self.old.len() as u64 / 2).max(1);
+            self.per_insert = u64::from(slots).div_ceil(half).max(2) as u32;
+        }
+        if self.moving() {
+            if let Some(&had) = self.old.get(&id) {
+                return Some(had);
+            }
+        }
+        let had = self.table.insert(id, slot)?;
+        self.table.insert(id, had);
+        Some(had)
+    }
+
+    /// Moves the entries of the next `per_insert` slots.
+    fn advance(&mut self, id_of: &impl Fn(u32) -> u64) {
+        if !self.moving() {
+            return;
+        }
+        let stop = self.end.min(self.cursor.saturating_add(self.per_insert));
+        while self.cursor < stop {
+            let s = self.cursor;
+            self.cursor += 1;
+            let id = id_of(s);
+            if self.old.get(&id) == Some(&s) {
+                self.old.remove(&id);
+                self.table.insert(id, s);
+            }
+        }
+        if self.cursor >= self.end {
+            // Every entry of the old table named a slot below `end`; any left would be a bug in
+            // the caller's `id_of`, and moving them keeps the map right regardless.
+            debug_assert!(self.old.is_empty(), "{} entries left after the walk", self.old.len());
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        let old = std::mem::take(&mut self.old);
+        self.table.extend(old);
+        self.cursor = 0;
+        self.end = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn chunked_pushes_pops_and_indexes_across_chunks() {
+        let mut c = Chunked::default();
+        for i in 0..3 * CHUNK + 5 {
+            assert_eq!(c.push(i * 7), i);
+        }
+        assert_eq!(c.len(), 3 * CHUNK + 5);
+        // Growing never moved an element: the first one is where it was after thousands of pushes.
+        let first: *const usize = &c[0];
+        for i in 0..4 * CHUNK {
+            c.push(i);
+        }
+        assert_eq!(first, &c[0] as *const usize);
+        for _ in 0..4 * CHUNK {
+            c.pop();
+        }
+        assert_eq!(c[0], 0);
+        assert_eq!(c[CHUNK - 1], (CHUNK - 1) * 7);
+        assert_eq!(c[CHUNK], CHUNK * 7);
+        assert_eq!(c[3 * CHUNK + 4], (3 * CHUNK + 4) * 7);
+        c[CHUNK] = 1;
+        assert_eq!(c[CHUNK], 1);
+        for i in (2 * CHUNK - 3..3 * CHUNK + 5).rev() {
+            assert_eq!(c.pop(), Some(i * 7));
+        }
+        assert_eq!(c.len(), 2 * CHUNK - 3);
+        assert_eq!(c.push(9), 2 * CHUNK - 3);
+        assert_eq!(c[2 * CHUNK - 3], 9);
+        let mut e: Chunked<u8> = Chunked::with_capacity(CHUNK + 1);
+        assert!(e.is_empty());
+        assert_eq!(e.pop(), None);
+        assert_eq!(e.push(1), 0);
+    }
+
+    #[test]
+    #[should_panic]
+    fn chunked_refuses_an_index_past_its_length() {
+        let mut c = Chunked::default();
+        c.push(1u8);
+        let _ = c[CHUNK];
+    }
+
+    /// A book's slots, ids and index, churned as the matcher does (inserts into free or new
+    /// slots, removals anywhere), checked against a plain map after every step; and no insert
+    /// moves more than a few entries.
+    #[test]
+    fn the_index_grows_a_few_entries_at_a_time_and_always_answers_as_a_map_does() {
+        let mut index = SlotIndex::default();
+        let mut ids: Vec<u64> = Vec::new(); // slot -> id of the order there (or that was there)
+        let mut free: Vec<u32> = Vec::new();
+        let mut reference: HashMap<u64, u32> = HashMap::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next_id = 1u64;
+        let (mut growths, mut most_moved) = (0, 0usize);
+        for step in 0..200_000u32 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Mostly inserts early (growth), a balance later (churn through old and new).
+            let insert = rng % 100 < if step < 120_000 { 70 } else { 50 };
+            if insert || reference.is_empty() {
+                let id = next_id;
+                next_id += 1;
+                let slot = match free.pop() {
+                    Some(s) => {
+                        ids[s as usize] = id;
+                        s
+                    }
+                    None => {
+                        ids.push(id);
+                        (ids.len() - 1) as u32
+                    }
+                };
+                let (was_moving, old_before, table_cap) = (index.moving(), index.old.len(), index.table.capacity());
+                assert_eq!(index.insert(id, slot, ids.len() as u32, |s| ids[s as usize]), None);
+                if !was_moving && index.moving() {
+                    growths += 1;
+                    assert!(index.table.capacity() >= 2 * table_cap);
+                } else if was_moving {
+                    most_moved = most_moved.max(old_before - index.old.len());
+                }
+                reference.insert(id, slot);
+            } else {
+                let victim = *reference.keys().nth((rng >> 20) as usize % reference.len()).unwrap();
+                let slot = reference.remove(&victim).unwrap();
+                assert_eq!(index.remove(victim), Some(slot));
+                assert_eq!(index.remove(victim), None);
+                free.push(slot);
+            }
+            assert_eq!(index.len(), reference.len());
+            if step % 97 == 0 {
+                for (&id, &slot) in &reference {
+                    assert_eq!(index.get(id), Some(slot), "id {id} at step {step}");
+                }
+                let mut slots: Vec<u32> = index.slots().collect();
+                slots.sort_unstable();
+                let mut want: Vec<u32> = reference.values().copied().collect();
+                want.sort_unstable();
+                assert_eq!(slots, want);
+            }
+        }
+        assert!(growths >= 8, "only {growths} growths");
+        assert!(most_moved <= 8, "an insert moved {most_moved} entries");
+        // A second insert of a held id changes nothing.
+        let (&id, &slot) = reference.iter().next().unwrap();
+        assert_eq!(index.insert(id, slot + 1, ids.len() as u32, |s| ids[s as usize]), Some(slot));
+        assert_eq!(index.get(id), Some(slot));
+    }
+}
