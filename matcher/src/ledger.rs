@@ -1,14 +1,16 @@
 //! Balances: available and frozen per (user, asset), the fees collected per asset, and each asset's
 //! supply (deposits minus withdrawals). Every stored amount is at the asset's `prec_save`.
 //!
-//! Accounts live in one flat table, a row of balances per user, found through an id map once per
-//! user per command; callers then address balances by account number.
+//! Accounts live in one table, a row of balances per user, found through an id index once per
+//! user per command; callers then address balances by account number. The table grows in chunks
+//! of accounts and the index a few entries at a time (`crate::slab`), so a new user never stops
+//! the matcher to copy the others.
 
 use serde::{Deserialize, Serialize};
 
-use crate::book::IdMap;
 use crate::config::{AssetId, Spec};
 use crate::decimal::pow10;
+use crate::slab::{Chunked, SlotIndex};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
@@ -25,40 +27,88 @@ impl Balance {
 /// An account number: a user's row in the ledger.
 pub type Account = u32;
 
+/// Accounts per chunk of [`Rows`].
+const ROWS_CHUNK_BITS: u32 = 10;
+
+/// Each account's row of `assets` balances, in chunks of 1,024 accounts that never move.
+#[derive(Clone, Default)]
+struct Rows {
+    chunks: Vec<Vec<Balance>>,
+    assets: usize,
+}
+
+impl Rows {
+    fn new(assets: usize, accounts: usize) -> Rows {
+        let per_chunk = assets << ROWS_CHUNK_BITS;
+        let chunks = (0..accounts.div_ceil(1 << ROWS_CHUNK_BITS)).map(|_| Vec::with_capacity(per_chunk)).collect();
+        Rows { chunks, assets }
+    }
+
+    /// Appends account `a`'s row, all zero (`a` is the number of accounts so far).
+    fn push(&mut self, a: Account) {
+        let c = a as usize >> ROWS_CHUNK_BITS;
+        if c == self.chunks.len() {
+            self.chunks.push(Vec::with_capacity(self.assets << ROWS_CHUNK_BITS));
+        }
+        let chunk = &mut self.chunks[c];
+        chunk.resize(chunk.len() + self.assets, Balance::default());
+    }
+
+    #[inline]
+    fn get(&self, a: Account, asset: AssetId) -> &Balance {
+        let at = (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets + asset as usize;
+        &self.chunks[a as usize >> ROWS_CHUNK_BITS][at]
+    }
+
+    #[inline]
+    fn get_mut(&mut self, a: Account, asset: AssetId) -> &mut Balance {
+        let at = (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets + asset as usize;
+        &mut self.chunks[a as usize >> ROWS_CHUNK_BITS][at]
+    }
+
+    #[inline]
+    fn row(&self, a: Account) -> &[Balance] {
+        let at = (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets;
+        &self.chunks[a as usize >> ROWS_CHUNK_BITS][at..at + self.assets]
+    }
+
+    #[inline]
+    fn row_mut(&mut self, a: Account) -> &mut [Balance] {
+        let at = (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets;
+        &mut self.chunks[a as usize >> ROWS_CHUNK_BITS][at..at + self.assets]
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Ledger {
-    index: IdMap<u32, Account>,
-    users: Vec<u32>,
-    rows: Vec<Balance>,
+    index: SlotIndex,
+    users: Chunked<u32>,
+    rows: Rows,
     /// Fees collected per asset: what trades removed from users' balances, kept outside them.
     pub(crate) fees: Vec<i128>,
     /// Deposits minus withdrawals per asset.
     pub(crate) supply: Vec<i128>,
-    assets: usize,
 }
 
 impl Ledger {
     pub fn new(spec: &Spec, users: usize) -> Ledger {
         let assets = spec.assets.len();
-        let mut index = IdMap::default();
-        index.reserve(users);
         Ledger {
-            index,
-            users: Vec::with_capacity(users),
-            rows: Vec::with_capacity(users * assets),
+            index: SlotIndex::with_capacity(users),
+            users: Chunked::with_capacity(users),
+            rows: Rows::new(assets, users),
             fees: vec![0; assets],
             supply: vec![0; assets],
-            assets,
         }
     }
 
     pub fn get(&self, user: u32, asset: AssetId) -> Balance {
-        self.index.get(&user).map_or(Balance::default(), |&a| *self.at(a, asset))
+        self.index.get(user.into()).map_or(Balance::default(), |a| *self.at(a, asset))
     }
 
     /// The user's account, if the user has one.
     pub fn find(&self, user: u32) -> Option<Account> {
-        self.index.get(&user).copied()
+        self.index.get(user.into())
     }
 
     pub fn balance(&self, a: Account, asset: AssetId) -> Balance {
@@ -67,24 +117,24 @@ impl Ledger {
 
     /// The user's account, opened (all zero) if the user has none.
     pub fn account(&mut self, user: u32) -> Account {
-        if let Some(&a) = self.index.get(&user) {
+        if let Some(a) = self.index.get(user.into()) {
             return a;
         }
-        let a = self.users.len() as Account;
-        self.users.push(user);
-        self.rows.resize(self.rows.len() + self.assets, Balance::default());
-        self.index.insert(user, a);
+        let a = self.users.push(user) as Account;
+        self.rows.push(a);
+        let users = &self.users;
+        self.index.insert(user.into(), a, users.len() as u32, |s| users[s as usize].into());
         a
     }
 
     #[inline]
     fn at(&self, a: Account, asset: AssetId) -> &Balance {
-        &self.rows[a as usize * self.assets + asset as usize]
+        self.rows.get(a, asset)
     }
 
     #[inline]
     fn at_mut(&mut self, a: Account, asset: AssetId) -> &mut Balance {
-        &mut self.rows[a as usize * self.assets + asset as usize]
+        self.rows.get_mut(a, asset)
     }
 
     /// Adds `m` at `scale` (never above `prec_save`) to the available balance; returns the total.
@@ -138,7 +188,7 @@ impl Ledger {
 
     /// Every (user, balances) pair in account order.
     pub fn users(&self) -> impl Iterator<Item = (u32, &[Balance])> + '_ {
-        self.users.iter().copied().zip(self.rows.chunks_exact(self.assets.max(1)))
+        (0..self.users.len()).map(|a| (self.users[a], self.rows.row(a as Account)))
     }
 
     /// Every (user, balances) pair, sorted by user, leaving out users whose balances are all zero.
@@ -151,7 +201,50 @@ impl Ledger {
 
     pub(crate) fn set(&mut self, user: u32, balances: &[Balance]) {
         let a = self.account(user);
-        let start = a as usize * self.assets;
-        self.rows[start..start + self.assets].copy_from_slice(balances);
+        self.rows.row_mut(a).copy_from_slice(balances);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thousands of accounts across several chunks and index growths: each keeps its own row,
+    /// `find` and `users` agree, and a row written whole reads back.
+    #[test]
+    fn many_accounts_keep_their_own_rows() {
+        let spec = Spec::new(&crate::config::embedded()).unwrap();
+        let assets = spec.assets.len();
+        let mut ledger = Ledger::new(&spec, 0);
+        let n = 5 * (1 << ROWS_CHUNK_BITS) + 17;
+        // Users in a scattered order, so that account numbers and user ids differ.
+        let user = |i: usize| (i as u32).wrapping_mul(2_654_435_761);
+        for i in 0..n {
+            for asset in 0..assets {
+                ledger.deposit(user(i), asset as AssetId, (i * 10 + asset) as i128);
+            }
+        }
+        for i in 0..n {
+            let a = ledger.find(user(i)).unwrap();
+            assert_eq!(a as usize, i);
+            for asset in 0..assets {
+                assert_eq!(ledger.get(user(i), asset as AssetId).available, (i * 10 + asset) as i128);
+            }
+        }
+        assert_eq!(ledger.find(user(n)), None);
+        let listed: Vec<(u32, Vec<Balance>)> = ledger.users().map(|(u, b)| (u, b.to_vec())).collect();
+        assert_eq!(listed.len(), n);
+        for (i, (u, b)) in listed.iter().enumerate() {
+            assert_eq!(*u, user(i));
+            assert_eq!(b.len(), assets);
+            assert_eq!(b[assets - 1].available, (i * 10 + assets - 1) as i128);
+        }
+        let row = vec![Balance { available: 7, freeze: 3 }; assets];
+        ledger.set(user(n - 1), &row);
+        ledger.set(user(n), &row);
+        assert_eq!(ledger.balance(ledger.find(user(n - 1)).unwrap(), 0), row[0]);
+        assert_eq!(ledger.get(user(n), (assets - 1) as AssetId), row[0]);
+        assert_eq!(ledger.find(user(n)), Some(n as Account));
+        assert_eq!(ledger.get(user(n - 2), 0).available, ((n - 2) * 10) as i128);
     }
 }

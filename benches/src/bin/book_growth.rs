@@ -1,5 +1,6 @@
 //! The longest single `Book::insert` as one book grows to millions of resting orders (bids over
-//! 500 price levels, 1,000 users): what a growing book costs the matcher at the worst moment.
+//! 500 price levels, 1,000 users), and the longest first deposit as as many users arrive: what
+//! growing state costs the matcher at the worst moment.
 //! `cargo run --release -p viaduct-benches --bin book-growth -- [orders]` (default 4,500,000).
 use std::time::Instant;
 use viaduct_matcher::book::Book;
@@ -51,4 +52,29 @@ fn main() {
     );
     over_1ms.sort_by_key(|x| std::cmp::Reverse(x.1));
     println!("top: {:?}", &over_1ms[..over_1ms.len().min(8)]);
+    ledger_growth(n);
+}
+
+/// The same for the ledger: the longest first deposit of a new user, as users arrive.
+fn ledger_growth(n: usize) {
+    let spec = viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+    let mut ledger = viaduct_matcher::ledger::Ledger::new(&spec, 0);
+    let (mut worst, mut over_1ms) = ((0, 0u128), 0);
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        ledger.deposit(i as u32 + 1, 0, 1);
+        let e = t.elapsed().as_micros();
+        if e > worst.1 {
+            worst = (i, e);
+        }
+        over_1ms += usize::from(e > 1000);
+    }
+    println!(
+        "ledger: {n} new users ({} assets) in {:.2} s; longest first deposit {} µs at {}; over 1 ms: {over_1ms}",
+        spec.assets.len(),
+        started.elapsed().as_secs_f64(),
+        worst.1,
+        worst.0
+    );
 }
