@@ -171,6 +171,10 @@ impl Dec {
         let mut at = TEXT_MAX;
         // Most values fit 64 bits, whose division is far cheaper than 128-bit division.
         if let Ok(mut v) = u64::try_from(abs) {
+            while scale >= 4 && v.is_multiple_of(10_000) {
+                v /= 10_000;
+                scale -= 4;
+            }
             while scale > 0 && v.is_multiple_of(10) {
                 v /= 10;
                 scale -= 1;
@@ -211,10 +215,36 @@ impl Dec {
     }
 }
 
+/// "00", "01", … "99": two digits per division.
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Writes the two digits of `v % 100` ending just before `buf[at]`; returns where they start.
+#[inline]
+fn write_pair(buf: &mut [u8; TEXT_MAX], at: usize, v: u64) -> usize {
+    let d = (v % 100) as usize * 2;
+    buf[at - 2..at].copy_from_slice(&PAIRS[d..d + 2]);
+    at - 2
+}
+
 /// Writes `v / 10^scale` in plain notation ending just before `buf[at]`; returns where it starts.
 /// A `scale` of 0 writes no point; the integer part has at least one digit.
 fn write_digits(buf: &mut [u8; TEXT_MAX], mut at: usize, mut v: u64, scale: u32) -> usize {
-    for _ in 0..scale {
+    let mut fraction = scale;
+    while fraction >= 2 {
+        at = write_pair(buf, at, v);
+        v /= 100;
+        fraction -= 2;
+    }
+    if fraction == 1 {
         at -= 1;
         buf[at] = b'0' + (v % 10) as u8;
         v /= 10;
@@ -223,13 +253,16 @@ fn write_digits(buf: &mut [u8; TEXT_MAX], mut at: usize, mut v: u64, scale: u32)
         at -= 1;
         buf[at] = b'.';
     }
-    loop {
+    while v >= 100 {
+        at = write_pair(buf, at, v);
+        v /= 100;
+    }
+    if v >= 10 {
+        write_pair(buf, at, v)
+    } else {
         at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return at;
-        }
+        buf[at] = b'0' + v as u8;
+        at
     }
 }
 
