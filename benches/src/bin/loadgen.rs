@@ -72,14 +72,16 @@ struct Args {
     /// so every bid trades and leaves history rows) or `rest` (a bid below the market, then its
     /// cancel, by client order id over TCP and by the order id of its reply over HTTP: nothing
     /// trades, no history row, so the edge and the pipeline are measured without the history
-    /// writer); `max` also takes `book` (that bid, never cancelled: the book grows by every order).
+    /// writer); `max` and `tcp-max` also take `book` (that bid, never cancelled: the book grows by
+    /// every order).
     #[arg(long, default_value = "cross")]
     flow: String,
 }
 
 fn main() {
     let args = Args::parse();
-    let flows: &[&str] = if args.mode == "max" { &["cross", "rest", "book"] } else { &["cross", "rest"] };
+    let flows: &[&str] =
+        if matches!(args.mode.as_str(), "max" | "tcp-max") { &["cross", "rest", "book"] } else { &["cross", "rest"] };
     assert!(
         flows.contains(&args.flow.as_str()),
         "--flow {:?} is not one of {flows:?} in mode {}",
@@ -512,6 +514,7 @@ fn binary_order(flow: &str, run: u64, i: u64) -> Vec<u8> {
     let msg = match flow {
         "rest" if i % 2 == 1 => ClientMsg::CancelByClientId { market, client_id: run + i - 1 },
         "rest" => ClientMsg::NewLimit { client_id: run + i, market, side: 2, price: 50_000_000, amount: 1_000_000 },
+        "book" => ClientMsg::NewLimit { client_id: 0, market, side: 2, price: 50_000_000, amount: 1_000_000 },
         _ => {
             ClientMsg::NewLimit { client_id: 0, market, side: 1 + (i % 2) as u8, price: 100_000_000, amount: 1_000_000 }
         }
@@ -631,13 +634,17 @@ fn tcp_max(args: &Args) {
         t.join().unwrap();
     }
     let n = done.load(Ordering::Relaxed);
+    // In the rest flow every other request is a cancel.
+    let orders = if args.flow == "rest" { n / 2 } else { n };
     println!(
-        "tcp-max: {n} orders answered in {} s over {} sessions (window {}), {} rejected: {:.0} /s",
+        "tcp-max ({}): {n} requests answered in {} s over {} sessions (window {}), {} rejected: {:.0} requests/s, {:.0} new orders/s",
+        args.flow,
         args.seconds,
         args.connections,
         args.window,
         rejected.load(Ordering::Relaxed),
-        n as f64 / args.seconds as f64
+        n as f64 / args.seconds as f64,
+        orders as f64 / args.seconds as f64
     );
 }
 
