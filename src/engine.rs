@@ -757,6 +757,8 @@ impl Snapshots {
             shadow,
             shadow_market,
             last_snapshot: last_seq,
+            last_took: Duration::ZERO,
+            last_done: Instant::now(),
             interval: profile.snapshot_interval,
             keep: profile.snapshots_keep,
             history_stored,
@@ -794,6 +796,9 @@ struct SnapshotWorker {
     /// Market data fed by the shadow's deals, saved with it.
     shadow_market: MarketData,
     last_snapshot: u64,
+    /// How long the last snapshot took, and when it was done: see [`snapshot_due`].
+    last_took: Duration,
+    last_done: Instant,
     interval: u64,
     keep: usize,
     snapshots: PathBuf,
@@ -813,6 +818,22 @@ const SNAPSHOT_IDLE_SLEEP: Duration = Duration::from_millis(10);
 /// (a snapshot that takes seconds lags a few hundred thousand commands; a worker that has
 /// stopped would otherwise let the journal grow until the disk is full).
 const SNAPSHOT_LAG_INTERVALS: u64 = 4;
+
+/// A snapshot that took at least `SNAPSHOT_DEFER_FROM` is followed by one only after
+/// `SNAPSHOT_SHARE_MAX - 1` times as long again, so snapshots take at most a tenth of the worker.
+const SNAPSHOT_DEFER_FROM: Duration = Duration::from_millis(100);
+const SNAPSHOT_SHARE_MAX: u32 = 10;
+
+/// Whether the worker takes a snapshot now: `since` commands after the last one, which took
+/// `took` and ended `since_done` ago. Every `interval` commands, unless the state has grown so
+/// large that snapshots would take more than a tenth of the worker's time: a snapshot of a large
+/// state at a high rate (a second for a full client-id window, at a million commands a second)
+/// would otherwise run back to back, the worker would fall behind the journal, and its lag bound
+/// would refuse orders. Replay after a crash then has more to read, no more than the worker's
+/// time allows.
+fn snapshot_due(since: u64, interval: u64, took: Duration, since_done: Duration) -> bool {
+    since >= interval && (took < SNAPSHOT_DEFER_FROM || since_done >= took * (SNAPSHOT_SHARE_MAX - 1))
+}
 const SNAPSHOT_LAG_MIN: u64 = 1_000_000;
 
 impl SnapshotWorker {
@@ -844,7 +865,7 @@ impl SnapshotWorker {
                         return;
                     }
                     events.deals().iter().for_each(|d| self.shadow_market.apply(d));
-                    if seq - self.last_snapshot >= self.interval {
+                    if snapshot_due(seq - self.last_snapshot, self.interval, self.last_took, self.last_done.elapsed()) {
                         self.snapshot(seq);
                     }
                     applied.store(seq, Ordering::Release);
@@ -888,6 +909,8 @@ impl SnapshotWorker {
             Err(e) => tracing::error!("snapshots: {e}; the journal keeps everything until a snapshot succeeds"),
         }
         self.last_snapshot = seq;
+        self.last_took = started.elapsed();
+        self.last_done = Instant::now();
     }
 }
 
@@ -1002,6 +1025,21 @@ impl viaduct_edges::Backend for EdgeBackend {
 mod tests {
     use super::*;
 
+    /// Snapshots come every interval while they are quick; one that took long defers the next
+    /// until nine times as long again has passed, however many commands came.
+    #[test]
+    fn a_slow_snapshot_defers_the_next_to_keep_snapshots_to_a_tenth_of_the_worker() {
+        let ms = Duration::from_millis;
+        // Quick snapshots: the interval alone decides.
+        assert!(!snapshot_due(999, 1000, ms(5), ms(0)));
+        assert!(snapshot_due(1000, 1000, ms(5), ms(0)));
+        assert!(snapshot_due(1000, 1000, ms(99), ms(0)));
+        // A one-second snapshot: nothing for 9 s, then at the interval again.
+        assert!(!snapshot_due(5_000_000, 1000, ms(1000), ms(8999)));
+        assert!(snapshot_due(5_000_000, 1000, ms(1000), ms(9000)));
+        assert!(!snapshot_due(999, 1000, ms(1000), ms(60_000)));
+    }
+
     /// A follower may lag the durable sequence by its bound and no more.
     #[test]
     fn a_lag_bound_refuses_past_its_bound_only() {
@@ -1041,6 +1079,8 @@ mod tests {
             shadow: Matcher::new(spec.clone()),
             shadow_market: MarketData::new(&spec, MarketDataConfig::default()),
             last_snapshot: 0,
+            last_took: Duration::ZERO,
+            last_done: Instant::now(),
             interval: 10,
             keep: 10,
             snapshots: snapshot_dir(dir.path()),
