@@ -30,6 +30,10 @@ for round in 1 2 3; do
   $LG --mode echo --echo-bytes 48 --rate 100000 --seconds 3 --connections 4 --out $O
   $LG --mode tcp --flow rest --rate 100000 --seconds 3 --connections 4 --out $O --users 8
   $LG --mode tcp-max --flow rest --seconds 3 --connections 4 --window 256 --out $O --users 8
+  $LG --mode tcp-max --flow rest --seconds 10 --connections 4 --window 1024 --out $O --users 8
+  restart benches/profile-os.toml
+  echo "## os, resting orders, never cancelled (the book grows)"
+  $LG --mode tcp-max --flow book --seconds 10 --connections 4 --window 1024 --out $O --users 8
   restart default
   echo "## fsync, crossing orders"
   $LG --mode disk --seconds 3 --dir /tmp --out $O
