@@ -796,7 +796,7 @@ struct SnapshotWorker {
     /// Market data fed by the shadow's deals, saved with it.
     shadow_market: MarketData,
     last_snapshot: u64,
-    /// How long the last snapshot took, and when it was done: see [`snapshot_due`].
+    /// How long the last snapshot took to encode, and when it was done: see [`snapshot_due`].
     last_took: Duration,
     last_done: Instant,
     interval: u64,
@@ -819,8 +819,9 @@ const SNAPSHOT_IDLE_SLEEP: Duration = Duration::from_millis(10);
 /// stopped would otherwise let the journal grow until the disk is full).
 const SNAPSHOT_LAG_INTERVALS: u64 = 4;
 
-/// A snapshot that took at least `SNAPSHOT_DEFER_FROM` is followed by one only after
-/// `SNAPSHOT_SHARE_MAX - 1` times as long again, so snapshots take at most a tenth of the worker.
+/// A snapshot whose encoding took at least `SNAPSHOT_DEFER_FROM` is followed by one only after
+/// `SNAPSHOT_SHARE_MAX - 1` times as long again, so snapshots take at most a tenth of the worker
+/// (the file's write and sync are waiting, not work, and do not count: a slow disk defers nothing).
 const SNAPSHOT_DEFER_FROM: Duration = Duration::from_millis(100);
 const SNAPSHOT_SHARE_MAX: u32 = 10;
 
@@ -894,6 +895,8 @@ impl SnapshotWorker {
     fn snapshot(&mut self, seq: u64) {
         let started = Instant::now();
         let state = snapshot::encode_state(&self.shadow.snapshot(), &self.shadow_market.snapshot());
+        // The worker's own work; writing and syncing the file is waiting, and is left out.
+        let encoded = started.elapsed();
         let result = snapshot::write(&self.snapshots, seq, &state)
             .and_then(|_| {
                 let protect = self.history_stored.as_ref().map_or(u64::MAX, |c| c.load(Ordering::Acquire));
@@ -909,7 +912,7 @@ impl SnapshotWorker {
             Err(e) => tracing::error!("snapshots: {e}; the journal keeps everything until a snapshot succeeds"),
         }
         self.last_snapshot = seq;
-        self.last_took = started.elapsed();
+        self.last_took = encoded;
         self.last_done = Instant::now();
     }
 }
