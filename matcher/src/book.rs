@@ -58,6 +58,8 @@ struct Level {
 
 #[derive(Clone, Copy)]
 struct UserList {
+    /// The user whose list this is (also after the list is freed: see `SlotIndex::insert`).
+    user: u32,
     head: u32,
     tail: u32,
     count: u32,
@@ -81,7 +83,11 @@ pub struct Book {
     /// The first (key, level) of each side's tree, asks then bids: the top of the book without a
     /// walk down the tree.
     first: [Option<(i128, u32)>; 2],
-    users: IdMap<u32, UserList>,
+    /// Each user's list of resting orders, by list slot, and the index from user to slot: both
+    /// grow without stopping the matcher, as the orders do.
+    users: Chunked<UserList>,
+    free_users: Chunked<u32>,
+    user_index: SlotIndex,
     ask_count: usize,
     bid_count: usize,
     ask_left: i128,
@@ -293,7 +299,23 @@ impl Book {
     }
 
     fn link_user(&mut self, user: u32, slot: u32) {
-        let list = self.users.entry(user).or_insert(UserList { head: NIL, tail: NIL, count: 0 });
+        let li = match self.user_index.get(user.into()) {
+            Some(li) => li,
+            None => {
+                let list = UserList { user, head: NIL, tail: NIL, count: 0 };
+                let li = match self.free_users.pop() {
+                    Some(li) => {
+                        self.users[li as usize] = list;
+                        li
+                    }
+                    None => self.users.push(list) as u32,
+                };
+                let (lists, slots) = (&self.users, self.users.len() as u32);
+                self.user_index.insert(user.into(), li, slots, |s| lists[s as usize].user.into());
+                li
+            }
+        };
+        let list = &mut self.users[li as usize];
         let old_tail = list.tail;
         list.tail = slot;
         if old_tail == NIL {
@@ -307,10 +329,8 @@ impl Book {
     }
 
     fn unlink_user(&mut self, user: u32, prev: u32, next: u32) {
-        let std::collections::hash_map::Entry::Occupied(mut entry) = self.users.entry(user) else {
-            unreachable!("the user list of a resting order exists");
-        };
-        let list = entry.get_mut();
+        let li = self.user_index.get(user.into()).expect("the user list of a resting order exists");
+        let list = &mut self.users[li as usize];
         if prev == NIL {
             list.head = next;
         }
@@ -319,7 +339,8 @@ impl Book {
         }
         list.count -= 1;
         if list.count == 0 {
-            entry.remove(); // one lookup for both the update and the removal
+            self.user_index.remove(user.into());
+            self.free_users.push(li);
         }
         if prev != NIL {
             self.links[prev as usize].user_next = next;
@@ -341,7 +362,7 @@ impl Book {
 
     /// The user's open orders in this market, newest first, and how many there are.
     pub fn user_orders(&self, user: u32) -> (usize, impl Iterator<Item = &Order> + '_) {
-        let (count, tail) = match self.users.get(&user) {
+        let (count, tail) = match self.user_index.get(user.into()).map(|li| &self.users[li as usize]) {
             Some(l) => (l.count as usize, l.tail),
             None => (0, NIL),
         };
@@ -413,7 +434,8 @@ impl Book {
         if seen != self.by_id.len() {
             return Err(format!("{} orders in levels, {} by id", seen, self.by_id.len()));
         }
-        let in_user_lists: usize = self.users.keys().map(|&u| self.user_orders(u).1.count()).sum();
+        let in_user_lists: usize =
+            self.user_index.slots().map(|li| self.user_orders(self.users[li as usize].user).1.count()).sum();
         if in_user_lists != seen {
             return Err(format!("{in_user_lists} orders in user lists, {seen} in levels"));
         }

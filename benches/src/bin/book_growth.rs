@@ -1,7 +1,8 @@
 //! The longest single `Book::insert` as one book grows to millions of resting orders (bids over
 //! 500 price levels, 1,000 users), and the longest first deposit as as many users arrive: what
 //! growing state costs the matcher at the worst moment.
-//! `cargo run --release -p viaduct-benches --bin book-growth -- [orders]` (default 4,500,000).
+//! `cargo run --release -p viaduct-benches --bin book-growth -- [orders] [users]` (default 4,500,000
+//! orders from 1,000 users; as many users as orders grows the book's per-user index too).
 use std::time::Instant;
 use viaduct_matcher::book::Book;
 use viaduct_matcher::order::{Order, OrderKind, Side, Source};
@@ -9,6 +10,7 @@ use viaduct_matcher::order::{Order, OrderKind, Side, Source};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(4_500_000, |a| a.parse().unwrap());
+    let users: usize = std::env::args().nth(2).map_or(1000, |a| a.parse().unwrap());
     let mut book = Book::default();
     let mut over_1ms = Vec::new();
     let mut worst = (0, 0u128);
@@ -19,7 +21,7 @@ fn main() {
             market: 0,
             side: Side::Bid,
             kind: OrderKind::Limit,
-            user: (i % 1000) as u32,
+            user: (i % users) as u32,
             ctime_us: 0,
             mtime_us: 0,
             price: 100_000_000 - (i % 500) as i128,
