@@ -1,8 +1,8 @@
-//! Growable storage for the order book that never stops the matcher to grow.
+//! Growable storage for the matcher's books and ledger that never stops the matcher to grow.
 //!
 //! A `Vec` doubles by copying everything it holds, and a hash map by rehashing every entry: with
-//! a few million resting orders that is one command that takes from a hundred milliseconds to
-//! seconds (`benches/README.md`), and every request behind it waits. [`Chunked`] grows a chunk
+//! a few million resting orders (or users) that is one command that takes from a hundred
+//! milliseconds to seconds (`benches/README.md`), and every request behind it waits. [`Chunked`] grows a chunk
 //! at a time and never moves what it holds; [`SlotIndex`] moves its entries to a larger table a
 //! few per insert instead of all at once.
 
@@ -77,7 +77,9 @@ impl<T> IndexMut<usize> for Chunked<T> {
     }
 }
 
-/// Order id → slot in the book's [`Chunked`] orders. When its table is full it starts a table of
+/// Id → slot in a [`Chunked`] store (an order's id to its slot in the book, a user to an account or
+/// to a list of orders), where the id held in each slot can be read back. When its table is full
+/// it starts a table of
 /// twice the size and, on each later insert, moves the entries of a few slots (walking the slots
 /// in order) from the old table to the new one; lookups and removals look in both until the old
 /// one is empty. So no insert rehashes more than a handful of entries.
@@ -111,22 +113,35 @@ impl SlotIndex {
     }
 
     pub fn remove(&mut self, id: u64) -> Option<u32> {
-        self.table.remove(&id).or_else(|| self.old.remove(&id))
+        self.table.remove(&id).or_else(|| self.remove_old(id))
+    }
+
+    /// Removes `id` from the old table, dropping that table once removals have emptied it before
+    /// the walk did.
+    fn remove_old(&mut self, id: u64) -> Option<u32> {
+        let slot = self.old.remove(&id)?;
+        if self.old.is_empty() {
+            self.finish();
+        }
+        Some(slot)
     }
 
     /// Removes `id` when `take(its slot)` says so, in one lookup (a refusal, the rare case, puts
     /// it back): `Ok(slot)` if removed, `Err(slot)` if refused, `None` if `id` is not held.
     pub fn remove_if(&mut self, id: u64, take: impl FnOnce(u32) -> bool) -> Option<Result<u32, u32>> {
         // Put back where it was: that table just had room for it, so it does not grow.
-        let (slot, from) = match self.table.remove(&id) {
-            Some(slot) => (slot, &mut self.table),
-            None => (self.old.remove(&id)?, &mut self.old),
+        let (slot, in_old) = match self.table.remove(&id) {
+            Some(slot) => (slot, false),
+            None => (self.old.remove(&id)?, true),
         };
-        if take(slot) {
-            return Some(Ok(slot));
+        if !take(slot) {
+            if in_old { &mut self.old } else { &mut self.table }.insert(id, slot);
+            return Some(Err(slot));
         }
-        from.insert(id, slot);
-        Some(Err(slot))
+        if in_old && self.old.is_empty() {
+            self.finish();
+        }
+        Some(Ok(slot))
     }
 
     /// Every slot held, in no particular order.
@@ -244,6 +259,26 @@ mod tests {
         let mut c = Chunked::default();
         c.push(1u8);
         let _ = c[CHUNK];
+    }
+
+    /// Removals that empty the old table before the walk reaches its end let it go at once.
+    #[test]
+    fn the_old_table_goes_once_removals_empty_it() {
+        let mut index = SlotIndex::with_capacity(16);
+        let ids: Vec<u64> = (0..1000).map(|i| 10_000 + i).collect();
+        let cap = index.table.capacity();
+        for s in 0..=cap as u32 {
+            index.insert(ids[s as usize], s, s + 1, |x| ids[x as usize]);
+        }
+        assert!(index.moving(), "the insert past {cap} began a move");
+        let waiting: Vec<u64> = index.old.keys().copied().collect();
+        for (n, id) in waiting.iter().enumerate() {
+            let taken = if n % 2 == 0 { index.remove(*id) } else { index.remove_if(*id, |_| true).map(|r| r.unwrap()) };
+            assert!(taken.is_some());
+        }
+        assert!(!index.moving());
+        assert_eq!(index.old.capacity(), 0, "the emptied old table was dropped");
+        assert_eq!(index.len(), cap + 1 - waiting.len());
     }
 
     /// A book's slots, ids and index, churned as the matcher does (inserts into free or new
