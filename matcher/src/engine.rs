@@ -657,8 +657,8 @@ fn fill(o: &mut Order, amount: i128, deal: i128, fee: i128, now: u64) {
 mod window_tests {
     use super::*;
 
-    /// The client-id window is sized for its bound at its first id and never grows after, so
-    /// the matcher never stops to rehash it; past the bound it forgets its oldest ids.
+    /// The `balance.update` window is sized for its bound at its first key and never grows
+    /// after, so the matcher never stops to rehash it; at the bound it is full.
     #[test]
     fn the_balance_update_window_is_sized_once_for_its_bound() {
         let mut w: Window<DedupeKey> = Window { entries_max: 10_000, ..Window::default() };
@@ -675,6 +675,8 @@ mod window_tests {
         assert_eq!(w.live(&key(10_000), 10_000), Some(0));
     }
 
+    /// The client-id window is sized for its bound at its first id and never grows after; past
+    /// the bound it forgets its oldest ids.
     #[test]
     fn the_client_id_window_is_sized_once_for_its_bound() {
         let mut w: Window<ClientKey> = Window { entries_max: 10_000, ..Window::default() };

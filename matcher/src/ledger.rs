@@ -46,7 +46,7 @@ impl Rows {
 
     /// Appends account `a`'s row, all zero (`a` is the number of accounts so far).
     fn push(&mut self, a: Account) {
-        let c = a as usize >> ROWS_CHUNK_BITS;
+        let (c, _) = self.place(a);
         if c == self.chunks.len() {
             self.chunks.push(Vec::with_capacity(self.assets << ROWS_CHUNK_BITS));
         }
@@ -54,28 +54,32 @@ impl Rows {
         chunk.resize(chunk.len() + self.assets, Balance::default());
     }
 
+    /// Account `a`'s chunk, and where its row starts in it.
+    #[inline]
+    fn place(&self, a: Account) -> (usize, usize) {
+        (a as usize >> ROWS_CHUNK_BITS, (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets)
+    }
+
     #[inline]
     fn get(&self, a: Account, asset: AssetId) -> &Balance {
-        let at = (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets + asset as usize;
-        &self.chunks[a as usize >> ROWS_CHUNK_BITS][at]
+        let (c, at) = self.place(a);
+        &self.chunks[c][at + asset as usize]
     }
 
     #[inline]
     fn get_mut(&mut self, a: Account, asset: AssetId) -> &mut Balance {
-        let at = (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets + asset as usize;
-        &mut self.chunks[a as usize >> ROWS_CHUNK_BITS][at]
+        let (c, at) = self.place(a);
+        &mut self.chunks[c][at + asset as usize]
     }
 
-    #[inline]
     fn row(&self, a: Account) -> &[Balance] {
-        let at = (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets;
-        &self.chunks[a as usize >> ROWS_CHUNK_BITS][at..at + self.assets]
+        let (c, at) = self.place(a);
+        &self.chunks[c][at..at + self.assets]
     }
 
-    #[inline]
     fn row_mut(&mut self, a: Account) -> &mut [Balance] {
-        let at = (a as usize & ((1 << ROWS_CHUNK_BITS) - 1)) * self.assets;
-        &mut self.chunks[a as usize >> ROWS_CHUNK_BITS][at..at + self.assets]
+        let (c, at) = self.place(a);
+        &mut self.chunks[c][at..at + self.assets]
     }
 }
 
