@@ -818,6 +818,7 @@ const SNAPSHOT_IDLE_SLEEP: Duration = Duration::from_millis(10);
 /// (a snapshot that takes seconds lags a few hundred thousand commands; a worker that has
 /// stopped would otherwise let the journal grow until the disk is full).
 const SNAPSHOT_LAG_INTERVALS: u64 = 4;
+const SNAPSHOT_LAG_MIN: u64 = 1_000_000;
 
 /// A snapshot whose encoding took at least `SNAPSHOT_DEFER_FROM` is followed by one only after
 /// `SNAPSHOT_SHARE_MAX - 1` times as long again, so snapshots take at most a tenth of the worker
@@ -826,16 +827,16 @@ const SNAPSHOT_DEFER_FROM: Duration = Duration::from_millis(100);
 const SNAPSHOT_SHARE_MAX: u32 = 10;
 
 /// Whether the worker takes a snapshot now: `since` commands after the last one, which took
-/// `took` and ended `since_done` ago. Every `interval` commands, unless the state has grown so
+/// `took` and ended `since_done()` ago (read only once the interval has passed: this runs for
+/// every command the worker replays). Every `interval` commands, unless the state has grown so
 /// large that snapshots would take more than a tenth of the worker's time: a snapshot of a large
 /// state at a high rate (a second for a full client-id window, at a million commands a second)
 /// would otherwise run back to back, the worker would fall behind the journal, and its lag bound
 /// would refuse orders. Replay after a crash then has more to read, no more than the worker's
 /// time allows.
-fn snapshot_due(since: u64, interval: u64, took: Duration, since_done: Duration) -> bool {
-    since >= interval && (took < SNAPSHOT_DEFER_FROM || since_done >= took * (SNAPSHOT_SHARE_MAX - 1))
+fn snapshot_due(since: u64, interval: u64, took: Duration, since_done: impl FnOnce() -> Duration) -> bool {
+    since >= interval && (took < SNAPSHOT_DEFER_FROM || since_done() >= took * (SNAPSHOT_SHARE_MAX - 1))
 }
-const SNAPSHOT_LAG_MIN: u64 = 1_000_000;
 
 impl SnapshotWorker {
     fn run(mut self, durable: &AtomicU64, stop: &AtomicBool, applied: &AtomicU64) {
@@ -866,7 +867,8 @@ impl SnapshotWorker {
                         return;
                     }
                     events.deals().iter().for_each(|d| self.shadow_market.apply(d));
-                    if snapshot_due(seq - self.last_snapshot, self.interval, self.last_took, self.last_done.elapsed()) {
+                    let last_done = self.last_done;
+                    if snapshot_due(seq - self.last_snapshot, self.interval, self.last_took, || last_done.elapsed()) {
                         self.snapshot(seq);
                     }
                     applied.store(seq, Ordering::Release);
@@ -1033,14 +1035,17 @@ mod tests {
     #[test]
     fn a_slow_snapshot_defers_the_next_to_keep_snapshots_to_a_tenth_of_the_worker() {
         let ms = Duration::from_millis;
+        let ago = |n| move || ms(n);
         // Quick snapshots: the interval alone decides.
-        assert!(!snapshot_due(999, 1000, ms(5), ms(0)));
-        assert!(snapshot_due(1000, 1000, ms(5), ms(0)));
-        assert!(snapshot_due(1000, 1000, ms(99), ms(0)));
+        assert!(!snapshot_due(999, 1000, ms(5), ago(0)));
+        assert!(snapshot_due(1000, 1000, ms(5), ago(0)));
+        assert!(snapshot_due(1000, 1000, ms(99), ago(0)));
         // A one-second snapshot: nothing for 9 s, then at the interval again.
-        assert!(!snapshot_due(5_000_000, 1000, ms(1000), ms(8999)));
-        assert!(snapshot_due(5_000_000, 1000, ms(1000), ms(9000)));
-        assert!(!snapshot_due(999, 1000, ms(1000), ms(60_000)));
+        assert!(!snapshot_due(5_000_000, 1000, ms(1000), ago(8999)));
+        assert!(snapshot_due(5_000_000, 1000, ms(1000), ago(9000)));
+        assert!(!snapshot_due(999, 1000, ms(1000), ago(60_000)));
+        // Before the interval the clock is not read.
+        assert!(!snapshot_due(999, 1000, ms(1000), || unreachable!("read before the interval")));
     }
 
     /// A follower may lag the durable sequence by its bound and no more.
