@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use serde_json::Value;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{Events, RpcError, Spec};
@@ -153,6 +153,15 @@ impl HistoryService {
 /// the writer 8 % of a core under a flow of resting and cancelled orders.)
 pub const STORE_EMPTY_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the writer looks for batches while they keep coming: at most this much later into
+/// the store. (Blocking on the queue instead, the writer was woken for every batch: 16 % of a
+/// core at 10 k binary orders/s, each its own batch, with no row to write.)
+pub const FEED_POLL: Duration = Duration::from_millis(1);
+
+/// How long after its last batch the writer goes on polling; then it blocks on the queue until
+/// the next batch wakes it.
+pub const FEED_BUSY_FOR: Duration = Duration::from_millis(100);
+
 /// The writer's two sequences (see [`HistoryService::committed`] and [`HistoryService::stored`]).
 struct Marks {
     committed: Arc<AtomicU64>,
@@ -169,6 +178,7 @@ fn write_loop(
 ) {
     let Marks { committed, stored } = marks;
     let mut last_write = Instant::now();
+    let mut last_fed = Instant::now();
     let mut pending = Rows::default();
     let mut seq = committed.load(Ordering::Acquire);
     let mut open = true;
@@ -200,8 +210,23 @@ fn write_loop(
             continue;
         }
         if open && pending.len() < rows_max {
-            match feed.recv_timeout(Duration::from_millis(100)) {
+            // While batches keep coming, look for them every FEED_POLL rather than block: a
+            // blocked receiver is woken by every batch the pipeline sends (one per batch of
+            // commands, up to tens of thousands a second), a sleeping one by none.
+            let next = if last_fed.elapsed() < FEED_BUSY_FOR {
+                feed.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => {
+                        std::thread::sleep(FEED_POLL);
+                        RecvTimeoutError::Timeout
+                    }
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else {
+                feed.recv_timeout(Duration::from_millis(100))
+            };
+            match next {
                 Ok((s, events)) => {
+                    last_fed = Instant::now();
                     pending.add(spec, &events);
                     seq = seq.max(s);
                     // Everything else already waiting joins this transaction.
