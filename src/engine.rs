@@ -581,8 +581,9 @@ fn journal_stage(
     }
 }
 
-/// Encodes each reply and hands it to its client, and each fill of a watched user's resting
-/// order to the clients watching; at the end of a batch, wakes the clients that asked to be woken.
+/// Encodes each reply, and each fill of a watched user's resting order for the clients watching;
+/// at the end of a batch (after the journal's commit, whichever thread this runs on) hands them
+/// to their clients and wakes the clients that asked to be woken.
 fn reply_stage(
     spec: Arc<Spec>,
     registry: Arc<Registry>,
@@ -590,7 +591,7 @@ fn reply_stage(
     (market, market_sent): (Sender<Vec<Deal>>, Arc<AtomicU64>),
     history: Option<Sender<(u64, Events)>>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
-    let mut out = Delivery { spec, registry, clients: HashMap::new(), woken: Vec::new() };
+    let mut out = Delivery { spec, registry, clients: HashMap::new(), held: Vec::new(), woken: Vec::new() };
     let mut watched: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut watch_version = 0;
     let mut fills: Vec<(u32, ServerMsg)> = Vec::new();
@@ -631,6 +632,7 @@ fn reply_stage(
         if end_of_batch {
             // Deals go to market data once per batch; a query waits until the batch of the
             // replies its client had is sent (`Query::min_seq`).
+            out.release();
             feed(&mut deals);
             market_sent.fetch_max(batch_seq, Ordering::AcqRel);
             out.wake();
@@ -656,6 +658,9 @@ struct Delivery {
     spec: Arc<Spec>,
     registry: Arc<Registry>,
     clients: HashMap<u32, Sink>,
+    /// Replies and fills of this batch, released at its end: at most a batch's worth (the
+    /// output ring's slots and their fills).
+    held: Vec<(u32, Response)>,
     woken: Vec<u32>,
 }
 
@@ -698,6 +703,19 @@ impl Delivery {
     }
 
     fn send(&mut self, client: u32, response: Response) {
+        self.held.push((client, response));
+    }
+
+    /// Hands every held reply and fill to its client.
+    fn release(&mut self) {
+        let mut held = std::mem::take(&mut self.held);
+        for (client, response) in held.drain(..) {
+            self.deliver(client, response);
+        }
+        self.held = held;
+    }
+
+    fn deliver(&mut self, client: u32, response: Response) {
         let fill = response.tag == TAG_FILLS;
         let Some(sink) = self.sink(client) else { return }; // the client is gone
         match sink.tx.try_send(response) {

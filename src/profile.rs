@@ -36,6 +36,9 @@ struct File {
 struct Rings {
     input_slots: usize,
     output_slots: usize,
+    /// The reply stage on the journal's thread (default: a thread of its own).
+    #[serde(default)]
+    replies_with_journal: bool,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +163,7 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
             input_slots: f.rings.input_slots,
             output_slots: f.rings.output_slots,
             wait,
+            replies_with_journal: f.rings.replies_with_journal,
             matcher_core: f.cores.matcher,
             journal_core: f.cores.journal,
             replies_core: f.cores.replies,
@@ -192,6 +196,12 @@ mod tests {
             Wait::Sleep { sleep: Duration::from_micros(20), idle_sleep: Duration::from_micros(200) }
         );
         assert_eq!(Profile::load("latency").unwrap().timer_slack_ns, None);
+        assert!(Profile::load("default").unwrap().ring.replies_with_journal);
+        assert!(!Profile::load("latency").unwrap().ring.replies_with_journal);
+        assert!(!Profile::load("throughput").unwrap().ring.replies_with_journal);
+        // Left out, replies get a thread of their own.
+        let text = BUILT_IN[0].1.replace("replies_with_journal = true", "");
+        assert!(!parse("x", &text).unwrap().ring.replies_with_journal);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! The matcher consumes the input ring in order and publishes each command, its reply and its
 //! events into the output ring. The journal stage sees every output slot first; the reply stage
 //! sees a slot only after the journal stage finished the whole batch holding it, so nothing is
-//! answered before it is durable. (Snapshots are not a stage: their worker reads the journal.)
+//! answered before it is durable. (Or, with `RingConfig::replies_with_journal`, the reply stage
+//! runs on the journal's thread right after it, and releases a batch's replies at the batch's
+//! end, after the commit.) (Snapshots are not a stage: their worker reads the journal.)
 //! Slots are built once by a factory and reused; the stages are closures, monomorphised.
 //!
 //! This crate holds no state of its own and does no I/O: the journal and reply stages are handed
@@ -158,6 +160,11 @@ pub struct RingConfig {
     /// Slots in the output ring (a power of two); a full ring holds the matcher back.
     pub output_slots: usize,
     pub wait: Wait,
+    /// Run the reply stage on the journal's thread, right after the journal stage, instead of on
+    /// a thread of its own: one hand-off fewer per command (a thread switch, which costs tens
+    /// of microseconds on a small virtual machine), but encoding replies no longer overlaps the
+    /// journal's next write.
+    pub replies_with_journal: bool,
     /// Cores to pin the matcher, journal and reply threads to (`None`: not pinned).
     pub matcher_core: Option<usize>,
     pub journal_core: Option<usize>,
@@ -243,7 +250,11 @@ fn out_slot() -> OutSlot {
 pub struct Stages<J, R, F> {
     /// Sees every output slot; `end_of_batch` marks where it must commit.
     pub journal: J,
-    /// Sees each slot after the journal stage finished the batch holding it.
+    /// Sees each slot after the journal stage saw it, and must release nothing (no reply, no
+    /// publication) before the `end_of_batch` call: on its own thread it sees a slot only once
+    /// the journal stage finished the batch holding it; with
+    /// [`RingConfig::replies_with_journal`] it runs right after the journal stage on each slot,
+    /// and only the batch's last call comes after the journal's commit.
     pub replies: R,
     /// Called on the matcher thread when the pipeline stops, with the final state and its journal
     /// sequence, before the output ring drains.
@@ -287,14 +298,27 @@ where
         Some(c) => out.pin_at_core(c),
         None => out,
     };
-    let out =
-        out.thread_name("viaduct-journal").handle_events_with(move |s: &OutSlot, _, end| journal(s, end)).and_then();
-    let out = match checked_core("replies", cfg.replies_core, &cores) {
-        Some(c) => out.pin_at_core(c),
-        None => out,
+    let output = if cfg.replies_with_journal {
+        if cfg.replies_core.is_some() {
+            tracing::info!("pipeline: replies run on the journal's thread; their core setting is unused");
+        }
+        out.thread_name("viaduct-journal")
+            .handle_events_with(move |s: &OutSlot, _, end| {
+                journal(s, end);
+                replies(s, end);
+            })
+            .build()
+    } else {
+        let out = out
+            .thread_name("viaduct-journal")
+            .handle_events_with(move |s: &OutSlot, _, end| journal(s, end))
+            .and_then();
+        let out = match checked_core("replies", cfg.replies_core, &cores) {
+            Some(c) => out.pin_at_core(c),
+            None => out,
+        };
+        out.thread_name("viaduct-replies").handle_events_with(move |s: &OutSlot, _, end| replies(s, end)).build()
     };
-    let output =
-        out.thread_name("viaduct-replies").handle_events_with(move |s: &OutSlot, _, end| replies(s, end)).build();
 
     // The input ring: the matcher alone.
     let input = disruptor::build_multi_producer(cfg.input_slots, in_slot, wait);
@@ -364,6 +388,73 @@ impl MatcherStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// On a thread of its own or on the journal's, the reply stage sees every slot once, in order,
+    /// after the journal stage, and each of its batch ends comes after a journal commit that
+    /// covers every slot it has seen.
+    #[test]
+    fn replies_end_a_batch_only_after_the_journal_committed_it_on_either_thread() {
+        for replies_with_journal in [false, true] {
+            let cfg = RingConfig {
+                input_slots: 1024,
+                output_slots: 64,
+                wait: Wait::Sleep { sleep: Duration::from_micros(50), idle_sleep: Duration::from_micros(50) },
+                replies_with_journal,
+                matcher_core: None,
+                journal_core: None,
+                replies_core: None,
+            };
+            let spec = viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+            let (journaled, committed, violations) =
+                (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let stages = Stages {
+                journal: {
+                    let (journaled, committed) = (Arc::clone(&journaled), Arc::clone(&committed));
+                    move |_: &OutSlot, end: bool| {
+                        let n = journaled.fetch_add(1, Ordering::SeqCst) + 1;
+                        if end {
+                            committed.store(n, Ordering::SeqCst);
+                        }
+                    }
+                },
+                replies: {
+                    let (journaled, committed, violations, seen) =
+                        (Arc::clone(&journaled), Arc::clone(&committed), Arc::clone(&violations), Arc::clone(&seen));
+                    move |s: &OutSlot, end: bool| {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push(s.request_id);
+                        let n = seen.len() as u64;
+                        // The journal saw this slot before the reply stage did...
+                        if journaled.load(Ordering::SeqCst) < n {
+                            violations.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // ...and committed everything seen so far before the batch ends here.
+                        if end && committed.load(Ordering::SeqCst) < n {
+                            violations.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                },
+                on_stop: |_: &Matcher, _| {},
+            };
+            let mut input = wire(&cfg, Matcher::new(spec), 0, stages);
+            let total = 20_000;
+            let mut id = 0;
+            while id < total {
+                match submit(&mut input, 1, 0, id, 0, Command::AssetList) {
+                    Ok(_) => id += 1,
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+            drop(input); // drains the pipeline and joins its threads
+            let seen = seen.lock().unwrap();
+            assert_eq!(*seen, (0..total).collect::<Vec<i64>>(), "replies_with_journal = {replies_with_journal}");
+            assert_eq!(violations.load(Ordering::SeqCst), 0, "replies_with_journal = {replies_with_journal}");
+            assert_eq!(committed.load(Ordering::SeqCst), total as u64);
+        }
+    }
 
     #[test]
     fn backoff_spins_yields_sleeps_then_sleeps_its_idle_sleep_after_10_ms() {
