@@ -429,6 +429,40 @@ fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
 }
 
 #[test]
+fn a_shard_streamed_in_many_packets_reads_back_exactly() {
+    // One table shard of several MiB: `LOAD DATA` sends it in packets of 1 MiB, so rows, fields
+    // and escapes straddle packet boundaries; every value must still read back as written.
+    let base = &hostile_rows().balances;
+    let rows = Rows {
+        balances: (0..100_000)
+            .map(|i| {
+                let b = &base[i % base.len()];
+                viaduct_publishers::history::BalanceRow {
+                    detail: format!("{}{i}{}", b.detail, "\\t".repeat(i % 13)),
+                    ..b.clone()
+                }
+            })
+            .collect(),
+        ..Rows::default()
+    };
+    let bytes: usize = rows.balances.iter().map(|b| b.detail.len()).sum();
+    assert!(bytes > 3 << 20, "the shard's details alone must span several packets ({bytes} bytes)");
+    let (_db, url) = MariaDb::new("packets");
+    let mut s = store::Mysql::open_with(&url, true).unwrap();
+    s.create_tables().unwrap();
+    s.write(&rows, 1).unwrap();
+    let read: Vec<String> = s
+        .select("SELECT `detail` FROM `balance_history_7` ORDER BY `id`", &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| r[0].as_text())
+        .collect();
+    let written: Vec<String> = rows.balances.iter().map(|b| b.detail.clone()).collect();
+    assert_eq!(read.len(), written.len());
+    assert!(read == written, "a detail read back differently");
+}
+
+#[test]
 fn one_shard_takes_many_rows_in_one_transaction() {
     // A few busy users put every row of a large transaction into a few shards: more values than
     // one statement may bind, so the store splits them.

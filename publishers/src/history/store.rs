@@ -6,6 +6,10 @@ use mysql::prelude::Queryable;
 
 use super::{Rows, SHARDS};
 
+/// The client's `max_allowed_packet` on a connection that writes rows with `LOAD DATA`: the
+/// size of the packets its rows go in (see [`Mysql::open_with`]).
+const LOAD_PACKET_BYTES: usize = 1 << 20;
+
 /// Values one INSERT binds, at most: below both SQLite's limit (32,766) and MySQL's (65,535).
 const VALUES_PER_INSERT: usize = 30_000;
 
@@ -504,11 +508,22 @@ impl Mysql {
                 }
             })
         };
-        let opts: mysql::Opts =
-            mysql::OptsBuilder::from_opts(mysql::Opts::from_url(url)?).local_infile_handler(Some(handler)).into();
-        let mut conn = mysql::Conn::new(opts.clone())?;
+        let builder = mysql::OptsBuilder::from_opts(mysql::Opts::from_url(url)?).local_infile_handler(Some(handler));
+        let mut conn = mysql::Conn::new(builder.clone())?;
         let allowed: Option<i64> = conn.query_first("SELECT @@local_infile")?;
-        Ok(Mysql { opts, conn, staged, load: load && allowed == Some(1) })
+        let load = load && allowed == Some(1);
+        if !load {
+            return Ok(Mysql { opts: builder.into(), conn, staged, load });
+        }
+        // The client library gives every `LOAD DATA` a zeroed buffer of the connection's
+        // `max_allowed_packet` (the server's, 16 MiB, unless the client sets its own): a
+        // transaction writes one statement per table shard, hundreds, so zeroing those buffers
+        // took more of the writer than anything else. Its rows go in packets of this size
+        // instead; nothing else this connection sends or reads comes near it (the statements
+        // are short, the replies single rows).
+        let opts: mysql::Opts = builder.max_allowed_packet(Some(LOAD_PACKET_BYTES)).into();
+        let conn = mysql::Conn::new(opts.clone())?;
+        Ok(Mysql { opts, conn, staged, load })
     }
 }
 
