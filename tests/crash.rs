@@ -25,11 +25,13 @@ use viaduct_matcher::{Command, Spec};
 const ROUNDS: usize = 10;
 const USERS: u64 = 20;
 
-/// A profile with small rings so that each start is quick; `fsync` durability.
+/// A profile with small rings so that each start is quick; `fsync` durability. Rounds alternate
+/// where replies run: on the journal's thread (as in `default`) and on a thread of their own.
 const PROFILE: &str = r#"
 [rings]
 input_slots = 1024
 output_slots = 1024
+replies_with_journal = REPLIES_WITH_JOURNAL
 [wait]
 strategy = "sleep"
 sleep_us = 20
@@ -102,7 +104,6 @@ impl Driver {
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("profile.toml");
-    std::fs::write(&profile, PROFILE).unwrap();
     let data = dir.path().join("data");
     let mut driver =
         Driver { rng: ChaCha8Rng::seed_from_u64(2026), next_id: 0, sent: HashMap::new(), resting: Vec::new() };
@@ -110,6 +111,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let mut acked: HashMap<String, Value> = HashMap::new();
     let (mut acked_total, mut cut_short) = (0, 0);
     for round in 0..ROUNDS {
+        std::fs::write(&profile, PROFILE.replace("REPLIES_WITH_JOURNAL", &(round % 2 == 0).to_string())).unwrap();
         let mut child =
             support::spawn_stdio(&["--profile", profile.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
         let mut stdin = child.stdin.take().unwrap();
