@@ -307,6 +307,23 @@ fn rpc_framing_slow_reader_is_bounded_and_others_proceed() {
     assert_eq!(other.call("asset.list", json!([]))["error"], Value::Null);
 }
 
+#[test]
+fn rpc_framing_requests_past_the_pending_bound_are_all_answered() {
+    // Ten times the bound at once: the server stops reading at the bound and must resume as
+    // replies free room, from its buffer and from the socket, until every request is answered.
+    let server = Server::start(|cfg| cfg.pending_max = 8);
+    let mut c = server.connect();
+    let mut burst = Vec::new();
+    for i in 0..80u64 {
+        let h = Header { command: 104, pkg_type: 0, result: 0, sequence: 0, req_id: i, body_size: 0, ext_size: 0 };
+        rpc::encode(&h, b"", b"[]", &mut burst);
+    }
+    c.s.write_all(&burst).unwrap();
+    c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let ids: Vec<u64> = (0..80).map(|_| c.rpc_reply().expect("a reply to every request").header.req_id).collect();
+    assert_eq!(ids, (0..80).collect::<Vec<u64>>());
+}
+
 fn fund(server: &Server) {
     let mut c = server.connect();
     c.call("balance.update", json!([MAKER, "BTC", "deposit", 1, "10", {}]));
