@@ -17,13 +17,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Poll, Token};
+use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::command::is_matcher_method;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError};
 
-use crate::net::{free_slot, run, write_some, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
+use crate::net::{free_slot, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop};
 use crate::{Backend, Notify, Payload};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -388,12 +388,7 @@ impl<B: Backend> Server<B> {
             self.close(index);
             return;
         }
-        let want_write = !c.wbuf.is_empty();
-        if c.write_interest != want_write {
-            c.write_interest = want_write;
-            let want = if c.write_interest { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let _ = self.poll.registry().reregister(&mut c.stream, Token(FIRST_CONN + index), want);
-        }
+        want_writable(&self.poll, &mut c.stream, index, &mut c.write_interest, &c.wbuf);
     }
 
     fn check_timeouts(&mut self) {

@@ -155,6 +155,18 @@ pub(crate) fn write_some(stream: &mut TcpStream, wbuf: &mut Vec<u8>) -> io::Resu
     Ok(())
 }
 
+/// Registers connection `index` for writability as well as readability while `wbuf` holds bytes,
+/// for readability alone once it is empty; `registered` is what the socket is registered for now,
+/// so the registration (a system call) changes only when the want does.
+pub(crate) fn want_writable(poll: &Poll, stream: &mut TcpStream, index: usize, registered: &mut bool, wbuf: &[u8]) {
+    let want = !wbuf.is_empty();
+    if *registered != want {
+        *registered = want;
+        let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let _ = poll.registry().reregister(stream, Token(FIRST_CONN + index), interest);
+    }
+}
+
 /// The free slot to put a new connection in.
 pub(crate) fn free_slot<C>(conns: &mut Vec<Option<C>>) -> usize {
     conns.iter().position(Option::is_none).unwrap_or_else(|| {

@@ -20,14 +20,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Poll, Token};
+use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::command::is_matcher_method;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError, Spec};
 
 use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Trader};
-use crate::net::{free_slot, run, write_some, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
+use crate::net::{free_slot, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop};
 use crate::rpc::{self, Header};
 use crate::{Backend, Notify, Payload, TAG_BINARY, TAG_FILLS};
 
@@ -596,12 +596,7 @@ impl<B: Backend> Server<B> {
         if c.wbuf.is_empty() && c.closing {
             return self.close(index);
         }
-        let want_write = !c.wbuf.is_empty();
-        if c.write_interest != want_write {
-            c.write_interest = want_write;
-            let want = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let _ = self.poll.registry().reregister(&mut c.stream, Token(FIRST_CONN + index), want);
-        }
+        want_writable(&self.poll, &mut c.stream, index, &mut c.write_interest, &c.wbuf);
     }
 
     /// Closes once what is queued (a LOGIN_REJECT) is written.

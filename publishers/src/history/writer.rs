@@ -213,16 +213,17 @@ fn write_loop(
             // While batches keep coming, look for them every FEED_POLL rather than block: a
             // blocked receiver is woken by every batch the pipeline sends (one per batch of
             // commands, up to tens of thousands a second), a sleeping one by none.
-            let next = if last_fed.elapsed() < FEED_BUSY_FOR {
-                feed.try_recv().map_err(|e| match e {
-                    TryRecvError::Empty => {
-                        std::thread::sleep(FEED_POLL);
-                        RecvTimeoutError::Timeout
-                    }
-                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                })
-            } else {
+            let next = if last_fed.elapsed() >= FEED_BUSY_FOR {
                 feed.recv_timeout(Duration::from_millis(100))
+            } else {
+                match feed.try_recv() {
+                    Ok(batch) => Ok(batch),
+                    Err(TryRecvError::Empty) => {
+                        std::thread::sleep(FEED_POLL);
+                        Err(RecvTimeoutError::Timeout)
+                    }
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
             };
             match next {
                 Ok((s, events)) => {
