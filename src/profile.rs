@@ -38,7 +38,10 @@ struct Rings {
     output_slots: usize,
     /// The reply stage on the journal's thread (default: a thread of its own).
     #[serde(default)]
-    replies_with_journal: bool,
+    replies_with_journal: Option<bool>,
+    /// The journal and reply stages on the matcher's thread (default: not).
+    #[serde(default)]
+    journal_with_matcher: bool,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +157,11 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
     if f.snapshots.interval_commands == 0 || f.snapshots.keep == 0 {
         bail!("profile {name}: snapshots.interval_commands and keep must be above 0");
     }
+    if f.rings.journal_with_matcher && f.rings.replies_with_journal == Some(false) {
+        bail!(
+            "profile {name}: rings.journal_with_matcher runs the replies on the matcher's thread too; remove rings.replies_with_journal = false"
+        );
+    }
     if f.clients.inflight_max == 0 || f.clients.inflight_max > 1 << 20 {
         bail!("profile {name}: clients.inflight_max must be from 1 to {}", 1 << 20);
     }
@@ -163,7 +171,8 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
             input_slots: f.rings.input_slots,
             output_slots: f.rings.output_slots,
             wait,
-            replies_with_journal: f.rings.replies_with_journal,
+            replies_with_journal: f.rings.journal_with_matcher || f.rings.replies_with_journal.unwrap_or(false),
+            journal_with_matcher: f.rings.journal_with_matcher,
             matcher_core: f.cores.matcher,
             journal_core: f.cores.journal,
             replies_core: f.cores.replies,
@@ -196,12 +205,36 @@ mod tests {
             Wait::Sleep { sleep: Duration::from_micros(20), idle_sleep: Duration::from_micros(200) }
         );
         assert_eq!(Profile::load("latency").unwrap().timer_slack_ns, None);
-        assert!(Profile::load("default").unwrap().ring.replies_with_journal);
-        assert!(!Profile::load("latency").unwrap().ring.replies_with_journal);
-        assert!(!Profile::load("throughput").unwrap().ring.replies_with_journal);
-        // Left out, replies get a thread of their own.
-        let text = BUILT_IN[0].1.replace("replies_with_journal = true", "");
-        assert!(!parse("x", &text).unwrap().ring.replies_with_journal);
+        // Where the journal and the replies run: (replies_with_journal, journal_with_matcher).
+        let threads = |p: Profile| (p.ring.replies_with_journal, p.ring.journal_with_matcher);
+        assert_eq!(threads(Profile::load("default").unwrap()), (true, true));
+        assert_eq!(threads(Profile::load("latency").unwrap()), (true, true));
+        assert_eq!(threads(Profile::load("throughput").unwrap()), (false, false));
+        assert_eq!(Profile::load("latency").unwrap().ring.matcher_core, Some(1));
+        // Left out, the journal and the replies each get a thread of their own.
+        let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "");
+        assert_eq!(threads(parse("x", &text).unwrap()), (false, false));
+        let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "replies_with_journal = true");
+        assert_eq!(threads(parse("x", &text).unwrap()), (true, false));
+        // The journal on the matcher's thread takes the replies with it.
+        let text = BUILT_IN[0]
+            .1
+            .replace("journal_with_matcher = true", "journal_with_matcher = true\nreplies_with_journal = true");
+        assert_eq!(threads(parse("x", &text).unwrap()), (true, true));
+        let text = BUILT_IN[0]
+            .1
+            .replace("journal_with_matcher = true", "journal_with_matcher = true\nreplies_with_journal = false");
+        assert!(parse("x", &text).unwrap_err().to_string().contains("remove rings.replies_with_journal = false"));
+    }
+
+    #[test]
+    fn the_benchmarks_profiles_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
+        let os = Profile::load(dir.join("profile-os.toml").to_str().unwrap()).unwrap();
+        assert_eq!((os.durability, os.ring.journal_with_matcher), (Durability::Os, true));
+        let latency = Profile::load(dir.join("profile-latency-os.toml").to_str().unwrap()).unwrap();
+        assert_eq!((latency.durability, latency.ring.wait), (Durability::Os, Wait::BusySpin));
+        assert!(latency.ring.journal_with_matcher);
     }
 
     #[test]

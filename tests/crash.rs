@@ -22,16 +22,17 @@ use viaduct_journaler::segment::read_journal;
 use viaduct_matcher::config::embedded;
 use viaduct_matcher::{Command, Spec};
 
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 12;
 const USERS: u64 = 20;
 
-/// A profile with small rings so that each start is quick; `fsync` durability. Rounds alternate
-/// where replies run: on the journal's thread (as in `default`) and on a thread of their own.
+/// A profile with small rings so that each start is quick; `fsync` durability. Rounds take turns
+/// at where the journal and the replies run: each on a thread of its own, the replies on the
+/// journal's thread, and both on the matcher's (as in `default`).
 const PROFILE: &str = r#"
 [rings]
 input_slots = 1024
 output_slots = 1024
-replies_with_journal = REPLIES_WITH_JOURNAL
+THREADS
 [wait]
 strategy = "sleep"
 sleep_us = 20
@@ -111,7 +112,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let mut acked: HashMap<String, Value> = HashMap::new();
     let (mut acked_total, mut cut_short) = (0, 0);
     for round in 0..ROUNDS {
-        std::fs::write(&profile, PROFILE.replace("REPLIES_WITH_JOURNAL", &(round % 2 == 0).to_string())).unwrap();
+        let threads = ["", "replies_with_journal = true", "journal_with_matcher = true"][round % 3];
+        std::fs::write(&profile, PROFILE.replace("THREADS", threads)).unwrap();
         let mut child =
             support::spawn_stdio(&["--profile", profile.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
         let mut stdin = child.stdin.take().unwrap();

@@ -14,7 +14,10 @@
 //! sees a slot only after the journal stage finished the whole batch holding it, so nothing is
 //! answered before it is durable. (Or, with `RingConfig::replies_with_journal`, the reply stage
 //! runs on the journal's thread right after it, and releases a batch's replies at the batch's
-//! end, after the commit.) (Snapshots are not a stage: their worker reads the journal.)
+//! end, after the commit. Or, with `RingConfig::journal_with_matcher`, there is no output ring:
+//! the matcher thread hands each command to the journal stage and then the reply stage itself,
+//! and at the end of each batch of the input ring the journal commits before the replies are
+//! released.) (Snapshots are not a stage: their worker reads the journal.)
 //! Slots are built once by a factory and reused; the stages are closures, monomorphised.
 //!
 //! This crate holds no state of its own and does no I/O: the journal and reply stages are handed
@@ -165,6 +168,12 @@ pub struct RingConfig {
     /// of microseconds on a small virtual machine), but encoding replies no longer overlaps the
     /// journal's next write.
     pub replies_with_journal: bool,
+    /// Run the journal and reply stages on the matcher's thread, after each command: no output
+    /// ring and no hand-off between matching and the journal, so a request crosses one thread
+    /// (the matcher's) between its edge's and its reply; but matching stops while the journal
+    /// writes (and, with `fsync`, while the disk syncs), and the batch a commit covers is what
+    /// the input ring held. Implies `replies_with_journal`; `output_slots` is unused.
+    pub journal_with_matcher: bool,
     /// Cores to pin the matcher, journal and reply threads to (`None`: not pinned).
     pub matcher_core: Option<usize>,
     pub journal_core: Option<usize>,
@@ -292,32 +301,41 @@ where
 {
     let Stages { mut journal, mut replies, on_stop } = stages;
     let cores = available_cores();
-    // The output ring: journal first, replies after it.
-    let out = disruptor::build_single_producer(cfg.output_slots, out_slot, wait);
-    let out = match checked_core("journal", cfg.journal_core, &cores) {
-        Some(c) => out.pin_at_core(c),
-        None => out,
-    };
-    let output = if cfg.replies_with_journal {
-        if cfg.replies_core.is_some() {
-            tracing::info!("pipeline: replies run on the journal's thread; their core setting is unused");
+    let output = if cfg.journal_with_matcher {
+        if cfg.journal_core.is_some() || cfg.replies_core.is_some() {
+            tracing::info!(
+                "pipeline: the journal and replies run on the matcher's thread; their core settings are unused"
+            );
         }
-        out.thread_name("viaduct-journal")
-            .handle_events_with(move |s: &OutSlot, _, end| {
-                journal(s, end);
-                replies(s, end);
-            })
-            .build()
+        Output::Inline { slot: out_slot(), journal, replies }
     } else {
-        let out = out
-            .thread_name("viaduct-journal")
-            .handle_events_with(move |s: &OutSlot, _, end| journal(s, end))
-            .and_then();
-        let out = match checked_core("replies", cfg.replies_core, &cores) {
+        // The output ring: journal first, replies after it.
+        let out = disruptor::build_single_producer(cfg.output_slots, out_slot, wait);
+        let out = match checked_core("journal", cfg.journal_core, &cores) {
             Some(c) => out.pin_at_core(c),
             None => out,
         };
-        out.thread_name("viaduct-replies").handle_events_with(move |s: &OutSlot, _, end| replies(s, end)).build()
+        Output::Ring(if cfg.replies_with_journal {
+            if cfg.replies_core.is_some() {
+                tracing::info!("pipeline: replies run on the journal's thread; their core setting is unused");
+            }
+            out.thread_name("viaduct-journal")
+                .handle_events_with(move |s: &OutSlot, _, end| {
+                    journal(s, end);
+                    replies(s, end);
+                })
+                .build()
+        } else {
+            let out = out
+                .thread_name("viaduct-journal")
+                .handle_events_with(move |s: &OutSlot, _, end| journal(s, end))
+                .and_then();
+            let out = match checked_core("replies", cfg.replies_core, &cores) {
+                Some(c) => out.pin_at_core(c),
+                None => out,
+            };
+            out.thread_name("viaduct-replies").handle_events_with(move |s: &OutSlot, _, end| replies(s, end)).build()
+        })
     };
 
     // The input ring: the matcher alone.
@@ -335,7 +353,10 @@ where
     };
     input
         .thread_name("viaduct-matcher")
-        .handle_events_and_state_with(|st: &mut MatcherStage, slot: &InSlot, _, _| st.apply(slot), move || stage)
+        .handle_events_and_state_with(
+            |st: &mut MatcherStage<J, R>, slot: &InSlot, _, end| st.apply(slot, end),
+            move || stage,
+        )
         .build()
 }
 
@@ -346,28 +367,44 @@ fn in_slot() -> InSlot {
 /// What the matcher thread calls when it stops.
 type OnStop = Box<dyn FnOnce(&Matcher, u64) + Send>;
 
-/// The matcher thread's state: the matcher and the output ring's producer.
-struct MatcherStage {
+/// Where the matcher puts each command after applying it.
+// One per pipeline, on the matcher's thread: the slot inline saves an indirection per command.
+#[allow(clippy::large_enum_variant)]
+enum Output<J, R> {
+    /// Into the output ring, whose stages run on threads of their own.
+    Ring(disruptor::SingleProducer<OutSlot, disruptor::SingleConsumerBarrier>),
+    /// Into one slot of its own, handed to the journal and reply stages on this thread
+    /// ([`RingConfig::journal_with_matcher`]).
+    Inline { slot: OutSlot, journal: J, replies: R },
+}
+
+/// The matcher thread's state: the matcher and where its output goes.
+struct MatcherStage<J, R> {
     matcher: Matcher,
     scratch: Vec<u8>,
-    output: disruptor::SingleProducer<OutSlot, disruptor::SingleConsumerBarrier>,
+    output: Output<J, R>,
     journal_seq: u64,
     on_stop: Option<OnStop>,
 }
 
-impl Drop for MatcherStage {
+impl<J, R> Drop for MatcherStage<J, R> {
     fn drop(&mut self) {
         if let Some(f) = self.on_stop.take() {
             f(&self.matcher, self.journal_seq);
         }
-        // Then `output` drops, which drains the output ring and joins its stages.
+        // Then `output` drops, which drains the output ring and joins its stages (inline, the
+        // last batch already ended, and with it its commit).
     }
 }
 
-impl MatcherStage {
-    fn apply(&mut self, slot: &InSlot) {
+impl<J, R> MatcherStage<J, R>
+where
+    J: FnMut(&OutSlot, bool),
+    R: FnMut(&OutSlot, bool),
+{
+    fn apply(&mut self, slot: &InSlot, end_of_batch: bool) {
         let (matcher, seq, scratch) = (&mut self.matcher, &mut self.journal_seq, &mut self.scratch);
-        self.output.publish(|out| {
+        let mut fill = |out: &mut OutSlot| {
             out.events.clear();
             out.outcome = matcher.apply(slot.time_us, &slot.cmd, &mut out.events);
             (out.journal_seq, out.digest) = if out.outcome.is_ok() && slot.cmd.is_write() {
@@ -381,7 +418,15 @@ impl MatcherStage {
             out.request_id = slot.request_id;
             out.time_us = slot.time_us;
             out.cmd.clone_from(&slot.cmd);
-        });
+        };
+        match &mut self.output {
+            Output::Ring(producer) => producer.publish(fill),
+            Output::Inline { slot: out, journal, replies } => {
+                fill(out);
+                journal(out, end_of_batch);
+                replies(out, end_of_batch);
+            }
+        }
     }
 }
 
@@ -391,17 +436,22 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
-    /// On a thread of its own or on the journal's, the reply stage sees every slot once, in order,
-    /// after the journal stage, and each of its batch ends comes after a journal commit that
-    /// covers every slot it has seen.
+    /// On a thread of its own, on the journal's, or with the journal on the matcher's, the reply
+    /// stage sees every slot once, in order, after the journal stage, and each of its batch ends
+    /// comes after a journal commit that covers every slot it has seen.
     #[test]
-    fn replies_end_a_batch_only_after_the_journal_committed_it_on_either_thread() {
-        for replies_with_journal in [false, true] {
+    fn replies_end_a_batch_only_after_the_journal_committed_it_on_any_thread() {
+        for (replies_with_journal, journal_with_matcher, journal_thread) in
+            [(false, false, "viaduct-journal"), (true, false, "viaduct-journal"), (true, true, "viaduct-matcher")]
+        {
+            let arrangement =
+                format!("replies_with_journal = {replies_with_journal}, journal_with_matcher = {journal_with_matcher}");
             let cfg = RingConfig {
                 input_slots: 1024,
                 output_slots: 64,
                 wait: Wait::Sleep { sleep: Duration::from_micros(50), idle_sleep: Duration::from_micros(50) },
                 replies_with_journal,
+                journal_with_matcher,
                 matcher_core: None,
                 journal_core: None,
                 replies_core: None,
@@ -410,10 +460,15 @@ mod tests {
             let (journaled, committed, violations) =
                 (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
             let seen = Arc::new(Mutex::new(Vec::new()));
+            let elsewhere = Arc::new(AtomicU64::new(0));
             let stages = Stages {
                 journal: {
-                    let (journaled, committed) = (Arc::clone(&journaled), Arc::clone(&committed));
+                    let (journaled, committed, elsewhere) =
+                        (Arc::clone(&journaled), Arc::clone(&committed), Arc::clone(&elsewhere));
                     move |_: &OutSlot, end: bool| {
+                        if std::thread::current().name() != Some(journal_thread) {
+                            elsewhere.fetch_add(1, Ordering::SeqCst);
+                        }
                         let n = journaled.fetch_add(1, Ordering::SeqCst) + 1;
                         if end {
                             committed.store(n, Ordering::SeqCst);
@@ -450,9 +505,10 @@ mod tests {
             }
             drop(input); // drains the pipeline and joins its threads
             let seen = seen.lock().unwrap();
-            assert_eq!(*seen, (0..total).collect::<Vec<i64>>(), "replies_with_journal = {replies_with_journal}");
-            assert_eq!(violations.load(Ordering::SeqCst), 0, "replies_with_journal = {replies_with_journal}");
-            assert_eq!(committed.load(Ordering::SeqCst), total as u64);
+            assert_eq!(*seen, (0..total).collect::<Vec<i64>>(), "{arrangement}");
+            assert_eq!(violations.load(Ordering::SeqCst), 0, "{arrangement}");
+            assert_eq!(committed.load(Ordering::SeqCst), total as u64, "{arrangement}");
+            assert_eq!(elsewhere.load(Ordering::SeqCst), 0, "{arrangement}: the journal ran off {journal_thread}");
         }
     }
 
