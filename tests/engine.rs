@@ -151,3 +151,45 @@ fn market_data_shows_a_clients_own_trade_right_after_its_reply() {
     drop(client);
     engine.shutdown();
 }
+
+/// An order's reply reads whole through `Client::recv`, `Client::try_recv` and `Replies::recv`,
+/// with the request's id and the order it placed.
+#[test]
+fn order_replies_are_whole_at_every_receiving_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new(&embedded()).unwrap();
+    let (engine, _) = Engine::start(dir.path(), spec, &small_profile(), |_| {}).unwrap();
+    let mut client = engine.client();
+    let replies = client.replies();
+    client.submit(1, "balance.update", &params(json!([1, "BCH", "deposit", 1, "1000", {}]))).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&client.recv().json).unwrap()["result"]["status"], "success");
+    let put = |id: i64| params(json!([1, "BTCBCH", 2, "0.3", format!("0.9{id}"), "0.002", "0.001", "e"]));
+    let mut seen = Vec::new();
+    for (id, how) in [(11, "recv"), (12, "try_recv"), (13, "replies")] {
+        client.submit(id, "order.put_limit", &put(id)).unwrap();
+        let r = match how {
+            "recv" => client.recv(),
+            "try_recv" => loop {
+                if let Some(r) = client.try_recv() {
+                    break r;
+                }
+                std::thread::yield_now();
+            },
+            _ => replies.recv(),
+        };
+        let v: Value = serde_json::from_str(&r.json).unwrap_or_else(|e| panic!("{how}: {e}: {:?}", r.json));
+        assert_eq!((v["id"].as_i64(), &v["error"]), (Some(id), &Value::Null), "{how}");
+        let o = &v["result"];
+        assert_eq!(
+            (o["market"].as_str(), o["side"].as_i64(), o["amount"].as_str()),
+            (Some("BTCBCH"), Some(2), Some("0.3")),
+            "{how}"
+        );
+        assert_eq!(o["price"].as_str(), Some(format!("0.9{id}").as_str()), "{how}");
+        seen.push(o["id"].as_u64().unwrap());
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    drop(replies);
+    drop(client);
+    engine.shutdown();
+}
