@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use viaduct_matcher::event::digest_of;
 use viaduct_matcher::{Events, Matcher, SnapshotError, Spec};
 
 use crate::segment::{self, ReadOutcome};
@@ -97,7 +100,8 @@ pub fn recover_from(
 }
 
 /// Records decoded ahead of the matcher, per batch, and batches in flight: the reader thread
-/// reads and checks records while the matcher applies the previous batch.
+/// reads and checks records while the matcher applies the previous batch, and the verifier
+/// thread hashes the events of the batch before.
 const REPLAY_BATCH: usize = 4096;
 const REPLAY_BATCHES_AHEAD: usize = 8;
 
@@ -106,7 +110,36 @@ struct Batch {
     records: Vec<segment::Entry>,
 }
 
-/// Reads the journal after `after` on one thread and applies it on this one.
+/// The events of a batch of replayed commands, in canonical encoding, for the verifier to hash
+/// against the digests the journal holds.
+#[derive(Default)]
+struct Verify {
+    path: PathBuf,
+    /// (sequence, the journal's digest, where its encoding ends in `bytes`).
+    commands: Vec<(u64, u64, usize)>,
+    bytes: Vec<u8>,
+}
+
+/// Hashes each batch's events and compares them with the journal's digests; the first command
+/// that differs ends it. Emptied batches go back on `spare` for reuse.
+fn verify(batches: Receiver<Verify>, spare: SyncSender<Verify>) -> Option<JournalError> {
+    for mut batch in batches {
+        let mut start = 0;
+        for &(seq, digest, end) in &batch.commands {
+            if digest_of(&batch.bytes[start..end]) != digest {
+                return Some(JournalError::Diverged { path: batch.path, seq });
+            }
+            start = end;
+        }
+        batch.commands.clear();
+        batch.bytes.clear();
+        let _ = spare.try_send(batch);
+    }
+    None
+}
+
+/// Reads the journal after `after` on one thread, applies it on this one, and checks each
+/// command's events against its digest on a third.
 fn replay(
     dir: &Path,
     fingerprint: u64,
@@ -116,51 +149,73 @@ fn replay(
     downstream: &mut impl Downstream,
 ) -> Result<(ReadOutcome, u64), JournalError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(REPLAY_BATCHES_AHEAD);
+    let (to_verify, verifying) = std::sync::mpsc::sync_channel::<Verify>(REPLAY_BATCHES_AHEAD);
+    let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Verify>(REPLAY_BATCHES_AHEAD + 2);
     std::thread::scope(|s| {
-        let reader = s.spawn(move || {
-            let mut batch = Batch { path: PathBuf::new(), records: Vec::with_capacity(REPLAY_BATCH) };
-            let outcome = segment::read_journal(dir, fingerprint, after, |entry, path| {
-                if batch.path != path || batch.records.len() == REPLAY_BATCH {
-                    let full = std::mem::replace(
-                        &mut batch,
-                        Batch { path: path.to_path_buf(), records: Vec::with_capacity(REPLAY_BATCH) },
-                    );
-                    if !full.records.is_empty() && tx.send(full).is_err() {
-                        return Err(JournalError::Stopped);
+        let reader = std::thread::Builder::new()
+            .name("journal-reader".into())
+            .spawn_scoped(s, move || {
+                let mut batch = Batch { path: PathBuf::new(), records: Vec::with_capacity(REPLAY_BATCH) };
+                let outcome = segment::read_journal(dir, fingerprint, after, |entry, path| {
+                    if batch.path != path || batch.records.len() == REPLAY_BATCH {
+                        let full = std::mem::replace(
+                            &mut batch,
+                            Batch { path: path.to_path_buf(), records: Vec::with_capacity(REPLAY_BATCH) },
+                        );
+                        if !full.records.is_empty() && tx.send(full).is_err() {
+                            return Err(JournalError::Stopped);
+                        }
                     }
+                    batch.records.push(entry);
+                    Ok(())
+                });
+                if !batch.records.is_empty() {
+                    let _ = tx.send(batch);
                 }
-                batch.records.push(entry);
-                Ok(())
-            });
-            if !batch.records.is_empty() {
-                let _ = tx.send(batch);
-            }
-            outcome
-        });
+                outcome
+            })
+            .map_err(crate::io_err(dir))?;
+        let verifier = std::thread::Builder::new()
+            .name("journal-verify".into())
+            .spawn_scoped(s, move || verify(verifying, spare_tx))
+            .map_err(crate::io_err(dir))?;
         let mut events = Events::with_capacity(64);
-        let mut scratch = Vec::with_capacity(4096);
         let mut replayed = 0u64;
         let mut failure = None;
         'batches: for batch in rx.iter() {
+            let mut check = spare.try_recv().unwrap_or_default();
+            check.path.clone_from(&batch.path);
             for segment::Entry { seq, time_us, digest, cmd } in batch.records {
                 events.clear();
                 if let Err(error) = matcher.apply(time_us, &cmd, &mut events) {
                     failure = Some(JournalError::Replay { path: batch.path.clone(), seq, error });
-                    break 'batches;
+                    break;
                 }
-                if events.digest(&mut scratch) != digest {
-                    failure = Some(JournalError::Diverged { path: batch.path.clone(), seq });
-                    break 'batches;
-                }
+                events.encode_canonical(&mut check.bytes);
+                check.commands.push((seq, digest, check.bytes.len()));
                 downstream.apply(seq, &events);
                 replayed += 1;
                 if replayed.is_multiple_of(PROGRESS_EVERY) {
                     progress(Progress::Replayed { records: replayed, seq });
                 }
             }
+            // A verifier that stopped found a command that diverged: nothing after it counts.
+            if to_verify.send(check).is_err() || failure.is_some() {
+                break 'batches;
+            }
         }
         drop(rx);
+        drop(to_verify);
+        let diverged = verifier.join().expect("journal verifier thread");
         let outcome = reader.join().expect("journal reader thread");
+        // The first command that went wrong is the one to name.
+        let failure = match (failure, diverged) {
+            (Some(JournalError::Replay { seq: a, .. }), Some(d @ JournalError::Diverged { seq: b, .. })) if b < a => {
+                Some(d)
+            }
+            (None, d) => d,
+            (f, _) => f,
+        };
         match (failure, outcome) {
             (Some(e), _) => Err(e),
             (None, Err(e)) => Err(e),

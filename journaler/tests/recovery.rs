@@ -301,28 +301,36 @@ fn the_tail_refuses_a_missing_or_corrupt_record() {
 
 /// A record whose digest is not what replaying its command makes stops recovery there, naming the
 /// segment and the sequence: a build or config that computes other outcomes never silently
-/// recovers another state.
+/// recovers another state. Digests are checked a batch of records at a time on their own thread:
+/// the first, last and a middle command of a batch, and one in a later batch, are each caught.
 #[test]
 fn a_replay_that_makes_other_events_stops_recovery() {
-    let dir = tempfile::tempdir().unwrap();
     let spec = spec();
-    let cmds = commands(&spec, 40);
-    let mut w =
-        JournalWriter::open(&journal_dir(dir.path()), 1, spec.fingerprint(), Durability::Fsync, SEGMENT_BYTES_MAX)
-            .unwrap();
-    let (mut m, mut events, mut scratch) = (Matcher::new(spec.clone()), Events::default(), Vec::new());
-    for (i, c) in cmds.iter().enumerate() {
-        events.clear();
-        m.apply(T0 + i as u64, c, &mut events).unwrap();
-        let digest = events.digest(&mut scratch);
-        // What the engine did at 17 is not what this build does.
-        w.append(i as u64 + 1, T0 + i as u64, if i + 1 == 17 { digest ^ 1 } else { digest }, c);
+    let cmds = commands(&spec, 9_000);
+    for wrong in [17u64, 4_096, 4_097, 8_999] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            JournalWriter::open(&journal_dir(dir.path()), 1, spec.fingerprint(), Durability::Os, SEGMENT_BYTES_MAX)
+                .unwrap();
+        let (mut m, mut events, mut scratch) = (Matcher::new(spec.clone()), Events::default(), Vec::new());
+        let mut seq = 0;
+        for (i, c) in cmds.iter().enumerate() {
+            events.clear();
+            if m.apply(T0 + i as u64, c, &mut events).is_err() {
+                continue; // refused: not journaled
+            }
+            seq += 1;
+            let digest = events.digest(&mut scratch);
+            // What the engine did at `wrong` is not what this build does.
+            w.append(seq, T0 + i as u64, if seq == wrong { digest ^ 1 } else { digest }, c);
+        }
+        w.commit().unwrap();
+        assert!(seq > 8_999, "{seq} commands journaled");
+        let err = recover(dir.path(), &spec, |_| {}, &mut ()).err().expect("refused");
+        assert!(matches!(err, JournalError::Diverged { seq, .. } if seq == wrong), "{wrong}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("sequence {wrong}")) && text.contains("seg-"), "{text}");
     }
-    w.commit().unwrap();
-    let err = recover(dir.path(), &spec, |_| {}, &mut ()).err().expect("refused");
-    assert!(matches!(err, JournalError::Diverged { seq: 17, .. }), "{err}");
-    let text = err.to_string();
-    assert!(text.contains("sequence 17") && text.contains("seg-"), "{text}");
 }
 
 /// The digest covers every event and its order: any change to what a command did changes it.

@@ -250,6 +250,14 @@ impl Events {
     /// format version.
     pub fn digest(&self, scratch: &mut Vec<u8>) -> u64 {
         scratch.clear();
+        self.encode_canonical(scratch);
+        digest_of(scratch)
+    }
+
+    /// Appends the canonical encoding that [`Events::digest`] hashes to `out`, so that the hash
+    /// can be taken elsewhere ([`digest_of`]): recovery hashes on another thread than it applies.
+    pub fn encode_canonical(&self, out: &mut Vec<u8>) {
+        let scratch = out;
         for e in self.iter() {
             match e {
                 EventRef::Order(kind, o) => put_order(scratch, kind, o),
@@ -258,8 +266,13 @@ impl Events {
                 EventRef::Level(l) => fixed!(scratch, 36; 4u8, l.market, l.side as u8, l.price, l.amount),
             }
         }
-        xxhash_rust::xxh3::xxh3_64(scratch)
     }
+}
+
+/// The digest of a canonical encoding ([`Events::encode_canonical`]): `Events::digest` is
+/// `digest_of` its encoding.
+pub fn digest_of(canonical: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(canonical)
 }
 
 fn put_order(out: &mut Vec<u8>, kind: OrderEventKind, o: &Order) {
