@@ -13,7 +13,7 @@ pkill -f "viaduct run --config $CONF"; sleep 0.5
 rm -rf /tmp/viaduct-load
 ./target/release/viaduct run --config $CONF > /tmp/viaduct-history-load.log 2>&1 &
 sleep 3
-./target/release/loadgen --mode max --seconds "$SECS" --connections 8 --window 32 --out "${OUT:-loadgen-out}"
+./target/release/loadgen --mode max --flow "${FLOW:-cross}" --seconds "$SECS" --connections 8 --window 32 --out "${OUT:-loadgen-out}"
 rows() {
   mysql -uroot -h127.0.0.1 -N viaduct_load -e "SELECT seq FROM history_state" | tr -d '\n'
 }
