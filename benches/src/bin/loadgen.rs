@@ -73,15 +73,19 @@ struct Args {
     /// cancel, by client order id over TCP and by the order id of its reply over HTTP: nothing
     /// trades, no history row, so the edge and the pipeline are measured without the history
     /// writer); `max` and `tcp-max` also take `book` (that bid, never cancelled: the book grows by
-    /// every order).
+    /// every order), and `max` takes `mixed` (one order in ten crosses as in `cross`, the others
+    /// rest and are cancelled as in `rest`: a market maker's order-to-trade ratio of ten).
     #[arg(long, default_value = "cross")]
     flow: String,
 }
 
 fn main() {
     let args = Args::parse();
-    let flows: &[&str] =
-        if matches!(args.mode.as_str(), "max" | "tcp-max") { &["cross", "rest", "book"] } else { &["cross", "rest"] };
+    let flows: &[&str] = match args.mode.as_str() {
+        "max" => &["cross", "rest", "book", "mixed"],
+        "tcp-max" => &["cross", "rest", "book"],
+        _ => &["cross", "rest"],
+    };
     assert!(
         flows.contains(&args.flow.as_str()),
         "--flow {:?} is not one of {flows:?} in mode {}",
@@ -286,7 +290,8 @@ fn echo_server() -> SocketAddr {
 /// `--flow rest`: each order is a bid below the market, and its answer is followed by the cancel
 /// of the order it names, so nothing trades and the book stays small (the cancels are counted
 /// apart). `--flow book`: every order is that bid and stays on the book, as a benchmark that
-/// posts one fixed request body over and over does.
+/// posts one fixed request body over and over does. `--flow mixed`: every tenth order is a
+/// crossing one, the rest as in `rest`.
 fn max_rate(args: &Args) {
     let done = Arc::new(AtomicU64::new(0));
     let cancelled = Arc::new(AtomicU64::new(0));
@@ -303,14 +308,16 @@ fn max_rate(args: &Args) {
         threads.push(std::thread::spawn(move || {
             let mut i = 0u64;
             // What each request in flight was, oldest first (HTTP answers in order): the user of
-            // an order, or None for a cancel.
+            // an order and whether it is to be cancelled once accepted, or None for a cancel.
             let mut pending = std::collections::VecDeque::with_capacity(window);
             let mut batch = Vec::with_capacity(window * 200);
-            let mut put = |batch: &mut Vec<u8>, pending: &mut std::collections::VecDeque<Option<u64>>| {
+            let mut put = |batch: &mut Vec<u8>, pending: &mut std::collections::VecDeque<Option<(u64, bool)>>| {
                 i += 1;
                 let n = i * 1000 + c as u64;
-                let body = if flow == "cross" { order_body(n, users) } else { rest_body(n, users) };
-                pending.push_back(Some(1 + n % users));
+                let crosses = flow == "cross" || (flow == "mixed" && i % 10 == 0);
+                let body = if crosses { order_body(n, users) } else { rest_body(n, users) };
+                let cancel = flow == "rest" || (flow == "mixed" && !crosses);
+                pending.push_back(Some((1 + n % users, cancel)));
                 batch.extend_from_slice(http_request(&body).as_bytes());
             };
             for _ in 0..window {
@@ -328,9 +335,9 @@ fn max_rate(args: &Args) {
                 // Only requests the engine took count; error 3 (back-pressure) does not.
                 let ok = status == 200 && !String::from_utf8_lossy(&body).contains("\"code\"");
                 match (what, ok) {
-                    (Some(user), true) => {
+                    (Some((user, cancel)), true) => {
                         done.fetch_add(1, Ordering::Relaxed);
-                        if flow == "rest" {
+                        if cancel {
                             let id = order_id(&body).expect("an accepted order's reply names it");
                             let cancel =
                                 format!(r#"{{"id":{id},"method":"order.cancel","params":[{user},"BTCBCH",{id}]}}"#);
