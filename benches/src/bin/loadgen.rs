@@ -314,7 +314,7 @@ fn max_rate(args: &Args) {
             let mut put = |batch: &mut Vec<u8>, pending: &mut std::collections::VecDeque<Option<(u64, bool)>>| {
                 i += 1;
                 let n = i * 1000 + c as u64;
-                let crosses = flow == "cross" || (flow == "mixed" && i % 10 == 0);
+                let crosses = flow == "cross" || (flow == "mixed" && i.is_multiple_of(10));
                 let body = if crosses { order_body(n, users) } else { rest_body(n, users) };
                 let cancel = flow == "rest" || (flow == "mixed" && !crosses);
                 pending.push_back(Some((1 + n % users, cancel)));
