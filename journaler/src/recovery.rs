@@ -185,9 +185,9 @@ fn replay(
         'batches: for batch in rx.iter() {
             let mut check = spare.try_recv().unwrap_or_default();
             check.path.clone_from(&batch.path);
-            for segment::Entry { seq, time_us, digest, cmd } in batch.records {
+            for &segment::Entry { seq, time_us, digest, ref cmd } in &batch.records {
                 events.clear();
-                if let Err(error) = matcher.apply(time_us, &cmd, &mut events) {
+                if let Err(error) = matcher.apply(time_us, cmd, &mut events) {
                     failure = Some(JournalError::Replay { path: batch.path.clone(), seq, error });
                     break;
                 }

@@ -1,5 +1,7 @@
 //! Replay speed alone: journals the matcher mix (plus the deposits and seed orders it starts
-//! from), then times recovery of that journal a few times and prints the best and median.
+//! from), then times recovery of that journal a few times and prints the best and median,
+//! beside its baseline from the same run: the matcher alone applying the same commands in
+//! memory (the commands the journal holds; no journal, no digest), as many rounds.
 //!
 //! `cargo run --release -p viaduct-benches --bin replay -- [commands] [rounds]`
 
@@ -28,11 +30,13 @@ fn main() {
     let mut events = Events::default();
     let mut scratch = Vec::new();
     let mut seq = 0;
+    let mut journaled = Vec::new();
     let mut journal = |cmd: &Command, w: &mut JournalWriter| {
         events.clear();
         if m.apply(T0, cmd, &mut events).is_ok() && cmd.is_write() {
             seq += 1;
             w.append(seq, T0, events.digest(&mut scratch), cmd);
+            journaled.push(cmd.clone());
         }
     };
     for cmd in mix.seed_commands() {
@@ -42,6 +46,17 @@ fn main() {
         journal(cmd, &mut w);
     }
     w.commit().unwrap();
+    let mut alone = Vec::new();
+    for _ in 0..rounds {
+        let mut m = Matcher::new(spec.clone());
+        let started = Instant::now();
+        for cmd in &journaled {
+            events.clear();
+            let _ = std::hint::black_box(m.apply(T0, cmd, &mut events));
+        }
+        alone.push(started.elapsed().as_secs_f64());
+    }
+    alone.sort_by(f64::total_cmp);
     let mut times = Vec::new();
     for _ in 0..rounds {
         let started = Instant::now();
@@ -55,6 +70,14 @@ fn main() {
         "replay: {records} commands; best {:.2} M/s, median {:.2} M/s over {rounds} rounds",
         records as f64 / best / 1e6,
         records as f64 / median / 1e6
+    );
+    let commands = journaled.len() as f64;
+    let alone_median = alone[alone.len() / 2];
+    println!(
+        "baseline: the matcher alone on the same {commands} commands; best {:.2} M/s, median {:.2} M/s; replay's median {:.2}x of it",
+        commands / alone[0] / 1e6,
+        commands / alone_median / 1e6,
+        (records as f64 / median) / (commands / alone_median)
     );
     std::fs::remove_dir_all(&dir).ok();
 }
