@@ -113,6 +113,9 @@ struct Conn {
     /// Whether the poller is asked for writability too (only while replies wait to be written):
     /// it is told only when this changes, not at every flush.
     write_interest: bool,
+    /// Held back at `pending_max`, with requests in `rbuf` or the socket: the replies (or time-outs)
+    /// that make room take it up again ([`Server::resume`]). Nothing else reads it until then.
+    paused: bool,
 }
 
 struct Server<B> {
@@ -164,6 +167,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
             last_active: Instant::now(),
             closing: false,
             write_interest: false,
+            paused: false,
         });
         self.live += 1;
     }
@@ -200,6 +204,7 @@ impl<B: Backend> Server<B> {
             let Some(c) = self.conns[index].as_mut() else { return false };
             if c.order.len() >= self.cfg.pending_max {
                 // Back-pressure: leave the bytes in the socket until replies drain.
+                c.paused = true;
                 return true;
             }
             match c.stream.read(&mut chunk) {
@@ -219,6 +224,12 @@ impl<B: Backend> Server<B> {
                     if !c.closing && c.rbuf.len() > limit {
                         self.reject(index, 413);
                     }
+                    // A read that did not fill the chunk emptied the socket: with mio's
+                    // edge-triggered epoll, bytes that arrive later raise a new event, so the read
+                    // that would only say "would block" is skipped.
+                    if n < chunk.len() {
+                        return self.conns[index].is_some();
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -236,9 +247,13 @@ impl<B: Backend> Server<B> {
         let rbuf = std::mem::take(&mut c.rbuf);
         let mut at = 0;
         loop {
-            let Some(c) = self.conns[index].as_ref() else { return };
-            if c.closing || at == rbuf.len() || c.order.len() >= self.cfg.pending_max {
-                break; // past `pending_max`, read no further until replies drain: back-pressure
+            let Some(c) = self.conns[index].as_mut() else { return };
+            if c.order.len() >= self.cfg.pending_max && !c.closing {
+                c.paused = true; // read no further until replies drain: back-pressure
+                break;
+            }
+            if c.closing || at == rbuf.len() {
+                break;
             }
             match self.parse_one(index, &rbuf[at..]) {
                 Parsed::Partial => break,
@@ -353,13 +368,20 @@ impl<B: Backend> Server<B> {
         touched.dedup();
         for index in touched {
             self.flush(index);
-            // Requests held back by `pending_max`, in the buffer or still in the socket.
-            if self.conns[index].is_some() {
-                self.handle_requests(index);
-            }
-            if self.conns[index].is_some() && self.read(index) {
-                self.flush(index);
-            }
+            self.resume(index);
+        }
+    }
+
+    /// Takes up a connection held back at `pending_max` once replies have made room: the requests
+    /// waiting in its buffer, then its socket.
+    fn resume(&mut self, index: usize) {
+        let Some(c) = self.conns[index].as_mut() else { return };
+        if !std::mem::take(&mut c.paused) {
+            return;
+        }
+        self.handle_requests(index);
+        if self.conns[index].is_some() && self.read(index) {
+            self.flush(index);
         }
     }
 
@@ -412,6 +434,8 @@ impl<B: Backend> Server<B> {
                 self.close(index);
             } else if expired_any {
                 self.flush(index);
+                // The 504s made room: requests held back behind them are taken up.
+                self.resume(index);
             }
         }
     }

@@ -77,3 +77,38 @@ fn whole_response(bytes: &[u8]) -> bool {
         .unwrap_or(0);
     bytes.len() >= head_end + 4 + length
 }
+
+/// Requests held back at `pending_max` behind requests that time out are taken up once the 504s
+/// make room, and time out in their turn: none is left unanswered in the edge's buffer.
+#[test]
+fn requests_held_back_behind_timed_out_ones_are_answered_too() {
+    let mut cfg = HttpConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.reply_timeout = Duration::from_millis(100);
+    cfg.pending_max = 2;
+    let spec = Spec::new(&embedded()).unwrap();
+    let edge = HttpEdge::start(cfg, move |_notify| Stalled { spec, full: false }).unwrap();
+    let mut s = TcpStream::connect(edge.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut burst = String::new();
+    for id in 0..5 {
+        let body = format!(r#"{{"id": {id}, "method": "balance.query", "params": [1]}}"#);
+        burst.push_str(&format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    }
+    s.write_all(burst.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while String::from_utf8_lossy(&got).matches("HTTP/1.1 504 ").count() < 5 || !whole_response(last(&got)) {
+        let n = s.read(&mut chunk).expect("every held-back request is answered");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    assert_eq!(text.matches(r#"{"code":5,"message":"service timeout"}"#).count(), 5, "{text}");
+}
+
+/// The bytes from the last response's status line on.
+fn last(bytes: &[u8]) -> &[u8] {
+    let text = String::from_utf8_lossy(bytes);
+    let at = text.rfind("HTTP/1.1 ").unwrap_or(0);
+    &bytes[at..]
+}
