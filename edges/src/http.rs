@@ -113,8 +113,8 @@ struct Conn {
     /// Whether the poller is asked for writability too (only while replies wait to be written):
     /// it is told only when this changes, not at every flush.
     write_interest: bool,
-    /// Held back at `pending_max`, with requests in `rbuf` or the socket: the replies (or time-outs)
-    /// that make room take it up again ([`Server::resume`]). Nothing else reads it until then.
+    /// Held back at `pending_max`, with requests in `rbuf` or the socket: the replies or time-outs
+    /// that make room read on ([`Server::read_on`]).
     paused: bool,
 }
 
@@ -223,12 +223,6 @@ impl<B: Backend> Server<B> {
                     let Some(c) = self.conns[index].as_mut() else { return false };
                     if !c.closing && c.rbuf.len() > limit {
                         self.reject(index, 413);
-                    }
-                    // A read that did not fill the chunk emptied the socket: with mio's
-                    // edge-triggered epoll, bytes that arrive later raise a new event, so the read
-                    // that would only say "would block" is skipped.
-                    if n < chunk.len() {
-                        return self.conns[index].is_some();
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
@@ -368,17 +362,16 @@ impl<B: Backend> Server<B> {
         touched.dedup();
         for index in touched {
             self.flush(index);
-            self.resume(index);
+            self.read_on(index);
         }
     }
 
-    /// Takes up a connection held back at `pending_max` once replies have made room: the requests
-    /// waiting in its buffer, then its socket.
-    fn resume(&mut self, index: usize) {
+    /// Reads on where a connection stopped: the requests waiting in its buffer (held back by
+    /// `pending_max`), then its socket. Replies call it for every connection they touched (under
+    /// load, new requests are there already); time-outs only for one that was held back.
+    fn read_on(&mut self, index: usize) {
         let Some(c) = self.conns[index].as_mut() else { return };
-        if !std::mem::take(&mut c.paused) {
-            return;
-        }
+        c.paused = false;
         self.handle_requests(index);
         if self.conns[index].is_some() && self.read(index) {
             self.flush(index);
@@ -435,7 +428,9 @@ impl<B: Backend> Server<B> {
             } else if expired_any {
                 self.flush(index);
                 // The 504s made room: requests held back behind them are taken up.
-                self.resume(index);
+                if self.conns[index].as_ref().is_some_and(|c| c.paused) {
+                    self.read_on(index);
+                }
             }
         }
     }
