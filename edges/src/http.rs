@@ -96,10 +96,8 @@ impl HttpEdge {
 enum Slot {
     /// A status and its body; the head is written when it goes out.
     Ready(u16, String),
-    Waiting {
-        tag: u64,
-        since: Instant,
-    },
+    /// A request with the engine: its tag, its JSON-RPC id (a 504 names it) and when it went.
+    Waiting { tag: u64, id: i64, since: Instant },
 }
 
 struct Conn {
@@ -289,9 +287,9 @@ impl<B: Backend> Server<B> {
         let body = &buf[head..head + length];
         match self.answer(body) {
             Answer::Now(status, json) => self.queue(index, Slot::Ready(status, json)),
-            Answer::Later(tag) => {
+            Answer::Later(tag, id) => {
                 self.waiting.insert(tag, index);
-                self.queue(index, Slot::Waiting { tag, since: Instant::now() });
+                self.queue(index, Slot::Waiting { tag, id, since: Instant::now() });
             }
             Answer::Malformed => return Parsed::Reject(400),
         }
@@ -311,7 +309,7 @@ impl<B: Backend> Server<B> {
             let tag = self.next_tag;
             self.next_tag += 1;
             return match self.backend.query(tag, id, method, params) {
-                Ok(()) => Answer::Later(tag),
+                Ok(()) => Answer::Later(tag, id),
                 Err(RpcError::MethodNotFound) => Answer::Now(404, error_response(Some(id), RpcError::MethodNotFound)),
                 Err(e) => Answer::Now(200, error_response(Some(id), e)),
             };
@@ -323,7 +321,7 @@ impl<B: Backend> Server<B> {
         let tag = self.next_tag;
         self.next_tag += 1;
         match self.backend.submit(tag, id, cmd) {
-            Ok(()) => Answer::Later(tag),
+            Ok(()) => Answer::Later(tag, id),
             Err(_) => Answer::Now(200, error_response(Some(id), RpcError::ServiceUnavailable)),
         }
     }
@@ -412,11 +410,11 @@ impl<B: Backend> Server<B> {
             let Some(c) = self.conns[index].as_mut() else { continue };
             let mut expired_any = false;
             for slot in c.order.iter_mut() {
-                if let Slot::Waiting { tag, since } = slot {
+                if let Slot::Waiting { tag, id, since } = slot {
                     if now.duration_since(*since) >= self.cfg.reply_timeout {
                         self.expired.insert(*tag);
                         self.waiting.remove(tag);
-                        *slot = Slot::Ready(504, error_response(None, RpcError::ServiceTimeout));
+                        *slot = Slot::Ready(504, error_response(Some(*id), RpcError::ServiceTimeout));
                         expired_any = true;
                     }
                 }
@@ -496,7 +494,8 @@ impl<'de> serde::Deserialize<'de> for Envelope {
 
 enum Answer {
     Now(u16, String),
-    Later(u64),
+    /// With the engine: the request's tag and JSON-RPC id.
+    Later(u64, i64),
     Malformed,
 }
 

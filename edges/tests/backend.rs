@@ -1,5 +1,6 @@
 //! The HTTP edge against stand-in backends: one that never answers (504 with error 5 after the
-//! reply timeout) and one that is always full (error 3).
+//! reply timeout, naming the request's id as ViaBTC's accesshttp does) and one that is always
+//! full (error 3).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -56,7 +57,7 @@ fn exchange(full: bool) -> String {
 fn a_reply_that_never_comes_is_answered_504_with_error_5() {
     let text = exchange(false);
     assert!(text.starts_with("HTTP/1.1 504 "), "{text}");
-    assert!(text.contains(r#"{"code":5,"message":"service timeout"}"#), "{text}");
+    assert!(text.contains(r#"{"error":{"code":5,"message":"service timeout"},"result":null,"id":42}"#), "{text}");
 }
 
 #[test]
@@ -104,6 +105,9 @@ fn requests_held_back_behind_timed_out_ones_are_answered_too() {
     }
     let text = String::from_utf8(got).unwrap();
     assert_eq!(text.matches(r#"{"code":5,"message":"service timeout"}"#).count(), 5, "{text}");
+    for id in 0..5 {
+        assert!(text.contains(&format!(r#""result":null,"id":{id}}}"#)), "no 504 names {id}: {text}");
+    }
 }
 
 /// The bytes from the last response's status line on.
