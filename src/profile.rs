@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use viaduct_journaler::Durability;
-use viaduct_ring::{RingConfig, Wait};
+use viaduct_ring::{RingConfig, StageThreads, Wait};
 
 const BUILT_IN: [(&str, &str); 3] = [
     ("default", include_str!("../tuning/default.toml")),
@@ -171,8 +171,11 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
             input_slots: f.rings.input_slots,
             output_slots: f.rings.output_slots,
             wait,
-            replies_with_journal: f.rings.journal_with_matcher || f.rings.replies_with_journal.unwrap_or(false),
-            journal_with_matcher: f.rings.journal_with_matcher,
+            stages: match (f.rings.journal_with_matcher, f.rings.replies_with_journal) {
+                (true, _) => StageThreads::WithMatcher,
+                (false, Some(true)) => StageThreads::RepliesWithJournal,
+                (false, _) => StageThreads::Own,
+            },
             matcher_core: f.cores.matcher,
             journal_core: f.cores.journal,
             replies_core: f.cores.replies,
@@ -205,22 +208,22 @@ mod tests {
             Wait::Sleep { sleep: Duration::from_micros(20), idle_sleep: Duration::from_micros(200) }
         );
         assert_eq!(Profile::load("latency").unwrap().timer_slack_ns, None);
-        // Where the journal and the replies run: (replies_with_journal, journal_with_matcher).
-        let threads = |p: Profile| (p.ring.replies_with_journal, p.ring.journal_with_matcher);
-        assert_eq!(threads(Profile::load("default").unwrap()), (true, true));
-        assert_eq!(threads(Profile::load("latency").unwrap()), (true, true));
-        assert_eq!(threads(Profile::load("throughput").unwrap()), (false, false));
+        // Where the journal and the replies run.
+        let threads = |p: Profile| p.ring.stages;
+        assert_eq!(threads(Profile::load("default").unwrap()), StageThreads::WithMatcher);
+        assert_eq!(threads(Profile::load("latency").unwrap()), StageThreads::WithMatcher);
+        assert_eq!(threads(Profile::load("throughput").unwrap()), StageThreads::Own);
         assert_eq!(Profile::load("latency").unwrap().ring.matcher_core, Some(1));
         // Left out, the journal and the replies each get a thread of their own.
         let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "");
-        assert_eq!(threads(parse("x", &text).unwrap()), (false, false));
+        assert_eq!(threads(parse("x", &text).unwrap()), StageThreads::Own);
         let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "replies_with_journal = true");
-        assert_eq!(threads(parse("x", &text).unwrap()), (true, false));
+        assert_eq!(threads(parse("x", &text).unwrap()), StageThreads::RepliesWithJournal);
         // The journal on the matcher's thread takes the replies with it.
         let text = BUILT_IN[0]
             .1
             .replace("journal_with_matcher = true", "journal_with_matcher = true\nreplies_with_journal = true");
-        assert_eq!(threads(parse("x", &text).unwrap()), (true, true));
+        assert_eq!(threads(parse("x", &text).unwrap()), StageThreads::WithMatcher);
         let text = BUILT_IN[0]
             .1
             .replace("journal_with_matcher = true", "journal_with_matcher = true\nreplies_with_journal = false");
@@ -231,10 +234,10 @@ mod tests {
     fn the_benchmarks_profiles_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
         let os = Profile::load(dir.join("profile-os.toml").to_str().unwrap()).unwrap();
-        assert_eq!((os.durability, os.ring.journal_with_matcher), (Durability::Os, true));
+        assert_eq!((os.durability, os.ring.stages), (Durability::Os, StageThreads::WithMatcher));
         let latency = Profile::load(dir.join("profile-latency-os.toml").to_str().unwrap()).unwrap();
         assert_eq!((latency.durability, latency.ring.wait), (Durability::Os, Wait::BusySpin));
-        assert!(latency.ring.journal_with_matcher);
+        assert_eq!(latency.ring.stages, StageThreads::WithMatcher);
     }
 
     #[test]

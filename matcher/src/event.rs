@@ -257,13 +257,12 @@ impl Events {
     /// Appends the canonical encoding that [`Events::digest`] hashes to `out`, so that the hash
     /// can be taken elsewhere ([`digest_of`]): recovery hashes on another thread than it applies.
     pub fn encode_canonical(&self, out: &mut Vec<u8>) {
-        let scratch = out;
         for e in self.iter() {
             match e {
-                EventRef::Order(kind, o) => put_order(scratch, kind, o),
-                EventRef::Deal(d) => put_deal(scratch, d),
-                EventRef::Balance(b) => put_balance(scratch, b),
-                EventRef::Level(l) => fixed!(scratch, 36; 4u8, l.market, l.side as u8, l.price, l.amount),
+                EventRef::Order(kind, o) => put_order(out, kind, o),
+                EventRef::Deal(d) => put_deal(out, d),
+                EventRef::Balance(b) => put_balance(out, b),
+                EventRef::Level(l) => fixed!(out, 36; 4u8, l.market, l.side as u8, l.price, l.amount),
             }
         }
     }

@@ -12,9 +12,9 @@
 //! The matcher consumes the input ring in order and publishes each command, its reply and its
 //! events into the output ring. The journal stage sees every output slot first; the reply stage
 //! sees a slot only after the journal stage finished the whole batch holding it, so nothing is
-//! answered before it is durable. (Or, with `RingConfig::replies_with_journal`, the reply stage
+//! answered before it is durable. (Or, with `StageThreads::RepliesWithJournal`, the reply stage
 //! runs on the journal's thread right after it, and releases a batch's replies at the batch's
-//! end, after the commit. Or, with `RingConfig::journal_with_matcher`, there is no output ring:
+//! end, after the commit. Or, with `StageThreads::WithMatcher`, there is no output ring:
 //! the matcher thread hands each command to the journal stage and then the reply stage itself,
 //! and at the end of each batch of the input ring the journal commits before the replies are
 //! released.) (Snapshots are not a stage: their worker reads the journal.)
@@ -163,21 +163,29 @@ pub struct RingConfig {
     /// Slots in the output ring (a power of two); a full ring holds the matcher back.
     pub output_slots: usize,
     pub wait: Wait,
-    /// Run the reply stage on the journal's thread, right after the journal stage, instead of on
-    /// a thread of its own: one hand-off fewer per command (a thread switch, which costs tens
-    /// of microseconds on a small virtual machine), but encoding replies no longer overlaps the
-    /// journal's next write.
-    pub replies_with_journal: bool,
-    /// Run the journal and reply stages on the matcher's thread, after each command: no output
-    /// ring and no hand-off between matching and the journal, so a request crosses one thread
-    /// (the matcher's) between its edge's and its reply; but matching stops while the journal
-    /// writes (and, with `fsync`, while the disk syncs), and the batch a commit covers is what
-    /// the input ring held. Implies `replies_with_journal`; `output_slots` is unused.
-    pub journal_with_matcher: bool,
+    /// Which threads the journal and reply stages run on.
+    pub stages: StageThreads,
     /// Cores to pin the matcher, journal and reply threads to (`None`: not pinned).
     pub matcher_core: Option<usize>,
     pub journal_core: Option<usize>,
     pub replies_core: Option<usize>,
+}
+
+/// Which threads the journal and reply stages run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageThreads {
+    /// Each on a thread of its own, the output ring between them and the matcher.
+    Own,
+    /// The reply stage on the journal's thread, right after the journal stage: one hand-off
+    /// fewer per command (a thread switch, which costs tens of microseconds on a small virtual
+    /// machine), but encoding replies no longer overlaps the journal's next write.
+    RepliesWithJournal,
+    /// Both on the matcher's thread, after each command: no output ring and no hand-off between
+    /// matching and the journal, so a request crosses one thread (the matcher's) between its
+    /// edge's and its reply; but matching stops while the journal writes (and, with `fsync`,
+    /// while the disk syncs), and the batch a commit covers is what the input ring held.
+    /// `output_slots` is unused.
+    WithMatcher,
 }
 
 /// The producer side of the input ring; clone one per producing thread.
@@ -262,7 +270,7 @@ pub struct Stages<J, R, F> {
     /// Sees each slot after the journal stage saw it, and must release nothing (no reply, no
     /// publication) before the `end_of_batch` call: on its own thread it sees a slot only once
     /// the journal stage finished the batch holding it; with
-    /// [`RingConfig::replies_with_journal`] it runs right after the journal stage on each slot,
+    /// [`StageThreads::RepliesWithJournal`] it runs right after the journal stage on each slot,
     /// and only the batch's last call comes after the journal's commit.
     pub replies: R,
     /// Called on the matcher thread when the pipeline stops, with the final state and its journal
@@ -301,7 +309,7 @@ where
 {
     let Stages { mut journal, mut replies, on_stop } = stages;
     let cores = available_cores();
-    let output = if cfg.journal_with_matcher {
+    let output = if cfg.stages == StageThreads::WithMatcher {
         if cfg.journal_core.is_some() || cfg.replies_core.is_some() {
             tracing::info!(
                 "pipeline: the journal and replies run on the matcher's thread; their core settings are unused"
@@ -315,7 +323,7 @@ where
             Some(c) => out.pin_at_core(c),
             None => out,
         };
-        Output::Ring(if cfg.replies_with_journal {
+        Output::Ring(if cfg.stages == StageThreads::RepliesWithJournal {
             if cfg.replies_core.is_some() {
                 tracing::info!("pipeline: replies run on the journal's thread; their core setting is unused");
             }
@@ -374,7 +382,7 @@ enum Output<J, R> {
     /// Into the output ring, whose stages run on threads of their own.
     Ring(disruptor::SingleProducer<OutSlot, disruptor::SingleConsumerBarrier>),
     /// Into one slot of its own, handed to the journal and reply stages on this thread
-    /// ([`RingConfig::journal_with_matcher`]).
+    /// ([`StageThreads::WithMatcher`]).
     Inline { slot: OutSlot, journal: J, replies: R },
 }
 
@@ -441,17 +449,17 @@ mod tests {
     /// comes after a journal commit that covers every slot it has seen.
     #[test]
     fn replies_end_a_batch_only_after_the_journal_committed_it_on_any_thread() {
-        for (replies_with_journal, journal_with_matcher, journal_thread) in
-            [(false, false, "viaduct-journal"), (true, false, "viaduct-journal"), (true, true, "viaduct-matcher")]
-        {
-            let arrangement =
-                format!("replies_with_journal = {replies_with_journal}, journal_with_matcher = {journal_with_matcher}");
+        for (stages, journal_thread) in [
+            (StageThreads::Own, "viaduct-journal"),
+            (StageThreads::RepliesWithJournal, "viaduct-journal"),
+            (StageThreads::WithMatcher, "viaduct-matcher"),
+        ] {
+            let arrangement = format!("{stages:?}");
             let cfg = RingConfig {
                 input_slots: 1024,
                 output_slots: 64,
                 wait: Wait::Sleep { sleep: Duration::from_micros(50), idle_sleep: Duration::from_micros(50) },
-                replies_with_journal,
-                journal_with_matcher,
+                stages,
                 matcher_core: None,
                 journal_core: None,
                 replies_core: None,
