@@ -21,6 +21,11 @@ fn small_profile() -> Profile {
     p
 }
 
+/// An engine on `dir` with the embedded config and [`small_profile`].
+fn start(dir: &std::path::Path) -> Engine {
+    Engine::start(dir, Spec::new(&embedded()).unwrap(), &small_profile(), |_| {}).unwrap().0
+}
+
 fn params(v: Value) -> Vec<Value> {
     v.as_array().unwrap().clone()
 }
@@ -131,8 +136,7 @@ fn market_data_survives_a_restart_from_snapshot_and_journal() {
 #[test]
 fn market_data_shows_a_clients_own_trade_right_after_its_reply() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = Spec::new(&embedded()).unwrap();
-    let (engine, _) = Engine::start(dir.path(), spec, &small_profile(), |_| {}).unwrap();
+    let engine = start(dir.path());
     let mut client = engine.client();
     let mut call = |method: &str, p: Value| -> Value {
         client.submit(1, method, &params(p)).expect("room");
@@ -157,8 +161,7 @@ fn market_data_shows_a_clients_own_trade_right_after_its_reply() {
 #[test]
 fn order_replies_are_whole_at_every_receiving_end() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = Spec::new(&embedded()).unwrap();
-    let (engine, _) = Engine::start(dir.path(), spec, &small_profile(), |_| {}).unwrap();
+    let engine = start(dir.path());
     let mut client = engine.client();
     let replies = client.replies();
     client.submit(1, "balance.update", &params(json!([1, "BCH", "deposit", 1, "1000", {}]))).unwrap();
