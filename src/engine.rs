@@ -19,7 +19,7 @@ use viaduct_journaler::segment::{remove_covered, JournalTail, JournalWriter};
 use viaduct_journaler::{snapshot, Durability};
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{decode, response_json, Command, Events, Matcher, RpcError, Spec};
+use viaduct_matcher::{decode, response_json, Command, Events, EventsView, Matcher, RpcError, Spec};
 use viaduct_publishers::history::query::is_history_method;
 use viaduct_publishers::history::store::{self as history_store, Store};
 use viaduct_publishers::history::writer::{
@@ -957,7 +957,7 @@ impl Downstream for Catchup<'_> {
         Ok(())
     }
 
-    fn apply(&mut self, seq: u64, events: &Events) {
+    fn apply(&mut self, seq: u64, events: EventsView<'_>) {
         events.deals().iter().for_each(|d| self.market.apply(d));
         let Some((store, committed, rows)) = &mut self.history else { return };
         if seq <= *committed {

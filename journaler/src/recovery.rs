@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use viaduct_matcher::event::digest_of;
-use viaduct_matcher::{Events, Matcher, SnapshotError, Spec};
+use viaduct_matcher::event::{digest_of, Mark};
+use viaduct_matcher::{Events, EventsView, Matcher, SnapshotError, Spec};
 
 use crate::segment::{self, ReadOutcome};
 use crate::{snapshot, JournalError};
@@ -37,7 +37,7 @@ pub trait Downstream {
     /// recovery with its message.
     fn load(&mut self, bytes: &[u8]) -> Result<(), String>;
     /// Takes the events of the replayed command `seq`.
-    fn apply(&mut self, seq: u64, events: &Events);
+    fn apply(&mut self, seq: u64, events: EventsView<'_>);
 }
 
 /// No downstream state.
@@ -45,7 +45,7 @@ impl Downstream for () {
     fn load(&mut self, _: &[u8]) -> Result<(), String> {
         Ok(())
     }
-    fn apply(&mut self, _: u64, _: &Events) {}
+    fn apply(&mut self, _: u64, _: EventsView<'_>) {}
 }
 
 /// What recovery rebuilt.
@@ -101,7 +101,7 @@ pub fn recover_from(
 
 /// Records decoded ahead of the matcher, per batch, and batches in flight: the reader thread
 /// reads and checks records while the matcher applies the previous batch, and the verifier
-/// thread hashes the events of the batch before.
+/// thread encodes and hashes the events of the batch before.
 const REPLAY_BATCH: usize = 4096;
 const REPLAY_BATCHES_AHEAD: usize = 8;
 
@@ -110,29 +110,33 @@ struct Batch {
     records: Vec<segment::Entry>,
 }
 
-/// The events of a batch of replayed commands, in canonical encoding, for the verifier to hash
-/// against the digests the journal holds.
+/// The events of a batch of replayed commands, as the matcher recorded them, for the verifier to
+/// digest against the digests the journal holds. The matcher records into the batch's buffer
+/// directly, so the applying thread neither copies nor encodes them.
 #[derive(Default)]
 struct Verify {
     path: PathBuf,
-    /// (sequence, the journal's digest, where its encoding ends in `bytes`).
-    commands: Vec<(u64, u64, usize)>,
-    bytes: Vec<u8>,
+    /// (sequence, the journal's digest, where its events end in `events`).
+    commands: Vec<(u64, u64, Mark)>,
+    events: Events,
 }
 
-/// Hashes each batch's events and compares them with the journal's digests; the first command
-/// that differs ends it. Emptied batches go back on `spare` for reuse.
+/// Digests each command's events and compares them with the journal's digests; the first
+/// command that differs ends it. Emptied batches go back on `spare` for reuse.
 fn verify(batches: Receiver<Verify>, spare: SyncSender<Verify>) -> Option<JournalError> {
+    let mut scratch = Vec::new();
     for mut batch in batches {
-        let mut start = 0;
-        for &(seq, digest, end) in &batch.commands {
-            if digest_of(&batch.bytes[start..end]) != digest {
+        let mut from = Mark::default();
+        for &(seq, digest, to) in &batch.commands {
+            scratch.clear();
+            batch.events.between(from, to).encode_canonical(&mut scratch);
+            if digest_of(&scratch) != digest {
                 return Some(JournalError::Diverged { path: batch.path, seq });
             }
-            start = end;
+            from = to;
         }
         batch.commands.clear();
-        batch.bytes.clear();
+        batch.events.clear();
         let _ = spare.try_send(batch);
     }
     None
@@ -179,21 +183,22 @@ fn replay(
             .name("journal-verify".into())
             .spawn_scoped(s, move || verify(verifying, spare_tx))
             .map_err(crate::io_err(dir))?;
-        let mut events = Events::with_capacity(64);
         let mut replayed = 0u64;
         let mut failure = None;
         'batches: for batch in rx.iter() {
-            let mut check = spare.try_recv().unwrap_or_default();
+            let mut check = spare
+                .try_recv()
+                .unwrap_or_else(|_| Verify { events: Events::with_capacity(REPLAY_BATCH * 4), ..Verify::default() });
             check.path.clone_from(&batch.path);
             for &segment::Entry { seq, time_us, digest, ref cmd } in &batch.records {
-                events.clear();
-                if let Err(error) = matcher.apply(time_us, cmd, &mut events) {
+                let from = check.events.mark();
+                if let Err(error) = matcher.apply(time_us, cmd, &mut check.events) {
                     failure = Some(JournalError::Replay { path: batch.path.clone(), seq, error });
                     break;
                 }
-                events.encode_canonical(&mut check.bytes);
-                check.commands.push((seq, digest, check.bytes.len()));
-                downstream.apply(seq, &events);
+                let to = check.events.mark();
+                check.commands.push((seq, digest, to));
+                downstream.apply(seq, check.events.between(from, to));
                 replayed += 1;
                 if replayed.is_multiple_of(PROGRESS_EVERY) {
                     progress(Progress::Replayed { records: replayed, seq });

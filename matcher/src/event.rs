@@ -222,17 +222,25 @@ impl Events {
         &self.deals
     }
 
+    /// Where the events recorded so far end: the start of the next command's events, for a
+    /// buffer that gathers several commands' events ([`Events::between`]).
+    pub fn mark(&self) -> Mark {
+        Mark { seq: self.seq.len(), deals: self.deals.len() }
+    }
+
+    /// Every event held.
+    pub fn view(&self) -> EventsView<'_> {
+        self.between(Mark::default(), self.mark())
+    }
+
+    /// The events recorded between two marks: one command's, when the buffer gathers several.
+    pub fn between(&self, from: Mark, to: Mark) -> EventsView<'_> {
+        EventsView { events: self, from, to }
+    }
+
     /// The events in the order they happened.
     pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
-        self.seq.iter().map(move |&(kind, i)| {
-            let i = i as usize;
-            match kind {
-                Kind::Order => EventRef::Order(self.orders[i].0, &self.orders[i].1),
-                Kind::Deal => EventRef::Deal(&self.deals[i]),
-                Kind::Balance => EventRef::Balance(&self.balances[i]),
-                Kind::Level => EventRef::Level(&self.levels[i]),
-            }
-        })
+        self.view().iter()
     }
 
     /// Owned copies of the events, in order.
@@ -255,8 +263,58 @@ impl Events {
     }
 
     /// Appends the canonical encoding that [`Events::digest`] hashes to `out`, so that the hash
-    /// can be taken elsewhere ([`digest_of`]): recovery hashes on another thread than it applies.
+    /// can be taken elsewhere ([`digest_of`]).
     pub fn encode_canonical(&self, out: &mut Vec<u8>) {
+        self.view().encode_canonical(out);
+    }
+}
+
+/// A place in an [`Events`] buffer: how many events, and how many deals, precede it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    seq: usize,
+    deals: usize,
+}
+
+/// The events between two [`Mark`]s of one buffer, in order: one command's events where a
+/// buffer gathers a batch of commands' (recovery hands its verifier whole batches).
+#[derive(Debug, Clone, Copy)]
+pub struct EventsView<'a> {
+    events: &'a Events,
+    from: Mark,
+    to: Mark,
+}
+
+impl<'a> EventsView<'a> {
+    pub fn len(self) -> usize {
+        self.to.seq - self.from.seq
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// The deals alone, in order.
+    pub fn deals(self) -> &'a [Deal] {
+        &self.events.deals[self.from.deals..self.to.deals]
+    }
+
+    /// The events in the order they happened.
+    pub fn iter(self) -> impl Iterator<Item = EventRef<'a>> + 'a {
+        let e = self.events;
+        e.seq[self.from.seq..self.to.seq].iter().map(move |&(kind, i)| {
+            let i = i as usize;
+            match kind {
+                Kind::Order => EventRef::Order(e.orders[i].0, &e.orders[i].1),
+                Kind::Deal => EventRef::Deal(&e.deals[i]),
+                Kind::Balance => EventRef::Balance(&e.balances[i]),
+                Kind::Level => EventRef::Level(&e.levels[i]),
+            }
+        })
+    }
+
+    /// Appends the canonical encoding of these events ([`Events::digest`]) to `out`.
+    pub fn encode_canonical(self, out: &mut Vec<u8>) {
         for e in self.iter() {
             match e {
                 EventRef::Order(kind, o) => put_order(out, kind, o),

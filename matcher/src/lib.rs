@@ -32,6 +32,6 @@ pub use command::{decode, Command};
 pub use config::{Config, ConfigError, Spec};
 pub use engine::{Matcher, DEDUPE_ENTRIES_MAX, DEDUPE_WINDOW_US};
 pub use error::RpcError;
-pub use event::{Event, EventRef, Events};
+pub use event::{Event, EventRef, Events, EventsView};
 pub use reply::{response_json, result_json, Reply};
 pub use snapshot::SnapshotError;

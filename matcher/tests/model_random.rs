@@ -214,11 +214,35 @@ fn run(seed: u64, commands: usize) {
     };
     let mut supply: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut events = Events::default();
+    // A second engine records the same commands into one buffer per 100 commands, as recovery
+    // does; each command's view of it must be exactly that command's events.
+    let mut gathering = engine.clone();
+    let mut gathered = Events::default();
     let (mut last_id, mut outcomes) = (0u64, BTreeMap::<String, usize>::new());
     for n in 0..commands {
         let (method, params) = w.next(&model);
         events.clear();
-        let outcome = decode(&spec, method, &params).and_then(|c| engine.apply(w.now, &c, &mut events));
+        let cmd = decode(&spec, method, &params);
+        let outcome = cmd.as_ref().map_err(Clone::clone).and_then(|c| engine.apply(w.now, c, &mut events));
+        if let Ok(c) = &cmd {
+            if n % 100 == 0 {
+                gathered.clear();
+            }
+            let from = gathered.mark();
+            assert_eq!(gathering.apply(w.now, c, &mut gathered).is_ok(), outcome.is_ok());
+            let view = gathered.between(from, gathered.mark());
+            assert_eq!(view.len(), events.len());
+            assert_eq!(
+                view.iter().map(|e| e.to_owned()).collect::<Vec<_>>(),
+                events.to_vec(),
+                "seed {seed}, command {n}"
+            );
+            assert_eq!(view.deals(), events.deals());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            view.encode_canonical(&mut a);
+            events.encode_canonical(&mut b);
+            assert_eq!(a, b);
+        }
         let got: Value = serde_json::from_str(&response_json(&spec, 1, &outcome, &events)).unwrap();
         let expected = model.call(w.now, method, &params);
         let ctx = || format!("seed {seed}, command {n}: {method} {}", Value::Array(params.clone()));

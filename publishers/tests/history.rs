@@ -36,7 +36,7 @@ fn fill(store: &mut dyn Store) {
         m.apply(T0 + i as u64 * 1_000_000, &cmd, &mut events).unwrap_or_else(|e| panic!("{method}: {e}"));
         seq += 1;
         let mut rows = Rows::default();
-        rows.add(&spec, &events);
+        rows.add(&spec, events.view());
         store.write(&rows, seq).unwrap();
     }
     assert_eq!(store.committed_seq().unwrap(), 8);

@@ -104,7 +104,7 @@ impl viaduct_journaler::recovery::Downstream for RowCount {
         Ok(())
     }
 
-    fn apply(&mut self, _: u64, events: &viaduct_matcher::Events) {
+    fn apply(&mut self, _: u64, events: viaduct_matcher::EventsView<'_>) {
         let mut rows = viaduct_publishers::history::Rows::default();
         rows.add(&self.spec, events);
         let (b, o, d) = (rows.balances.len() as i64, rows.orders.len() as i64, rows.deals.len() as i64);

@@ -41,7 +41,7 @@ fn transactions(n: usize, url: &str) -> (Vec<(u64, Rows)>, usize) {
     for (i, cmd) in mix.commands.iter().enumerate() {
         events.clear();
         m.apply(T0_US + i as u64 * 1000, cmd, &mut events).expect("the mix succeeds");
-        rows.add(&spec, &events);
+        rows.add(&spec, events.view());
         if rows.len() >= tx_rows {
             total += rows.len();
             out.push((i as u64 + 1, std::mem::take(&mut rows)));

@@ -14,7 +14,7 @@ pub mod writer;
 use viaduct_matcher::decimal::{rescale_trunc, Dec};
 use viaduct_matcher::event::{Business, Deal, EventRef, OrderEventKind};
 use viaduct_matcher::order::{Order, OrderKind, Side};
-use viaduct_matcher::{Events, Spec};
+use viaduct_matcher::{EventsView, Spec};
 
 /// Shards per table (`_0` … `_99`).
 pub const SHARDS: u64 = 100;
@@ -103,7 +103,7 @@ impl Rows {
 
     /// Adds the rows `events` leave (SPEC B6.4): every balance change; every finished order that
     /// traded or was a market order; both sides of every deal.
-    pub fn add(&mut self, spec: &Spec, events: &Events) {
+    pub fn add(&mut self, spec: &Spec, events: EventsView<'_>) {
         let mut deal: Option<Deal> = None;
         for ev in events.iter() {
             match ev {

@@ -228,12 +228,12 @@ fn write_loop(
             match next {
                 Ok((s, events)) => {
                     last_fed = Instant::now();
-                    pending.add(spec, &events);
+                    pending.add(spec, events.view());
                     seq = seq.max(s);
                     // Everything else already waiting joins this transaction.
                     while pending.len() < rows_max {
                         let Ok((s, events)) = feed.try_recv() else { break };
-                        pending.add(spec, &events);
+                        pending.add(spec, events.view());
                         seq = seq.max(s);
                     }
                 }
