@@ -1,6 +1,8 @@
 //! One market's order book: orders in a pooled slab, price levels in a `BTreeMap` per side, each
 //! level an intrusive FIFO list, and each user's open orders an intrusive list in id order.
-//! Insert, cancel and fill are O(log levels) at worst and never allocate once the pool is warm.
+//! An order for a price that already has a level finds it through a hash index of the levels, so
+//! the tree is searched only when a level opens or closes. Insert, cancel and fill are
+//! O(log levels) at worst and never allocate once the pool is warm.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -48,12 +50,23 @@ struct Links {
     level: u32,
 }
 
-/// A price level: a FIFO of slots and the sum of their `left`.
+/// A price level: a FIFO of slots and the sum of their `left`, and its key in the level index
+/// ([`level_code`]; [`NO_CODE`] for a price the index does not hold).
 #[derive(Clone, Copy)]
 struct Level {
     head: u32,
     tail: u32,
     total: i128,
+    code: u64,
+}
+
+const NO_CODE: u64 = u64::MAX;
+
+/// A level's key in the level index: its price, with the side in bit 62, for prices below 2^62
+/// (any real market's); the rare larger price is found through the tree alone.
+fn level_code(side: Side, price: i128) -> Option<u64> {
+    const LIMIT: i128 = 1 << 62;
+    (0..LIMIT).contains(&price).then(|| price as u64 | if side == Side::Bid { LIMIT as u64 } else { 0 })
 }
 
 #[derive(Clone, Copy)]
@@ -80,6 +93,8 @@ pub struct Book {
     /// order touches the tree only when its level empties.
     levels: Vec<Level>,
     free_levels: Vec<u32>,
+    /// Level code → level, for every level whose price has a code.
+    level_index: SlotIndex,
     /// The first (key, level) of each side's tree, asks then bids: the top of the book without a
     /// walk down the tree.
     first: [Option<(i128, u32)>; 2],
@@ -151,32 +166,10 @@ impl Book {
     /// Adds a resting order at the back of its price level; returns the level's new total.
     pub fn insert(&mut self, order: Order) -> i128 {
         let slot = self.alloc(order);
-        let tree = match order.side {
-            Side::Ask => &mut self.asks,
-            Side::Bid => &mut self.bids,
-        };
-        let li = match tree.entry(key(order.side, order.price)) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => {
-                let level = Level { head: NIL, tail: NIL, total: 0 };
-                let li = match self.free_levels.pop() {
-                    Some(li) => {
-                        self.levels[li as usize] = level;
-                        li
-                    }
-                    None => {
-                        self.levels.push(level);
-                        (self.levels.len() - 1) as u32
-                    }
-                };
-                let k = *e.key();
-                e.insert(li);
-                let first = &mut self.first[order.side as usize - 1];
-                if first.is_none_or(|(best, _)| k < best) {
-                    *first = Some((k, li));
-                }
-                li
-            }
+        let code = level_code(order.side, order.price);
+        let li = match code.and_then(|c| self.level_index.get(c)) {
+            Some(li) => li,
+            None => self.open_level(order.side, order.price, code),
         };
         let level = &mut self.levels[li as usize];
         let old_tail = level.tail;
@@ -195,6 +188,42 @@ impl Book {
         self.link_user(order.user, slot);
         self.adjust_side(order.side, 1, order.left);
         total
+    }
+
+    /// The level for `price` on `side`, opened if there is none; `code` is its [`level_code`].
+    fn open_level(&mut self, side: Side, price: i128, code: Option<u64>) -> u32 {
+        let tree = match side {
+            Side::Ask => &mut self.asks,
+            Side::Bid => &mut self.bids,
+        };
+        match tree.entry(key(side, price)) {
+            // Only a price without a code has a level the index did not find.
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let level = Level { head: NIL, tail: NIL, total: 0, code: code.unwrap_or(NO_CODE) };
+                let li = match self.free_levels.pop() {
+                    Some(li) => {
+                        self.levels[li as usize] = level;
+                        li
+                    }
+                    None => {
+                        self.levels.push(level);
+                        (self.levels.len() - 1) as u32
+                    }
+                };
+                let k = *e.key();
+                e.insert(li);
+                let first = &mut self.first[side as usize - 1];
+                if first.is_none_or(|(best, _)| k < best) {
+                    *first = Some((k, li));
+                }
+                if let Some(c) = code {
+                    let (levels, slots) = (&self.levels, self.levels.len() as u32);
+                    self.level_index.insert(c, li, slots, |s| levels[s as usize].code);
+                }
+                li
+            }
+        }
     }
 
     /// Replaces the order at the head of the best level on `side` (the maker of a trade) with its
@@ -254,6 +283,9 @@ impl Book {
             };
             let k = key(order.side, order.price);
             tree.remove(&k);
+            if level.code != NO_CODE {
+                self.level_index.remove(level.code);
+            }
             self.free_levels.push(li);
             let first = &mut self.first[order.side as usize - 1];
             if first.is_some_and(|(best, _)| best == k) {
@@ -426,6 +458,24 @@ impl Book {
             }
             seen += count;
         }
+        let mut coded = 0;
+        for side in [Side::Ask, Side::Bid] {
+            for (&k, &li) in self.tree(side) {
+                let code = level_code(side, key(side, k));
+                if self.levels[li as usize].code != code.unwrap_or(NO_CODE) {
+                    return Err(format!("{side:?} level {} has the wrong index code", key(side, k)));
+                }
+                if let Some(c) = code {
+                    coded += 1;
+                    if self.level_index.get(c) != Some(li) {
+                        return Err(format!("{side:?} level {} is not in the level index", key(side, k)));
+                    }
+                }
+            }
+        }
+        if coded != self.level_index.len() {
+            return Err(format!("{} levels in the index, {coded} in the trees", self.level_index.len()));
+        }
         for side in [Side::Ask, Side::Bid] {
             if self.first[side as usize - 1] != self.tree(side).first_key_value().map(|(&k, &l)| (k, l)) {
                 return Err(format!("{side:?} cached top of book disagrees with the tree"));
@@ -440,5 +490,76 @@ impl Book {
             return Err(format!("{in_user_lists} orders in user lists, {seen} in levels"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::{OrderKind, Source};
+
+    fn order(id: u64, side: Side, price: i128) -> Order {
+        Order {
+            id,
+            market: 0,
+            side,
+            kind: OrderKind::Limit,
+            user: (id % 3) as u32 + 1,
+            ctime_us: 0,
+            mtime_us: 0,
+            price,
+            amount: 10,
+            left: 10,
+            taker_fee: 0,
+            maker_fee: 0,
+            deal_stock: 0,
+            deal_money: 0,
+            deal_fee: 0,
+            source: Source::EMPTY,
+            client_id: 0,
+        }
+    }
+
+    /// Prices the level index holds and prices only the tree holds (2^62 and above) share one
+    /// book: levels open, fill up, empty and reopen on both sides, in price order, with the
+    /// index in step with the trees after every change.
+    #[test]
+    fn levels_open_and_close_with_and_without_an_index_code() {
+        let big = 1i128 << 62;
+        let prices = [1, 7, big - 1, big, big + 5, i128::MAX / 4];
+        let mut book = Book::default();
+        let mut id = 0;
+        for round in 0..3 {
+            for side in [Side::Ask, Side::Bid] {
+                for &p in prices.iter().rev() {
+                    for _ in 0..2 {
+                        id += 1;
+                        book.insert(order(id, side, p));
+                        book.check().unwrap();
+                    }
+                }
+            }
+            assert_eq!(book.side_levels(Side::Ask).map(|(p, _)| p).collect::<Vec<_>>(), prices);
+            let bids: Vec<i128> = book
+                .side_levels(Side::Bid)
+                .map(|(p, t)| {
+                    assert_eq!(t, 20);
+                    p
+                })
+                .collect();
+            assert_eq!(bids, prices.iter().rev().copied().collect::<Vec<_>>());
+            assert_eq!(book.best(Side::Ask).unwrap().price, 1);
+            assert_eq!(book.best(Side::Bid).unwrap().price, i128::MAX / 4);
+            // Empty every level but, in the last round, one order in each: levels close and reopen.
+            let ids: Vec<(u64, u32)> = book.orders_by_id().iter().map(|o| (o.id, o.user)).collect();
+            for (n, (oid, user)) in ids.into_iter().enumerate() {
+                if round < 2 || n % 2 == 0 {
+                    book.remove_owned(oid, user).unwrap();
+                    book.check().unwrap();
+                }
+            }
+        }
+        assert_eq!(book.len(), 2 * prices.len());
+        assert_eq!(book.level_index.len(), 2 * 3, "the three prices below 2^62 on each side");
     }
 }
