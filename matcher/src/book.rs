@@ -39,34 +39,6 @@ impl Hasher for IdHasher {
 
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// A hasher for ids handed out in sequence (order ids): the id's own low 57 bits place it in
-/// the table, and a multiply of it fills the top 7 bits, which `hashbrown` keeps as the entry's
-/// tag. Consecutive ids land in neighbouring buckets, so a book of millions of orders inserts and
-/// finds recent orders in cache lines it has just touched, where a mixing hash sends each to a
-/// random line of a table far larger than the cache. Ids chosen by others (users, prices) keep
-/// [`IdHasher`]: spaced alike, they would share buckets.
-#[derive(Default, Clone, Copy)]
-pub struct SeqIdHasher(u64);
-
-impl Hasher for SeqIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut n = 0u64;
-        for &b in bytes {
-            n = n.rotate_left(8) ^ u64::from(b);
-        }
-        self.write_u64(n);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        const LOW: u64 = (1 << 57) - 1;
-        self.0 = (n & LOW) | (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & !LOW);
-    }
-}
-
 /// The links of the order in the same slot: its level's FIFO, its user's list, and its level.
 /// Kept apart from the orders so that relinking a neighbour touches 20 bytes, not a whole order.
 #[derive(Clone, Copy)]
@@ -112,7 +84,7 @@ pub struct Book {
     orders: Chunked<Order>,
     links: Chunked<Links>,
     free: Chunked<u32>,
-    by_id: SlotIndex<SeqIdHasher>,
+    by_id: SlotIndex,
     /// Price → level, keyed by price.
     asks: BTreeMap<i128, u32>,
     /// Price → level, keyed by −price, so that ascending order is priority order on both sides.
@@ -546,23 +518,6 @@ mod tests {
             source: Source::EMPTY,
             client_id: 0,
         }
-    }
-
-    /// Order ids a table apart from each other land in neighbouring buckets, and their tags (the
-    /// top 7 bits) still differ.
-    #[test]
-    fn sequential_ids_hash_to_neighbouring_buckets_with_mixed_tags() {
-        let hash = |id: u64| {
-            let mut h = SeqIdHasher::default();
-            h.write_u64(id);
-            h.finish()
-        };
-        let mut tags = std::collections::HashSet::new();
-        for id in 1_000_000..1_000_128u64 {
-            assert_eq!(hash(id) & 0xFFFF, id & 0xFFFF);
-            tags.insert(hash(id) >> 57);
-        }
-        assert!(tags.len() > 64, "only {} tags among 128 ids", tags.len());
     }
 
     /// Prices the level index holds and prices only the tree holds (2^62 and above) share one

@@ -6,11 +6,9 @@
 //! at a time and never moves what it holds; [`SlotIndex`] moves its entries to a larger table a
 //! few per insert instead of all at once.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Index, IndexMut};
 
-use crate::book::IdHasher;
+use crate::book::IdMap;
 
 const CHUNK_BITS: u32 = 12;
 /// Elements per chunk: 4,096 orders are 720 KB.
@@ -85,14 +83,11 @@ impl<T> IndexMut<usize> for Chunked<T> {
 /// twice the size and, on each later insert, moves the entries of a few slots (walking the slots
 /// in order) from the old table to the new one; lookups and removals look in both until the old
 /// one is empty. So no insert rehashes more than a handful of entries.
-///
-/// `H` hashes the ids: [`IdHasher`] by default; [`crate::book::SeqIdHasher`] for ids handed out
-/// in sequence.
 #[derive(Clone, Default)]
-pub struct SlotIndex<H = IdHasher> {
-    table: HashMap<u64, u32, BuildHasherDefault<H>>,
+pub struct SlotIndex {
+    table: IdMap<u64, u32>,
     /// Entries not yet moved into `table`; empty except while moving.
-    old: HashMap<u64, u32, BuildHasherDefault<H>>,
+    old: IdMap<u64, u32>,
     /// The next slot whose entry moves, and the number of slots when the move began.
     cursor: u32,
     end: u32,
@@ -100,9 +95,9 @@ pub struct SlotIndex<H = IdHasher> {
     per_insert: u32,
 }
 
-impl<H: Hasher + Default + Clone> SlotIndex<H> {
-    pub fn with_capacity(n: usize) -> SlotIndex<H> {
-        SlotIndex { table: HashMap::with_capacity_and_hasher(n, Default::default()), ..SlotIndex::default() }
+impl SlotIndex {
+    pub fn with_capacity(n: usize) -> SlotIndex {
+        SlotIndex { table: IdMap::with_capacity_and_hasher(n, Default::default()), ..SlotIndex::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -169,7 +164,7 @@ impl<H: Hasher + Default + Clone> SlotIndex<H> {
                 // Not reached while `per_insert` keeps up; correct either way.
                 self.finish();
             }
-            let bigger = HashMap::with_capacity_and_hasher((self.table.capacity() * 2).max(16), Default::default());
+            let bigger = IdMap::with_capacity_and_hasher((self.table.capacity() * 2).max(16), Default::default());
             self.old = std::mem::replace(&mut self.table, bigger);
             self.cursor = 0;
             self.end = slots;
@@ -269,7 +264,7 @@ mod tests {
     /// Removals that empty the old table before the walk reaches its end let it go at once.
     #[test]
     fn the_old_table_goes_once_removals_empty_it() {
-        let mut index: SlotIndex = SlotIndex::with_capacity(16);
+        let mut index = SlotIndex::with_capacity(16);
         let ids: Vec<u64> = (0..1000).map(|i| 10_000 + i).collect();
         let cap = index.table.capacity();
         for s in 0..=cap as u32 {
@@ -291,12 +286,7 @@ mod tests {
     /// moves more than a few entries.
     #[test]
     fn the_index_grows_a_few_entries_at_a_time_and_always_answers_as_a_map_does() {
-        grows_a_few_at_a_time::<IdHasher>();
-        grows_a_few_at_a_time::<crate::book::SeqIdHasher>();
-    }
-
-    fn grows_a_few_at_a_time<H: Hasher + Default + Clone>() {
-        let mut index: SlotIndex<H> = SlotIndex::default();
+        let mut index = SlotIndex::default();
         let mut ids: Vec<u64> = Vec::new(); // slot -> id of the order there (or that was there)
         let mut free: Vec<u32> = Vec::new();
         let mut reference: HashMap<u64, u32> = HashMap::new();
