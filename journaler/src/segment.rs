@@ -3,6 +3,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use viaduct_matcher::Command;
 
@@ -12,10 +14,27 @@ use crate::{io_err, Durability, JournalError};
 /// Segments are rotated once they pass this size, at a commit boundary.
 pub const SEGMENT_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
-/// Segments are filled with zeros this far ahead of the last record, and synced, so that an
-/// append neither grows the file nor allocates blocks: `fdatasync` then writes data only, with no
-/// file-system metadata to commit. Recovery reads a zero tail as the end of the journal.
+/// Segments are filled with zeros ahead of the last record, and synced, so that an append neither
+/// grows the file nor allocates blocks: `fdatasync` then writes data only, with no file-system
+/// metadata to commit. Recovery reads a zero tail as the end of the journal.
+///
+/// The first segment after a start begins with this much, and the writer extends it this much at
+/// a time as it fills (a write of zeros and a sync, about 10 ms here, that the commit waits for).
+/// Every later segment is filled whole, to its maximum size and this much beyond (a commit closes
+/// a segment past its maximum), by a thread of its own that starts once the segment before is
+/// half full ([`NEXT_SEGMENT`]): commits, which run on the matcher's thread in some profiles, then
+/// never stop to write zeros. Only a group so large that it overfills a segment has the writer
+/// extend that one too.
 pub const PREALLOCATE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The next segment while it is being prepared: a file of zeros, renamed to its segment's name
+/// (after its header is written) when the writer moves on to it. One left by a stopped process is
+/// removed at the next start; readers never see it, as its name is not a segment's.
+pub const NEXT_SEGMENT: &str = "next-segment.tmp";
+
+/// Zeros written by the preparing thread between two syncs: in fsync mode, a commit's
+/// `fdatasync` on the same disk never waits behind more than this much of them.
+const PREPARE_SYNC_BYTES: u64 = 1 << 20;
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("seg-{first_seq:020}.log"))
@@ -50,6 +69,9 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
+/// The thread filling the next segment with zeros: it ends with the file and its length.
+type Preparing = std::thread::JoinHandle<Result<(File, u64), JournalError>>;
+
 /// Appends records and commits them in groups: everything appended since the last commit goes
 /// out in one `write`, then one `fdatasync` (in `fsync` mode).
 pub struct JournalWriter {
@@ -59,6 +81,10 @@ pub struct JournalWriter {
     segment_bytes_max: u64,
     /// The open segment, its path, the bytes written, and the bytes preallocated.
     file: Option<(File, PathBuf, u64, u64)>,
+    /// The thread preparing the next segment, and the flag that stops it early.
+    next: Option<(Preparing, Arc<AtomicBool>)>,
+    /// Segments begun from a prepared file (the others were made by the writer).
+    prepared_taken: u64,
     buf: Vec<u8>,
     next_seq: u64,
     /// Highest sequence committed (durable in `fsync` mode).
@@ -81,14 +107,78 @@ impl JournalWriter {
             fingerprint,
             segment_bytes_max,
             file: None,
+            next: None,
+            prepared_taken: 0,
             buf: Vec::with_capacity(1 << 20),
             next_seq,
             committed: next_seq - 1,
         };
         if mode != Durability::None {
+            let stale = dir.join(NEXT_SEGMENT);
+            if stale.exists() {
+                fs::remove_file(&stale).map_err(io_err(&stale))?;
+            }
             w.start_segment()?;
         }
         Ok(w)
+    }
+
+    /// Starts the thread that fills the next segment with zeros, under a name no reader lists.
+    fn prepare_next(&mut self) {
+        let (path, fsync) = (self.dir.join(NEXT_SEGMENT), self.mode == Durability::Fsync);
+        let len = self.segment_len();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new().name("journal-prepare".into()).spawn(move || {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            let mut at = 0;
+            while at < len && !stopped.load(Ordering::Relaxed) {
+                at = zero_fill(&file, &path, at, len.min(at + PREPARE_SYNC_BYTES))?;
+                if fsync {
+                    file.sync_data().map_err(io_err(&path))?;
+                }
+            }
+            if fsync {
+                file.sync_all().map_err(io_err(&path))?;
+            }
+            Ok((file, at))
+        });
+        // A thread that cannot be started leaves the writer to make the next segment itself.
+        self.next = thread.ok().map(|t| (t, stop));
+    }
+
+    /// Moves on to a new segment: the prepared one (waiting for its thread if need be: it had
+    /// half a segment's time), else, if no thread could be started, one made here.
+    fn next_segment(&mut self) -> Result<(), JournalError> {
+        let Some((thread, _)) = self.next.take() else { return self.start_segment() };
+        let (file, allocated) = match thread.join() {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(e)) => {
+                tracing::warn!("journal: preparing the next segment failed ({e}); making it in place");
+                return self.start_segment();
+            }
+            Err(_) => return self.start_segment(),
+        };
+        self.finish_segment()?;
+        let (prepared, path) = (self.dir.join(NEXT_SEGMENT), segment_path(&self.dir, self.next_seq));
+        file.write_all_at(&record::segment_header(self.fingerprint, self.next_seq), 0).map_err(io_err(&prepared))?;
+        if self.mode == Durability::Fsync {
+            file.sync_data().map_err(io_err(&prepared))?;
+        }
+        // Named as a segment only once whole: a reader that finds it finds its header.
+        fs::rename(&prepared, &path).map_err(io_err(&path))?;
+        if self.mode == Durability::Fsync {
+            sync_dir(&self.dir)?;
+        }
+        self.file = Some((file, path, SEGMENT_HEADER_BYTES as u64, allocated));
+        self.prepared_taken += 1;
+        Ok(())
     }
 
     fn start_segment(&mut self) -> Result<(), JournalError> {
@@ -111,9 +201,15 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// How far ahead to zero-fill: never more than a whole segment.
+    /// How far past its maximum a segment is zero-filled, and how far a group that overfills it
+    /// extends it: never more than a whole segment.
     fn preallocate(&self) -> u64 {
         PREALLOCATE_BYTES.min(self.segment_bytes_max)
+    }
+
+    /// A new segment's length: its header, its maximum, and [`JournalWriter::preallocate`].
+    fn segment_len(&self) -> u64 {
+        SEGMENT_HEADER_BYTES as u64 + self.segment_bytes_max + self.preallocate()
     }
 
     /// Cuts the open segment's zero tail, so that only the last segment ever has one.
@@ -166,14 +262,28 @@ impl JournalWriter {
             }
         }
         self.committed = self.next_seq - 1;
-        if self.file.as_ref().is_some_and(|(_, _, size, _)| *size >= self.segment_bytes_max) {
-            self.start_segment()?;
+        let size = self.file.as_ref().map_or(0, |(_, _, size, _)| *size);
+        if self.next.is_none() && self.file.is_some() && size >= self.segment_bytes_max / 2 {
+            self.prepare_next();
+        }
+        if size >= self.segment_bytes_max {
+            self.next_segment()?;
         }
         Ok(self.committed)
     }
 
     pub fn committed(&self) -> u64 {
         self.committed
+    }
+}
+
+impl Drop for JournalWriter {
+    /// Stops the preparing thread within a chunk of zeros, and waits for it.
+    fn drop(&mut self) {
+        if let Some((thread, stop)) = self.next.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
     }
 }
 
@@ -417,4 +527,70 @@ pub fn remove_covered(dir: &Path, seq: u64) -> Result<usize, JournalError> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cancel(order_id: u64) -> Command {
+        Command::Cancel { user: 1, market: 0, order_id }
+    }
+
+    /// Every segment after the first is the one prepared ahead, and begins whole (zeros to its
+    /// maximum and beyond, where the writer's own begins with less); the preparing starts at half
+    /// a segment; a prepared file left by a stopped process is replaced at the next start; every
+    /// record reads back in order.
+    #[test]
+    fn segments_after_the_first_are_the_ones_prepared_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 4096u64;
+        let header = SEGMENT_HEADER_BYTES as u64;
+        fs::write(dir.path().join(NEXT_SEGMENT), b"left by a stopped process").unwrap();
+        let mut w = JournalWriter::open(dir.path(), 1, 7, Durability::Fsync, max).unwrap();
+        assert!(!dir.path().join(NEXT_SEGMENT).exists(), "removed at the start");
+        assert_eq!(fs::metadata(segment_path(dir.path(), 1)).unwrap().len(), header + max);
+        let mut seq = 0;
+        while list_segments(dir.path()).unwrap().len() < 5 {
+            for _ in 0..10 {
+                seq += 1;
+                w.append(seq, 0, seq * 3, &cancel(seq));
+            }
+            assert_eq!(w.commit().unwrap(), seq);
+            let segments = list_segments(dir.path()).unwrap();
+            assert_eq!(w.prepared_taken, segments.len() as u64 - 1);
+            let (first, last) = segments.last().unwrap();
+            let written = w.file.as_ref().unwrap().2;
+            assert_eq!(w.next.is_some(), written >= max / 2, "preparing from half a segment on");
+            if *first > 1 {
+                assert_eq!(fs::metadata(last).unwrap().len(), header + 2 * max);
+            }
+        }
+        // Stopped while the next segment is being prepared.
+        for _ in 0..60 {
+            seq += 1;
+            w.append(seq, 0, seq * 3, &cancel(seq));
+        }
+        w.commit().unwrap();
+        assert!(w.next.is_some());
+        drop(w);
+        let mut read = Vec::new();
+        read_journal(dir.path(), 7, 0, |e, _| {
+            read.push((e.seq, e.digest));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read, (1..=seq).map(|s| (s, s * 3)).collect::<Vec<_>>());
+        // A restart finds the prepared file the stopped writer left, and prepares afresh.
+        assert!(dir.path().join(NEXT_SEGMENT).exists());
+        let mut w = JournalWriter::open(dir.path(), seq + 1, 7, Durability::Fsync, max).unwrap();
+        for _ in 0..200 {
+            seq += 1;
+            w.append(seq, 0, seq * 3, &cancel(seq));
+        }
+        w.commit().unwrap();
+        assert_eq!(w.prepared_taken, 1, "the overfilled first segment was closed for a prepared one");
+        let segments = list_segments(dir.path()).unwrap();
+        assert_eq!(fs::metadata(&segments.last().unwrap().1).unwrap().len(), header + 2 * max);
+    }
 }
