@@ -18,13 +18,14 @@ pub const SEGMENT_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// grows the file nor allocates blocks: `fdatasync` then writes data only, with no file-system
 /// metadata to commit. Recovery reads a zero tail as the end of the journal.
 ///
-/// The first segment after a start begins with this much, and the writer extends it this much at
-/// a time as it fills (a write of zeros and a sync, about 10 ms here, that the commit waits for).
-/// Every later segment is filled whole, to its maximum size and this much beyond (a commit closes
-/// a segment past its maximum), by a thread of its own that starts once the segment before is
-/// half full ([`NEXT_SEGMENT`]): commits, which run on the matcher's thread in some profiles, then
-/// never stop to write zeros. Only a group so large that it overfills a segment has the writer
-/// extend that one too.
+/// The first segment after a start begins with this much. Once a segment holds half of this, a
+/// thread of its own ([`NEXT_SEGMENT`]) fills the next one whole, to the maximum size and this
+/// much beyond (a commit closes a segment past its maximum). A group that would run past the
+/// first segment's zeros goes to the prepared segment if it is ready; until it is, the writer
+/// extends the first segment this much at a time (a write of zeros and a sync, about 10 ms here,
+/// that the commit waits for). So commits, which run on the matcher's thread in some profiles,
+/// stop to write zeros only in the first moments after a start, and for a group larger than
+/// what is left of a segment.
 pub const PREALLOCATE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The next segment while it is being prepared: a file of zeros, renamed to its segment's name
@@ -166,8 +167,11 @@ impl JournalWriter {
             Err(_) => return self.start_segment(),
         };
         self.finish_segment()?;
-        let (prepared, path) = (self.dir.join(NEXT_SEGMENT), segment_path(&self.dir, self.next_seq));
-        file.write_all_at(&record::segment_header(self.fingerprint, self.next_seq), 0).map_err(io_err(&prepared))?;
+        // Its first record is the one after the last committed (a group waiting to be written
+        // goes into it).
+        let first = self.committed + 1;
+        let (prepared, path) = (self.dir.join(NEXT_SEGMENT), segment_path(&self.dir, first));
+        file.write_all_at(&record::segment_header(self.fingerprint, first), 0).map_err(io_err(&prepared))?;
         if self.mode == Durability::Fsync {
             file.sync_data().map_err(io_err(&prepared))?;
         }
@@ -183,14 +187,15 @@ impl JournalWriter {
 
     fn start_segment(&mut self) -> Result<(), JournalError> {
         self.finish_segment()?;
-        let path = segment_path(&self.dir, self.next_seq);
+        let first = self.committed + 1;
+        let path = segment_path(&self.dir, first);
         // A segment that starts at the next sequence holds no record (recovery read everything
         // before it): a restart that wrote nothing left it behind.
         if path.exists() {
             fs::remove_file(&path).map_err(io_err(&path))?;
         }
         let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path).map_err(io_err(&path))?;
-        file.write_all_at(&record::segment_header(self.fingerprint, self.next_seq), 0).map_err(io_err(&path))?;
+        file.write_all_at(&record::segment_header(self.fingerprint, first), 0).map_err(io_err(&path))?;
         let header = SEGMENT_HEADER_BYTES as u64;
         let allocated = zero_fill(&file, &path, header, header + self.preallocate())?;
         if self.mode == Durability::Fsync {
@@ -242,11 +247,20 @@ impl JournalWriter {
     /// highest committed sequence.
     pub fn commit(&mut self) -> Result<u64, JournalError> {
         let fsync = self.mode == Durability::Fsync;
+        // A group that would run past the zeros goes to the prepared segment if that is ready,
+        // rather than wait here for more zeros (a segment is never left without records).
+        let past_zeros = self.file.as_ref().is_some_and(|(_, _, size, allocated)| {
+            *size > SEGMENT_HEADER_BYTES as u64 && *size + self.buf.len() as u64 > *allocated
+        });
+        if past_zeros && self.next.as_ref().is_some_and(|(thread, _)| thread.is_finished()) {
+            self.next_segment()?;
+        }
         if let Some((file, path, size, allocated)) = self.file.as_mut() {
             if !self.buf.is_empty() {
                 let end = *size + self.buf.len() as u64;
                 if end > *allocated {
-                    // Rare (every PREALLOCATE_BYTES): extend the zeros, with their metadata.
+                    // Rare (the first segment after a start, until the next one is prepared;
+                    // a group larger than what is left): extend the zeros, with their metadata.
                     *allocated =
                         zero_fill(file, path, *allocated, end + PREALLOCATE_BYTES.min(self.segment_bytes_max))?;
                     if fsync {
@@ -263,7 +277,7 @@ impl JournalWriter {
         }
         self.committed = self.next_seq - 1;
         let size = self.file.as_ref().map_or(0, |(_, _, size, _)| *size);
-        if self.next.is_none() && self.file.is_some() && size >= self.segment_bytes_max / 2 {
+        if self.next.is_none() && self.file.is_some() && size >= self.preallocate() / 2 {
             self.prepare_next();
         }
         if size >= self.segment_bytes_max {
@@ -535,6 +549,41 @@ mod tests {
 
     fn cancel(order_id: u64) -> Command {
         Command::Cancel { user: 1, market: 0, order_id }
+    }
+
+    /// With segments larger than the first one's zeros, a group that would run past them goes
+    /// to the prepared segment once it is ready, instead of waiting for more zeros.
+    #[test]
+    fn the_first_segment_ends_at_its_zeros_once_the_next_is_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 4 * PREALLOCATE_BYTES;
+        let mut w = JournalWriter::open(dir.path(), 1, 7, Durability::Os, max).unwrap();
+        let mut seq = 0;
+        while list_segments(dir.path()).unwrap().len() < 2 {
+            if let Some((thread, _)) = &w.next {
+                while !thread.is_finished() {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            for _ in 0..5000 {
+                seq += 1;
+                w.append(seq, 0, seq, &cancel(seq));
+            }
+            w.commit().unwrap();
+        }
+        let segments = list_segments(dir.path()).unwrap();
+        let first_len = fs::metadata(&segments[0].1).unwrap().len();
+        assert!(first_len <= SEGMENT_HEADER_BYTES as u64 + PREALLOCATE_BYTES, "extended to {first_len}");
+        assert_eq!(w.prepared_taken, 1);
+        drop(w);
+        let mut read = 0;
+        read_journal(dir.path(), 7, 0, |e, _| {
+            read += 1;
+            assert_eq!(e.seq, read);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read, seq);
     }
 
     /// Every segment after the first is the one prepared ahead, and begins whole (zeros to its
