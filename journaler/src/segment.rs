@@ -115,10 +115,7 @@ impl JournalWriter {
             committed: next_seq - 1,
         };
         if mode != Durability::None {
-            let stale = dir.join(NEXT_SEGMENT);
-            if stale.exists() {
-                fs::remove_file(&stale).map_err(io_err(&stale))?;
-            }
+            remove_if_there(&dir.join(NEXT_SEGMENT))?;
             w.start_segment()?;
         }
         Ok(w)
@@ -164,7 +161,10 @@ impl JournalWriter {
                 tracing::warn!("journal: preparing the next segment failed ({e}); making it in place");
                 return self.start_segment();
             }
-            Err(_) => return self.start_segment(),
+            Err(_) => {
+                tracing::warn!("journal: the thread preparing the next segment panicked; making it in place");
+                return self.start_segment();
+            }
         };
         self.finish_segment()?;
         // Its first record is the one after the last committed (a group waiting to be written
@@ -191,9 +191,7 @@ impl JournalWriter {
         let path = segment_path(&self.dir, first);
         // A segment that starts at the next sequence holds no record (recovery read everything
         // before it): a restart that wrote nothing left it behind.
-        if path.exists() {
-            fs::remove_file(&path).map_err(io_err(&path))?;
-        }
+        remove_if_there(&path)?;
         let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path).map_err(io_err(&path))?;
         file.write_all_at(&record::segment_header(self.fingerprint, first), 0).map_err(io_err(&path))?;
         let header = SEGMENT_HEADER_BYTES as u64;
@@ -246,7 +244,7 @@ impl JournalWriter {
     /// Writes the pending group and, in `fsync` mode, waits until it is on disk. Returns the
     /// highest committed sequence.
     pub fn commit(&mut self) -> Result<u64, JournalError> {
-        let fsync = self.mode == Durability::Fsync;
+        let (fsync, ahead) = (self.mode == Durability::Fsync, self.preallocate());
         // A group that would run past the zeros goes to the prepared segment if that is ready,
         // rather than wait here for more zeros (a segment is never left without records).
         let past_zeros = self.file.as_ref().is_some_and(|(_, _, size, allocated)| {
@@ -261,8 +259,7 @@ impl JournalWriter {
                 if end > *allocated {
                     // Rare (the first segment after a start, until the next one is prepared;
                     // a group larger than what is left): extend the zeros, with their metadata.
-                    *allocated =
-                        zero_fill(file, path, *allocated, end + PREALLOCATE_BYTES.min(self.segment_bytes_max))?;
+                    *allocated = zero_fill(file, path, *allocated, end + ahead)?;
                     if fsync {
                         file.sync_all().map_err(io_err(path))?;
                     }
@@ -301,14 +298,23 @@ impl Drop for JournalWriter {
     }
 }
 
+/// Removes the file at `path` if there is one.
+fn remove_if_there(path: &Path) -> Result<(), JournalError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Writes zeros into `file` from `from` to `to`; returns `to`.
 fn zero_fill(file: &File, path: &Path, from: u64, to: u64) -> Result<u64, JournalError> {
-    const CHUNK: usize = 1 << 20;
-    let zeros = vec![0u8; CHUNK];
+    // Zero-initialised static memory: no allocation per call (the preparing thread calls this
+    // once per MiB).
+    static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
     let mut at = from;
     while at < to {
-        let n = CHUNK.min((to - at) as usize);
-        file.write_all_at(&zeros[..n], at).map_err(io_err(path))?;
+        let n = ZEROS.len().min((to - at) as usize);
+        file.write_all_at(&ZEROS[..n], at).map_err(io_err(path))?;
         at += n as u64;
     }
     Ok(to)
