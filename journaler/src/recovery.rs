@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use std::sync::mpsc::{Receiver, SyncSender};
 
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
 use viaduct_matcher::event::{digest_of, Mark};
 use viaduct_matcher::{Events, EventsView, Matcher, SnapshotError, Spec};
 
@@ -142,6 +145,54 @@ fn verify(batches: Receiver<Verify>, spare: SyncSender<Verify>) -> Option<Journa
     None
 }
 
+/// Where replay's threads run, on a machine that gives this process two cores or more: the
+/// applying thread alone on the last of them, the reader and the verifier on the others. Left to
+/// the scheduler, a helper woken by the applying thread tends to be woken on its core and share
+/// it (`replay 2000000 7`, 6 runs each, alternated: medians 4.90 – 8.37 M/s unpinned, 8.08 –
+/// 9.07 M/s placed).
+struct Placement {
+    /// The applying thread's mask before replay, given back after it.
+    before: CpuSet,
+    helpers: CpuSet,
+}
+
+impl Placement {
+    /// Pins the calling thread, which applies, to the last core of its mask; `None` when the mask
+    /// holds one core or cannot be read or set (replay then runs where the scheduler puts it).
+    fn apply_here() -> Option<Placement> {
+        let before = sched_getaffinity(Pid::from_raw(0)).ok()?;
+        let cores: Vec<usize> = (0..CpuSet::count()).filter(|&c| before.is_set(c).unwrap_or(false)).collect();
+        let (&applier, others) = cores.split_last()?;
+        if others.is_empty() {
+            return None;
+        }
+        let mut alone = CpuSet::new();
+        alone.set(applier).ok()?;
+        let mut helpers = CpuSet::new();
+        for &c in others {
+            helpers.set(c).ok()?;
+        }
+        sched_setaffinity(Pid::from_raw(0), &alone).ok()?;
+        tracing::debug!("recovery: applying on core {applier}, reading and verifying on cores {others:?}");
+        Some(Placement { before, helpers })
+    }
+
+    /// Pins the calling thread, a helper, to the cores the applying thread left.
+    fn helper_here(&self) {
+        if let Err(e) = sched_setaffinity(Pid::from_raw(0), &self.helpers) {
+            tracing::debug!("recovery: a helper thread stays unpinned: {e}");
+        }
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        if let Err(e) = sched_setaffinity(Pid::from_raw(0), &self.before) {
+            tracing::warn!("recovery: giving the applying thread its cores back failed: {e}");
+        }
+    }
+}
+
 /// Reads the journal after `after` on one thread, applies it on this one, and checks each
 /// command's events against its digest on a third.
 fn replay(
@@ -155,10 +206,13 @@ fn replay(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(REPLAY_BATCHES_AHEAD);
     let (to_verify, verifying) = std::sync::mpsc::sync_channel::<Verify>(REPLAY_BATCHES_AHEAD);
     let (spare_tx, spare) = std::sync::mpsc::sync_channel::<Verify>(REPLAY_BATCHES_AHEAD + 2);
+    let placement = Placement::apply_here();
+    let placement = placement.as_ref();
     std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("journal-reader".into())
             .spawn_scoped(s, move || {
+                placement.map(Placement::helper_here);
                 let mut batch = Batch { path: PathBuf::new(), records: Vec::with_capacity(REPLAY_BATCH) };
                 let outcome = segment::read_journal(dir, fingerprint, after, |entry, path| {
                     if batch.path != path || batch.records.len() == REPLAY_BATCH {
@@ -181,7 +235,10 @@ fn replay(
             .map_err(crate::io_err(dir))?;
         let verifier = std::thread::Builder::new()
             .name("journal-verify".into())
-            .spawn_scoped(s, move || verify(verifying, spare_tx))
+            .spawn_scoped(s, move || {
+                placement.map(Placement::helper_here);
+                verify(verifying, spare_tx)
+            })
             .map_err(crate::io_err(dir))?;
         let mut replayed = 0u64;
         let mut failure = None;

@@ -75,6 +75,40 @@ fn replay_rebuilds_the_same_state() {
     assert!(live.last_deal_id() > 0, "the commands must trade");
 }
 
+/// Counts the cores the applying thread may run on while it applies.
+struct CoresWhileApplying(Vec<usize>);
+
+impl viaduct_journaler::recovery::Downstream for CoresWhileApplying {
+    fn load(&mut self, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+    fn apply(&mut self, _: u64, _: viaduct_matcher::EventsView<'_>) {
+        self.0.push(cores_of_this_thread().len());
+    }
+}
+
+fn cores_of_this_thread() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let mask = sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    (0..CpuSet::count()).filter(|&c| mask.is_set(c).unwrap()).collect()
+}
+
+#[test]
+fn replay_applies_on_a_core_of_its_own_and_gives_the_thread_its_cores_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let cmds = commands(&spec, 300);
+    write_journal(dir.path(), &spec, &cmds, 50);
+    let before = cores_of_this_thread();
+    let mut seen = CoresWhileApplying(Vec::new());
+    let r = viaduct_journaler::recovery::recover(dir.path(), &spec, |_| {}, &mut seen).unwrap();
+    assert_eq!(r.last_seq, 300);
+    assert_eq!(cores_of_this_thread(), before, "the applying thread's mask is given back");
+    let alone = if before.len() >= 2 { 1 } else { before.len() };
+    assert_eq!(seen.0.len(), 300);
+    assert!(seen.0.iter().all(|&n| n == alone), "cores while applying: {:?} (of {before:?})", &seen.0[..3]);
+}
+
 #[test]
 fn a_torn_tail_is_cut_back_and_logged() {
     let dir = tempfile::tempdir().unwrap();
