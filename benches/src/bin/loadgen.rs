@@ -4,13 +4,15 @@
 //!
 //! Modes:
 //! - `http`: `order.put_limit` over HTTP/1.1 keep-alive to a running `viaduct run`;
-//! - `echo`: the same schedule against a loopback TCP echo server it starts itself, with
-//!   messages of the same size: the network baseline for the same run;
+//! - `echo`: the same schedule against a loopback TCP echo server it starts itself (one thread
+//!   waiting on every connection, as an edge's event loop does), with messages of the same size:
+//!   the network baseline for the same run;
 //! - `max`: as many `order.put_limit` as the server takes, each connection keeping a window of
 //!   requests in flight, for the sustained rate.
 //! - `tcp`: NEW_LIMIT over the binary order entry (`edges/PROTOCOL.md`), open loop like `http`;
 //!   latency runs to the order's ACCEPTED (or REJECTED). Connection i logs in as key `load<i>`
-//!   (see `benches/loadgen.toml`). `--echo-bytes 48` makes `echo` its baseline.
+//!   (see `benches/loadgen.toml`). `--echo-bytes 48` makes `echo` its baseline. `echo` and `tcp`
+//!   send from one thread and read from another, whatever the number of connections.
 //! - `tcp-max`: as `max`, over the binary order entry.
 //! - `disk`: `write` + `fdatasync` of 64 bytes, one after the other, in `--dir`: the baseline for
 //!   `fsync` durability.
@@ -98,14 +100,13 @@ fn main() {
     match args.mode.as_str() {
         "http" => {
             fund(&args);
-            let body_len = order_body(0, 1).len();
-            let hist = open_loop(&args, args.addr, body_len, true);
+            let hist = open_loop(&args, args.addr);
             report(&args, &format!("http-{}", args.rate), &hist);
         }
         "echo" => {
             let addr = echo_server();
             let body_len = args.echo_bytes.unwrap_or(order_body(0, 1).len());
-            let hist = open_loop(&args, addr, body_len, false);
+            let hist = echo_open_loop(&args, addr, body_len);
             report(&args, &format!("echo-{}", args.rate), &hist);
         }
         "max" => {
@@ -185,8 +186,8 @@ fn read_response(r: &mut impl BufRead) -> Option<(u16, Vec<u8>)> {
     Some((status, body))
 }
 
-/// Each connection sends on a fixed schedule from one thread and reads replies on another.
-fn open_loop(args: &Args, addr: SocketAddr, body_len: usize, http: bool) -> Histogram<u64> {
+/// HTTP: each connection sends on a fixed schedule from one thread and reads replies on another.
+fn open_loop(args: &Args, addr: SocketAddr) -> Histogram<u64> {
     let total = args.rate * args.seconds;
     let per_conn = total / args.connections as u64;
     let interval = Duration::from_nanos(1_000_000_000 * args.connections as u64 / args.rate);
@@ -204,8 +205,7 @@ fn open_loop(args: &Args, addr: SocketAddr, body_len: usize, http: bool) -> Hist
                 let due = start + offset + interval * i as u32;
                 sleep_until(due);
                 let body = order_body(i * 1000 + c as u64, users);
-                let msg = if http { http_request(&body) } else { pad(&body, body_len) };
-                if writer.write_all(msg.as_bytes()).is_err() {
+                if writer.write_all(http_request(&body).as_bytes()).is_err() {
                     return;
                 }
             }
@@ -215,15 +215,10 @@ fn open_loop(args: &Args, addr: SocketAddr, body_len: usize, http: bool) -> Hist
             let mut hist = Histogram::<u64>::new(3).unwrap();
             let mut r = BufReader::new(stream);
             for i in 0..per_conn {
-                let ok = if http {
-                    match read_response(&mut r) {
-                        Some((200, body)) => !String::from_utf8_lossy(&body).contains("\"code\""),
-                        Some(_) => false,
-                        None => break,
-                    }
-                } else {
-                    let mut buf = vec![0u8; body_len];
-                    r.read_exact(&mut buf).is_ok()
+                let ok = match read_response(&mut r) {
+                    Some((200, body)) => !String::from_utf8_lossy(&body).contains("\"code\""),
+                    Some(_) => false,
+                    None => break,
                 };
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -245,6 +240,129 @@ fn open_loop(args: &Args, addr: SocketAddr, body_len: usize, http: bool) -> Hist
     hist
 }
 
+/// How long the scheduled reader waits for any answer before it gives the rest up.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// The open loop of `echo` and `tcp`, on two threads whatever the number of connections (each
+/// thread more is another sleeper for two cores to wake, and the generator's own wake-ups then
+/// count in both the server's latency and its baseline's). One thread sends: request `k` of
+/// the run is due at `start + k × gap`, on connection `k mod n`; it sleeps until the next is due
+/// and then writes every request that is, one write per connection. The other waits on every
+/// connection at once (`poll`), reads what has arrived, and hands each connection's bytes to
+/// `answers`, which takes the whole answers from the front of the buffer and pushes whether each
+/// succeeded. Answers on a connection come in the order of its requests; each one's latency
+/// runs from its request's due time. Returns the histogram and the count of failed answers.
+fn scheduled(
+    streams: Vec<TcpStream>,
+    per_conn: u64,
+    gap: Duration,
+    request: impl Fn(usize, u64, &mut Vec<u8>) + Send + 'static,
+    mut answers: impl FnMut(&mut Vec<u8>, &mut Vec<bool>) -> Result<(), String>,
+) -> (Histogram<u64>, u64) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+
+    let n = streams.len() as u64;
+    let total = per_conn * n;
+    let gap_ns = gap.as_nanos() as u64;
+    let start = Instant::now() + Duration::from_millis(100);
+    let due = move |k: u64| start + Duration::from_nanos(gap_ns * k);
+    let mut writers: Vec<TcpStream> = streams.iter().map(|s| s.try_clone().unwrap()).collect();
+    std::thread::spawn(move || {
+        let mut out: Vec<Vec<u8>> = vec![Vec::new(); writers.len()];
+        let mut k = 0;
+        while k < total {
+            sleep_until(due(k));
+            let now = Instant::now();
+            while k < total && due(k) <= now {
+                let c = (k % n) as usize;
+                request(c, k / n, &mut out[c]);
+                k += 1;
+            }
+            for (w, bytes) in writers.iter_mut().zip(out.iter_mut()) {
+                if !bytes.is_empty() {
+                    if w.write_all(bytes).is_err() {
+                        return;
+                    }
+                    bytes.clear();
+                }
+            }
+        }
+    });
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let mut errors = 0u64;
+    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); streams.len()];
+    let mut got = vec![0u64; streams.len()];
+    let mut open: Vec<usize> = (0..streams.len()).collect();
+    let mut oks = Vec::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let timeout = PollTimeout::try_from(ANSWER_WAIT).expect("a poll timeout");
+    while !open.is_empty() {
+        let ready: Vec<usize> = {
+            let mut fds: Vec<PollFd> =
+                open.iter().map(|&c| PollFd::new(streams[c].as_fd(), PollFlags::POLLIN)).collect();
+            match poll(&mut fds, timeout) {
+                Ok(0) => {
+                    println!(
+                        "no answer for {} s: {} answers missing",
+                        ANSWER_WAIT.as_secs(),
+                        total - got.iter().sum::<u64>()
+                    );
+                    break;
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => panic!("poll: {e}"),
+            }
+            fds.iter().zip(&open).filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty())).map(|(_, &c)| c).collect()
+        };
+        for c in ready {
+            let read = (&streams[c]).read(&mut chunk);
+            let mut done = matches!(read, Ok(0) | Err(_));
+            if let Ok(len) = read {
+                bufs[c].extend_from_slice(&chunk[..len]);
+                if let Err(e) = answers(&mut bufs[c], &mut oks) {
+                    println!("connection {c}: {e}");
+                    done = true;
+                }
+            }
+            for ok in oks.drain(..) {
+                hist.record(due(got[c] * n + c as u64).elapsed().as_nanos().max(1) as u64).ok();
+                got[c] += 1;
+                errors += u64::from(!ok);
+            }
+            if got[c] >= per_conn || done {
+                open.retain(|&o| o != c);
+            }
+        }
+    }
+    (hist, errors)
+}
+
+/// The `echo` baseline: messages of `body_len` bytes, echoed whole.
+fn echo_open_loop(args: &Args, addr: SocketAddr, body_len: usize) -> Histogram<u64> {
+    let streams: Vec<TcpStream> = (0..args.connections)
+        .map(|_| {
+            let s = TcpStream::connect(addr).expect("connect");
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
+    let per_conn = args.rate * args.seconds / args.connections as u64;
+    let gap = Duration::from_nanos(1_000_000_000 / args.rate);
+    let users = args.users;
+    let request = move |c: usize, i: u64, out: &mut Vec<u8>| {
+        out.extend_from_slice(pad(&order_body(i * 1000 + c as u64, users), body_len).as_bytes());
+    };
+    let parse = move |buf: &mut Vec<u8>, oks: &mut Vec<bool>| {
+        let whole = buf.len() / body_len;
+        oks.extend((0..whole).map(|_| true));
+        buf.drain(..whole * body_len);
+        Ok(())
+    };
+    scheduled(streams, per_conn, gap, request, parse).0
+}
+
 fn pad(body: &str, len: usize) -> String {
     let mut s = body.to_string();
     s.truncate(len);
@@ -263,23 +381,43 @@ fn sleep_until(due: Instant) {
     }
 }
 
-/// A loopback echo server on its own threads.
+/// A loopback echo server on one thread of its own, which waits on every connection at once
+/// (`poll`), as an edge's event loop does.
 fn echo_server() -> SocketAddr {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            stream.set_nodelay(true).unwrap();
-            std::thread::spawn(move || {
-                let mut r = stream.try_clone().unwrap();
-                let mut w = stream;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = r.read(&mut buf) {
-                    if n == 0 || w.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
+        let mut conns: Vec<TcpStream> = Vec::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let (accept, ready): (bool, Vec<usize>) = {
+                let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+                fds.extend(conns.iter().map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)));
+                if poll(&mut fds, PollTimeout::NONE).is_err() {
+                    continue;
                 }
-            });
+                let is_ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (is_ready(&fds[0]), fds[1..].iter().enumerate().filter(|(_, f)| is_ready(f)).map(|(i, _)| i).collect())
+            };
+            let mut closed = Vec::new();
+            for i in ready {
+                match (&conns[i]).read(&mut buf) {
+                    Ok(n) if n > 0 && (&conns[i]).write_all(&buf[..n]).is_ok() => {}
+                    _ => closed.push(i),
+                }
+            }
+            for i in closed.into_iter().rev() {
+                conns.swap_remove(i);
+            }
+            if accept {
+                if let Ok((s, _)) = listener.accept() {
+                    s.set_nodelay(true).unwrap();
+                    conns.push(s);
+                }
+            }
         }
     });
     addr
@@ -547,48 +685,30 @@ fn answers(m: &ServerMsg) -> Option<bool> {
 }
 
 fn tcp_open_loop(args: &Args) -> Histogram<u64> {
-    let total = args.rate * args.seconds;
-    let per_conn = total / args.connections as u64;
-    let interval = Duration::from_nanos(1_000_000_000 * args.connections as u64 / args.rate);
-    let errors = Arc::new(AtomicU64::new(0));
     let sessions: Vec<TcpStream> = (1..=args.connections).map(|i| tcp_session(args, i)).collect();
+    let per_conn = args.rate * args.seconds / args.connections as u64;
+    let gap = Duration::from_nanos(1_000_000_000 / args.rate);
     let run = run_ids();
-    let start = Instant::now() + Duration::from_millis(100);
-    let mut readers = Vec::new();
-    for (c, mut stream) in sessions.into_iter().enumerate() {
-        let mut writer = stream.try_clone().unwrap();
-        let offset = interval * c as u32 / args.connections as u32;
-        let flow = args.flow.clone();
-        std::thread::spawn(move || {
-            for i in 0..per_conn {
-                sleep_until(start + offset + interval * i as u32);
-                if writer.write_all(&binary_order(&flow, run, i)).is_err() {
-                    return;
+    let flow = args.flow.clone();
+    let request = move |_c: usize, i: u64, out: &mut Vec<u8>| out.extend_from_slice(&binary_order(&flow, run, i));
+    let parse = |buf: &mut Vec<u8>, oks: &mut Vec<bool>| {
+        let mut at = 0;
+        loop {
+            match binary::decode_server(&buf[at..]) {
+                Ok(Decoded::Msg(m, used)) => {
+                    at += used;
+                    oks.extend(answers(&m));
+                }
+                Ok(Decoded::Partial) => break,
+                Ok(Decoded::Invalid { .. }) | Err(_) => {
+                    return Err("the server sent an undecodable message".to_string())
                 }
             }
-        });
-        let errors = Arc::clone(&errors);
-        readers.push(std::thread::spawn(move || {
-            let mut hist = Histogram::<u64>::new(3).unwrap();
-            let mut reader = Reader::new();
-            let mut i = 0;
-            while i < per_conn {
-                let Some(m) = reader.next(&mut stream) else { break };
-                let Some(ok) = answers(&m) else { continue };
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                hist.record((start + offset + interval * i as u32).elapsed().as_nanos().max(1) as u64).ok();
-                i += 1;
-            }
-            hist
-        }));
-    }
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    for r in readers {
-        hist.add(r.join().unwrap()).unwrap();
-    }
-    let errors = errors.load(Ordering::Relaxed);
+        }
+        buf.drain(..at);
+        Ok(())
+    };
+    let (hist, errors) = scheduled(sessions, per_conn, gap, request, parse);
     if errors > 0 {
         println!("{errors} orders were rejected");
     }
