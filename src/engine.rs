@@ -914,19 +914,22 @@ impl SnapshotWorker {
 
     fn snapshot(&mut self, seq: u64) {
         let started = Instant::now();
-        let state = snapshot::encode_state(&self.shadow.snapshot(), &self.shadow_market.snapshot());
-        // The worker's own work; writing and syncing the file is waiting, and is left out.
-        let encoded = started.elapsed();
-        let result = snapshot::write(&self.snapshots, seq, &state)
-            .and_then(|_| {
-                let protect = self.history_stored.as_ref().map_or(u64::MAX, |c| c.load(Ordering::Acquire));
-                snapshot::prune(&self.snapshots, self.keep, protect)
-            })
-            .and_then(|oldest| remove_covered(&self.journal, oldest.unwrap_or(0)));
+        // The matcher's state goes to the file as it is encoded (it can be hundreds of MB); the
+        // market data's is small.
+        let market = self.shadow_market.snapshot();
+        let shadow = &self.shadow;
+        let written = snapshot::write_streaming(&self.snapshots, seq, |w| shadow.snapshot_to(w).map(drop), &market);
+        // The worker's own work: encoding and writing to the OS; the sync is waiting, and is left
+        // out (a failed write counts as none).
+        let encoded = written.as_ref().map_or(Duration::ZERO, |w| w.encoded);
+        let result = written.and_then(|w| {
+            let protect = self.history_stored.as_ref().map_or(u64::MAX, |c| c.load(Ordering::Acquire));
+            let oldest = snapshot::prune(&self.snapshots, self.keep, protect)?;
+            Ok((w.bytes, remove_covered(&self.journal, oldest.unwrap_or(0))?))
+        });
         match result {
-            Ok(removed) => tracing::info!(
-                "snapshots: state at sequence {seq} written ({} bytes, {} ms); {removed} journal segments removed",
-                state.len(),
+            Ok((bytes, removed)) => tracing::info!(
+                "snapshots: state at sequence {seq} written ({bytes} bytes, {} ms); {removed} journal segments removed",
                 started.elapsed().as_millis()
             ),
             Err(e) => tracing::error!("snapshots: {e}; the journal keeps everything until a snapshot succeeds"),

@@ -8,8 +8,10 @@
 //! ([`encode_state`]).
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::segment::{list_numbered, sync_dir};
 use crate::{io_err, JournalError};
@@ -26,16 +28,21 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     list_numbered(dir, "snap-", ".bin")
 }
 
+fn header(seq: u64, state_len: u64, crc: u32) -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..16].copy_from_slice(&seq.to_le_bytes());
+    header[16..24].copy_from_slice(&state_len.to_le_bytes());
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
 /// Writes the state at `seq` durably; returns its path.
 pub fn write(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, JournalError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let path = snapshot_path(dir, seq);
     let tmp = path.with_extension("tmp");
-    let mut header = [0u8; HEADER_BYTES];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..16].copy_from_slice(&seq.to_le_bytes());
-    header[16..24].copy_from_slice(&(state.len() as u64).to_le_bytes());
-    header[24..28].copy_from_slice(&crc32fast::hash(state).to_le_bytes());
+    let header = header(seq, state.len() as u64, crc32fast::hash(state));
     let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
     file.write_all(&header)
         .and_then(|()| file.write_all(state))
@@ -44,6 +51,83 @@ pub fn write(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, JournalError
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     sync_dir(dir)?;
     Ok(path)
+}
+
+/// What [`write_streaming`] wrote.
+#[derive(Debug)]
+pub struct Written {
+    pub path: PathBuf,
+    /// The state's bytes (the file holds the header too).
+    pub bytes: u64,
+    /// How long encoding and writing took, up to the sync (which is waiting, not work).
+    pub encoded: Duration,
+}
+
+/// Bytes on their way to the file, counted and checksummed as they pass.
+struct Counted<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the same file as [`write`] given [`encode_state`]'s bytes, but takes the matcher's
+/// part from `matcher` as it is encoded, so the state is never held whole in memory. The file
+/// begins with room for the header and the matcher's length, which are written last, with the
+/// checksum, before the file is synced and renamed.
+pub fn write_streaming(
+    dir: &Path,
+    seq: u64,
+    matcher: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    downstream: &[u8],
+) -> Result<Written, JournalError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = snapshot_path(dir, seq);
+    let tmp = path.with_extension("tmp");
+    let started = Instant::now();
+    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let written = (|| {
+        // The matcher's encoder hands its bytes over in large chunks; each goes to the file as is.
+        (&file).write_all(&[0u8; HEADER_BYTES + 8])?;
+        let mut out = Counted { inner: &file, crc: crc32fast::Hasher::new(), len: 0 };
+        matcher(&mut out)?;
+        let matcher_len = out.len;
+        out.write_all(downstream)?;
+        let Counted { crc: rest, len: rest_len, .. } = out;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&matcher_len.to_le_bytes());
+        crc.combine(&rest);
+        let state_len = 8 + rest_len;
+        let mut head = [0u8; HEADER_BYTES + 8];
+        head[..HEADER_BYTES].copy_from_slice(&header(seq, state_len, crc.finalize()));
+        head[HEADER_BYTES..].copy_from_slice(&matcher_len.to_le_bytes());
+        file.write_all_at(&head, 0)?;
+        let encoded = started.elapsed();
+        file.sync_all()?;
+        Ok::<_, io::Error>((state_len, encoded))
+    })();
+    let (bytes, encoded) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e));
+        }
+    };
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    Ok(Written { path, bytes, encoded })
 }
 
 /// Reads and checks one snapshot: (sequence, state bytes).

@@ -215,6 +215,33 @@ fn a_corrupt_snapshot_falls_back_to_the_previous_one() {
 }
 
 #[test]
+fn a_streamed_snapshot_is_the_same_file_and_a_failed_one_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let cmds = commands(&spec, 300);
+    let m = write_state(&spec, &cmds);
+    assert!((0..spec.markets.len()).any(|i| !m.book(i as u16).is_empty()), "the state holds resting orders");
+    let market = b"market data's own bytes".to_vec();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let whole = snapshot::write(&a, 300, &snapshot::encode_state(&m.snapshot(), &market)).unwrap();
+    let streamed = snapshot::write_streaming(&b, 300, |w| m.snapshot_to(w).map(drop), &market).unwrap();
+    assert_eq!(fs::read(&streamed.path).unwrap(), fs::read(&whole).unwrap());
+    assert_eq!(streamed.bytes as usize, 8 + m.snapshot().len() + market.len());
+    let (seq, state) = snapshot::read(&streamed.path).unwrap();
+    assert_eq!((seq, snapshot::decode_state(&state).unwrap()), (300, (&m.snapshot()[..], &market[..])));
+    // The state hash, hashed as it is encoded, is the hash of the bytes.
+    // A write that fails partway is an error, and leaves neither a snapshot nor its temporary file.
+    let failing = |w: &mut dyn std::io::Write| {
+        w.write_all(&[1; 100])?;
+        Err(std::io::Error::other("disk full"))
+    };
+    let err = snapshot::write_streaming(&b, 400, failing, &market).unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    let names: Vec<_> = fs::read_dir(&b).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![streamed.path.file_name().unwrap().to_owned()]);
+}
+
+#[test]
 fn a_changed_config_is_refused_not_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();

@@ -403,9 +403,16 @@ impl Book {
 
     /// Every resting order in id order.
     pub fn orders_by_id(&self) -> Vec<&Order> {
-        let mut all: Vec<&Order> = self.by_id.slots().map(|s| &self.orders[s as usize]).collect();
-        all.sort_unstable_by_key(|o| o.id);
-        all
+        let mut all: Vec<(u64, &Order)> = self.orders_with_ids().collect();
+        all.sort_unstable_by_key(|&(id, _)| id);
+        all.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// Every resting order with its id, in no particular order. The id comes from the index, so
+    /// sorting these reads no order: sorting the orders themselves by id reads one, wherever it
+    /// lies, at every comparison (a snapshot of millions of orders spent most of its sort there).
+    pub fn orders_with_ids(&self) -> impl Iterator<Item = (u64, &Order)> + '_ {
+        self.by_id.entries().map(|(id, s)| (id, &self.orders[s as usize]))
     }
 
     fn chain(&self, start: u32, step: fn(&Links) -> u32) -> impl Iterator<Item = &Order> + '_ {

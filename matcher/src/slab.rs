@@ -144,6 +144,11 @@ impl SlotIndex {
         Some(Ok(slot))
     }
 
+    /// Every (id, slot) held, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.table.iter().chain(self.old.iter()).map(|(&id, &slot)| (id, slot))
+    }
+
     /// Every slot held, in no particular order.
     pub fn slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.table.values().chain(self.old.values()).copied()

@@ -97,11 +97,94 @@ where
     }
 }
 
+/// How many encoded bytes [`Matcher::snapshot_to`] gathers before it hands them to its writer.
+const SNAPSHOT_CHUNK: usize = 256 * 1024;
+
+/// A postcard flavor that encodes into a buffer of [`SNAPSHOT_CHUNK`] and hands each full one to
+/// a writer: the encoder's many small writes (a field at a time) stay pushes onto a `Vec`, and the
+/// writer sees a call per chunk. The first error the writer gives is kept, since postcard would
+/// report only its own.
+struct ChunkFlavor<'e, W> {
+    buf: Vec<u8>,
+    out: W,
+    error: &'e mut Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> ChunkFlavor<'_, W> {
+    fn hand_over(&mut self) -> postcard::Result<()> {
+        match self.out.write_all(&self.buf) {
+            Ok(()) => {
+                self.buf.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+                Err(postcard::Error::SerializeBufferFull)
+            }
+        }
+    }
+}
+
+impl<W: std::io::Write> postcard::ser_flavors::Flavor for ChunkFlavor<'_, W> {
+    type Output = W;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.buf.push(data);
+        if self.buf.len() >= SNAPSHOT_CHUNK {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= SNAPSHOT_CHUNK {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<W> {
+        self.hand_over()?;
+        Ok(self.out)
+    }
+}
+
+/// The state hash's hasher, fed as a writer.
+struct HashWriter(xxhash_rust::xxh3::Xxh3);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Matcher {
     /// The whole state as canonical bytes.
     pub fn snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.snapshot_out()).expect("snapshot always serializes")
+    }
+
+    /// Writes [`Matcher::snapshot`]'s bytes to `w` as they are encoded, without holding them all:
+    /// a snapshot of millions of orders is hundreds of MB, which a `Vec` reaches by doubling,
+    /// copying and touching fresh memory each time. Returns `w`.
+    pub fn snapshot_to<W: std::io::Write>(&self, w: W) -> std::io::Result<W> {
+        let mut error = None;
+        let flavor = ChunkFlavor { buf: Vec::with_capacity(SNAPSHOT_CHUNK + 1024), out: w, error: &mut error };
+        match postcard::serialize_with_flavor(&self.snapshot_out(), flavor) {
+            Ok(w) => Ok(w),
+            Err(e) => Err(error.unwrap_or_else(|| std::io::Error::other(format!("encoding the snapshot: {e}")))),
+        }
+    }
+
+    fn snapshot_out(&self) -> SnapshotOut<'_> {
         let spec = &self.spec;
-        let snap = SnapshotOut {
+        SnapshotOut {
             version: VERSION,
             assets: spec
                 .assets
@@ -115,19 +198,19 @@ impl Matcher {
             supply: &self.ledger.supply,
             accounts: self.ledger.accounts_sorted(),
             orders: {
-                let mut all: Vec<&Order> = self.books.iter().flat_map(|b| b.orders_by_id()).collect();
-                all.sort_unstable_by_key(|o| o.id);
-                all
+                let mut all: Vec<(u64, &Order)> = self.books.iter().flat_map(|b| b.orders_with_ids()).collect();
+                all.sort_unstable_by_key(|&(id, _)| id);
+                all.into_iter().map(|(_, o)| o).collect()
             },
             dedupe: Seq(self.dedupe.order.iter().map((|(t, k, _)| (*t, k)) as DedupeOut)),
             client_ids: Seq(self.client_ids.order.iter()),
-        };
-        postcard::to_stdvec(&snap).expect("snapshot always serializes")
+        }
     }
 
-    /// A 64-bit hash of the whole state (xxh3 of the canonical snapshot).
+    /// A 64-bit hash of the whole state (xxh3 of the canonical snapshot, hashed as it is encoded).
     pub fn state_hash(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(&self.snapshot())
+        let hasher = self.snapshot_to(HashWriter(xxhash_rust::xxh3::Xxh3::new())).expect("hashing never fails");
+        hasher.0.digest()
     }
 
     /// Rebuilds a matcher from `bytes` under `spec`, which may add assets and markets but not
@@ -267,5 +350,8 @@ mod tests {
         assert_eq!(postcard::to_stdvec(&owned).unwrap(), bytes);
         let back = Matcher::from_snapshot(spec, &bytes).unwrap();
         assert_eq!(back.snapshot(), bytes);
+        // Streamed, the same bytes; and the state hash, taken as they are encoded, is theirs.
+        assert_eq!(m.snapshot_to(Vec::new()).unwrap(), bytes);
+        assert_eq!(m.state_hash(), xxhash_rust::xxh3::xxh3_64(&bytes));
     }
 }
