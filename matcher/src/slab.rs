@@ -8,7 +8,9 @@
 
 use std::ops::{Index, IndexMut};
 
-use crate::book::IdMap;
+use std::hash::Hasher;
+
+use crate::book::{IdHasher, IdMap};
 
 const CHUNK_BITS: u32 = 12;
 /// Elements per chunk: 4,096 orders are 720 KB.
@@ -84,10 +86,10 @@ impl<T> IndexMut<usize> for Chunked<T> {
 /// in order) from the old table to the new one; lookups and removals look in both until the old
 /// one is empty. So no insert rehashes more than a handful of entries.
 #[derive(Clone, Default)]
-pub struct SlotIndex {
-    table: IdMap<u64, u32>,
+pub struct SlotIndex<H = IdHasher> {
+    table: IdMap<u64, u32, H>,
     /// Entries not yet moved into `table`; empty except while moving.
-    old: IdMap<u64, u32>,
+    old: IdMap<u64, u32, H>,
     /// The next slot whose entry moves, and the number of slots when the move began.
     cursor: u32,
     end: u32,
@@ -95,8 +97,8 @@ pub struct SlotIndex {
     per_insert: u32,
 }
 
-impl SlotIndex {
-    pub fn with_capacity(n: usize) -> SlotIndex {
+impl<H: Hasher + Default> SlotIndex<H> {
+    pub fn with_capacity(n: usize) -> SlotIndex<H> {
         SlotIndex { table: IdMap::with_capacity_and_hasher(n, Default::default()), ..SlotIndex::default() }
     }
 
@@ -269,7 +271,12 @@ mod tests {
     /// Removals that empty the old table before the walk reaches its end let it go at once.
     #[test]
     fn the_old_table_goes_once_removals_empty_it() {
-        let mut index = SlotIndex::with_capacity(16);
+        the_old_table_goes::<IdHasher>();
+        the_old_table_goes::<crate::book::BlockIdHasher>();
+    }
+
+    fn the_old_table_goes<H: Hasher + Default>() {
+        let mut index = SlotIndex::<H>::with_capacity(16);
         let ids: Vec<u64> = (0..1000).map(|i| 10_000 + i).collect();
         let cap = index.table.capacity();
         for s in 0..=cap as u32 {
@@ -291,7 +298,12 @@ mod tests {
     /// moves more than a few entries.
     #[test]
     fn the_index_grows_a_few_entries_at_a_time_and_always_answers_as_a_map_does() {
-        let mut index = SlotIndex::default();
+        grows_and_answers::<IdHasher>();
+        grows_and_answers::<crate::book::BlockIdHasher>();
+    }
+
+    fn grows_and_answers<H: Hasher + Default>() {
+        let mut index = SlotIndex::<H>::default();
         let mut ids: Vec<u64> = Vec::new(); // slot -> id of the order there (or that was there)
         let mut free: Vec<u32> = Vec::new();
         let mut reference: HashMap<u64, u32> = HashMap::new();
