@@ -212,7 +212,9 @@ fn replay(
         let reader = std::thread::Builder::new()
             .name("journal-reader".into())
             .spawn_scoped(s, move || {
-                placement.map(Placement::helper_here);
+                if let Some(p) = placement {
+                    p.helper_here();
+                }
                 let mut batch = Batch { path: PathBuf::new(), records: Vec::with_capacity(REPLAY_BATCH) };
                 let outcome = segment::read_journal(dir, fingerprint, after, |entry, path| {
                     if batch.path != path || batch.records.len() == REPLAY_BATCH {
@@ -236,7 +238,9 @@ fn replay(
         let verifier = std::thread::Builder::new()
             .name("journal-verify".into())
             .spawn_scoped(s, move || {
-                placement.map(Placement::helper_here);
+                if let Some(p) = placement {
+                    p.helper_here();
+                }
                 verify(verifying, spare_tx)
             })
             .map_err(crate::io_err(dir))?;

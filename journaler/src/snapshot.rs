@@ -5,7 +5,7 @@
 //! Layout (little-endian): magic `VDSNAP02`, sequence (u64), state length (u64), CRC-32 of the
 //! state (u32), zero (u32), then the state bytes: the matcher's length (u64), the matcher's state
 //! (`Matcher::snapshot`), and the downstream consumers' state (market data) in what remains
-//! ([`encode_state`]).
+//! ([`write_streaming`] writes it, [`decode_state`] splits it).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -37,20 +37,10 @@ fn header(seq: u64, state_len: u64, crc: u32) -> [u8; HEADER_BYTES] {
     header
 }
 
-/// Writes the state at `seq` durably; returns its path.
-pub fn write(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, JournalError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let path = snapshot_path(dir, seq);
-    let tmp = path.with_extension("tmp");
-    let header = header(seq, state.len() as u64, crc32fast::hash(state));
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(&header)
-        .and_then(|()| file.write_all(state))
-        .and_then(|()| file.sync_all())
-        .map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir)?;
-    Ok(path)
+/// Writes the state at `seq` durably, from the matcher's bytes and the downstream consumers';
+/// returns its path. The same file as [`write_streaming`], which it is.
+pub fn write(dir: &Path, seq: u64, matcher: &[u8], downstream: &[u8]) -> Result<PathBuf, JournalError> {
+    write_streaming(dir, seq, |w| w.write_all(matcher), downstream).map(|w| w.path)
 }
 
 /// What [`write_streaming`] wrote.
@@ -83,10 +73,10 @@ impl<W: Write> Write for Counted<W> {
     }
 }
 
-/// Writes the same file as [`write`] given [`encode_state`]'s bytes, but takes the matcher's
-/// part from `matcher` as it is encoded, so the state is never held whole in memory. The file
-/// begins with room for the header and the matcher's length, which are written last, with the
-/// checksum, before the file is synced and renamed.
+/// Writes the state at `seq` durably under a temporary name, synced and renamed. The matcher's
+/// part comes from `matcher` as it is encoded, so the state is never held whole in memory: the
+/// file begins with room for the header and the matcher's length, which are written last, with
+/// the checksum, before the file is synced and renamed. A failed write leaves no file behind.
 pub fn write_streaming(
     dir: &Path,
     seq: u64,
@@ -150,16 +140,7 @@ pub fn read(path: &Path) -> Result<(u64, Vec<u8>), JournalError> {
     Ok((seq, state.to_vec()))
 }
 
-/// The state bytes of a snapshot: the matcher's, then the downstream consumers'.
-pub fn encode_state(matcher: &[u8], downstream: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + matcher.len() + downstream.len());
-    out.extend_from_slice(&(matcher.len() as u64).to_le_bytes());
-    out.extend_from_slice(matcher);
-    out.extend_from_slice(downstream);
-    out
-}
-
-/// Splits [`encode_state`] bytes into (matcher, downstream); `None` if they do not hold that shape.
+/// Splits a snapshot's state bytes into (matcher, downstream); `None` if they do not hold that shape.
 pub fn decode_state(state: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = usize::try_from(u64::from_le_bytes(state.get(..8)?.try_into().ok()?)).ok()?;
     let rest = &state[8..];

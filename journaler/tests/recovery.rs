@@ -188,10 +188,8 @@ fn a_corrupt_snapshot_falls_back_to_the_previous_one() {
     let cmds = commands(&spec, 300);
     let live = write_journal(dir.path(), &spec, &cmds, 25);
     let sdir = snapshot_dir(dir.path());
-    snapshot::write(&sdir, 100, &snapshot::encode_state(&write_state(&spec, &cmds[..100]).snapshot(), &[])).unwrap();
-    let newest =
-        snapshot::write(&sdir, 200, &snapshot::encode_state(&write_state(&spec, &cmds[..200]).snapshot(), &[]))
-            .unwrap();
+    snapshot::write(&sdir, 100, &write_state(&spec, &cmds[..100]).snapshot(), &[]).unwrap();
+    let newest = snapshot::write(&sdir, 200, &write_state(&spec, &cmds[..200]).snapshot(), &[]).unwrap();
     let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
     assert_eq!((r.snapshot_seq, r.journal.records), (Some(200), 100));
     assert_eq!(r.matcher.state_hash(), live.state_hash());
@@ -223,13 +221,24 @@ fn a_streamed_snapshot_is_the_same_file_and_a_failed_one_leaves_nothing() {
     assert!((0..spec.markets.len()).any(|i| !m.book(i as u16).is_empty()), "the state holds resting orders");
     let market = b"market data's own bytes".to_vec();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let whole = snapshot::write(&a, 300, &snapshot::encode_state(&m.snapshot(), &market)).unwrap();
+    let whole = snapshot::write(&a, 300, &m.snapshot(), &market).unwrap();
     let streamed = snapshot::write_streaming(&b, 300, |w| m.snapshot_to(w).map(drop), &market).unwrap();
-    assert_eq!(fs::read(&streamed.path).unwrap(), fs::read(&whole).unwrap());
+    // The file as its layout says, built here: magic, sequence, state length, CRC-32 of the
+    // state, zero; then the state: the matcher's length, its bytes, the downstream bytes.
+    let mut state = (m.snapshot().len() as u64).to_le_bytes().to_vec();
+    state.extend_from_slice(&m.snapshot());
+    state.extend_from_slice(&market);
+    let mut expected = b"VDSNAP02".to_vec();
+    expected.extend_from_slice(&300u64.to_le_bytes());
+    expected.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    expected.extend_from_slice(&crc32fast::hash(&state).to_le_bytes());
+    expected.extend_from_slice(&[0; 4]);
+    expected.extend_from_slice(&state);
+    assert_eq!(fs::read(&streamed.path).unwrap(), expected);
+    assert_eq!(fs::read(&whole).unwrap(), expected);
     assert_eq!(streamed.bytes as usize, 8 + m.snapshot().len() + market.len());
     let (seq, state) = snapshot::read(&streamed.path).unwrap();
     assert_eq!((seq, snapshot::decode_state(&state).unwrap()), (300, (&m.snapshot()[..], &market[..])));
-    // The state hash, hashed as it is encoded, is the hash of the bytes.
     // A write that fails partway is an error, and leaves neither a snapshot nor its temporary file.
     let failing = |w: &mut dyn std::io::Write| {
         w.write_all(&[1; 100])?;
@@ -255,7 +264,7 @@ fn a_changed_config_is_refused_not_replayed() {
     assert!(err.to_string().contains("another config"), "{err}");
     // A snapshot that holds a market the config dropped is refused by name.
     let sdir = snapshot_dir(dir.path());
-    snapshot::write(&sdir, 50, &snapshot::encode_state(&write_state(&spec, &cmds).snapshot(), &[])).unwrap();
+    snapshot::write(&sdir, 50, &write_state(&spec, &cmds).snapshot(), &[]).unwrap();
     let mut cfg = embedded();
     cfg.markets.retain(|m| m.name != "BTCBCH");
     let err = recover(dir.path(), &Spec::new(&cfg).unwrap(), |_| {}, &mut ()).err().expect("refused");

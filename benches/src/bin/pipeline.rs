@@ -254,10 +254,10 @@ fn snapshot_cost(dir: &Path) {
     place_grid(&mut m, 100_000, 1_000_000);
     for round in 1..=3 {
         let started = Instant::now();
-        let state = snapshot::encode_state(&m.snapshot(), &[]);
+        let state = m.snapshot();
         let serialize = started.elapsed();
         let started = Instant::now();
-        snapshot::write(dir, round, &state).expect("snapshot");
+        snapshot::write(dir, round, &state, &[]).expect("snapshot");
         let write = started.elapsed();
         let started = Instant::now();
         let streamed =
