@@ -74,7 +74,7 @@ struct SnapshotOut<'a> {
     fees: &'a [i128],
     supply: &'a [i128],
     accounts: Vec<(u32, &'a [Balance])>,
-    orders: Vec<&'a Order>,
+    orders: Seq<OrdersIter<'a>>,
     dedupe: Seq<DedupeIter<'a>>,
     client_ids: Seq<std::collections::vec_deque::Iter<'a, (u64, ClientKey, u64)>>,
 }
@@ -82,6 +82,9 @@ struct SnapshotOut<'a> {
 /// The `balance.update` window's (time, key) pairs, without their unused value.
 type DedupeIter<'a> = std::iter::Map<std::collections::vec_deque::Iter<'a, (u64, DedupeKey, u64)>, DedupeOut>;
 type DedupeOut = for<'b> fn(&'b (u64, DedupeKey, u64)) -> (u64, &'b DedupeKey);
+
+/// The resting orders, from (id, order) pairs sorted by id.
+type OrdersIter<'a> = std::iter::Map<std::slice::Iter<'a, (u64, &'a Order)>, fn(&(u64, &'a Order)) -> &'a Order>;
 
 /// A sequence serialized from an iterator that knows its length (postcard writes the length
 /// first).
@@ -167,7 +170,8 @@ impl std::io::Write for HashWriter {
 impl Matcher {
     /// The whole state as canonical bytes.
     pub fn snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(&self.snapshot_out()).expect("snapshot always serializes")
+        let mut orders = Vec::new();
+        postcard::to_stdvec(&self.snapshot_out(&mut orders)).expect("snapshot always serializes")
     }
 
     /// Writes [`Matcher::snapshot`]'s bytes to `w` as they are encoded, without holding them all:
@@ -176,13 +180,19 @@ impl Matcher {
     pub fn snapshot_to<W: std::io::Write>(&self, w: W) -> std::io::Result<W> {
         let mut error = None;
         let flavor = ChunkFlavor { buf: Vec::with_capacity(SNAPSHOT_CHUNK + 1024), out: w, error: &mut error };
-        match postcard::serialize_with_flavor(&self.snapshot_out(), flavor) {
+        let mut orders = Vec::new();
+        match postcard::serialize_with_flavor(&self.snapshot_out(&mut orders), flavor) {
             Ok(w) => Ok(w),
             Err(e) => Err(error.unwrap_or_else(|| std::io::Error::other(format!("encoding the snapshot: {e}")))),
         }
     }
 
-    fn snapshot_out(&self) -> SnapshotOut<'_> {
+    /// What a snapshot encodes, borrowed; `orders` holds the resting orders sorted by id while
+    /// it is encoded.
+    fn snapshot_out<'a>(&'a self, orders: &'a mut Vec<(u64, &'a Order)>) -> SnapshotOut<'a> {
+        orders.extend(self.books.iter().flat_map(|b| b.orders_with_ids()));
+        orders.sort_unstable_by_key(|&(id, _)| id);
+        let orders: &'a Vec<(u64, &'a Order)> = orders;
         let spec = &self.spec;
         SnapshotOut {
             version: VERSION,
@@ -197,11 +207,7 @@ impl Matcher {
             fees: &self.ledger.fees,
             supply: &self.ledger.supply,
             accounts: self.ledger.accounts_sorted(),
-            orders: {
-                let mut all: Vec<(u64, &Order)> = self.books.iter().flat_map(|b| b.orders_with_ids()).collect();
-                all.sort_unstable_by_key(|&(id, _)| id);
-                all.into_iter().map(|(_, o)| o).collect()
-            },
+            orders: Seq(orders.iter().map((|&(_, o)| o) as fn(&(u64, &'a Order)) -> &'a Order)),
             dedupe: Seq(self.dedupe.order.iter().map((|(t, k, _)| (*t, k)) as DedupeOut)),
             client_ids: Seq(self.client_ids.order.iter()),
         }
