@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::Sender;
 use serde_json::Value;
 use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
 use viaduct_edges::{Payload, TAG_BINARY, TAG_FILLS};
@@ -31,6 +31,7 @@ use viaduct_publishers::service::{is_market_method, MarketService, Query, QueryS
 use viaduct_ring::{submit, wire, Input, OutSlot, Stages};
 
 use crate::profile::Profile;
+use crate::replies::{Refusal, ReplyQueue, ReplyReceiver};
 
 /// A reply, released once its command is durable.
 #[derive(Debug, Clone)]
@@ -68,7 +69,7 @@ pub const FILLS_QUEUE_MAX: usize = 16_384;
 /// Where the reply stage sends one client's replies.
 #[derive(Clone)]
 struct Sink {
-    tx: Sender<Response>,
+    queue: Arc<ReplyQueue>,
     notify: Option<Notify>,
     fills_lost: Arc<AtomicBool>,
 }
@@ -298,9 +299,9 @@ impl Engine {
 
     fn client_with(&self, notify: Option<Notify>) -> Client {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = bounded(self.inflight_max + FILLS_QUEUE_MAX);
+        let (queue, rx) = ReplyQueue::new(self.inflight_max + FILLS_QUEUE_MAX);
         let fills_lost = Arc::new(AtomicBool::new(false));
-        let sink = Sink { tx, notify, fills_lost: Arc::clone(&fills_lost) };
+        let sink = Sink { queue, notify, fills_lost: Arc::clone(&fills_lost) };
         self.registry.lock().expect("registry lock").insert(id, sink.clone());
         Client {
             id,
@@ -339,7 +340,7 @@ pub struct Client {
     lag_bounds: Vec<LagBound>,
     inflight: Arc<AtomicUsize>,
     inflight_max: usize,
-    rx: Receiver<Response>,
+    rx: ReplyReceiver,
 }
 
 /// Why a request was not submitted: the response to give instead.
@@ -387,7 +388,7 @@ impl Client {
         let sink = self.sink.clone();
         let answer = Box::new(move |json: String| {
             let response = Response { tag, request_id, json, journal_seq: 0, reports: Vec::new() };
-            if sink.tx.try_send(response).is_ok() {
+            if sink.queue.push(response).is_ok() {
                 if let Some(notify) = &sink.notify {
                     notify();
                 }
@@ -433,14 +434,14 @@ impl Client {
 
     /// The next reply, waiting for it.
     pub fn recv(&self) -> Response {
-        let r = self.rx.recv().expect("the reply stage outlives its clients");
+        let r = self.rx.recv();
         answered(&self.inflight, &r);
         r
     }
 
     /// The next reply if one is ready.
     pub fn try_recv(&self) -> Option<Response> {
-        let r = self.rx.try_recv().ok()?;
+        let r = self.rx.try_recv()?;
         answered(&self.inflight, &r);
         Some(r)
     }
@@ -477,14 +478,14 @@ impl Client {
 
 /// The receiving half of a [`Client`], for another thread.
 pub struct Replies {
-    rx: Receiver<Response>,
+    rx: ReplyReceiver,
     inflight: Arc<AtomicUsize>,
 }
 
 impl Replies {
     /// The next reply, waiting for it.
     pub fn recv(&self) -> Response {
-        let r = self.rx.recv().expect("the reply stage outlives its clients");
+        let r = self.rx.recv();
         answered(&self.inflight, &r);
         r
     }
@@ -706,36 +707,41 @@ impl Delivery {
         self.held.push((client, response));
     }
 
-    /// Hands every held reply and fill to its client.
+    /// Hands every held reply and fill to its client: each run of one client's responses under
+    /// one lock of its queue.
     fn release(&mut self) {
         let mut held = std::mem::take(&mut self.held);
-        for (client, response) in held.drain(..) {
-            self.deliver(client, response);
+        let mut rest = held.drain(..).peekable();
+        while let Some((client, first)) = rest.next() {
+            let run = std::iter::once(first)
+                .chain(std::iter::from_fn(|| rest.next_if(|(c, _)| *c == client).map(|(_, r)| r)));
+            self.deliver(client, run);
         }
+        drop(rest);
         self.held = held;
     }
 
-    fn deliver(&mut self, client: u32, response: Response) {
-        let fill = response.tag == TAG_FILLS;
-        let Some(sink) = self.sink(client) else { return }; // the client is gone
-        match sink.tx.try_send(response) {
-            Ok(()) => {
-                if sink.notify.is_some() && !self.woken.contains(&client) {
-                    self.woken.push(client);
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.clients.remove(&client);
-            }
-            Err(TrySendError::Full(_)) if fill => {
-                sink.fills_lost.store(true, Ordering::Release);
-                if sink.notify.is_some() && !self.woken.contains(&client) {
-                    self.woken.push(client);
-                }
-            }
-            Err(TrySendError::Full(_)) => {
+    fn deliver(&mut self, client: u32, run: impl Iterator<Item = Response>) {
+        let Some(sink) = self.sink(client) else {
+            run.for_each(drop); // the client is gone
+            return;
+        };
+        let (mut gone, mut lost) = (false, false);
+        let pushed = sink.queue.push_all(run, |response, why| match why {
+            Refusal::Gone => gone = true,
+            Refusal::Full if response.tag == TAG_FILLS => lost = true,
+            Refusal::Full => {
                 tracing::warn!("replies: client {client} holds more replies than it may have in flight; dropped one")
             }
+        });
+        if lost {
+            sink.fills_lost.store(true, Ordering::Release);
+        }
+        if (pushed > 0 || lost) && sink.notify.is_some() && !self.woken.contains(&client) {
+            self.woken.push(client);
+        }
+        if gone {
+            self.clients.remove(&client);
         }
     }
 
