@@ -288,6 +288,12 @@ impl Engine {
     }
 
     /// A new client with its own reply queue.
+    /// Hands `idle` to the matcher's thread, which runs it in its waits (see
+    /// [`viaduct_ring::Input::run_while_idle`]); `wake` ends a wait inside it.
+    pub fn run_on_matcher(&self, idle: viaduct_ring::Idle, wake: viaduct_ring::Wake) {
+        self.input.run_while_idle(idle, wake);
+    }
+
     pub fn client(&self) -> Client {
         self.client_with(None)
     }
@@ -1007,6 +1013,80 @@ fn open_history(cfg: &HistoryConfig) -> Result<(Box<dyn Store>, u64)> {
 pub struct EngineOptions {
     pub market: MarketDataConfig,
     pub history: Option<HistoryConfig>,
+}
+
+/// A running TCP edge: on a thread of its own, or in the matcher's waits.
+pub enum TcpEdgeRunning {
+    Own(viaduct_edges::tcp::TcpEdge),
+    OnMatcher(OnMatcher),
+}
+
+/// The TCP edge's loop handed to the matcher's thread. Dropping this stops the loop and waits
+/// until the matcher's thread has dropped it (with its client, so that the pipeline can stop).
+pub struct OnMatcher {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    wake: viaduct_ring::Wake,
+}
+
+impl Drop for OnMatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        (self.wake)();
+        let started = Instant::now();
+        while !self.done.load(Ordering::Acquire) {
+            if started.elapsed() > Duration::from_secs(10) {
+                tracing::error!("tcp: the matcher's thread did not stop the edge's loop within 10 s");
+                return;
+            }
+            (self.wake)();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Starts the TCP edge for `engine`: on a thread of its own, or, with `on_matcher`, as the
+/// matcher thread's idle work ([`Engine::run_on_matcher`]), where a binary order is read,
+/// matched, journaled and answered on one thread. Returns the bound address.
+pub fn start_tcp_edge(
+    engine: &Engine,
+    cfg: viaduct_edges::tcp::TcpConfig,
+    on_matcher: bool,
+) -> std::io::Result<(std::net::SocketAddr, TcpEdgeRunning)> {
+    if !on_matcher {
+        let edge = viaduct_edges::tcp::TcpEdge::start(cfg, |notify| EdgeBackend::new(engine, notify))?;
+        return Ok((edge.local_addr(), TcpEdgeRunning::Own(edge)));
+    }
+    // Replies released on the matcher's thread are written in its next turn: no wake needed.
+    let backend = |notify: Notify| {
+        let notify: Notify = Arc::new(move || {
+            if !viaduct_ring::on_matcher_thread() {
+                notify();
+            }
+        });
+        EdgeBackend::new(engine, notify)
+    };
+    let (mut edge, wake) = viaduct_edges::tcp::TcpLoop::bind(cfg, backend)?;
+    let addr = edge.local_addr();
+    let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let guard = SetOnDrop(Arc::clone(&done));
+    let stopped = Arc::clone(&stop);
+    let idle: viaduct_ring::Idle = Box::new(move |timeout| {
+        let _dropped_with_the_loop = &guard;
+        !stopped.load(Ordering::Acquire) && edge.turn(timeout)
+    });
+    let wake: viaduct_ring::Wake = Arc::new(move || wake());
+    engine.run_on_matcher(idle, Arc::clone(&wake));
+    Ok((addr, TcpEdgeRunning::OnMatcher(OnMatcher { stop, done, wake })))
 }
 
 /// The engine as an edge's backend: one client for the whole edge, woken per batch of replies.

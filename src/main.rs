@@ -10,10 +10,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use viaduct::engine::{EdgeBackend, Engine, EngineOptions};
+use viaduct::engine::{start_tcp_edge, EdgeBackend, Engine, EngineOptions};
 use viaduct::profile::Profile;
 use viaduct_edges::http::{HttpConfig, HttpEdge};
-use viaduct_edges::tcp::{TcpConfig, TcpEdge};
+use viaduct_edges::tcp::TcpConfig;
 use viaduct_journaler::recovery::Progress;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError};
@@ -163,7 +163,7 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, s
         let cfg = HttpConfig::new(loaded_http);
         let http = HttpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify))
             .with_context(|| format!("starting the HTTP edge on {loaded_http}"))?;
-        let tcp = TcpEdge::start(TcpConfig::new(loaded_tcp, tcp_keys), |notify| EdgeBackend::new(&engine, notify))
+        let (_, tcp) = start_tcp_edge(&engine, TcpConfig::new(loaded_tcp, tcp_keys), profile.tcp_edge_with_matcher)
             .with_context(|| format!("starting the TCP edge on {loaded_tcp}"))?;
         // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
         while !stop.load(Ordering::Acquire) {

@@ -42,6 +42,10 @@ struct Rings {
     /// The journal and reply stages on the matcher's thread (default: not).
     #[serde(default)]
     journal_with_matcher: bool,
+    /// The TCP edge's event loop on the matcher's thread, in its waits (default: a thread of its
+    /// own).
+    #[serde(default)]
+    tcp_edge_with_matcher: bool,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +104,9 @@ pub struct Profile {
     /// How late the kernel may wake a sleeping thread of this process (Linux `PR_SET_TIMERSLACK`;
     /// `None` leaves the kernel's default of 50 µs).
     pub timer_slack_ns: Option<u64>,
+    /// The TCP edge runs on the matcher's thread while the input ring is empty
+    /// (`viaduct_ring::Input::run_while_idle`) instead of on a thread of its own.
+    pub tcp_edge_with_matcher: bool,
 }
 
 impl Profile {
@@ -162,6 +169,16 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
             "profile {name}: rings.journal_with_matcher runs the replies on the matcher's thread too; remove rings.replies_with_journal = false"
         );
     }
+    if f.rings.tcp_edge_with_matcher && !f.rings.journal_with_matcher {
+        bail!(
+            "profile {name}: rings.tcp_edge_with_matcher needs rings.journal_with_matcher = true (the replies are written on the matcher's thread only when they are released there)"
+        );
+    }
+    if f.rings.tcp_edge_with_matcher && !matches!(wait, Wait::Backoff { .. } | Wait::Sleep { .. }) {
+        bail!(
+            "profile {name}: rings.tcp_edge_with_matcher needs wait.strategy backoff or sleep (the edge runs in the matcher's waits, and a busy-spinning matcher never waits)"
+        );
+    }
     if f.clients.inflight_max == 0 || f.clients.inflight_max > 1 << 20 {
         bail!("profile {name}: clients.inflight_max must be from 1 to {}", 1 << 20);
     }
@@ -187,6 +204,7 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
         snapshots_keep: f.snapshots.keep,
         inflight_max: f.clients.inflight_max,
         timer_slack_ns: f.wait.timer_slack_ns,
+        tcp_edge_with_matcher: f.rings.tcp_edge_with_matcher,
     })
 }
 
@@ -238,6 +256,22 @@ mod tests {
         let latency = Profile::load(dir.join("profile-latency-os.toml").to_str().unwrap()).unwrap();
         assert_eq!((latency.durability, latency.ring.wait), (Durability::Os, Wait::BusySpin));
         assert_eq!(latency.ring.stages, StageThreads::WithMatcher);
+    }
+
+    #[test]
+    fn the_tcp_edge_runs_on_the_matchers_thread_only_where_the_matcher_waits_and_replies() {
+        let on = |text: &str| {
+            text.replace("journal_with_matcher = true", "journal_with_matcher = true\ntcp_edge_with_matcher = true")
+        };
+        assert!(!Profile::load("default").unwrap().tcp_edge_with_matcher);
+        assert!(parse("x", &on(BUILT_IN[0].1)).unwrap().tcp_edge_with_matcher);
+        // The latency profile busy-spins: its matcher never waits.
+        let err = parse("x", &on(BUILT_IN[1].1)).unwrap_err().to_string();
+        assert!(err.contains("needs wait.strategy backoff or sleep"), "{err}");
+        // Replies released on another thread would cross threads anyway.
+        let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "tcp_edge_with_matcher = true");
+        let err = parse("x", &text).unwrap_err().to_string();
+        assert!(err.contains("needs rings.journal_with_matcher = true"), "{err}");
     }
 
     #[test]

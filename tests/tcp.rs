@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::strip_times;
-use viaduct::engine::{EdgeBackend, Engine};
+use viaduct::engine::{start_tcp_edge, Engine, TcpEdgeRunning};
 use viaduct::profile::Profile;
 use viaduct_edges::binary::{
     self, client_type, decode_server, encode_client, market_bytes, reason, ClientMsg, Decoded, ServerMsg,
 };
 use viaduct_edges::rpc::{self, Header};
-use viaduct_edges::tcp::{ApiKey, TcpConfig, TcpEdge};
+use viaduct_edges::tcp::{ApiKey, TcpConfig};
 use viaduct_matcher::config::embedded;
 use viaduct_matcher::{decode, response_json, Events, Matcher, Spec};
 
@@ -25,13 +25,15 @@ const MAKER: u32 = 11;
 const TAKER: u32 = 12;
 
 struct Server {
-    tcp: Option<TcpEdge>,
+    tcp: Option<TcpEdgeRunning>,
+    addr: SocketAddr,
     engine: Option<Engine>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(tweak: impl FnOnce(&mut TcpConfig)) -> Server {
+    /// The engine and its TCP edge, on a thread of its own or (`on_matcher`) on the matcher's.
+    fn start(on_matcher: bool, tweak: impl FnOnce(&mut TcpConfig)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut profile = Profile::load("default").unwrap();
         profile.ring.input_slots = 1024;
@@ -44,12 +46,13 @@ impl Server {
         let (engine, _) = Engine::start(dir.path(), spec, &profile, |_| {}).unwrap();
         let mut cfg = TcpConfig::new("127.0.0.1:0".parse().unwrap(), keys);
         tweak(&mut cfg);
-        let tcp = TcpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify)).unwrap();
-        Server { tcp: Some(tcp), engine: Some(engine), _dir: dir }
+        let (addr, tcp) = start_tcp_edge(&engine, cfg, on_matcher).unwrap();
+        assert_eq!(matches!(tcp, TcpEdgeRunning::OnMatcher(_)), on_matcher);
+        Server { tcp: Some(tcp), addr, engine: Some(engine), _dir: dir }
     }
 
     fn addr(&self) -> SocketAddr {
-        self.tcp.as_ref().unwrap().local_addr()
+        self.addr
     }
 
     fn connect(&self) -> Conn {
@@ -172,9 +175,8 @@ impl Conn {
     }
 }
 
-#[test]
-fn rpc_framing_answers_every_method_as_the_matcher_does() {
-    let server = Server::start(|_| {});
+fn rpc_framing_answers_every_method_as_the_matcher_does(on_matcher: bool) {
+    let server = Server::start(on_matcher, |_| {});
     let mut c = server.connect();
     let spec = Spec::new(&embedded()).unwrap();
     let mut direct = Matcher::new(spec.clone());
@@ -189,9 +191,8 @@ fn rpc_framing_answers_every_method_as_the_matcher_does() {
     }
 }
 
-#[test]
-fn rpc_framing_heartbeats_ext_and_unknown_commands() {
-    let server = Server::start(|_| {});
+fn rpc_framing_heartbeats_ext_and_unknown_commands(on_matcher: bool) {
+    let server = Server::start(on_matcher, |_| {});
     let mut c = server.connect();
     let mut tlv = Vec::new();
     tlv.extend_from_slice(&rpc::TLV_TIMEOUT.to_le_bytes());
@@ -220,9 +221,8 @@ fn rpc_framing_heartbeats_ext_and_unknown_commands() {
     assert_eq!(c.call("balance.query", json!([1, "BTC"]))["result"]["BTC"]["available"], "0");
 }
 
-#[test]
-fn rpc_framing_closes_on_bad_packets_without_harming_others() {
-    let server = Server::start(|cfg| cfg.packet_bytes_max = 4096);
+fn rpc_framing_closes_on_bad_packets_without_harming_others(on_matcher: bool) {
+    let server = Server::start(on_matcher, |cfg| cfg.packet_bytes_max = 4096);
     let mut good = server.connect();
     good.call("balance.update", json!([1, "BTC", "deposit", 1, "5", {}]));
     let frame = |body: &[u8]| {
@@ -264,9 +264,8 @@ fn rpc_framing_closes_on_bad_packets_without_harming_others() {
     assert_eq!(v["result"]["BTC"]["available"], "5");
 }
 
-#[test]
-fn rpc_framing_slow_reader_is_bounded_and_others_proceed() {
-    let server = Server::start(|cfg| {
+fn rpc_framing_slow_reader_is_bounded_and_others_proceed(on_matcher: bool) {
+    let server = Server::start(on_matcher, |cfg| {
         cfg.pending_max = 64;
         cfg.write_bytes_max = 64 * 1024;
     });
@@ -307,11 +306,10 @@ fn rpc_framing_slow_reader_is_bounded_and_others_proceed() {
     assert_eq!(other.call("asset.list", json!([]))["error"], Value::Null);
 }
 
-#[test]
-fn rpc_framing_requests_past_the_pending_bound_are_all_answered() {
+fn rpc_framing_requests_past_the_pending_bound_are_all_answered(on_matcher: bool) {
     // Ten times the bound at once: the server stops reading at the bound and must resume as
     // replies free room, from its buffer and from the socket, until every request is answered.
-    let server = Server::start(|cfg| cfg.pending_max = 8);
+    let server = Server::start(on_matcher, |cfg| cfg.pending_max = 8);
     let mut c = server.connect();
     let mut burst = Vec::new();
     for i in 0..80u64 {
@@ -330,9 +328,8 @@ fn fund(server: &Server) {
     c.call("balance.update", json!([TAKER, "BCH", "deposit", 1, "10", {}]));
 }
 
-#[test]
-fn binary_login_refuses_unknown_keys_bad_signatures_and_early_orders() {
-    let server = Server::start(|_| {});
+fn binary_login_refuses_unknown_keys_bad_signatures_and_early_orders(on_matcher: bool) {
+    let server = Server::start(on_matcher, |_| {});
     let mut c = server.connect();
     c.send(ClientMsg::Hello { key: market_bytes("nobody") });
     assert_eq!(c.next(), ServerMsg::LoginReject { reason: reason::UNKNOWN_KEY });
@@ -359,9 +356,8 @@ fn binary_login_refuses_unknown_keys_bad_signatures_and_early_orders() {
     assert_eq!(c.login("maker", SECRET), ServerMsg::LoginAck { seq: 1, user: MAKER, heartbeat_ms: 1000 });
 }
 
-#[test]
-fn binary_orders_fill_resting_makers_and_cancel() {
-    let server = Server::start(|_| {});
+fn binary_orders_fill_resting_makers_and_cancel(on_matcher: bool) {
+    let server = Server::start(on_matcher, |_| {});
     fund(&server);
     let btcbch = market_bytes("BTCBCH");
     let mut maker = server.connect();
@@ -417,9 +413,8 @@ fn binary_orders_fill_resting_makers_and_cancel() {
     assert_eq!(b["BCH"], json!({"available": "0.04995", "freeze": "0"}));
 }
 
-#[test]
-fn binary_market_orders_report_an_unfilled_remainder() {
-    let server = Server::start(|_| {});
+fn binary_market_orders_report_an_unfilled_remainder(on_matcher: bool) {
+    let server = Server::start(on_matcher, |_| {});
     fund(&server);
     let btcbch = market_bytes("BTCBCH");
     let mut maker = server.connect();
@@ -438,9 +433,8 @@ fn binary_market_orders_report_an_unfilled_remainder() {
     assert_eq!(role, binary::ROLE_MAKER);
 }
 
-#[test]
-fn binary_bad_orders_are_rejected_and_the_session_goes_on() {
-    let server = Server::start(|_| {});
+fn binary_bad_orders_are_rejected_and_the_session_goes_on(on_matcher: bool) {
+    let server = Server::start(on_matcher, |_| {});
     fund(&server);
     let btcbch = market_bytes("BTCBCH");
     let mut s = server.connect();
@@ -485,9 +479,8 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on() {
     assert_eq!(b["BTC"], json!({"available": "9", "freeze": "1"}));
 }
 
-#[test]
-fn binary_sessions_get_heartbeats_and_silent_ones_are_closed() {
-    let server = Server::start(|cfg| {
+fn binary_sessions_get_heartbeats_and_silent_ones_are_closed(on_matcher: bool) {
+    let server = Server::start(on_matcher, |cfg| {
         cfg.heartbeat = Duration::from_millis(100);
         cfg.heartbeat_timeout = Duration::from_millis(600);
     });
@@ -504,3 +497,35 @@ fn binary_sessions_get_heartbeats_and_silent_ones_are_closed() {
     }
     assert!(s.closed(), "a session that sends nothing is closed");
 }
+
+/// Every test above, against the edge on a thread of its own and on the matcher's thread
+/// (`rings.tcp_edge_with_matcher`).
+macro_rules! in_both_arrangements {
+    ($($name:ident),* $(,)?) => {
+        mod own_thread {
+            $(#[test]
+            fn $name() {
+                super::$name(false)
+            })*
+        }
+        mod on_matcher_thread {
+            $(#[test]
+            fn $name() {
+                super::$name(true)
+            })*
+        }
+    };
+}
+
+in_both_arrangements!(
+    rpc_framing_answers_every_method_as_the_matcher_does,
+    rpc_framing_heartbeats_ext_and_unknown_commands,
+    rpc_framing_closes_on_bad_packets_without_harming_others,
+    rpc_framing_slow_reader_is_bounded_and_others_proceed,
+    rpc_framing_requests_past_the_pending_bound_are_all_answered,
+    binary_login_refuses_unknown_keys_bad_signatures_and_early_orders,
+    binary_orders_fill_resting_makers_and_cancel,
+    binary_market_orders_report_an_unfilled_remainder,
+    binary_bad_orders_are_rejected_and_the_session_goes_on,
+    binary_sessions_get_heartbeats_and_silent_ones_are_closed,
+);

@@ -39,17 +39,39 @@ pub(crate) trait EdgeLoop {
 
 /// Runs an edge's event loop until `stop`.
 pub(crate) fn run<L: EdgeLoop>(edge: &mut L, stop: &AtomicBool) {
-    let mut events = Events::with_capacity(1024);
-    let mut last_tick = Instant::now();
+    let mut turns = Turns::default();
     while !stop.load(Ordering::Acquire) {
-        if let Err(e) = edge.poll().poll(&mut events, Some(TICK)) {
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            tracing::error!("{}: poll failed: {e}; the edge stops", L::NAME);
+        if !turns.turn(edge, Some(TICK)) {
             return;
         }
-        for event in events.iter() {
+    }
+}
+
+/// What an event loop keeps from one turn to the next.
+pub(crate) struct Turns {
+    events: Events,
+    last_tick: Instant,
+}
+
+impl Default for Turns {
+    fn default() -> Turns {
+        Turns { events: Events::with_capacity(1024), last_tick: Instant::now() }
+    }
+}
+
+impl Turns {
+    /// One turn of an edge's loop: waits up to `timeout` for its sockets or its waker, handles
+    /// what is ready, hands out the replies waiting, and checks the timers when they are due.
+    /// False when polling failed and the edge must stop.
+    pub(crate) fn turn<L: EdgeLoop>(&mut self, edge: &mut L, timeout: Option<Duration>) -> bool {
+        if let Err(e) = edge.poll().poll(&mut self.events, timeout) {
+            if e.kind() == ErrorKind::Interrupted {
+                return true;
+            }
+            tracing::error!("{}: poll failed: {e}; the edge stops", L::NAME);
+            return false;
+        }
+        for event in self.events.iter() {
             match event.token() {
                 LISTENER => accept(edge),
                 WAKER => {}
@@ -57,10 +79,11 @@ pub(crate) fn run<L: EdgeLoop>(edge: &mut L, stop: &AtomicBool) {
             }
         }
         edge.take_replies();
-        if last_tick.elapsed() >= TICK {
+        if self.last_tick.elapsed() >= TICK {
             edge.tick();
-            last_tick = Instant::now();
+            self.last_tick = Instant::now();
         }
+        true
     }
 }
 
@@ -108,18 +131,9 @@ impl EdgeThread {
         build: impl FnOnce(Loop) -> S,
         run: impl FnOnce(S, &AtomicBool) + Send + 'static,
     ) -> io::Result<EdgeThread> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let notify: Notify = {
-            let waker = Arc::clone(&waker);
-            Arc::new(move || {
-                let _ = waker.wake();
-            })
-        };
-        let mut listener = TcpListener::bind(bind)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let addr = listener.local_addr()?;
-        let state = build(Loop { poll, listener, notify });
+        let (l, waker) = prepare(bind)?;
+        let addr = l.listener.local_addr()?;
+        let state = build(l);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -127,6 +141,21 @@ impl EdgeThread {
         };
         Ok(EdgeThread { addr, stop, waker, thread: Some(thread) })
     }
+}
+
+/// Binds `bind` and makes an event loop's poller, with the waker its [`Notify`] rings.
+pub(crate) fn prepare(bind: SocketAddr) -> io::Result<(Loop, Arc<Waker>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let notify: Notify = {
+        let waker = Arc::clone(&waker);
+        Arc::new(move || {
+            let _ = waker.wake();
+        })
+    };
+    let mut listener = TcpListener::bind(bind)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    Ok((Loop { poll, listener, notify }, waker))
 }
 
 impl Drop for EdgeThread {

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -27,7 +28,7 @@ use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, RpcError, Spec};
 
 use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Trader};
-use crate::net::{free_slot, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop};
+use crate::net::{free_slot, prepare, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop, Turns};
 use crate::rpc::{self, Header};
 use crate::{Backend, Notify, Payload, TAG_BINARY, TAG_FILLS};
 
@@ -130,18 +131,7 @@ impl TcpEdge {
     /// Binds `cfg.bind` and starts the event loop; `backend` is built with the function that wakes
     /// the loop when replies are ready.
     pub fn start<B: Backend>(cfg: TcpConfig, backend: impl FnOnce(Notify) -> B) -> io::Result<TcpEdge> {
-        let build = |l: Loop| Server {
-            cfg: cfg.clone(),
-            poll: l.poll,
-            listener: l.listener,
-            backend: backend(l.notify),
-            conns: Vec::new(),
-            live: 0,
-            next_gen: 1,
-            next_tag: 1,
-            waiting: HashMap::new(),
-            sessions: HashMap::new(),
-        };
+        let build = |l: Loop| Server::new(cfg.clone(), l, backend);
         let thread = EdgeThread::spawn("viaduct-tcp", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
         tracing::info!("tcp: listening on {} ({} api keys)", thread.addr, cfg.keys.len());
         Ok(TcpEdge { thread })
@@ -149,6 +139,42 @@ impl TcpEdge {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.thread.addr
+    }
+}
+
+/// The TCP edge's event loop without a thread of its own: its owner runs it a turn at a time.
+/// The engine runs it on the matcher's thread whenever the input ring is empty (the profile's
+/// `tcp_edge_with_matcher`), so that a binary order is read, matched, journaled and answered on
+/// one thread, with no hand-off between threads.
+pub struct TcpLoop<B> {
+    server: Server<B>,
+    turns: Turns,
+    addr: SocketAddr,
+}
+
+impl<B: Backend> TcpLoop<B> {
+    /// Binds `cfg.bind`. `backend` is built with the function that wakes the loop from a turn's
+    /// wait (which this returns too, for other threads that need to wake it).
+    pub fn bind(cfg: TcpConfig, backend: impl FnOnce(Notify) -> B) -> io::Result<(TcpLoop<B>, Notify)> {
+        let (l, _) = prepare(cfg.bind)?;
+        let addr = l.listener.local_addr()?;
+        let wake = Arc::clone(&l.notify);
+        let keys = cfg.keys.len();
+        let server = Server::new(cfg, l, backend);
+        tracing::info!("tcp: listening on {addr} ({keys} api keys), in turns on another stage's thread");
+        Ok((TcpLoop { server, turns: Turns::default(), addr }, wake))
+    }
+
+    /// One turn: writes out the replies that are ready, then waits up to `timeout` for the
+    /// sockets or a wake, handles what is ready and writes out the replies again. False when
+    /// polling failed: the loop cannot go on.
+    pub fn turn(&mut self, timeout: Duration) -> bool {
+        self.server.take_replies();
+        self.turns.turn(&mut self.server, Some(timeout))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
@@ -210,6 +236,23 @@ struct Server<B> {
     waiting: HashMap<u64, Waiting>,
     /// Logged-in sessions per user, for fills.
     sessions: HashMap<u32, Vec<(usize, u64)>>,
+}
+
+impl<B: Backend> Server<B> {
+    fn new(cfg: TcpConfig, l: Loop, backend: impl FnOnce(Notify) -> B) -> Server<B> {
+        Server {
+            cfg,
+            poll: l.poll,
+            listener: l.listener,
+            backend: backend(l.notify),
+            conns: Vec::new(),
+            live: 0,
+            next_gen: 1,
+            next_tag: 1,
+            waiting: HashMap::new(),
+            sessions: HashMap::new(),
+        }
+    }
 }
 
 impl<B: Backend> EdgeLoop for Server<B> {

@@ -24,6 +24,10 @@
 //! in by the caller.
 #![forbid(unsafe_code)]
 
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 
 use disruptor::wait_strategies::WaitStrategy;
@@ -129,6 +133,120 @@ const BACKOFF_YIELDS: u32 = 50;
 thread_local! {
     /// (sequence waited for, polls so far) of the stage running on this thread.
     static BACKOFF: std::cell::Cell<(i64, u32)> = const { std::cell::Cell::new((-1, 0)) };
+    /// The matcher thread's doorbell: set on that thread only, so that its waits end when a
+    /// producer rings (other stages just sleep).
+    static DOORBELL: RefCell<Option<Arc<Doorbell>>> = const { RefCell::new(None) };
+    /// The work the matcher thread does in its waits, once it has taken it from the doorbell.
+    static IDLE: RefCell<Option<Idle>> = const { RefCell::new(None) };
+    /// Whether this is a matcher's thread.
+    static ON_MATCHER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Work the matcher's thread does while the input ring is empty, a turn at a time: each call
+/// waits at most the given time (zero: not at all) for something to do, does it, and returns;
+/// false once the work is finished, when it is dropped. An edge's event loop run this way reads
+/// a request, and the matcher's thread matches, journals and answers it, with no hand-off.
+pub type Idle = Box<dyn FnMut(Duration) -> bool + Send>;
+
+/// Ends a wait inside [`Idle`] work from another thread.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// Lets a producer end the matcher thread's wait as soon as it publishes, instead of the request
+/// waiting out the rest of a sleep (on average half of `sleep_us`).
+///
+/// The matcher marks itself parked and waits at most its sleep: parked, or inside its idle
+/// work's wait; a producer, after publishing, unparks it (or calls the idle work's wake) if
+/// marked. A publish that lands between the matcher's last look at the ring and its mark is found
+/// at the end of the wait, as without a doorbell: the sleep bounds the miss.
+#[derive(Default)]
+struct Doorbell {
+    parked: AtomicBool,
+    matcher: OnceLock<Thread>,
+    /// Idle work handed over by [`Input::run_while_idle`], until the matcher's thread takes it.
+    mail: Mutex<Option<Idle>>,
+    has_mail: AtomicBool,
+    /// How to end the wait of the idle work the matcher's thread runs, while it runs one.
+    wake: Mutex<Option<Wake>>,
+    /// The last producer is being dropped: the matcher stops sleeping, so that it sees the
+    /// pipeline's end at once rather than after its sleep.
+    closing: AtomicBool,
+}
+
+impl Doorbell {
+    /// Called by a producer after it published.
+    fn ring(&self) {
+        // The matcher's own thread (its idle work submitting) needs no waking.
+        if ON_MATCHER.with(Cell::get) {
+            return;
+        }
+        // Orders the publish (a release store inside the ring) before the load of `parked`, as
+        // the matcher's SeqCst store of `parked` comes before its next look at the ring.
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.wake_matcher();
+        }
+    }
+
+    fn wake_matcher(&self) {
+        let wake = self.wake.lock().expect("doorbell lock").clone();
+        match wake {
+            Some(wake) => wake(),
+            None => {
+                if let Some(t) = self.matcher.get() {
+                    t.unpark();
+                }
+            }
+        }
+    }
+
+    /// On the matcher's thread: one empty poll of the ring. With idle work, a turn of it,
+    /// waiting at most the sleep of this phase (none while spinning or yielding); else the
+    /// phase's spin, yield, or park of at most its sleep.
+    fn wait(&self, phase: Phase) {
+        if self.closing.load(Ordering::Acquire) {
+            std::thread::yield_now();
+            return;
+        }
+        if self.has_mail.swap(false, Ordering::AcqRel) {
+            let idle = self.mail.lock().expect("doorbell lock").take();
+            IDLE.with(|i| *i.borrow_mut() = idle);
+        }
+        let ran = IDLE.with(|i| {
+            let mut idle = i.borrow_mut();
+            let Some(work) = idle.as_mut() else { return false };
+            let timeout = match phase {
+                Phase::Spin | Phase::Yield => Duration::ZERO,
+                Phase::Sleep(d) => d,
+            };
+            if !timeout.is_zero() {
+                self.parked.store(true, Ordering::SeqCst);
+            }
+            let alive = work(timeout);
+            self.parked.store(false, Ordering::Relaxed);
+            if !alive {
+                *self.wake.lock().expect("doorbell lock") = None;
+                *idle = None;
+            }
+            true
+        });
+        if ran {
+            return;
+        }
+        match phase {
+            Phase::Spin => std::hint::spin_loop(),
+            Phase::Yield => std::thread::yield_now(),
+            Phase::Sleep(d) => {
+                self.parked.store(true, Ordering::SeqCst);
+                std::thread::park_timeout(d);
+                self.parked.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Whether the calling thread is a pipeline's matcher thread.
+pub fn on_matcher_thread() -> bool {
+    ON_MATCHER.with(Cell::get)
 }
 
 impl WaitStrategy for Backoff {
@@ -139,16 +257,26 @@ impl WaitStrategy for Backoff {
             b.set((sequence, polls));
             polls
         });
-        match self.phase(polls) {
-            Phase::Spin => std::hint::spin_loop(),
-            Phase::Yield => std::thread::yield_now(),
-            Phase::Sleep(d) => std::thread::sleep(d),
+        let phase = self.phase(polls);
+        let on_matcher = DOORBELL.with(|b| match &*b.borrow() {
+            Some(bell) => {
+                bell.wait(phase);
+                true
+            }
+            None => false,
+        });
+        if !on_matcher {
+            match phase {
+                Phase::Spin => std::hint::spin_loop(),
+                Phase::Yield => std::thread::yield_now(),
+                Phase::Sleep(d) => std::thread::sleep(d),
+            }
         }
     }
 }
 
 /// What a [`Backoff`] stage does on one empty poll.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Clone, Copy)]
 enum Phase {
     Spin,
     Yield,
@@ -189,7 +317,39 @@ pub enum StageThreads {
 }
 
 /// The producer side of the input ring; clone one per producing thread.
-pub type Input = MultiProducer<InSlot, disruptor::SingleConsumerBarrier>;
+#[derive(Clone)]
+pub struct Input {
+    producer: MultiProducer<InSlot, disruptor::SingleConsumerBarrier>,
+    doorbell: Arc<Doorbell>,
+}
+
+impl Drop for Input {
+    /// The last producer wakes the matcher, which then stops sleeping: the ring's end (when the
+    /// producer itself drops, after this) is seen at once.
+    fn drop(&mut self) {
+        // Held by every producer and by the matcher's thread.
+        if Arc::strong_count(&self.doorbell) <= 2 {
+            self.doorbell.closing.store(true, Ordering::Release);
+            self.doorbell.wake_matcher();
+        }
+    }
+}
+
+impl Input {
+    /// Hands `idle` to the matcher's thread, which runs it in its waits from its next wait on
+    /// (replacing idle work it runs, if any); `wake` ends a wait inside it, for producers on
+    /// other threads. Waits run `idle` only with the [`Wait::Backoff`] and [`Wait::Sleep`]
+    /// strategies: busy spinning never waits.
+    pub fn run_while_idle(&self, idle: Idle, wake: Wake) {
+        let bell = &self.doorbell;
+        *bell.mail.lock().expect("doorbell lock") = Some(idle);
+        *bell.wake.lock().expect("doorbell lock") = Some(wake);
+        bell.has_mail.store(true, Ordering::Release);
+        if let Some(t) = bell.matcher.get() {
+            t.unpark();
+        }
+    }
+}
 
 /// Publishes a request, or hands the command back at once when the input ring is full.
 pub fn submit(
@@ -201,7 +361,7 @@ pub fn submit(
     cmd: Command,
 ) -> Result<u64, Command> {
     let mut cmd = Some(cmd);
-    let published = input.try_publish(|slot| {
+    let published = input.producer.try_publish(|slot| {
         slot.client = client;
         slot.tag = tag;
         slot.request_id = request_id;
@@ -209,7 +369,10 @@ pub fn submit(
         slot.cmd = cmd.take().expect("published once");
     });
     match (published, cmd) {
-        (Ok(seq), _) => Ok(seq as u64),
+        (Ok(seq), _) => {
+            input.doorbell.ring();
+            Ok(seq as u64)
+        }
         (Err(_), Some(cmd)) => Err(cmd),
         (Err(_), None) => unreachable!("a refused publish does not take the command"),
     }
@@ -352,6 +515,8 @@ where
         Some(c) => input.pin_at_core(c),
         None => input,
     };
+    let doorbell = Arc::new(Doorbell::default());
+    let bell = Arc::clone(&doorbell);
     let stage = MatcherStage {
         matcher,
         scratch: Vec::with_capacity(4096),
@@ -359,13 +524,20 @@ where
         journal_seq: last_seq,
         on_stop: Some(Box::new(on_stop)),
     };
-    input
+    let producer = input
         .thread_name("viaduct-matcher")
         .handle_events_and_state_with(
             |st: &mut MatcherStage<J, R>, slot: &InSlot, _, end| st.apply(slot, end),
-            move || stage,
+            // Runs on the matcher's thread, before its first wait.
+            move || {
+                let _ = bell.matcher.set(std::thread::current());
+                DOORBELL.with(|b| *b.borrow_mut() = Some(bell));
+                ON_MATCHER.with(|m| m.set(true));
+                stage
+            },
         )
-        .build()
+        .build();
+    Input { producer, doorbell }
 }
 
 fn in_slot() -> InSlot {
@@ -539,5 +711,103 @@ mod tests {
         assert_eq!(s.phase(0), Phase::Sleep(sleep));
         assert_eq!(s.phase(499), Phase::Sleep(sleep));
         assert_eq!(s.phase(500), Phase::Sleep(idle));
+    }
+
+    /// A pipeline whose matcher sleeps 60 s between empty polls, and whose replies go to a
+    /// channel as (request id, thread name).
+    fn sleepy_pipeline() -> (Input, std::sync::mpsc::Receiver<(i64, String)>) {
+        let long = Duration::from_secs(60);
+        let cfg = RingConfig {
+            input_slots: 64,
+            output_slots: 64,
+            wait: Wait::Sleep { sleep: long, idle_sleep: long },
+            stages: StageThreads::WithMatcher,
+            matcher_core: None,
+            journal_core: None,
+            replies_core: None,
+        };
+        let spec = viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stages = Stages {
+            journal: |_: &OutSlot, _: bool| {},
+            replies: move |s: &OutSlot, _: bool| {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                tx.send((s.request_id, name)).unwrap();
+            },
+            on_stop: |_: &Matcher, _| {},
+        };
+        (wire(&cfg, Matcher::new(spec), 0, stages), rx)
+    }
+
+    /// Well under the matcher's 60 s sleep: a reply within it means a wake ended the sleep.
+    const WOKEN_WITHIN: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn a_publish_ends_the_matchers_sleep() {
+        let (mut input, replies) = sleepy_pipeline();
+        for id in 0..3 {
+            // Let the matcher go back to sleep first.
+            std::thread::sleep(Duration::from_millis(50));
+            submit(&mut input, 1, 0, id, 0, Command::AssetList).unwrap();
+            assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap().0, id);
+        }
+    }
+
+    /// Idle work runs on the matcher's thread in its waits; a publish from another thread ends
+    /// its wait through its wake; what it submits itself is matched; once it returns false it
+    /// is dropped, and publishes wake the matcher as before.
+    #[test]
+    fn idle_work_runs_in_the_matchers_waits_until_it_is_done() {
+        let (mut input, replies) = sleepy_pipeline();
+        let (poke, poked) = std::sync::mpsc::channel::<()>();
+        let (stop, dropped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        struct OnDrop(Arc<AtomicBool>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let idle: Idle = {
+            let (stop, threads, guard) = (Arc::clone(&stop), Arc::clone(&threads), OnDrop(Arc::clone(&dropped)));
+            let mut own = input.clone();
+            let mut submitted = false;
+            Box::new(move |timeout| {
+                let _guard = &guard;
+                threads.lock().unwrap().push(std::thread::current().name().unwrap_or("").to_string());
+                // As an event loop does: wait, then handle what came (here, once, a request of
+                // its own).
+                let _ = poked.recv_timeout(timeout);
+                if !submitted {
+                    submit(&mut own, 1, 0, 100, 0, Command::AssetList).unwrap();
+                    submitted = true;
+                }
+                !stop.load(Ordering::SeqCst)
+            })
+        };
+        let wake: Wake = Arc::new(move || {
+            let _ = poke.send(());
+        });
+        input.run_while_idle(idle, wake.clone());
+        wake();
+        // What the idle work submitted on the matcher's thread.
+        assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap(), (100, "viaduct-matcher".to_string()));
+        for id in 0..3 {
+            std::thread::sleep(Duration::from_millis(50));
+            submit(&mut input, 1, 0, id, 0, Command::AssetList).unwrap();
+            assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap().0, id);
+        }
+        assert!(threads.lock().unwrap().iter().all(|t| t == "viaduct-matcher"));
+        stop.store(true, Ordering::SeqCst);
+        wake();
+        let started = std::time::Instant::now();
+        while !dropped.load(Ordering::SeqCst) {
+            assert!(started.elapsed() < WOKEN_WITHIN, "the finished idle work was not dropped");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Without idle work, a publish unparks the matcher again.
+        std::thread::sleep(Duration::from_millis(50));
+        submit(&mut input, 1, 0, 7, 0, Command::AssetList).unwrap();
+        assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap().0, 7);
     }
 }
