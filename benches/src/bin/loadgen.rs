@@ -251,7 +251,9 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// connection at once (`poll`), reads what has arrived, and hands each connection's bytes to
 /// `answers`, which takes the whole answers from the front of the buffer and pushes whether each
 /// succeeded. Answers on a connection come in the order of its requests; each one's latency
-/// runs from its request's due time. Returns the histogram and the count of failed answers.
+/// runs from its request's due time. Prints how late the sender woke for the requests due (the
+/// generator's own delay, which counts in every latency; if it is large, the generator, not the
+/// server, is the bottleneck). Returns the histogram and the count of failed answers.
 fn scheduled(
     streams: Vec<TcpStream>,
     per_conn: u64,
@@ -268,12 +270,14 @@ fn scheduled(
     let start = Instant::now() + Duration::from_millis(100);
     let due = move |k: u64| start + Duration::from_nanos(gap_ns * k);
     let mut writers: Vec<TcpStream> = streams.iter().map(|s| s.try_clone().unwrap()).collect();
-    std::thread::spawn(move || {
+    let sender = std::thread::spawn(move || {
         let mut out: Vec<Vec<u8>> = vec![Vec::new(); writers.len()];
+        let mut late = Histogram::<u64>::new(3).unwrap();
         let mut k = 0;
         while k < total {
             sleep_until(due(k));
             let now = Instant::now();
+            late.record(now.duration_since(due(k)).as_nanos().max(1) as u64).ok();
             while k < total && due(k) <= now {
                 let c = (k % n) as usize;
                 request(c, k / n, &mut out[c]);
@@ -282,12 +286,13 @@ fn scheduled(
             for (w, bytes) in writers.iter_mut().zip(out.iter_mut()) {
                 if !bytes.is_empty() {
                     if w.write_all(bytes).is_err() {
-                        return;
+                        return late;
                     }
                     bytes.clear();
                 }
             }
         }
+        late
     });
     let mut hist = Histogram::<u64>::new(3).unwrap();
     let mut errors = 0u64;
@@ -335,6 +340,16 @@ fn scheduled(
                 open.retain(|&o| o != c);
             }
         }
+    }
+    if let Ok(late) = sender.join() {
+        let us = |q: f64| late.value_at_quantile(q) / 1000;
+        println!(
+            "  the sender woke after requests were due by p50 {} µs, p90 {}, p99 {}, max {} (which counts in their latency)",
+            us(0.5),
+            us(0.9),
+            us(0.99),
+            late.max() / 1000
+        );
     }
     (hist, errors)
 }
