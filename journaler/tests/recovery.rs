@@ -348,6 +348,51 @@ fn the_tail_follows_the_writer_across_rotations() {
     assert_eq!((first, tail.next_seq()), (Some(1234), 1301));
 }
 
+/// The tail asks for a few KiB at a time while records are few and more when they come in bulk:
+/// a journal committed in one group, with a record larger than the smallest read among small
+/// ones, is handed on whole and in order, and a later trickle of single records too.
+#[test]
+fn the_tail_reads_bulk_and_large_records_whole() {
+    use viaduct_journaler::segment::JournalTail;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let mut cmds = commands(&spec, 3000);
+    let detail = serde_json::json!({ "note": "x".repeat(4000) });
+    let big = decode(
+        &spec,
+        "balance.update",
+        serde_json::json!([1, "BCH", "deposit", 9999, "1", detail]).as_array().unwrap(),
+    )
+    .unwrap();
+    cmds.insert(1500, big);
+    let jdir = journal_dir(dir.path());
+    let mut w = JournalWriter::open(&jdir, 1, spec.fingerprint(), Durability::Os, 64 << 20).unwrap();
+    for (i, c) in cmds.iter().enumerate() {
+        w.append(i as u64 + 1, T0 + i as u64, i as u64, c);
+    }
+    let upto = w.commit().unwrap();
+    let mut tail = JournalTail::new(&jdir, 1);
+    let mut got = Vec::new();
+    tail.read_to(upto, |e| got.push((e.seq, e.cmd))).unwrap();
+    assert_eq!(got.len(), cmds.len());
+    for (i, (seq, cmd)) in got.iter().enumerate() {
+        assert_eq!((*seq, cmd), (i as u64 + 1, &cmds[i]));
+    }
+    // Then one record at a time.
+    for i in 0..50u64 {
+        let seq = upto + 1 + i;
+        w.append(seq, T0, 0, &cmds[0]);
+        assert_eq!(w.commit().unwrap(), seq);
+        let mut n = 0;
+        tail.read_to(seq, |e| {
+            assert_eq!(e.seq, seq);
+            n += 1;
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+    }
+}
+
 /// A committed sequence the journal does not hold, or a corrupt record, is an error naming the
 /// segment, never a silent skip.
 #[test]
