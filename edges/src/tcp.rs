@@ -236,6 +236,8 @@ struct Server<B> {
     waiting: HashMap<u64, Waiting>,
     /// Logged-in sessions per user, for fills.
     sessions: HashMap<u32, Vec<(usize, u64)>>,
+    /// What each read fills.
+    chunk: Vec<u8>,
 }
 
 impl<B: Backend> Server<B> {
@@ -251,6 +253,7 @@ impl<B: Backend> Server<B> {
             next_tag: 1,
             waiting: HashMap::new(),
             sessions: HashMap::new(),
+            chunk: vec![0; READ_CHUNK],
         }
     }
 }
@@ -311,7 +314,14 @@ impl<B: Backend> Server<B> {
     /// Reads what the socket has (unless the connection is at its pending bound) and handles every
     /// whole message in it.
     fn read(&mut self, index: usize) {
-        let mut chunk = [0u8; READ_CHUNK];
+        // The server's own buffer: a fresh array here would be zeroed at every read (16 KiB, 2 %
+        // of the thread at 100 k orders/s).
+        let mut chunk = std::mem::take(&mut self.chunk);
+        self.read_into(index, &mut chunk);
+        self.chunk = chunk;
+    }
+
+    fn read_into(&mut self, index: usize, chunk: &mut [u8]) {
         loop {
             let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
             if c.closing {
@@ -321,7 +331,7 @@ impl<B: Backend> Server<B> {
                 c.paused = true;
                 return;
             }
-            match c.stream.read(&mut chunk) {
+            match c.stream.read(chunk) {
                 Ok(0) => return self.close(index),
                 Ok(n) => {
                     c.last_read = Instant::now();
