@@ -253,6 +253,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
         let os = Profile::load(dir.join("profile-os.toml").to_str().unwrap()).unwrap();
         assert_eq!((os.durability, os.ring.stages), (Durability::Os, StageThreads::WithMatcher));
+        assert!(os.tcp_edge_with_matcher);
         let latency = Profile::load(dir.join("profile-latency-os.toml").to_str().unwrap()).unwrap();
         assert_eq!((latency.durability, latency.ring.wait), (Durability::Os, Wait::BusySpin));
         assert_eq!(latency.ring.stages, StageThreads::WithMatcher);
