@@ -1084,7 +1084,6 @@ pub fn start_tcp_edge(
         let _dropped_with_the_loop = &guard;
         !stopped.load(Ordering::Acquire) && edge.turn(timeout)
     });
-    let wake: viaduct_ring::Wake = Arc::new(move || wake());
     engine.run_on_matcher(idle, Arc::clone(&wake));
     Ok((addr, TcpEdgeRunning::OnMatcher(OnMatcher { stop, done, wake })))
 }

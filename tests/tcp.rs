@@ -38,6 +38,12 @@ impl Server {
         let mut profile = Profile::load("default").unwrap();
         profile.ring.input_slots = 1024;
         profile.ring.output_slots = 1024;
+        if on_matcher {
+            // As in benches/profile-os.toml: the edge loop also turns without waiting while the
+            // matcher spins and yields (the default profile's `sleep` wait always waits).
+            let (sleep, idle_sleep) = (Duration::from_micros(20), Duration::from_micros(200));
+            profile.ring.wait = viaduct_ring::Wait::Backoff { sleep, idle_sleep };
+        }
         let spec = Spec::new(&embedded()).unwrap();
         let keys = vec![
             ApiKey::new(&spec, "maker", SECRET, MAKER, "0.002", "0.001", "mm").unwrap(),
