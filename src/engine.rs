@@ -1056,7 +1056,8 @@ impl Drop for SetOnDrop {
 
 /// Starts the TCP edge for `engine`: on a thread of its own, or, with `on_matcher`, as the
 /// matcher thread's idle work ([`Engine::run_on_matcher`]), where a binary order is read,
-/// matched, journaled and answered on one thread. Returns the bound address.
+/// matched, journaled and answered on one thread. Returns the bound address. Either way the edge
+/// holds a client of the engine: drop it before [`Engine::shutdown`], which waits for every client.
 pub fn start_tcp_edge(
     engine: &Engine,
     cfg: viaduct_edges::tcp::TcpConfig,
