@@ -24,7 +24,7 @@
 //! in by the caller.
 #![forbid(unsafe_code)]
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -138,8 +138,6 @@ thread_local! {
     static DOORBELL: RefCell<Option<Arc<Doorbell>>> = const { RefCell::new(None) };
     /// The work the matcher thread does in its waits, once it has taken it from the doorbell.
     static IDLE: RefCell<Option<Idle>> = const { RefCell::new(None) };
-    /// Whether this is a matcher's thread.
-    static ON_MATCHER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Work the matcher's thread does while the input ring is empty, a turn at a time: each call
@@ -176,7 +174,7 @@ impl Doorbell {
     /// Called by a producer after it published.
     fn ring(&self) {
         // The matcher's own thread (its idle work submitting) needs no waking.
-        if ON_MATCHER.with(Cell::get) {
+        if on_matcher_thread() {
             return;
         }
         // Orders the publish (a release store inside the ring) before the load of `parked`, as
@@ -207,7 +205,8 @@ impl Doorbell {
             std::thread::yield_now();
             return;
         }
-        if self.has_mail.swap(false, Ordering::AcqRel) {
+        // A load first: a swap on every empty poll would write the line producers read.
+        if self.has_mail.load(Ordering::Relaxed) && self.has_mail.swap(false, Ordering::AcqRel) {
             let idle = self.mail.lock().expect("doorbell lock").take();
             IDLE.with(|i| *i.borrow_mut() = idle);
         }
@@ -218,11 +217,14 @@ impl Doorbell {
                 Phase::Spin | Phase::Yield => Duration::ZERO,
                 Phase::Sleep(d) => d,
             };
-            if !timeout.is_zero() {
+            let waits = !timeout.is_zero();
+            if waits {
                 self.parked.store(true, Ordering::SeqCst);
             }
             let alive = work(timeout);
-            self.parked.store(false, Ordering::Relaxed);
+            if waits {
+                self.parked.store(false, Ordering::Relaxed);
+            }
             if !alive {
                 *self.wake.lock().expect("doorbell lock") = None;
                 *idle = None;
@@ -246,7 +248,7 @@ impl Doorbell {
 
 /// Whether the calling thread is a pipeline's matcher thread.
 pub fn on_matcher_thread() -> bool {
-    ON_MATCHER.with(Cell::get)
+    DOORBELL.with(|b| b.borrow().is_some())
 }
 
 impl WaitStrategy for Backoff {
@@ -532,7 +534,6 @@ where
             move || {
                 let _ = bell.matcher.set(std::thread::current());
                 DOORBELL.with(|b| *b.borrow_mut() = Some(bell));
-                ON_MATCHER.with(|m| m.set(true));
                 stage
             },
         )
