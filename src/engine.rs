@@ -470,7 +470,8 @@ impl Client {
     /// Whether fills were dropped because this client did not take them fast enough (cleared by
     /// the call).
     pub fn take_fills_lost(&self) -> bool {
-        self.fills_lost.swap(false, Ordering::AcqRel)
+        // A load first: the edges ask at every turn, and a swap would write the line each time.
+        self.fills_lost.load(Ordering::Relaxed) && self.fills_lost.swap(false, Ordering::AcqRel)
     }
 
     pub fn inflight(&self) -> usize {

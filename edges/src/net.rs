@@ -44,6 +44,7 @@ pub(crate) fn run<L: EdgeLoop>(edge: &mut L, stop: &AtomicBool) {
         if !turns.turn(edge, Some(TICK)) {
             return;
         }
+        edge.take_replies();
     }
 }
 
@@ -61,8 +62,8 @@ impl Default for Turns {
 
 impl Turns {
     /// One turn of an edge's loop: waits up to `timeout` for its sockets or its waker, handles
-    /// what is ready, hands out the replies waiting, and checks the timers when they are due.
-    /// False when polling failed and the edge must stop.
+    /// what is ready, and checks the timers when they are due (the caller hands out the replies,
+    /// once per turn). False when polling failed and the edge must stop.
     pub(crate) fn turn<L: EdgeLoop>(&mut self, edge: &mut L, timeout: Option<Duration>) -> bool {
         if let Err(e) = edge.poll().poll(&mut self.events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
@@ -78,7 +79,6 @@ impl Turns {
                 Token(t) => edge.ready(t - FIRST_CONN, event.is_readable(), event.is_writable()),
             }
         }
-        edge.take_replies();
         if self.last_tick.elapsed() >= TICK {
             edge.tick();
             self.last_tick = Instant::now();

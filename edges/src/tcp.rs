@@ -165,9 +165,9 @@ impl<B: Backend> TcpLoop<B> {
         Ok((TcpLoop { server, turns: Turns::default(), addr }, wake))
     }
 
-    /// One turn: writes out the replies that are ready, then waits up to `timeout` for the
-    /// sockets or a wake, handles what is ready and writes out the replies again. False when
-    /// polling failed: the loop cannot go on.
+    /// One turn: writes out the replies that are ready (the matcher released them since the
+    /// last turn), then waits up to `timeout` for the sockets or a wake and handles what is
+    /// ready. False when polling failed: the loop cannot go on.
     pub fn turn(&mut self, timeout: Duration) -> bool {
         self.server.take_replies();
         self.turns.turn(&mut self.server, Some(timeout))
