@@ -28,7 +28,7 @@ use viaduct_publishers::history::writer::{
 use viaduct_publishers::history::Rows;
 use viaduct_publishers::market::{MarketData, MarketDataConfig};
 use viaduct_publishers::service::{is_market_method, MarketService, Query, QuerySender};
-use viaduct_ring::{submit, wire, Input, OutSlot, Stages};
+use viaduct_ring::{submit, wire, Background, Input, OutSlot, Stages};
 
 use crate::profile::Profile;
 use crate::replies::{Refusal, ReplyQueue, ReplyReceiver};
@@ -223,8 +223,12 @@ impl Engine {
             lag_bounds.push(LagBound::new("history: the writer", h.committed(), &durable, *lag_max));
         }
         if let Some(s) = &snapshots {
-            let lag_max = profile.snapshot_interval.saturating_mul(SNAPSHOT_LAG_INTERVALS).max(SNAPSHOT_LAG_MIN);
-            lag_bounds.push(LagBound::new("snapshots: the worker", Arc::clone(&s.applied), &durable, lag_max));
+            lag_bounds.push(LagBound::new(
+                "snapshots: the worker",
+                Arc::clone(&s.applied),
+                &durable,
+                snapshot_lag_max(profile.snapshot_interval),
+            ));
         }
         let stages = Stages { journal, replies, on_stop };
         let input = wire(&profile.ring, recovered.matcher, recovered.last_seq, stages);
@@ -796,10 +800,13 @@ impl Snapshots {
             snapshots: snapshot_dir(data_dir),
             journal: journal_dir(data_dir),
         };
-        let (core, worker_stop, worker_applied) = (profile.snapshot_core, Arc::clone(&stop), Arc::clone(&applied));
+        let (core, idle, worker_stop, worker_applied) =
+            (profile.snapshot_core, profile.snapshot_idle_priority, Arc::clone(&stop), Arc::clone(&applied));
+        let catch_up_from = snapshot_lag_max(profile.snapshot_interval) / SNAPSHOT_CATCH_UP_SHARE;
         let thread = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || {
             viaduct_ring::pin_current("snapshots", core);
-            worker.run(&durable, &worker_stop, &worker_applied);
+            let mut priority = Background::enter("snapshots", idle);
+            worker.run(&durable, &worker_stop, &worker_applied, (&mut priority, catch_up_from));
         })?;
         Ok(Snapshots { stop, applied, thread: Some(thread) })
     }
@@ -851,6 +858,18 @@ const SNAPSHOT_IDLE_SLEEP: Duration = Duration::from_millis(10);
 const SNAPSHOT_LAG_INTERVALS: u64 = 4;
 const SNAPSHOT_LAG_MIN: u64 = 1_000_000;
 
+fn snapshot_lag_max(interval: u64) -> u64 {
+    interval.saturating_mul(SNAPSHOT_LAG_INTERVALS).max(SNAPSHOT_LAG_MIN)
+}
+
+/// A worker at idle priority (`snapshots.idle_priority`) returns to normal priority once it lags
+/// by this share of its bound, and to idle priority once it has read the whole journal again.
+/// At idle priority it runs only on time no other thread wants; a machine with none to spare
+/// would starve it, and it would reach its bound and stop writes. (A starved idle thread still
+/// runs a few milliseconds a second, and sees its lag then.)
+const SNAPSHOT_CATCH_UP_SHARE: u64 = 4;
+const SNAPSHOT_LAG_CHECK_EVERY: u64 = 4096;
+
 /// A snapshot whose encoding took at least `SNAPSHOT_DEFER_FROM` is followed by one only after
 /// `SNAPSHOT_SHARE_MAX - 1` times as long again, so snapshots take at most a tenth of the worker
 /// (the file's write and sync are waiting, not work, and do not count: a slow disk defers nothing).
@@ -870,7 +889,15 @@ fn snapshot_due(since: u64, interval: u64, took: Duration, since_done: impl FnOn
 }
 
 impl SnapshotWorker {
-    fn run(mut self, durable: &AtomicU64, stop: &AtomicBool, applied: &AtomicU64) {
+    /// Follows the journal until `stop`, at the priority `priority.0` gives it: normal from a lag
+    /// of `priority.1` commands on, and while stopping, until it has read everything.
+    fn run(
+        mut self,
+        durable: &AtomicU64,
+        stop: &AtomicBool,
+        applied: &AtomicU64,
+        (priority, catch_up_from): (&mut Background, u64),
+    ) {
         let mut tail = JournalTail::new(&self.journal, self.last_snapshot + 1);
         let mut events = Events::with_capacity(64);
         let mut scratch = Vec::with_capacity(4096);
@@ -879,6 +906,9 @@ impl SnapshotWorker {
             // `stop` is read first: once it is set, the durable sequence read after it is final.
             let stopping = stop.load(Ordering::Acquire);
             let upto = durable.load(Ordering::Acquire);
+            if stopping || upto.saturating_sub(tail.next_seq()) >= catch_up_from {
+                priority.set_behind(true);
+            }
             if upto >= tail.next_seq() {
                 idle = 0;
                 let mut diverged = None;
@@ -887,6 +917,14 @@ impl SnapshotWorker {
                         return;
                     }
                     let seq = entry.seq;
+                    // A long read at idle priority may be starved: the lag is looked at again
+                    // every few thousand commands.
+                    if priority.is_idle()
+                        && seq % SNAPSHOT_LAG_CHECK_EVERY == 0
+                        && durable.load(Ordering::Acquire).saturating_sub(seq) >= catch_up_from
+                    {
+                        priority.set_behind(true);
+                    }
                     events.clear();
                     if let Err(e) = self.shadow.apply(entry.time_us, &entry.cmd, &mut events) {
                         diverged =
@@ -915,6 +953,9 @@ impl SnapshotWorker {
                     // (a restart, once the cause is fixed).
                     tracing::error!("ALERT snapshots: reading the journal failed ({e}); no more snapshots are taken until a restart, and state-changing requests are refused once the worker lags by its bound");
                     return;
+                }
+                if !stopping {
+                    priority.set_behind(false);
                 }
             } else if stopping {
                 return;
@@ -1174,23 +1215,38 @@ mod tests {
     /// journaled, it stops, taking no snapshot of the diverged state and applying nothing more.
     #[test]
     fn the_snapshot_worker_stops_at_a_command_the_shadow_replays_differently() {
-        use viaduct_matcher::config::embedded;
         let dir = tempfile::tempdir().unwrap();
+        let worker = worker_on_journal(dir.path(), 40, Some(25));
+        let (durable, stop, applied) = (AtomicU64::new(40), AtomicBool::new(false), AtomicU64::new(0));
+        // It returns by itself: `stop` is never set.
+        worker.run(&durable, &stop, &applied, (&mut Background::enter("test", false), u64::MAX));
+        assert_eq!(applied.load(Ordering::Acquire), 24);
+        let mut taken: Vec<String> = std::fs::read_dir(snapshot_dir(dir.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        taken.sort();
+        assert_eq!(taken.len(), 2, "snapshots at 10 and 20 only: {taken:?}");
+    }
+
+    /// A journal of `n` deposits (the matcher's digest of `bad` altered) and a worker to follow it
+    /// from the start, taking a snapshot every 10.
+    fn worker_on_journal(dir: &Path, n: u64, bad: Option<u64>) -> SnapshotWorker {
+        use viaduct_matcher::config::embedded;
         let spec = Spec::new(&embedded()).unwrap();
-        let mut w =
-            JournalWriter::open(&journal_dir(dir.path()), 1, spec.fingerprint(), Durability::Os, 1 << 20).unwrap();
+        let mut w = JournalWriter::open(&journal_dir(dir), 1, spec.fingerprint(), Durability::Os, 1 << 20).unwrap();
         let (mut m, mut events, mut scratch) = (Matcher::new(spec.clone()), Events::default(), Vec::new());
-        for seq in 1..=40u64 {
+        for seq in 1..=n {
             let params = serde_json::json!([seq, "BTC", "deposit", seq, "1.5", {}]);
             let cmd = decode(&spec, "balance.update", params.as_array().unwrap()).unwrap();
             events.clear();
             m.apply(1_700_000_000_000_000 + seq, &cmd, &mut events).unwrap();
             let digest = events.digest(&mut scratch);
-            // The matcher did something else at 25 than its shadow will.
-            w.append(seq, 1_700_000_000_000_000 + seq, if seq == 25 { !digest } else { digest }, &cmd);
+            w.append(seq, 1_700_000_000_000_000 + seq, if Some(seq) == bad { !digest } else { digest }, &cmd);
         }
-        assert_eq!(w.commit().unwrap(), 40);
-        let worker = SnapshotWorker {
+        assert_eq!(w.commit().unwrap(), n);
+        std::fs::create_dir_all(snapshot_dir(dir)).unwrap();
+        SnapshotWorker {
             history_stored: None,
             shadow: Matcher::new(spec.clone()),
             shadow_market: MarketData::new(&spec, MarketDataConfig::default()),
@@ -1199,19 +1255,38 @@ mod tests {
             last_done: Instant::now(),
             interval: 10,
             keep: 10,
-            snapshots: snapshot_dir(dir.path()),
-            journal: journal_dir(dir.path()),
-        };
-        std::fs::create_dir_all(snapshot_dir(dir.path())).unwrap();
-        let (durable, stop, applied) = (AtomicU64::new(40), AtomicBool::new(false), AtomicU64::new(0));
-        // It returns by itself: `stop` is never set.
-        worker.run(&durable, &stop, &applied);
-        assert_eq!(applied.load(Ordering::Acquire), 24);
-        let mut taken: Vec<String> = std::fs::read_dir(snapshot_dir(dir.path()))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        taken.sort();
-        assert_eq!(taken.len(), 2, "snapshots at 10 and 20 only: {taken:?}");
+            snapshots: snapshot_dir(dir),
+            journal: journal_dir(dir),
+        }
+    }
+
+    /// At idle priority, the worker returns to normal priority once it lags by its catch-up bound,
+    /// and when it is stopped (so that a busy machine does not starve its last reads).
+    #[test]
+    fn the_snapshot_worker_leaves_idle_priority_when_it_lags_or_stops() {
+        std::thread::spawn(|| {
+            let run = |n: u64, bad: Option<u64>, stop: bool, catch_up_from: u64| {
+                let dir = tempfile::tempdir().unwrap();
+                let worker = worker_on_journal(dir.path(), n, bad);
+                let (durable, stop, applied) = (AtomicU64::new(n), AtomicBool::new(stop), AtomicU64::new(0));
+                let mut priority = Background::enter("test", true);
+                let was_idle = priority.is_idle();
+                worker.run(&durable, &stop, &applied, (&mut priority, catch_up_from));
+                (was_idle, priority.is_idle(), applied.load(Ordering::Acquire))
+            };
+            let (was_idle, ..) = run(1, None, true, u64::MAX);
+            if !was_idle {
+                // This process may not return a thread from idle priority: it never leaves normal.
+                return;
+            }
+            // Diverged at 25 (so it returns without being stopped) after reading at idle priority.
+            assert_eq!(run(40, Some(25), false, u64::MAX), (true, true, 24));
+            // 40 behind with a bound of 10: normal priority.
+            assert_eq!(run(40, Some(25), false, 10), (true, false, 24));
+            // Stopped: normal priority, and everything read.
+            assert_eq!(run(40, None, true, u64::MAX), (true, false, 40));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -81,6 +81,13 @@ struct JournalSection {
 struct Snapshots {
     interval_commands: u64,
     keep: usize,
+    /// The worker at idle priority while it keeps up (default: true).
+    #[serde(default = "yes")]
+    idle_priority: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -100,6 +107,9 @@ pub struct Profile {
     pub snapshots_keep: usize,
     /// The core to pin the snapshot worker to (`None`: not pinned).
     pub snapshot_core: Option<usize>,
+    /// The snapshot worker runs at idle priority (`SCHED_IDLE`) while it keeps up
+    /// (`viaduct_ring::Background`).
+    pub snapshot_idle_priority: bool,
     pub inflight_max: usize,
     /// How late the kernel may wake a sleeping thread of this process (Linux `PR_SET_TIMERSLACK`;
     /// `None` leaves the kernel's default of 50 µs).
@@ -198,6 +208,7 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
             replies_core: f.cores.replies,
         },
         snapshot_core: f.cores.snapshots,
+        snapshot_idle_priority: f.snapshots.idle_priority,
         durability,
         segment_bytes_max: f.journal.segment_bytes_max,
         snapshot_interval: f.snapshots.interval_commands,
@@ -273,6 +284,20 @@ mod tests {
         let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "tcp_edge_with_matcher = true");
         let err = parse("x", &text).unwrap_err().to_string();
         assert!(err.contains("needs rings.journal_with_matcher = true"), "{err}");
+    }
+
+    #[test]
+    fn the_snapshot_worker_is_at_idle_priority_unless_the_profile_says_not() {
+        for (name, _) in BUILT_IN {
+            assert!(Profile::load(name).unwrap().snapshot_idle_priority, "{name}");
+        }
+        let text = BUILT_IN[0].1.replace("idle_priority = true", "idle_priority = false");
+        assert!(!parse("x", &text).unwrap().snapshot_idle_priority);
+        // Left out, it is at idle priority.
+        let text = BUILT_IN[0].1.replace("idle_priority = true", "");
+        assert!(parse("x", &text).unwrap().snapshot_idle_priority);
+        let text = BUILT_IN[0].1.replace("idle_priority = true", "idle_priority = \"yes\"");
+        assert!(format!("{:#}", parse("x", &text).unwrap_err()).contains("idle_priority"));
     }
 
     #[test]

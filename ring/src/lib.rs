@@ -24,6 +24,10 @@
 //! in by the caller.
 #![forbid(unsafe_code)]
 
+mod background;
+
+pub use background::Background;
+
 use std::cell::RefCell;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
