@@ -1,7 +1,7 @@
 //! The state machine: `apply(time, command) -> reply + events`. Matching follows SPEC B5.4–B5.6
 //! exactly; every check happens before the first change, so an error changes nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::book::Book;
 use crate::command::{Command, PutLimit, PutMarket};
@@ -40,14 +40,87 @@ pub(crate) type ClientKey = (u32, u64);
 #[derive(Clone)]
 pub(crate) struct Window<K> {
     pub entries_max: usize,
-    pub seen: HashMap<K, (u64, u64)>,
+    pub seen: Shards<K>,
     /// (time, key, value) in arrival order, for eviction and snapshots.
     pub order: VecDeque<(u64, K, u64)>,
 }
 
 impl<K> Default for Window<K> {
     fn default() -> Window<K> {
-        Window { entries_max: DEDUPE_ENTRIES_MAX, seen: HashMap::new(), order: VecDeque::new() }
+        Window { entries_max: DEDUPE_ENTRIES_MAX, seen: Shards::default(), order: VecDeque::new() }
+    }
+}
+
+/// How many tables a window's keys are spread over.
+const SHARDS: usize = 8192;
+
+/// A window's index, key to (time, value), in `SHARDS` tables picked by a keyed hash. Each
+/// table grows by itself, so a growth rehashes an 8192th of the keys (about 500 at the default
+/// bound) and the window touches memory only as keys arrive. One table sized for the bound at
+/// once never rehashed, but each early key then landed on a page of its own: a fresh server took
+/// a page fault for most of its first few hundred thousand orders (37 k faults in 2 s on the
+/// matcher's thread at 100 k orders/s, 3.9 k with shards; the `client-ids` bench in
+/// benches/README.md, session 12). The hash is keyed (`RandomState`) since clients choose their
+/// ids; the sharding changes no behaviour, as the state is the arrival order.
+#[derive(Clone)]
+pub(crate) struct Shards<K> {
+    state: std::hash::RandomState,
+    /// Empty until the first key.
+    tables: Vec<hashbrown::HashTable<(K, u64, u64)>>,
+}
+
+impl<K> Default for Shards<K> {
+    fn default() -> Shards<K> {
+        Shards { state: std::hash::RandomState::new(), tables: Vec::new() }
+    }
+}
+
+impl<K: Eq + std::hash::Hash> Shards<K> {
+    /// The table of `hash`: bits the tables themselves do not use (they take the low bits for
+    /// the bucket and the top seven for the tag).
+    fn shard(hash: u64) -> usize {
+        (hash >> 32) as usize % SHARDS
+    }
+
+    fn get(&self, k: &K) -> Option<(u64, u64)> {
+        let hash = std::hash::BuildHasher::hash_one(&self.state, k);
+        let table = self.tables.get(Self::shard(hash))?;
+        table.find(hash, |(key, _, _)| key == k).map(|&(_, t, v)| (t, v))
+    }
+
+    fn insert(&mut self, k: K, time: u64, value: u64) {
+        if self.tables.is_empty() {
+            self.tables.resize_with(SHARDS, hashbrown::HashTable::new);
+        }
+        let state = &self.state;
+        let hash = std::hash::BuildHasher::hash_one(state, &k);
+        let table = &mut self.tables[Self::shard(hash)];
+        match table.entry(hash, |(key, _, _)| *key == k, |(key, _, _)| std::hash::BuildHasher::hash_one(state, key)) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = (k, time, value),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((k, time, value));
+            }
+        }
+    }
+
+    /// Removes `k` if it was inserted at `time` (a later insert of the same key stays).
+    fn remove_if_at(&mut self, k: &K, time: u64) {
+        let hash = std::hash::BuildHasher::hash_one(&self.state, k);
+        let Some(table) = self.tables.get_mut(Self::shard(hash)) else { return };
+        if let Ok(e) = table.find_entry(hash, |(key, t, _)| key == k && *t == time) {
+            e.remove();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.tables.iter().map(|t| t.len()).sum()
+    }
+
+    /// Slots allocated over every table.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.tables.iter().map(|t| t.capacity()).sum()
     }
 }
 
@@ -58,27 +131,25 @@ fn expired(t: u64, now: u64) -> bool {
 impl<K: Clone + Eq + std::hash::Hash> Window<K> {
     /// The value of `k` if it is younger than the window.
     pub(crate) fn live(&self, k: &K, now: u64) -> Option<u64> {
-        self.seen.get(k).filter(|(t, _)| !expired(*t, now)).map(|&(_, v)| v)
+        self.seen.get(k).filter(|(t, _)| !expired(*t, now)).map(|(_, v)| v)
     }
 
     fn full(&self, now: u64) -> bool {
         self.order.len() >= self.entries_max && self.order.front().is_some_and(|(t, _, _)| !expired(*t, now))
     }
 
-    /// Remembers `k` with `value` at `now`, first dropping the expired entries. The first entry
-    /// sizes the window for `entries_max`, so that the matcher never stops to rehash it: growing
-    /// the map from 2 M to 4 M ids took 180 – 200 ms here, reserving takes about 4 ms, once. The
-    /// memory is touched only as entries arrive (a full window of client order ids holds about
-    /// 400 MB; of `balance.update` keys, with their business names, more).
+    /// Remembers `k` with `value` at `now`, first dropping the expired entries. The arrival
+    /// queue is sized for `entries_max` at the first entry, so that it never grows by copying
+    /// (its memory is touched in order, as entries arrive); the index grows a shard at a time
+    /// ([`Shards`]).
     pub(crate) fn insert(&mut self, k: K, value: u64, now: u64) {
-        if self.seen.capacity() == 0 {
-            self.seen.reserve(self.entries_max);
+        if self.order.capacity() == 0 {
             self.order.reserve(self.entries_max);
         }
         while self.order.front().is_some_and(|(t, _, _)| expired(*t, now)) {
             self.forget_oldest();
         }
-        self.seen.insert(k.clone(), (now, value));
+        self.seen.insert(k.clone(), now, value);
         self.order.push_back((now, k, value));
     }
 
@@ -94,9 +165,7 @@ impl<K: Clone + Eq + std::hash::Hash> Window<K> {
     /// Drops the oldest entry, and its key unless a later entry took the key again.
     fn forget_oldest(&mut self) {
         if let Some((t, old, _)) = self.order.pop_front() {
-            if self.seen.get(&old).is_some_and(|&(seen, _)| seen == t) {
-                self.seen.remove(&old);
-            }
+            self.seen.remove_if_at(&old, t);
         }
     }
 }
@@ -657,40 +726,67 @@ fn fill(o: &mut Order, amount: i128, deal: i128, fee: i128, now: u64) {
 mod window_tests {
     use super::*;
 
-    /// The `balance.update` window is sized for its bound at its first key and never grows
-    /// after, so the matcher never stops to rehash it; at the bound it is full.
+    /// The `balance.update` window's arrival queue is sized for its bound at its first key and
+    /// never grows after; its index grows with its keys; at the bound it is full.
     #[test]
-    fn the_balance_update_window_is_sized_once_for_its_bound() {
+    fn the_balance_update_window_is_full_at_its_bound() {
         let mut w: Window<DedupeKey> = Window { entries_max: 10_000, ..Window::default() };
         let key = |id: u64| DedupeKey { user: 1, asset: 0, business: "deposit".into(), business_id: id };
-        assert_eq!(w.seen.capacity(), 0, "nothing is allocated before the first key");
+        assert_eq!((w.seen.capacity(), w.order.capacity()), (0, 0), "nothing is allocated before the first key");
         w.insert(key(1), 0, 0);
-        let (map, queue) = (w.seen.capacity(), w.order.capacity());
-        assert!(map >= 10_000 && queue >= 10_000, "{map} {queue}");
+        let queue = w.order.capacity();
+        assert!(queue >= 10_000, "{queue}");
         for id in 2..=10_000u64 {
             w.insert(key(id), 0, id);
         }
-        assert_eq!((w.seen.capacity(), w.order.capacity()), (map, queue));
+        assert_eq!(w.order.capacity(), queue);
         assert!(w.full(10_000));
         assert_eq!(w.live(&key(10_000), 10_000), Some(0));
+        assert_eq!(w.live(&key(1), 10_000), Some(0));
+        assert_eq!(w.live(&key(10_001), 10_000), None);
     }
 
-    /// The client-id window is sized for its bound at its first id and never grows after; past
-    /// the bound it forgets its oldest ids.
+    /// The client-id window's arrival queue is sized for its bound at its first id and never
+    /// grows after; past the bound it forgets its oldest ids, and its index forgets them too.
     #[test]
-    fn the_client_id_window_is_sized_once_for_its_bound() {
+    fn the_client_id_window_forgets_its_oldest_ids_past_its_bound() {
         let mut w: Window<ClientKey> = Window { entries_max: 10_000, ..Window::default() };
-        assert_eq!(w.seen.capacity(), 0, "nothing is allocated before the first id");
+        assert_eq!((w.seen.capacity(), w.order.capacity()), (0, 0), "nothing is allocated before the first id");
         w.insert_evicting((1, 1), 1, 0);
-        let (map, queue) = (w.seen.capacity(), w.order.capacity());
-        assert!(map >= 10_000 && queue >= 10_000, "{map} {queue}");
+        let queue = w.order.capacity();
+        assert!(queue >= 10_000, "{queue}");
         for id in 2..=25_000u64 {
             w.insert_evicting((1, id), id, id);
         }
-        // Never grown (a removal may leave a tombstone, which lowers what `capacity` reports).
-        assert!(w.seen.capacity() <= map && w.order.capacity() == queue);
+        assert_eq!(w.order.capacity(), queue);
         assert_eq!((w.seen.len(), w.order.len()), (10_000, 10_000));
         assert_eq!(w.live(&(1, 15_000), 25_000), None);
         assert_eq!(w.live(&(1, 15_001), 25_000), Some(15_001));
+        // An id taken again is remembered from its second time: forgetting the first leaves it.
+        w.insert_evicting((1, 15_001), 7, 25_001);
+        for id in 25_002..=35_000u64 {
+            w.insert_evicting((2, id), id, id);
+        }
+        assert_eq!(w.live(&(1, 15_001), 35_000), Some(7));
+        assert_eq!(w.seen.len(), 10_000);
+    }
+
+    /// The index takes memory as keys arrive, not for its bound, and spreads them evenly over its
+    /// shards, so that no growth rehashes more than a small share of them (the matcher would
+    /// stall for it: one table of 4 M ids took 180 – 200 ms to grow).
+    #[test]
+    fn the_index_grows_with_its_keys_a_shard_at_a_time() {
+        let mut w: Window<ClientKey> = Window::default();
+        assert_eq!(w.entries_max, DEDUPE_ENTRIES_MAX);
+        for id in 0..100_000u64 {
+            w.insert_evicting((7, id), id, id);
+        }
+        let (len, capacity) = (w.seen.len(), w.seen.capacity());
+        assert_eq!(len, 100_000);
+        assert!(capacity < 4 * len, "{capacity} slots for {len} keys, where the bound is {DEDUPE_ENTRIES_MAX}");
+        // Sequential ids of one user, which a market maker sends, spread as well as any: about
+        // 98 a shard; a shard of twice that is a chance far below 1e-12.
+        let fullest = w.seen.tables.iter().map(|t| t.len()).max().unwrap();
+        assert!(fullest < 2 * len / SHARDS, "{fullest} keys in one shard");
     }
 }

@@ -89,7 +89,7 @@ impl Background {
         match set_idle(!behind) {
             Ok(()) => {
                 self.idle = !behind;
-                tracing::debug!("{}: {} priority", self.stage, if behind { "normal" } else { "idle" });
+                tracing::info!("{}: at {} priority", self.stage, if behind { "normal" } else { "idle" });
             }
             Err(e) => {
                 // Leaving idle priority was allowed when probed; if it fails now, the thread
