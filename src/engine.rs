@@ -799,14 +799,14 @@ impl Snapshots {
             history_stored,
             snapshots: snapshot_dir(data_dir),
             journal: journal_dir(data_dir),
+            catch_up_from: snapshot_lag_max(profile.snapshot_interval) / SNAPSHOT_CATCH_UP_SHARE,
         };
         let (core, idle, worker_stop, worker_applied) =
             (profile.snapshot_core, profile.snapshot_idle_priority, Arc::clone(&stop), Arc::clone(&applied));
-        let catch_up_from = snapshot_lag_max(profile.snapshot_interval) / SNAPSHOT_CATCH_UP_SHARE;
         let thread = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || {
             viaduct_ring::pin_current("snapshots", core);
             let mut priority = Background::enter("snapshots", idle);
-            worker.run(&durable, &worker_stop, &worker_applied, (&mut priority, catch_up_from));
+            worker.run(&durable, &worker_stop, &worker_applied, &mut priority);
         })?;
         Ok(Snapshots { stop, applied, thread: Some(thread) })
     }
@@ -841,6 +841,8 @@ struct SnapshotWorker {
     keep: usize,
     snapshots: PathBuf,
     journal: PathBuf,
+    /// The lag from which a worker at idle priority returns to normal priority.
+    catch_up_from: u64,
 }
 
 /// How long the snapshot worker sleeps between reads of the journal: each read then takes a
@@ -889,24 +891,20 @@ fn snapshot_due(since: u64, interval: u64, took: Duration, since_done: impl FnOn
 }
 
 impl SnapshotWorker {
-    /// Follows the journal until `stop`, at the priority `priority.0` gives it: normal from a lag
-    /// of `priority.1` commands on, and while stopping, until it has read everything.
-    fn run(
-        mut self,
-        durable: &AtomicU64,
-        stop: &AtomicBool,
-        applied: &AtomicU64,
-        (priority, catch_up_from): (&mut Background, u64),
-    ) {
+    /// Follows the journal until `stop`, at the priority `priority` gives it: normal from a lag of
+    /// `catch_up_from` commands on, and while stopping, until it has read everything.
+    fn run(mut self, durable: &AtomicU64, stop: &AtomicBool, applied: &AtomicU64, priority: &mut Background) {
         let mut tail = JournalTail::new(&self.journal, self.last_snapshot + 1);
         let mut events = Events::with_capacity(64);
         let mut scratch = Vec::with_capacity(4096);
         let mut idle = 0u32;
+        let catch_up_from = self.catch_up_from;
+        let lags = |at: u64| durable.load(Ordering::Acquire).saturating_sub(at) >= catch_up_from;
         loop {
             // `stop` is read first: once it is set, the durable sequence read after it is final.
             let stopping = stop.load(Ordering::Acquire);
             let upto = durable.load(Ordering::Acquire);
-            if stopping || upto.saturating_sub(tail.next_seq()) >= catch_up_from {
+            if stopping || lags(tail.next_seq()) {
                 priority.set_behind(true);
             }
             if upto >= tail.next_seq() {
@@ -919,10 +917,7 @@ impl SnapshotWorker {
                     let seq = entry.seq;
                     // A long read at idle priority may be starved: the lag is looked at again
                     // every few thousand commands.
-                    if priority.is_idle()
-                        && seq % SNAPSHOT_LAG_CHECK_EVERY == 0
-                        && durable.load(Ordering::Acquire).saturating_sub(seq) >= catch_up_from
-                    {
+                    if seq % SNAPSHOT_LAG_CHECK_EVERY == 0 && lags(seq) {
                         priority.set_behind(true);
                     }
                     events.clear();
@@ -1219,7 +1214,7 @@ mod tests {
         let worker = worker_on_journal(dir.path(), 40, Some(25));
         let (durable, stop, applied) = (AtomicU64::new(40), AtomicBool::new(false), AtomicU64::new(0));
         // It returns by itself: `stop` is never set.
-        worker.run(&durable, &stop, &applied, (&mut Background::enter("test", false), u64::MAX));
+        worker.run(&durable, &stop, &applied, &mut Background::enter("test", false));
         assert_eq!(applied.load(Ordering::Acquire), 24);
         let mut taken: Vec<String> = std::fs::read_dir(snapshot_dir(dir.path()))
             .unwrap()
@@ -1257,6 +1252,7 @@ mod tests {
             keep: 10,
             snapshots: snapshot_dir(dir),
             journal: journal_dir(dir),
+            catch_up_from: u64::MAX,
         }
     }
 
@@ -1267,11 +1263,11 @@ mod tests {
         std::thread::spawn(|| {
             let run = |n: u64, bad: Option<u64>, stop: bool, catch_up_from: u64| {
                 let dir = tempfile::tempdir().unwrap();
-                let worker = worker_on_journal(dir.path(), n, bad);
+                let worker = SnapshotWorker { catch_up_from, ..worker_on_journal(dir.path(), n, bad) };
                 let (durable, stop, applied) = (AtomicU64::new(n), AtomicBool::new(stop), AtomicU64::new(0));
                 let mut priority = Background::enter("test", true);
                 let was_idle = priority.is_idle();
-                worker.run(&durable, &stop, &applied, (&mut priority, catch_up_from));
+                worker.run(&durable, &stop, &applied, &mut priority);
                 (was_idle, priority.is_idle(), applied.load(Ordering::Acquire))
             };
             let (was_idle, ..) = run(1, None, true, u64::MAX);

@@ -81,7 +81,9 @@ impl Background {
     }
 
     /// Normal priority while `behind`, idle priority once it is not (if the thread uses idle
-    /// priority at all). A failed change leaves the thread at normal priority for good.
+    /// priority at all). A thread that fails to go idle stays at normal priority for good; one
+    /// that fails to return to normal (allowed when probed, so not expected) tries again at the
+    /// next call.
     pub fn set_behind(&mut self, behind: bool) {
         if !self.switchable || self.idle != behind {
             return;
@@ -91,17 +93,13 @@ impl Background {
                 self.idle = !behind;
                 tracing::info!("{}: at {} priority", self.stage, if behind { "normal" } else { "idle" });
             }
+            Err(e) if self.idle => tracing::error!(
+                "ALERT {}: returning to normal priority failed ({e}); the thread may fall behind",
+                self.stage
+            ),
             Err(e) => {
-                // Leaving idle priority was allowed when probed; if it fails now, the thread
-                // stays where it is. Only going idle can fail and leave it at normal priority.
-                tracing::warn!("{}: changing priority failed ({e}); the thread stays as it is", self.stage);
-                self.switchable = self.idle;
-                if self.idle {
-                    tracing::error!(
-                        "ALERT {}: the thread could not return to normal priority and may fall behind",
-                        self.stage
-                    );
-                }
+                tracing::warn!("{}: going to idle priority failed ({e}); it stays at normal priority", self.stage);
+                self.switchable = false;
             }
         }
     }
