@@ -32,18 +32,26 @@ struct Server {
 }
 
 impl Server {
-    /// The engine and its TCP edge, on a thread of its own or (`on_matcher`) on the matcher's.
-    fn start(on_matcher: bool, tweak: impl FnOnce(&mut TcpConfig)) -> Server {
+    /// The engine and its TCP edge, arranged as `at` says.
+    fn start(at: Arrangement, tweak: impl FnOnce(&mut TcpConfig)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut profile = Profile::load("default").unwrap();
         profile.ring.input_slots = 1024;
         profile.ring.output_slots = 1024;
-        if on_matcher {
-            // As in benches/profile-os.toml: the edge loop also turns without waiting while the
-            // matcher spins and yields (the default profile's `sleep` wait always waits).
-            let (sleep, idle_sleep) = (Duration::from_micros(20), Duration::from_micros(200));
-            profile.ring.wait = viaduct_ring::Wait::Backoff { sleep, idle_sleep };
-        }
+        let (sleep, idle_sleep) = (Duration::from_micros(20), Duration::from_micros(200));
+        let on_matcher = match at {
+            Arrangement::OwnThread => false,
+            // As in benches/profile-os.toml: each turn of the edge loop waits.
+            Arrangement::MatcherSleeping => {
+                profile.ring.wait = viaduct_ring::Wait::Sleep { sleep, idle_sleep };
+                true
+            }
+            // The edge loop also turns without waiting while the matcher spins and yields.
+            Arrangement::MatcherBackoff => {
+                profile.ring.wait = viaduct_ring::Wait::Backoff { sleep, idle_sleep };
+                true
+            }
+        };
         let spec = Spec::new(&embedded()).unwrap();
         let keys = vec![
             ApiKey::new(&spec, "maker", SECRET, MAKER, "0.002", "0.001", "mm").unwrap(),
@@ -181,8 +189,8 @@ impl Conn {
     }
 }
 
-fn rpc_framing_answers_every_method_as_the_matcher_does(on_matcher: bool) {
-    let server = Server::start(on_matcher, |_| {});
+fn rpc_framing_answers_every_method_as_the_matcher_does(at: Arrangement) {
+    let server = Server::start(at, |_| {});
     let mut c = server.connect();
     let spec = Spec::new(&embedded()).unwrap();
     let mut direct = Matcher::new(spec.clone());
@@ -197,8 +205,8 @@ fn rpc_framing_answers_every_method_as_the_matcher_does(on_matcher: bool) {
     }
 }
 
-fn rpc_framing_heartbeats_ext_and_unknown_commands(on_matcher: bool) {
-    let server = Server::start(on_matcher, |_| {});
+fn rpc_framing_heartbeats_ext_and_unknown_commands(at: Arrangement) {
+    let server = Server::start(at, |_| {});
     let mut c = server.connect();
     let mut tlv = Vec::new();
     tlv.extend_from_slice(&rpc::TLV_TIMEOUT.to_le_bytes());
@@ -227,8 +235,8 @@ fn rpc_framing_heartbeats_ext_and_unknown_commands(on_matcher: bool) {
     assert_eq!(c.call("balance.query", json!([1, "BTC"]))["result"]["BTC"]["available"], "0");
 }
 
-fn rpc_framing_closes_on_bad_packets_without_harming_others(on_matcher: bool) {
-    let server = Server::start(on_matcher, |cfg| cfg.packet_bytes_max = 4096);
+fn rpc_framing_closes_on_bad_packets_without_harming_others(at: Arrangement) {
+    let server = Server::start(at, |cfg| cfg.packet_bytes_max = 4096);
     let mut good = server.connect();
     good.call("balance.update", json!([1, "BTC", "deposit", 1, "5", {}]));
     let frame = |body: &[u8]| {
@@ -270,8 +278,8 @@ fn rpc_framing_closes_on_bad_packets_without_harming_others(on_matcher: bool) {
     assert_eq!(v["result"]["BTC"]["available"], "5");
 }
 
-fn rpc_framing_slow_reader_is_bounded_and_others_proceed(on_matcher: bool) {
-    let server = Server::start(on_matcher, |cfg| {
+fn rpc_framing_slow_reader_is_bounded_and_others_proceed(at: Arrangement) {
+    let server = Server::start(at, |cfg| {
         cfg.pending_max = 64;
         cfg.write_bytes_max = 64 * 1024;
     });
@@ -312,10 +320,10 @@ fn rpc_framing_slow_reader_is_bounded_and_others_proceed(on_matcher: bool) {
     assert_eq!(other.call("asset.list", json!([]))["error"], Value::Null);
 }
 
-fn rpc_framing_requests_past_the_pending_bound_are_all_answered(on_matcher: bool) {
+fn rpc_framing_requests_past_the_pending_bound_are_all_answered(at: Arrangement) {
     // Ten times the bound at once: the server stops reading at the bound and must resume as
     // replies free room, from its buffer and from the socket, until every request is answered.
-    let server = Server::start(on_matcher, |cfg| cfg.pending_max = 8);
+    let server = Server::start(at, |cfg| cfg.pending_max = 8);
     let mut c = server.connect();
     let mut burst = Vec::new();
     for i in 0..80u64 {
@@ -334,8 +342,8 @@ fn fund(server: &Server) {
     c.call("balance.update", json!([TAKER, "BCH", "deposit", 1, "10", {}]));
 }
 
-fn binary_login_refuses_unknown_keys_bad_signatures_and_early_orders(on_matcher: bool) {
-    let server = Server::start(on_matcher, |_| {});
+fn binary_login_refuses_unknown_keys_bad_signatures_and_early_orders(at: Arrangement) {
+    let server = Server::start(at, |_| {});
     let mut c = server.connect();
     c.send(ClientMsg::Hello { key: market_bytes("nobody") });
     assert_eq!(c.next(), ServerMsg::LoginReject { reason: reason::UNKNOWN_KEY });
@@ -362,8 +370,8 @@ fn binary_login_refuses_unknown_keys_bad_signatures_and_early_orders(on_matcher:
     assert_eq!(c.login("maker", SECRET), ServerMsg::LoginAck { seq: 1, user: MAKER, heartbeat_ms: 1000 });
 }
 
-fn binary_orders_fill_resting_makers_and_cancel(on_matcher: bool) {
-    let server = Server::start(on_matcher, |_| {});
+fn binary_orders_fill_resting_makers_and_cancel(at: Arrangement) {
+    let server = Server::start(at, |_| {});
     fund(&server);
     let btcbch = market_bytes("BTCBCH");
     let mut maker = server.connect();
@@ -419,8 +427,8 @@ fn binary_orders_fill_resting_makers_and_cancel(on_matcher: bool) {
     assert_eq!(b["BCH"], json!({"available": "0.04995", "freeze": "0"}));
 }
 
-fn binary_market_orders_report_an_unfilled_remainder(on_matcher: bool) {
-    let server = Server::start(on_matcher, |_| {});
+fn binary_market_orders_report_an_unfilled_remainder(at: Arrangement) {
+    let server = Server::start(at, |_| {});
     fund(&server);
     let btcbch = market_bytes("BTCBCH");
     let mut maker = server.connect();
@@ -439,8 +447,8 @@ fn binary_market_orders_report_an_unfilled_remainder(on_matcher: bool) {
     assert_eq!(role, binary::ROLE_MAKER);
 }
 
-fn binary_bad_orders_are_rejected_and_the_session_goes_on(on_matcher: bool) {
-    let server = Server::start(on_matcher, |_| {});
+fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
+    let server = Server::start(at, |_| {});
     fund(&server);
     let btcbch = market_bytes("BTCBCH");
     let mut s = server.connect();
@@ -485,8 +493,8 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on(on_matcher: bool) {
     assert_eq!(b["BTC"], json!({"available": "9", "freeze": "1"}));
 }
 
-fn binary_sessions_get_heartbeats_and_silent_ones_are_closed(on_matcher: bool) {
-    let server = Server::start(on_matcher, |cfg| {
+fn binary_sessions_get_heartbeats_and_silent_ones_are_closed(at: Arrangement) {
+    let server = Server::start(at, |cfg| {
         cfg.heartbeat = Duration::from_millis(100);
         cfg.heartbeat_timeout = Duration::from_millis(600);
     });
@@ -504,26 +512,43 @@ fn binary_sessions_get_heartbeats_and_silent_ones_are_closed(on_matcher: bool) {
     assert!(s.closed(), "a session that sends nothing is closed");
 }
 
-/// Every test above, against the edge on a thread of its own and on the matcher's thread
-/// (`rings.tcp_edge_with_matcher`).
-macro_rules! in_both_arrangements {
+/// Where the TCP edge's event loop runs, and how it turns.
+#[derive(Clone, Copy)]
+enum Arrangement {
+    /// On a thread of its own.
+    OwnThread,
+    /// In the matcher's waits (`rings.tcp_edge_with_matcher`), with the `sleep` wait: every turn
+    /// waits for its sockets.
+    MatcherSleeping,
+    /// In the matcher's waits with the `backoff` wait: turns that do not wait while it spins.
+    MatcherBackoff,
+}
+
+/// Every test above, in each arrangement.
+macro_rules! in_every_arrangement {
     ($($name:ident),* $(,)?) => {
         mod own_thread {
             $(#[test]
             fn $name() {
-                super::$name(false)
+                super::$name(super::Arrangement::OwnThread)
             })*
         }
-        mod on_matcher_thread {
+        mod on_matcher_thread_sleeping {
             $(#[test]
             fn $name() {
-                super::$name(true)
+                super::$name(super::Arrangement::MatcherSleeping)
+            })*
+        }
+        mod on_matcher_thread_backoff {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Arrangement::MatcherBackoff)
             })*
         }
     };
 }
 
-in_both_arrangements!(
+in_every_arrangement!(
     rpc_framing_answers_every_method_as_the_matcher_does,
     rpc_framing_heartbeats_ext_and_unknown_commands,
     rpc_framing_closes_on_bad_packets_without_harming_others,
