@@ -20,6 +20,7 @@ use viaduct_journaler::{snapshot, Durability};
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, response_json, Command, Events, EventsView, Matcher, RpcError, Spec};
+use viaduct_publishers::history::leaves_rows;
 use viaduct_publishers::history::query::is_history_method;
 use viaduct_publishers::history::store::{self as history_store, Store};
 use viaduct_publishers::history::writer::{
@@ -608,7 +609,8 @@ fn reply_stage(
     let mut watch_version = 0;
     let mut fills: Vec<(u32, ServerMsg)> = Vec::new();
     let mut deals: Vec<Deal> = Vec::new();
-    // Events of journaled commands, for history: copied here, turned into rows on its thread.
+    // Events of journaled commands that leave history rows: copied here, turned into rows on its
+    // thread.
     let (mut journaled, mut journaled_seq) = (Events::default(), 0u64);
     let feed = move |deals: &mut Vec<Deal>| {
         // Waits only when market data lags by its whole queue: its lag is bounded.
@@ -621,7 +623,7 @@ fn reply_stage(
         deals.extend_from_slice(slot.events.deals());
         batch_seq = batch_seq.max(slot.journal_seq);
         if history.is_some() && slot.journal_seq != 0 {
-            journaled.append(&slot.events);
+            journaled.append_where(&slot.events, leaves_rows);
             journaled_seq = slot.journal_seq;
         }
         if slot.client != 0 {

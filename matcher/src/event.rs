@@ -198,9 +198,12 @@ impl Events {
         self.orders.last().map(|(_, o)| o)
     }
 
-    /// Appends `other`'s events after these, in their order.
-    pub fn append(&mut self, other: &Events) {
-        for &(kind, i) in &other.seq {
+    /// Appends those of `other`'s events that `keep` takes after these, in their order.
+    pub fn append_where(&mut self, other: &Events, keep: impl Fn(EventRef<'_>) -> bool) {
+        for (&(kind, i), ev) in other.seq.iter().zip(other.iter()) {
+            if !keep(ev) {
+                continue;
+            }
             let at = match kind {
                 Kind::Order => self.orders.len(),
                 Kind::Deal => self.deals.len(),

@@ -5,7 +5,7 @@ mod common;
 use common::{Engine, T0};
 use serde_json::{json, Value};
 use viaduct_matcher::config::{self, Spec};
-use viaduct_matcher::event::{Business, OrderEventKind};
+use viaduct_matcher::event::{Business, EventRef, OrderEventKind};
 use viaduct_matcher::{Event, Matcher, SnapshotError};
 
 const ASK: u8 = 1;
@@ -606,9 +606,18 @@ fn events_append_keeps_the_order_of_both() {
     m.apply(T0, &cmd("order.put_limit", json!([1, "BTCBCH", ASK, "2", "0.1", "0.002", "0.001", ""])), &mut a).unwrap();
     m.apply(T0, &cmd("order.put_limit", json!([2, "BTCBCH", BID, "1", "0.2", "0.002", "0.001", ""])), &mut b).unwrap();
     let mut all = viaduct_matcher::Events::default();
-    all.append(&a);
-    all.append(&b);
+    all.append_where(&a, |_| true);
+    all.append_where(&b, |_| true);
     assert_eq!(all.to_vec(), [a.to_vec(), b.to_vec()].concat());
     assert_eq!((all.len(), all.deals().len()), (a.len() + b.len(), 1));
     assert_eq!(all.last_order(), b.last_order());
+    // Only what `keep` takes, still in order, and found by kind as before.
+    let mut kept = viaduct_matcher::Events::default();
+    let no_orders = |ev: EventRef<'_>| !matches!(ev, EventRef::Order(..));
+    kept.append_where(&a, no_orders);
+    kept.append_where(&b, no_orders);
+    let want: Vec<Event> = all.to_vec().into_iter().filter(|e| !matches!(e, Event::Order { .. })).collect();
+    assert!(want.len() >= 3 && want.len() < all.len(), "{want:?}");
+    assert_eq!(kept.to_vec(), want);
+    assert_eq!((kept.deals(), kept.last_order()), (all.deals(), None));
 }

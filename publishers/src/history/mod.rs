@@ -92,6 +92,17 @@ pub struct Rows {
     pub deals: Vec<DealRow>,
 }
 
+/// Whether [`Rows::add`] needs `ev`: deals, balance changes, and finished orders that traded or
+/// were market orders. The pipeline copies only these for the writer: at a busy market maker's
+/// rates most events are orders placed and cancelled without a trade, which leave no row.
+pub fn leaves_rows(ev: EventRef<'_>) -> bool {
+    match ev {
+        EventRef::Deal(_) | EventRef::Balance(_) => true,
+        EventRef::Order(OrderEventKind::Finish, o) => o.kind == OrderKind::Market || o.deal_stock > 0,
+        EventRef::Order(..) | EventRef::Level(_) => false,
+    }
+}
+
 impl Rows {
     pub fn is_empty(&self) -> bool {
         self.balances.is_empty() && self.orders.is_empty() && self.deals.is_empty()
@@ -102,7 +113,8 @@ impl Rows {
     }
 
     /// Adds the rows `events` leave (SPEC B6.4): every balance change; every finished order that
-    /// traded or was a market order; both sides of every deal.
+    /// traded or was a market order; both sides of every deal. Events that [`leaves_rows`] does
+    /// not take may be left out of `events` (the pipeline sends only the others).
     pub fn add(&mut self, spec: &Spec, events: EventsView<'_>) {
         let mut deal: Option<Deal> = None;
         for ev in events.iter() {
@@ -129,9 +141,7 @@ impl Rows {
                         detail,
                     });
                 }
-                EventRef::Order(OrderEventKind::Finish, o) if o.kind == OrderKind::Market || o.deal_stock > 0 => {
-                    self.orders.push(order_row(spec, o));
-                }
+                EventRef::Order(_, o) if leaves_rows(ev) => self.orders.push(order_row(spec, o)),
                 EventRef::Order(..) | EventRef::Level(_) => {}
             }
         }
