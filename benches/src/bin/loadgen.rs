@@ -14,6 +14,8 @@
 //!   (see `benches/loadgen.toml`). `--echo-bytes 48` makes `echo` its baseline. `echo` and `tcp`
 //!   send from one thread and read from another, whatever the number of connections.
 //! - `tcp-max`: as `max`, over the binary order entry.
+//! - `echo-max`: `tcp-max`'s closed loop against the loopback echo server (`--echo-bytes 48`):
+//!   the baseline for `tcp-max` in the same run.
 //! - `disk`: `write` + `fdatasync` of 64 bytes, one after the other, in `--dir`: the baseline for
 //!   `fsync` durability.
 //!
@@ -36,7 +38,7 @@ use viaduct_edges::binary::{self, ClientMsg, Decoded, ServerMsg};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
-    /// http, echo or max.
+    /// http, echo, max, tcp, tcp-max, echo-max or disk.
     #[arg(long, default_value = "http")]
     mode: String,
     /// The server's HTTP address (http and max modes).
@@ -49,7 +51,7 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 8)]
     connections: usize,
-    /// Requests in flight per connection (max mode).
+    /// Requests in flight per connection (max, tcp-max and echo-max modes).
     #[arg(long, default_value_t = 32)]
     window: usize,
     /// Where the .hgrm and .svg files go.
@@ -109,6 +111,10 @@ fn main() {
             let hist = echo_open_loop(&args, addr, body_len);
             report(&args, &format!("echo-{}", args.rate), &hist);
         }
+        "echo-max" => {
+            let addr = echo_server();
+            echo_max(&args, addr, args.echo_bytes.unwrap_or(order_body(0, 1).len()));
+        }
         "max" => {
             fund(&args);
             max_rate(&args);
@@ -126,7 +132,7 @@ fn main() {
             let hist = disk(&args);
             report(&Args { connections: 1, ..args.clone() }, "disk-fdatasync", &hist);
         }
-        other => panic!("mode {other:?} is not http, echo, max, tcp, tcp-max or disk"),
+        other => panic!("mode {other:?} is not http, echo, max, tcp, tcp-max, echo-max or disk"),
     }
 }
 
@@ -650,18 +656,34 @@ impl Reader {
                 }
                 Decoded::Invalid { .. } => return None,
                 Decoded::Partial => {
-                    self.buf.drain(..self.at);
-                    self.at = 0;
-                    let len = self.buf.len();
-                    self.buf.resize(len + READ_CHUNK, 0);
-                    let n = s.read(&mut self.buf[len..]).unwrap_or(0);
-                    self.buf.truncate(len + n);
-                    if n == 0 {
+                    if !self.fill(s) {
                         return None;
                     }
                 }
             }
         }
+    }
+
+    /// Takes the next `len` bytes (one echoed message); None when the connection ended.
+    fn next_echo(&mut self, s: &mut TcpStream, len: usize) -> Option<()> {
+        while self.buf.len() - self.at < len {
+            if !self.fill(s) {
+                return None;
+            }
+        }
+        self.at += len;
+        Some(())
+    }
+
+    /// Reads what has arrived behind the bytes not yet taken; false when the connection ended.
+    fn fill(&mut self, s: &mut TcpStream) -> bool {
+        self.buf.drain(..self.at);
+        self.at = 0;
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let n = s.read(&mut self.buf[len..]).unwrap_or(0);
+        self.buf.truncate(len + n);
+        n > 0
     }
 }
 
@@ -732,37 +754,96 @@ fn tcp_open_loop(args: &Args) -> Histogram<u64> {
 
 /// Closed-loop saturation over the binary order entry: `window` orders in flight per session.
 fn tcp_max(args: &Args) {
-    let done = Arc::new(AtomicU64::new(0));
-    let rejected = Arc::new(AtomicU64::new(0));
     let sessions: Vec<TcpStream> = (1..=args.connections).map(|i| tcp_session(args, i)).collect();
-    let until = Instant::now() + Duration::from_secs(args.seconds);
     let run = run_ids();
+    let flow = args.flow.clone();
+    let request = move |i| binary_order(&flow, run, i);
+    let answer = || {
+        let mut reader = Reader::new();
+        move |s: &mut TcpStream| reader.next(s).map(|m| answers(&m))
+    };
+    let (n, rejected) = windowed(args, sessions, request, answer);
+    // In the rest flow every other request is a cancel.
+    let orders = if args.flow == "rest" { n / 2 } else { n };
+    println!(
+        "tcp-max ({}): {n} requests answered in {} s over {} sessions (window {}), {rejected} rejected: {:.0} requests/s, {:.0} new orders/s",
+        args.flow,
+        args.seconds,
+        args.connections,
+        args.window,
+        n as f64 / args.seconds as f64,
+        orders as f64 / args.seconds as f64
+    );
+}
+
+/// `tcp-max`'s closed loop against the loopback echo server, with messages of `--echo-bytes`
+/// (48, a binary order's size): the most a one-thread event loop that only echoes carries over
+/// loopback on this machine, the baseline for `tcp-max` in the same run.
+fn echo_max(args: &Args, addr: SocketAddr, len: usize) {
+    let streams: Vec<TcpStream> = (0..args.connections)
+        .map(|_| {
+            let s = TcpStream::connect(addr).expect("connect");
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
+    let request = move |i: u64| pad(&order_body(i, 1), len).into_bytes();
+    let answer = || {
+        let mut reader = Reader::new();
+        move |s: &mut TcpStream| reader.next_echo(s, len).map(|()| Some(true))
+    };
+    let (n, _) = windowed(args, streams, request, answer);
+    println!(
+        "echo-max: {n} messages of {len} bytes echoed in {} s over {} connections (window {}): {:.0} messages/s",
+        args.seconds,
+        args.connections,
+        args.window,
+        n as f64 / args.seconds as f64
+    );
+}
+
+/// The closed loop of `tcp-max` and `echo-max`: one thread per connection keeps `--window`
+/// requests in flight for `--seconds`, refilling half the window in one write once half has been
+/// answered, as a market maker's gateway would. `request(i)` is a connection's i-th request;
+/// `answer()` makes a connection's reader, which returns its next message: `Some(ok)` for an
+/// answer to a request, `None` for anything else, and nothing once the connection has ended.
+/// Returns the answers and how many of them were refusals.
+fn windowed<A>(
+    args: &Args,
+    streams: Vec<TcpStream>,
+    request: impl Fn(u64) -> Vec<u8> + Clone + Send + 'static,
+    answer: impl Fn() -> A,
+) -> (u64, u64)
+where
+    A: FnMut(&mut TcpStream) -> Option<Option<bool>> + Send + 'static,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let window = args.window as u64;
     let mut threads = Vec::new();
-    for mut s in sessions {
-        let (done, rejected, window) = (Arc::clone(&done), Arc::clone(&rejected), args.window as u64);
-        let flow = args.flow.clone();
+    for mut s in streams {
+        let (done, refused, request, mut next) = (Arc::clone(&done), Arc::clone(&refused), request.clone(), answer());
         threads.push(std::thread::spawn(move || {
-            let mut reader = Reader::new();
             let (mut sent, mut answered) = (0u64, 0u64);
             let mut batch = Vec::new();
             for _ in 0..window {
-                batch.extend_from_slice(&binary_order(&flow, run, sent));
+                batch.extend_from_slice(&request(sent));
                 sent += 1;
             }
             s.write_all(&batch).unwrap();
             while Instant::now() < until {
-                let Some(m) = reader.next(&mut s) else { return };
-                let Some(ok) = answers(&m) else { continue };
+                let Some(m) = next(&mut s) else { return };
+                let Some(ok) = m else { continue };
                 if !ok {
-                    rejected.fetch_add(1, Ordering::Relaxed);
+                    refused.fetch_add(1, Ordering::Relaxed);
                 }
                 done.fetch_add(1, Ordering::Relaxed);
                 answered += 1;
-                // Refill the window in batches, as a market maker's gateway would.
                 if sent - answered <= window / 2 {
                     batch.clear();
                     for _ in 0..window / 2 {
-                        batch.extend_from_slice(&binary_order(&flow, run, sent));
+                        batch.extend_from_slice(&request(sent));
                         sent += 1;
                     }
                     if s.write_all(&batch).is_err() {
@@ -775,19 +856,7 @@ fn tcp_max(args: &Args) {
     for t in threads {
         t.join().unwrap();
     }
-    let n = done.load(Ordering::Relaxed);
-    // In the rest flow every other request is a cancel.
-    let orders = if args.flow == "rest" { n / 2 } else { n };
-    println!(
-        "tcp-max ({}): {n} requests answered in {} s over {} sessions (window {}), {} rejected: {:.0} requests/s, {:.0} new orders/s",
-        args.flow,
-        args.seconds,
-        args.connections,
-        args.window,
-        rejected.load(Ordering::Relaxed),
-        n as f64 / args.seconds as f64,
-        orders as f64 / args.seconds as f64
-    );
+    (done.load(Ordering::Relaxed), refused.load(Ordering::Relaxed))
 }
 
 /// `write` + `fdatasync` of 64 bytes, back to back, for `seconds`, into a file zero-filled ahead
