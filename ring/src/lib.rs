@@ -142,6 +142,40 @@ thread_local! {
     static DOORBELL: RefCell<Option<Arc<Doorbell>>> = const { RefCell::new(None) };
     /// The work the matcher thread does in its waits, once it has taken it from the doorbell.
     static IDLE: RefCell<Option<Idle>> = const { RefCell::new(None) };
+    /// Turns of that work so far, with the count at the last batch's end: a batch that ends
+    /// with no turn since the one before gets one ([`turn_if_none_since_last_batch`]).
+    static TURNS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Runs a turn of the matcher thread's idle work, if it has one, waiting at most `timeout`;
+/// drops the work once it says it has finished. False if there was none to run.
+fn idle_turn(timeout: Duration, wake: &Mutex<Option<Wake>>) -> bool {
+    IDLE.with(|i| {
+        let mut idle = i.borrow_mut();
+        let Some(work) = idle.as_mut() else { return false };
+        if !work(timeout) {
+            *wake.lock().expect("doorbell lock") = None;
+            *idle = None;
+        }
+        TURNS.with(|t| t.set((t.get().0 + 1, t.get().1)));
+        true
+    })
+}
+
+/// At the end of a batch on the matcher's thread: a turn of the idle work that does not wait,
+/// unless it has had one since the last batch ended. Idle work otherwise turns only when the
+/// input ring is empty, and requests from other producers can keep it from ever being empty: an
+/// edge on the matcher's thread would then neither read nor write while another edge floods the
+/// ring. With this, it turns at least once per batch (per commit, with the journal on the
+/// matcher's thread), right after the batch's replies are released.
+fn turn_if_none_since_last_batch(bell: &Doorbell) {
+    let (turns, at_last_batch) = TURNS.with(|t| t.get());
+    if turns == at_last_batch {
+        // Work handed over while the ring never emptied starts here.
+        bell.take_mail();
+        idle_turn(Duration::ZERO, &bell.wake);
+    }
+    TURNS.with(|t| t.set((t.get().0, t.get().0)));
 }
 
 /// Work the matcher's thread does while the input ring is empty, a turn at a time: each call
@@ -201,6 +235,15 @@ impl Doorbell {
         }
     }
 
+    /// On the matcher's thread: takes the idle work handed over, if any.
+    fn take_mail(&self) {
+        // A load first: a swap on every poll would write the line producers read.
+        if self.has_mail.load(Ordering::Relaxed) && self.has_mail.swap(false, Ordering::AcqRel) {
+            let idle = self.mail.lock().expect("doorbell lock").take();
+            IDLE.with(|i| *i.borrow_mut() = idle);
+        }
+    }
+
     /// On the matcher's thread: one empty poll of the ring. With idle work, a turn of it,
     /// waiting at most the sleep of this phase (none while spinning or yielding); else the
     /// phase's spin, yield, or park of at most its sleep.
@@ -209,14 +252,8 @@ impl Doorbell {
             std::thread::yield_now();
             return;
         }
-        // A load first: a swap on every empty poll would write the line producers read.
-        if self.has_mail.load(Ordering::Relaxed) && self.has_mail.swap(false, Ordering::AcqRel) {
-            let idle = self.mail.lock().expect("doorbell lock").take();
-            IDLE.with(|i| *i.borrow_mut() = idle);
-        }
-        let ran = IDLE.with(|i| {
-            let mut idle = i.borrow_mut();
-            let Some(work) = idle.as_mut() else { return false };
+        self.take_mail();
+        if IDLE.with(|i| i.borrow().is_some()) {
             let timeout = match phase {
                 Phase::Spin | Phase::Yield => Duration::ZERO,
                 Phase::Sleep(d) => d,
@@ -225,17 +262,10 @@ impl Doorbell {
             if waits {
                 self.parked.store(true, Ordering::SeqCst);
             }
-            let alive = work(timeout);
+            idle_turn(timeout, &self.wake);
             if waits {
                 self.parked.store(false, Ordering::Relaxed);
             }
-            if !alive {
-                *self.wake.lock().expect("doorbell lock") = None;
-                *idle = None;
-            }
-            true
-        });
-        if ran {
             return;
         }
         match phase {
@@ -612,6 +642,13 @@ where
                 replies(out, end_of_batch);
             }
         }
+        if end_of_batch {
+            DOORBELL.with(|b| {
+                if let Some(bell) = &*b.borrow() {
+                    turn_if_none_since_last_batch(bell);
+                }
+            });
+        }
     }
 }
 
@@ -755,6 +792,78 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             submit(&mut input, 1, 0, id, 0, Command::AssetList).unwrap();
             assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap().0, id);
+        }
+    }
+
+    /// A producer on another thread that keeps the input ring from emptying does not keep the
+    /// idle work from turning: it turns on the matcher's thread at least once every two batches.
+    #[test]
+    fn idle_work_turns_every_batch_while_another_producer_keeps_the_ring_full() {
+        let long = Duration::from_secs(60);
+        let cfg = RingConfig {
+            input_slots: 256,
+            output_slots: 64,
+            wait: Wait::Sleep { sleep: long, idle_sleep: long },
+            stages: StageThreads::WithMatcher,
+            matcher_core: None,
+            journal_core: None,
+            replies_core: None,
+        };
+        let spec = viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+        // Batch ends, and the turns of the idle work, each as the batch ends seen when it began.
+        let ends = Arc::new(AtomicU64::new(0));
+        let turns = Arc::new(Mutex::new(Vec::new()));
+        let stages = Stages {
+            // A commit that takes a while, as a sync does: the producer fills the ring meanwhile.
+            journal: |_: &OutSlot, end: bool| {
+                if end {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            },
+            replies: {
+                let ends = Arc::clone(&ends);
+                move |_: &OutSlot, end: bool| {
+                    if end {
+                        ends.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            },
+            on_stop: |_: &Matcher, _| {},
+        };
+        let mut input = wire(&cfg, Matcher::new(spec), 0, stages);
+        let (poke, poked) = std::sync::mpsc::channel::<()>();
+        let idle: Idle = {
+            let (ends, turns) = (Arc::clone(&ends), Arc::clone(&turns));
+            Box::new(move |timeout| {
+                assert_eq!(std::thread::current().name(), Some("viaduct-matcher"));
+                turns.lock().unwrap().push(ends.load(Ordering::SeqCst));
+                let _ = poked.recv_timeout(timeout);
+                true
+            })
+        };
+        input.run_while_idle(
+            idle,
+            Arc::new(move || {
+                let _ = poke.send(());
+            }),
+        );
+        let total = 40_000;
+        let mut id = 0;
+        while id < total {
+            match submit(&mut input, 1, 0, id, 0, Command::AssetList) {
+                Ok(_) => id += 1,
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        drop(input); // drains the pipeline and joins its threads
+        let (ends, at) = (ends.load(Ordering::SeqCst), turns.lock().unwrap());
+        assert!(ends >= total as u64 / 256, "{ends} batches for {total} requests in a ring of 256");
+        // A turn comes at each batch's end unless one came after the batch before ended: no more
+        // than two batch ends between one turn and the next, from the first to the last.
+        assert!(at.first().is_some_and(|&e| e <= 2), "first turn after batch end {:?}", at.first());
+        assert!(at.last().is_some_and(|&e| e + 2 >= ends), "last turn after batch end {:?} of {ends}", at.last());
+        for w in at.windows(2) {
+            assert!(w[1] - w[0] <= 2, "turns after batch ends {} and {}: the batches between had none", w[0], w[1]);
         }
     }
 
