@@ -243,10 +243,12 @@ mod tests {
         assert_eq!(threads(Profile::load("latency").unwrap()), StageThreads::WithMatcher);
         assert_eq!(threads(Profile::load("throughput").unwrap()), StageThreads::Own);
         assert_eq!(Profile::load("latency").unwrap().ring.matcher_core, Some(1));
-        // Left out, the journal and the replies each get a thread of their own.
-        let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "");
+        // Left out, the journal and the replies each get a thread of their own (and the TCP edge
+        // must then have its own too).
+        let default = BUILT_IN[0].1.replace("tcp_edge_with_matcher = true", "tcp_edge_with_matcher = false");
+        let text = default.replace("journal_with_matcher = true", "");
         assert_eq!(threads(parse("x", &text).unwrap()), StageThreads::Own);
-        let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "replies_with_journal = true");
+        let text = default.replace("journal_with_matcher = true", "replies_with_journal = true");
         assert_eq!(threads(parse("x", &text).unwrap()), StageThreads::RepliesWithJournal);
         // The journal on the matcher's thread takes the replies with it.
         let text = BUILT_IN[0]
@@ -275,13 +277,18 @@ mod tests {
         let on = |text: &str| {
             text.replace("journal_with_matcher = true", "journal_with_matcher = true\ntcp_edge_with_matcher = true")
         };
-        assert!(!Profile::load("default").unwrap().tcp_edge_with_matcher);
-        assert!(parse("x", &on(BUILT_IN[0].1)).unwrap().tcp_edge_with_matcher);
+        assert!(Profile::load("default").unwrap().tcp_edge_with_matcher);
+        let off = BUILT_IN[0].1.replace("tcp_edge_with_matcher = true", "tcp_edge_with_matcher = false");
+        assert!(!parse("x", &off).unwrap().tcp_edge_with_matcher);
+        // Left out, the edge has a thread of its own.
+        let left_out = BUILT_IN[0].1.replace("tcp_edge_with_matcher = true", "");
+        assert!(!parse("x", &left_out).unwrap().tcp_edge_with_matcher);
+        assert!(parse("x", &on(&left_out)).unwrap().tcp_edge_with_matcher);
         // The latency profile busy-spins: its matcher never waits.
         let err = parse("x", &on(BUILT_IN[1].1)).unwrap_err().to_string();
         assert!(err.contains("needs wait.strategy backoff or sleep"), "{err}");
         // Replies released on another thread would cross threads anyway.
-        let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "tcp_edge_with_matcher = true");
+        let text = BUILT_IN[0].1.replace("journal_with_matcher = true", "");
         let err = parse("x", &text).unwrap_err().to_string();
         assert!(err.contains("needs rings.journal_with_matcher = true"), "{err}");
     }
