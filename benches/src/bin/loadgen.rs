@@ -11,8 +11,8 @@
 //!   requests in flight, for the sustained rate.
 //! - `tcp`: NEW_LIMIT over the binary order entry (`edges/PROTOCOL.md`), open loop like `http`;
 //!   latency runs to the order's ACCEPTED (or REJECTED). Connection i logs in as key `load<i>`
-//!   (see `benches/loadgen.toml`). `--echo-bytes 48` makes `echo` its baseline. `echo` and `tcp`
-//!   send from one thread and read from another, whatever the number of connections.
+//!   (see `benches/loadgen.toml`). `--echo-bytes 48` makes `echo` its baseline. `http`, `echo`
+//!   and `tcp` send from one thread and read from another, whatever the number of connections.
 //! - `tcp-max`: as `max`, over the binary order entry.
 //! - `echo-max`: `tcp-max`'s closed loop against the loopback echo server (`--echo-bytes 48`):
 //!   the baseline for `tcp-max` in the same run.
@@ -102,7 +102,7 @@ fn main() {
     match args.mode.as_str() {
         "http" => {
             fund(&args);
-            let hist = open_loop(&args, args.addr);
+            let hist = http_open_loop(&args, args.addr);
             report(&args, &format!("http-{}", args.rate), &hist);
         }
         "echo" => {
@@ -193,53 +193,50 @@ fn read_response(r: &mut impl BufRead) -> Option<(u16, Vec<u8>)> {
 }
 
 /// HTTP: each connection sends on a fixed schedule from one thread and reads replies on another.
-fn open_loop(args: &Args, addr: SocketAddr) -> Histogram<u64> {
-    let total = args.rate * args.seconds;
-    let per_conn = total / args.connections as u64;
-    let interval = Duration::from_nanos(1_000_000_000 * args.connections as u64 / args.rate);
-    let errors = Arc::new(AtomicU64::new(0));
-    let start = Instant::now() + Duration::from_millis(100);
-    let mut readers = Vec::new();
-    for c in 0..args.connections {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        let offset = interval * c as u32 / args.connections as u32;
-        let users = args.users;
-        std::thread::spawn(move || {
-            for i in 0..per_conn {
-                let due = start + offset + interval * i as u32;
-                sleep_until(due);
-                let body = order_body(i * 1000 + c as u64, users);
-                if writer.write_all(http_request(&body).as_bytes()).is_err() {
-                    return;
-                }
+/// `order.put_limit` over HTTP/1.1 keep-alive on [`scheduled`]'s two threads; an answer
+/// succeeded if its status is 200 and its body holds no error.
+fn http_open_loop(args: &Args, addr: SocketAddr) -> Histogram<u64> {
+    let streams: Vec<TcpStream> = (0..args.connections)
+        .map(|_| {
+            let s = TcpStream::connect(addr).expect("connect");
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
+    let per_conn = args.rate * args.seconds / args.connections as u64;
+    let gap = Duration::from_nanos(1_000_000_000 / args.rate);
+    let users = args.users;
+    let request = move |c: usize, i: u64, out: &mut Vec<u8>| {
+        out.extend_from_slice(http_request(&order_body(i * 1000 + c as u64, users)).as_bytes());
+    };
+    let parse = |buf: &mut Vec<u8>, oks: &mut Vec<bool>| {
+        let mut at = 0;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut head = httparse::Response::new(&mut headers);
+            let head_len = match head.parse(&buf[at..]) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => break,
+                Err(e) => return Err(format!("the server sent a malformed response: {e}")),
+            };
+            let len = head
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                .ok_or("a response without a Content-Length")?;
+            let end = at + head_len + len;
+            if buf.len() < end {
+                break;
             }
-        });
-        let errors = Arc::clone(&errors);
-        readers.push(std::thread::spawn(move || {
-            let mut hist = Histogram::<u64>::new(3).unwrap();
-            let mut r = BufReader::new(stream);
-            for i in 0..per_conn {
-                let ok = match read_response(&mut r) {
-                    Some((200, body)) => !String::from_utf8_lossy(&body).contains("\"code\""),
-                    Some(_) => false,
-                    None => break,
-                };
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                let due = start + offset + interval * i as u32;
-                hist.record(due.elapsed().as_nanos().max(1) as u64).ok();
-            }
-            hist
-        }));
-    }
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    for r in readers {
-        hist.add(r.join().unwrap()).unwrap();
-    }
-    let errors = errors.load(Ordering::Relaxed);
+            let body = String::from_utf8_lossy(&buf[at + head_len..end]);
+            oks.push(head.code == Some(200) && !body.contains("\"code\""));
+            at = end;
+        }
+        buf.drain(..at);
+        Ok(())
+    };
+    let (hist, errors) = scheduled(streams, per_conn, gap, request, parse);
     if errors > 0 {
         println!("{errors} requests were answered with an error");
     }
@@ -249,7 +246,7 @@ fn open_loop(args: &Args, addr: SocketAddr) -> Histogram<u64> {
 /// How long the scheduled reader waits for any answer before it gives the rest up.
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
-/// The open loop of `echo` and `tcp`, on two threads whatever the number of connections (each
+/// The open loop of `http`, `echo` and `tcp`, on two threads whatever the number of connections (each
 /// thread more is another sleeper for two cores to wake, and the generator's own wake-ups then
 /// count in both the server's latency and its baseline's). One thread sends: request `k` of
 /// the run is due at `start + k × gap`, on connection `k mod n`; it sleeps until the next is due
