@@ -166,8 +166,9 @@ fn idle_turn(timeout: Duration, wake: &Mutex<Option<Wake>>) -> bool {
 /// unless it has had one since the last batch ended. Idle work otherwise turns only when the
 /// input ring is empty, and requests from other producers can keep it from ever being empty: an
 /// edge on the matcher's thread would then neither read nor write while another edge floods the
-/// ring. With this, it turns at least once per batch (per commit, with the journal on the
-/// matcher's thread), right after the batch's replies are released.
+/// ring. With this, every batch (every commit, with the journal on the matcher's thread) has a
+/// turn after the end of the one before, at the latest right after its own replies are
+/// released: no more than two batches pass between turns.
 fn turn_if_none_since_last_batch(bell: &Doorbell) {
     let (turns, at_last_batch) = TURNS.with(|t| t.get());
     if turns == at_last_batch {
@@ -253,29 +254,23 @@ impl Doorbell {
             return;
         }
         self.take_mail();
-        if IDLE.with(|i| i.borrow().is_some()) {
-            let timeout = match phase {
-                Phase::Spin | Phase::Yield => Duration::ZERO,
-                Phase::Sleep(d) => d,
-            };
-            let waits = !timeout.is_zero();
-            if waits {
-                self.parked.store(true, Ordering::SeqCst);
-            }
-            idle_turn(timeout, &self.wake);
-            if waits {
-                self.parked.store(false, Ordering::Relaxed);
-            }
-            return;
+        // Marked parked before waiting, in the idle work or in a park.
+        let sleep = match phase {
+            Phase::Spin | Phase::Yield => None,
+            Phase::Sleep(d) => Some(d),
+        };
+        if sleep.is_some() {
+            self.parked.store(true, Ordering::SeqCst);
         }
-        match phase {
-            Phase::Spin => std::hint::spin_loop(),
-            Phase::Yield => std::thread::yield_now(),
-            Phase::Sleep(d) => {
-                self.parked.store(true, Ordering::SeqCst);
-                std::thread::park_timeout(d);
-                self.parked.store(false, Ordering::Relaxed);
+        if !idle_turn(sleep.unwrap_or(Duration::ZERO), &self.wake) {
+            match phase {
+                Phase::Spin => std::hint::spin_loop(),
+                Phase::Yield => std::thread::yield_now(),
+                Phase::Sleep(d) => std::thread::park_timeout(d),
             }
+        }
+        if sleep.is_some() {
+            self.parked.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -796,7 +791,8 @@ mod tests {
     }
 
     /// A producer on another thread that keeps the input ring from emptying does not keep the
-    /// idle work from turning: it turns on the matcher's thread at least once every two batches.
+    /// idle work from turning: on the matcher's thread, each batch has a turn after the end of
+    /// the one before, so no more than two batch ends pass between turns.
     #[test]
     fn idle_work_turns_every_batch_while_another_producer_keeps_the_ring_full() {
         let long = Duration::from_secs(60);
