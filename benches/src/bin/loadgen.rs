@@ -193,16 +193,21 @@ fn read_response(r: &mut impl BufRead) -> Option<(u16, Vec<u8>)> {
 }
 
 /// HTTP: each connection sends on a fixed schedule from one thread and reads replies on another.
-/// `order.put_limit` over HTTP/1.1 keep-alive on [`scheduled`]'s two threads; an answer
-/// succeeded if its status is 200 and its body holds no error.
-fn http_open_loop(args: &Args, addr: SocketAddr) -> Histogram<u64> {
-    let streams: Vec<TcpStream> = (0..args.connections)
+/// `--connections` connections to `addr`, each sending at once (no Nagle).
+fn connect(args: &Args, addr: SocketAddr) -> Vec<TcpStream> {
+    (0..args.connections)
         .map(|_| {
             let s = TcpStream::connect(addr).expect("connect");
             s.set_nodelay(true).unwrap();
             s
         })
-        .collect();
+        .collect()
+}
+
+/// `order.put_limit` over HTTP/1.1 keep-alive on [`scheduled`]'s two threads; an answer
+/// succeeded if its status is 200 and its body holds no error.
+fn http_open_loop(args: &Args, addr: SocketAddr) -> Histogram<u64> {
+    let streams = connect(args, addr);
     let per_conn = args.rate * args.seconds / args.connections as u64;
     let gap = Duration::from_nanos(1_000_000_000 / args.rate);
     let users = args.users;
@@ -359,13 +364,7 @@ fn scheduled(
 
 /// The `echo` baseline: messages of `body_len` bytes, echoed whole.
 fn echo_open_loop(args: &Args, addr: SocketAddr, body_len: usize) -> Histogram<u64> {
-    let streams: Vec<TcpStream> = (0..args.connections)
-        .map(|_| {
-            let s = TcpStream::connect(addr).expect("connect");
-            s.set_nodelay(true).unwrap();
-            s
-        })
-        .collect();
+    let streams = connect(args, addr);
     let per_conn = args.rate * args.seconds / args.connections as u64;
     let gap = Duration::from_nanos(1_000_000_000 / args.rate);
     let users = args.users;
@@ -777,13 +776,7 @@ fn tcp_max(args: &Args) {
 /// (48, a binary order's size): the most a one-thread event loop that only echoes carries over
 /// loopback on this machine, the baseline for `tcp-max` in the same run.
 fn echo_max(args: &Args, addr: SocketAddr, len: usize) {
-    let streams: Vec<TcpStream> = (0..args.connections)
-        .map(|_| {
-            let s = TcpStream::connect(addr).expect("connect");
-            s.set_nodelay(true).unwrap();
-            s
-        })
-        .collect();
+    let streams = connect(args, addr);
     let request = move |i: u64| pad(&order_body(i, 1), len).into_bytes();
     let answer = || {
         let mut reader = Reader::new();
