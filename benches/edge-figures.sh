@@ -34,6 +34,7 @@ for round in 1 2 3; do
   restart benches/profile-os.toml
   echo "## os, resting orders, never cancelled (the book grows)"
   $LG --mode tcp-max --flow book --seconds 10 --connections 4 --window 1024 --out $O --users 8
+  $LG --mode echo-max --echo-bytes 48 --seconds 10 --connections 4 --window 1024 --out $O
   restart default
   echo "## fsync, crossing orders"
   $LG --mode disk --seconds 3 --dir /tmp --out $O
