@@ -429,6 +429,58 @@ fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
 }
 
 #[test]
+fn rows_that_keep_coming_are_committed_together_at_most_every_write_every() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WRITE_EVERY};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    let mut inner = store::open(&url).unwrap();
+    inner.create_tables().unwrap();
+    let spec = Spec::new(&embedded()).unwrap();
+    let counting = Probe::new(inner, false);
+    let writes = std::sync::Arc::clone(&counting.writes);
+    let svc =
+        HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), Box::new(counting))
+            .unwrap();
+    let (feed, committed) = (svc.feed(), svc.committed());
+    let mut m = Matcher::new(spec.clone());
+    let mut deposit = |seq: u64| {
+        let mut events = Events::default();
+        let params = json!([1, "BTC", "deposit", seq, "1", {}]);
+        m.apply(T0 + seq, &decode(&spec, "balance.update", params.as_array().unwrap()).unwrap(), &mut events).unwrap();
+        (seq, events)
+    };
+    let wait_for = |seq: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while committed.load(Ordering::Acquire) < seq {
+            assert!(Instant::now() < deadline, "sequence {seq} was never committed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // After a quiet spell, a row is committed on its own.
+    feed.send(deposit(1)).unwrap();
+    wait_for(1);
+    assert_eq!(writes.load(Ordering::Acquire), 1);
+    // Rows that keep coming, a batch a millisecond, share transactions: no more than one per
+    // WRITE_EVERY, where one per batch would be 200 (here they take about 0.2 s: half of 200
+    // would take a machine 20 times slower).
+    let started = Instant::now();
+    for seq in 2..=201 {
+        feed.send(deposit(seq)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    wait_for(201);
+    let (took, n) = (started.elapsed(), writes.load(Ordering::Acquire) - 1);
+    let most = (took.as_millis() / WRITE_EVERY.as_millis()) as usize + 2;
+    assert!(n >= 2 && n <= most.min(100), "{n} transactions for 200 batches in {took:?} (at most {most})");
+    drop(feed);
+    svc.join();
+    let mut s = store::open(&url).unwrap();
+    assert_eq!(s.select("SELECT `change` FROM `balance_history_1`", &[]).unwrap().len(), 201);
+}
+
+#[test]
 fn a_shard_streamed_in_many_packets_reads_back_exactly() {
     // One table shard of several MiB: `LOAD DATA` sends it in packets of 1 MiB, so rows, fields
     // and escapes straddle packet boundaries; every value must still read back as written.
