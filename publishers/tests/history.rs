@@ -330,34 +330,45 @@ impl Store for Probe {
     }
 }
 
-#[test]
-fn a_commit_whose_answer_was_lost_is_not_written_again() {
+/// A history writer into SQLite in `dir` whose store is a [`Probe`] (`faulty` as there): the
+/// service, the probe's count of transactions, and the store's URL.
+fn probed(
+    dir: &std::path::Path,
+    spec: &Spec,
+    faulty: bool,
+) -> (viaduct_publishers::history::writer::HistoryService, std::sync::Arc<std::sync::atomic::AtomicUsize>, String) {
     use viaduct_publishers::history::writer::{HistoryConfig, HistoryService};
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    let url = format!("sqlite://{}", dir.join("history.db").display());
     let mut inner = store::open(&url).unwrap();
     inner.create_tables().unwrap();
+    let probe = Probe::new(inner, faulty);
+    let writes = std::sync::Arc::clone(&probe.writes);
+    let svc =
+        HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), Box::new(probe))
+            .unwrap();
+    (svc, writes, url)
+}
+
+/// User 1's deposit of 1 BTC as the command of sequence `seq`, applied to `m`: (seq, its events).
+fn deposit(m: &mut Matcher, spec: &Spec, seq: u64) -> (u64, Events) {
+    let mut events = Events::default();
+    let params = json!([1, "BTC", "deposit", seq, "1", {}]);
+    m.apply(T0 + seq, &decode(spec, "balance.update", params.as_array().unwrap()).unwrap(), &mut events).unwrap();
+    (seq, events)
+}
+
+#[test]
+fn a_commit_whose_answer_was_lost_is_not_written_again() {
+    let dir = tempfile::tempdir().unwrap();
     let spec = Spec::new(&embedded()).unwrap();
     let mut m = Matcher::new(spec.clone());
-    let deposit = |m: &mut Matcher, seq: u64| {
-        let mut events = Events::default();
-        let params = json!([1, "BTC", "deposit", seq, "1", {}]);
-        let cmd = decode(&spec, "balance.update", params.as_array().unwrap()).unwrap();
-        m.apply(T0 + seq, &cmd, &mut events).unwrap();
-        (seq, events)
-    };
-    let svc = HistoryService::start(
-        &HistoryConfig::new(url.clone()),
-        std::sync::Arc::new(spec.clone()),
-        Box::new(Probe::new(inner, true)),
-    )
-    .unwrap();
+    let (svc, _, url) = probed(dir.path(), &spec, true);
     let feed = svc.feed();
-    feed.send(deposit(&mut m, 1)).unwrap();
+    feed.send(deposit(&mut m, &spec, 1)).unwrap();
     // The writer is now unsure whether sequence 1 took; more arrives meanwhile.
     std::thread::sleep(std::time::Duration::from_millis(300));
     for seq in 2..=4 {
-        feed.send(deposit(&mut m, seq)).unwrap();
+        feed.send(deposit(&mut m, &spec, seq)).unwrap();
     }
     drop(feed);
     // The writer resolves its doubt (a failed reconnect, then one that works) and writes on;
@@ -379,17 +390,10 @@ fn a_commit_whose_answer_was_lost_is_not_written_again() {
 fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
-    use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, STORE_EMPTY_EVERY};
+    use viaduct_publishers::history::writer::STORE_EMPTY_EVERY;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("history.db").display());
-    let mut inner = store::open(&url).unwrap();
-    inner.create_tables().unwrap();
     let spec = Spec::new(&embedded()).unwrap();
-    let counting = Probe::new(inner, false);
-    let writes = std::sync::Arc::clone(&counting.writes);
-    let svc =
-        HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), Box::new(counting))
-            .unwrap();
+    let (svc, writes, url) = probed(dir.path(), &spec, false);
     let (feed, committed, stored) = (svc.feed(), svc.committed(), svc.stored());
     let wait_for = |what: &str, done: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -410,12 +414,8 @@ fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
     wait_for("the store to hold sequence 50", &|| stored.load(Ordering::Acquire) == 50);
     assert!(writes.load(Ordering::Acquire) <= 3);
     // A command with rows is stored at once, with its sequence.
-    let mut m = Matcher::new(spec.clone());
-    let mut events = Events::default();
-    let params = json!([1, "BTC", "deposit", 51, "1", {}]);
     let started = Instant::now();
-    m.apply(T0, &decode(&spec, "balance.update", params.as_array().unwrap()).unwrap(), &mut events).unwrap();
-    feed.send((51, events)).unwrap();
+    feed.send(deposit(&mut Matcher::new(spec.clone()), &spec, 51)).unwrap();
     wait_for("the deposit to be committed", &|| committed.load(Ordering::Acquire) == 51);
     assert_eq!(stored.load(Ordering::Acquire), 51);
     assert!(started.elapsed() < STORE_EMPTY_EVERY * 5);
@@ -432,25 +432,12 @@ fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
 fn rows_that_keep_coming_are_committed_together_at_most_every_write_every() {
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
-    use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WRITE_EVERY};
+    use viaduct_publishers::history::writer::WRITE_EVERY;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("history.db").display());
-    let mut inner = store::open(&url).unwrap();
-    inner.create_tables().unwrap();
     let spec = Spec::new(&embedded()).unwrap();
-    let counting = Probe::new(inner, false);
-    let writes = std::sync::Arc::clone(&counting.writes);
-    let svc =
-        HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), Box::new(counting))
-            .unwrap();
+    let (svc, writes, url) = probed(dir.path(), &spec, false);
     let (feed, committed) = (svc.feed(), svc.committed());
     let mut m = Matcher::new(spec.clone());
-    let mut deposit = |seq: u64| {
-        let mut events = Events::default();
-        let params = json!([1, "BTC", "deposit", seq, "1", {}]);
-        m.apply(T0 + seq, &decode(&spec, "balance.update", params.as_array().unwrap()).unwrap(), &mut events).unwrap();
-        (seq, events)
-    };
     let wait_for = |seq: u64| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while committed.load(Ordering::Acquire) < seq {
@@ -459,7 +446,7 @@ fn rows_that_keep_coming_are_committed_together_at_most_every_write_every() {
         }
     };
     // After a quiet spell, a row is committed on its own.
-    feed.send(deposit(1)).unwrap();
+    feed.send(deposit(&mut m, &spec, 1)).unwrap();
     wait_for(1);
     assert_eq!(writes.load(Ordering::Acquire), 1);
     // Rows that keep coming, a batch a millisecond, share transactions: no more than one per
@@ -467,7 +454,7 @@ fn rows_that_keep_coming_are_committed_together_at_most_every_write_every() {
     // would take a machine 20 times slower).
     let started = Instant::now();
     for seq in 2..=201 {
-        feed.send(deposit(seq)).unwrap();
+        feed.send(deposit(&mut m, &spec, seq)).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
     wait_for(201);

@@ -750,20 +750,26 @@ mod tests {
         assert_eq!(s.phase(500), Phase::Sleep(idle));
     }
 
-    /// A pipeline whose matcher sleeps 60 s between empty polls, and whose replies go to a
-    /// channel as (request id, thread name).
-    fn sleepy_pipeline() -> (Input, std::sync::mpsc::Receiver<(i64, String)>) {
+    /// Rings whose matcher sleeps 60 s between empty polls, with the journal and the replies
+    /// on its thread.
+    fn sleepy_config(input_slots: usize) -> RingConfig {
         let long = Duration::from_secs(60);
-        let cfg = RingConfig {
-            input_slots: 64,
+        RingConfig {
+            input_slots,
             output_slots: 64,
             wait: Wait::Sleep { sleep: long, idle_sleep: long },
             stages: StageThreads::WithMatcher,
             matcher_core: None,
             journal_core: None,
             replies_core: None,
-        };
-        let spec = viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+        }
+    }
+
+    /// A pipeline on [`sleepy_config`] whose replies go to a channel as (request id, thread
+    /// name).
+    fn sleepy_pipeline() -> (Input, std::sync::mpsc::Receiver<(i64, String)>) {
+        let (cfg, spec) =
+            (sleepy_config(64), viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         let stages = Stages {
             journal: |_: &OutSlot, _: bool| {},
@@ -795,16 +801,7 @@ mod tests {
     /// the one before, so no more than two batch ends pass between turns.
     #[test]
     fn idle_work_turns_every_batch_while_another_producer_keeps_the_ring_full() {
-        let long = Duration::from_secs(60);
-        let cfg = RingConfig {
-            input_slots: 256,
-            output_slots: 64,
-            wait: Wait::Sleep { sleep: long, idle_sleep: long },
-            stages: StageThreads::WithMatcher,
-            matcher_core: None,
-            journal_core: None,
-            replies_core: None,
-        };
+        let cfg = sleepy_config(256);
         let spec = viaduct_matcher::Spec::new(&viaduct_matcher::config::embedded()).unwrap();
         // Batch ends, and the turns of the idle work, each as the batch ends seen when it began.
         let ends = Arc::new(AtomicU64::new(0));
