@@ -46,11 +46,11 @@ pub enum JournalError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
-        "journal segment {path} is corrupt at byte {offset}: {reason}. Every record before that offset is intact; \
-         nothing after it was replayed. Restore the segment from a copy, or move it and every later segment aside \
+        "journal segment {path} is corrupt at byte {offset}, where sequence {seq} should be: {reason}. Nothing on \
+         disk was changed; every record before that offset is intact; nothing after it was replayed. Restore the segment from a copy, or move it and every later segment aside \
          to start from the records before it (what they held is then lost)"
     )]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt { path: PathBuf, offset: u64, seq: u64, reason: String },
     #[error(
         "journal segment {path} was written under another config (its assets or markets differ). \
          Start with the config it was written with; change the config only after a snapshot covers the journal"

@@ -358,8 +358,13 @@ pub struct Entry {
 
 /// Hands every record with a sequence above `after` to `each`, in order, checking checksums,
 /// that sequences advance by one, and that each segment read was written under `fingerprint`.
-/// A partial record at the very end of the last segment is a torn write: the segment is cut
-/// back to the last whole record and the cut reported. Anything else that is wrong stops the read.
+///
+/// The journal ends where only zeros follow (the space the writer preallocated); the last
+/// segment's zeros are cut off. A record that is not whole and valid is a torn write only if a
+/// crash could have left it ([`torn_write`]): in the last segment, cut off at a sector boundary
+/// before its end, with nothing but zeros after the cut. That tail is cut back to the last whole
+/// record and the cut reported. Anything else is corruption and stops the read with the file, the
+/// offset and the sequence, before anything on disk is changed.
 pub fn read_journal(
     dir: &Path,
     fingerprint: u64,
@@ -375,17 +380,21 @@ pub fn read_journal(
         }
         let last_segment = next_first.is_none();
         let bytes = fs::read(path).map_err(io_err(path))?;
-        let corrupt =
-            |offset: usize, reason: String| JournalError::Corrupt { path: path.clone(), offset: offset as u64, reason };
         let seg_fingerprint = check_header(path, &bytes, *first)?;
         let mut at = SEGMENT_HEADER_BYTES;
         let mut expected = *first;
         let mut fingerprint_checked = false;
+        let corrupt = |offset: usize, seq: u64, reason: String| JournalError::Corrupt {
+            path: path.clone(),
+            offset: offset as u64,
+            seq,
+            reason,
+        };
         while at < bytes.len() {
-            match record::decode(&bytes[at..]) {
+            let reason = match record::decode(&bytes[at..]) {
                 Decoded::Record { seq, time_us, digest, cmd, bytes: n } => {
                     if seq != expected {
-                        return Err(corrupt(at, format!("sequence {seq} where {expected} was expected")));
+                        return Err(corrupt(at, expected, format!("sequence {seq} where {expected} was expected")));
                     }
                     expected += 1;
                     if seq > after {
@@ -398,37 +407,99 @@ pub fn read_journal(
                         out.records += 1;
                     }
                     at += n;
+                    continue;
                 }
-                other => {
-                    // Torn: the bytes end inside the record, or only zeros follow where it ends.
-                    let (torn, reason) = match other {
-                        Decoded::Short | Decoded::Zeros => (true, "the segment ends inside a record".to_string()),
-                        Decoded::Bad(reason) => {
-                            let end = record_end(&bytes, at);
-                            (bytes.get(end..).is_none_or(|rest| rest.iter().all(|&b| b == 0)), reason)
-                        }
-                        Decoded::Record { .. } => unreachable!("handled above"),
-                    };
-                    if !(last_segment && torn) {
-                        return Err(corrupt(at, reason));
+                Decoded::Zeros => {
+                    // The end: nothing was written here. The last segment's zeros are cut, so
+                    // that only the segment a writer has open ever has them.
+                    if last_segment {
+                        truncate(path, at)?;
                     }
-                    truncate(path, at)?;
-                    tracing::warn!(
-                        "journal: torn tail in {} at byte {at} ({reason}): cut back to the last whole record",
-                        path.display()
-                    );
-                    out.truncated = Some((path.clone(), at as u64));
                     break;
                 }
+                Decoded::Short => "the segment ends inside a record".to_string(),
+                Decoded::Bad(reason) => reason,
+            };
+            if !last_segment {
+                return Err(corrupt(at, expected, format!("{reason}, in a segment that is not the last")));
             }
+            if let Err(why_not) = torn_write(&bytes, at, expected) {
+                return Err(corrupt(at, expected, format!("{reason}; not a torn write: {why_not}")));
+            }
+            truncate(path, at)?;
+            tracing::warn!(
+                "journal: torn write in {} at byte {at} (sequence {expected}, never acknowledged: {reason}): \
+                 cut back to the last whole record",
+                path.display()
+            );
+            out.truncated = Some((path.clone(), at as u64));
+            break;
         }
         if let Some(n) = next_first {
             if expected != n {
-                return Err(corrupt(bytes.len(), format!("ends before sequence {n}, where the next segment starts")));
+                let reason = format!("ends before sequence {n}, where the next segment starts");
+                return Err(corrupt(bytes.len(), expected, reason));
             }
         }
     }
     Ok(out)
+}
+
+/// The unit a crash can leave a write cut at: storage persists whole sectors, and a write cut
+/// short by a signal ends at a page boundary, a multiple of it.
+const SECTOR_BYTES: usize = 512;
+
+/// Whether the record at `at` of the last segment, which is not whole and valid, is what a crash
+/// can leave: a group write that stopped at a sector boundary inside this record, after which the
+/// segment holds only the zeros preallocated ahead of it (or ends). Since a record ends in a
+/// nonzero byte, a record whose bytes are all on disk reaches at least to its last sector; so a
+/// record that is whole on disk, one with a length no record can have, one whose checksum matches
+/// its bytes up to another end (a damaged length), and one followed by a whole record of sequence
+/// `seq` or later, is damage, not a torn write.
+fn torn_write(bytes: &[u8], at: usize, seq: u64) -> Result<(), String> {
+    let rest = &bytes[at..];
+    // Where the written bytes end, and the sector boundary after them: zeros from there on.
+    let written = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let cut = (at + written).div_ceil(SECTOR_BYTES) * SECTOR_BYTES - at;
+    if let Some(later) = (1..written).find(|&p| is_record_from(&rest[p..written], seq)) {
+        return Err(format!("a whole record follows at byte {}", at + later));
+    }
+    if let Some(end) = checksum_matches_up_to(&rest[..written]) {
+        return Err(format!("its bytes up to byte {} match its checksum: its length is damaged", at + end));
+    }
+    if rest.len() < 4 {
+        return Ok(()); // the segment ends inside the length itself
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    if len > record::RECORD_PAYLOAD_MAX {
+        // A cut inside the length leaves its low bytes: a smaller number, never a larger one.
+        return Err(format!("its length {len} exceeds what any record has"));
+    }
+    let end = record::record_bytes(len);
+    if rest.len() < end || cut < end {
+        return Ok(()); // the segment ends inside the record, or zeros fill it from a sector on
+    }
+    if written > end {
+        return Err(format!("{} bytes that are not zeros follow the record's end", written - end));
+    }
+    Err("the record reaches its last sector, so it was written whole and damaged after".into())
+}
+
+/// The end of the first prefix of `record` that closes with [`record::RECORD_END`] and whose
+/// checksum is the one the record's header holds: where a record whose length field alone is
+/// damaged ends.
+fn checksum_matches_up_to(record: &[u8]) -> Option<usize> {
+    let header = record::RECORD_HEADER_BYTES;
+    let crc = u32::from_le_bytes(record.get(4..8)?.try_into().expect("4 bytes"));
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(record.get(8..header)?);
+    for end in header + 1..=record.len() {
+        hasher.update(&record[end - 1..end]);
+        if record[end - 1] == record::RECORD_END && hasher.clone().finalize() == crc {
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Follows the journal while it is written: hands on every record from a starting sequence,
@@ -472,7 +543,9 @@ impl JournalTail {
                 None => self.file.insert(self.open_segment()?),
             };
             let n = file.read_at(&mut self.chunk, *offset).map_err(io_err(path))?;
-            let corrupt = |at: u64, reason: String| JournalError::Corrupt { path: path.clone(), offset: at, reason };
+            let next = self.next;
+            let corrupt =
+                |at: u64, reason: String| JournalError::Corrupt { path: path.clone(), offset: at, seq: next, reason };
             let mut at = 0;
             while self.next <= upto {
                 match record::decode(&self.chunk[at..n]) {
@@ -514,6 +587,7 @@ impl JournalTail {
             return Err(JournalError::Corrupt {
                 path: self.dir.clone(),
                 offset: 0,
+                seq: self.next,
                 reason: format!("no segment holds sequence {}", self.next),
             });
         };
@@ -528,7 +602,8 @@ impl JournalTail {
 /// The fingerprint in the header at the start of `bytes`, which must be a viaduct segment that
 /// starts at `first`, the sequence its name says.
 fn check_header(path: &Path, bytes: &[u8], first: u64) -> Result<u64, JournalError> {
-    let corrupt = |offset: u64, reason: String| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
+    let corrupt =
+        |offset: u64, reason: String| JournalError::Corrupt { path: path.to_path_buf(), offset, seq: first, reason };
     let (fingerprint, seg_first) = record::parse_segment_header(bytes).map_err(|r| corrupt(0, r))?;
     if seg_first != first {
         return Err(corrupt(24, format!("header says it starts at {seg_first}, its name says {first}")));
@@ -536,10 +611,12 @@ fn check_header(path: &Path, bytes: &[u8], first: u64) -> Result<u64, JournalErr
     Ok(fingerprint)
 }
 
-/// Where a record starting at `at` claims to end (its declared length, capped by the data).
-fn record_end(bytes: &[u8], at: usize) -> usize {
-    let len = bytes.get(at..at + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-    at.saturating_add(record::RECORD_HEADER_BYTES).saturating_add(len.min(record::RECORD_PAYLOAD_MAX))
+/// Whether `bytes` start with a whole, valid record of sequence `seq` or later (at most one per
+/// byte after it): the sequence is looked at first, so most offsets cost no checksum.
+fn is_record_from(bytes: &[u8], seq: u64) -> bool {
+    let Some(field) = bytes.get(8..16) else { return false };
+    let found = u64::from_le_bytes(field.try_into().expect("8 bytes"));
+    found.wrapping_sub(seq) <= bytes.len() as u64 && matches!(record::decode(bytes), Decoded::Record { .. })
 }
 
 fn truncate(path: &Path, at: usize) -> Result<(), JournalError> {

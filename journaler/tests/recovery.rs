@@ -4,9 +4,9 @@ use std::fs;
 use std::path::Path;
 
 use serde_json::json;
-use viaduct_journaler::record::RECORD_HEADER_BYTES;
+use viaduct_journaler::record::record_bytes;
 use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir};
-use viaduct_journaler::segment::{list_segments, read_journal, JournalWriter, SEGMENT_BYTES_MAX};
+use viaduct_journaler::segment::{list_segments, JournalWriter, SEGMENT_BYTES_MAX};
 use viaduct_journaler::{snapshot, Durability, JournalError};
 use viaduct_matcher::config::embedded;
 use viaduct_matcher::{decode, Command, Events, Matcher, Spec};
@@ -40,9 +40,14 @@ fn commands(spec: &Spec, n: usize) -> Vec<Command> {
 
 /// Applies `cmds` to a fresh matcher and journals them from sequence 1; returns the matcher.
 fn write_journal(dir: &Path, spec: &Spec, cmds: &[Command], group: usize) -> Matcher {
+    write_journal_in(dir, spec, cmds, group, SEGMENT_BYTES_MAX)
+}
+
+/// [`write_journal`] into segments of `segment_bytes_max`.
+fn write_journal_in(dir: &Path, spec: &Spec, cmds: &[Command], group: usize, segment_bytes_max: u64) -> Matcher {
     let mut m = Matcher::new(spec.clone());
     let mut w =
-        JournalWriter::open(&journal_dir(dir), 1, spec.fingerprint(), Durability::Fsync, SEGMENT_BYTES_MAX).unwrap();
+        JournalWriter::open(&journal_dir(dir), 1, spec.fingerprint(), Durability::Fsync, segment_bytes_max).unwrap();
     let (mut events, mut scratch) = (Events::default(), Vec::new());
     for (i, cmd) in cmds.iter().enumerate() {
         let t = T0 + i as u64;
@@ -109,42 +114,153 @@ fn replay_applies_on_a_core_of_its_own_and_gives_the_thread_its_cores_back() {
     assert!(seen.0.iter().all(|&n| n == alone), "cores while applying: {:?} (of {before:?})", &seen.0[..3]);
 }
 
+/// The offsets of the records in a segment's bytes, up to its zeros or its end.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let (mut offsets, mut at) = (Vec::new(), 32);
+    while at + 4 <= bytes.len() && bytes[at..at + 4] != [0; 4] {
+        offsets.push(at);
+        at += record_bytes(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize);
+    }
+    offsets
+}
+
+/// What a crash can leave: a group write stopped at a sector boundary, zeros after it, or a file
+/// that ends inside its last record. Each is cut back to the last whole record and logged.
 #[test]
-fn a_torn_tail_is_cut_back_and_logged() {
+fn a_torn_write_is_cut_back_and_logged() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
     let cmds = commands(&spec, 100);
     write_journal(dir.path(), &spec, &cmds, 10);
     let seg = only_segment(dir.path());
     let full = fs::read(&seg).unwrap();
-    // Cut the last record in half.
-    let mut offsets = Vec::new();
-    read_journal(&journal_dir(dir.path()), spec.fingerprint(), 0, |_, _| Ok(())).unwrap();
-    let mut at = 32;
-    // Records, up to the preallocated zeros.
-    while at < full.len() && full[at..at + 4] != [0; 4] {
-        offsets.push(at);
-        at += RECORD_HEADER_BYTES + u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) as usize;
-    }
+    let offsets = record_offsets(&full);
+    assert_eq!(offsets.len(), 100);
+    // A write of the last group stopped at the sector boundary inside a record of it.
+    let (k, &at) = offsets.iter().enumerate().skip(90).find(|(k, &at)| at / 512 != (offsets[k + 1] - 1) / 512).unwrap();
+    let cut = (at / 512 + 1) * 512;
+    let mut torn = full.clone();
+    torn[cut..].fill(0);
+    fs::write(&seg, &torn).unwrap();
+    let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
+    assert_eq!((r.last_seq, r.journal.truncated), (k as u64, Some((seg.clone(), at as u64))));
+    assert_eq!(fs::metadata(&seg).unwrap().len(), at as u64);
+    assert_eq!(r.matcher.state_hash(), write_state(&spec, &cmds[..k]).state_hash());
+    // A segment that ends inside its last record.
     let last = *offsets.last().unwrap();
     fs::write(&seg, &full[..last + 10]).unwrap();
     let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
-    assert_eq!(r.last_seq, 99);
-    assert_eq!(r.journal.truncated, Some((seg.clone(), last as u64)));
+    assert_eq!((r.last_seq, r.journal.truncated), (99, Some((seg.clone(), last as u64))));
     assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
     assert_eq!(r.matcher.state_hash(), write_state(&spec, &cmds[..99]).state_hash());
-    // Zeros where a record should start (the preallocated tail) are cut the same way, and so is
-    // a record written only in part into them.
+    // Zeros where a record would start are the journal's end, not damage: nothing is reported,
+    // and the zeros are cut off.
     let mut zeros = full[..last].to_vec();
     zeros.extend_from_slice(&[0u8; 4096]);
     fs::write(&seg, &zeros).unwrap();
-    assert_eq!(recover(dir.path(), &spec, |_| {}, &mut ()).unwrap().last_seq, 99);
-    assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
-    let mut partial = full[..last + 30].to_vec();
-    partial.extend_from_slice(&[0u8; 4096]);
-    fs::write(&seg, &partial).unwrap();
     let r = recover(dir.path(), &spec, |_| {}, &mut ()).unwrap();
-    assert_eq!((r.last_seq, r.journal.truncated), (99, Some((seg.clone(), last as u64))));
+    assert_eq!((r.last_seq, r.journal.truncated), (99, None));
+    assert_eq!(fs::metadata(&seg).unwrap().len(), last as u64);
+}
+
+/// A copy of the data directory `from` in a new temporary directory.
+fn copy_data_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for sub in [journal_dir(from), snapshot_dir(from)] {
+        let Ok(entries) = fs::read_dir(&sub) else { continue };
+        let target = to.path().join(sub.file_name().unwrap());
+        fs::create_dir_all(&target).unwrap();
+        for e in entries {
+            let e = e.unwrap();
+            fs::copy(e.path(), target.join(e.file_name())).unwrap();
+        }
+    }
+    to
+}
+
+/// Each byte of a few records' headers and bodies, flipped in turn (one bit, and every bit), in
+/// the last segment and an earlier one, with and without a snapshot after them: recovery gives
+/// back every acknowledged command or refuses, naming the damaged record, and changes nothing on
+/// disk. A corrupt length with records after it (read as a torn tail before) is among them.
+#[test]
+fn a_damaged_record_anywhere_recovers_every_command_or_refuses() {
+    let spec = spec();
+    let cmds = commands(&spec, 120);
+    let live = write_state(&spec, &cmds).state_hash();
+    let mut refused = 0;
+    for snapshot_at in [None, Some(110)] {
+        // A group size that leaves records in the last segment (a commit past the bound opens
+        // the next segment, which may stay empty).
+        let src = (5..20)
+            .map(|group| {
+                let src = tempfile::tempdir().unwrap();
+                write_journal_in(src.path(), &spec, &cmds, group, 2048);
+                src
+            })
+            .find(|src| {
+                let segs = list_segments(&journal_dir(src.path())).unwrap();
+                record_offsets(&fs::read(&segs.last().unwrap().1).unwrap()).len() >= 3
+            })
+            .unwrap();
+        if let Some(at) = snapshot_at {
+            let state = write_state(&spec, &cmds[..at]).snapshot();
+            snapshot::write(&snapshot_dir(src.path()), at as u64, &state, &[]).unwrap();
+        }
+        let segs = list_segments(&journal_dir(src.path())).unwrap();
+        assert!(segs.len() >= 3, "{} segments", segs.len());
+        let last = fs::read(&segs.last().unwrap().1).unwrap();
+        let earlier = fs::read(&segs[1].1).unwrap();
+        let (in_last, in_earlier) = (record_offsets(&last), record_offsets(&earlier));
+        assert!(in_last.len() >= 3, "{} records in the last segment", in_last.len());
+        let targets = [
+            (segs.len() - 1, in_last[0]),
+            (segs.len() - 1, in_last[in_last.len() / 2]),
+            (segs.len() - 1, *in_last.last().unwrap()),
+            (1, in_earlier[in_earlier.len() / 2]),
+        ];
+        for (seg, at) in targets {
+            let bytes = if seg == 1 { &earlier } else { &last };
+            let len = record_bytes(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize);
+            for (i, flip) in (at..at + len).flat_map(|i| [(i, 0x01u8), (i, 0x04), (i, 0xff)]) {
+                let dir = copy_data_dir(src.path());
+                let path = journal_dir(dir.path()).join(segs[seg].1.file_name().unwrap());
+                let mut damaged = bytes.clone();
+                damaged[i] ^= flip;
+                fs::write(&path, &damaged).unwrap();
+                let what = format!("byte {i} ^ {flip:#x} of segment {seg} (record at {at}), snapshot {snapshot_at:?}");
+                match recover(dir.path(), &spec, |_| {}, &mut ()) {
+                    Ok(r) => assert_eq!((r.last_seq, r.matcher.state_hash()), (120, live), "{what}"),
+                    Err(JournalError::Corrupt { path: p, offset, .. }) => {
+                        assert_eq!((p, offset), (path.clone(), at as u64), "{what}");
+                        assert_eq!(fs::read(&path).unwrap(), damaged, "{what}: the file was changed");
+                        refused += 1;
+                    }
+                    Err(e) => panic!("{what}: {e}"),
+                }
+            }
+        }
+    }
+    assert!(refused > 0);
+}
+
+/// A damaged segment header says it is damaged, not that another config wrote it.
+#[test]
+fn a_damaged_segment_header_is_reported_as_damaged() {
+    let spec = spec();
+    let src = tempfile::tempdir().unwrap();
+    write_journal_in(src.path(), &spec, &commands(&spec, 60), 7, 2048);
+    let segs = list_segments(&journal_dir(src.path())).unwrap();
+    let whole = fs::read(&segs[1].1).unwrap();
+    for i in 0..32 {
+        let dir = copy_data_dir(src.path());
+        let path = journal_dir(dir.path()).join(segs[1].1.file_name().unwrap());
+        let mut damaged = whole.clone();
+        damaged[i] ^= 0x10;
+        fs::write(&path, &damaged).unwrap();
+        let err = recover(dir.path(), &spec, |_| {}, &mut ()).err().expect("refused");
+        assert!(matches!(err, JournalError::Corrupt { offset: 0, .. }), "byte {i}: {err}");
+        assert!(err.to_string().contains("header is damaged"), "byte {i}: {err}");
+    }
 }
 
 fn write_state(spec: &Spec, cmds: &[Command]) -> Matcher {
@@ -164,7 +280,7 @@ fn a_corrupt_record_in_the_middle_stops_recovery_naming_file_and_offset() {
     write_journal(dir.path(), &spec, &commands(&spec, 100), 10);
     let seg = only_segment(dir.path());
     let mut bytes = fs::read(&seg).unwrap();
-    let second = 32 + RECORD_HEADER_BYTES + u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize;
+    let second = 32 + record_bytes(u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize);
     bytes[second + 30] ^= 0x40;
     fs::write(&seg, &bytes).unwrap();
     match recover(dir.path(), &spec, |_| {}, &mut ()) {
