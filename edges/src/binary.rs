@@ -645,7 +645,7 @@ pub fn reports(
     let Some(order) = events.last_order() else { return };
     let mk = spec.market(order.market);
     let market = market_bytes(&mk.name);
-    let narrow = |v: i128, scale_down: u32| i64::try_from(v / 10i128.pow(scale_down)).unwrap_or(i64::MAX);
+    let narrow = |v: i128, scale_down: u32| carried(v / 10i128.pow(scale_down));
     if matches!(cmd, Command::Cancel { .. } | Command::CancelByClientId { .. }) {
         let down = if order.kind == OrderKind::Market && order.side == Side::Bid { mk.money_prec } else { 0 };
         out.push(cancelled(order, market, CANCEL_REQUESTED, narrow(order.left, down)));
@@ -676,6 +676,18 @@ pub fn reports(
     }
 }
 
+/// A price, amount or remainder in a report's 64-bit field. Every order's price and amount is at
+/// most `ORDER_MANTISSA_MAX` (`i64::MAX`) at entry on every edge
+/// (`viaduct_matcher::command::ORDER_MANTISSA_MAX`), and a market bid's money amount is reported
+/// back at the scale it was given in, so each fits; an order a build before that bound accepted
+/// may not, and is reported at `i64::MAX` with an error logged.
+fn carried(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or_else(|_| {
+        tracing::error!("binary edge: {v} does not fit a report's 64-bit field (an order from before the entry bound); sent as i64::MAX");
+        i64::MAX
+    })
+}
+
 fn cancelled(order: &Order, market: [u8; MARKET_BYTES], why: u8, left: i64) -> ServerMsg {
     ServerMsg::Cancelled {
         seq: 0,
@@ -700,8 +712,8 @@ fn filled(spec: &Spec, d: &Deal, order: &Order, role: u8, left: i64, fee: i128) 
         side: order.side.code(),
         role,
         fee_scale: viaduct_matcher::order::fee_scale(order.side, mk) as u8,
-        price: i64::try_from(d.price).unwrap_or(i64::MAX),
-        amount: i64::try_from(d.amount).unwrap_or(i64::MAX),
+        price: carried(d.price),
+        amount: carried(d.amount),
         left,
         fee,
     }
@@ -721,7 +733,7 @@ pub fn maker_fills(spec: &Spec, events: &Events, watched: impl Fn(u32) -> bool, 
                     continue;
                 }
                 let fee = if order.side == Side::Ask { d.ask_fee } else { d.bid_fee };
-                let left = i64::try_from(order.left).unwrap_or(i64::MAX);
+                let left = carried(order.left);
                 out.push((order.user, filled(spec, &d, order, ROLE_MAKER, left, fee)));
             }
             _ => {}

@@ -209,7 +209,8 @@ fn balance_update(spec: &Spec, params: &[Value]) -> Res<Command> {
         return Err(BAD);
     }
     let a = spec.asset(asset);
-    let change = decimal::parse(string(change)?, a.prec_show).map_err(|_| BAD)? * pow10(a.prec_save - a.prec_show);
+    let shown = decimal::parse(string(change)?, a.prec_show).map_err(|_| BAD)?;
+    let change = shown.checked_mul(pow10(a.prec_save - a.prec_show)).ok_or(BAD)?;
     if change.abs() > SUPPLY_MAX {
         return Err(BAD);
     }
@@ -304,9 +305,15 @@ fn asset(spec: &Spec, v: &Value) -> Res<AssetId> {
     spec.asset_id(string(v)?).ok_or(BAD)
 }
 
+/// The largest mantissa of an order's price or amount at its market's precision: every order,
+/// deal and remainder fits the 64-bit fields of the binary order entry's reports
+/// (`edges/PROTOCOL.md`), whichever edge placed it. 92,233,720,368.54775807 at 8 decimals.
+pub const ORDER_MANTISSA_MAX: i128 = i64::MAX as i128;
+
+/// A price or amount: positive, at most [`ORDER_MANTISSA_MAX`] at `prec`.
 fn positive(v: &Value, prec: u32) -> Res<i128> {
     match decimal::parse(string(v)?, prec) {
-        Ok(m) if m > 0 => Ok(m),
+        Ok(m) if (1..=ORDER_MANTISSA_MAX).contains(&m) => Ok(m),
         _ => Err(BAD),
     }
 }

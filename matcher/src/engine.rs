@@ -374,6 +374,7 @@ impl Matcher {
             for (price, amount) in book.side_levels(side) {
                 let bucket = match (interval, side) {
                     (0, _) => price,
+                    // Prices and `interval` are parsed mantissas, each below 10^33.
                     (i, Side::Ask) => (price + i - 1) / i * i,
                     (i, Side::Bid) => price / i * i,
                 };
@@ -455,16 +456,21 @@ impl Matcher {
         };
         check_available(spec, ledger, c.user, asset, Some(c.amount), mk.stock_prec)?;
         let best = book.best(c.side.opposite()).ok_or(RpcError::NoEnoughTrader)?;
-        let too_small = match c.side {
-            Side::Ask => c.amount < mk.min_amount,
-            Side::Bid => c.amount * pow10(mk.money_prec) < best.price * mk.min_amount,
-        };
-        if too_small {
-            return Err(RpcError::AmountTooSmall);
-        }
+        // A bid's amount is money at `stock_prec`; the matcher keeps it at the money scale
+        // (`stock_prec + money_prec`). Both products are checked: the minimum is price ×
+        // min_amount, which a price or a configured minimum can make too large to represent
+        // (then no amount reaches it).
         let amount = match c.side {
-            Side::Ask => c.amount,
-            Side::Bid => c.amount * pow10(mk.money_prec),
+            Side::Ask => Some(c.amount),
+            Side::Bid => c.amount.checked_mul(pow10(mk.money_prec)),
+        };
+        let minimum = match c.side {
+            Side::Ask => Some(mk.min_amount),
+            Side::Bid => best.price.checked_mul(mk.min_amount),
+        };
+        let amount = match (amount, minimum) {
+            (Some(amount), Some(minimum)) if amount >= minimum => amount,
+            _ => return Err(RpcError::AmountTooSmall),
         };
         self.order_id += 1;
         let mut taker = new_order(
@@ -625,6 +631,14 @@ impl Trades<'_> {
 
     /// One trade of `amount` between `taker` and `maker`, the head of the best opposite level,
     /// at the maker's price.
+    ///
+    /// The products cannot overflow: prices and amounts are at most `ORDER_MANTISSA_MAX`
+    /// (2^63, `command::positive`), so `deal` < 2^126 and the bid's money (`deal`) was covered by
+    /// a balance: a limit bid's `price × amount` was checked against it at entry (`put_limit`),
+    /// a market bid trades at most `left / price`. A balance is below `SUPPLY_MAX` (10^32) at its
+    /// asset's `prec_save`, which is at least the deal's scale (`config`: stock.prec +
+    /// money.prec ≤ prec_save), so `deal` < 10^32 and `deal × rate` < 10^38 < 2^127 for a rate
+    /// below 10^fee_prec ≤ 10^6 (`command::fee_rate`); `amount × rate` likewise.
     fn trade(&mut self, taker: &mut Order, mut maker: Order, amount: i128) {
         let mk = self.mk;
         let price = maker.price;

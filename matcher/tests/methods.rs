@@ -235,9 +235,15 @@ fn put_limit_errors() {
     // 11: below min_amount (0.001), checked after the balance.
     assert_eq!(e.err("order.put_limit", json!([2, "BTCBCH", ASK, "0.0009", "1", "0", "0", ""])), 11);
     assert_eq!(e.err("order.put_limit", json!([9, "BTCBCH", ASK, "0.0009", "1", "0", "0", ""])), 10);
-    // A product too large to represent is simply more than anyone has.
+    // A price or amount past 2^63 − 1 at the market's precision is an invalid argument (every
+    // order fits the binary edge's reports); the largest product of the two is simply more than
+    // anyone has.
     assert_eq!(
         e.err("order.put_limit", json!([1, "BTCBCH", BID, "100000000000000000", "100000000000000000", "0", "0", ""])),
+        1
+    );
+    assert_eq!(
+        e.err("order.put_limit", json!([1, "BTCBCH", BID, "92233720368.54775807", "92233720368.54775807", "0", "0", ""])),
         10
     );
     let bad = [

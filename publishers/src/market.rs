@@ -67,8 +67,11 @@ impl Bucket {
         self.close = price;
         self.high = self.high.max(price);
         self.low = self.low.min(price);
-        self.volume += amount;
-        self.deal += deal;
+        // Saturating: a deal is below 10^32 (a balance's bound), so only some 10^6 deals each
+        // of a whole asset's supply in one bucket could reach 2^127; a sum that large stays
+        // at the bound rather than wrap.
+        self.volume = self.volume.saturating_add(amount);
+        self.deal = self.deal.saturating_add(deal);
     }
 
     /// `later` folded into `self`: the first open, the last close, the extremes, the sums.
@@ -76,8 +79,8 @@ impl Bucket {
         self.close = later.close;
         self.high = self.high.max(later.high);
         self.low = self.low.min(later.low);
-        self.volume += later.volume;
-        self.deal += later.deal;
+        self.volume = self.volume.saturating_add(later.volume);
+        self.deal = self.deal.saturating_add(later.deal);
     }
 }
 
