@@ -136,6 +136,24 @@ pub fn rescale_trunc(m: i128, from: u32, to: u32) -> i128 {
     }
 }
 
+/// Changes the scale of `m` from `from` to `to`, rounding half away from zero when `to < from`:
+/// what MySQL does to a value with more decimals than its `DECIMAL` column (`192.256564256` is
+/// stored as `192.25656426` at scale 8, `-3.856778015` as `-3.85677802`).
+#[inline]
+pub fn rescale_round(m: i128, from: u32, to: u32) -> i128 {
+    if to >= from {
+        return m * pow10(to - from);
+    }
+    let unit = pow10(from - to);
+    let (quotient, rest) = (m / unit, (m % unit).abs());
+    // `rest >= unit / 2`, exactly, without the overflow of `2 * rest` at unit 10^38.
+    if rest >= unit - rest {
+        quotient + m.signum()
+    } else {
+        quotient
+    }
+}
+
 /// A decimal value for output: mantissa and scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dec {
@@ -299,6 +317,28 @@ impl serde::Serialize for Dec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Half away from zero: …5 up, …4 down, negatives mirrored; exact values and larger scales
+    /// unchanged; the largest unit (10^38) without overflow.
+    #[test]
+    fn rescale_round_rounds_half_away_from_zero() {
+        let cases = [
+            (192_256_564_256, 9, 8, 19_225_656_426),
+            (-3_856_778_015, 9, 8, -385_677_802),
+            (-3_856_778_014, 9, 8, -385_677_801),
+            (1_000_000_004, 9, 8, 100_000_000),
+            (-1_000_000_005, 9, 8, -100_000_001),
+            (15, 1, 0, 2),
+            (-15, 1, 0, -2),
+            (14, 1, 0, 1),
+            (7, 0, 3, 7_000),
+            (i128::MAX, 38, 0, 2),
+            (i128::MIN + 1, 38, 0, -2),
+        ];
+        for (m, from, to, want) in cases {
+            assert_eq!(rescale_round(m, from, to), want, "{m} from {from} to {to}");
+        }
+    }
 
     /// What [`Dec::text`] must print, by the formatting machinery.
     fn plain(d: Dec) -> String {

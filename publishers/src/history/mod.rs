@@ -4,14 +4,15 @@
 //! MySQL), the writer that commits them with the sequence they reach in one transaction, and the
 //! readhistory queries.
 //!
-//! Decimals are written as text at each column's scale, truncated (ViaBTC's rounding rule), and
-//! read back with trailing zeros stripped, so both stores answer byte for byte alike.
+//! Decimals are written as text at each column's scale, rounded half away from zero as MySQL
+//! rounds the longer values ViaBTC hands it (`decimal::rescale_round`), and read back with
+//! trailing zeros stripped, so both stores hold and answer byte for byte what ViaBTC's would.
 
 pub mod query;
 pub mod store;
 pub mod writer;
 
-use viaduct_matcher::decimal::{rescale_trunc, Dec};
+use viaduct_matcher::decimal::{rescale_round, Dec};
 use viaduct_matcher::event::{Business, Deal, EventRef, OrderEventKind};
 use viaduct_matcher::order::{Order, OrderKind, Side};
 use viaduct_matcher::{EventsView, Spec};
@@ -19,9 +20,13 @@ use viaduct_matcher::{EventsView, Spec};
 /// Shards per table (`_0` … `_99`).
 pub const SHARDS: u64 = 100;
 
-/// A decimal at a column's scale, as the text both stores take.
+/// A decimal at a column's scale, as the text both stores take and MySQL gives back (every
+/// digit of the scale, zero too: `0.00000000`).
 fn column(m: i128, scale: u32, column_scale: u32) -> String {
-    Dec::new(rescale_trunc(m, scale, column_scale), column_scale).raw().to_string()
+    match rescale_round(m, scale, column_scale) {
+        0 if column_scale > 0 => format!("0.{:0>1$}", "", column_scale as usize),
+        m => Dec::new(m, column_scale).raw().to_string(),
+    }
 }
 
 fn seconds(time_us: u64) -> f64 {
