@@ -14,9 +14,9 @@ use crossbeam_channel::Sender;
 use serde_json::Value;
 use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
 use viaduct_edges::{Payload, TAG_BINARY, TAG_FILLS};
-use viaduct_journaler::recovery::{journal_dir, recover_from, snapshot_dir, Downstream, Progress};
+use viaduct_journaler::recovery::{journal_dir, recover_from, snapshot_dir, state_at, Downstream, Progress};
 use viaduct_journaler::segment::{remove_covered, JournalTail, JournalWriter};
-use viaduct_journaler::{snapshot, Durability};
+use viaduct_journaler::{snapshot, Durability, JournalError};
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{decode, response_json, Command, Events, EventsView, Matcher, RpcError, Spec};
@@ -24,7 +24,7 @@ use viaduct_publishers::history::leaves_rows;
 use viaduct_publishers::history::query::is_history_method;
 use viaduct_publishers::history::store::{self as history_store, Store};
 use viaduct_publishers::history::writer::{
-    HistoryConfig, HistoryQuery, HistoryService, FEED_BATCHES_MAX as HISTORY_FEED_MAX,
+    HistoryConfig, HistoryQuery, HistoryService, WriterStore, FEED_BATCHES_MAX as HISTORY_FEED_MAX,
 };
 use viaduct_publishers::history::Rows;
 use viaduct_publishers::market::{MarketData, MarketDataConfig};
@@ -104,6 +104,48 @@ pub struct Engine {
     /// The followers of the durable sequence whose lag refuses state-changing requests: the
     /// history writer and the snapshot worker.
     lag_bounds: Vec<LagBound>,
+    /// Held until the engine has stopped: no other engine runs on this data directory.
+    lock: DataDirLock,
+}
+
+/// The exclusive lock (`flock`) on `<data_dir>/viaduct.lock`, which holds the PID of the process
+/// that has it. Two engines on one data directory would each journal its own sequence numbers
+/// into the same segments; the second is refused before it reads anything.
+pub struct DataDirLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl DataDirLock {
+    /// Takes the lock on `data_dir` (creating the directory), or says which process holds it.
+    pub fn take(data_dir: &Path) -> Result<DataDirLock> {
+        use std::os::unix::fs::FileExt;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let path = data_dir.join("viaduct.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(file) => {
+                let pid = format!("{}\n", std::process::id());
+                file.set_len(0).and_then(|()| file.write_all_at(pid.as_bytes(), 0)).with_context(|| format!("writing {}", path.display()))?;
+                Ok(DataDirLock { _file: file })
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                anyhow::bail!(
+                    "data directory {} is in use by another viaduct (PID {}, which holds the lock on {}); stop it first, or give this one a data directory of its own",
+                    data_dir.display(),
+                    holder.trim(),
+                    path.display()
+                )
+            }
+            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
 }
 
 fn now_us() -> u64 {
@@ -133,21 +175,47 @@ impl Engine {
         if profile.durability == Durability::None {
             tracing::warn!("durability NONE: the journal is not written; every command is lost when the process ends");
         }
+        let lock = DataDirLock::take(data_dir)?;
         let started = Instant::now();
         let history_store = match &options.history {
-            Some(cfg) => Some(open_history(cfg)?),
+            Some(cfg) => match open_history(cfg, data_dir, options.history_from_snapshot) {
+                Ok(opened) => Some(opened),
+                // A URL that cannot name a store is the operator's to fix; a store that is down
+                // is history's to wait for.
+                Err(e) if history_store::check_url(&cfg.url).is_err() => return Err(e),
+                Err(e) => {
+                    tracing::error!(
+                        "ALERT history: {e:#}; starting without it: the writer tries the store again and, once it is reached, writes every row it misses from the journal"
+                    );
+                    None
+                }
+            },
             None => None,
         };
         let history_seq = history_store.as_ref().map(|(_, seq)| *seq);
+        // Until a store unreachable now is reached, the snapshots and journal that recovery
+        // would start its rows from are kept: from the oldest snapshot there is on.
+        let history_protect = snapshot::list(&snapshot_dir(data_dir))?.first().map_or(0, |(seq, _)| *seq);
         let mut catchup = Catchup {
             spec: &spec,
             market: MarketData::new(&spec, options.market),
             history: history_store.map(|(store, committed)| (store, committed, Rows::default())),
         };
-        let recovered = recover_from(data_dir, &spec, progress, &mut catchup, history_seq.unwrap_or(u64::MAX))
-            .with_context(|| format!("recovering {}", data_dir.display()))?;
+        let recovered = match recover_from(data_dir, &spec, progress, &mut catchup, history_seq.unwrap_or(u64::MAX)) {
+            Err(JournalError::MissingHistory { first }) if history_seq.is_some() => {
+                let (url, held) = (options.history.as_ref().map_or("", |c| c.url.as_str()), history_seq.unwrap_or(0));
+                anyhow::bail!("{}", history_gone(data_dir, url, held, first));
+            }
+            recovered => recovered.with_context(|| format!("recovering {}", data_dir.display()))?,
+        };
         let Catchup { market: market_data, history: history_store, .. } = catchup;
         let history = match (options.history, history_store) {
+            (Some(cfg), None) => {
+                let connect = connect_later(cfg.clone(), data_dir, &spec, recovered.last_seq, options.history_from_snapshot);
+                let later = WriterStore::Later { connect, caught_up: recovered.last_seq };
+                let spec = Arc::new(spec.clone());
+                Some((HistoryService::start(&cfg, spec, later, history_protect).context("starting history")?, cfg.lag_max))
+            }
             (Some(cfg), Some((mut store, committed, rows))) => {
                 if committed > recovered.last_seq {
                     anyhow::bail!(
@@ -162,7 +230,8 @@ impl Engine {
                     tracing::info!("history: caught up from sequence {committed} to {}", recovered.last_seq);
                 }
                 let spec = Arc::new(spec.clone());
-                Some((HistoryService::start(&cfg, spec, store).context("starting history")?, cfg.lag_max))
+                let ready = WriterStore::Ready(store);
+                Some((HistoryService::start(&cfg, spec, ready, 0).context("starting history")?, cfg.lag_max))
             }
             _ => None,
         };
@@ -247,6 +316,7 @@ impl Engine {
             history,
             commits,
             lag_bounds,
+            lock,
         };
         Ok((engine, startup))
     }
@@ -279,7 +349,7 @@ impl Engine {
     /// Stops the engine once every client is dropped: drains the pipeline, joins its threads,
     /// and returns the final journal sequence and state hash.
     pub fn shutdown(self) -> (u64, u64) {
-        let Engine { input, final_state, snapshots, market, history, .. } = self;
+        let Engine { input, final_state, snapshots, market, history, lock, .. } = self;
         drop(input);
         if let Some(s) = snapshots {
             s.join();
@@ -289,6 +359,7 @@ impl Engine {
             history.join();
         }
         let state = *final_state.lock().expect("final state lock");
+        drop(lock);
         state.expect("the matcher stage reports its final state when it stops")
     }
 
@@ -1040,11 +1111,109 @@ impl Downstream for Catchup<'_> {
 }
 
 /// Opens the history store, creating missing tables; returns it with its committed sequence.
-fn open_history(cfg: &HistoryConfig) -> Result<(Box<dyn Store>, u64)> {
+/// With `from_snapshot`, a store that holds less than the newest snapshot is moved up to it:
+/// history starts afresh there, without the rows of the commands before it.
+fn open_history(cfg: &HistoryConfig, data_dir: &Path, from_snapshot: bool) -> Result<(Box<dyn Store>, u64)> {
     let mut store = history_store::open(&cfg.url).with_context(|| format!("opening history at {}", cfg.url))?;
     store.create_tables().with_context(|| format!("creating history tables at {}", cfg.url))?;
-    let committed = store.committed_seq().with_context(|| format!("reading history at {}", cfg.url))?;
+    let mut committed = store.committed_seq().with_context(|| format!("reading history at {}", cfg.url))?;
+    let newest = snapshot::list(&snapshot_dir(data_dir))?.last().map(|(seq, _)| *seq);
+    if let Some(newest) = newest.filter(|&s| from_snapshot && s > committed) {
+        store.write(&Rows::default(), newest).with_context(|| format!("moving history at {} to {newest}", cfg.url))?;
+        tracing::warn!(
+            "history at {} starts afresh at the newest snapshot, sequence {newest} (--history-from-snapshot): the rows of commands {} to {newest} are not written",
+            cfg.url,
+            committed + 1
+        );
+        committed = newest;
+    }
     Ok((store, committed))
+}
+
+/// Why history cannot catch up: the journal it needs was pruned (or its store is another's), and
+/// the ways out.
+fn history_gone(data_dir: &Path, url: &str, held: u64, first: u64) -> String {
+    format!(
+        "history at {url} holds rows up to sequence {held}; writing the rows after it needs a snapshot at or before \
+         {held} or the journal from sequence {}, but {} keeps neither (its journal starts at {first}; older parts were \
+         removed once snapshots covered them). Point [history] url at the store this data was written with, or start \
+         with --history-from-snapshot to start history afresh from the newest snapshot (the rows of the commands \
+         before it are then not written)",
+        held + 1,
+        data_dir.display()
+    )
+}
+
+/// Commands replayed at a time while a store reached late is caught up from the journal.
+const CATCHUP_COMMANDS: u64 = 50_000;
+
+/// What the history writer calls to reach a store that was unreachable at startup: opens it, and
+/// writes into it the rows it misses up to `caught_up` (the sequence the engine recovered to),
+/// rebuilt by replaying the journal from the newest snapshot at or before what it holds.
+fn connect_later(
+    cfg: HistoryConfig,
+    data_dir: &Path,
+    spec: &Spec,
+    caught_up: u64,
+    from_snapshot: bool,
+) -> Box<dyn FnMut() -> Result<Box<dyn Store>, String> + Send> {
+    let (data_dir, spec) = (data_dir.to_path_buf(), spec.clone());
+    Box::new(move || {
+        let (mut store, held) = open_history(&cfg, &data_dir, from_snapshot).map_err(|e| format!("{e:#}"))?;
+        if held > caught_up {
+            return Err(format!(
+                "it holds rows up to sequence {held}, past this journal's {caught_up}: it belongs to other data"
+            ));
+        }
+        catch_up_from_journal(&data_dir, &spec, &mut *store, held, caught_up).map_err(|e| match e {
+            CatchUpError::Gone(first) => history_gone(&data_dir, &cfg.url, held, first),
+            CatchUpError::Other(e) => format!("catching up from sequence {held}: {e:#}"),
+        })?;
+        Ok(store)
+    })
+}
+
+enum CatchUpError {
+    /// The journal starts at this sequence, after what the store holds, with no snapshot before.
+    Gone(u64),
+    Other(anyhow::Error),
+}
+
+/// Writes into `store`, which holds rows up to `from`, the rows of every command up to `to`.
+fn catch_up_from_journal(data_dir: &Path, spec: &Spec, store: &mut dyn Store, from: u64, to: u64) -> Result<(), CatchUpError> {
+    let (mut matcher, mut at) = match state_at(data_dir, spec, from) {
+        Ok(state) => state,
+        Err(JournalError::MissingHistory { first }) => return Err(CatchUpError::Gone(first)),
+        Err(e) => return Err(CatchUpError::Other(e.into())),
+    };
+    let mut tail = JournalTail::new(&journal_dir(data_dir), at + 1);
+    let (mut events, mut rows, mut failed) = (Events::default(), Rows::default(), None);
+    while at < to {
+        let upto = (at + CATCHUP_COMMANDS).min(to);
+        let read = tail.read_to(upto, |entry| {
+            events.clear();
+            match matcher.apply(entry.time_us, &entry.cmd, &mut events) {
+                Ok(_) if entry.seq > from => rows.add(spec, events.view()),
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert_with(|| anyhow::anyhow!("replaying sequence {}: {e}", entry.seq));
+                }
+            }
+        });
+        read.map_err(|e| CatchUpError::Other(e.into()))?;
+        if let Some(e) = failed.take() {
+            return Err(CatchUpError::Other(e));
+        }
+        if upto > from {
+            store.write(&rows, upto).map_err(|e| CatchUpError::Other(e.into()))?;
+            rows = Rows::default();
+        }
+        at = upto;
+    }
+    if from < to {
+        tracing::info!("history: caught up from sequence {from} to {to} from the journal");
+    }
+    Ok(())
 }
 
 /// How the engine runs besides its profile: market data's settings and, if any, history's.
@@ -1052,6 +1221,9 @@ fn open_history(cfg: &HistoryConfig) -> Result<(Box<dyn Store>, u64)> {
 pub struct EngineOptions {
     pub market: MarketDataConfig,
     pub history: Option<HistoryConfig>,
+    /// Start history afresh from the newest snapshot when its store holds less (its journal may
+    /// be gone): `viaduct run --history-from-snapshot`.
+    pub history_from_snapshot: bool,
 }
 
 /// A running TCP edge: on a thread of its own, or in the matcher's waits.

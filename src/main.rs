@@ -62,6 +62,11 @@ enum Cmd {
         /// reply is written once its command is durable; end of input drains and exits.
         #[arg(long)]
         stdio: bool,
+        /// When the history store holds less than the newest snapshot (its store was replaced,
+        /// or the journal it needs was removed), start history afresh from that snapshot: the
+        /// rows of the commands before it are not written.
+        #[arg(long)]
+        history_from_snapshot: bool,
     },
 }
 
@@ -70,7 +75,9 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::CheckConfig { config } => check_config(config),
-        Cmd::Run { config, profile, data_dir, stdio } => run(config, &profile, data_dir, stdio),
+        Cmd::Run { config, profile, data_dir, stdio, history_from_snapshot } => {
+            run(config, &profile, data_dir, stdio, history_from_snapshot)
+        }
     };
     if let Err(e) = outcome {
         eprintln!("viaduct: {e:#}");
@@ -103,7 +110,13 @@ fn check_config(path: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, stdio: bool) -> Result<()> {
+fn run(
+    config_path: Option<PathBuf>,
+    profile: &str,
+    data_dir: Option<PathBuf>,
+    stdio: bool,
+    history_from_snapshot: bool,
+) -> Result<()> {
     let loaded = config::load(config_path.as_deref())?;
     let profile = Profile::load(profile)?;
     if let Some(ns) = profile.timer_slack_ns {
@@ -141,7 +154,7 @@ fn run(config_path: Option<PathBuf>, profile: &str, data_dir: Option<PathBuf>, s
     let (loaded_http, loaded_tcp, tcp_keys) = (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys);
     let history = loaded.history.to_config(&data_dir)?;
     tracing::info!("history: {}", history.url);
-    let options = EngineOptions { market: loaded.market, history: Some(history) };
+    let options = EngineOptions { market: loaded.market, history: Some(history), history_from_snapshot };
     let (engine, startup) = Engine::start_with(&data_dir, loaded.spec, &profile, options, progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -183,3 +183,42 @@ fn sigterm_drains_the_engine_and_stops_cleanly() {
     assert!(status.success(), "exit {status}: {rest}");
     assert!(rest.contains("stopped at sequence 1,"), "{rest}");
 }
+
+/// Two servers on one data directory would each number their own commands into the same journal:
+/// the second is refused before it recovers anything, naming the directory and the first's PID.
+/// Once the first has stopped (cleanly: its restart reports no torn write), the directory is free.
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut first = support::spawn_stdio(&["--config", &example(), "--data-dir", data]);
+    let mut stdin = first.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(first.stdout.take().unwrap());
+    // Once the first answers, it holds the lock.
+    writeln!(stdin, r#"{{"id": 1, "method": "balance.update", "params": [1, "BTC", "deposit", 1, "2", {{}}]}}"#).unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains(r#""status":"success""#), "{line}");
+    let second = viaduct()
+        .args(["run", "--stdio", "--config", &example(), "--data-dir", data])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second server ran: {err}");
+    assert!(
+        err.contains(&format!("data directory {data} is in use by another viaduct (PID {}", first.id())),
+        "{err}"
+    );
+    drop(stdin);
+    assert!(first.wait().unwrap().success());
+    let again = viaduct()
+        .args(["run", "--stdio", "--config", &example(), "--data-dir", data])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log}");
+    assert!(log.contains("at sequence 1") && !log.contains("torn"), "{log}");
+}

@@ -136,3 +136,89 @@ fn a_mariadb_outage_under_load_loses_and_repeats_no_row() {
         "acknowledged {before} before, {during} during ({refused} refused), {after} after the outage; {seq} commands"
     );
 }
+
+/// Waits, with a deadline, until history has committed everything durable.
+fn wait_caught_up(engine: &Engine, within: Duration) {
+    let deadline = Instant::now() + within;
+    while engine.history_committed().unwrap() < engine.durable_seq() {
+        assert!(Instant::now() < deadline, "history did not catch up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A history store that is down when viaduct starts does not stop the exchange: it starts,
+/// matches and acknowledges; a restart while the store is still down does too; once the store
+/// is up, the writer writes every row it missed from the journal, then the rest, each once.
+#[test]
+fn a_store_that_is_down_at_startup_is_caught_up_from_the_journal_once_it_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = PrivateMariaDb::install(&dir.path().join("mariadb"));
+    let data = dir.path().join("data");
+    let spec = Spec::new(&embedded()).unwrap();
+    let profile = Profile::load("default").unwrap();
+    let start = || {
+        let history = HistoryConfig { lag_max: 100_000, ..HistoryConfig::new(db.url("viaduct")) };
+        let options = EngineOptions { history: Some(history), ..EngineOptions::default() };
+        Engine::start_with(&data, spec.clone(), &profile, options, |_| {}).expect("starts with its store down")
+    };
+    let mut next = 0;
+    let (engine, _) = start();
+    let (first, refused) = drive(&engine, &mut next, Duration::from_millis(400));
+    assert!(first > 100 && refused == 0, "{first} acknowledged, {refused} refused with the store down");
+    let (stopped_at, _) = engine.shutdown();
+    // Restarted, the store still down: the rows of the first run are owed from the journal.
+    let (engine, startup) = start();
+    assert_eq!(startup.last_seq, stopped_at);
+    let (second, refused) = drive(&engine, &mut next, Duration::from_millis(400));
+    assert!(second > 100 && refused == 0, "{second} acknowledged, {refused} refused with the store down");
+    assert!(engine.history_committed().unwrap() <= stopped_at + second);
+    db.start();
+    {
+        use mysql::prelude::Queryable;
+        let mut admin = mysql::Conn::new(mysql::Opts::from_url(&db.url("mysql")).unwrap()).unwrap();
+        admin.query_drop("CREATE DATABASE viaduct").unwrap();
+    }
+    // The writer's pauses grow to 30 s at most; it tries again within that.
+    wait_caught_up(&engine, Duration::from_secs(90));
+    let (third, _) = drive(&engine, &mut next, Duration::from_millis(300));
+    assert!(third > 0);
+    let (seq, _) = engine.shutdown();
+    support::assert_history_matches_journal(&data, &db.url("viaduct"), seq);
+}
+
+/// A history store that lost its rows (a deleted `history.db`) while the journal it would need
+/// was pruned is refused with what is wrong and the way out; `--history-from-snapshot` starts
+/// history afresh from the newest snapshot.
+#[test]
+fn a_store_whose_journal_was_pruned_is_refused_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spec = Spec::new(&embedded()).unwrap();
+    let mut profile = Profile::load("default").unwrap();
+    profile.snapshot_interval = 300;
+    profile.segment_bytes_max = 16 * 1024;
+    let db_path = dir.path().join("history.db");
+    let url = format!("sqlite://{}", db_path.display());
+    let start = |from_snapshot: bool| {
+        let history = HistoryConfig::new(url.clone());
+        let options =
+            EngineOptions { history: Some(history), history_from_snapshot: from_snapshot, ..EngineOptions::default() };
+        Engine::start_with(&data, spec.clone(), &profile, options, |_| {})
+    };
+    let (engine, _) = start(false).unwrap();
+    let mut next = 0;
+    let first_segment = data.join("journal").join(format!("seg-{:020}.log", 1));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first_segment.exists() {
+        assert!(Instant::now() < deadline, "the first segment was never pruned");
+        drive(&engine, &mut next, Duration::from_millis(200));
+    }
+    let (seq, _) = engine.shutdown();
+    std::fs::remove_file(&db_path).unwrap();
+    let err = format!("{:#}", start(false).err().expect("refused"));
+    assert!(err.contains("holds rows up to sequence 0") && err.contains("--history-from-snapshot"), "{err}");
+    let (engine, startup) = start(true).unwrap();
+    assert_eq!(startup.last_seq, seq);
+    assert_eq!(engine.history_committed(), Some(seq), "history starts afresh and is caught up to the journal");
+    engine.shutdown();
+}

@@ -102,6 +102,23 @@ pub fn recover_from(
     Ok(Recovered { matcher, last_seq: journal.last_seq, snapshot_seq, journal })
 }
 
+/// The state at the newest snapshot at or before `seq_at_most`, and its sequence (a fresh state
+/// at 0 when there is none and the journal starts at sequence 1): where a consumer that holds
+/// everything up to `seq_at_most` replays the journal from to rebuild what follows. Refused with
+/// [`JournalError::MissingHistory`] when neither is left.
+pub fn state_at(data_dir: &Path, spec: &Spec, seq_at_most: u64) -> Result<(Matcher, u64), JournalError> {
+    let (matcher, seq) = match newest_snapshot(&snapshot_dir(data_dir), spec, &mut (), seq_at_most)? {
+        Some((seq, m)) => (m, seq),
+        None => (Matcher::new(spec.clone()), 0),
+    };
+    if let Some((first, _)) = segment::list_segments(&journal_dir(data_dir))?.first() {
+        if *first > seq + 1 {
+            return Err(JournalError::MissingHistory { first: *first });
+        }
+    }
+    Ok((matcher, seq))
+}
+
 /// Records decoded ahead of the matcher, per batch, and batches in flight: the reader thread
 /// reads and checks records while the matcher applies the previous batch, and the verifier
 /// thread encodes and hashes the events of the batch before.

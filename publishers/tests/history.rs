@@ -337,15 +337,14 @@ fn probed(
     spec: &Spec,
     faulty: bool,
 ) -> (viaduct_publishers::history::writer::HistoryService, std::sync::Arc<std::sync::atomic::AtomicUsize>, String) {
-    use viaduct_publishers::history::writer::{HistoryConfig, HistoryService};
+    use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WriterStore};
     let url = format!("sqlite://{}", dir.join("history.db").display());
     let mut inner = store::open(&url).unwrap();
     inner.create_tables().unwrap();
     let probe = Probe::new(inner, faulty);
     let writes = std::sync::Arc::clone(&probe.writes);
-    let svc =
-        HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), Box::new(probe))
-            .unwrap();
+    let ready = WriterStore::Ready(Box::new(probe));
+    let svc = HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), ready, 0).unwrap();
     (svc, writes, url)
 }
 

@@ -80,6 +80,16 @@ pub trait Store: Send {
 }
 
 /// Opens the store `url` names.
+/// Whether `url` can name a store at all (its syntax), without reaching it.
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    match url.strip_prefix("sqlite://") {
+        Some("") => Err(StoreError::Url(url.to_string())),
+        Some(_) => Ok(()),
+        None if url.starts_with("mysql://") => mysql::Opts::from_url(url).map(drop).map_err(StoreError::from),
+        None => Err(StoreError::Url(url.to_string())),
+    }
+}
+
 pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Box::new(Sqlite::open(path)?));

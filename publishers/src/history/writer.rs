@@ -5,8 +5,12 @@
 //! failing store is retried every second with an alert-level log line; meanwhile rows wait in
 //! memory, and the engine refuses state-changing requests once the writer's lag passes its bound.
 //! When the engine stops, a store that still fails is given up on: the journal holds those
-//! commands and the next start writes their rows before it serves. Readers run the readhistory
-//! queries on their own connections from a bounded queue.
+//! commands and the next start writes their rows before it serves. A store that cannot be reached
+//! at startup does not stop the engine: the writer tries it again with a growing pause
+//! ([`CONNECT_RETRY_MAX`]), keeps the rows of new commands meanwhile, and once it is reached
+//! writes what the store misses from the journal before them ([`WriterStore::Later`]). Readers
+//! run the readhistory queries on their own connections, opened when first needed, from a bounded
+//! queue.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,6 +64,22 @@ pub struct HistoryQuery {
     pub answer: Box<dyn FnOnce(String) + Send>,
 }
 
+/// How the writer gets its store.
+pub enum WriterStore {
+    /// Open, and holding every row up to the sequence the engine recovered to (recovery caught
+    /// it up).
+    Ready(Box<dyn Store>),
+    /// Unreachable at startup. `connect` opens the store and writes into it, from the journal,
+    /// every row it misses up to `caught_up` (the sequence the engine recovered to); the writer
+    /// calls it until it succeeds, keeping the rows of later commands in memory meanwhile (the
+    /// engine's lag bound counts from `caught_up`).
+    Later { connect: Box<dyn FnMut() -> Result<Box<dyn Store>, String> + Send>, caught_up: u64 },
+}
+
+/// The longest pause between two attempts to reach a store that was unreachable at startup (the
+/// first is 1 s, and each doubles).
+pub const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// The running writer and readers.
 pub struct HistoryService {
     feed: Sender<(u64, Events)>,
@@ -73,15 +93,27 @@ pub struct HistoryService {
 }
 
 impl HistoryService {
-    /// Opens the store (creating missing tables) for the writer and each reader. `store` is the
-    /// writer's connection, already opened (recovery used it to catch up).
+    /// Starts the writer on `store` and the readers. A store not yet reached ([`WriterStore::Later`])
+    /// counts as stored up to `protect` (the journal and snapshots after it are kept for it).
     pub fn start(
         cfg: &HistoryConfig,
         spec: Arc<Spec>,
-        mut store: Box<dyn Store>,
+        mut store: WriterStore,
+        protect: u64,
     ) -> Result<HistoryService, StoreError> {
-        let committed = Arc::new(AtomicU64::new(store.committed_seq()?));
-        let stored = Arc::new(AtomicU64::new(committed.load(Ordering::Acquire)));
+        let (committed, stored) = match &mut store {
+            WriterStore::Ready(s) => {
+                let held = s.committed_seq()?;
+                (held, held)
+            }
+            WriterStore::Later { caught_up, .. } => (*caught_up, protect),
+        };
+        Ok(Self::spawn(cfg, spec, store, committed, stored))
+    }
+
+    fn spawn(cfg: &HistoryConfig, spec: Arc<Spec>, store: WriterStore, committed: u64, stored: u64) -> HistoryService {
+        let committed = Arc::new(AtomicU64::new(committed));
+        let stored = Arc::new(AtomicU64::new(stored));
         let (feed, feed_rx) = unbounded::<(u64, Events)>();
         let (queries, queries_rx) = bounded::<HistoryQuery>(cfg.readers.max(1) * 10);
         let stopping = Arc::new(AtomicBool::new(false));
@@ -90,21 +122,31 @@ impl HistoryService {
             let (rows_max, stopping) = (cfg.batch_rows_max, Arc::clone(&stopping));
             std::thread::Builder::new()
                 .name("viaduct-history".into())
-                .spawn(move || write_loop(&spec, store, feed_rx, &marks, rows_max, &stopping))
+                .spawn(move || {
+                    let (store, pending, seq) = match store {
+                        WriterStore::Ready(store) => (store, Rows::default(), marks.committed.load(Ordering::Acquire)),
+                        WriterStore::Later { connect, caught_up } => {
+                            match connect_later(&spec, connect, caught_up, &feed_rx, &marks, &stopping) {
+                                Some(connected) => connected,
+                                None => return,
+                            }
+                        }
+                    };
+                    write_loop(&spec, store, (pending, seq), feed_rx, &marks, rows_max, &stopping)
+                })
                 .expect("spawning the history writer")
         };
         let mut readers = Vec::new();
         for i in 0..cfg.readers.max(1) {
-            let store = store::open(&cfg.url)?;
-            let rx = queries_rx.clone();
+            let (url, rx) = (cfg.url.clone(), queries_rx.clone());
             readers.push(
                 std::thread::Builder::new()
                     .name(format!("viaduct-readhistory-{i}"))
-                    .spawn(move || read_loop(store, rx))
+                    .spawn(move || read_loop(&url, rx))
                     .expect("spawning a history reader"),
             );
         }
-        Ok(HistoryService { feed, queries, committed, stored, stopping, writer, readers })
+        HistoryService { feed, queries, committed, stored, stopping, writer, readers }
     }
 
     /// Where the pipeline sends (last sequence, events) of each batch of durable commands; the
@@ -181,9 +223,59 @@ struct Marks {
     stored: Arc<AtomicU64>,
 }
 
+/// Reaches a store that was unreachable at startup: calls `connect` until it succeeds, pausing
+/// 1 s, then twice as long each time up to [`CONNECT_RETRY_MAX`], with an alert each time, while
+/// it turns the batches that arrive into rows kept in memory (the engine's lag bound keeps them
+/// few). Returns the store, holding every row up to `caught_up`, with those rows and the last
+/// sequence they reach; `None` if the engine stops first (the next start catches up from the
+/// journal).
+fn connect_later(
+    spec: &Spec,
+    mut connect: Box<dyn FnMut() -> Result<Box<dyn Store>, String> + Send>,
+    caught_up: u64,
+    feed: &Receiver<(u64, Events)>,
+    marks: &Marks,
+    stopping: &AtomicBool,
+) -> Option<(Box<dyn Store>, Rows, u64)> {
+    let (mut pending, mut seq, mut pause) = (Rows::default(), caught_up, Duration::from_secs(1));
+    loop {
+        match connect() {
+            Ok(store) => {
+                tracing::info!("history: the store is reached and holds every row up to sequence {caught_up}");
+                marks.stored.store(caught_up, Ordering::Release);
+                return Some((store, pending, seq));
+            }
+            Err(e) => tracing::error!(
+                "ALERT history: the store cannot be used ({e}); trying again in {} s; matching goes on, rows wait in memory and are written from the journal once it can",
+                pause.as_secs()
+            ),
+        }
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if stopping.load(Ordering::Acquire) {
+                tracing::error!("ALERT history: stopping before the store was reached; the next start catches up from the journal");
+                return None;
+            }
+            match feed.recv_timeout(FEED_IDLE_WAIT.min(until.saturating_duration_since(Instant::now()))) {
+                Ok((s, events)) => {
+                    pending.add(spec, events.view());
+                    seq = seq.max(s);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    tracing::error!("ALERT history: stopping before the store was reached; the next start catches up from the journal");
+                    return None;
+                }
+            }
+        }
+        pause = (pause * 2).min(CONNECT_RETRY_MAX);
+    }
+}
+
 fn write_loop(
     spec: &Spec,
     mut store: Box<dyn Store>,
+    (mut pending, mut seq): (Rows, u64),
     feed: Receiver<(u64, Events)>,
     marks: &Marks,
     rows_max: usize,
@@ -192,8 +284,6 @@ fn write_loop(
     let Marks { committed, stored } = marks;
     let mut last_write = Instant::now();
     let mut last_fed = Instant::now();
-    let mut pending = Rows::default();
-    let mut seq = committed.load(Ordering::Acquire);
     let mut open = true;
     // A write failed, and whether its transaction took is unknown (a connection lost during
     // COMMIT): until the stored sequence says, `pending` must not grow, or rows that did commit
@@ -294,11 +384,25 @@ fn write_loop(
     }
 }
 
-fn read_loop(mut store: Box<dyn Store>, rx: Receiver<HistoryQuery>) {
+/// Answers queries on a connection of its own, opened when the first query comes (and again
+/// after a failure): a store that is down answers error 2 `internal error` meanwhile.
+fn read_loop(url: &str, rx: Receiver<HistoryQuery>) {
+    let mut store: Option<Box<dyn Store>> = None;
     for q in rx {
-        let mut outcome = query::run(&mut *store, &q.method, &q.params);
-        if outcome == Err(RpcError::Internal) && store.reconnect().is_ok() {
-            outcome = query::run(&mut *store, &q.method, &q.params);
+        if store.is_none() {
+            store = store::open(url).map_err(|e| tracing::warn!("readhistory: opening {url}: {e}")).ok();
+        }
+        let mut outcome = match &mut store {
+            Some(s) => query::run(&mut **s, &q.method, &q.params),
+            None => Err(RpcError::Internal),
+        };
+        if outcome == Err(RpcError::Internal) {
+            if let Some(s) = &mut store {
+                outcome = match s.reconnect() {
+                    Ok(()) => query::run(&mut **s, &q.method, &q.params),
+                    Err(_) => Err(RpcError::Internal),
+                };
+            }
         }
         let json = match outcome {
             Ok(result) => format!(r#"{{"error":null,"result":{result},"id":{}}}"#, q.id),
