@@ -47,10 +47,13 @@ pub struct Edges {
     pub ws: Option<EdgeBind>,
 }
 
+/// `[edges.http]`, `[edges.ws]`: where the edge listens; a left-out `bind` takes the edge's
+/// default (SPEC A4).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeBind {
-    pub bind: String,
+    #[serde(default)]
+    pub bind: Option<String>,
 }
 
 /// `[market]`: market data's time zone and retention (ViaBTC's marketprice `sec_max`, `min_max`,
@@ -153,6 +156,20 @@ pub struct KeyConfig {
 pub const HTTP_BIND: &str = "127.0.0.1:8080";
 /// The TCP edge's default address (SPEC A4).
 pub const TCP_BIND: &str = "127.0.0.1:7316";
+/// The WebSocket edge's default address (SPEC A4).
+pub const WS_BIND: &str = "127.0.0.1:8090";
+
+/// What `viaduct run` says of a section no component of this build reads yet.
+pub fn not_yet_used_warning(section: &str) -> String {
+    let what = match section {
+        "kafka" => "nothing is published to Kafka",
+        "alerts" => "alerts are only logged, never pushed to Redis",
+        "auth" => "there is no WebSocket edge to authenticate for",
+        "edges.ws" => "no WebSocket edge listens",
+        _ => "it has no effect",
+    };
+    format!("config: [{section}] is set, but this build has no component that reads it yet: it is ignored, and {what}")
+}
 
 fn default_tcp_bind() -> String {
     TCP_BIND.into()
@@ -208,10 +225,13 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     let sections = [("kafka", &file.kafka), ("alerts", &file.alerts), ("auth", &file.auth)];
     let mut not_yet_used: Vec<&'static str> =
         sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
-    if file.edges.ws.is_some() {
+    if let Some(ws) = &file.edges.ws {
+        let bind = ws.bind.as_deref().unwrap_or(WS_BIND);
+        bind.parse::<std::net::SocketAddr>()
+            .with_context(|| format!("config {}: [edges.ws] bind {bind:?} is not an address", path.display()))?;
         not_yet_used.push("edges.ws");
     }
-    let bind = file.edges.http.as_ref().map_or(HTTP_BIND, |h| h.bind.as_str());
+    let bind = file.edges.http.as_ref().and_then(|h| h.bind.as_deref()).unwrap_or(HTTP_BIND);
     let http_bind = bind
         .parse()
         .with_context(|| format!("config {}: [edges.http] bind {bind:?} is not an address", path.display()))?;

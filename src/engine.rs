@@ -131,7 +131,9 @@ impl DataDirLock {
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(file) => {
                 let pid = format!("{}\n", std::process::id());
-                file.set_len(0).and_then(|()| file.write_all_at(pid.as_bytes(), 0)).with_context(|| format!("writing {}", path.display()))?;
+                file.set_len(0)
+                    .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
+                    .with_context(|| format!("writing {}", path.display()))?;
                 Ok(DataDirLock { _file: file })
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -211,10 +213,14 @@ impl Engine {
         let Catchup { market: market_data, history: history_store, .. } = catchup;
         let history = match (options.history, history_store) {
             (Some(cfg), None) => {
-                let connect = connect_later(cfg.clone(), data_dir, &spec, recovered.last_seq, options.history_from_snapshot);
+                let connect =
+                    connect_later(cfg.clone(), data_dir, &spec, recovered.last_seq, options.history_from_snapshot);
                 let later = WriterStore::Later { connect, caught_up: recovered.last_seq };
                 let spec = Arc::new(spec.clone());
-                Some((HistoryService::start(&cfg, spec, later, history_protect).context("starting history")?, cfg.lag_max))
+                Some((
+                    HistoryService::start(&cfg, spec, later, history_protect).context("starting history")?,
+                    cfg.lag_max,
+                ))
             }
             (Some(cfg), Some((mut store, committed, rows))) => {
                 if committed > recovered.last_seq {
@@ -1180,7 +1186,13 @@ enum CatchUpError {
 }
 
 /// Writes into `store`, which holds rows up to `from`, the rows of every command up to `to`.
-fn catch_up_from_journal(data_dir: &Path, spec: &Spec, store: &mut dyn Store, from: u64, to: u64) -> Result<(), CatchUpError> {
+fn catch_up_from_journal(
+    data_dir: &Path,
+    spec: &Spec,
+    store: &mut dyn Store,
+    from: u64,
+    to: u64,
+) -> Result<(), CatchUpError> {
     let (mut matcher, mut at) = match state_at(data_dir, spec, from) {
         Ok(state) => state,
         Err(JournalError::MissingHistory { first }) => return Err(CatchUpError::Gone(first)),

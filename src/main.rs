@@ -126,6 +126,9 @@ fn run(
             Err(e) => tracing::warn!("timer slack {ns} ns could not be set ({e}); sleeps may wake up to 50 µs late"),
         }
     }
+    for section in &loaded.not_yet_used {
+        tracing::warn!("{}", config::not_yet_used_warning(section));
+    }
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&loaded.data_dir));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let cores = viaduct_ring::available_cores();

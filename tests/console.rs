@@ -196,7 +196,8 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let mut stdin = first.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(first.stdout.take().unwrap());
     // Once the first answers, it holds the lock.
-    writeln!(stdin, r#"{{"id": 1, "method": "balance.update", "params": [1, "BTC", "deposit", 1, "2", {{}}]}}"#).unwrap();
+    writeln!(stdin, r#"{{"id": 1, "method": "balance.update", "params": [1, "BTC", "deposit", 1, "2", {{}}]}}"#)
+        .unwrap();
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert!(line.contains(r#""status":"success""#), "{line}");
@@ -207,10 +208,7 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "the second server ran: {err}");
-    assert!(
-        err.contains(&format!("data directory {data} is in use by another viaduct (PID {}", first.id())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("data directory {data} is in use by another viaduct (PID {}", first.id())), "{err}");
     drop(stdin);
     assert!(first.wait().unwrap().success());
     let again = viaduct()
@@ -221,4 +219,34 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let log = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{log}");
     assert!(log.contains("at sequence 1") && !log.contains("torn"), "{log}");
+}
+
+/// A table whose keys are left out takes their defaults (SPEC A4): `[edges.http]` and
+/// `[edges.ws]` without `bind` are accepted. Sections no component reads yet are each warned
+/// about when the engine runs, not silently ignored.
+#[test]
+fn left_out_keys_take_defaults_and_unread_sections_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sections.toml");
+    let mut text = std::fs::read_to_string(example()).unwrap();
+    assert!(!text.contains("[edges."), "the example sets no edge table");
+    text.push_str(
+        "\n[edges.http]\n[edges.ws]\n[kafka]\nbrokers = \"127.0.0.1:9092\"\n[alerts]\nmaster = \"mymaster\"\n",
+    );
+    text.push_str("[auth]\nurl = \"http://127.0.0.1:9000/auth\"\n");
+    std::fs::write(&path, &text).unwrap();
+    let data = dir.path().join("data");
+    let out = viaduct()
+        .args(["run", "--stdio", "--config", path.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    for section in ["kafka", "alerts", "auth", "edges.ws"] {
+        assert!(
+            log.contains(&format!("config: [{section}] is set, but this build has no component that reads it yet")),
+            "[{section}]: {log}"
+        );
+    }
 }

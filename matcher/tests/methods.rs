@@ -243,7 +243,10 @@ fn put_limit_errors() {
         1
     );
     assert_eq!(
-        e.err("order.put_limit", json!([1, "BTCBCH", BID, "92233720368.54775807", "92233720368.54775807", "0", "0", ""])),
+        e.err(
+            "order.put_limit",
+            json!([1, "BTCBCH", BID, "92233720368.54775807", "92233720368.54775807", "0", "0", ""])
+        ),
         10
     );
     let bad = [

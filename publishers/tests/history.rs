@@ -344,7 +344,8 @@ fn probed(
     let probe = Probe::new(inner, faulty);
     let writes = std::sync::Arc::clone(&probe.writes);
     let ready = WriterStore::Ready(Box::new(probe));
-    let svc = HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), ready, 0).unwrap();
+    let svc =
+        HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), ready, 0).unwrap();
     (svc, writes, url)
 }
 
@@ -548,8 +549,10 @@ fn every_history_row_is_the_same_in_both_stores() {
     use rand::{Rng, SeedableRng};
     let dir = tempfile::tempdir().unwrap();
     let (_db, mysql_url) = MariaDb::new("both_stores");
-    let mut stores: [Box<dyn Store>; 2] =
-        [store::open(&format!("sqlite://{}", dir.path().join("h.db").display())).unwrap(), store::open(&mysql_url).unwrap()];
+    let mut stores: [Box<dyn Store>; 2] = [
+        store::open(&format!("sqlite://{}", dir.path().join("h.db").display())).unwrap(),
+        store::open(&mysql_url).unwrap(),
+    ];
     let spec = Spec::new(&embedded()).unwrap();
     let mut m = Matcher::new(spec.clone());
     let mut events = Events::default();
@@ -562,15 +565,46 @@ fn every_history_row_is_the_same_in_both_stores() {
         let user = rng.gen_range(1..=6);
         let fee = |rng: &mut rand_chacha::ChaCha8Rng| format!("0.{:04}", rng.gen_range(0..30));
         let (method, params) = match rng.gen_range(0..10) {
-            0 => ("balance.update", json!([user, "BCH", "deposit", i, format!("{}.{:08}", rng.gen_range(1..500), rng.gen_range(0..100_000_000)), {}])),
-            1 => ("balance.update", json!([user, "BTC", "deposit", i, format!("{}.{:08}", rng.gen_range(1..50), rng.gen_range(0..100_000_000)), {}])),
+            0 => (
+                "balance.update",
+                json!([
+                    user,
+                    "BCH",
+                    "deposit",
+                    i,
+                    format!("{}.{:08}", rng.gen_range(1..500), rng.gen_range(0..100_000_000)),
+                    {}
+                ]),
+            ),
+            1 => (
+                "balance.update",
+                json!([
+                    user,
+                    "BTC",
+                    "deposit",
+                    i,
+                    format!("{}.{:08}", rng.gen_range(1..50), rng.gen_range(0..100_000_000)),
+                    {}
+                ]),
+            ),
             2 => ("balance.update", json!([user, "BTC", "withdraw", i, "-0.00000003", {}])),
-            3 => ("order.put_market", json!([user, "BTCBCH", rng.gen_range(1..=2), format!("0.{:05}", rng.gen_range(100..9999)), fee(&mut rng), "m"])),
+            3 => (
+                "order.put_market",
+                json!([
+                    user,
+                    "BTCBCH",
+                    rng.gen_range(1..=2),
+                    format!("0.{:05}", rng.gen_range(100..9999)),
+                    fee(&mut rng),
+                    "m"
+                ]),
+            ),
             4 => ("order.cancel", json!([user, "BTCBCH", rng.gen_range(1..=m.last_order_id().max(1))])),
             _ => {
                 let price = format!("{}.{:08}", rng.gen_range(1..3), rng.gen_range(0..100_000_000));
                 let amount = format!("0.{:08}", rng.gen_range(100_000..99_999_999));
-                let params = json!([user, "BTCBCH", rng.gen_range(1..=2), amount, price, fee(&mut rng), fee(&mut rng), "w"]);
+                let params =
+                    json!([user, "BTCBCH", rng.gen_range(1..=2), amount, price, fee(&mut rng), fee(&mut rng), "w"]);
                 ("order.put_limit", params)
             }
         };

@@ -253,7 +253,9 @@ fn connect_later(
         let until = Instant::now() + pause;
         while Instant::now() < until {
             if stopping.load(Ordering::Acquire) {
-                tracing::error!("ALERT history: stopping before the store was reached; the next start catches up from the journal");
+                tracing::error!(
+                    "ALERT history: stopping before the store was reached; the next start catches up from the journal"
+                );
                 return None;
             }
             match feed.recv_timeout(FEED_IDLE_WAIT.min(until.saturating_duration_since(Instant::now()))) {
