@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod support;
 
@@ -202,6 +202,7 @@ fn every_method_answers_as_the_matcher_does() {
     let script = support::every_method_script();
     for (i, (method, params)) in script.iter().enumerate() {
         let got = c.call(method, params.clone());
+        support::check_by_hand(i, &got);
         events.clear();
         let outcome =
             decode(&spec, method, params.as_array().unwrap()).and_then(|cmd| direct.apply(1, &cmd, &mut events));
@@ -249,7 +250,12 @@ fn misbehaving_clients_do_not_harm_others() {
     // Meanwhile the good connection is served, and the half request changed nothing.
     let b = good.call("balance.query", json!([9, "BTC"]));
     assert_eq!(b["result"]["BTC"]["available"], "1");
-    std::thread::sleep(Duration::from_millis(300));
+    // Read only once the edge has cut it off: a reader keeping up would never be.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.http.as_ref().unwrap().slow_readers_closed() == 0 {
+        assert!(Instant::now() < deadline, "the slow reader was never disconnected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut received = 0;
     while slow.read().is_some() {
         received += 1;
@@ -269,8 +275,13 @@ fn a_late_reader_within_the_bound_gets_every_reply() {
     let burst: String = (0..sent).map(|i| request("market.list", json!([]), i)).collect();
     let mut writer = late.s.try_clone().unwrap();
     let sending = std::thread::spawn(move || writer.write_all(burst.as_bytes()).unwrap());
-    // Replies pile up past what the sockets hold while nobody reads.
-    std::thread::sleep(Duration::from_millis(500));
+    // Every request is taken while nobody reads, so their replies (some 7 MB) pile up past what
+    // the sockets hold, in the edge's buffer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sending.is_finished() {
+        assert!(Instant::now() < deadline, "the edge stopped taking requests while replies waited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for id in 0..sent {
         let r = late.read().expect("every reply arrives");
         assert_eq!((r.status, r.json()["id"].as_i64()), (200, Some(id)));

@@ -14,6 +14,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
@@ -65,13 +67,17 @@ impl HttpConfig {
 /// A running HTTP edge; dropping it stops the event loop.
 pub struct HttpEdge {
     thread: EdgeThread,
+    slow_readers_closed: Arc<AtomicU64>,
 }
 
 impl HttpEdge {
     /// Binds `cfg.bind` and starts the event loop. `backend` is built here with the function the
     /// backend must call to wake the loop when replies are ready.
     pub fn start<B: Backend>(cfg: HttpConfig, backend: impl FnOnce(Notify) -> B) -> io::Result<HttpEdge> {
+        let slow_readers_closed = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&slow_readers_closed);
         let build = |l: Loop| Server {
+            slow_readers_closed: counter,
             cfg: cfg.clone(),
             poll: l.poll,
             listener: l.listener,
@@ -85,11 +91,16 @@ impl HttpEdge {
         };
         let thread = EdgeThread::spawn("viaduct-http", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
         tracing::info!("http: listening on {}", thread.addr);
-        Ok(HttpEdge { thread })
+        Ok(HttpEdge { thread, slow_readers_closed })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.thread.addr
+    }
+
+    /// Connections closed so far because their unread replies passed `write_bytes_max`.
+    pub fn slow_readers_closed(&self) -> u64 {
+        self.slow_readers_closed.load(Ordering::Relaxed)
     }
 }
 
@@ -131,6 +142,8 @@ struct Server<B> {
     expired: HashSet<u64>,
     next_tag: u64,
     date: DateCache,
+    /// See [`HttpEdge::slow_readers_closed`].
+    slow_readers_closed: Arc<AtomicU64>,
 }
 
 /// What one parsed request asks of the connection.
@@ -172,7 +185,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
         self.live += 1;
     }
 
-    fn ready(&mut self, index: usize, readable: bool, writable: bool) {
+    fn ready(&mut self, index: usize, readable: bool, writable: bool, _read_closed: bool) {
         self.on_ready(index, readable, writable);
     }
 
@@ -221,7 +234,9 @@ impl<B: Backend> Server<B> {
                     self.handle_requests(index);
                     // Answering may have closed it (a rejected request, a dead peer).
                     let Some(c) = self.conns[index].as_mut() else { return false };
-                    if !c.closing && c.rbuf.len() > limit {
+                    // Held back at `pending_max`, the buffer holds whole requests waiting their
+                    // turn (a chunk's worth), not one request too long.
+                    if !c.closing && !c.paused && c.rbuf.len() > limit {
                         self.reject(index, 413);
                     }
                 }
@@ -396,6 +411,7 @@ impl<B: Backend> Server<B> {
         }
         if c.wbuf.len() > write_max {
             tracing::info!("http: a client is not reading its replies ({} bytes waiting); disconnected", c.wbuf.len());
+            self.slow_readers_closed.fetch_add(1, Ordering::Relaxed);
             self.close(index);
             return;
         }

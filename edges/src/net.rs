@@ -31,7 +31,9 @@ pub(crate) trait EdgeLoop {
     fn free_slot(&mut self) -> Option<usize>;
     /// Takes a connection registered as `Token(FIRST_CONN + index)`.
     fn opened(&mut self, index: usize, stream: TcpStream);
-    fn ready(&mut self, index: usize, readable: bool, writable: bool);
+    /// An event for a connection; `read_closed`: the peer's end of stream came with it (read to
+    /// the end, as no later event will announce it).
+    fn ready(&mut self, index: usize, readable: bool, writable: bool, read_closed: bool);
     /// Hands the replies the engine has ready to their connections.
     fn take_replies(&mut self);
     fn tick(&mut self);
@@ -76,7 +78,9 @@ impl Turns {
             match event.token() {
                 LISTENER => accept(edge),
                 WAKER => {}
-                Token(t) => edge.ready(t - FIRST_CONN, event.is_readable(), event.is_writable()),
+                Token(t) => {
+                    edge.ready(t - FIRST_CONN, event.is_readable(), event.is_writable(), event.is_read_closed())
+                }
             }
         }
         if self.last_tick.elapsed() >= TICK {

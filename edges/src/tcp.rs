@@ -226,6 +226,8 @@ struct Waiting {
 }
 
 struct Server<B> {
+    /// Set while reading after an event that carried the peer's end of stream.
+    read_to_end: bool,
     cfg: TcpConfig,
     poll: Poll,
     listener: TcpListener,
@@ -259,6 +261,7 @@ impl<B: Backend> Server<B> {
             waiting: IdMap::default(),
             sessions: HashMap::new(),
             chunk: vec![0; READ_CHUNK],
+            read_to_end: false,
         }
     }
 }
@@ -299,9 +302,11 @@ impl<B: Backend> EdgeLoop for Server<B> {
         self.live += 1;
     }
 
-    fn ready(&mut self, index: usize, readable: bool, _writable: bool) {
-        if readable {
+    fn ready(&mut self, index: usize, readable: bool, _writable: bool, read_closed: bool) {
+        if readable || read_closed {
+            self.read_to_end = read_closed;
             self.read(index);
+            self.read_to_end = false;
         }
         self.flush(index);
     }
@@ -345,8 +350,9 @@ impl<B: Backend> Server<B> {
                     // A read that did not fill the chunk emptied the socket: with mio's
                     // edge-triggered epoll, bytes that arrive later raise a new event, so the
                     // read that would only say "would block" is skipped (one system call fewer
-                    // per readable event).
-                    if n < chunk.len() {
+                    // per readable event). Unless the event said the peer's stream ended: that
+                    // raises no later event, so the read that finds the end must happen now.
+                    if n < chunk.len() && !self.read_to_end {
                         return;
                     }
                 }
