@@ -194,13 +194,21 @@ mod tests {
     #[test]
     fn a_blocked_receiver_wakes_for_a_push_from_another_thread() {
         let (q, rx) = ReplyQueue::new(10);
-        let pusher = std::thread::spawn(move || {
-            // Give the receiver time to block first; the assertion holds either way.
-            std::thread::sleep(Duration::from_millis(20));
-            q.push_all((1..=2).map(response), |_, _| panic!("refused"));
+        let (tx, got) = std::sync::mpsc::channel();
+        let receiver = std::thread::spawn(move || {
+            for _ in 0..2 {
+                tx.send(rx.recv().tag).unwrap();
+            }
         });
-        assert_eq!(rx.recv().tag, 1);
-        assert_eq!(rx.recv().tag, 2);
-        pusher.join().unwrap();
+        // Pushed only once the receiver is blocked in `recv`: only the push's signal wakes it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while q.lock().sleepers == 0 {
+            assert!(std::time::Instant::now() < deadline, "the receiver never blocked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        q.push_all((1..=2).map(response), |_, _| panic!("refused"));
+        let woken = Duration::from_secs(10);
+        assert_eq!((got.recv_timeout(woken), got.recv_timeout(woken)), (Ok(1), Ok(2)), "the receiver was not woken");
+        receiver.join().unwrap();
     }
 }

@@ -785,12 +785,22 @@ mod tests {
     /// Well under the matcher's 60 s sleep: a reply within it means a wake ended the sleep.
     const WOKEN_WITHIN: Duration = Duration::from_secs(20);
 
+    /// Waits, with a deadline, until the matcher has marked itself parked: asleep, or in its idle
+    /// work's wait, which only a producer's wake ends before its 60 s.
+    fn wait_parked(input: &Input) {
+        let deadline = std::time::Instant::now() + WOKEN_WITHIN;
+        while !input.doorbell.parked.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the matcher never went back to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn a_publish_ends_the_matchers_sleep() {
         let (mut input, replies) = sleepy_pipeline();
         for id in 0..3 {
-            // Let the matcher go back to sleep first.
-            std::thread::sleep(Duration::from_millis(50));
+            // The matcher back asleep first.
+            wait_parked(&input);
             submit(&mut input, 1, 0, id, 0, Command::AssetList).unwrap();
             assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap().0, id);
         }
@@ -900,7 +910,7 @@ mod tests {
         // What the idle work submitted on the matcher's thread.
         assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap(), (100, "viaduct-matcher".to_string()));
         for id in 0..3 {
-            std::thread::sleep(Duration::from_millis(50));
+            wait_parked(&input);
             submit(&mut input, 1, 0, id, 0, Command::AssetList).unwrap();
             assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap().0, id);
         }
@@ -913,7 +923,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         // Without idle work, a publish unparks the matcher again.
-        std::thread::sleep(Duration::from_millis(50));
+        wait_parked(&input);
         submit(&mut input, 1, 0, 7, 0, Command::AssetList).unwrap();
         assert_eq!(replies.recv_timeout(WOKEN_WITHIN).unwrap().0, 7);
     }
