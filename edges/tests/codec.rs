@@ -255,3 +255,146 @@ fn rpc_heartbeat_tlv_and_command_numbers() {
     assert_eq!(rpc::method_of(309), None);
     assert_eq!(HEADER_BYTES, 4);
 }
+
+/// Little-endian bytes written out field by field from the tables of `edges/PROTOCOL.md`, to
+/// compare the encoder with (not built from the encoder's own layout).
+struct Bytes(Vec<u8>);
+
+impl Bytes {
+    /// The 4-byte header: length, type, version 1.
+    fn header(length: u16, kind: u8) -> Bytes {
+        let mut b = length.to_le_bytes().to_vec();
+        b.extend_from_slice(&[kind, 1]);
+        Bytes(b)
+    }
+    fn u8(mut self, v: u8) -> Bytes {
+        self.0.push(v);
+        self
+    }
+    fn u16(mut self, v: u16) -> Bytes {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u32(mut self, v: u32) -> Bytes {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(mut self, v: u64) -> Bytes {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn i64(mut self, v: i64) -> Bytes {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn i128(mut self, v: i128) -> Bytes {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn raw(mut self, v: &[u8]) -> Bytes {
+        self.0.extend_from_slice(v);
+        self
+    }
+}
+
+/// Each server message, encoded, is exactly the bytes PROTOCOL.md's "Server → client" table
+/// gives: length, type, version, then each field at its size, padding zero.
+#[test]
+fn server_messages_are_the_documented_bytes() {
+    let btcbch = *b"BTCBCH\0\0\0\0\0\0\0\0\0\0";
+    let cases = [
+        (ServerMsg::Challenge { nonce: [7; 32] }, Bytes::header(36, 0x02).raw(&[7; 32])),
+        (
+            ServerMsg::LoginAck { seq: 0x0102030405060708, user: 42, heartbeat_ms: 5000 },
+            Bytes::header(20, 0x04).u64(0x0102030405060708).u32(42).u32(5000),
+        ),
+        (ServerMsg::LoginReject { reason: 51 }, Bytes::header(8, 0x05).u16(51).raw(&[0, 0])),
+        (ServerMsg::Heartbeat { last_seq: 9 }, Bytes::header(12, 0x21).u64(9)),
+        (
+            ServerMsg::Accepted {
+                seq: 3,
+                time_us: 1_700_000_000_000_001,
+                client_id: 77,
+                order_id: 1001,
+                market: btcbch,
+                side: 2,
+                kind: 1,
+                price: 10_000_000,
+                amount: 200_000_000,
+            },
+            Bytes::header(72, 0x30)
+                .u64(3)
+                .u64(1_700_000_000_000_001)
+                .u64(77)
+                .u64(1001)
+                .raw(&btcbch)
+                .u8(2)
+                .u8(1)
+                .raw(&[0, 0])
+                .i64(10_000_000)
+                .i64(200_000_000),
+        ),
+        (
+            ServerMsg::Rejected { seq: 4, client_id: 78, order_id: 1002, reason: 13, request_type: 0x10 },
+            Bytes::header(32, 0x31).u64(4).u64(78).u64(1002).u16(13).u8(0x10).u8(0),
+        ),
+        (
+            ServerMsg::Filled {
+                seq: 5,
+                time_us: 1_700_000_000_000_002,
+                client_id: 79,
+                order_id: 1003,
+                deal_id: 55,
+                market: btcbch,
+                side: 1,
+                role: 2,
+                fee_scale: 20,
+                price: 10_000_000,
+                amount: 50_000_000,
+                left: -1,
+                fee: -(1i128 << 100),
+            },
+            Bytes::header(104, 0x32)
+                .u64(5)
+                .u64(1_700_000_000_000_002)
+                .u64(79)
+                .u64(1003)
+                .u64(55)
+                .raw(&btcbch)
+                .u8(1)
+                .u8(2)
+                .u8(20)
+                .u8(0)
+                .i64(10_000_000)
+                .i64(50_000_000)
+                .i64(-1)
+                .i128(-(1i128 << 100)),
+        ),
+        (
+            ServerMsg::Cancelled {
+                seq: 6,
+                time_us: 1_700_000_000_000_003,
+                client_id: 80,
+                order_id: 1004,
+                market: btcbch,
+                why: 2,
+                left: 123,
+            },
+            Bytes::header(64, 0x33)
+                .u64(6)
+                .u64(1_700_000_000_000_003)
+                .u64(80)
+                .u64(1004)
+                .raw(&btcbch)
+                .u8(2)
+                .raw(&[0, 0, 0])
+                .i64(123),
+        ),
+    ];
+    for (msg, want) in cases {
+        let mut got = Vec::new();
+        encode_server(&msg, &mut got);
+        assert_eq!(got.len(), usize::from(u16::from_le_bytes([want.0[0], want.0[1]])), "{msg:?}: its length");
+        assert_eq!(got, want.0, "{msg:?}");
+    }
+}
