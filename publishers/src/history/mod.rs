@@ -23,9 +23,16 @@ pub const SHARDS: u64 = 100;
 /// A decimal at a column's scale, as the text both stores take and MySQL gives back (every
 /// digit of the scale, zero too: `0.00000000`).
 fn column(m: i128, scale: u32, column_scale: u32) -> String {
-    match rescale_round(m, scale, column_scale) {
-        0 if column_scale > 0 => format!("0.{:0>1$}", "", column_scale as usize),
-        m => Dec::new(m, column_scale).raw().to_string(),
+    // A value at a smaller scale is widened in the text, not the mantissa: an amount of an
+    // asset kept at 0 decimals times 10^16 would leave the i128 range.
+    let (m, scale) =
+        if column_scale < scale { (rescale_round(m, scale, column_scale), column_scale) } else { (m, scale) };
+    let text = Dec::new(m, scale).raw().to_string();
+    let zeros = (column_scale - scale) as usize;
+    match (m, scale) {
+        (0, _) if column_scale > 0 => format!("0.{:0>1$}", "", column_scale as usize),
+        (_, 0) if zeros > 0 => format!("{text}.{:0>1$}", "", zeros),
+        _ => format!("{text}{:0>1$}", "", zeros),
     }
 }
 
@@ -225,5 +232,24 @@ fn update_detail(detail: &str, business_id: u64) -> String {
             serde_json::Value::Object(map).to_string()
         }
         _ => format!(r#"{{"id":{business_id}}}"#),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::column;
+
+    /// Rounded half away from zero to a smaller scale; widened in the text to a larger one, as
+    /// far as any i128 goes; zero at full scale.
+    #[test]
+    fn column_text_has_every_digit_of_its_scale() {
+        assert_eq!(column(192_256_564_256, 9, 8), "192.25656426");
+        assert_eq!(column(-3_856_778_015, 9, 8), "-3.85677802");
+        assert_eq!(column(15, 1, 8), "1.50000000");
+        assert_eq!(column(i128::MAX, 0, 16), format!("{}.{}", i128::MAX, "0".repeat(16)));
+        assert_eq!(column(-7, 0, 4), "-7.0000");
+        assert_eq!(column(0, 20, 16), "0.0000000000000000");
+        assert_eq!(column(4, 20, 16), "0.0000000000000000");
+        assert_eq!(column(5, 0, 0), "5");
     }
 }
