@@ -118,8 +118,11 @@ struct Conn {
     wbuf: Vec<u8>,
     order: VecDeque<Slot>,
     last_active: Instant,
-    /// Close once everything queued is written (after a 400 or 413).
+    /// Close once everything queued is written (after a 400 or 413, or a request that asked
+    /// for it: `Connection: close`, HTTP/1.0 without keep-alive).
     closing: bool,
+    /// An HTTP/1.0 client that asked to keep the connection: told so in each reply.
+    keep_alive_10: bool,
     /// Whether the poller is asked for writability too (only while replies wait to be written):
     /// it is told only when this changes, not at every flush.
     write_interest: bool,
@@ -179,6 +182,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
             order: VecDeque::new(),
             last_active: Instant::now(),
             closing: false,
+            keep_alive_10: false,
             write_interest: false,
             paused: false,
         });
@@ -288,13 +292,28 @@ impl<B: Backend> Server<B> {
         if req.method != Some("POST") {
             return Parsed::Reject(400);
         }
-        let length = req
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        let named = |name: &'static str| req.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name));
+        // A body framed two ways (RFC 9112 §6.3), or by lengths that disagree, is where a proxy
+        // and this edge could split the stream differently (request smuggling): refused and
+        // closed. Only Content-Length framing is taken.
+        if named("transfer-encoding").next().is_some() || named("content-length").count() > 1 {
+            return Parsed::Reject(400);
+        }
+        let length = named("content-length")
+            .next()
             .and_then(|h| std::str::from_utf8(h.value).ok())
             .and_then(|v| v.trim().parse::<usize>().ok());
         let Some(length) = length.filter(|&l| l > 0) else { return Parsed::Reject(400) };
+        // HTTP/1.0 closes after the reply unless it asks to keep the connection; HTTP/1.1 keeps
+        // it unless it asks to close.
+        let asks = |token: &str| {
+            named("connection").any(|h| {
+                std::str::from_utf8(h.value).is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            })
+        };
+        let http10 = req.version == Some(0);
+        let (close, keep_alive_10) =
+            if http10 { (!asks("keep-alive"), asks("keep-alive")) } else { (asks("close"), false) };
         if head + length > self.cfg.request_bytes_max {
             return Parsed::Reject(413);
         }
@@ -309,6 +328,11 @@ impl<B: Backend> Server<B> {
                 self.queue(index, Slot::Waiting { tag, id, since: Instant::now() });
             }
             Answer::Malformed => return Parsed::Reject(400),
+        }
+        if let Some(c) = self.conns[index].as_mut() {
+            c.keep_alive_10 = keep_alive_10;
+            // Answered, then closed: what follows on the connection is not read.
+            c.closing |= close;
         }
         Parsed::Done(head + length)
     }
@@ -401,7 +425,12 @@ impl<B: Backend> Server<B> {
             let date = self.date.now();
             while let Some(Slot::Ready(..)) = c.order.front() {
                 if let Some(Slot::Ready(status, body)) = c.order.pop_front() {
-                    response(&mut c.wbuf, date, status, body.as_bytes());
+                    let connection = match (c.closing && c.order.is_empty(), c.keep_alive_10) {
+                        (true, _) => "Connection: close\r\n",
+                        (false, true) => "Connection: keep-alive\r\n",
+                        (false, false) => "",
+                    };
+                    response(&mut c.wbuf, date, status, connection, body.as_bytes());
                 }
             }
         }
@@ -529,10 +558,15 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Appends a whole HTTP/1.1 response to `out`: status line, `Date` and `Content-Length`, body.
-fn response(out: &mut Vec<u8>, date: &str, status: u16, body: &[u8]) {
+/// A response's head and body; `connection` is a whole `Connection` header line, or empty.
+fn response(out: &mut Vec<u8>, date: &str, status: u16, connection: &str, body: &[u8]) {
     use std::io::Write;
-    let _ =
-        write!(out, "HTTP/1.1 {status} {}\r\nDate: {date}\r\nContent-Length: {}\r\n\r\n", reason(status), body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nDate: {date}\r\n{connection}Content-Length: {}\r\n\r\n",
+        reason(status),
+        body.len()
+    );
     out.extend_from_slice(body);
 }
 

@@ -679,8 +679,13 @@ impl<B: Backend> Server<B> {
             let quiet = now.duration_since(c.last_read);
             let expired = match c.mode {
                 Mode::Session { .. } => quiet >= self.cfg.heartbeat_timeout,
-                Mode::Hello | Mode::Challenged { .. } => now.duration_since(c.opened) >= self.cfg.login_timeout,
-                Mode::Unknown | Mode::Rpc => quiet >= c.idle_timeout && c.pending == 0,
+                // Until its first four bytes tell the framing, a connection is held to the login
+                // timeout too: a trickle of under four bytes would otherwise hold a slot for the
+                // idle timeout (an hour).
+                Mode::Unknown | Mode::Hello | Mode::Challenged { .. } => {
+                    now.duration_since(c.opened) >= self.cfg.login_timeout
+                }
+                Mode::Rpc => quiet >= c.idle_timeout && c.pending == 0,
             };
             if expired {
                 self.close(index);

@@ -151,3 +151,46 @@ impl viaduct_journaler::recovery::Downstream for RowCount {
         }
     }
 }
+
+/// `viaduct run` on the network edges, on ports of its own (loopback), with `extra` appended to
+/// the example config; killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub http: std::net::SocketAddr,
+    pub tcp: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn start(extra: &str) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (http, tcp) = (free(), free());
+        let example = format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"));
+        let mut config = std::fs::read_to_string(example).unwrap();
+        config.push_str(&format!("\n[edges.http]\nbind = \"{http}\"\n[edges.tcp]\nbind = \"{tcp}\"\n{extra}\n"));
+        let path = dir.path().join("viaduct.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+            .args(["run", "--config", path.to_str().unwrap(), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("viaduct starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(http).is_err() || std::net::TcpStream::connect(tcp).is_err() {
+            assert!(std::time::Instant::now() < deadline, "viaduct did not start listening");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Running { child, http, tcp, _dir: dir }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

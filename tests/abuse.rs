@@ -1,0 +1,110 @@
+//! What one client must not be able to do to the others, against the real binary over real
+//! sockets (loopback, bounded in count and time).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::Running;
+
+/// Everything the server sends until it closes the connection, or `None` if it is still open
+/// after `within`.
+fn until_closed(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(within)).unwrap();
+    let (mut got, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn post(version: &str, extra_headers: &str, body: &str) -> String {
+    format!("POST / HTTP/{version}\r\nHost: x\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}", body.len())
+}
+
+/// One response off `s`: status and body.
+fn response(s: &mut TcpStream) -> (u16, String) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut r = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = r.parse(&buf) {
+            let len: usize = r
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
+            if buf.len() >= head + len {
+                return (r.code.unwrap(), String::from_utf8_lossy(&buf[head..head + len]).into_owned());
+            }
+        }
+        let n = s.read(&mut chunk).expect("a response");
+        assert!(n > 0, "closed before a whole response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+const DEPOSIT: &str = r#"{"id": 1, "method": "balance.update", "params": [1, "BTC", "deposit", 1, "5", {}]}"#;
+const QUERY: &str = r#"{"id": 2, "method": "balance.query", "params": [1, "BTC"]}"#;
+
+/// A connection that sends fewer than the 4 bytes that tell the TCP edge's two framings apart is
+/// held to the 5 s login timeout, not to the hour of idle time.
+#[test]
+fn a_tcp_trickle_under_four_bytes_is_closed_at_the_login_timeout() {
+    let server = Running::start("");
+    let mut trickle = TcpStream::connect(server.tcp).unwrap();
+    trickle.write_all(b"\x14\x00\x01").unwrap();
+    assert!(until_closed(&mut trickle, Duration::from_secs(30)).is_some(), "still open after 30 s");
+}
+
+/// A body framed both by Transfer-Encoding and Content-Length (or by two lengths) is refused
+/// with 400 and the connection closed, and nothing in it is applied.
+#[test]
+fn a_request_framed_two_ways_is_refused_and_closed() {
+    let server = Running::start("");
+    for framing in ["Transfer-Encoding: chunked\r\n", "Content-Length: 3\r\n", "Transfer-Encoding: identity\r\n"] {
+        let mut s = TcpStream::connect(server.http).unwrap();
+        s.write_all(post("1.1", framing, DEPOSIT).as_bytes()).unwrap();
+        let got = until_closed(&mut s, Duration::from_secs(10)).expect("closed");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{framing:?}: {text}");
+    }
+    let mut s = TcpStream::connect(server.http).unwrap();
+    s.write_all(post("1.1", "", QUERY).as_bytes()).unwrap();
+    let (status, body) = response(&mut s);
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""available":"0""#), "a refused deposit was applied: {body}");
+}
+
+/// HTTP/1.0 and `Connection: close` get their reply, then the connection is closed; HTTP/1.1
+/// keeps it (and HTTP/1.0 with keep-alive).
+#[test]
+fn connections_are_closed_when_the_client_asks() {
+    let server = Running::start("");
+    for (version, headers) in
+        [("1.0", ""), ("1.1", "Connection: close\r\n"), ("1.1", "Connection: Keep-Alive, close\r\n")]
+    {
+        let mut s = TcpStream::connect(server.http).unwrap();
+        s.write_all(post(version, headers, QUERY).as_bytes()).unwrap();
+        let got = until_closed(&mut s, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("HTTP/{version} {headers:?}: kept open"));
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 ") && text.contains("Connection: close\r\n"), "{text}");
+        assert!(text.contains(r#""available""#), "{text}");
+    }
+    for (version, headers) in [("1.1", ""), ("1.0", "Connection: keep-alive\r\n")] {
+        let mut s = TcpStream::connect(server.http).unwrap();
+        for _ in 0..2 {
+            s.write_all(post(version, headers, QUERY).as_bytes()).unwrap();
+            assert_eq!(response(&mut s).0, 200, "HTTP/{version} {headers:?}: the second request on the connection");
+        }
+    }
+}
