@@ -176,10 +176,12 @@ fn run(
         for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handlers")?;
         }
-        let cfg = HttpConfig::new(loaded_http);
+        let mut cfg = HttpConfig::new(loaded_http);
+        let mut tcp_cfg = TcpConfig::new(loaded_tcp, tcp_keys);
+        fit_connections_to_open_files(&mut cfg.connections_max, &mut tcp_cfg.connections_max);
         let http = HttpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify))
             .with_context(|| format!("starting the HTTP edge on {loaded_http}"))?;
-        let (_, tcp) = start_tcp_edge(&engine, TcpConfig::new(loaded_tcp, tcp_keys), profile.tcp_edge_with_matcher)
+        let (_, tcp) = start_tcp_edge(&engine, tcp_cfg, profile.tcp_edge_with_matcher)
             .with_context(|| format!("starting the TCP edge on {loaded_tcp}"))?;
         // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
         while !stop.load(Ordering::Acquire) {
@@ -196,6 +198,48 @@ fn run(
     let (seq, hash) = engine.shutdown();
     tracing::info!("stopped at sequence {seq}, state hash {hash:016x}");
     Ok(())
+}
+
+/// Descriptors kept for everything but client connections: the journal, snapshots, history's
+/// connections or database, the edges' listeners and pollers, logs.
+const FILES_RESERVED: u64 = 1024;
+
+/// Raises the open-files limit to its hard limit, and lowers the edges' connection bounds so
+/// that together they stay below it: a client past a bound is accepted and closed at once, where
+/// one past the process's limit would wait unanswered in the listen backlog.
+fn fit_connections_to_open_files(http_max: &mut usize, tcp_max: &mut usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!("open files: limit raised from {soft} to its hard limit {hard}");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!("open files: raising the limit from {soft} to {hard} failed ({e}); keeping {soft}");
+                soft
+            }
+        },
+        Ok((soft, _)) => {
+            tracing::info!("open files: limit {soft}");
+            soft
+        }
+        Err(e) => {
+            tracing::warn!("open files: the limit cannot be read ({e}); connection bounds left as they are");
+            return;
+        }
+    };
+    let room = usize::try_from(limit.saturating_sub(FILES_RESERVED)).unwrap_or(usize::MAX);
+    let wanted = http_max.saturating_add(*tcp_max);
+    if wanted > room {
+        // Shared in proportion; each edge keeps at least one connection.
+        let http = (*http_max as u128 * room as u128 / wanted.max(1) as u128) as usize;
+        let (http, tcp) = (http.max(1), room.saturating_sub(http).max(1));
+        tracing::warn!(
+            "open files: the limit {limit} leaves room for {room} connections, not {wanted}: HTTP takes {http}, TCP {tcp}; raise the hard limit (LimitNOFILE=) for more"
+        );
+        (*http_max, *tcp_max) = (http, tcp);
+    }
 }
 
 /// What the writer prints next: a ready answer, or the engine's next reply.

@@ -54,11 +54,14 @@ pub(crate) fn run<L: EdgeLoop>(edge: &mut L, stop: &AtomicBool) {
 pub(crate) struct Turns {
     events: Events,
     last_tick: Instant,
+    /// Whether this thread holds its spare descriptor yet (taken at the first turn, on the
+    /// thread that runs the loop, while descriptors are to be had).
+    spare_held: bool,
 }
 
 impl Default for Turns {
     fn default() -> Turns {
-        Turns { events: Events::with_capacity(1024), last_tick: Instant::now() }
+        Turns { events: Events::with_capacity(1024), last_tick: Instant::now(), spare_held: false }
     }
 }
 
@@ -67,6 +70,9 @@ impl Turns {
     /// what is ready, and checks the timers when they are due (the caller hands out the replies,
     /// once per turn). False when polling failed and the edge must stop.
     pub(crate) fn turn<L: EdgeLoop>(&mut self, edge: &mut L, timeout: Option<Duration>) -> bool {
+        if !self.spare_held {
+            self.spare_held = SPARE.with(|s| s.borrow().is_some());
+        }
         if let Err(e) = edge.poll().poll(&mut self.events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
                 return true;
@@ -97,9 +103,17 @@ fn accept<L: EdgeLoop>(edge: &mut L) {
         let mut stream = match edge.listener().accept() {
             Ok((s, _)) => s,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
-                tracing::warn!("{}: accept failed: {e}", L::NAME);
-                return;
+                // Out of descriptors (EMFILE, ENFILE): the connection would wait in the backlog,
+                // and with edge-triggered polling no later event would bring it up again. The
+                // spare descriptor is given up to accept it and close it at once.
+                if !refuse_with_spare(edge.listener()) {
+                    warn_limited(L::NAME, &e);
+                    return;
+                }
+                warn_limited(L::NAME, &e);
+                continue;
             }
         };
         let Some(index) = edge.free_slot() else { continue }; // at the bound: closed at once
@@ -109,6 +123,40 @@ fn accept<L: EdgeLoop>(edge: &mut L) {
         let _ = stream.set_nodelay(true);
         edge.opened(index, stream);
     }
+}
+
+std::thread_local! {
+    /// A descriptor each edge thread holds back for [`refuse_with_spare`].
+    static SPARE: std::cell::RefCell<Option<std::fs::File>> = std::cell::RefCell::new(std::fs::File::open("/dev/null").ok());
+    /// When this thread last logged a failed accept, and how many it has not logged since.
+    static ACCEPT_WARNED: std::cell::Cell<(Option<std::time::Instant>, u64)> = const { std::cell::Cell::new((None, 0)) };
+}
+
+/// At most one log line per this long about failed accepts, with how many were not logged.
+const ACCEPT_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Frees the spare descriptor, accepts one connection with it and closes it, then takes the
+/// spare back; false if there was no spare or nothing to accept.
+fn refuse_with_spare(listener: &TcpListener) -> bool {
+    SPARE.with(|spare| {
+        let Some(file) = spare.borrow_mut().take() else { return false };
+        drop(file);
+        let accepted = listener.accept().is_ok(); // and dropped: closed at once
+        *spare.borrow_mut() = std::fs::File::open("/dev/null").ok();
+        accepted
+    })
+}
+
+fn warn_limited(name: &str, e: &std::io::Error) {
+    ACCEPT_WARNED.with(|w| {
+        let (last, quiet) = w.get();
+        if last.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
+            tracing::warn!("{name}: accept failed: {e}; a client was refused ({quiet} more since the last such line)");
+            w.set((Some(std::time::Instant::now()), 0));
+        } else {
+            w.set((last, quiet + 1));
+        }
+    });
 }
 
 /// A running edge's thread; dropping it stops the event loop and joins it.

@@ -163,6 +163,11 @@ pub struct Running {
 
 impl Running {
     pub fn start(extra: &str) -> Running {
+        Running::start_with_files(extra, None)
+    }
+
+    /// [`Running::start`] with the process's open-files limit (soft and hard) set to `files`.
+    pub fn start_with_files(extra: &str, files: Option<u64>) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let (http, tcp) = (free(), free());
@@ -171,7 +176,16 @@ impl Running {
         config.push_str(&format!("\n[edges.http]\nbind = \"{http}\"\n[edges.tcp]\nbind = \"{tcp}\"\n{extra}\n"));
         let path = dir.path().join("viaduct.toml");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        let mut command = match files {
+            // util-linux's prlimit, on every Debian.
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(env!("CARGO_BIN_EXE_viaduct"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_viaduct")),
+        };
+        let child = command
             .args(["run", "--config", path.to_str().unwrap(), "--data-dir"])
             .arg(dir.path().join("data"))
             .stdin(Stdio::null())
