@@ -54,6 +54,14 @@ pub struct Edges {
 pub struct EdgeBind {
     #[serde(default)]
     pub bind: Option<String>,
+    /// Connections held at once (default 10,000; lowered to fit the open-files limit). At the
+    /// bound, an idle connection is closed for a newcomer.
+    #[serde(default)]
+    pub connections_max: Option<usize>,
+    /// Seconds a request may take to arrive whole, counted from its first byte (or from the
+    /// connection's opening): default 10.
+    #[serde(default)]
+    pub header_timeout_s: Option<u64>,
 }
 
 /// `[market]`: market data's time zone and retention (ViaBTC's marketprice `sec_max`, `min_max`,
@@ -135,6 +143,9 @@ impl HistorySection {
 pub struct TcpSection {
     #[serde(default = "default_tcp_bind")]
     pub bind: String,
+    /// Connections held at once (default 10,000; lowered to fit the open-files limit).
+    #[serde(default)]
+    pub connections_max: Option<usize>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
 }
@@ -185,6 +196,11 @@ pub struct Loaded {
     pub data_dir: String,
     /// Where the HTTP edge listens.
     pub http_bind: std::net::SocketAddr,
+    /// `[edges.http] connections_max` and `header_timeout_s`, when set.
+    pub http_connections_max: Option<usize>,
+    pub http_header_timeout: Option<std::time::Duration>,
+    /// `[edges.tcp] connections_max`, when set.
+    pub tcp_connections_max: Option<usize>,
     /// Where the TCP edge listens, and its API keys.
     pub tcp_bind: std::net::SocketAddr,
     pub tcp_keys: Vec<ApiKey>,
@@ -208,6 +224,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             spec,
             data_dir,
             http_bind,
+            http_connections_max: None,
+            http_header_timeout: None,
+            tcp_connections_max: None,
             tcp_bind,
             tcp_keys: Vec::new(),
             market,
@@ -235,7 +254,24 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     let http_bind = bind
         .parse()
         .with_context(|| format!("config {}: [edges.http] bind {bind:?} is not an address", path.display()))?;
-    let tcp = file.edges.tcp.unwrap_or(TcpSection { bind: default_tcp_bind(), keys: Vec::new() });
+    let http = file.edges.http.as_ref();
+    let http_connections_max = http.and_then(|h| h.connections_max);
+    let http_header_timeout = http.and_then(|h| h.header_timeout_s);
+    for (key, value) in [
+        ("[edges.http] connections_max", http_connections_max.map(|v| v as u64)),
+        ("[edges.http] header_timeout_s", http_header_timeout),
+    ] {
+        if value == Some(0) {
+            anyhow::bail!("config {}: {key} must be at least 1", path.display());
+        }
+    }
+    let http_header_timeout = http_header_timeout.map(std::time::Duration::from_secs);
+    let tcp =
+        file.edges.tcp.unwrap_or(TcpSection { bind: default_tcp_bind(), connections_max: None, keys: Vec::new() });
+    let tcp_connections_max = tcp.connections_max;
+    if tcp_connections_max == Some(0) {
+        anyhow::bail!("config {}: [edges.tcp] connections_max must be at least 1", path.display());
+    }
     let tcp_bind = tcp
         .bind
         .parse()
@@ -255,5 +291,17 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     };
     let history = file.history.unwrap_or_default();
     history.to_config(Path::new(&file.data_dir)).with_context(|| format!("config {}", path.display()))?;
-    Ok(Loaded { spec, data_dir: file.data_dir, http_bind, tcp_bind, tcp_keys, market, history, not_yet_used })
+    Ok(Loaded {
+        spec,
+        data_dir: file.data_dir,
+        http_bind,
+        http_connections_max,
+        http_header_timeout,
+        tcp_connections_max,
+        tcp_bind,
+        tcp_keys,
+        market,
+        history,
+        not_yet_used,
+    })
 }

@@ -155,6 +155,8 @@ fn run(
         }
     };
     let (loaded_http, loaded_tcp, tcp_keys) = (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys);
+    let (http_connections_max, http_header_timeout, tcp_connections_max) =
+        (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
     let history = loaded.history.to_config(&data_dir)?;
     tracing::info!("history: {}", history.url);
     let options = EngineOptions { market: loaded.market, history: Some(history), history_from_snapshot };
@@ -177,7 +179,10 @@ fn run(
             signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handlers")?;
         }
         let mut cfg = HttpConfig::new(loaded_http);
+        cfg.connections_max = http_connections_max.unwrap_or(cfg.connections_max);
+        cfg.header_timeout = http_header_timeout.unwrap_or(cfg.header_timeout);
         let mut tcp_cfg = TcpConfig::new(loaded_tcp, tcp_keys);
+        tcp_cfg.connections_max = tcp_connections_max.unwrap_or(tcp_cfg.connections_max);
         fit_connections_to_open_files(&mut cfg.connections_max, &mut tcp_cfg.connections_max);
         let http = HttpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify))
             .with_context(|| format!("starting the HTTP edge on {loaded_http}"))?;

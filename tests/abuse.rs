@@ -134,3 +134,48 @@ fn clients_past_the_open_files_limit_are_closed_not_left_hanging() {
     s.write_all(post("1.1", "", QUERY).as_bytes()).unwrap();
     assert_eq!(response(&mut s).0, 200);
 }
+
+/// Idle connections up to the bound do not lock new clients out: at `connections_max` the edge
+/// closes an idle connection (first one that never sent a whole request) for the newcomer; and a
+/// connection that sends nothing whole is closed after the header timeout, not the idle hour.
+#[test]
+fn idle_connections_at_the_bound_make_room_for_new_clients() {
+    let server = Running::start_with("connections_max = 40\nheader_timeout_s = 2", "", None);
+    // A client that has sent a whole request, then idles.
+    let mut known = TcpStream::connect(server.http).unwrap();
+    known.write_all(post("1.1", "", QUERY).as_bytes()).unwrap();
+    assert_eq!(response(&mut known).0, 200);
+    // The rest of the bound and more, opened and left silent.
+    let mut silent: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(server.http).unwrap()).collect();
+    // A newcomer is served.
+    let mut s = TcpStream::connect(server.http).unwrap();
+    s.write_all(post("1.1", "", QUERY).as_bytes()).unwrap();
+    assert_eq!(response(&mut s).0, 200, "a new client was locked out by idle connections");
+    // The client that had sent a request kept its connection; the silent ones were the ones
+    // closed, at the bound or at the header timeout.
+    known.write_all(post("1.1", "", QUERY).as_bytes()).unwrap();
+    assert_eq!(response(&mut known).0, 200);
+    for c in silent.iter_mut() {
+        assert!(until_closed(c, Duration::from_secs(20)).is_some(), "a silent connection outlived the header timeout");
+    }
+    // A head trickled byte by byte, never finished, is closed at the header timeout as well.
+    let mut trickle = TcpStream::connect(server.http).unwrap();
+    trickle.write_all(b"POST / HTTP/1.1\r\nX-Slow: ").unwrap();
+    assert!(until_closed(&mut trickle, Duration::from_secs(20)).is_some(), "a trickled head held its connection");
+}
+
+/// The TCP edge at its bound closes the oldest connection that has not logged in for a newcomer,
+/// which is then answered (here: LOGIN_REJECT for an unknown key), not closed unanswered.
+#[test]
+fn the_tcp_edge_at_its_bound_makes_room_for_a_newcomer() {
+    let server = Running::start("connections_max = 20");
+    let mut silent: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(server.tcp).unwrap()).collect();
+    let mut newcomer = TcpStream::connect(server.tcp).unwrap();
+    let mut hello = vec![20, 0, 0x01, 1];
+    hello.extend_from_slice(b"nobody\0\0\0\0\0\0\0\0\0\0");
+    newcomer.write_all(&hello).unwrap();
+    let answer = until_closed(&mut newcomer, Duration::from_secs(10)).expect("answered and closed");
+    assert_eq!(answer, [8, 0, 0x05, 1, 50, 0, 0, 0], "LOGIN_REJECT, unknown key");
+    // The oldest silent connection made the room.
+    assert!(until_closed(&mut silent[0], Duration::from_secs(10)).is_some());
+}

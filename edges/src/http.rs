@@ -46,6 +46,10 @@ pub struct HttpConfig {
     pub pending_max: usize,
     /// A connection quiet this long is closed (ViaBTC `keep_alive`: 3,600 s).
     pub idle_timeout: Duration,
+    /// A request must be whole this long after its first byte (or, for a new connection, after
+    /// it opened), or the connection is closed: a client that trickles a head, or opens and sends
+    /// nothing, holds a slot for seconds, not for the idle timeout.
+    pub header_timeout: Duration,
     /// A reply not ready this long after its request is answered 504 (ViaBTC `timeout`: 1 s).
     pub reply_timeout: Duration,
 }
@@ -59,6 +63,7 @@ impl HttpConfig {
             write_bytes_max: 4 * 1024 * 1024,
             pending_max: 64,
             idle_timeout: Duration::from_secs(3600),
+            header_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(1),
         }
     }
@@ -78,6 +83,7 @@ impl HttpEdge {
         let counter = Arc::clone(&slow_readers_closed);
         let build = |l: Loop| Server {
             slow_readers_closed: counter,
+            evicted: 0,
             cfg: cfg.clone(),
             poll: l.poll,
             listener: l.listener,
@@ -129,6 +135,12 @@ struct Conn {
     /// Held back at `pending_max`, with requests in `rbuf` or the socket: the replies or time-outs
     /// that make room read on ([`Server::read_on`]).
     paused: bool,
+    /// Since when a request has been incomplete (from the opening for a new connection); `None`
+    /// between whole requests. Bounded by `header_timeout`.
+    head_since: Option<Instant>,
+    /// Whole requests it has sent: a connection that has sent one is kept over one that has not
+    /// when the edge is full.
+    requests: u64,
 }
 
 struct Server<B> {
@@ -147,6 +159,8 @@ struct Server<B> {
     date: DateCache,
     /// See [`HttpEdge::slow_readers_closed`].
     slow_readers_closed: Arc<AtomicU64>,
+    /// Idle connections closed to make room at `connections_max`.
+    evicted: u64,
 }
 
 /// What one parsed request asks of the connection.
@@ -170,8 +184,13 @@ impl<B: Backend> EdgeLoop for Server<B> {
         &self.listener
     }
 
+    /// A free slot; at `connections_max`, the one a connection gives up for the newcomer
+    /// ([`Server::evict`]).
     fn free_slot(&mut self) -> Option<usize> {
-        (self.live < self.cfg.connections_max).then(|| free_slot(&mut self.conns))
+        if self.live < self.cfg.connections_max {
+            return Some(free_slot(&mut self.conns));
+        }
+        self.evict()
     }
 
     fn opened(&mut self, index: usize, stream: TcpStream) {
@@ -185,6 +204,8 @@ impl<B: Backend> EdgeLoop for Server<B> {
             keep_alive_10: false,
             write_interest: false,
             paused: false,
+            head_since: Some(Instant::now()),
+            requests: 0,
         });
         self.live += 1;
     }
@@ -277,6 +298,13 @@ impl<B: Backend> Server<B> {
         if let Some(c) = self.conns[index].as_mut() {
             c.rbuf = rbuf;
             c.rbuf.drain(..at);
+            // An incomplete request left behind starts (or keeps) its clock; none stops it.
+            c.head_since = match (c.rbuf.is_empty(), c.head_since) {
+                (true, _) if c.requests > 0 => None,
+                (true, since) => since,
+                (false, Some(since)) if at == 0 => Some(since),
+                (false, _) => Some(Instant::now()),
+            };
         }
     }
 
@@ -330,6 +358,7 @@ impl<B: Backend> Server<B> {
             Answer::Malformed => return Parsed::Reject(400),
         }
         if let Some(c) = self.conns[index].as_mut() {
+            c.requests += 1;
             c.keep_alive_10 = keep_alive_10;
             // Answered, then closed: what follows on the connection is not read.
             c.closing |= close;
@@ -451,6 +480,31 @@ impl<B: Backend> Server<B> {
         want_writable(&self.poll, &mut c.stream, index, &mut c.write_interest, &c.wbuf);
     }
 
+    /// At `connections_max`, makes room for a new connection by closing one that waits for
+    /// nothing: the oldest that has not sent a whole request yet, else the one idle longest.
+    /// Connections with requests in flight or replies unwritten are kept; if every one has some,
+    /// there is no room (the newcomer is closed at once).
+    fn evict(&mut self) -> Option<usize> {
+        let idle = |c: &Conn| c.order.is_empty() && c.wbuf.is_empty();
+        let victim = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().filter(|c| idle(c)).map(|c| (i, c)))
+            .min_by_key(|(_, c)| (c.requests > 0, c.last_active))
+            .map(|(i, _)| i)?;
+        self.evicted += 1;
+        if self.evicted.is_power_of_two() {
+            tracing::info!(
+                "http: at connections_max ({}): {} idle connections closed for newcomers so far",
+                self.cfg.connections_max,
+                self.evicted
+            );
+        }
+        self.close(victim);
+        Some(victim)
+    }
+
     fn check_timeouts(&mut self) {
         let now = Instant::now();
         for index in 0..self.conns.len() {
@@ -466,9 +520,13 @@ impl<B: Backend> Server<B> {
                     }
                 }
             }
-            let idle =
-                c.order.is_empty() && c.wbuf.is_empty() && now.duration_since(c.last_active) >= self.cfg.idle_timeout;
-            if idle {
+            let quiet = c.order.is_empty() && c.wbuf.is_empty();
+            let idle = quiet && now.duration_since(c.last_active) >= self.cfg.idle_timeout;
+            let slow_head = quiet
+                && !c.paused
+                && !c.closing
+                && c.head_since.is_some_and(|t| now.duration_since(t) >= self.cfg.header_timeout);
+            if idle || slow_head {
                 self.close(index);
             } else if expired_any {
                 self.flush(index);

@@ -277,8 +277,28 @@ impl<B: Backend> EdgeLoop for Server<B> {
         &self.listener
     }
 
+    /// A free slot; at `connections_max`, one a connection gives up for the newcomer: the
+    /// oldest that has not logged in or told its framing, else the framed JSON-RPC connection
+    /// quiet longest with nothing in flight. A logged-in binary session is never closed for a
+    /// newcomer; if all are sessions or busy, the newcomer is closed at once.
     fn free_slot(&mut self) -> Option<usize> {
-        (self.live < self.cfg.connections_max).then(|| free_slot(&mut self.conns))
+        if self.live < self.cfg.connections_max {
+            return Some(free_slot(&mut self.conns));
+        }
+        let victim = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .filter_map(|(i, c)| match c.mode {
+                Mode::Unknown | Mode::Hello | Mode::Challenged { .. } => Some((i, (false, c.opened))),
+                Mode::Rpc if c.pending == 0 && c.wbuf.is_empty() => Some((i, (true, c.last_read))),
+                Mode::Rpc | Mode::Session { .. } => None,
+            })
+            .min_by_key(|(_, key)| *key)
+            .map(|(i, _)| i)?;
+        self.close(victim);
+        Some(victim)
     }
 
     fn opened(&mut self, index: usize, stream: TcpStream) {

@@ -163,17 +163,25 @@ pub struct Running {
 
 impl Running {
     pub fn start(extra: &str) -> Running {
-        Running::start_with_files(extra, None)
+        Running::start_with("", extra, None)
     }
 
     /// [`Running::start`] with the process's open-files limit (soft and hard) set to `files`.
     pub fn start_with_files(extra: &str, files: Option<u64>) -> Running {
+        Running::start_with("", extra, files)
+    }
+
+    /// [`Running::start`] with `http_keys` in `[edges.http]` and, if given, the open-files limit
+    /// (soft and hard) set to `files`.
+    pub fn start_with(http_keys: &str, extra: &str, files: Option<u64>) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let (http, tcp) = (free(), free());
         let example = format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"));
         let mut config = std::fs::read_to_string(example).unwrap();
-        config.push_str(&format!("\n[edges.http]\nbind = \"{http}\"\n[edges.tcp]\nbind = \"{tcp}\"\n{extra}\n"));
+        config.push_str(&format!(
+            "\n[edges.http]\nbind = \"{http}\"\n{http_keys}\n[edges.tcp]\nbind = \"{tcp}\"\n{extra}\n"
+        ));
         let path = dir.path().join("viaduct.toml");
         std::fs::write(&path, config).unwrap();
         let mut command = match files {
@@ -190,12 +198,15 @@ impl Running {
             .arg(dir.path().join("data"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
             .spawn()
             .expect("viaduct starts");
+        let mut child = child;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(http).is_err() || std::net::TcpStream::connect(tcp).is_err() {
-            assert!(std::time::Instant::now() < deadline, "viaduct did not start listening");
+            let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+            assert!(child.try_wait().unwrap().is_none(), "viaduct exited: {}", log());
+            assert!(std::time::Instant::now() < deadline, "viaduct did not start listening: {}", log());
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Running { child, http, tcp, _dir: dir }
