@@ -71,6 +71,8 @@ pub mod reason {
 /// CANCELLED `why`.
 pub const CANCEL_REQUESTED: u8 = 1;
 pub const CANCEL_MARKET_REMAINDER: u8 = 2;
+/// The rest of a limit order that reached the matcher's deal cap (`DEALS_PER_ORDER_MAX`).
+pub const CANCEL_DEAL_CAP: u8 = 3;
 /// FILLED `role`.
 pub const ROLE_TAKER: u8 = 1;
 pub const ROLE_MAKER: u8 = 2;
@@ -673,6 +675,8 @@ pub fn reports(
     }
     if order.left > 0 && order.kind == OrderKind::Market {
         out.push(cancelled(order, market, CANCEL_MARKET_REMAINDER, narrow(order.left, amount_down)));
+    } else if order.left > 0 && events.last_order_kind() == Some(OrderEventKind::Finish) {
+        out.push(cancelled(order, market, CANCEL_DEAL_CAP, narrow(order.left, amount_down)));
     }
 }
 

@@ -198,6 +198,12 @@ impl Events {
         self.orders.last().map(|(_, o)| o)
     }
 
+    /// The kind of the last order event: whether the order it ended with rests (`Put`) or is
+    /// finished.
+    pub fn last_order_kind(&self) -> Option<OrderEventKind> {
+        self.orders.last().map(|(k, _)| *k)
+    }
+
     /// Appends those of `other`'s events that `keep` takes after these, in their order.
     pub fn append_where(&mut self, other: &Events, keep: impl Fn(EventRef<'_>) -> bool) {
         for (&(kind, i), ev) in other.seq.iter().zip(other.iter()) {

@@ -30,7 +30,7 @@ mod snapshot;
 
 pub use command::{decode, Command};
 pub use config::{Config, ConfigError, Spec};
-pub use engine::{Matcher, DEDUPE_ENTRIES_MAX, DEDUPE_WINDOW_US};
+pub use engine::{Matcher, DEALS_PER_ORDER_MAX, DEDUPE_ENTRIES_MAX, DEDUPE_WINDOW_US};
 pub use error::RpcError;
 pub use event::{Event, EventRef, Events, EventsView};
 pub use reply::{response_json, result_json, Reply};

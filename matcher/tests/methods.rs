@@ -630,3 +630,43 @@ fn events_append_keeps_the_order_of_both() {
     assert_eq!(kept.to_vec(), want);
     assert_eq!((kept.deals(), kept.last_order()), (all.deals(), None));
 }
+
+/// One order makes at most `DEALS_PER_ORDER_MAX` deals: a limit order that would make more trades
+/// that many and its rest is cancelled (not rested across the book); a market order likewise. The
+/// resting orders it did not reach stay as they were, and every balance still adds up.
+#[test]
+fn one_order_makes_at_most_deals_per_order_max_deals() {
+    use viaduct_matcher::DEALS_PER_ORDER_MAX;
+    let cap = DEALS_PER_ORDER_MAX as usize;
+    let mut e = Engine::new();
+    e.deposit(1, "BTC", "100000");
+    e.deposit(2, "BCH", "100000");
+    let n = 2 * cap + 7;
+    for _ in 0..n {
+        e.limit(1, 1, "0.001", "1");
+    }
+    let deals = |e: &Engine| e.events.iter().filter(|ev| matches!(ev, Event::Deal(_))).count();
+    // Thousandths as decimal text.
+    let milli = |k: usize| format!("{}.{:03}", k / 1000, k % 1000);
+    let all = milli(n);
+    let bid = e.ok("order.put_limit", json!([2, "BTCBCH", 2, all, "1", "0", "0", "x"]));
+    assert_eq!(deals(&e), cap);
+    assert_eq!(bid["deal_stock"].as_str().unwrap().parse::<f64>().unwrap(), milli(cap).parse::<f64>().unwrap());
+    assert!(
+        matches!(e.events.last(), Some(Event::Order { kind: OrderEventKind::Finish, .. })),
+        "the rest is cancelled, not rested"
+    );
+    let pending = e.ok("order.pending", json!([2, "BTCBCH", 0, 10]));
+    assert_eq!(pending["total"], 0);
+    let asks = e.ok("order.book", json!(["BTCBCH", 1, 0, 1]));
+    assert_eq!(asks["total"], n - cap);
+    // A market bid spending enough for all that is left: the cap again, the rest cancelled.
+    e.ok("order.put_market", json!([2, "BTCBCH", 2, "1000", "0", "x"]));
+    assert_eq!(deals(&e), cap);
+    assert_eq!(e.ok("order.book", json!(["BTCBCH", 1, 0, 1]))["total"], 7);
+    // Below the cap, an order trades and rests as before.
+    let bid = e.ok("order.put_limit", json!([2, "BTCBCH", 2, "0.01", "1", "0", "0", "x"]));
+    assert_eq!((deals(&e), bid["left"].as_str()), (7, Some("0.003")));
+    assert_eq!(e.ok("order.pending", json!([2, "BTCBCH", 0, 10]))["total"], 1);
+    e.m.check_invariants().unwrap();
+}

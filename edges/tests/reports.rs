@@ -1,0 +1,42 @@
+//! Execution reports built from what the matcher did.
+
+use serde_json::json;
+use viaduct_edges::binary::{reports, ServerMsg, CANCEL_DEAL_CAP};
+use viaduct_matcher::config::embedded;
+use viaduct_matcher::{decode, Command, Events, Matcher, Spec, DEALS_PER_ORDER_MAX};
+
+/// A limit order that reaches the deal cap is reported filled that many times, then CANCELLED
+/// with reason 3 for its rest, which does not rest on the book.
+#[test]
+fn a_limit_order_past_the_deal_cap_is_reported_cancelled_for_its_rest() {
+    let spec = Spec::new(&embedded()).unwrap();
+    let mut m = Matcher::new(spec.clone());
+    let mut events = Events::default();
+    let apply = |m: &mut Matcher, events: &mut Events, cmd: &Command| {
+        events.clear();
+        m.apply(1, cmd, events)
+    };
+    let call = |method: &str, params: serde_json::Value| decode(&spec, method, params.as_array().unwrap()).unwrap();
+    apply(&mut m, &mut events, &call("balance.update", json!([1, "BTC", "deposit", 1, "1000", {}]))).unwrap();
+    apply(&mut m, &mut events, &call("balance.update", json!([2, "BCH", "deposit", 1, "1000", {}]))).unwrap();
+    let ask = call("order.put_limit", json!([1, "BTCBCH", 1, "0.001", "1", "0", "0", "x"]));
+    for _ in 0..DEALS_PER_ORDER_MAX + 3 {
+        apply(&mut m, &mut events, &ask).unwrap();
+    }
+    let Command::PutLimit(mut bid) = call("order.put_limit", json!([2, "BTCBCH", 2, "11", "1", "0", "0", "x"])) else {
+        unreachable!()
+    };
+    bid.client_id = 42;
+    let bid = Command::PutLimit(bid);
+    let outcome = apply(&mut m, &mut events, &bid);
+    let mut out = Vec::new();
+    reports(&spec, &bid, &outcome, &events, &mut out);
+    let filled = out.iter().filter(|r| matches!(r, ServerMsg::Filled { .. })).count();
+    assert_eq!(filled, DEALS_PER_ORDER_MAX as usize);
+    // 11 BTC asked, 10 bought (10,000 × 0.001): 1 BTC cancelled, at 8 decimals.
+    assert!(
+        matches!(out.last(), Some(ServerMsg::Cancelled { client_id: 42, why, left: 100_000_000, .. }) if *why == CANCEL_DEAL_CAP),
+        "{:?}",
+        out.last()
+    );
+}
