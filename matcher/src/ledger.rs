@@ -5,6 +5,13 @@
 //! user per command; callers then address balances by account number. The table grows in chunks
 //! of accounts and the index a few entries at a time (`crate::slab`), so a new user never stops
 //! the matcher to copy the others.
+//!
+//! The arithmetic here is unchecked by design, on bounds proven before a call: an asset's supply
+//! stays at most `SUPPLY_MAX` (10^32, checked by `balance.update` before it changes anything), a
+//! balance is part of the supply, and every amount moved was first checked against the balance it
+//! leaves (`engine::check_available`, or a maker's frozen funds). So each sum and each rescaled
+//! amount (`m × 10^(prec_save − scale)`, an amount a balance covers) stays below 10^32 < 2^127;
+//! the release build's overflow checks and the assertions below catch a bound that did not hold.
 
 use serde::{Deserialize, Serialize};
 
