@@ -30,8 +30,14 @@ fn post(version: &str, extra_headers: &str, body: &str) -> String {
 
 /// One response off `s`: status and body.
 fn response(s: &mut TcpStream) -> (u16, String) {
+    responses(s, 1).remove(0)
+}
+
+/// The next `n` responses off `s` (pipelined), each status and body.
+fn responses(s: &mut TcpStream, n: usize) -> Vec<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
+    let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 16];
@@ -43,7 +49,13 @@ fn response(s: &mut TcpStream) -> (u16, String) {
                 .find(|h| h.name.eq_ignore_ascii_case("content-length"))
                 .map_or(0, |h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
             if buf.len() >= head + len {
-                return (r.code.unwrap(), String::from_utf8_lossy(&buf[head..head + len]).into_owned());
+                out.push((r.code.unwrap(), String::from_utf8_lossy(&buf[head..head + len]).into_owned()));
+                buf.drain(..head + len);
+                if out.len() == n {
+                    assert!(buf.is_empty(), "more than {n} responses");
+                    return out;
+                }
+                continue;
             }
         }
         let n = s.read(&mut chunk).expect("a response");
@@ -178,4 +190,40 @@ fn the_tcp_edge_at_its_bound_makes_room_for_a_newcomer() {
     assert_eq!(answer, [8, 0, 0x05, 1, 50, 0, 0, 0], "LOGIN_REJECT, unknown key");
     // The oldest silent connection made the room.
     assert!(until_closed(&mut silent[0], Duration::from_secs(10)).is_some());
+}
+
+/// One order that could sweep the whole book makes at most 10,000 deals and is answered within
+/// the HTTP timeout; a client on another connection is answered meanwhile, and the rest of the
+/// book is there after.
+#[test]
+fn one_order_sweeping_the_book_is_bounded_and_answered() {
+    let server = Running::start("");
+    let mut c = TcpStream::connect(server.http).unwrap();
+    for (user, asset, amount) in [(1, "BTC", "100"), (2, "BCH", "1000")] {
+        let body = format!(
+            r#"{{"id": 1, "method": "balance.update", "params": [{user}, "{asset}", "deposit", 1, "{amount}", {{}}]}}"#
+        );
+        c.write_all(post("1.1", "", &body).as_bytes()).unwrap();
+        assert_eq!(response(&mut c).0, 200);
+    }
+    let resting = 10_050;
+    let ask = r#"{"id": 2, "method": "order.put_limit", "params": [1, "BTCBCH", 1, "0.001", "1", "0", "0", "r"]}"#;
+    for chunk in 0..(resting / 50) {
+        let burst: String = (0..50).map(|_| post("1.1", "", ask)).collect();
+        c.write_all(burst.as_bytes()).unwrap();
+        assert!(responses(&mut c, 50).iter().all(|r| r.0 == 200), "resting asks of chunk {chunk}");
+    }
+    let sweep = r#"{"id": 3, "method": "order.put_market", "params": [2, "BTCBCH", 2, "100", "0", "s"]}"#;
+    let mut sweeper = TcpStream::connect(server.http).unwrap();
+    sweeper.write_all(post("1.1", "", sweep).as_bytes()).unwrap();
+    let mut probe = TcpStream::connect(server.http).unwrap();
+    probe.write_all(post("1.1", "", QUERY).as_bytes()).unwrap();
+    assert_eq!(response(&mut probe).0, 200);
+    let (status, body) = response(&mut sweeper);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""deal_stock":"10""#), "10,000 deals of 0.001: {body}");
+    let book = r#"{"id": 4, "method": "order.book", "params": ["BTCBCH", 1, 0, 1]}"#;
+    probe.write_all(post("1.1", "", book).as_bytes()).unwrap();
+    let (_, body) = response(&mut probe);
+    assert!(body.contains(r#""total":50"#), "the asks it did not reach: {body}");
 }
