@@ -135,6 +135,10 @@ macro_rules! fixed {
     }};
 }
 
+/// Events a cleared buffer keeps room for: more than a replay batch's buffer is made with
+/// (4,096 commands × 4), far more than a command makes but for an order of thousands of deals.
+pub const EVENTS_KEPT_MAX: usize = 1 << 15;
+
 /// The events of one command, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Events {
@@ -162,6 +166,20 @@ impl Events {
         self.deals.clear();
         self.balances.clear();
         self.levels.clear();
+        if self.seq.capacity() > EVENTS_KEPT_MAX {
+            self.release();
+        }
+    }
+
+    /// Gives back what a spike of events (one order's thousands of deals) made the buffer grow
+    /// to, down to [`EVENTS_KEPT_MAX`]: a reused buffer does not keep its high-water size.
+    #[cold]
+    fn release(&mut self) {
+        self.seq.shrink_to(EVENTS_KEPT_MAX);
+        self.orders.shrink_to(EVENTS_KEPT_MAX / 4);
+        self.deals.shrink_to(EVENTS_KEPT_MAX / 8);
+        self.balances.shrink_to(EVENTS_KEPT_MAX);
+        self.levels.shrink_to(EVENTS_KEPT_MAX / 4);
     }
 
     pub fn len(&self) -> usize {
@@ -374,4 +392,27 @@ fn put_balance(out: &mut Vec<u8>, b: &BalanceChange) {
 fn put_text(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&(text.len() as u32).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+
+    /// A buffer that grew past `EVENTS_KEPT_MAX` gives the room back when cleared; one below it
+    /// keeps its room (no reallocation per command).
+    #[test]
+    fn a_cleared_buffer_does_not_keep_a_spike() {
+        let mut e = Events::with_capacity(1024);
+        for _ in 0..10 {
+            e.level(LevelChange { market: 0, side: crate::order::Side::Ask, price: 1, amount: 1 });
+        }
+        e.clear();
+        assert_eq!(e.seq.capacity(), 1024);
+        for _ in 0..3 * EVENTS_KEPT_MAX {
+            e.level(LevelChange { market: 0, side: crate::order::Side::Ask, price: 1, amount: 1 });
+        }
+        assert!(e.seq.capacity() >= 3 * EVENTS_KEPT_MAX);
+        e.clear();
+        assert!(e.seq.capacity() <= EVENTS_KEPT_MAX && e.levels.capacity() <= EVENTS_KEPT_MAX / 4);
+    }
 }
