@@ -122,29 +122,23 @@ fn connections_are_closed_when_the_client_asks() {
 }
 
 /// At the process's open-files limit, new clients are not left hanging in the accept backlog: the
-/// edges' connection bounds are fitted below the limit, and a client past a bound is accepted and
-/// closed at once.
+/// edges' connection bounds are fitted below the limit, so a newcomer is taken (an idle
+/// connection makes room for it) and served.
 #[test]
-fn clients_past_the_open_files_limit_are_closed_not_left_hanging() {
+fn clients_past_the_open_files_limit_are_served_not_left_hanging() {
     // This test's own connections: raise its soft limit to the hard one.
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     assert!(hard >= 2_000, "the hard open-files limit {hard} is too low for this test");
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let server = Running::start_with_files("", Some(1_200));
-    let mut held = Vec::new();
-    for _ in 0..1_300 {
-        held.push(TcpStream::connect(server.http).unwrap());
-    }
-    // The last ones are past every bound: closed at once, where they hung before.
-    for s in held.iter_mut().rev().take(5) {
-        assert!(until_closed(s, Duration::from_secs(10)).is_some(), "a client past the limit was left hanging");
-    }
-    drop(held);
-    // And the server still serves.
+    // More silent connections than the process has descriptors.
+    let held: Vec<TcpStream> = (0..1_300).map(|_| TcpStream::connect(server.http).unwrap()).collect();
+    // A newcomer past all of them is answered (it hung in the backlog before).
     let mut s = TcpStream::connect(server.http).unwrap();
     s.write_all(post("1.1", "", QUERY).as_bytes()).unwrap();
     assert_eq!(response(&mut s).0, 200);
+    drop(held);
 }
 
 /// Idle connections up to the bound do not lock new clients out: at `connections_max` the edge
