@@ -1,0 +1,36 @@
+#!/bin/sh
+# HTTP the way web back ends call it (issue "As fast as web back ends call it"): wrk with one
+# request in flight per connection, order.put_limit that crosses about half the time, embedded
+# history on, fsync; beside market.list in the same run. Prints each wrk summary and the server's
+# CPU time per request from /proc. Build first: cargo build --release --bin viaduct
+# Run from the repository root: sh benches/http-web-figures.sh [connections] [seconds]
+set -u
+C=${1:-32}
+S=${2:-10}
+HTTP=127.0.0.1:8080
+pkill -f "viaduct run --config benches/loadgen.toml"; sleep 0.5
+rm -rf /tmp/viaduct-load
+./target/release/viaduct run --config benches/loadgen.toml > /tmp/viaduct-load.log 2>&1 &
+PID=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://$HTTP/" -d '{"id":0,"method":"market.list","params":[]}' && break; sleep 0.1; done
+for u in $(seq 1 100); do
+  curl -s -o /dev/null "http://$HTTP/" -d "{\"id\":1,\"method\":\"balance.update\",\"params\":[$u,\"BTC\",\"deposit\",1,\"1000000\",{}]}"
+  curl -s -o /dev/null "http://$HTTP/" -d "{\"id\":2,\"method\":\"balance.update\",\"params\":[$u,\"BCH\",\"deposit\",1,\"1000000000\",{}]}"
+done
+cpu() { awk '{ print $14 + $15 }' /proc/$PID/stat; }
+TICK=$(getconf CLK_TCK)
+run() {
+  name=$1; script=$2
+  before=$(cpu)
+  out=$(wrk -t1 -c"$C" -d"${S}s" --latency -s "$script" "http://$HTTP/")
+  after=$(cpu)
+  reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
+  echo "## $name ($C connections, ${S} s)"
+  echo "$out" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx|refused"
+  echo "server CPU: $(( (after - before) * 1000000 / TICK / (reqs > 0 ? reqs : 1) )) us per request"
+}
+run market.list benches/wrk/market_list.lua
+run order.put_limit benches/wrk/put_limit.lua
+run market.list benches/wrk/market_list.lua
+run order.put_limit benches/wrk/put_limit.lua
+kill $PID; wait $PID 2>/dev/null
