@@ -4,13 +4,14 @@
 # history on, fsync; beside market.list in the same run. Prints each wrk summary and the server's
 # CPU time per request from /proc. Build first: cargo build --release --bin viaduct
 # Run from the repository root: sh benches/http-web-figures.sh [connections] [seconds]
+# (VIADUCT=path names another build of the binary, to alternate two builds.)
 set -u
 C=${1:-32}
 S=${2:-10}
 HTTP=127.0.0.1:8080
 pkill -f "viaduct run --config benches/loadgen.toml"; sleep 0.5
 rm -rf /tmp/viaduct-load
-./target/release/viaduct run --config benches/loadgen.toml > /tmp/viaduct-load.log 2>&1 &
+${VIADUCT:-./target/release/viaduct} run --config benches/loadgen.toml > /tmp/viaduct-load.log 2>&1 &
 PID=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://$HTTP/" -d '{"id":0,"method":"market.list","params":[]}' && break; sleep 0.1; done
 for u in $(seq 1 100); do
@@ -25,9 +26,11 @@ run() {
   out=$(wrk -t1 -c"$C" -d"${S}s" --latency -s "$script" "http://$HTTP/")
   after=$(cpu)
   reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
+  refused=$(echo "$out" | awk '/orders refused/ { print $(NF-2) }')
+  ok=$(( reqs - ${refused:-0} ))
   echo "## $name ($C connections, ${S} s)"
   echo "$out" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx|refused"
-  echo "server CPU: $(( (after - before) * 1000000 / TICK / (reqs > 0 ? reqs : 1) )) us per request"
+  echo "answered without error: $(( ok / S )) per second; server CPU $(( (after - before) * 1000000 / TICK / (ok > 0 ? ok : 1) )) us per one"
 }
 run market.list benches/wrk/market_list.lua
 run order.put_limit benches/wrk/put_limit.lua
