@@ -112,11 +112,7 @@ fn a_mariadb_outage_under_load_loses_and_repeats_no_row() {
 
     // Back: the writer catches up and writes resume.
     db.start();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while engine.history_committed().unwrap() < engine.durable_seq() {
-        assert!(Instant::now() < deadline, "history did not catch up after the outage");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_caught_up(&engine, Duration::from_secs(60));
     let (after, refused_after) = drive(&engine, &mut next, Duration::from_millis(1000));
     assert!(after > 0 && refused_after == 0, "{after} acknowledged, {refused_after} refused after the outage");
 
@@ -144,11 +140,7 @@ fn a_mariadb_outage_under_load_loses_and_repeats_no_row() {
 
 /// Waits, with a deadline, until history has committed everything durable.
 fn wait_caught_up(engine: &Engine, within: Duration) {
-    let deadline = Instant::now() + within;
-    while engine.history_committed().unwrap() < engine.durable_seq() {
-        assert!(Instant::now() < deadline, "history did not catch up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_until("history to catch up", within, || engine.history_committed().unwrap() >= engine.durable_seq());
 }
 
 /// A history store that is down when viaduct starts does not stop the exchange: it starts,

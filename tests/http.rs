@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
 
@@ -251,11 +251,8 @@ fn misbehaving_clients_do_not_harm_others() {
     let b = good.call("balance.query", json!([9, "BTC"]));
     assert_eq!(b["result"]["BTC"]["available"], "1");
     // Read only once the edge has cut it off: a reader keeping up would never be.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.http.as_ref().unwrap().slow_readers_closed() == 0 {
-        assert!(Instant::now() < deadline, "the slow reader was never disconnected");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let http = server.http.as_ref().unwrap();
+    support::wait_until("the slow reader's disconnection", Duration::from_secs(20), || http.slow_readers_closed() > 0);
     let mut received = 0;
     while slow.read().is_some() {
         received += 1;
@@ -277,11 +274,7 @@ fn a_late_reader_within_the_bound_gets_every_reply() {
     let sending = std::thread::spawn(move || writer.write_all(burst.as_bytes()).unwrap());
     // Every request is taken while nobody reads, so their replies (some 7 MB) pile up past what
     // the sockets hold, in the edge's buffer.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sending.is_finished() {
-        assert!(Instant::now() < deadline, "the edge stopped taking requests while replies waited");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    support::wait_until("the edge to take every request", Duration::from_secs(20), || sending.is_finished());
     for id in 0..sent {
         let r = late.read().expect("every reply arrives");
         assert_eq!((r.status, r.json()["id"].as_i64()), (200, Some(id)));

@@ -152,6 +152,16 @@ impl viaduct_journaler::recovery::Downstream for RowCount {
     }
 }
 
+/// Waits until `done()` holds, looking every few milliseconds, and fails naming `what` if it does
+/// not within `within`. The one way the end-to-end tests wait: for a condition, with a deadline.
+pub fn wait_until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "waited {within:?} in vain for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// `viaduct run` on the network edges, on ports of its own (loopback), with `extra` appended to
 /// the example config; killed when dropped.
 pub struct Running {
@@ -202,13 +212,11 @@ impl Running {
             .spawn()
             .expect("viaduct starts");
         let mut child = child;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(http).is_err() || std::net::TcpStream::connect(tcp).is_err() {
-            let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        wait_until("viaduct to listen on both edges", std::time::Duration::from_secs(30), || {
             assert!(child.try_wait().unwrap().is_none(), "viaduct exited: {}", log());
-            assert!(std::time::Instant::now() < deadline, "viaduct did not start listening: {}", log());
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+            std::net::TcpStream::connect(http).is_ok() && std::net::TcpStream::connect(tcp).is_ok()
+        });
         Running { child, http, tcp, _dir: dir }
     }
 }
