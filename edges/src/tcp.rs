@@ -216,6 +216,8 @@ struct Conn {
     /// (the connection was at `pending_max`): replies resume it. Otherwise the socket's next
     /// readiness does, and replies do not read it again.
     paused: bool,
+    /// An event said the peer's stream ended: reads go on to find the end, however short.
+    peer_closed: bool,
 }
 
 /// A request in the engine: its connection, and for RPC the header and ext of its reply.
@@ -226,8 +228,6 @@ struct Waiting {
 }
 
 struct Server<B> {
-    /// Set while reading after an event that carried the peer's end of stream.
-    read_to_end: bool,
     cfg: TcpConfig,
     poll: Poll,
     listener: TcpListener,
@@ -261,7 +261,6 @@ impl<B: Backend> Server<B> {
             waiting: IdMap::default(),
             sessions: HashMap::new(),
             chunk: vec![0; READ_CHUNK],
-            read_to_end: false,
         }
     }
 }
@@ -317,16 +316,20 @@ impl<B: Backend> EdgeLoop for Server<B> {
             closing: false,
             write_interest: false,
             paused: false,
+            peer_closed: false,
         });
         self.next_gen += 1;
         self.live += 1;
     }
 
     fn ready(&mut self, index: usize, readable: bool, _writable: bool, read_closed: bool) {
+        if read_closed {
+            if let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) {
+                c.peer_closed = true;
+            }
+        }
         if readable || read_closed {
-            self.read_to_end = read_closed;
             self.read(index);
-            self.read_to_end = false;
         }
         self.flush(index);
     }
@@ -370,9 +373,11 @@ impl<B: Backend> Server<B> {
                     // A read that did not fill the chunk emptied the socket: with mio's
                     // edge-triggered epoll, bytes that arrive later raise a new event, so the
                     // read that would only say "would block" is skipped (one system call fewer
-                    // per readable event). Unless the event said the peer's stream ended: that
-                    // raises no later event, so the read that finds the end must happen now.
-                    if n < chunk.len() && !self.read_to_end {
+                    // per readable event). Unless an event said the peer's stream ended: that
+                    // raises no later event, so the read that finds the end must happen now (or,
+                    // for a connection held back at `pending_max`, when replies resume it).
+                    let peer_closed = self.conns.get(index).and_then(Option::as_ref).is_some_and(|c| c.peer_closed);
+                    if n < chunk.len() && !peer_closed {
                         return;
                     }
                 }
