@@ -120,8 +120,11 @@ impl HistorySection {
     /// The writer's settings, with history under `data_dir` unless the section names a url.
     pub fn to_config(&self, data_dir: &Path) -> Result<HistoryConfig> {
         let url = match &self.url {
-            Some(url) if url.starts_with("sqlite://") || url.starts_with("mysql://") => url.clone(),
-            Some(url) => anyhow::bail!("[history] url {url:?} is neither sqlite://<path> nor mysql://…"),
+            // The store's own rule for what can name a store, checked before anything is reached.
+            Some(url) => {
+                viaduct_publishers::history::store::check_url(url).map_err(|e| anyhow::anyhow!("[history] {e}"))?;
+                url.clone()
+            }
             None => format!("sqlite://{}", data_dir.join("history.db").display()),
         };
         let mut cfg = HistoryConfig::new(url);
