@@ -27,13 +27,17 @@ fn column(m: i128, scale: u32, column_scale: u32) -> String {
     // asset kept at 0 decimals times 10^16 would leave the i128 range.
     let (m, scale) =
         if column_scale < scale { (rescale_round(m, scale, column_scale), column_scale) } else { (m, scale) };
-    let text = Dec::new(m, scale).raw().to_string();
-    let zeros = (column_scale - scale) as usize;
-    match (m, scale) {
-        (0, _) if column_scale > 0 => format!("0.{:0>1$}", "", column_scale as usize),
-        (_, 0) if zeros > 0 => format!("{text}.{:0>1$}", "", zeros),
-        _ => format!("{text}{:0>1$}", "", zeros),
+    if m == 0 && column_scale > 0 {
+        return format!("0.{:0>1$}", "", column_scale as usize);
     }
+    // One string, widened in place (this runs for every decimal of every row).
+    let mut text = Dec::new(m, scale).raw().to_string();
+    let zeros = (column_scale - scale) as usize;
+    if zeros > 0 && scale == 0 {
+        text.push('.');
+    }
+    text.extend(std::iter::repeat_n('0', zeros));
+    text
 }
 
 fn seconds(time_us: u64) -> f64 {
