@@ -114,12 +114,13 @@ impl Ledger {
     }
 
     pub fn get(&self, user: u32, asset: AssetId) -> Balance {
-        self.index.get(user.into()).map_or(Balance::default(), |a| *self.at(a, asset))
+        self.find(user).map_or(Balance::default(), |a| *self.at(a, asset))
     }
 
     /// The user's account, if the user has one.
     pub fn find(&self, user: u32) -> Option<Account> {
-        self.index.get(user.into())
+        let users = &self.users;
+        self.index.get(user.into(), |s| users[s as usize].into())
     }
 
     pub fn balance(&self, a: Account, asset: AssetId) -> Balance {
@@ -128,7 +129,7 @@ impl Ledger {
 
     /// The user's account, opened (all zero) if the user has none.
     pub fn account(&mut self, user: u32) -> Account {
-        if let Some(a) = self.index.get(user.into()) {
+        if let Some(a) = self.find(user) {
             return a;
         }
         let a = self.users.push(user) as Account;

@@ -39,7 +39,8 @@ impl Slots {
     }
 
     fn remove<H: Hasher + Default>(&mut self, index: &mut SlotIndex<H>, id: u64) {
-        let slot = index.remove(id).expect("held");
+        let ids = &self.ids;
+        let slot = index.remove(id, |s| ids[s as usize]).expect("held");
         self.free.push(slot);
     }
 }
@@ -77,18 +78,26 @@ fn shapes<H: Hasher + Default>(n: usize, churn: usize) {
     let probes = 1_000_000.min(n / 2);
     let beyond: Vec<u64> = (0..probes).map(|_| rng.gen_range(n as u64 + 1..u64::MAX / 2)).collect();
     let mut found = 0usize;
-    timed("then look up ids never held", probes, |i| found += usize::from(index.get(beyond[i]).is_some()));
+    timed("then look up ids never held", probes, |i| {
+        found += usize::from(index.get(beyond[i], |s| slots.ids[s as usize]).is_some())
+    });
     let near: Vec<u64> = (0..probes).map(|i| n as u64 + 1 + i as u64).collect();
-    timed("then look up the next ids, not yet held", probes, |i| found += usize::from(index.get(near[i]).is_some()));
+    timed("then look up the next ids, not yet held", probes, |i| {
+        found += usize::from(index.get(near[i], |s| slots.ids[s as usize]).is_some())
+    });
     assert_eq!(found, 0, "absent ids are not found");
     let mut ids: Vec<u64> = (1..=n as u64).collect();
     ids.shuffle(&mut rng);
     let (gone, kept) = ids.split_at(n / 2);
     timed("remove half of them, at random", gone.len(), |i| slots.remove(&mut index, gone[i]));
-    timed("look up ids held, at random", probes, |i| found += usize::from(index.get(kept[i]).is_some()));
-    timed("look up removed ids (absent, in the range)", probes, |i| found += usize::from(index.get(gone[i]).is_some()));
+    timed("look up ids held, at random", probes, |i| {
+        found += usize::from(index.get(kept[i], |s| slots.ids[s as usize]).is_some())
+    });
+    timed("look up removed ids (absent, in the range)", probes, |i| {
+        found += usize::from(index.get(gone[i], |s| slots.ids[s as usize]).is_some())
+    });
     timed("look up ids never held (absent, anywhere)", probes, |i| {
-        found += usize::from(index.get(beyond[i]).is_some())
+        found += usize::from(index.get(beyond[i], |s| slots.ids[s as usize]).is_some())
     });
     assert_eq!(found, probes, "only the held ids are found");
     // Churn: new orders in sequence, each cancel taking the oldest of a window of live ones.
@@ -108,6 +117,8 @@ fn shapes<H: Hasher + Default>(n: usize, churn: usize) {
         }
     });
     let absent: Vec<u64> = (0..probes).map(|_| rng.gen_range(1..next - window as u64)).collect();
-    timed("after churn: look up cancelled ids", probes, |i| found += usize::from(index.get(absent[i]).is_some()));
+    timed("after churn: look up cancelled ids", probes, |i| {
+        found += usize::from(index.get(absent[i], |s| slots.ids[s as usize]).is_some())
+    });
     println!("{} entries at the end", index.len());
 }
