@@ -38,7 +38,7 @@ use viaduct_edges::binary::{self, ClientMsg, Decoded, ServerMsg};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
-    /// http, echo, max, tcp, tcp-max, echo-max or disk.
+    /// http, echo, max, tcp, tcp-max, echo-max, disk or sweep.
     #[arg(long, default_value = "http")]
     mode: String,
     /// The server's HTTP address (http and max modes).
@@ -81,6 +81,12 @@ struct Args {
     /// rest and are cancelled as in `rest`: a market maker's order-to-trade ratio of ten).
     #[arg(long, default_value = "cross")]
     flow: String,
+    /// Resting asks the sweep mode places before its one market bid takes them all.
+    #[arg(long, default_value_t = 10_000)]
+    resting: u64,
+    /// The server's process id, for its resident set (sweep mode).
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 fn main() {
@@ -132,7 +138,8 @@ fn main() {
             let hist = disk(&args);
             report(&Args { connections: 1, ..args.clone() }, "disk-fdatasync", &hist);
         }
-        other => panic!("mode {other:?} is not http, echo, max, tcp, tcp-max, echo-max or disk"),
+        "sweep" => sweep(&args),
+        other => panic!("mode {other:?} is not http, echo, max, tcp, tcp-max, echo-max, disk or sweep"),
     }
 }
 
@@ -873,4 +880,121 @@ fn disk(args: &Args) -> Histogram<u64> {
     drop(file);
     let _ = std::fs::remove_file(path);
     hist
+}
+
+/// One order that sweeps the book (README "Limits": deals per order), against `--addr`:
+/// `--resting` asks of 0.001 BTC at 1 BCH from user 1, placed 500 at a time on one connection,
+/// then one `order.put_market` bid from user 2 large enough to take them all, while a probe
+/// connection sends `balance.query` every 5 ms. Prints the sweep's status, reply time and deals,
+/// the probe's latency before and during it (to 200 ms after its reply), and the server's resident
+/// set (`--pid`): before, at its peak (VmHWM), just after, and 5 s later.
+fn sweep(args: &Args) {
+    let rss = || {
+        args.pid.map_or_else(
+            || "(no --pid)".to_string(),
+            |pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server's /proc status");
+                let field = |k: &str| {
+                    status.lines().find_map(|l| l.strip_prefix(k)).map_or("?".into(), |v| v.trim().to_string())
+                };
+                format!("{} (peak {})", field("VmRSS:"), field("VmHWM:"))
+            },
+        )
+    };
+    let call = |s: &mut TcpStream, r: &mut BufReader<TcpStream>, body: &str| {
+        s.write_all(http_request(body).as_bytes()).expect("send");
+        read_response(r).expect("a reply")
+    };
+    let open = || {
+        let s = TcpStream::connect(args.addr).expect("connect to viaduct");
+        s.set_nodelay(true).unwrap();
+        let r = BufReader::new(s.try_clone().unwrap());
+        (s, r)
+    };
+    let (mut s, mut r) = open();
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for (user, asset, amount) in [(1, "BTC", "100000"), (2, "BCH", "10000000")] {
+        let body = format!(
+            r#"{{"id":1,"method":"balance.update","params":[{user},"{asset}","deposit",{stamp},"{amount}",{{}}]}}"#
+        );
+        let (status, reply) = call(&mut s, &mut r, &body);
+        assert!(status == 200 && is_ok(&reply), "deposit refused: {}", String::from_utf8_lossy(&reply));
+    }
+    let ask = r#"{"id":1,"method":"order.put_limit","params":[1,"BTCBCH",1,"0.001","1","0","0","rest"]}"#;
+    let mut placed = 0;
+    while placed < args.resting {
+        let n = 500.min(args.resting - placed);
+        let batch: String = (0..n).map(|_| http_request(ask)).collect();
+        s.write_all(batch.as_bytes()).expect("send");
+        for _ in 0..n {
+            let (status, reply) = read_response(&mut r).expect("a reply");
+            assert!(status == 200 && is_ok(&reply), "ask refused: {}", String::from_utf8_lossy(&reply));
+        }
+        placed += n;
+    }
+    println!("{} resting asks placed; resident set {}", args.resting, rss());
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let epoch = Instant::now();
+    let probe = {
+        let (stop, (mut s, mut r)) = (Arc::clone(&stop), open());
+        std::thread::spawn(move || {
+            let body = r#"{"id":1,"method":"balance.query","params":[1,"BTC"]}"#;
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                s.write_all(http_request(body).as_bytes()).expect("send");
+                let (status, _) = read_response(&mut r).expect("a probe reply");
+                assert_eq!(status, 200, "the probe was refused");
+                seen.push((t - epoch, t.elapsed()));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    // 1 BCH per resting ask of 0.001 at 1: a thousand times what taking them all costs.
+    let money = args.resting;
+    let body = format!(r#"{{"id":9,"method":"order.put_market","params":[2,"BTCBCH",2,"{money}","0","sweep"]}}"#);
+    let (mut sw, mut swr) = open();
+    let (t0, started) = (epoch.elapsed(), Instant::now());
+    let (status, reply) = call(&mut sw, &mut swr, &body);
+    let took = started.elapsed();
+    let t1 = epoch.elapsed();
+    let after = rss();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let seen = probe.join().expect("probe thread");
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+    let deal_stock = reply["result"]["deal_stock"].as_str().unwrap_or("0").to_string();
+    println!(
+        "sweep: HTTP {status} in {:.1} ms, deal_stock {deal_stock} ({} deals of 0.001), error {}",
+        took.as_secs_f64() * 1e3,
+        deal_stock.parse::<f64>().map_or(0, |d| (d * 1000.0).round() as u64),
+        reply["error"]
+    );
+    let summary = |pick: &dyn Fn(Duration) -> bool| {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        seen.iter().filter(|(at, _)| pick(*at)).for_each(|(_, d)| h.record(d.as_micros() as u64).unwrap());
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} probes)",
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3,
+            h.max() as f64 / 1e3,
+            h.len()
+        )
+    };
+    println!("probe before: {}", summary(&|at| at < t0));
+    println!(
+        "probe during (to 200 ms after the reply): {}",
+        summary(&|at| at >= t0 && at <= t1 + Duration::from_millis(200))
+    );
+    println!("resident set just after: {after}");
+    std::thread::sleep(Duration::from_secs(5));
+    println!("resident set 5 s later: {}", rss());
+}
+
+/// Whether a JSON-RPC reply body carries no error.
+fn is_ok(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["error"].is_null())
 }
