@@ -5,7 +5,11 @@
 //! `src/main.rs` is its command line. Start reading at [`engine::Engine::start`].
 #![forbid(unsafe_code)]
 
+mod backpressure;
+pub mod client;
 pub mod config;
+mod delivery;
 pub mod engine;
 pub mod profile;
 mod replies;
+pub mod tcp_edge;

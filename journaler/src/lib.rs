@@ -2,7 +2,9 @@
 //!
 //! Owns what makes the engine durable: the journal (append-only segment files of checksummed
 //! records in matcher order, made durable by group commit), snapshots of the whole matcher state,
-//! and recovery at startup (newest valid snapshot, then the journal after it).
+//! and recovery at startup (newest valid snapshot, then the journal after it); and the two stages
+//! that run them: the journal stage ([`stage::JournalStage`]) and the snapshot worker
+//! ([`snapshotter::SnapshotWorker`]).
 //!
 //! It must never report a sequence as durable before its bytes are (in `fsync` mode) on disk,
 //! never skip a record it cannot read, and never replay a journal under a config other than the
@@ -13,6 +15,8 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
+pub mod snapshotter;
+pub mod stage;
 
 use std::path::PathBuf;
 

@@ -8,6 +8,7 @@
 //! rounds the longer values ViaBTC hands it (`decimal::rescale_round`), and read back with
 //! trailing zeros stripped, so both stores hold and answer byte for byte what ViaBTC's would.
 
+pub mod catchup;
 pub mod query;
 pub mod store;
 pub mod writer;

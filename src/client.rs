@@ -1,0 +1,237 @@
+//! In-process clients of the engine. A [`Client`] submits requests (commands to the matcher,
+//! queries to market data and history) and receives its replies in submission order, each once
+//! its command is durable; the edges and the console each hold one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use viaduct_edges::binary::ServerMsg;
+use viaduct_edges::TAG_FILLS;
+use viaduct_matcher::reply::error_response;
+use viaduct_matcher::{decode, Command, RpcError, Spec};
+use viaduct_publishers::history::query::is_history_method;
+use viaduct_publishers::history::writer::HistoryQuery;
+use viaduct_publishers::service::{is_market_method, Query, QuerySender};
+use viaduct_ring::{submit, Input};
+
+use crate::backpressure::LagBound;
+use crate::delivery::{Registry, Sink, Watch};
+use crate::replies::ReplyReceiver;
+
+/// A reply, released once its command is durable.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The mark the client put on the request.
+    pub tag: u64,
+    pub request_id: i64,
+    /// The whole JSON-RPC response.
+    pub json: String,
+    /// The command's journal sequence (0 when it changed nothing).
+    pub journal_seq: u64,
+    /// Binary execution reports, instead of `json`, for a tag with [`viaduct_edges::TAG_BINARY`]; or the fills
+    /// of a watched user (tag [`TAG_FILLS`], `request_id` the user).
+    pub reports: Vec<ServerMsg>,
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Submits requests and receives their replies, in submission order.
+pub struct Client {
+    pub(crate) id: u32,
+    pub(crate) input: Input,
+    pub(crate) spec: Arc<Spec>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) watch: Arc<Watch>,
+    pub(crate) fills_lost: Arc<AtomicBool>,
+    /// Where answers to market-data queries go: this client's own reply queue.
+    pub(crate) sink: Sink,
+    pub(crate) queries: QuerySender,
+    /// The durable sequence: a market-data query waits for the deals up to it.
+    pub(crate) durable: Arc<AtomicU64>,
+    /// Where history queries go, when history is on.
+    pub(crate) history: Option<crossbeam_channel::Sender<HistoryQuery>>,
+    pub(crate) lag_bounds: Vec<LagBound>,
+    pub(crate) inflight: Arc<AtomicUsize>,
+    pub(crate) inflight_max: usize,
+    pub(crate) rx: ReplyReceiver,
+}
+
+/// Why a request was not submitted: the response to give instead.
+#[derive(Debug)]
+pub struct Refused(pub Response);
+
+impl Client {
+    /// Decodes and submits one request. A request that does not decode, or finds the input ring
+    /// or this client's in-flight bound full, is answered at once instead.
+    pub fn submit(&mut self, request_id: i64, method: &str, params: &[Value]) -> Result<(), Refused> {
+        let refuse = |e: RpcError| {
+            let json = error_response(Some(request_id), e);
+            Refused(Response { tag: 0, request_id, json, journal_seq: 0, reports: Vec::new() })
+        };
+        self.submit_tagged_request(0, request_id, method, params).map_err(refuse)
+    }
+
+    /// Decodes and submits one request of any method with `tag`; a market-data method goes to the
+    /// market-data thread.
+    pub fn submit_tagged_request(
+        &mut self,
+        tag: u64,
+        request_id: i64,
+        method: &str,
+        params: &[Value],
+    ) -> Result<(), RpcError> {
+        if is_market_method(method) || is_history_method(method) {
+            return self.query(tag, request_id, method, params.to_vec());
+        }
+        let cmd = decode(&self.spec, method, params)?;
+        self.submit_tagged(tag, request_id, cmd).map_err(|_| RpcError::ServiceUnavailable)
+    }
+
+    /// Queues a market-data or history query; its answer arrives with the replies, marked `tag`.
+    /// Error 4 for a method neither answers, 3 when its queue or this client is full.
+    pub fn query(&mut self, tag: u64, request_id: i64, method: &str, params: Vec<Value>) -> Result<(), RpcError> {
+        let history = is_history_method(method);
+        let served = is_market_method(method) || (history && self.history.is_some());
+        if !served {
+            return Err(RpcError::MethodNotFound);
+        }
+        if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
+            return Err(RpcError::ServiceUnavailable);
+        }
+        let sink = self.sink.clone();
+        let answer = Box::new(move |json: String| {
+            let response = Response { tag, request_id, json, journal_seq: 0, reports: Vec::new() };
+            if sink.queue.push(response).is_ok() {
+                if let Some(notify) = &sink.notify {
+                    notify();
+                }
+            }
+        });
+        let method = method.to_string();
+        match &self.history {
+            Some(queries) if history => queries
+                .try_send(HistoryQuery { id: request_id, method, params, answer })
+                .map_err(|_| RpcError::ServiceUnavailable)?,
+            _ => {
+                let min_seq = self.durable.load(Ordering::Acquire);
+                self.queries.send(Query { min_seq, id: request_id, method, params, answer })?
+            }
+        }
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Submits a decoded command; hands it back when this client's in-flight bound or the input
+    /// ring is full (error 3 to a remote caller).
+    pub fn submit_command(&mut self, request_id: i64, cmd: Command) -> Result<(), Command> {
+        self.submit_tagged(0, request_id, cmd)
+    }
+
+    /// Submits a decoded command with the client's own `tag`, returned with its reply.
+    pub fn submit_tagged(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command> {
+        if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
+            return Err(cmd);
+        }
+        if cmd.is_write() && self.lag_bounds.iter().any(LagBound::exceeded) {
+            return Err(cmd);
+        }
+        submit(&mut self.input, self.id, tag, request_id, now_us(), cmd)?;
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A handle that receives this client's replies on another thread.
+    pub fn replies(&self) -> Replies {
+        Replies { rx: self.rx.clone(), inflight: Arc::clone(&self.inflight) }
+    }
+
+    /// The next reply, waiting for it.
+    pub fn recv(&self) -> Response {
+        let r = self.rx.recv();
+        answered(&self.inflight, &r);
+        r
+    }
+
+    /// The next reply if one is ready.
+    pub fn try_recv(&self) -> Option<Response> {
+        let r = self.rx.try_recv()?;
+        answered(&self.inflight, &r);
+        Some(r)
+    }
+
+    /// Starts (`on`) or stops receiving the fills of `user`'s resting orders, as responses tagged
+    /// [`TAG_FILLS`].
+    pub fn watch(&self, user: u32, on: bool) {
+        let mut users = self.watch.users.lock().expect("watch lock");
+        let clients = users.entry(user).or_default();
+        clients.retain(|&c| c != self.id);
+        if on {
+            clients.push(self.id);
+        }
+        if clients.is_empty() {
+            users.remove(&user);
+        }
+        self.watch.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether fills were dropped because this client did not take them fast enough (cleared by
+    /// the call).
+    pub fn take_fills_lost(&self) -> bool {
+        // A load first: the edges ask at every turn, and a swap would write the line each time.
+        self.fills_lost.load(Ordering::Relaxed) && self.fills_lost.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+}
+
+/// The receiving half of a [`Client`], for another thread.
+pub struct Replies {
+    rx: ReplyReceiver,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Replies {
+    /// The next reply, waiting for it.
+    pub fn recv(&self) -> Response {
+        let r = self.rx.recv();
+        answered(&self.inflight, &r);
+        r
+    }
+
+    /// Whether no reply is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+/// A reply frees an in-flight place; fills answer no request.
+fn answered(inflight: &AtomicUsize, r: &Response) {
+    if r.tag != TAG_FILLS {
+        inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.remove(&self.id);
+        }
+        if let Ok(mut users) = self.watch.users.lock() {
+            users.retain(|_, clients| {
+                clients.retain(|&c| c != self.id);
+                !clients.is_empty()
+            });
+            self.watch.version.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
