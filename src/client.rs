@@ -16,7 +16,7 @@ use viaduct_publishers::history::writer::HistoryQuery;
 use viaduct_publishers::service::{is_market_method, Query, QuerySender};
 use viaduct_ring::{submit, Input};
 
-use crate::backpressure::LagBound;
+use crate::backpressure::Admission;
 use crate::delivery::{Registry, Sink, Watch};
 use crate::replies::ReplyReceiver;
 
@@ -54,7 +54,7 @@ pub struct Client {
     pub(crate) durable: Arc<AtomicU64>,
     /// Where history queries go, when history is on.
     pub(crate) history: Option<crossbeam_channel::Sender<HistoryQuery>>,
-    pub(crate) lag_bounds: Vec<LagBound>,
+    pub(crate) admission: Admission,
     pub(crate) inflight: Arc<AtomicUsize>,
     pub(crate) inflight_max: usize,
     pub(crate) rx: ReplyReceiver,
@@ -136,7 +136,7 @@ impl Client {
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
             return Err(cmd);
         }
-        if cmd.is_write() && self.lag_bounds.iter().any(LagBound::exceeded) {
+        if cmd.is_write() && !self.admission.admits_write() {
             return Err(cmd);
         }
         submit(&mut self.input, self.id, tag, request_id, now_us(), cmd)?;

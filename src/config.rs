@@ -11,6 +11,7 @@ use viaduct_matcher::config::{self, AssetConfig, MarketConfig};
 use viaduct_matcher::Spec;
 use viaduct_publishers::history::writer::HistoryConfig;
 use viaduct_publishers::market::MarketDataConfig;
+use viaduct_publishers::service::LAG_MAX_DEFAULT as MARKET_LAG_MAX_DEFAULT;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,11 +78,17 @@ pub struct MarketSection {
     pub min_max: Option<i64>,
     /// Hours of one-hour buckets kept (default 87600, ten years).
     pub hour_max: Option<i64>,
+    /// Journaled commands market data may lag what it was fed before state-changing requests get
+    /// error 3 (default 100,000).
+    pub lag_max: Option<u64>,
 }
 
 impl MarketSection {
-    fn to_config(&self) -> Result<MarketDataConfig> {
+    /// Market data's settings, and its lag bound.
+    fn to_config(&self) -> Result<(MarketDataConfig, u64)> {
         let mut cfg = MarketDataConfig::default();
+        let lag_max = self.lag_max.unwrap_or(MARKET_LAG_MAX_DEFAULT);
+        anyhow::ensure!(lag_max >= 1_000, "[market] lag_max = {lag_max} must be at least 1000");
         if let Some(name) = &self.timezone {
             cfg.tz = name
                 .parse()
@@ -99,7 +106,7 @@ impl MarketSection {
                 *target = v;
             }
         }
-        Ok(cfg)
+        Ok((cfg, lag_max))
     }
 }
 
@@ -209,6 +216,8 @@ pub struct Loaded {
     pub tcp_keys: Vec<ApiKey>,
     /// Market data's time zone and retention.
     pub market: MarketDataConfig,
+    /// `[market] lag_max`.
+    pub market_lag_max: u64,
     /// History's section (defaults when the file has none).
     pub history: HistorySection,
     /// Sections the file has that no component of this build reads yet.
@@ -233,6 +242,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             tcp_bind,
             tcp_keys: Vec::new(),
             market,
+            market_lag_max: MARKET_LAG_MAX_DEFAULT,
             history: HistorySection::default(),
             not_yet_used: Vec::new(),
         });
@@ -288,9 +298,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         }
         tcp_keys.push(key);
     }
-    let market = match &file.market {
+    let (market, market_lag_max) = match &file.market {
         Some(m) => m.to_config().with_context(|| format!("config {}", path.display()))?,
-        None => MarketDataConfig::default(),
+        None => (MarketDataConfig::default(), MARKET_LAG_MAX_DEFAULT),
     };
     let history = file.history.unwrap_or_default();
     history.to_config(Path::new(&file.data_dir)).with_context(|| format!("config {}", path.display()))?;
@@ -304,6 +314,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         tcp_bind,
         tcp_keys,
         market,
+        market_lag_max,
         history,
         not_yet_used,
     })

@@ -13,7 +13,7 @@ use viaduct_edges::{Notify, TAG_BINARY, TAG_FILLS};
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::{response_json, Events, Spec};
 use viaduct_publishers::history::leaves_rows;
-use viaduct_publishers::history::writer::FEED_BATCHES_MAX as HISTORY_FEED_MAX;
+use viaduct_publishers::service::MarketService;
 use viaduct_ring::OutSlot;
 
 use crate::client::Response;
@@ -48,7 +48,7 @@ pub(crate) fn reply_stage(
     spec: Arc<Spec>,
     registry: Arc<Registry>,
     watch: Arc<Watch>,
-    (market, market_sent): (Sender<Vec<Deal>>, Arc<AtomicU64>),
+    market: &MarketService,
     history: Option<Sender<(u64, Events)>>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
     let mut out = Delivery { spec, registry, clients: HashMap::new(), held: Vec::new(), woken: Vec::new() };
@@ -59,9 +59,15 @@ pub(crate) fn reply_stage(
     // Events of journaled commands that leave history rows: copied here, turned into rows on its
     // thread.
     let (mut journaled, mut journaled_seq) = (Events::default(), 0u64);
-    let feed = move |deals: &mut Vec<Deal>| {
-        // Waits only when market data lags by its whole queue: its lag is bounded.
-        if !deals.is_empty() && market.send(std::mem::take(deals)).is_err() {
+    let (market, market_queued, market_sent) = (market.feed(), market.queued(), market.sent_seq());
+    // Neither feed ever waits: each consumer's lag is bounded where requests come in
+    // (`backpressure::Admission`), not here.
+    let feed = move |seq: u64, deals: &mut Vec<Deal>| {
+        if deals.is_empty() {
+            return;
+        }
+        market_queued.store(seq, Ordering::Release);
+        if market.send((seq, std::mem::take(deals))).is_err() {
             deals.clear(); // the market data thread is gone (shutting down)
         }
     };
@@ -94,21 +100,13 @@ pub(crate) fn reply_stage(
             // Deals go to market data once per batch; a query waits until the batch of the
             // replies its client had is sent (`Query::min_seq`).
             out.release();
-            feed(&mut deals);
+            feed(batch_seq, &mut deals);
             market_sent.fetch_max(batch_seq, Ordering::AcqRel);
             out.wake();
             if let (Some(tx), true) = (&history, journaled_seq != 0) {
                 let batch = (journaled_seq, std::mem::take(&mut journaled));
                 journaled_seq = 0;
-                // Back-pressure at the edges keeps this queue far from its bound; if it ever
-                // reaches it, the pipeline waits rather than lose a row.
-                if tx.len() >= HISTORY_FEED_MAX {
-                    tracing::error!("ALERT history: the writer's queue is full; the pipeline waits for it");
-                    while tx.len() >= HISTORY_FEED_MAX {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                }
-                let _ = tx.send(batch);
+                let _ = tx.send(batch); // an error: the writer is gone (shutting down)
             }
         }
     }

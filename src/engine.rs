@@ -15,15 +15,16 @@ use viaduct_journaler::snapshotter::{snapshot_lag_max, Companion, SnapshotWorker
 use viaduct_journaler::stage::JournalStage;
 use viaduct_journaler::{snapshot, Durability, JournalError};
 use viaduct_matcher::{EventsView, Matcher, Spec};
+use viaduct_publishers::alert::{AlertKind, Alerts};
 use viaduct_publishers::history::catchup::{connect_later, history_gone, open_history, Catchup};
 use viaduct_publishers::history::store as history_store;
 use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WriterStore};
 use viaduct_publishers::history::Rows;
 use viaduct_publishers::market::{MarketData, MarketDataConfig};
-use viaduct_publishers::service::MarketService;
+use viaduct_publishers::service::{MarketService, LAG_MAX_DEFAULT as MARKET_LAG_MAX_DEFAULT};
 use viaduct_ring::{wire, Background, Input, OutSlot, Stages};
 
-use crate::backpressure::LagBound;
+use crate::backpressure::{Admission, Gate};
 pub use crate::client::{Client, Refused, Replies, Response};
 use crate::delivery::{reply_stage, Registry, Sink, Watch, FILLS_QUEUE_MAX};
 use crate::profile::Profile;
@@ -60,9 +61,8 @@ pub struct Engine {
     /// The history writer and readers, and how far the writer may lag.
     history: Option<(HistoryService, u64)>,
     commits: Arc<AtomicU64>,
-    /// The followers of the durable sequence whose lag refuses state-changing requests: the
-    /// history writer and the snapshot worker.
-    lag_bounds: Vec<LagBound>,
+    /// The one admission check: every consumer's lag bound (`backpressure`).
+    admission: Admission,
     /// Held until the engine has stopped: no other engine runs on this data directory.
     lock: DataDirLock,
 }
@@ -133,6 +133,7 @@ impl Engine {
             tracing::warn!("durability NONE: the journal is not written; every command is lost when the process ends");
         }
         let lock = DataDirLock::take(data_dir)?;
+        let alerts = options.alerts.clone();
         let started = Instant::now();
         let history_store = match &options.history {
             Some(cfg) => match open_history(cfg, data_dir, options.history_from_snapshot) {
@@ -141,9 +142,7 @@ impl Engine {
                 // is history's to wait for.
                 Err(e) if history_store::check_url(&cfg.url).is_err() => return Err(e),
                 Err(e) => {
-                    tracing::error!(
-                        "ALERT history: {e:#}; starting without it: the writer tries the store again and, once it is reached, writes every row it misses from the journal"
-                    );
+                    alerts.raise(AlertKind::History, "history", format!("{e:#}; starting without it: the writer tries the store again and, once it is reached, writes every row it misses from the journal"));
                     None
                 }
             },
@@ -157,6 +156,7 @@ impl Engine {
             spec: &spec,
             market: MarketData::new(&spec, options.market),
             history: history_store.map(|(store, committed)| (store, committed, Rows::default())),
+            alerts: alerts.clone(),
         };
         let recovered = match recover_from(data_dir, &spec, progress, &mut catchup, history_seq.unwrap_or(u64::MAX)) {
             Err(JournalError::MissingHistory { first }) if history_seq.is_some() => {
@@ -173,7 +173,8 @@ impl Engine {
                 let later = WriterStore::Later { connect, caught_up: recovered.last_seq };
                 let spec = Arc::new(spec.clone());
                 Some((
-                    HistoryService::start(&cfg, spec, later, history_protect).context("starting history")?,
+                    HistoryService::start(&cfg, spec, later, history_protect, alerts.clone())
+                        .context("starting history")?,
                     cfg.lag_max,
                 ))
             }
@@ -192,7 +193,10 @@ impl Engine {
                 }
                 let spec = Arc::new(spec.clone());
                 let ready = WriterStore::Ready(store);
-                Some((HistoryService::start(&cfg, spec, ready, 0).context("starting history")?, cfg.lag_max))
+                Some((
+                    HistoryService::start(&cfg, spec, ready, 0, alerts.clone()).context("starting history")?,
+                    cfg.lag_max,
+                ))
             }
             _ => None,
         };
@@ -226,13 +230,7 @@ impl Engine {
         let market =
             MarketService::spawn(market_data.clone(), recovered.last_seq).context("starting the market data thread")?;
         let history_feed = history.as_ref().map(|(h, _)| h.feed());
-        let replies = reply_stage(
-            Arc::clone(&spec),
-            Arc::clone(&registry),
-            Arc::clone(&watch),
-            (market.feed(), market.sent_seq()),
-            history_feed,
-        );
+        let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry), Arc::clone(&watch), &market, history_feed);
         // Snapshots and segments are kept back to where the history store would resume.
         let history_stored = history.as_ref().map(|(h, _)| h.stored());
         let snapshots = match profile.durability {
@@ -244,6 +242,7 @@ impl Engine {
                 profile,
                 history_stored,
                 Arc::clone(&durable),
+                alerts.clone(),
             )?),
         };
         let final_state: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
@@ -255,18 +254,21 @@ impl Engine {
                 *final_state.lock().expect("final state lock") = Some((seq, hash));
             }
         };
-        let mut lag_bounds = Vec::new();
+        // The one back-pressure rule: every consumer's lag, checked where requests come in.
+        let mut gates = vec![Gate::new(
+            "market data",
+            (&market.queued(), &market.applied()),
+            options.market_lag_max,
+            "[market] lag_max",
+        )];
         if let Some((h, lag_max)) = &history {
-            lag_bounds.push(LagBound::new("history: the writer", h.committed(), &durable, *lag_max));
+            gates.push(Gate::new("the history writer", (&durable, &h.committed()), *lag_max, "[history] lag_max"));
         }
         if let Some(s) = &snapshots {
-            lag_bounds.push(LagBound::new(
-                "snapshots: the worker",
-                Arc::clone(&s.applied),
-                &durable,
-                snapshot_lag_max(profile.snapshot_interval),
-            ));
+            let max = snapshot_lag_max(profile.snapshot_interval);
+            gates.push(Gate::new("the snapshot worker", (&durable, &s.applied), max, "4 snapshot intervals"));
         }
+        let admission = Admission::new(gates, alerts.clone());
         let stages = Stages { journal, replies, on_stop };
         let input = wire(&profile.ring, recovered.matcher, recovered.last_seq, stages);
         let engine = Engine {
@@ -282,7 +284,7 @@ impl Engine {
             market,
             history,
             commits,
-            lag_bounds,
+            admission,
             lock,
         };
         Ok((engine, startup))
@@ -363,7 +365,7 @@ impl Engine {
             queries: self.market.queries(),
             durable: Arc::clone(&self.durable),
             history: self.history.as_ref().map(|(h, _)| h.queries()),
-            lag_bounds: self.lag_bounds.clone(),
+            admission: self.admission.clone(),
             inflight: Arc::new(AtomicUsize::new(0)),
             inflight_max: self.inflight_max,
             rx,
@@ -371,19 +373,35 @@ impl Engine {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub market: MarketDataConfig,
     pub history: Option<HistoryConfig>,
     /// Start history afresh from the newest snapshot when its store holds less (its journal may
     /// be gone): `viaduct run --history-from-snapshot`.
     pub history_from_snapshot: bool,
+    /// How many commands market data may lag (`[market] lag_max`).
+    pub market_lag_max: u64,
+    /// Where every alert goes.
+    pub alerts: Alerts,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            market: MarketDataConfig::default(),
+            history: None,
+            history_from_snapshot: false,
+            market_lag_max: MARKET_LAG_MAX_DEFAULT,
+            alerts: Alerts::log(),
+        }
+    }
 }
 
 /// The snapshot worker's thread ([`SnapshotWorker`]), with market data as its companion.
 struct Snapshots {
     stop: Arc<AtomicBool>,
-    /// The last sequence the worker has applied: its lag is bounded (see [`LagBound`]).
+    /// The last sequence the worker has applied: its lag is bounded (see `backpressure::Gate`).
     applied: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -396,6 +414,7 @@ impl Snapshots {
         profile: &Profile,
         history_stored: Option<Arc<AtomicU64>>,
         durable: Arc<AtomicU64>,
+        alerts: Alerts,
     ) -> Result<Snapshots> {
         let (stop, applied) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(last_seq)));
         let worker = SnapshotWorker::new(
@@ -413,7 +432,14 @@ impl Snapshots {
         let thread = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || {
             viaduct_ring::pin_current("snapshots", core);
             let mut priority = Background::enter("snapshots", idle);
-            worker.run(&durable, &worker_stop, &worker_applied, &mut |behind| priority.set_behind(behind));
+            let mut behind = |behind: bool| {
+                if let Some(why) = priority.set_behind(behind) {
+                    alerts.raise(AlertKind::Priority, "snapshots", why);
+                }
+            };
+            if let Err(why) = worker.run(&durable, &worker_stop, &worker_applied, &mut behind) {
+                alerts.raise(AlertKind::Snapshots, "snapshots", why);
+            }
         })?;
         Ok(Snapshots { stop, applied, thread: Some(thread) })
     }

@@ -178,7 +178,13 @@ fn run(
         (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
     let history = loaded.history.to_config(&data_dir)?;
     tracing::info!("history: {}", history.url);
-    let options = EngineOptions { market: loaded.market, history: Some(history), history_from_snapshot };
+    let options = EngineOptions {
+        market: loaded.market,
+        market_lag_max: loaded.market_lag_max,
+        history: Some(history),
+        history_from_snapshot,
+        ..EngineOptions::default()
+    };
     let (engine, startup) = Engine::start_with(&data_dir, loaded.spec, &profile, options, progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();

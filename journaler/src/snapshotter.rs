@@ -129,7 +129,15 @@ impl<C: Companion> SnapshotWorker<C> {
     /// Follows the journal until `stop`, at the priority `priority` gives it: normal from a lag of
     /// `catch_up_from` commands on, and while stopping, until it has read everything.
     /// `behind(true)` asks for normal priority, `behind(false)` allows idle priority again.
-    pub fn run(mut self, durable: &AtomicU64, stop: &AtomicBool, applied: &AtomicU64, behind: &mut dyn FnMut(bool)) {
+    /// Returns why it stopped before `stop`, if it did: the caller alerts, as no more snapshots
+    /// are taken until a restart.
+    pub fn run(
+        mut self,
+        durable: &AtomicU64,
+        stop: &AtomicBool,
+        applied: &AtomicU64,
+        behind: &mut dyn FnMut(bool),
+    ) -> Result<(), String> {
         let mut tail = JournalTail::new(&self.journal, self.last_snapshot + 1);
         let mut events = Events::with_capacity(64);
         let mut scratch = Vec::with_capacity(4096);
@@ -176,20 +184,18 @@ impl<C: Companion> SnapshotWorker<C> {
                 if let Some(what) = diverged {
                     // The shadow's state is no longer the matcher's: a snapshot of it would
                     // recover another state. Recovery would stop at the same command.
-                    tracing::error!("ALERT snapshots: {what}: the state machine is not deterministic. No more snapshots are taken; the journal is kept from the last good one, and state-changing requests are refused once the worker lags by its bound");
-                    return;
+                    return Err(format!("{what}: the state machine is not deterministic. No more snapshots are taken; the journal is kept from the last good one, and state-changing requests are refused once the worker lags by its bound"));
                 }
                 if let Err(e) = read {
                     // The pipeline goes on; the journal is kept whole until snapshots resume
                     // (a restart, once the cause is fixed).
-                    tracing::error!("ALERT snapshots: reading the journal failed ({e}); no more snapshots are taken until a restart, and state-changing requests are refused once the worker lags by its bound");
-                    return;
+                    return Err(format!("reading the journal failed ({e}); no more snapshots are taken until a restart, and state-changing requests are refused once the worker lags by its bound"));
                 }
                 if !stopping {
                     behind(false);
                 }
             } else if stopping {
-                return;
+                return Ok(());
             } else {
                 idle = idle.saturating_add(1);
             }
@@ -260,8 +266,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let worker = worker_on_journal(dir.path(), 40, Some(25));
         let (durable, stop, applied) = (AtomicU64::new(40), AtomicBool::new(false), AtomicU64::new(0));
-        // It returns by itself: `stop` is never set.
-        worker.run(&durable, &stop, &applied, &mut |_| {});
+        // It returns by itself, saying why: `stop` is never set.
+        let stopped = worker.run(&durable, &stop, &applied, &mut |_| {});
+        assert!(stopped.unwrap_err().contains("command 25 made other events in the shadow"));
         assert_eq!(applied.load(Ordering::Acquire), 24);
         let mut taken: Vec<String> = std::fs::read_dir(snapshot_dir(dir.path()))
             .unwrap()
@@ -314,7 +321,7 @@ mod tests {
                 let (durable, stop, applied) = (AtomicU64::new(n), AtomicBool::new(stop), AtomicU64::new(0));
                 let mut priority = Background::enter("test", true);
                 let was_idle = priority.is_idle();
-                worker.run(&durable, &stop, &applied, &mut |behind| priority.set_behind(behind));
+                let _ = worker.run(&durable, &stop, &applied, &mut |behind| drop(priority.set_behind(behind)));
                 (was_idle, priority.is_idle(), applied.load(Ordering::Acquire))
             };
             let (was_idle, ..) = run(1, None, true, u64::MAX);

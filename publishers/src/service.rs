@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TrySendError};
 use serde_json::Value;
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::reply::error_response;
@@ -14,9 +14,10 @@ use viaduct_matcher::RpcError;
 
 use crate::market::MarketData;
 
-/// Batches of deals the consumer may have waiting; past it the pipeline's reply stage waits (the
-/// consumer's lag is bounded, and matching slows only if it falls that far behind).
-pub const FEED_BATCHES_MAX: usize = 4096;
+/// How many commands market data may lag what it was fed before state-changing requests get
+/// error 3 (`[market] lag_max`): the feed itself never refuses and never makes the pipeline
+/// wait, so this bound, checked where requests come in, is what bounds it.
+pub const LAG_MAX_DEFAULT: u64 = 100_000;
 /// Queries waiting; past it a query is answered error 3.
 pub const QUERIES_MAX: usize = 1024;
 /// Longest a query waits for deals of its moment to arrive (only a stopping pipeline takes so
@@ -45,8 +46,11 @@ pub struct Query {
 /// The running consumer. Dropping every feed sender stops it; [`MarketService::join`] then
 /// returns its final state.
 pub struct MarketService {
-    feed: Sender<Vec<Deal>>,
+    feed: Sender<(u64, Vec<Deal>)>,
     sent_seq: Arc<AtomicU64>,
+    /// The sequence of the last batch put in the feed, and of the last one applied: the lag.
+    queued: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
     queries: Sender<Query>,
     thread: JoinHandle<MarketData>,
 }
@@ -54,14 +58,15 @@ pub struct MarketService {
 impl MarketService {
     /// Starts the consumer on `md`, which holds every deal up to journal sequence `seq`.
     pub fn spawn(md: MarketData, seq: u64) -> std::io::Result<MarketService> {
-        let (feed, feed_rx) = bounded::<Vec<Deal>>(FEED_BATCHES_MAX);
+        let (feed, feed_rx) = unbounded::<(u64, Vec<Deal>)>();
         let (queries, queries_rx) = bounded::<Query>(QUERIES_MAX);
         let sent_seq = Arc::new(AtomicU64::new(seq));
-        let fed = Arc::clone(&sent_seq);
+        let (queued, applied) = (Arc::new(AtomicU64::new(seq)), Arc::new(AtomicU64::new(seq)));
+        let (fed, done) = (Arc::clone(&sent_seq), Arc::clone(&applied));
         let thread = std::thread::Builder::new()
             .name("viaduct-market".into())
-            .spawn(move || run(md, feed_rx, queries_rx, &fed))?;
-        Ok(MarketService { feed, sent_seq, queries, thread })
+            .spawn(move || run(md, feed_rx, queries_rx, &fed, &done))?;
+        Ok(MarketService { feed, sent_seq, queued, applied, queries, thread })
     }
 
     /// Where the feeder says how far it has sent deals: it stores a journal sequence after every
@@ -70,9 +75,20 @@ impl MarketService {
         Arc::clone(&self.sent_seq)
     }
 
-    /// Where the pipeline sends batches of durable deals.
-    pub fn feed(&self) -> Sender<Vec<Deal>> {
+    /// Where the pipeline sends batches of durable deals, each with the sequence of its last
+    /// command; it stores that sequence in [`queued`](Self::queued) first. Sending never waits.
+    pub fn feed(&self) -> Sender<(u64, Vec<Deal>)> {
         self.feed.clone()
+    }
+
+    /// The sequence of the last batch put in the feed (stored by the feeder).
+    pub fn queued(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.queued)
+    }
+
+    /// The sequence of the last batch the consumer has applied: `queued - applied` is its lag.
+    pub fn applied(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.applied)
     }
 
     /// Where edges send queries.
@@ -109,11 +125,21 @@ fn now_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn run(mut md: MarketData, feed: Receiver<Vec<Deal>>, mut queries: Receiver<Query>, sent: &AtomicU64) -> MarketData {
+fn run(
+    mut md: MarketData,
+    feed: Receiver<(u64, Vec<Deal>)>,
+    mut queries: Receiver<Query>,
+    sent: &AtomicU64,
+    applied: &AtomicU64,
+) -> MarketData {
+    let apply = |md: &mut MarketData, (seq, deals): (u64, Vec<Deal>)| {
+        deals.iter().for_each(|d| md.apply(d));
+        applied.store(seq, Ordering::Release);
+    };
     loop {
         select! {
             recv(feed) -> batch => match batch {
-                Ok(deals) => deals.iter().for_each(|d| md.apply(d)),
+                Ok(batch) => apply(&mut md, batch),
                 Err(_) => return md,
             },
             recv(queries) -> q => {
@@ -125,8 +151,8 @@ fn run(mut md: MarketData, feed: Receiver<Vec<Deal>>, mut queries: Receiver<Quer
                 // feeder has sent them, taking what it sends meanwhile.
                 let waited = std::time::Instant::now();
                 loop {
-                    while let Ok(deals) = feed.try_recv() {
-                        deals.iter().for_each(|d| md.apply(d));
+                    while let Ok(batch) = feed.try_recv() {
+                        apply(&mut md, batch);
                     }
                     if sent.load(Ordering::Acquire) >= q.min_seq || waited.elapsed() > QUERY_WAIT_MAX {
                         break;

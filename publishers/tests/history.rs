@@ -344,8 +344,14 @@ fn probed(
     let probe = Probe::new(inner, faulty);
     let writes = std::sync::Arc::clone(&probe.writes);
     let ready = WriterStore::Ready(Box::new(probe));
-    let svc =
-        HistoryService::start(&HistoryConfig::new(url.clone()), std::sync::Arc::new(spec.clone()), ready, 0).unwrap();
+    let svc = HistoryService::start(
+        &HistoryConfig::new(url.clone()),
+        std::sync::Arc::new(spec.clone()),
+        ready,
+        0,
+        viaduct_publishers::alert::Alerts::log(),
+    )
+    .unwrap();
     (svc, writes, url)
 }
 

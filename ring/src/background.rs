@@ -83,23 +83,24 @@ impl Background {
     /// Normal priority while `behind`, idle priority once it is not (if the thread uses idle
     /// priority at all). A thread that fails to go idle stays at normal priority for good; one
     /// that fails to return to normal (allowed when probed, so not expected) tries again at the
-    /// next call.
-    pub fn set_behind(&mut self, behind: bool) {
+    /// next call. Returns what to alert on: a failed return to normal priority.
+    pub fn set_behind(&mut self, behind: bool) -> Option<String> {
         if !self.switchable || self.idle != behind {
-            return;
+            return None;
         }
         match set_idle(!behind) {
             Ok(()) => {
                 self.idle = !behind;
                 tracing::info!("{}: at {} priority", self.stage, if behind { "normal" } else { "idle" });
+                None
             }
-            Err(e) if self.idle => tracing::error!(
-                "ALERT {}: returning to normal priority failed ({e}); the thread may fall behind",
-                self.stage
-            ),
+            Err(e) if self.idle => {
+                Some(format!("returning to normal priority failed ({e}); the thread may fall behind"))
+            }
             Err(e) => {
                 tracing::warn!("{}: going to idle priority failed ({e}); it stays at normal priority", self.stage);
                 self.switchable = false;
+                None
             }
         }
     }
@@ -109,7 +110,9 @@ impl Drop for Background {
     /// A thread that outlives its `Background` (a pooled thread, a test's) is given back at
     /// normal priority.
     fn drop(&mut self) {
-        self.set_behind(true);
+        if let Some(why) = self.set_behind(true) {
+            tracing::warn!("{}: {why}", self.stage);
+        }
     }
 }
 

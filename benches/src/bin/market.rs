@@ -66,8 +66,8 @@ fn main() {
         let service = MarketService::spawn(MarketData::new(&spec, MarketDataConfig::default()), 0).unwrap();
         let feed = service.feed();
         let started = Instant::now();
-        for batch in deals.chunks(256) {
-            feed.send(batch.to_vec()).unwrap();
+        for (i, batch) in deals.chunks(256).enumerate() {
+            feed.send((i as u64 + 1, batch.to_vec())).unwrap();
         }
         drop(feed);
         service.join();

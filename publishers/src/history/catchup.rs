@@ -13,6 +13,7 @@ use viaduct_matcher::{Events, EventsView, Spec};
 use super::store::{self as history_store, Store};
 use super::writer::HistoryConfig;
 use super::Rows;
+use crate::alert::{AlertKind, Alerts};
 use crate::market::MarketData;
 
 /// What is rebuilt with the matcher at startup: market data, and the history rows of every
@@ -21,6 +22,7 @@ pub struct Catchup<'a> {
     pub spec: &'a Spec,
     pub market: MarketData,
     pub history: Option<(Box<dyn Store>, u64, Rows)>,
+    pub alerts: Alerts,
 }
 
 /// Rows written at a time while history catches up during recovery (large, as the writer's own
@@ -45,7 +47,8 @@ impl Downstream for Catchup<'_> {
         if rows.len() >= CATCHUP_ROWS {
             // A store that fails here stops startup, as nothing after it could be made whole.
             'written: while let Err(e) = store.write(rows, seq) {
-                tracing::error!("ALERT history: catching up at sequence {seq} failed ({e}); retrying in 1 s");
+                let failed = format!("catching up at sequence {seq} failed ({e}); retrying in 1 s");
+                self.alerts.raise(AlertKind::History, "history", failed);
                 // A lost COMMIT may have taken: the stored sequence says, and nothing is written
                 // again until it has.
                 loop {

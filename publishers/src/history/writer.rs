@@ -24,6 +24,7 @@ use viaduct_matcher::{Events, RpcError, Spec};
 
 use super::store::{self, Store, StoreError};
 use super::{query, Rows};
+use crate::alert::{AlertKind, Alerts};
 
 /// Where history goes and how far it may fall behind.
 #[derive(Debug, Clone)]
@@ -50,11 +51,6 @@ impl HistoryConfig {
         HistoryConfig { url, lag_max: 100_000, readers: 4, batch_rows_max }
     }
 }
-
-/// Batches of events that may wait for the writer. Each holds at least one command, so the edges'
-/// back-pressure at `lag_max` keeps the queue far below this; a feeder that finds it this long
-/// waits (see [`HistoryService::feed`]). The queue grows on demand: a bound, not an allocation.
-pub const FEED_BATCHES_MAX: usize = 1 << 20;
 
 /// A readhistory query and where its whole JSON-RPC response goes.
 pub struct HistoryQuery {
@@ -95,11 +91,13 @@ pub struct HistoryService {
 impl HistoryService {
     /// Starts the writer on `store` and the readers. A store not yet reached ([`WriterStore::Later`])
     /// counts as stored up to `protect` (the journal and snapshots after it are kept for it).
+    /// A store that cannot be used is raised to `alerts`.
     pub fn start(
         cfg: &HistoryConfig,
         spec: Arc<Spec>,
         mut store: WriterStore,
         protect: u64,
+        alerts: Alerts,
     ) -> Result<HistoryService, StoreError> {
         let (committed, stored) = match &mut store {
             WriterStore::Ready(s) => {
@@ -108,17 +106,24 @@ impl HistoryService {
             }
             WriterStore::Later { caught_up, .. } => (*caught_up, protect),
         };
-        Ok(Self::spawn(cfg, spec, store, committed, stored))
+        Ok(Self::spawn(cfg, spec, store, (committed, stored), alerts))
     }
 
-    fn spawn(cfg: &HistoryConfig, spec: Arc<Spec>, store: WriterStore, committed: u64, stored: u64) -> HistoryService {
+    fn spawn(
+        cfg: &HistoryConfig,
+        spec: Arc<Spec>,
+        store: WriterStore,
+        (committed, stored): (u64, u64),
+        alerts: Alerts,
+    ) -> HistoryService {
         let committed = Arc::new(AtomicU64::new(committed));
         let stored = Arc::new(AtomicU64::new(stored));
         let (feed, feed_rx) = unbounded::<(u64, Events)>();
         let (queries, queries_rx) = bounded::<HistoryQuery>(cfg.readers.max(1) * 10);
         let stopping = Arc::new(AtomicBool::new(false));
         let writer = {
-            let marks = Marks { committed: Arc::clone(&committed), stored: Arc::clone(&stored) };
+            let marks =
+                Marks { committed: Arc::clone(&committed), stored: Arc::clone(&stored), alerts: alerts.clone() };
             let (rows_max, stopping) = (cfg.batch_rows_max, Arc::clone(&stopping));
             std::thread::Builder::new()
                 .name("viaduct-history".into())
@@ -150,8 +155,9 @@ impl HistoryService {
     }
 
     /// Where the pipeline sends (last sequence, events) of each batch of durable commands; the
-    /// writer turns them into rows on its own thread. A sender must not add to a queue already
-    /// [`FEED_BATCHES_MAX`] long.
+    /// writer turns them into rows on its own thread. Sending never waits: each batch holds at
+    /// least one journaled command, so the engine's admission check at `lag_max` commands behind
+    /// (error 3 for state-changing requests) is what bounds the queue.
     pub fn feed(&self) -> Sender<(u64, Events)> {
         self.feed.clone()
     }
@@ -221,7 +227,11 @@ pub const FEED_BUSY_FOR: Duration = Duration::from_millis(100);
 struct Marks {
     committed: Arc<AtomicU64>,
     stored: Arc<AtomicU64>,
+    alerts: Alerts,
 }
+
+const NOT_REACHED_WHEN_STOPPING: &str =
+    "stopping before the store was reached; the next start catches up from the journal";
 
 /// Reaches a store that was unreachable at startup: calls `connect` until it succeeds, pausing
 /// 1 s, then twice as long each time up to [`CONNECT_RETRY_MAX`], with an alert each time, while
@@ -245,17 +255,16 @@ fn connect_later(
                 marks.stored.store(caught_up, Ordering::Release);
                 return Some((store, pending, seq));
             }
-            Err(e) => tracing::error!(
-                "ALERT history: the store cannot be used ({e}); trying again in {} s; matching goes on, rows wait in memory and are written from the journal once it can",
-                pause.as_secs()
+            Err(e) => marks.alerts.raise(
+                AlertKind::History,
+                "history",
+                format!("the store cannot be used ({e}); trying again in {} s; matching goes on, rows wait in memory and are written from the journal once it can", pause.as_secs()),
             ),
         }
         let until = Instant::now() + pause;
         while Instant::now() < until {
             if stopping.load(Ordering::Acquire) {
-                tracing::error!(
-                    "ALERT history: stopping before the store was reached; the next start catches up from the journal"
-                );
+                marks.alerts.raise(AlertKind::History, "history", NOT_REACHED_WHEN_STOPPING);
                 return None;
             }
             match feed.recv_timeout(FEED_IDLE_WAIT.min(until.saturating_duration_since(Instant::now()))) {
@@ -265,7 +274,7 @@ fn connect_later(
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    tracing::error!("ALERT history: stopping before the store was reached; the next start catches up from the journal");
+                    marks.alerts.raise(AlertKind::History, "history", NOT_REACHED_WHEN_STOPPING);
                     return None;
                 }
             }
@@ -283,7 +292,7 @@ fn write_loop(
     rows_max: usize,
     stopping: &AtomicBool,
 ) {
-    let Marks { committed, stored } = marks;
+    let Marks { committed, stored, alerts } = marks;
     let mut last_write = Instant::now();
     let mut last_fed = Instant::now();
     let mut open = true;
@@ -305,8 +314,10 @@ fn write_loop(
                     unresolved = false;
                 }
                 Err(e) if !open || stopping.load(Ordering::Acquire) => {
-                    tracing::error!(
-                        "ALERT history: the store is still unreachable while stopping ({e}); the next start catches up from what it holds"
+                    alerts.raise(
+                        AlertKind::History,
+                        "history",
+                        format!("the store is still unreachable while stopping ({e}); the next start catches up from what it holds"),
                     );
                     return;
                 }
@@ -370,15 +381,21 @@ fn write_loop(
             Err(e) if !open || stopping.load(Ordering::Acquire) => {
                 // Stopping: the journal holds these commands, and the next start writes their
                 // rows before it serves; waiting here would keep the process from stopping.
-                tracing::error!(
-                    "ALERT history: writing up to sequence {seq} failed while stopping ({e}); the next start catches up from what the store holds"
+                alerts.raise(
+                    AlertKind::History,
+                    "history",
+                    format!("writing up to sequence {seq} failed while stopping ({e}); the next start catches up from what the store holds"),
                 );
                 return;
             }
             Err(e) => {
-                tracing::error!(
-                    "ALERT history: writing {} rows up to sequence {seq} failed ({e}); retrying in 1 s; rows wait in memory",
-                    pending.len()
+                alerts.raise(
+                    AlertKind::History,
+                    "history",
+                    format!(
+                        "writing {} rows up to sequence {seq} failed ({e}); retrying in 1 s; rows wait in memory",
+                        pending.len()
+                    ),
                 );
                 unresolved = true;
             }
