@@ -8,12 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use viaduct_edges::binary::ServerMsg;
+use viaduct_edges::protocol::{self, Owner, Routed};
 use viaduct_edges::TAG_FILLS;
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{decode, Command, RpcError, Spec};
-use viaduct_publishers::history::query::is_history_method;
+use viaduct_matcher::{Command, RpcError, Spec};
 use viaduct_publishers::history::writer::HistoryQuery;
-use viaduct_publishers::service::{is_market_method, Query, QuerySender};
+use viaduct_publishers::service::{Query, QuerySender};
 use viaduct_ring::{submit, Input};
 
 use crate::backpressure::Admission;
@@ -84,21 +84,20 @@ impl Client {
         method: &str,
         params: &[Value],
     ) -> Result<(), RpcError> {
-        if is_market_method(method) || is_history_method(method) {
-            return self.query(tag, request_id, method, params.to_vec());
+        match protocol::route(&self.spec, method, params)? {
+            Routed::Command(cmd) => self.submit_tagged(tag, request_id, cmd).map_err(|_| RpcError::ServiceUnavailable),
+            Routed::Query(_) => self.query(tag, request_id, method, params.to_vec()),
         }
-        let cmd = decode(&self.spec, method, params)?;
-        self.submit_tagged(tag, request_id, cmd).map_err(|_| RpcError::ServiceUnavailable)
     }
 
     /// Queues a market-data or history query; its answer arrives with the replies, marked `tag`.
     /// Error 4 for a method neither answers, 3 when its queue or this client is full.
     pub fn query(&mut self, tag: u64, request_id: i64, method: &str, params: Vec<Value>) -> Result<(), RpcError> {
-        let history = is_history_method(method);
-        let served = is_market_method(method) || (history && self.history.is_some());
-        if !served {
-            return Err(RpcError::MethodNotFound);
-        }
+        let history = match protocol::method(method).map(|m| m.owner) {
+            Some(Owner::MarketData) => false,
+            Some(Owner::History) if self.history.is_some() => true,
+            _ => return Err(RpcError::MethodNotFound),
+        };
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
             return Err(RpcError::ServiceUnavailable);
         }

@@ -13,12 +13,11 @@ use serde_json::Value;
 use viaduct::engine::{start_tcp_edge, EdgeBackend, Engine, EngineOptions};
 use viaduct::profile::Profile;
 use viaduct_edges::http::{HttpConfig, HttpEdge};
+use viaduct_edges::protocol::{self, Routed};
 use viaduct_edges::tcp::TcpConfig;
 use viaduct_journaler::recovery::Progress;
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{decode, RpcError};
-use viaduct_publishers::history::query::is_history_method;
-use viaduct_publishers::service::is_market_method;
+use viaduct_matcher::RpcError;
 
 /// The engine's threads hand replies and batches to one another, so memory freed on one thread
 /// was allocated on another: mimalloc frees those without glibc's arena locks, which the
@@ -355,18 +354,16 @@ fn submit_line(client: &mut viaduct::engine::Client, tag: u64, line: &[u8]) -> T
     else {
         return Ticket::Ready(error_response(id, RpcError::InvalidArgument));
     };
-    if is_market_method(method) || is_history_method(method) {
-        loop {
+    let cmd = match protocol::route(client.spec(), method, params) {
+        Ok(Routed::Command(cmd)) => cmd,
+        Ok(Routed::Query(_)) => loop {
             match client.query(tag, id, method, params.clone()) {
                 Ok(()) => return Ticket::Engine(tag),
                 // Full: wait rather than refuse a line of a script.
                 Err(RpcError::ServiceUnavailable) => std::thread::sleep(std::time::Duration::from_micros(50)),
                 Err(e) => return Ticket::Ready(error_response(Some(id), e)),
             }
-        }
-    }
-    let cmd = match decode(client.spec(), method, params) {
-        Ok(cmd) => cmd,
+        },
         Err(e) => return Ticket::Ready(error_response(Some(id), e)),
     };
     let mut cmd = cmd;

@@ -22,11 +22,11 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
-use viaduct_matcher::command::is_matcher_method;
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{decode, RpcError};
+use viaduct_matcher::RpcError;
 
 use crate::net::{free_slot, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop};
+use crate::protocol::{self, Routed};
 use crate::{Backend, Notify, Payload};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -375,17 +375,22 @@ impl<B: Backend> Server<B> {
         };
         let Some(id) = id.as_i64() else { return Answer::Malformed };
         let method = method.as_str();
-        if !is_matcher_method(method) {
-            let tag = self.next_tag;
-            self.next_tag += 1;
-            return match self.backend.query(tag, id, method, params) {
-                Ok(()) => Answer::Later(tag, id),
-                Err(RpcError::MethodNotFound) => Answer::Now(404, error_response(Some(id), RpcError::MethodNotFound)),
-                Err(e) => Answer::Now(200, error_response(Some(id), e)),
-            };
-        }
-        let cmd = match decode(self.backend.spec(), method, &params) {
-            Ok(cmd) => cmd,
+        let cmd = match protocol::route(self.backend.spec(), method, &params) {
+            Ok(Routed::Command(cmd)) => cmd,
+            Ok(Routed::Query(_)) => {
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                return match self.backend.query(tag, id, method, params) {
+                    Ok(()) => Answer::Later(tag, id),
+                    Err(RpcError::MethodNotFound) => {
+                        Answer::Now(404, error_response(Some(id), RpcError::MethodNotFound))
+                    }
+                    Err(e) => Answer::Now(200, error_response(Some(id), e)),
+                };
+            }
+            Err(RpcError::MethodNotFound) => {
+                return Answer::Now(404, error_response(Some(id), RpcError::MethodNotFound))
+            }
             Err(e) => return Answer::Now(200, error_response(Some(id), e)),
         };
         let tag = self.next_tag;

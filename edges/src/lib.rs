@@ -1,9 +1,9 @@
 //! # viaduct-edges
 //!
 //! Owns the network edges, each an event loop on its own thread with non-blocking sockets and a
-//! bound on everything: connections, request size, buffered replies, idle time. Edges decode
-//! requests with [`viaduct_matcher::decode`] and hand commands to a [`Backend`]; they never touch
-//! matcher state. A client that sends garbage, sends too much or reads too slowly is answered or
+//! bound on everything: connections, request size, buffered replies, idle time. Edges route and
+//! decode requests through the one method table ([`protocol`]) and hand commands to a
+//! [`Backend`], queries to their owner through it; they never touch matcher state. A client that sends garbage, sends too much or reads too slowly is answered or
 //! disconnected without affecting anyone else.
 //!
 //! - [`http`]: HTTP JSON-RPC (ViaBTC's accesshttp).
@@ -16,6 +16,7 @@
 pub mod binary;
 pub mod http;
 mod net;
+pub mod protocol;
 pub mod rpc;
 pub mod tcp;
 

@@ -117,37 +117,13 @@ pub fn heartbeat_timeout_ms(body: &[u8]) -> Option<u32> {
     None
 }
 
-/// The method a command number names (SPEC B2.2), for the methods this engine serves.
+/// The method a command number names (SPEC B2.2), for the methods this engine serves
+/// ([`crate::protocol::METHODS`]).
 pub fn method_of(command: u32) -> Option<&'static str> {
-    Some(match command {
-        101 => "balance.query",
-        102 => "balance.update",
-        103 => "balance.history",
-        104 => "asset.list",
-        105 => "asset.summary",
-        201 => "order.put_limit",
-        202 => "order.put_market",
-        203 => "order.pending",
-        204 => "order.cancel",
-        205 => "order.book",
-        206 => "order.depth",
-        207 => "order.pending_detail",
-        208 => "order.finished",
-        209 => "order.deals",
-        210 => "order.finished_detail",
-        301 => "market.status",
-        302 => "market.kline",
-        303 => "market.deals",
-        304 => "market.last",
-        305 => "market.status_today",
-        306 => "market.user_deals",
-        307 => "market.list",
-        308 => "market.summary",
-        _ => return None,
-    })
+    crate::protocol::by_command(command).map(|m| m.name)
 }
 
 /// The command number of a method (SPEC B2.2).
 pub fn command_of(method: &str) -> Option<u32> {
-    (101..=308).find(|&c| method_of(c) == Some(method))
+    crate::protocol::method(method).map(|m| m.command)
 }

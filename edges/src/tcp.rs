@@ -24,12 +24,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
-use viaduct_matcher::command::is_matcher_method;
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{decode, RpcError, Spec};
+use viaduct_matcher::{RpcError, Spec};
 
 use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Trader};
 use crate::net::{free_slot, prepare, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop, Turns};
+use crate::protocol::{self, Routed};
 use crate::rpc::{self, Header};
 use crate::{Backend, Notify, Payload, TAG_BINARY, TAG_FILLS};
 
@@ -448,17 +448,17 @@ impl<B: Backend> Server<B> {
         }
         let Ok(Value::Array(params)) = serde_json::from_slice::<Value>(&packet.body) else { return None };
         let id = h.req_id as i64;
-        let method = rpc::method_of(h.command);
-        if let Some(m) = method.filter(|m| !is_matcher_method(m)) {
-            let tag = self.next_tag();
-            match self.backend.query(tag, id, m, params) {
-                Ok(()) => self.wait(index, tag, Some((h, packet.ext))),
-                Err(e) => self.rpc_reply(index, &h, &packet.ext, error_response(Some(id), e).as_bytes()),
+        let method = protocol::by_command(h.command).map_or("", |m| m.name);
+        let cmd = match protocol::route(self.backend.spec(), method, &params) {
+            Ok(Routed::Command(cmd)) => cmd,
+            Ok(Routed::Query(_)) => {
+                let tag = self.next_tag();
+                match self.backend.query(tag, id, method, params) {
+                    Ok(()) => self.wait(index, tag, Some((h, packet.ext))),
+                    Err(e) => self.rpc_reply(index, &h, &packet.ext, error_response(Some(id), e).as_bytes()),
+                }
+                return Some(used);
             }
-            return Some(used);
-        }
-        let cmd = match method.ok_or(RpcError::MethodNotFound).and_then(|m| decode(self.backend.spec(), m, &params)) {
-            Ok(cmd) => cmd,
             Err(e) => {
                 self.rpc_reply(index, &h, &packet.ext, error_response(Some(id), e).as_bytes());
                 return Some(used);

@@ -124,12 +124,8 @@ impl Command {
     }
 }
 
-/// Whether `method` is one the matcher answers.
-pub fn is_matcher_method(method: &str) -> bool {
-    METHODS.contains(&method)
-}
-
-/// Every method the matcher answers.
+/// Every method the matcher answers (the edges route by their own table,
+/// `viaduct_edges::protocol`, whose decoders are this module's functions of these names).
 pub const METHODS: [&str; 13] = [
     "balance.query",
     "balance.update",
@@ -155,39 +151,67 @@ pub fn decode(spec: &Spec, method: &str, params: &[Value]) -> Res<Command> {
     match method {
         "balance.query" => balance_query(spec, params),
         "balance.update" => balance_update(spec, params),
-        "asset.list" => Ok(Command::AssetList),
-        "asset.summary" => Ok(Command::AssetSummary { assets: each(params, |v| asset(spec, v))? }),
+        "asset.list" => asset_list(spec, params),
+        "asset.summary" => asset_summary(spec, params),
         "order.put_limit" => put_limit(spec, params),
         "order.put_market" => put_market(spec, params),
-        "order.cancel" => {
-            let [u, m, id] = exact(params)?;
-            Ok(Command::Cancel { user: user(u)?, market: market(spec, m)?, order_id: uint(id)? })
-        }
-        "order.book" => {
-            let [m, s, off, lim] = exact(params)?;
-            Ok(Command::OrderBook { market: market(spec, m)?, side: side(s)?, offset: uint(off)?, limit: limit(lim)? })
-        }
+        "order.cancel" => order_cancel(spec, params),
+        "order.book" => order_book(spec, params),
         "order.depth" => order_depth(spec, params),
-        "order.pending" => {
-            let [u, m, off, lim] = exact(params)?;
-            Ok(Command::OrderPending {
-                user: user(u)?,
-                market: market(spec, m)?,
-                offset: uint(off)?,
-                limit: limit(lim)?,
-            })
-        }
-        "order.pending_detail" => {
-            let [m, id] = exact(params)?;
-            Ok(Command::OrderPendingDetail { market: market(spec, m)?, order_id: uint(id)? })
-        }
-        "market.list" => Ok(Command::MarketList),
-        "market.summary" => Ok(Command::MarketSummary { markets: each(params, |v| market(spec, v))? }),
+        "order.pending" => order_pending(spec, params),
+        "order.pending_detail" => order_pending_detail(spec, params),
+        "market.list" => market_list(spec, params),
+        "market.summary" => market_summary(spec, params),
         _ => Err(RpcError::MethodNotFound),
     }
 }
 
-fn balance_query(spec: &Spec, params: &[Value]) -> Res<Command> {
+/// `asset.list` (params ignored, as ViaBTC does).
+pub fn asset_list(_: &Spec, _: &[Value]) -> Res<Command> {
+    Ok(Command::AssetList)
+}
+
+/// `asset.summary`: asset names, none for all.
+pub fn asset_summary(spec: &Spec, params: &[Value]) -> Res<Command> {
+    Ok(Command::AssetSummary { assets: each(params, |v| asset(spec, v))? })
+}
+
+/// `order.cancel`: user, market, order id.
+pub fn order_cancel(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [u, m, id] = exact(params)?;
+    Ok(Command::Cancel { user: user(u)?, market: market(spec, m)?, order_id: uint(id)? })
+}
+
+/// `order.book`: market, side, offset, limit.
+pub fn order_book(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [m, s, off, lim] = exact(params)?;
+    Ok(Command::OrderBook { market: market(spec, m)?, side: side(s)?, offset: uint(off)?, limit: limit(lim)? })
+}
+
+/// `order.pending`: user, market, offset, limit.
+pub fn order_pending(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [u, m, off, lim] = exact(params)?;
+    Ok(Command::OrderPending { user: user(u)?, market: market(spec, m)?, offset: uint(off)?, limit: limit(lim)? })
+}
+
+/// `order.pending_detail`: market, order id.
+pub fn order_pending_detail(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [m, id] = exact(params)?;
+    Ok(Command::OrderPendingDetail { market: market(spec, m)?, order_id: uint(id)? })
+}
+
+/// `market.list` (params ignored).
+pub fn market_list(_: &Spec, _: &[Value]) -> Res<Command> {
+    Ok(Command::MarketList)
+}
+
+/// `market.summary`: market names, none for all.
+pub fn market_summary(spec: &Spec, params: &[Value]) -> Res<Command> {
+    Ok(Command::MarketSummary { markets: each(params, |v| market(spec, v))? })
+}
+
+/// `balance.query`: user, then asset names (none for all).
+pub fn balance_query(spec: &Spec, params: &[Value]) -> Res<Command> {
     let (first, rest) = params.split_first().ok_or(BAD)?;
     let user = user(first)?;
     if user == 0 {
@@ -196,7 +220,8 @@ fn balance_query(spec: &Spec, params: &[Value]) -> Res<Command> {
     Ok(Command::BalanceQuery { user, assets: each(rest, |v| asset(spec, v))? })
 }
 
-fn balance_update(spec: &Spec, params: &[Value]) -> Res<Command> {
+/// `balance.update`: user, asset, business, business id, change, detail.
+pub fn balance_update(spec: &Spec, params: &[Value]) -> Res<Command> {
     let [u, a, business, business_id, change, detail] = exact(params)?;
     let asset = asset(spec, a)?;
     let business = string(business)?;
@@ -224,7 +249,8 @@ fn balance_update(spec: &Spec, params: &[Value]) -> Res<Command> {
     })
 }
 
-fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
+/// `order.put_limit`.
+pub fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
     let [u, m, s, amount, price, taker, maker, source] = exact(params)?;
     let market = market(spec, m)?;
     let mk = spec.market(market);
@@ -241,7 +267,8 @@ fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
     }))
 }
 
-fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
+/// `order.put_market`.
+pub fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
     let [u, m, s, amount, taker, source] = exact(params)?;
     let market = market(spec, m)?;
     let mk = spec.market(market);
@@ -256,7 +283,8 @@ fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
     }))
 }
 
-fn order_depth(spec: &Spec, params: &[Value]) -> Res<Command> {
+/// `order.depth`: market, limit, interval.
+pub fn order_depth(spec: &Spec, params: &[Value]) -> Res<Command> {
     let [m, lim, interval] = exact(params)?;
     let market = market(spec, m)?;
     let interval = decimal::parse(string(interval)?, spec.market(market).money_prec).map_err(|_| BAD)?;

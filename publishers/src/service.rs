@@ -24,13 +24,8 @@ pub const QUERIES_MAX: usize = 1024;
 /// long).
 const QUERY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The methods this consumer answers.
-pub const METHODS: [&str; 5] = ["market.last", "market.deals", "market.kline", "market.status", "market.status_today"];
-
-/// Whether `method` is one market data answers.
-pub fn is_market_method(method: &str) -> bool {
-    METHODS.contains(&method)
-}
+// Which methods come here is the edges' method table's to say (`viaduct_edges::protocol`);
+// a method this consumer does not answer is error 4.
 
 /// One query and where its answer goes: the whole JSON-RPC response.
 pub struct Query {

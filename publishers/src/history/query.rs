@@ -12,11 +12,12 @@ use super::SHARDS;
 /// Largest `limit` (ViaBTC's `QUERY_LIMIT`).
 pub const LIMIT_MAX: i64 = 101;
 
-/// The methods history answers.
-pub const METHODS: [&str; 5] =
+/// The methods history answers: routed here by the edges' method table
+/// (`viaduct_edges::protocol`); params one of them refuses are error 1, any other method error 4.
+const METHODS: [&str; 5] =
     ["balance.history", "order.finished", "order.finished_detail", "order.deals", "market.user_deals"];
 
-pub fn is_history_method(method: &str) -> bool {
+fn is_history_method(method: &str) -> bool {
     METHODS.contains(&method)
 }
 
