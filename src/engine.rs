@@ -1,7 +1,6 @@
-//! The running engine: recovery, then the pipeline wired by `viaduct_ring::wire` with the
-//! journal stage (`viaduct_journaler::stage`), the reply stage (`delivery`) and the snapshot
-//! worker (`viaduct_journaler::snapshotter`); in-process clients (`client`) submit requests and
-//! receive replies once they are durable.
+//! The running engine: recovery (the matcher, market data and history brought up to the
+//! journal), then the pipeline (`pipeline::assemble`: every stage, its thread and its bound);
+//! in-process clients (`client`) submit requests and receive replies once they are durable.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -9,12 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use viaduct_journaler::recovery::{journal_dir, recover_from, snapshot_dir, Progress};
-use viaduct_journaler::segment::JournalWriter;
-use viaduct_journaler::snapshotter::{snapshot_lag_max, Companion, SnapshotWorker};
-use viaduct_journaler::stage::JournalStage;
+use viaduct_journaler::recovery::{recover_from, snapshot_dir, Progress};
 use viaduct_journaler::{snapshot, Durability, JournalError};
-use viaduct_matcher::{EventsView, Matcher, Spec};
+use viaduct_matcher::Spec;
 use viaduct_publishers::alert::{AlertKind, Alerts};
 use viaduct_publishers::history::catchup::{connect_later, history_gone, open_history, Catchup};
 use viaduct_publishers::history::store as history_store;
@@ -22,11 +18,12 @@ use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WriterS
 use viaduct_publishers::history::Rows;
 use viaduct_publishers::market::{MarketData, MarketDataConfig};
 use viaduct_publishers::service::{MarketService, LAG_MAX_DEFAULT as MARKET_LAG_MAX_DEFAULT};
-use viaduct_ring::{wire, Background, Input, OutSlot, Stages};
+use viaduct_ring::Input;
 
-use crate::backpressure::{Admission, Gate};
+use crate::backpressure::Admission;
 pub use crate::client::{Client, Refused, Replies, Response};
-use crate::delivery::{reply_stage, Registry, Sink, Watch, FILLS_QUEUE_MAX};
+use crate::delivery::{Registry, Sink, Watch, FILLS_QUEUE_MAX};
+use crate::pipeline::{self, Bounds, Pipeline, Snapshots};
 use crate::profile::Profile;
 use crate::replies::ReplyQueue;
 pub use crate::tcp_edge::{start_tcp_edge, EdgeBackend, OnMatcher, TcpEdgeRunning};
@@ -170,13 +167,7 @@ impl Engine {
             (Some(cfg), None) => {
                 let connect =
                     connect_later(cfg.clone(), data_dir, &spec, recovered.last_seq, options.history_from_snapshot);
-                let later = WriterStore::Later { connect, caught_up: recovered.last_seq };
-                let spec = Arc::new(spec.clone());
-                Some((
-                    HistoryService::start(&cfg, spec, later, history_protect, alerts.clone())
-                        .context("starting history")?,
-                    cfg.lag_max,
-                ))
+                Some((cfg, WriterStore::Later { connect, caught_up: recovered.last_seq }, history_protect))
             }
             (Some(cfg), Some((mut store, committed, rows))) => {
                 if committed > recovered.last_seq {
@@ -191,12 +182,7 @@ impl Engine {
                     store.write(&rows, recovered.last_seq).context("history: catching up from the journal")?;
                     tracing::info!("history: caught up from sequence {committed} to {}", recovered.last_seq);
                 }
-                let spec = Arc::new(spec.clone());
-                let ready = WriterStore::Ready(store);
-                Some((
-                    HistoryService::start(&cfg, spec, ready, 0, alerts.clone()).context("starting history")?,
-                    cfg.lag_max,
-                ))
+                Some((cfg, WriterStore::Ready(store), 0))
             }
             _ => None,
         };
@@ -209,68 +195,10 @@ impl Engine {
             recovery_ms: started.elapsed().as_millis(),
         };
         let spec = Arc::new(spec);
-        let durable = Arc::new(AtomicU64::new(recovered.last_seq));
-        let writer = JournalWriter::open(
-            &journal_dir(data_dir),
-            recovered.last_seq + 1,
-            spec.fingerprint(),
-            profile.durability,
-            profile.segment_bytes_max,
-        )?;
-        let commits = Arc::new(AtomicU64::new(0));
-        let mut journal_stage = JournalStage::new(writer, Arc::clone(&durable), Arc::clone(&commits));
-        let journal = move |slot: &OutSlot, end_of_batch: bool| {
-            journal_stage.append(slot.journal_seq, slot.time_us, slot.digest, &slot.cmd);
-            if end_of_batch {
-                journal_stage.end_batch();
-            }
-        };
-        let registry: Arc<Registry> = Arc::default();
-        let watch: Arc<Watch> = Arc::default();
-        let market =
-            MarketService::spawn(market_data.clone(), recovered.last_seq).context("starting the market data thread")?;
-        let history_feed = history.as_ref().map(|(h, _)| h.feed());
-        let replies = reply_stage(Arc::clone(&spec), Arc::clone(&registry), Arc::clone(&watch), &market, history_feed);
-        // Snapshots and segments are kept back to where the history store would resume.
-        let history_stored = history.as_ref().map(|(h, _)| h.stored());
-        let snapshots = match profile.durability {
-            Durability::None => None,
-            Durability::Fsync | Durability::Os => Some(Snapshots::start(
-                data_dir,
-                (recovered.matcher.clone(), market_data),
-                recovered.last_seq,
-                profile,
-                history_stored,
-                Arc::clone(&durable),
-                alerts.clone(),
-            )?),
-        };
-        let final_state: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
-        let on_stop = {
-            let final_state = Arc::clone(&final_state);
-            move |m: &Matcher, seq: u64| {
-                let hash = m.state_hash();
-                tracing::info!("matcher stopped at sequence {seq}, state hash {hash:016x}");
-                *final_state.lock().expect("final state lock") = Some((seq, hash));
-            }
-        };
-        // The one back-pressure rule: every consumer's lag, checked where requests come in.
-        let mut gates = vec![Gate::new(
-            "market data",
-            (&market.queued(), &market.applied()),
-            options.market_lag_max,
-            "[market] lag_max",
-        )];
-        if let Some((h, lag_max)) = &history {
-            gates.push(Gate::new("the history writer", (&durable, &h.committed()), *lag_max, "[history] lag_max"));
-        }
-        if let Some(s) = &snapshots {
-            let max = snapshot_lag_max(profile.snapshot_interval);
-            gates.push(Gate::new("the snapshot worker", (&durable, &s.applied), max, "4 snapshot intervals"));
-        }
-        let admission = Admission::new(gates, alerts.clone());
-        let stages = Stages { journal, replies, on_stop };
-        let input = wire(&profile.ring, recovered.matcher, recovered.last_seq, stages);
+        let recovered_state = (recovered.matcher, market_data, recovered.last_seq);
+        let bounds = Bounds { market_lag_max: options.market_lag_max };
+        let Pipeline { input, durable, commits, registry, watch, market, history, snapshots, final_state, admission } =
+            pipeline::assemble(data_dir, profile, &spec, recovered_state, history, bounds, &alerts)?;
         let engine = Engine {
             input,
             spec,
@@ -395,80 +323,5 @@ impl Default for EngineOptions {
             market_lag_max: MARKET_LAG_MAX_DEFAULT,
             alerts: Alerts::log(),
         }
-    }
-}
-
-/// The snapshot worker's thread ([`SnapshotWorker`]), with market data as its companion.
-struct Snapshots {
-    stop: Arc<AtomicBool>,
-    /// The last sequence the worker has applied: its lag is bounded (see `backpressure::Gate`).
-    applied: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Snapshots {
-    fn start(
-        data_dir: &Path,
-        (shadow, shadow_market): (Matcher, MarketData),
-        last_seq: u64,
-        profile: &Profile,
-        history_stored: Option<Arc<AtomicU64>>,
-        durable: Arc<AtomicU64>,
-        alerts: Alerts,
-    ) -> Result<Snapshots> {
-        let (stop, applied) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(last_seq)));
-        let worker = SnapshotWorker::new(
-            shadow,
-            ShadowMarket(shadow_market),
-            last_seq,
-            profile.snapshot_interval,
-            profile.snapshots_keep,
-            snapshot_dir(data_dir),
-            journal_dir(data_dir),
-            history_stored,
-        );
-        let (core, idle, worker_stop, worker_applied) =
-            (profile.snapshot_core, profile.snapshot_idle_priority, Arc::clone(&stop), Arc::clone(&applied));
-        let thread = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || {
-            viaduct_ring::pin_current("snapshots", core);
-            let mut priority = Background::enter("snapshots", idle);
-            let mut behind = |behind: bool| {
-                if let Some(why) = priority.set_behind(behind) {
-                    alerts.raise(AlertKind::Priority, "snapshots", why);
-                }
-            };
-            if let Err(why) = worker.run(&durable, &worker_stop, &worker_applied, &mut behind) {
-                alerts.raise(AlertKind::Snapshots, "snapshots", why);
-            }
-        })?;
-        Ok(Snapshots { stop, applied, thread: Some(thread) })
-    }
-
-    /// Lets the worker read the journal to its end (the pipeline has stopped), then joins it.
-    fn join(mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("snapshot worker");
-        }
-    }
-}
-
-impl Drop for Snapshots {
-    /// An engine dropped without `shutdown` still ends its worker.
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-    }
-}
-
-/// Market data beside the shadow matcher: fed by its deals, saved in its snapshots.
-struct ShadowMarket(MarketData);
-
-impl Companion for ShadowMarket {
-    fn apply(&mut self, events: EventsView<'_>) {
-        events.deals().iter().for_each(|d| self.0.apply(d));
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.snapshot()
     }
 }

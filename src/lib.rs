@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 mod delivery;
 pub mod engine;
+pub mod pipeline;
 pub mod profile;
 mod replies;
 pub mod tcp_edge;

@@ -1,0 +1,400 @@
+//! The one assembly. [`Topology::of`] says, for a profile, every stage of the pipeline: the
+//! thread it runs on, its core, what it consumes, what it gates on, and its bound. [`assemble`]
+//! starts exactly those stages, and nothing else in the engine starts a pipeline thread: the
+//! matcher, journal and reply threads come from `viaduct_ring::wire` called here, the market
+//! data, history and snapshot threads from here. The edges are the producers: `src/main.rs` starts
+//! the HTTP edge and, through `tcp_edge::start_tcp_edge`, the TCP edge, on the thread this table
+//! names for it. The engine logs the table at startup.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use viaduct_journaler::recovery::{journal_dir, snapshot_dir};
+use viaduct_journaler::segment::JournalWriter;
+use viaduct_journaler::snapshotter::{snapshot_lag_max, Companion, SnapshotWorker};
+use viaduct_journaler::stage::JournalStage;
+use viaduct_journaler::Durability;
+use viaduct_matcher::{EventsView, Matcher, Spec};
+use viaduct_publishers::alert::{AlertKind, Alerts};
+use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WriterStore};
+use viaduct_publishers::market::MarketData;
+use viaduct_publishers::service::MarketService;
+use viaduct_ring::{wire, Background, Input, OutSlot, StageThreads, Stages};
+
+use crate::backpressure::{Admission, Gate};
+use crate::delivery::{reply_stage, Registry, Watch};
+use crate::profile::Profile;
+
+/// One stage, as [`Topology::of`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagePlan {
+    pub name: &'static str,
+    /// The thread's name (`ps -L`, `top -H`).
+    pub thread: &'static str,
+    pub core: Option<usize>,
+    pub consumes: &'static str,
+    pub gates_on: &'static str,
+    pub bound: String,
+}
+
+/// Every stage of a profile's pipeline, in the order work flows through them.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub stages: Vec<StagePlan>,
+}
+
+/// The bounds of the consumers that are the operator config's, not the profile's.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub market_lag_max: u64,
+}
+
+impl Topology {
+    /// The stages `assemble` starts for `profile`, with history on or off (`history_lag_max`).
+    pub fn of(profile: &Profile, bounds: Bounds, history_lag_max: Option<u64>) -> Topology {
+        let ring = &profile.ring;
+        let matcher_thread = "viaduct-matcher";
+        let (journal_thread, journal_core, replies_thread, replies_core, output) = match ring.stages {
+            StageThreads::WithMatcher => (
+                matcher_thread,
+                ring.matcher_core,
+                matcher_thread,
+                ring.matcher_core,
+                "the matcher's commands, as it makes them",
+            ),
+            StageThreads::RepliesWithJournal => {
+                ("viaduct-journal", ring.journal_core, "viaduct-journal", ring.journal_core, "the output ring")
+            }
+            StageThreads::Own => {
+                ("viaduct-journal", ring.journal_core, "viaduct-replies", ring.replies_core, "the output ring")
+            }
+        };
+        let plan = |name, thread, core, consumes, gates_on, bound: String| StagePlan {
+            name,
+            thread,
+            core,
+            consumes,
+            gates_on,
+            bound,
+        };
+        let mut stages = vec![
+            plan(
+                "matcher",
+                matcher_thread,
+                ring.matcher_core,
+                "the input ring",
+                "nothing",
+                format!("{} input slots (full: error 3)", ring.input_slots),
+            ),
+            plan(
+                "journal",
+                journal_thread,
+                journal_core,
+                output,
+                "the matcher",
+                match ring.stages {
+                    StageThreads::WithMatcher => "one commit per batch of the input ring".to_string(),
+                    _ => format!("{} output slots (full: the matcher waits)", ring.output_slots),
+                },
+            ),
+            plan(
+                "replies",
+                replies_thread,
+                replies_core,
+                output,
+                "the journal's durable sequence",
+                format!("{} requests in flight per client (error 3)", profile.inflight_max),
+            ),
+            plan(
+                "tcp edge",
+                if profile.tcp_edge_with_matcher { matcher_thread } else { "viaduct-tcp" },
+                if profile.tcp_edge_with_matcher { ring.matcher_core } else { None },
+                "its sockets (and, on the matcher's thread, its waits)",
+                "nothing",
+                "[edges.tcp] connections_max; each session's write buffer".to_string(),
+            ),
+            plan(
+                "http edge",
+                "viaduct-http",
+                None,
+                "its sockets",
+                "nothing",
+                "[edges.http] connections_max; 64 requests in flight per connection".to_string(),
+            ),
+            plan(
+                "market data",
+                "viaduct-market",
+                None,
+                "each released batch's deals",
+                "the replies (deals are sent at the end of a batch)",
+                format!("{} commands behind, [market] lag_max (writes: error 3)", bounds.market_lag_max),
+            ),
+        ];
+        if let Some(lag) = history_lag_max {
+            stages.push(plan(
+                "history writer",
+                "viaduct-history",
+                None,
+                "each released batch's events that leave rows",
+                "the replies",
+                format!("{lag} commands behind, [history] lag_max (writes: error 3)"),
+            ));
+            stages.push(plan(
+                "history readers",
+                "viaduct-readhistory-N",
+                None,
+                "history queries",
+                "the store",
+                "10 queries queued per reader (error 3)".to_string(),
+            ));
+        }
+        if profile.durability != Durability::None {
+            stages.push(plan(
+                "snapshot worker",
+                "viaduct-snapshotter",
+                profile.snapshot_core,
+                "the journal on disk, into a shadow matcher",
+                "the journal's durable sequence",
+                format!(
+                    "{} commands behind, 4 snapshot intervals (writes: error 3){}",
+                    snapshot_lag_max(profile.snapshot_interval),
+                    if profile.snapshot_idle_priority { "; idle priority while it keeps up" } else { "" }
+                ),
+            ));
+        }
+        Topology { stages }
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.stages {
+            let core = s.core.map_or("any core".to_string(), |c| format!("core {c}"));
+            writeln!(
+                f,
+                "{:<16} on {} ({core}); consumes {}; after {}; bound: {}",
+                s.name, s.thread, s.consumes, s.gates_on, s.bound
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The running stages, for the engine.
+pub(crate) struct Pipeline {
+    pub(crate) input: Input,
+    pub(crate) durable: Arc<AtomicU64>,
+    pub(crate) commits: Arc<AtomicU64>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) watch: Arc<Watch>,
+    pub(crate) market: MarketService,
+    pub(crate) history: Option<(HistoryService, u64)>,
+    pub(crate) snapshots: Option<Snapshots>,
+    pub(crate) final_state: Arc<Mutex<Option<(u64, u64)>>>,
+    pub(crate) admission: Admission,
+}
+
+/// History as recovery left it: its config, the store (reached, or to be reached later), and the
+/// sequence up to which the journal must be kept for it.
+pub(crate) type HistoryPlan = (HistoryConfig, WriterStore, u64);
+
+/// Starts every stage of `profile`'s pipeline on the state recovery left (`matcher` and
+/// `market_data` at `last_seq`), as [`Topology::of`] lists them, and logs the table.
+pub(crate) fn assemble(
+    data_dir: &Path,
+    profile: &Profile,
+    spec: &Arc<Spec>,
+    (matcher, market_data, last_seq): (Matcher, MarketData, u64),
+    history: Option<HistoryPlan>,
+    bounds: Bounds,
+    alerts: &Alerts,
+) -> Result<Pipeline> {
+    let topology = Topology::of(profile, bounds, history.as_ref().map(|(cfg, ..)| cfg.lag_max));
+    for line in topology.to_string().lines() {
+        tracing::info!("pipeline: {line}");
+    }
+    let history = match history {
+        Some((cfg, store, protect)) => Some((
+            HistoryService::start(&cfg, Arc::clone(spec), store, protect, alerts.clone())
+                .context("starting history")?,
+            cfg.lag_max,
+        )),
+        None => None,
+    };
+    let durable = Arc::new(AtomicU64::new(last_seq));
+    let writer = JournalWriter::open(
+        &journal_dir(data_dir),
+        last_seq + 1,
+        spec.fingerprint(),
+        profile.durability,
+        profile.segment_bytes_max,
+    )?;
+    let commits = Arc::new(AtomicU64::new(0));
+    let mut journal_stage = JournalStage::new(writer, Arc::clone(&durable), Arc::clone(&commits));
+    let journal = move |slot: &OutSlot, end_of_batch: bool| {
+        journal_stage.append(slot.journal_seq, slot.time_us, slot.digest, &slot.cmd);
+        if end_of_batch {
+            journal_stage.end_batch();
+        }
+    };
+    let registry: Arc<Registry> = Arc::default();
+    let watch: Arc<Watch> = Arc::default();
+    let market = MarketService::spawn(market_data.clone(), last_seq).context("starting the market data thread")?;
+    let history_feed = history.as_ref().map(|(h, _)| h.feed());
+    let replies = reply_stage(Arc::clone(spec), Arc::clone(&registry), Arc::clone(&watch), &market, history_feed);
+    // Snapshots and segments are kept back to where the history store would resume.
+    let history_stored = history.as_ref().map(|(h, _)| h.stored());
+    let snapshots = match profile.durability {
+        Durability::None => None,
+        Durability::Fsync | Durability::Os => Some(Snapshots::start(
+            data_dir,
+            (matcher.clone(), market_data),
+            last_seq,
+            profile,
+            history_stored,
+            Arc::clone(&durable),
+            alerts.clone(),
+        )?),
+    };
+    let final_state: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
+    let on_stop = {
+        let final_state = Arc::clone(&final_state);
+        move |m: &Matcher, seq: u64| {
+            let hash = m.state_hash();
+            tracing::info!("matcher stopped at sequence {seq}, state hash {hash:016x}");
+            *final_state.lock().expect("final state lock") = Some((seq, hash));
+        }
+    };
+    // The one back-pressure rule: every consumer's lag, checked where requests come in.
+    let mut gates = vec![Gate::new(
+        "market data",
+        (&market.queued(), &market.applied()),
+        bounds.market_lag_max,
+        "[market] lag_max",
+    )];
+    if let Some((h, lag_max)) = &history {
+        gates.push(Gate::new("the history writer", (&durable, &h.committed()), *lag_max, "[history] lag_max"));
+    }
+    if let Some(s) = &snapshots {
+        let max = snapshot_lag_max(profile.snapshot_interval);
+        gates.push(Gate::new("the snapshot worker", (&durable, &s.applied), max, "4 snapshot intervals"));
+    }
+    let admission = Admission::new(gates, alerts.clone());
+    let stages = Stages { journal, replies, on_stop };
+    let input = wire(&profile.ring, matcher, last_seq, stages);
+    Ok(Pipeline { input, durable, commits, registry, watch, market, history, snapshots, final_state, admission })
+}
+
+/// The snapshot worker's thread ([`SnapshotWorker`]), with market data as its companion.
+pub(crate) struct Snapshots {
+    stop: Arc<AtomicBool>,
+    /// The last sequence the worker has applied: its lag is bounded (see `backpressure::Gate`).
+    applied: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Snapshots {
+    fn start(
+        data_dir: &Path,
+        (shadow, shadow_market): (Matcher, MarketData),
+        last_seq: u64,
+        profile: &Profile,
+        history_stored: Option<Arc<AtomicU64>>,
+        durable: Arc<AtomicU64>,
+        alerts: Alerts,
+    ) -> Result<Snapshots> {
+        let (stop, applied) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(last_seq)));
+        let worker = SnapshotWorker::new(
+            shadow,
+            ShadowMarket(shadow_market),
+            last_seq,
+            profile.snapshot_interval,
+            profile.snapshots_keep,
+            snapshot_dir(data_dir),
+            journal_dir(data_dir),
+            history_stored,
+        );
+        let (core, idle, worker_stop, worker_applied) =
+            (profile.snapshot_core, profile.snapshot_idle_priority, Arc::clone(&stop), Arc::clone(&applied));
+        let thread = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || {
+            viaduct_ring::pin_current("snapshots", core);
+            let mut priority = Background::enter("snapshots", idle);
+            let mut behind = |behind: bool| {
+                if let Some(why) = priority.set_behind(behind) {
+                    alerts.raise(AlertKind::Priority, "snapshots", why);
+                }
+            };
+            if let Err(why) = worker.run(&durable, &worker_stop, &worker_applied, &mut behind) {
+                alerts.raise(AlertKind::Snapshots, "snapshots", why);
+            }
+        })?;
+        Ok(Snapshots { stop, applied, thread: Some(thread) })
+    }
+
+    /// Lets the worker read the journal to its end (the pipeline has stopped), then joins it.
+    pub(crate) fn join(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("snapshot worker");
+        }
+    }
+}
+
+impl Drop for Snapshots {
+    /// An engine dropped without `shutdown` still ends its worker.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Market data beside the shadow matcher: fed by its deals, saved in its snapshots.
+struct ShadowMarket(MarketData);
+
+impl Companion for ShadowMarket {
+    fn apply(&mut self, events: EventsView<'_>) {
+        events.deals().iter().for_each(|d| self.0.apply(d));
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread_of<'a>(t: &'a Topology, stage: &str) -> (&'a str, Option<usize>) {
+        let s = t.stages.iter().find(|s| s.name == stage).unwrap_or_else(|| panic!("no stage {stage}"));
+        (s.thread, s.core)
+    }
+
+    /// The table says, for each shipped profile, where every stage runs, as `wire` and
+    /// `start_tcp_edge` place them.
+    #[test]
+    fn the_topology_of_each_shipped_profile() {
+        let bounds = Bounds { market_lag_max: 100_000 };
+        let default = Topology::of(&Profile::load("default").unwrap(), bounds, Some(100_000));
+        for stage in ["matcher", "journal", "replies", "tcp edge"] {
+            assert_eq!(thread_of(&default, stage), ("viaduct-matcher", None), "{stage}");
+        }
+        assert_eq!(thread_of(&default, "snapshot worker").0, "viaduct-snapshotter");
+        assert!(default.to_string().contains("history writer   on viaduct-history (any core)"), "{default}");
+
+        let latency = Topology::of(&Profile::load("latency").unwrap(), bounds, None);
+        assert_eq!(thread_of(&latency, "journal"), ("viaduct-matcher", Some(1)));
+        assert_eq!(thread_of(&latency, "snapshot worker"), ("viaduct-snapshotter", Some(0)));
+        assert!(latency.stages.iter().all(|s| s.name != "history writer"), "history off");
+
+        let throughput = Topology::of(&Profile::load("throughput").unwrap(), bounds, Some(100_000));
+        assert_eq!(thread_of(&throughput, "matcher"), ("viaduct-matcher", Some(1)));
+        assert_eq!(thread_of(&throughput, "journal"), ("viaduct-journal", Some(0)));
+        assert_eq!(thread_of(&throughput, "replies"), ("viaduct-replies", None));
+        assert_eq!(thread_of(&throughput, "tcp edge"), ("viaduct-tcp", None));
+        let market = throughput.stages.iter().find(|s| s.name == "market data").unwrap();
+        assert!(market.bound.starts_with("100000 commands behind, [market] lag_max"), "{}", market.bound);
+    }
+}
