@@ -25,22 +25,17 @@ use viaduct_matcher::RpcError;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (`mimalloc.h`; the bound crate names only the older options).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 /// Memory a spike needed (one order's 10,000 deals pass through events, the history feed and the
-/// reply, some 100 MB) goes back to the system when it is freed, not at the freeing thread's next
-/// allocation a purge delay later: a thread that goes idle after the spike (the history writer,
-/// the reply stage) would otherwise keep it for as long as it stays idle (`loadgen --mode sweep`:
-/// 163 MB for as long as was watched, against 60 MB within half a second). Steady load reuses its
-/// pages before it frees them whole, and measured the same both ways (benches/README.md).
-/// `MIMALLOC_PURGE_DELAY` in the environment, read by mimalloc itself, still decides when set.
-fn return_freed_memory_at_once() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's global options, which it reads atomically; no memory is
-        // handed over.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-    }
+/// reply, some 100 MB) goes back to the system once it is freed: mimalloc schedules freed memory
+/// to be returned a purge delay later (1 s), but returns it only when some thread next calls into
+/// it, and after a spike every thread may be idle (`loadgen --mode sweep`: 175 MB for as long as
+/// was watched). The main thread, which only waits for a signal, calls this every second. A purge
+/// delay of 0 returned it at once but cost the binary edge's maximum a third (`tcp-max`, rest flow:
+/// 0.5 - 0.63 M requests/s against 0.83 - 0.99 M): every free of a whole page became a system call.
+fn return_freed_memory() {
+    // SAFETY: asks mimalloc to collect this thread's heap and purge what is due program-wide; it
+    // takes no pointer and hands nothing over.
+    unsafe { libmimalloc_sys::mi_collect(false) };
 }
 
 /// Longest request line the console reads.
@@ -88,7 +83,6 @@ enum Cmd {
 }
 
 fn main() {
-    return_freed_memory_at_once();
     tracing_subscriber::fmt().with_writer(io::stderr).with_ansi(io::stderr().is_terminal()).with_target(false).init();
     let cli = Cli::parse();
     let outcome = match cli.command {
@@ -213,8 +207,13 @@ fn run(
         let (_, tcp) = start_tcp_edge(&engine, tcp_cfg, profile.tcp_edge_with_matcher)
             .with_context(|| format!("starting the TCP edge on {loaded_tcp}"))?;
         // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
+        let mut waits = 0u32;
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_millis(50));
+            waits = waits.wrapping_add(1);
+            if waits % 20 == 0 {
+                return_freed_memory();
+            }
         }
         tracing::info!("stopping: no new requests; draining the pipeline");
         drop(http);
