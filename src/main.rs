@@ -211,7 +211,7 @@ fn run(
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_millis(50));
             waits = waits.wrapping_add(1);
-            if waits % 20 == 0 {
+            if waits.is_multiple_of(20) {
                 return_freed_memory();
             }
         }
