@@ -19,8 +19,6 @@ pub enum AlertKind {
     Snapshots,
     /// A thread could not return to normal priority and may fall behind.
     Priority,
-    /// A queue held more than its bound should ever let it (a bound set wrong).
-    Queue,
 }
 
 impl AlertKind {
@@ -30,7 +28,6 @@ impl AlertKind {
             AlertKind::History => "history",
             AlertKind::Snapshots => "snapshots",
             AlertKind::Priority => "priority",
-            AlertKind::Queue => "queue",
         }
     }
 }
