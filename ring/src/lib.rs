@@ -9,8 +9,9 @@
 //!   input ring ──► matcher (one thread) ──► output ring   commit)
 //! ```
 //!
-//! The matcher consumes the input ring in order and publishes each command, its reply and its
-//! events into the output ring. The journal stage sees every output slot first; the reply stage
+//! The matcher's thread runs one explicit loop (`matcher_loop`): it polls the input ring, and
+//! publishes each command, its reply and its events into the output ring; while the ring is empty
+//! it turns the idle work handed to it (the TCP edge's event loop) or waits. The journal stage sees every output slot first; the reply stage
 //! sees a slot only after the journal stage finished the whole batch holding it, so nothing is
 //! answered before it is durable. (Or, with `StageThreads::RepliesWithJournal`, the reply stage
 //! runs on the journal's thread right after it, and releases a batch's replies at the batch's
@@ -28,7 +29,6 @@ mod background;
 
 pub use background::Background;
 
-use std::cell::RefCell;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -135,48 +135,12 @@ const BACKOFF_SPINS: u32 = 200;
 const BACKOFF_YIELDS: u32 = 50;
 
 thread_local! {
-    /// (sequence waited for, polls so far) of the stage running on this thread.
+    /// (sequence waited for, polls so far) of the ring stage running on this thread: the output
+    /// ring's consumers wait through [`Backoff`], which the disruptor calls with no state of its own.
     static BACKOFF: std::cell::Cell<(i64, u32)> = const { std::cell::Cell::new((-1, 0)) };
-    /// The matcher thread's doorbell: set on that thread only, so that its waits end when a
-    /// producer rings (other stages just sleep).
-    static DOORBELL: RefCell<Option<Arc<Doorbell>>> = const { RefCell::new(None) };
-    /// The work the matcher thread does in its waits, once it has taken it from the doorbell.
-    static IDLE: RefCell<Option<Idle>> = const { RefCell::new(None) };
-    /// Turns of that work so far, with the count at the last batch's end: a batch that ends
-    /// with no turn since the one before gets one ([`turn_if_none_since_last_batch`]).
-    static TURNS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// Runs a turn of the matcher thread's idle work, if it has one, waiting at most `timeout`;
-/// drops the work once it says it has finished. False if there was none to run.
-fn idle_turn(timeout: Duration, wake: &Mutex<Option<Wake>>) -> bool {
-    IDLE.with(|i| {
-        let mut idle = i.borrow_mut();
-        let Some(work) = idle.as_mut() else { return false };
-        if !work(timeout) {
-            *wake.lock().expect("doorbell lock") = None;
-            *idle = None;
-        }
-        TURNS.with(|t| t.set((t.get().0 + 1, t.get().1)));
-        true
-    })
-}
-
-/// At the end of a batch on the matcher's thread: a turn of the idle work that does not wait,
-/// unless it has had one since the last batch ended. Idle work otherwise turns only when the
-/// input ring is empty, and requests from other producers can keep it from ever being empty: an
-/// edge on the matcher's thread would then neither read nor write while another edge floods the
-/// ring. With this, every batch (every commit, with the journal on the matcher's thread) has a
-/// turn after the end of the one before, at the latest right after its own replies are
-/// released: no more than two batches pass between turns.
-fn turn_if_none_since_last_batch(bell: &Doorbell) {
-    let (turns, at_last_batch) = TURNS.with(|t| t.get());
-    if turns == at_last_batch {
-        // Work handed over while the ring never emptied starts here.
-        bell.take_mail();
-        idle_turn(Duration::ZERO, &bell.wake);
-    }
-    TURNS.with(|t| t.set((t.get().0, t.get().0)));
+    /// Set on the matcher's thread (by [`matcher_loop`]), so that a producer on it (its idle
+    /// work) rings no doorbell and an edge on it needs no wake.
+    static ON_MATCHER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Work the matcher's thread does while the input ring is empty, a turn at a time: each call
@@ -236,48 +200,19 @@ impl Doorbell {
         }
     }
 
-    /// On the matcher's thread: takes the idle work handed over, if any.
-    fn take_mail(&self) {
+    /// On the matcher's thread: the idle work handed over since the last look, if any.
+    fn take_mail(&self) -> Option<Idle> {
         // A load first: a swap on every poll would write the line producers read.
         if self.has_mail.load(Ordering::Relaxed) && self.has_mail.swap(false, Ordering::AcqRel) {
-            let idle = self.mail.lock().expect("doorbell lock").take();
-            IDLE.with(|i| *i.borrow_mut() = idle);
+            return self.mail.lock().expect("doorbell lock").take();
         }
-    }
-
-    /// On the matcher's thread: one empty poll of the ring. With idle work, a turn of it,
-    /// waiting at most the sleep of this phase (none while spinning or yielding); else the
-    /// phase's spin, yield, or park of at most its sleep.
-    fn wait(&self, phase: Phase) {
-        if self.closing.load(Ordering::Acquire) {
-            std::thread::yield_now();
-            return;
-        }
-        self.take_mail();
-        // Marked parked before waiting, in the idle work or in a park.
-        let sleep = match phase {
-            Phase::Spin | Phase::Yield => None,
-            Phase::Sleep(d) => Some(d),
-        };
-        if sleep.is_some() {
-            self.parked.store(true, Ordering::SeqCst);
-        }
-        if !idle_turn(sleep.unwrap_or(Duration::ZERO), &self.wake) {
-            match phase {
-                Phase::Spin => std::hint::spin_loop(),
-                Phase::Yield => std::thread::yield_now(),
-                Phase::Sleep(d) => std::thread::park_timeout(d),
-            }
-        }
-        if sleep.is_some() {
-            self.parked.store(false, Ordering::Relaxed);
-        }
+        None
     }
 }
 
 /// Whether the calling thread is a pipeline's matcher thread.
 pub fn on_matcher_thread() -> bool {
-    DOORBELL.with(|b| b.borrow().is_some())
+    ON_MATCHER.with(std::cell::Cell::get)
 }
 
 impl WaitStrategy for Backoff {
@@ -288,20 +223,10 @@ impl WaitStrategy for Backoff {
             b.set((sequence, polls));
             polls
         });
-        let phase = self.phase(polls);
-        let on_matcher = DOORBELL.with(|b| match &*b.borrow() {
-            Some(bell) => {
-                bell.wait(phase);
-                true
-            }
-            None => false,
-        });
-        if !on_matcher {
-            match phase {
-                Phase::Spin => std::hint::spin_loop(),
-                Phase::Yield => std::thread::yield_now(),
-                Phase::Sleep(d) => std::thread::sleep(d),
-            }
+        match self.phase(polls) {
+            Phase::Spin => std::hint::spin_loop(),
+            Phase::Yield => std::thread::yield_now(),
+            Phase::Sleep(d) => std::thread::sleep(d),
         }
     }
 }
@@ -350,8 +275,29 @@ pub enum StageThreads {
 /// The producer side of the input ring; clone one per producing thread.
 #[derive(Clone)]
 pub struct Input {
+    // Dropped in this order: the last producer ends the ring, then the last handle of the matcher's
+    // thread waits for it to finish.
     producer: MultiProducer<InSlot, disruptor::SingleConsumerBarrier>,
     doorbell: Arc<Doorbell>,
+    _matcher: Arc<MatcherThread>,
+}
+
+/// The matcher's thread, joined when the last [`Input`] is dropped (after the ring has ended).
+struct MatcherThread(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for MatcherThread {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            // Dropped on the matcher's thread itself (its idle work held the last producer): it
+            // is ending, and cannot wait for itself.
+            if t.thread().id() == std::thread::current().id() {
+                return;
+            }
+            if t.join().is_err() {
+                tracing::error!("pipeline: the matcher's thread panicked");
+            }
+        }
+    }
 }
 
 impl Drop for Input {
@@ -369,8 +315,7 @@ impl Drop for Input {
 impl Input {
     /// Hands `idle` to the matcher's thread, which runs it in its waits from its next wait on
     /// (replacing idle work it runs, if any); `wake` ends a wait inside it, for producers on
-    /// other threads. Waits run `idle` only with the [`Wait::Backoff`] and [`Wait::Sleep`]
-    /// strategies: busy spinning never waits.
+    /// other threads. With [`Wait::BusySpin`] and [`Wait::SpinHint`] its turns never wait.
     pub fn run_while_idle(&self, idle: Idle, wake: Wake) {
         let bell = &self.doorbell;
         *bell.mail.lock().expect("doorbell lock") = Some(idle);
@@ -540,12 +485,9 @@ where
         })
     };
 
-    // The input ring: the matcher alone.
-    let input = disruptor::build_multi_producer(cfg.input_slots, in_slot, wait);
-    let input = match checked_core("matcher", cfg.matcher_core, &cores) {
-        Some(c) => input.pin_at_core(c),
-        None => input,
-    };
+    // The input ring, polled by the matcher's own loop.
+    let (poller, input) = disruptor::build_multi_producer(cfg.input_slots, in_slot, wait).new_event_poller();
+    let producer = input.build();
     let doorbell = Arc::new(Doorbell::default());
     let bell = Arc::clone(&doorbell);
     let stage = MatcherStage {
@@ -555,19 +497,132 @@ where
         journal_seq: last_seq,
         on_stop: Some(Box::new(on_stop)),
     };
-    let producer = input
-        .thread_name("viaduct-matcher")
-        .handle_events_and_state_with(
-            |st: &mut MatcherStage<J, R>, slot: &InSlot, _, end| st.apply(slot, end),
-            // Runs on the matcher's thread, before its first wait.
-            move || {
-                let _ = bell.matcher.set(std::thread::current());
-                DOORBELL.with(|b| *b.borrow_mut() = Some(bell));
-                stage
-            },
-        )
-        .build();
-    Input { producer, doorbell }
+    let core = checked_core("matcher", cfg.matcher_core, &cores);
+    let pace = Pace::of(cfg.wait);
+    let thread = std::thread::Builder::new()
+        .name("viaduct-matcher".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                    tracing::warn!("pipeline: pinning the matcher thread to core {c} failed");
+                }
+            }
+            matcher_loop(stage, poller, &bell, pace);
+        })
+        .expect("spawning the matcher thread");
+    Input { producer, doorbell, _matcher: Arc::new(MatcherThread(Some(thread))) }
+}
+
+/// How the matcher's loop waits on an empty ring: the profile's [`Wait`] as phases.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    Spin { hint: bool },
+    Phased(Backoff),
+}
+
+impl Pace {
+    fn of(wait: Wait) -> Pace {
+        match wait {
+            Wait::BusySpin => Pace::Spin { hint: false },
+            Wait::SpinHint => Pace::Spin { hint: true },
+            Wait::Sleep { sleep, idle_sleep } => Pace::Phased(Backoff::sleeping(sleep, idle_sleep)),
+            Wait::Backoff { sleep, idle_sleep } => Pace::Phased(Backoff::new(sleep, idle_sleep)),
+        }
+    }
+
+    /// The phase of the empty poll after `polls` others since the last batch.
+    fn phase(self, polls: u32) -> Phase {
+        match self {
+            Pace::Spin { .. } => Phase::Spin,
+            Pace::Phased(b) => b.phase(polls),
+        }
+    }
+}
+
+/// The matcher's thread: one loop, here in the open. Each pass polls the input ring. A batch
+/// (every request the ring holds) is matched and handed on, command by command, to the output
+/// ring or, in profiles that put them on this thread, to the journal and reply stages; the
+/// batch's last command ends it (the journal commits, then the replies are released). The idle
+/// work (the TCP edge's event loop, in profiles that put it here) turns while the ring is empty,
+/// waiting at most the wait's sleep, and once after any batch that had no turn since the batch
+/// before: a producer on another thread that keeps the ring from emptying cannot starve it.
+fn matcher_loop<J, R>(
+    mut stage: MatcherStage<J, R>,
+    mut ring: disruptor::EventPoller<InSlot, disruptor::MultiProducerBarrier>,
+    bell: &Doorbell,
+    pace: Pace,
+) where
+    J: FnMut(&OutSlot, bool),
+    R: FnMut(&OutSlot, bool),
+{
+    ON_MATCHER.with(|m| m.set(true));
+    let _ = bell.matcher.set(std::thread::current());
+    let mut idle: Option<Idle> = None;
+    // Empty polls since the last batch, and whether the idle work turned since then.
+    let (mut polls, mut turned) = (0u32, false);
+    let turn = |idle: &mut Option<Idle>, timeout: Duration| -> bool {
+        let Some(work) = idle.as_mut() else { return false };
+        if !work(timeout) {
+            *bell.wake.lock().expect("doorbell lock") = None;
+            *idle = None;
+        }
+        true
+    };
+    loop {
+        if let Some(work) = bell.take_mail() {
+            idle = Some(work);
+        }
+        match ring.poll() {
+            Ok(mut batch) => {
+                // The guard's length is its iterator's (`ExactSizeIterator` on `&mut EventGuard`).
+                #[allow(clippy::unnecessary_mut_passed)]
+                let n = (&mut batch).len();
+                for (i, slot) in (&mut batch).enumerate() {
+                    stage.apply(slot, i + 1 == n);
+                }
+                drop(batch); // the slots go back to the producers
+                if !turned {
+                    turn(&mut idle, Duration::ZERO);
+                }
+                (polls, turned) = (0, false);
+            }
+            Err(disruptor::Polling::NoEvents) => {
+                if bell.closing.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let phase = pace.phase(polls);
+                polls = polls.saturating_add(1);
+                // Marked parked before waiting, in the idle work or in a park, so that a
+                // producer's publish ends the wait.
+                let sleep = match phase {
+                    Phase::Sleep(d) => Some(d),
+                    Phase::Spin | Phase::Yield => None,
+                };
+                if sleep.is_some() {
+                    bell.parked.store(true, Ordering::SeqCst);
+                }
+                if turn(&mut idle, sleep.unwrap_or(Duration::ZERO)) {
+                    turned = true;
+                } else {
+                    match phase {
+                        Phase::Spin if matches!(pace, Pace::Spin { hint: false }) => {}
+                        Phase::Spin => std::hint::spin_loop(),
+                        Phase::Yield => std::thread::yield_now(),
+                        Phase::Sleep(d) => std::thread::park_timeout(d),
+                    }
+                }
+                if sleep.is_some() {
+                    bell.parked.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(disruptor::Polling::Shutdown) => break,
+        }
+    }
+    // The idle work (with its client of the engine) goes before the stage, whose drop reports the
+    // final state and drains the output ring.
+    drop(idle);
+    drop(stage);
 }
 
 fn in_slot() -> InSlot {
@@ -636,13 +691,6 @@ where
                 journal(out, end_of_batch);
                 replies(out, end_of_batch);
             }
-        }
-        if end_of_batch {
-            DOORBELL.with(|b| {
-                if let Some(bell) = &*b.borrow() {
-                    turn_if_none_since_last_batch(bell);
-                }
-            });
         }
     }
 }
