@@ -9,12 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use viaduct_edges::binary::ServerMsg;
 use viaduct_edges::protocol::{self, Owner, Routed};
-use viaduct_edges::TAG_FILLS;
 use viaduct_matcher::reply::error_response;
+use viaduct_matcher::reply::Encoding;
 use viaduct_matcher::{Command, RpcError, Spec};
 use viaduct_publishers::history::writer::HistoryQuery;
 use viaduct_publishers::service::{Query, QuerySender};
-use viaduct_ring::{submit, Input};
+use viaduct_ring::{submit_encoded, Input};
 
 use crate::backpressure::Admission;
 use crate::delivery::{Registry, Sink, Watch};
@@ -30,9 +30,28 @@ pub struct Response {
     pub json: String,
     /// The command's journal sequence (0 when it changed nothing).
     pub journal_seq: u64,
-    /// Binary execution reports, instead of `json`, for a tag with [`viaduct_edges::TAG_BINARY`]; or the fills
-    /// of a watched user (tag [`TAG_FILLS`], `request_id` the user).
+    /// How the reply is encoded: `json`, or `reports` (binary execution reports).
+    pub encoding: Encoding,
+    /// The binary execution reports of a reply encoded [`Encoding::Binary`], or a watched user's
+    /// fills.
     pub reports: Vec<ServerMsg>,
+    /// Set for a watched user's fills (that user), which answer no request.
+    pub fills_of: Option<u32>,
+}
+
+impl Response {
+    /// A JSON reply (or refusal) to the request `request_id` marked `tag`.
+    pub fn of_json(tag: u64, request_id: i64, json: String) -> Response {
+        Response {
+            tag,
+            request_id,
+            json,
+            journal_seq: 0,
+            encoding: Encoding::Json,
+            reports: Vec::new(),
+            fills_of: None,
+        }
+    }
 }
 
 pub(crate) fn now_us() -> u64 {
@@ -70,7 +89,7 @@ impl Client {
     pub fn submit(&mut self, request_id: i64, method: &str, params: &[Value]) -> Result<(), Refused> {
         let refuse = |e: RpcError| {
             let json = error_response(Some(request_id), e);
-            Refused(Response { tag: 0, request_id, json, journal_seq: 0, reports: Vec::new() })
+            Refused(Response::of_json(0, request_id, json))
         };
         self.submit_tagged_request(0, request_id, method, params).map_err(refuse)
     }
@@ -103,7 +122,7 @@ impl Client {
         }
         let sink = self.sink.clone();
         let answer = Box::new(move |json: String| {
-            let response = Response { tag, request_id, json, journal_seq: 0, reports: Vec::new() };
+            let response = Response::of_json(tag, request_id, json);
             if sink.queue.push(response).is_ok() {
                 if let Some(notify) = &sink.notify {
                     notify();
@@ -130,15 +149,26 @@ impl Client {
         self.submit_tagged(0, request_id, cmd)
     }
 
-    /// Submits a decoded command with the client's own `tag`, returned with its reply.
+    /// Submits a decoded command with the client's own `tag`, returned with its JSON reply.
     pub fn submit_tagged(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command> {
+        self.submit_encoded(tag, request_id, cmd, Encoding::Json)
+    }
+
+    /// Submits a decoded command with the client's own `tag`, its reply encoded as `encoding`.
+    pub fn submit_encoded(
+        &mut self,
+        tag: u64,
+        request_id: i64,
+        cmd: Command,
+        encoding: Encoding,
+    ) -> Result<(), Command> {
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
             return Err(cmd);
         }
         if cmd.is_write() && !self.admission.admits_write() {
             return Err(cmd);
         }
-        submit(&mut self.input, self.id, tag, request_id, now_us(), cmd)?;
+        submit_encoded(&mut self.input, (self.id, tag, request_id), now_us(), encoding, cmd)?;
         self.inflight.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -162,8 +192,8 @@ impl Client {
         Some(r)
     }
 
-    /// Starts (`on`) or stops receiving the fills of `user`'s resting orders, as responses tagged
-    /// [`TAG_FILLS`].
+    /// Starts (`on`) or stops receiving the fills of `user`'s resting orders, as responses with
+    /// `fills_of` set.
     pub fn watch(&self, user: u32, on: bool) {
         let mut users = self.watch.users.lock().expect("watch lock");
         let clients = users.entry(user).or_default();
@@ -215,7 +245,7 @@ impl Replies {
 
 /// A reply frees an in-flight place; fills answer no request.
 fn answered(inflight: &AtomicUsize, r: &Response) {
-    if r.tag != TAG_FILLS {
+    if r.fills_of.is_none() {
         inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
-use viaduct_edges::{Notify, TAG_BINARY, TAG_FILLS};
+use viaduct_edges::Notify;
 use viaduct_matcher::event::Deal;
+use viaduct_matcher::reply::Encoding;
 use viaduct_matcher::{response_json, Events, Spec};
 use viaduct_publishers::history::leaves_rows;
 use viaduct_publishers::service::MarketService;
@@ -135,29 +136,19 @@ impl Delivery {
     }
 
     fn reply(&mut self, slot: &OutSlot) {
-        let mut response = Response {
-            tag: slot.tag,
-            request_id: slot.request_id,
-            json: String::new(),
-            journal_seq: slot.journal_seq,
-            reports: Vec::new(),
-        };
-        if slot.tag & TAG_BINARY != 0 {
-            reports(&self.spec, &slot.cmd, &slot.outcome, &slot.events, &mut response.reports);
-        } else {
-            response.json = response_json(&self.spec, slot.request_id, &slot.outcome, &slot.events);
+        let mut response = Response::of_json(slot.tag, slot.request_id, String::new());
+        response.journal_seq = slot.journal_seq;
+        response.encoding = slot.encoding;
+        match slot.encoding {
+            Encoding::Binary => reports(&self.spec, &slot.cmd, &slot.outcome, &slot.events, &mut response.reports),
+            Encoding::Json => response.json = response_json(&self.spec, slot.request_id, &slot.outcome, &slot.events),
         }
         self.send(slot.client, response);
     }
 
     fn fill(&mut self, client: u32, user: u32, msg: ServerMsg) {
-        let response = Response {
-            tag: TAG_FILLS,
-            request_id: i64::from(user),
-            json: String::new(),
-            journal_seq: 0,
-            reports: vec![msg],
-        };
+        let mut response = Response::of_json(0, 0, String::new());
+        (response.encoding, response.reports, response.fills_of) = (Encoding::Binary, vec![msg], Some(user));
         self.send(client, response);
     }
 
@@ -187,7 +178,7 @@ impl Delivery {
         let (mut gone, mut lost) = (false, false);
         let pushed = sink.queue.push_all(run, |response, why| match why {
             Refusal::Gone => gone = true,
-            Refusal::Full if response.tag == TAG_FILLS => lost = true,
+            Refusal::Full if response.fills_of.is_some() => lost = true,
             Refusal::Full => {
                 tracing::warn!("replies: client {client} holds more replies than it may have in flight; dropped one")
             }

@@ -150,7 +150,7 @@ mod tests {
     use std::time::Duration;
 
     fn response(tag: u64) -> Response {
-        Response { tag, request_id: tag as i64, json: String::new(), journal_seq: 0, reports: Vec::new() }
+        Response::of_json(tag, tag as i64, String::new())
     }
 
     fn tags(rx: &ReplyReceiver) -> Vec<u64> {

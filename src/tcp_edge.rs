@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use viaduct_edges::{Payload, TAG_BINARY, TAG_FILLS};
+use viaduct_edges::{Encoding, Payload};
 use viaduct_matcher::{Command, RpcError, Spec};
 
 use crate::client::Client;
@@ -101,21 +101,19 @@ impl viaduct_edges::Backend for EdgeBackend {
         self.client.spec()
     }
 
-    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command> {
-        self.client.submit_tagged(tag, request_id, cmd)
+    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command, encoding: Encoding) -> Result<(), Command> {
+        self.client.submit_encoded(tag, request_id, cmd, encoding)
     }
 
     fn try_recv(&mut self) -> Option<(u64, Payload)> {
         if self.client.take_fills_lost() {
-            return Some((TAG_FILLS, Payload::FillsLost));
+            return Some((0, Payload::FillsLost));
         }
         let r = self.client.try_recv()?;
-        let payload = if r.tag == TAG_FILLS {
-            Payload::Fills { user: r.request_id as u32, reports: r.reports }
-        } else if r.tag & TAG_BINARY != 0 {
-            Payload::Reports(r.reports)
-        } else {
-            Payload::Json(r.json)
+        let payload = match (r.fills_of, r.encoding) {
+            (Some(user), _) => Payload::Fills { user, reports: r.reports },
+            (None, Encoding::Binary) => Payload::Reports(r.reports),
+            (None, Encoding::Json) => Payload::Json(r.json),
         };
         Some((r.tag, payload))
     }

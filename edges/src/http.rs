@@ -27,7 +27,7 @@ use viaduct_matcher::RpcError;
 
 use crate::net::{free_slot, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop};
 use crate::protocol::{self, Routed};
-use crate::{Backend, Notify, Payload};
+use crate::{Backend, Encoding, Notify, Payload};
 
 const READ_CHUNK: usize = 16 * 1024;
 const HEADERS_MAX: usize = 32;
@@ -395,7 +395,7 @@ impl<B: Backend> Server<B> {
         };
         let tag = self.next_tag;
         self.next_tag += 1;
-        match self.backend.submit(tag, id, cmd) {
+        match self.backend.submit(tag, id, cmd, Encoding::Json) {
             Ok(()) => Answer::Later(tag, id),
             Err(_) => Answer::Now(200, error_response(Some(id), RpcError::ServiceUnavailable)),
         }

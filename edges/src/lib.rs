@@ -22,23 +22,18 @@ pub mod tcp;
 
 use std::sync::Arc;
 
+pub use viaduct_matcher::reply::Encoding;
 use viaduct_matcher::{Command, RpcError, Spec};
 
 /// Wakes an edge's event loop: the backend calls it after handing the edge replies.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
-
-/// A tag with this bit set asks for the reply as binary execution reports
-/// ([`Payload::Reports`]) instead of JSON.
-pub const TAG_BINARY: u64 = 1 << 63;
-/// The tag of [`Payload::Fills`] and [`Payload::FillsLost`], which answer no request.
-pub const TAG_FILLS: u64 = u64::MAX;
 
 /// What the engine hands an edge.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// The whole JSON-RPC response to a request.
     Json(String),
-    /// The execution reports for a request tagged [`TAG_BINARY`].
+    /// The execution reports for a request submitted with [`Encoding::Binary`].
     Reports(Vec<binary::ServerMsg>),
     /// Fills of resting orders of a user the edge watches ([`Backend::watch`]).
     Fills { user: u32, reports: Vec<binary::ServerMsg> },
@@ -50,9 +45,12 @@ pub enum Payload {
 /// What an edge submits commands to and takes replies from.
 pub trait Backend: Send + 'static {
     fn spec(&self) -> &Spec;
-    /// Submits `cmd` marked with `tag`; hands it back when the engine cannot take it now.
-    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command>;
-    /// What is ready: the tag a request was submitted with and its reply, or [`TAG_FILLS`].
+    /// Submits `cmd` marked with `tag` (the edge's own), its reply wanted as `encoding`; hands
+    /// it back when the engine cannot take it now.
+    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command, encoding: Encoding) -> Result<(), Command>;
+    /// What is ready: a reply ([`Payload::Json`], [`Payload::Reports`]) with the tag its request
+    /// was submitted with, or fills ([`Payload::Fills`], [`Payload::FillsLost`]), which answer no
+    /// request (their tag is 0).
     fn try_recv(&mut self) -> Option<(u64, Payload)>;
     /// Queues a method the matcher does not answer (market data) for its owner; its JSON reply
     /// comes back through [`Backend::try_recv`] with `tag`. Error 4 when nobody serves `method`,

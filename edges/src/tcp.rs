@@ -31,7 +31,7 @@ use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Tr
 use crate::net::{free_slot, prepare, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop, Turns};
 use crate::protocol::{self, Routed};
 use crate::rpc::{self, Header};
-use crate::{Backend, Notify, Payload, TAG_BINARY, TAG_FILLS};
+use crate::{Backend, Encoding, Notify, Payload};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -465,7 +465,7 @@ impl<B: Backend> Server<B> {
             }
         };
         let tag = self.next_tag();
-        match self.backend.submit(tag, id, cmd) {
+        match self.backend.submit(tag, id, cmd, Encoding::Json) {
             Ok(()) => self.wait(index, tag, Some((h, packet.ext))),
             Err(_) => {
                 let busy = error_response(Some(id), RpcError::ServiceUnavailable);
@@ -572,8 +572,8 @@ impl<B: Backend> Server<B> {
             Ok(cmd) => cmd,
             Err(why) => return self.send(index, binary::rejected(msg_type, client_id, order_id, why)),
         };
-        let tag = self.next_tag() | TAG_BINARY;
-        match self.backend.submit(tag, 0, cmd) {
+        let tag = self.next_tag();
+        match self.backend.submit(tag, 0, cmd, Encoding::Binary) {
             Ok(()) => self.wait(index, tag, None),
             Err(_) => self.send(index, binary::rejected(msg_type, client_id, order_id, reason::SERVICE_UNAVAILABLE)),
         }
@@ -581,7 +581,7 @@ impl<B: Backend> Server<B> {
 
     fn next_tag(&mut self) -> u64 {
         let tag = self.next_tag;
-        self.next_tag = (self.next_tag + 1) & !TAG_BINARY;
+        self.next_tag = self.next_tag.wrapping_add(1);
         tag
     }
 
@@ -617,7 +617,7 @@ impl<B: Backend> Server<B> {
                     }
                 }
                 Payload::FillsLost => self.drop_sessions(),
-                Payload::Json(json) if tag != TAG_FILLS => {
+                Payload::Json(json) => {
                     let Some(w) = self.arrived(tag) else { continue };
                     if let Some((h, ext)) = &w.rpc {
                         self.rpc_reply(w.index, h, ext, json.as_bytes());
@@ -629,7 +629,6 @@ impl<B: Backend> Server<B> {
                     reports.into_iter().for_each(|r| self.send(w.index, r));
                     touched.push(w.index);
                 }
-                Payload::Json(_) => {}
             }
         }
         touched.sort_unstable();
