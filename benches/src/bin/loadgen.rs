@@ -84,7 +84,7 @@ struct Args {
     /// Resting asks the sweep mode places before its one market bid takes them all.
     #[arg(long, default_value_t = 10_000)]
     resting: u64,
-    /// The server's process id, for its resident set (sweep mode).
+    /// The server's process id: its resident set (sweep mode), its CPU time per order (max mode).
     #[arg(long)]
     pid: Option<u32>,
 }
@@ -460,6 +460,7 @@ fn max_rate(args: &Args) {
     let refused = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let flow = args.flow.clone();
+    let cpu_before = args.pid.map(server_cpu_us);
     let mut threads = Vec::new();
     for c in 0..args.connections {
         let mut s = TcpStream::connect(args.addr).unwrap();
@@ -472,28 +473,37 @@ fn max_rate(args: &Args) {
             // What each request in flight was, oldest first (HTTP answers in order): the user of
             // an order and whether it is to be cancelled once accepted, or None for a cancel.
             let mut pending = std::collections::VecDeque::with_capacity(window);
+            // When each request in flight was queued to be sent, for its latency.
+            let mut sent: std::collections::VecDeque<Instant> = std::collections::VecDeque::with_capacity(window);
+            let mut hist = Histogram::<u64>::new(3).unwrap();
             let mut batch = Vec::with_capacity(window * 200);
-            let mut put = |batch: &mut Vec<u8>, pending: &mut std::collections::VecDeque<Option<(u64, bool)>>| {
+            let mut put = |batch: &mut Vec<u8>,
+                           pending: &mut std::collections::VecDeque<Option<(u64, bool)>>,
+                           sent: &mut std::collections::VecDeque<Instant>| {
                 i += 1;
                 let n = i * 1000 + c as u64;
                 let crosses = flow == "cross" || (flow == "mixed" && i.is_multiple_of(10));
                 let body = if crosses { order_body(n, users) } else { rest_body(n, users) };
                 let cancel = flow == "rest" || (flow == "mixed" && !crosses);
                 pending.push_back(Some((1 + n % users, cancel)));
+                sent.push_back(Instant::now());
                 batch.extend_from_slice(http_request(&body).as_bytes());
             };
             for _ in 0..window {
-                put(&mut batch, &mut pending);
+                put(&mut batch, &mut pending, &mut sent);
             }
             while Instant::now() < until {
                 if r.buffer().is_empty() && !batch.is_empty() {
                     if s.write_all(&batch).is_err() {
-                        return;
+                        return hist;
                     }
                     batch.clear();
                 }
-                let Some((status, body)) = read_response(&mut r) else { return };
-                let Some(what) = pending.pop_front() else { return };
+                let Some((status, body)) = read_response(&mut r) else { return hist };
+                let Some(what) = pending.pop_front() else { return hist };
+                if let Some(at) = sent.pop_front() {
+                    let _ = hist.record(at.elapsed().as_micros() as u64);
+                }
                 // Only requests the engine took count; error 3 (back-pressure) does not.
                 let ok = status == 200 && !String::from_utf8_lossy(&body).contains("\"code\"");
                 match (what, ok) {
@@ -504,6 +514,7 @@ fn max_rate(args: &Args) {
                             let cancel =
                                 format!(r#"{{"id":{id},"method":"order.cancel","params":[{user},"BTCBCH",{id}]}}"#);
                             pending.push_back(None);
+                            sent.push_back(Instant::now());
                             batch.extend_from_slice(http_request(&cancel).as_bytes());
                             continue;
                         }
@@ -517,15 +528,35 @@ fn max_rate(args: &Args) {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
-                put(&mut batch, &mut pending);
+                put(&mut batch, &mut pending, &mut sent);
             }
+            hist
         }));
     }
+    let mut hist = Histogram::<u64>::new(3).unwrap();
     for t in threads {
-        t.join().unwrap();
+        hist.add(t.join().unwrap()).unwrap();
     }
     let n = done.load(Ordering::Relaxed);
     let cancels = cancelled.load(Ordering::Relaxed);
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
+    println!(
+        "max ({}): each request sent to its reply: p50 {:.2} ms, p90 {:.2}, p99 {:.2}, max {:.2}",
+        args.flow,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        hist.max() as f64 / 1000.0
+    );
+    if let (Some(before), Some(pid)) = (cpu_before, args.pid) {
+        let used = server_cpu_us(pid).saturating_sub(before);
+        println!(
+            "max ({}): server CPU {:.1} s, {:.0} µs per accepted order",
+            args.flow,
+            used as f64 / 1e6,
+            used as f64 / n.max(1) as f64
+        );
+    }
     println!(
         "max ({}): {n} order.put_limit accepted in {} s over {} connections (window {}), {cancels} cancelled, {} refused: {:.0} orders/s, {:.0} requests/s",
         args.flow,
@@ -997,4 +1028,14 @@ fn sweep(args: &Args) {
 /// Whether a JSON-RPC reply body carries no error.
 fn is_ok(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["error"].is_null())
+}
+
+/// The CPU time (user and system) process `pid` has used, in microseconds (`/proc/PID/stat`).
+fn server_cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server's /proc stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // /proc counts in USER_HZ, which Linux fixes at 100 a second for user space.
+    ticks * 10_000
 }
