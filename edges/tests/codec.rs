@@ -398,3 +398,18 @@ fn server_messages_are_the_documented_bytes() {
         assert_eq!(got, want.0, "{msg:?}");
     }
 }
+
+/// The login signature's test vector in `PROTOCOL.md` (HMAC-SHA256 keyed with the secret's bytes
+/// over the nonce and the 16-byte key field), computed independently of this crate.
+#[test]
+fn the_documented_login_mac_vector() {
+    let secret = b"at-least-sixteen-bytes-of-secret";
+    let key = *b"mm-alpha\0\0\0\0\0\0\0\0";
+    let nonce: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let mac = binary::login_mac(secret, &nonce, &key);
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, "545a67f2dac56afd6f00913364acc79f4d39a94d94152af404b48a09cd3e2227");
+    assert!(binary::login_mac_ok(secret, &nonce, &key, &mac));
+    let doc = include_str!("../PROTOCOL.md");
+    assert!(doc.contains(&hex), "PROTOCOL.md gives the same vector");
+}

@@ -40,3 +40,36 @@ fn a_limit_order_past_the_deal_cap_is_reported_cancelled_for_its_rest() {
         out.last()
     );
 }
+
+/// PROTOCOL.md, FILLED: `fee_scale` is `stock.prec + fee_prec` for a bid (its fee is stock) and
+/// `stock.prec + money.prec + fee_prec` for an ask (money); `BTCBCH` (8, 8, fee_prec 4): 12 and 20,
+/// and a 0.0002 fee reads 200000000 and 20000000000000000.
+#[test]
+fn a_fills_fee_is_at_the_documented_scale_of_the_asset_received() {
+    let spec = Spec::new(&embedded()).unwrap();
+    let mut m = Matcher::new(spec.clone());
+    let mut events = Events::default();
+    let call = |method: &str, params: serde_json::Value| decode(&spec, method, params.as_array().unwrap()).unwrap();
+    let mut apply = |cmd: &Command| {
+        events.clear();
+        let outcome = m.apply(1, cmd, &mut events);
+        let mut out = Vec::new();
+        reports(&spec, cmd, &outcome, &events, &mut out);
+        out
+    };
+    apply(&call("balance.update", json!([1, "BTC", "deposit", 1, "10", {}])));
+    apply(&call("balance.update", json!([2, "BCH", "deposit", 1, "10", {}])));
+    // Each taker pays 0.002 of 0.1: 0.0002 of what it receives.
+    apply(&call("order.put_limit", json!([1, "BTCBCH", 1, "0.1", "1", "0.002", "0.002", "x"])));
+    let bid = apply(&call("order.put_limit", json!([2, "BTCBCH", 2, "0.1", "1", "0.002", "0.002", "x"])));
+    let fee_of = |out: &[ServerMsg]| {
+        out.iter().find_map(|r| match r {
+            ServerMsg::Filled { fee, fee_scale, .. } => Some((*fee, *fee_scale)),
+            _ => None,
+        })
+    };
+    assert_eq!(fee_of(&bid), Some((200_000_000, 12)), "a bid's fee in BTC: {bid:?}");
+    apply(&call("order.put_limit", json!([2, "BTCBCH", 2, "0.1", "1", "0.002", "0.002", "x"])));
+    let ask = apply(&call("order.put_limit", json!([1, "BTCBCH", 1, "0.1", "1", "0.002", "0.002", "x"])));
+    assert_eq!(fee_of(&ask), Some((20_000_000_000_000_000, 20)), "an ask's fee in BCH: {ask:?}");
+}
