@@ -17,15 +17,23 @@ pub struct PrivateMariaDb {
 impl PrivateMariaDb {
     pub fn install(dir: &Path) -> PrivateMariaDb {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let status = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("mariadb-install-db (Debian's mariadb-server) is needed by this test");
-        assert!(status.success(), "mariadb-install-db failed");
-        PrivateMariaDb { dir: dir.to_path_buf(), port, child: None }
+        // It failed once in CI, with nothing to say why (two tests install at once): it is tried
+        // up to three times, on a fresh data directory, and what it printed goes in the failure.
+        let mut said = String::new();
+        for _ in 0..3 {
+            let _ = std::fs::remove_dir_all(dir.join("data"));
+            let out = Command::new("mariadb-install-db")
+                .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
+                .arg(format!("--datadir={}", dir.join("data").display()))
+                .stdin(Stdio::null())
+                .output()
+                .expect("mariadb-install-db (Debian's mariadb-server) is needed by this test");
+            if out.status.success() {
+                return PrivateMariaDb { dir: dir.to_path_buf(), port, child: None };
+            }
+            said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        panic!("mariadb-install-db failed three times; the last time it said:\n{said}")
     }
 
     pub fn start(&mut self) {
