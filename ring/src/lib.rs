@@ -515,16 +515,11 @@ where
         journal_seq: last_seq,
         on_stop: Some(Box::new(on_stop)),
     };
-    let core = checked_core("matcher", cfg.matcher_core, &cores);
-    let pace = Pace::of(cfg.wait);
+    let (core, pace) = (cfg.matcher_core, Pace::of(cfg.wait));
     let thread = std::thread::Builder::new()
         .name("viaduct-matcher".into())
         .spawn(move || {
-            if let Some(c) = core {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-                    tracing::warn!("pipeline: pinning the matcher thread to core {c} failed");
-                }
-            }
+            pin_current("matcher", core);
             matcher_loop(stage, poller, &bell, pace);
         })
         .expect("spawning the matcher thread");
