@@ -32,6 +32,15 @@ impl Method {
     pub fn is_matcher(&self) -> bool {
         matches!(self.owner, Owner::Matcher(_))
     }
+
+    /// What a request to this method becomes: a command (its params decoded), or a query for
+    /// its owner. Error 1 for params the decoder refuses.
+    pub fn route(&self, spec: &Spec, params: &[Value]) -> Result<Routed, RpcError> {
+        match self.owner {
+            Owner::Matcher(decode) => decode(spec, params).map(Routed::Command),
+            owner => Ok(Routed::Query(owner)),
+        }
+    }
 }
 
 const fn m(name: &'static str, command: u32, owner: Owner) -> Method {
@@ -86,11 +95,7 @@ pub enum Routed {
 /// Routes and, for the matcher, decodes one request: error 4 (method not found) for a name not in
 /// the table, the decoder's error for params it refuses.
 pub fn route(spec: &Spec, name: &str, params: &[Value]) -> Result<Routed, RpcError> {
-    let m = method(name).ok_or(RpcError::MethodNotFound)?;
-    match m.owner {
-        Owner::Matcher(decode) => decode(spec, params).map(Routed::Command),
-        owner => Ok(Routed::Query(owner)),
-    }
+    method(name).ok_or(RpcError::MethodNotFound)?.route(spec, params)
 }
 
 #[cfg(test)]

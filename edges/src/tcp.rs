@@ -448,8 +448,9 @@ impl<B: Backend> Server<B> {
         }
         let Ok(Value::Array(params)) = serde_json::from_slice::<Value>(&packet.body) else { return None };
         let id = h.req_id as i64;
-        let method = protocol::by_command(h.command).map_or("", |m| m.name);
-        let cmd = match protocol::route(self.backend.spec(), method, &params) {
+        let found = protocol::by_command(h.command);
+        let method = found.map_or("", |m| m.name);
+        let cmd = match found.ok_or(RpcError::MethodNotFound).and_then(|m| m.route(self.backend.spec(), &params)) {
             Ok(Routed::Command(cmd)) => cmd,
             Ok(Routed::Query(_)) => {
                 let tag = self.next_tag();
