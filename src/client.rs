@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use viaduct_edges::binary::ServerMsg;
 use viaduct_edges::protocol::{self, Owner, Routed};
+use viaduct_edges::Payload;
 use viaduct_matcher::reply::error_response;
 use viaduct_matcher::reply::Encoding;
 use viaduct_matcher::{Command, RpcError, Spec};
@@ -20,37 +20,44 @@ use crate::backpressure::Admission;
 use crate::delivery::{Registry, Sink, Watch};
 use crate::replies::ReplyReceiver;
 
-/// A reply, released once its command is durable.
+/// A reply, released once its command is durable; or a watched user's fills.
 #[derive(Debug, Clone)]
 pub struct Response {
-    /// The mark the client put on the request.
+    /// The mark the client put on the request (0 for fills).
     pub tag: u64,
     pub request_id: i64,
-    /// The whole JSON-RPC response.
-    pub json: String,
     /// The command's journal sequence (0 when it changed nothing).
     pub journal_seq: u64,
-    /// How the reply is encoded: `json`, or `reports` (binary execution reports).
-    pub encoding: Encoding,
-    /// The binary execution reports of a reply encoded [`Encoding::Binary`], or a watched user's
-    /// fills.
-    pub reports: Vec<ServerMsg>,
-    /// Set for a watched user's fills (that user), which answer no request.
-    pub fills_of: Option<u32>,
+    /// The JSON-RPC response, the binary execution reports the request asked for
+    /// ([`Encoding::Binary`]), or a watched user's fills, which answer no request.
+    pub body: Payload,
 }
 
 impl Response {
     /// A JSON reply (or refusal) to the request `request_id` marked `tag`.
     pub fn of_json(tag: u64, request_id: i64, json: String) -> Response {
-        Response {
-            tag,
-            request_id,
-            json,
-            journal_seq: 0,
-            encoding: Encoding::Json,
-            reports: Vec::new(),
-            fills_of: None,
+        Response { tag, request_id, journal_seq: 0, body: Payload::Json(json) }
+    }
+
+    /// The JSON of a JSON reply; empty for reports and fills.
+    pub fn json(&self) -> &str {
+        match &self.body {
+            Payload::Json(json) => json,
+            _ => "",
         }
+    }
+
+    /// [`Response::json`], taken.
+    pub fn into_json(self) -> String {
+        match self.body {
+            Payload::Json(json) => json,
+            _ => String::new(),
+        }
+    }
+
+    /// Whether it answers a request (fills do not).
+    pub fn answers_a_request(&self) -> bool {
+        !matches!(self.body, Payload::Fills { .. } | Payload::FillsLost)
     }
 }
 
@@ -192,8 +199,8 @@ impl Client {
         Some(r)
     }
 
-    /// Starts (`on`) or stops receiving the fills of `user`'s resting orders, as responses with
-    /// `fills_of` set.
+    /// Starts (`on`) or stops receiving the fills of `user`'s resting orders, as responses whose
+    /// body is [`Payload::Fills`].
     pub fn watch(&self, user: u32, on: bool) {
         let mut users = self.watch.users.lock().expect("watch lock");
         let clients = users.entry(user).or_default();
@@ -245,7 +252,7 @@ impl Replies {
 
 /// A reply frees an in-flight place; fills answer no request.
 fn answered(inflight: &AtomicUsize, r: &Response) {
-    if r.fills_of.is_none() {
+    if r.answers_a_request() {
         inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }

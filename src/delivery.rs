@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
-use viaduct_edges::Notify;
+use viaduct_edges::{Notify, Payload};
 use viaduct_matcher::event::Deal;
 use viaduct_matcher::reply::Encoding;
 use viaduct_matcher::{response_json, Events, Spec};
@@ -136,20 +136,21 @@ impl Delivery {
     }
 
     fn reply(&mut self, slot: &OutSlot) {
-        let mut response = Response::of_json(slot.tag, slot.request_id, String::new());
-        response.journal_seq = slot.journal_seq;
-        response.encoding = slot.encoding;
-        match slot.encoding {
-            Encoding::Binary => reports(&self.spec, &slot.cmd, &slot.outcome, &slot.events, &mut response.reports),
-            Encoding::Json => response.json = response_json(&self.spec, slot.request_id, &slot.outcome, &slot.events),
-        }
+        let body = match slot.encoding {
+            Encoding::Binary => {
+                let mut out = Vec::new();
+                reports(&self.spec, &slot.cmd, &slot.outcome, &slot.events, &mut out);
+                Payload::Reports(out)
+            }
+            Encoding::Json => Payload::Json(response_json(&self.spec, slot.request_id, &slot.outcome, &slot.events)),
+        };
+        let response = Response { tag: slot.tag, request_id: slot.request_id, journal_seq: slot.journal_seq, body };
         self.send(slot.client, response);
     }
 
     fn fill(&mut self, client: u32, user: u32, msg: ServerMsg) {
-        let mut response = Response::of_json(0, 0, String::new());
-        (response.encoding, response.reports, response.fills_of) = (Encoding::Binary, vec![msg], Some(user));
-        self.send(client, response);
+        let body = Payload::Fills { user, reports: vec![msg] };
+        self.send(client, Response { tag: 0, request_id: 0, journal_seq: 0, body });
     }
 
     fn send(&mut self, client: u32, response: Response) {
@@ -178,7 +179,7 @@ impl Delivery {
         let (mut gone, mut lost) = (false, false);
         let pushed = sink.queue.push_all(run, |response, why| match why {
             Refusal::Gone => gone = true,
-            Refusal::Full if response.fills_of.is_some() => lost = true,
+            Refusal::Full if !response.answers_a_request() => lost = true,
             Refusal::Full => {
                 tracing::warn!("replies: client {client} holds more replies than it may have in flight; dropped one")
             }

@@ -297,9 +297,9 @@ fn serve_stdio(engine: &Engine) -> Result<()> {
                             None => loop {
                                 let r = replies.recv();
                                 if r.tag == tag {
-                                    break r.json;
+                                    break r.into_json();
                                 }
-                                early.insert(r.tag, r.json);
+                                early.insert(r.tag, r.into_json());
                             },
                         };
                         writeln!(out, "{json}")?

@@ -110,12 +110,7 @@ impl viaduct_edges::Backend for EdgeBackend {
             return Some((0, Payload::FillsLost));
         }
         let r = self.client.try_recv()?;
-        let payload = match (r.fills_of, r.encoding) {
-            (Some(user), _) => Payload::Fills { user, reports: r.reports },
-            (None, Encoding::Binary) => Payload::Reports(r.reports),
-            (None, Encoding::Json) => Payload::Json(r.json),
-        };
-        Some((r.tag, payload))
+        Some((r.tag, r.body))
     }
 
     fn watch(&mut self, user: u32, on: bool) {

@@ -113,7 +113,7 @@ fn market_data_survives_a_restart_from_snapshot_and_journal() {
             .iter()
             .map(|(method, p)| {
                 client.submit(1, method, &params(p.clone())).expect("queued");
-                serde_json::from_str(&client.recv().json).unwrap()
+                serde_json::from_str(client.recv().json()).unwrap()
             })
             .collect()
     };
@@ -140,7 +140,7 @@ fn market_data_shows_a_clients_own_trade_right_after_its_reply() {
     let mut client = engine.client();
     let mut call = |method: &str, p: Value| -> Value {
         client.submit(1, method, &params(p)).expect("room");
-        serde_json::from_str(&client.recv().json).unwrap()
+        serde_json::from_str(client.recv().json()).unwrap()
     };
     call("balance.update", json!([1, "BTC", "deposit", 1, "1000", {}]));
     call("balance.update", json!([2, "BCH", "deposit", 1, "1000", {}]));
@@ -165,7 +165,7 @@ fn order_replies_are_whole_at_every_receiving_end() {
     let mut client = engine.client();
     let replies = client.replies();
     client.submit(1, "balance.update", &params(json!([1, "BCH", "deposit", 1, "1000", {}]))).unwrap();
-    assert_eq!(serde_json::from_str::<Value>(&client.recv().json).unwrap()["result"]["status"], "success");
+    assert_eq!(serde_json::from_str::<Value>(client.recv().json()).unwrap()["result"]["status"], "success");
     let put = |id: i64| params(json!([1, "BTCBCH", 2, "0.3", format!("0.9{id}"), "0.002", "0.001", "e"]));
     let mut seen = Vec::new();
     for (id, how) in [(11, "recv"), (12, "try_recv"), (13, "replies")] {
@@ -180,7 +180,7 @@ fn order_replies_are_whole_at_every_receiving_end() {
             },
             _ => replies.recv(),
         };
-        let v: Value = serde_json::from_str(&r.json).unwrap_or_else(|e| panic!("{how}: {e}: {:?}", r.json));
+        let v: Value = serde_json::from_str(r.json()).unwrap_or_else(|e| panic!("{how}: {e}: {:?}", r.json()));
         assert_eq!((v["id"].as_i64(), &v["error"]), (Some(id), &Value::Null), "{how}");
         let o = &v["result"];
         assert_eq!(

@@ -48,7 +48,7 @@ fn drive_until(engine: &Engine, next: &mut u64, how_long: Duration, done: impl F
             match client.submit(i as i64, method, params.as_array().unwrap()) {
                 Ok(()) => sent += 1,
                 Err(r) => {
-                    assert!(r.0.json.contains(r#""code":3"#), "{}", r.0.json);
+                    assert!(r.0.json().contains(r#""code":3"#), "{}", r.0.json());
                     refused += 1;
                     std::thread::sleep(Duration::from_millis(1));
                     break;
@@ -107,7 +107,7 @@ fn a_mariadb_outage_under_load_loses_and_repeats_no_row() {
     // Reads never wait for history.
     let mut reader = engine.client();
     reader.submit(1, "balance.query", json!([1]).as_array().unwrap()).unwrap();
-    assert!(reader.recv().json.contains("available"));
+    assert!(reader.recv().json().contains("available"));
     drop(reader);
 
     // Back: the writer catches up and writes resume.
