@@ -2,62 +2,59 @@
 //! queries to market data and history) and receives its replies in submission order, each once
 //! its command is durable; the edges and the console each hold one.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use viaduct_edges::protocol::{self, Owner, Routed};
-use viaduct_edges::Payload;
+use viaduct_edges::Delivered;
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::reply::Encoding;
-use viaduct_matcher::{Command, RpcError, Spec};
+use viaduct_matcher::{response_json, Command, RpcError, Spec};
 use viaduct_publishers::history::writer::HistoryQuery;
 use viaduct_publishers::service::{Query, QuerySender};
-use viaduct_ring::{submit_encoded, Input};
+use viaduct_ring::{submit, Input};
 
 use crate::backpressure::Admission;
-use crate::delivery::{Registry, Sink, Watch};
-use crate::replies::ReplyReceiver;
+use crate::delivery::{Registry, Watch};
+use crate::replies::{AnswerSink, Inbox};
 
-/// A reply, released once its command is durable; or a watched user's fills.
+/// A reply as JSON, for clients without an event loop of their own ([`Client::recv`]): the
+/// outcome of a command once it is durable, or a query's answer.
 #[derive(Debug, Clone)]
 pub struct Response {
-    /// The mark the client put on the request (0 for fills).
+    /// The mark the client put on the request.
     pub tag: u64,
     pub request_id: i64,
-    /// The command's journal sequence (0 when it changed nothing).
+    /// The command's journal sequence (0 when it changed nothing, and for queries).
     pub journal_seq: u64,
-    /// The JSON-RPC response, the binary execution reports the request asked for
-    /// ([`Encoding::Binary`]), or a watched user's fills, which answer no request.
-    pub body: Payload,
+    /// The whole JSON-RPC response.
+    pub json: String,
 }
 
 impl Response {
     /// A JSON reply (or refusal) to the request `request_id` marked `tag`.
     pub fn of_json(tag: u64, request_id: i64, json: String) -> Response {
-        Response { tag, request_id, journal_seq: 0, body: Payload::Json(json) }
+        Response { tag, request_id, journal_seq: 0, json }
     }
 
-    /// The JSON of a JSON reply; empty for reports and fills.
     pub fn json(&self) -> &str {
-        match &self.body {
-            Payload::Json(json) => json,
-            _ => "",
-        }
+        &self.json
     }
 
-    /// [`Response::json`], taken.
     pub fn into_json(self) -> String {
-        match self.body {
-            Payload::Json(json) => json,
-            _ => String::new(),
-        }
+        self.json
     }
 
-    /// Whether it answers a request (fills do not).
-    pub fn answers_a_request(&self) -> bool {
-        !matches!(self.body, Payload::Fills { .. } | Payload::FillsLost)
+    /// `delivered` as JSON; none for deals of watched users, which answer no request.
+    fn of(spec: &Spec, delivered: Delivered<'_>) -> Option<Response> {
+        match delivered {
+            Delivered::Outcome { tag, request_id, journal_seq, result, events, .. } => {
+                Some(Response { tag, request_id, journal_seq, json: response_json(spec, request_id, result, events) })
+            }
+            Delivered::Answer { tag, request_id, json } => Some(Response { tag, request_id, journal_seq: 0, json }),
+            Delivered::Deals { .. } | Delivered::FillsLost => None,
+        }
     }
 }
 
@@ -65,16 +62,16 @@ pub(crate) fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Submits requests and receives their replies, in submission order.
+/// Submits requests and receives their replies. A client with an event loop (an edge) takes them
+/// typed through [`Client::receive`] and encodes them itself; others wait in [`Client::recv`].
 pub struct Client {
     pub(crate) id: u32,
     pub(crate) input: Input,
     pub(crate) spec: Arc<Spec>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) watch: Arc<Watch>,
-    pub(crate) fills_lost: Arc<AtomicBool>,
-    /// Where answers to market-data queries go: this client's own reply queue.
-    pub(crate) sink: Sink,
+    /// Where the owners of queries (market data, history) put their answers for this client.
+    pub(crate) answers: AnswerSink,
     pub(crate) queries: QuerySender,
     /// The durable sequence: a market-data query waits for the deals up to it.
     pub(crate) durable: Arc<AtomicU64>,
@@ -83,7 +80,8 @@ pub struct Client {
     pub(crate) admission: Admission,
     pub(crate) inflight: Arc<AtomicUsize>,
     pub(crate) inflight_max: usize,
-    pub(crate) rx: ReplyReceiver,
+    /// This client's end of its reply path; `None` once handed to [`Replies`].
+    pub(crate) inbox: Option<Inbox>,
 }
 
 /// Why a request was not submitted: the response to give instead.
@@ -127,15 +125,8 @@ impl Client {
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
             return Err(RpcError::ServiceUnavailable);
         }
-        let sink = self.sink.clone();
-        let answer = Box::new(move |json: String| {
-            let response = Response::of_json(tag, request_id, json);
-            if sink.queue.push(response).is_ok() {
-                if let Some(notify) = &sink.notify {
-                    notify();
-                }
-            }
-        });
+        let sink = self.answers.clone();
+        let answer = Box::new(move |json: String| sink.answer(tag, request_id, json));
         let method = method.to_string();
         match &self.history {
             Some(queries) if history => queries
@@ -156,51 +147,53 @@ impl Client {
         self.submit_tagged(0, request_id, cmd)
     }
 
-    /// Submits a decoded command with the client's own `tag`, returned with its JSON reply.
+    /// Submits a decoded command with the client's own `tag`, returned with its outcome.
     pub fn submit_tagged(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command> {
-        self.submit_encoded(tag, request_id, cmd, Encoding::Json)
-    }
-
-    /// Submits a decoded command with the client's own `tag`, its reply encoded as `encoding`.
-    pub fn submit_encoded(
-        &mut self,
-        tag: u64,
-        request_id: i64,
-        cmd: Command,
-        encoding: Encoding,
-    ) -> Result<(), Command> {
         if self.inflight.load(Ordering::Acquire) >= self.inflight_max {
             return Err(cmd);
         }
         if cmd.is_write() && !self.admission.admits_write() {
             return Err(cmd);
         }
-        submit_encoded(&mut self.input, (self.id, tag, request_id), now_us(), encoding, cmd)?;
+        submit(&mut self.input, self.id, tag, request_id, now_us(), cmd)?;
         self.inflight.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
-    /// A handle that receives this client's replies on another thread.
-    pub fn replies(&self) -> Replies {
-        Replies { rx: self.rx.clone(), inflight: Arc::clone(&self.inflight) }
+    fn inbox(&mut self) -> &mut Inbox {
+        self.inbox.as_mut().expect("this client's replies were handed to `Client::take_replies`")
     }
 
-    /// The next reply, waiting for it.
-    pub fn recv(&self) -> Response {
-        let r = self.rx.recv();
-        answered(&self.inflight, &r);
-        r
+    /// Hands `each` everything ready, typed, in order: outcomes of commands, query answers,
+    /// deals of watched users, and whether deals were lost. For edges, which encode them.
+    pub fn receive(&mut self, each: &mut dyn FnMut(&Spec, Delivered<'_>)) {
+        let spec = Arc::clone(&self.spec);
+        let answered = self.inbox().receive(&spec, each);
+        if answered > 0 {
+            self.inflight.fetch_sub(answered, Ordering::AcqRel);
+        }
     }
 
-    /// The next reply if one is ready.
-    pub fn try_recv(&self) -> Option<Response> {
-        let r = self.rx.try_recv()?;
-        answered(&self.inflight, &r);
-        Some(r)
+    /// The next reply as JSON, waiting for it. For clients made without a `Notify`.
+    pub fn recv(&mut self) -> Response {
+        let (spec, inflight) = (Arc::clone(&self.spec), Arc::clone(&self.inflight));
+        recv(self.inbox(), &spec, &inflight)
     }
 
-    /// Starts (`on`) or stops receiving the fills of `user`'s resting orders, as responses whose
-    /// body is [`Payload::Fills`].
+    /// The next reply as JSON if one is ready.
+    pub fn try_recv(&mut self) -> Option<Response> {
+        let (spec, inflight) = (Arc::clone(&self.spec), Arc::clone(&self.inflight));
+        try_recv(self.inbox(), &spec, &inflight)
+    }
+
+    /// Hands the receiving end to another thread; this client then only submits.
+    pub fn take_replies(&mut self) -> Replies {
+        let inbox = self.inbox.take().expect("replies already taken");
+        Replies { inbox, spec: Arc::clone(&self.spec), inflight: Arc::clone(&self.inflight) }
+    }
+
+    /// Starts (`on`) or stops receiving the deals of `user`'s resting orders
+    /// ([`Delivered::Deals`], through [`Client::receive`]).
     pub fn watch(&self, user: u32, on: bool) {
         let mut users = self.watch.users.lock().expect("watch lock");
         let clients = users.entry(user).or_default();
@@ -214,13 +207,6 @@ impl Client {
         self.watch.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Whether fills were dropped because this client did not take them fast enough (cleared by
-    /// the call).
-    pub fn take_fills_lost(&self) -> bool {
-        // A load first: the edges ask at every turn, and a swap would write the line each time.
-        self.fills_lost.load(Ordering::Relaxed) && self.fills_lost.swap(false, Ordering::AcqRel)
-    }
-
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
     }
@@ -230,38 +216,56 @@ impl Client {
     }
 }
 
-/// The receiving half of a [`Client`], for another thread.
+/// The next reply as JSON if one is ready; deals of watched users are passed over.
+fn try_recv(inbox: &mut Inbox, spec: &Spec, inflight: &AtomicUsize) -> Option<Response> {
+    loop {
+        let mut got = None;
+        if !inbox.receive_one(spec, &mut |spec, d| got = Response::of(spec, d)) {
+            return None;
+        }
+        if let Some(r) = got {
+            inflight.fetch_sub(1, Ordering::AcqRel);
+            return Some(r);
+        }
+    }
+}
+
+fn recv(inbox: &mut Inbox, spec: &Spec, inflight: &AtomicUsize) -> Response {
+    loop {
+        if let Some(r) = try_recv(inbox, spec, inflight) {
+            return r;
+        }
+        inbox.park();
+    }
+}
+
+/// The receiving end of a [`Client`], on another thread.
 pub struct Replies {
-    rx: ReplyReceiver,
+    inbox: Inbox,
+    spec: Arc<Spec>,
     inflight: Arc<AtomicUsize>,
 }
 
 impl Replies {
     /// The next reply, waiting for it.
-    pub fn recv(&self) -> Response {
-        let r = self.rx.recv();
-        answered(&self.inflight, &r);
-        r
+    pub fn recv(&mut self) -> Response {
+        recv(&mut self.inbox, &self.spec, &self.inflight)
     }
 
     /// Whether no reply is waiting.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
-    }
-}
-
-/// A reply frees an in-flight place; fills answer no request.
-fn answered(inflight: &AtomicUsize, r: &Response) {
-    if r.answers_a_request() {
-        inflight.fetch_sub(1, Ordering::AcqRel);
+        self.inbox.is_empty()
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if let Ok(mut r) = self.registry.lock() {
-            r.remove(&self.id);
+        // The inbox first, so that the reply stage, told of the departure, finds its outbox gone.
+        drop(self.inbox.take());
+        if let Ok(mut arrivals) = self.registry.arrivals.lock() {
+            arrivals.remove(&self.id);
         }
+        self.registry.departures.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut users) = self.watch.users.lock() {
             users.retain(|_, clients| {
                 clients.retain(|&c| c != self.id);

@@ -1,40 +1,34 @@
-//! The reply stage: at the end of each batch, once the journal has made it durable, hands every
-//! reply (encoded as JSON or as binary reports) and every fill of a watched user to its client,
-//! and feeds market data and the history writer with the batch's deals and rows.
+//! The reply stage: copies each reply, and each command with deals of a watched user's resting
+//! orders, into a slot of its own; at the end of each batch, once the journal has made it
+//! durable, publishes them on their clients' reply rings (`replies.rs`) and wakes the clients;
+//! and feeds market data and the history writer with the batch's deals and rows. It encodes
+//! nothing: each client encodes on its own thread.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
-use viaduct_edges::binary::{maker_fills, reports, ServerMsg};
-use viaduct_edges::{Notify, Payload};
 use viaduct_matcher::event::Deal;
-use viaduct_matcher::reply::Encoding;
-use viaduct_matcher::{response_json, Events, Spec};
+use viaduct_matcher::order::Side;
+use viaduct_matcher::Events;
 use viaduct_publishers::history::leaves_rows;
 use viaduct_publishers::service::MarketService;
 use viaduct_ring::OutSlot;
 
-use crate::client::Response;
-use crate::replies::{Refusal, ReplyQueue};
+use crate::replies::{Kind, Outbox, Refusal, Slot};
 
-/// Fills a client may have waiting beyond its in-flight replies; past it fills are dropped and the
-/// client is told ([`viaduct_edges::Payload::FillsLost`]).
-pub const FILLS_QUEUE_MAX: usize = 16_384;
-
-/// Where the reply stage sends one client's replies.
-#[derive(Clone)]
-pub(crate) struct Sink {
-    pub(crate) queue: Arc<ReplyQueue>,
-    pub(crate) notify: Option<Notify>,
-    pub(crate) fills_lost: Arc<AtomicBool>,
+/// The clients the reply stage sends to: a client's outbox waits here until the stage first
+/// meets the client (a lock taken once per client, not per reply).
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) arrivals: Mutex<HashMap<u32, Outbox>>,
+    /// Bumped when a client goes: the reply stage then drops the outboxes of gone clients.
+    pub(crate) departures: AtomicU64,
 }
 
-pub(crate) type Registry = Mutex<HashMap<u32, Sink>>;
-
-/// Which clients want the fills of which users' resting orders.
+/// Which clients want the deals of which users' resting orders.
 #[derive(Default)]
 pub(crate) struct Watch {
     pub(crate) users: Mutex<HashMap<u32, Vec<u32>>>,
@@ -42,20 +36,20 @@ pub(crate) struct Watch {
     pub(crate) version: AtomicU64,
 }
 
-/// Encodes each reply, and each fill of a watched user's resting order for the clients watching;
-/// at the end of a batch (after the journal's commit, whichever thread this runs on) hands them
-/// to their clients and wakes the clients that asked to be woken.
+/// Stages each reply, and each command with deals of a watched user's resting order for the
+/// clients watching; at the end of a batch (after the journal's commit, whichever thread this
+/// runs on) publishes them to their clients and wakes them.
 pub(crate) fn reply_stage(
-    spec: Arc<Spec>,
     registry: Arc<Registry>,
     watch: Arc<Watch>,
     market: &MarketService,
     history: Option<Sender<(u64, Events)>>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
-    let mut out = Delivery { spec, registry, clients: HashMap::new(), held: Vec::new(), woken: Vec::new() };
+    let mut out =
+        Delivery { registry, clients: HashMap::new(), departures: 0, held: Vec::new(), held_len: 0, woken: Vec::new() };
     let mut watched: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut watch_version = 0;
-    let mut fills: Vec<(u32, ServerMsg)> = Vec::new();
+    let mut watchers: Vec<u32> = Vec::new();
     let mut deals: Vec<Deal> = Vec::new();
     // Events of journaled commands that leave history rows: copied here, turned into rows on its
     // thread.
@@ -81,7 +75,7 @@ pub(crate) fn reply_stage(
             journaled_seq = slot.journal_seq;
         }
         if slot.client != 0 {
-            out.reply(slot);
+            out.stage(slot.client, Kind::Outcome, slot);
         }
         let version = watch.version.load(Ordering::Acquire);
         if version != watch_version {
@@ -89,12 +83,15 @@ pub(crate) fn reply_stage(
             watch_version = version;
         }
         if !watched.is_empty() && !slot.events.deals().is_empty() {
-            fills.clear();
-            maker_fills(&out.spec, &slot.events, |user| watched.contains_key(&user), &mut fills);
-            for (user, msg) in fills.drain(..) {
-                for &client in watched.get(&user).into_iter().flatten() {
-                    out.fill(client, user, msg);
-                }
+            watchers.clear();
+            for d in slot.events.deals() {
+                let maker = if d.taker_side == Side::Ask { d.bid_user } else { d.ask_user };
+                watchers.extend(watched.get(&maker).into_iter().flatten());
+            }
+            watchers.sort_unstable();
+            watchers.dedup();
+            for &client in &watchers {
+                out.stage(client, Kind::Deals, slot);
             }
         }
         if end_of_batch {
@@ -115,90 +112,75 @@ pub(crate) fn reply_stage(
 
 /// The reply stage's view of the clients.
 struct Delivery {
-    spec: Arc<Spec>,
     registry: Arc<Registry>,
-    clients: HashMap<u32, Sink>,
-    /// Replies and fills of this batch, released at its end: at most a batch's worth (the
-    /// output ring's slots and their fills).
-    held: Vec<(u32, Response)>,
+    clients: HashMap<u32, Outbox>,
+    /// `registry.departures` when gone clients were last dropped.
+    departures: u64,
+    /// This batch's slots, published at its end: at most a batch's worth (the output ring's
+    /// slots and their deals). The first `held_len` are this batch's; the rest are kept for
+    /// their capacity.
+    held: Vec<(u32, Slot)>,
+    held_len: usize,
     woken: Vec<u32>,
 }
 
 impl Delivery {
-    fn sink(&mut self, client: u32) -> Option<&Sink> {
-        match self.clients.entry(client) {
-            Entry::Occupied(e) => Some(e.into_mut()),
-            Entry::Vacant(v) => {
-                let found = self.registry.lock().expect("registry lock").get(&client)?.clone();
-                Some(v.insert(found))
-            }
+    fn stage(&mut self, client: u32, kind: Kind, out: &OutSlot) {
+        if self.held_len == self.held.len() {
+            self.held.push((client, Slot::empty()));
         }
+        let (to, slot) = &mut self.held[self.held_len];
+        *to = client;
+        slot.copy_from(kind, out);
+        self.held_len += 1;
     }
 
-    fn reply(&mut self, slot: &OutSlot) {
-        let body = match slot.encoding {
-            Encoding::Binary => {
-                let mut out = Vec::new();
-                reports(&self.spec, &slot.cmd, &slot.outcome, &slot.events, &mut out);
-                Payload::Reports(out)
-            }
-            Encoding::Json => Payload::Json(response_json(&self.spec, slot.request_id, &slot.outcome, &slot.events)),
-        };
-        let response = Response { tag: slot.tag, request_id: slot.request_id, journal_seq: slot.journal_seq, body };
-        self.send(slot.client, response);
-    }
-
-    fn fill(&mut self, client: u32, user: u32, msg: ServerMsg) {
-        let body = Payload::Fills { user, reports: vec![msg] };
-        self.send(client, Response { tag: 0, request_id: 0, journal_seq: 0, body });
-    }
-
-    fn send(&mut self, client: u32, response: Response) {
-        self.held.push((client, response));
-    }
-
-    /// Hands every held reply and fill to its client: each run of one client's responses under
-    /// one lock of its queue.
+    /// Publishes every staged slot on its client's ring.
     fn release(&mut self) {
+        let departures = self.registry.departures.load(Ordering::Acquire);
+        if departures != self.departures {
+            self.departures = departures;
+            self.clients.retain(|_, outbox| !outbox.is_gone());
+        }
         let mut held = std::mem::take(&mut self.held);
-        let mut rest = held.drain(..).peekable();
-        while let Some((client, first)) = rest.next() {
-            let run = std::iter::once(first)
-                .chain(std::iter::from_fn(|| rest.next_if(|(c, _)| *c == client).map(|(_, r)| r)));
-            self.deliver(client, run);
-        }
-        drop(rest);
-        self.held = held;
-    }
-
-    fn deliver(&mut self, client: u32, run: impl Iterator<Item = Response>) {
-        let Some(sink) = self.sink(client) else {
-            run.for_each(drop); // the client is gone
-            return;
-        };
-        let (mut gone, mut lost) = (false, false);
-        let pushed = sink.queue.push_all(run, |response, why| match why {
-            Refusal::Gone => gone = true,
-            Refusal::Full if !response.answers_a_request() => lost = true,
-            Refusal::Full => {
-                tracing::warn!("replies: client {client} holds more replies than it may have in flight; dropped one")
+        for (client, slot) in &mut held[..self.held_len] {
+            let client = *client;
+            let outbox = match self.clients.entry(client) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => {
+                    let Some(found) = self.registry.arrivals.lock().expect("registry lock").remove(&client) else {
+                        continue; // the client is gone
+                    };
+                    v.insert(found)
+                }
+            };
+            match outbox.publish(slot) {
+                Ok(()) => {}
+                Err(Refusal::Gone) => {
+                    self.clients.remove(&client);
+                    continue;
+                }
+                // Its deals were dropped: woken, it learns so.
+                Err(Refusal::Full) if slot.kind == Kind::Deals => {}
+                Err(Refusal::Full) => {
+                    tracing::warn!(
+                        "replies: client {client} holds more replies than it may have in flight; dropped one"
+                    );
+                    continue;
+                }
             }
-        });
-        if lost {
-            sink.fills_lost.store(true, Ordering::Release);
+            if !self.woken.contains(&client) {
+                self.woken.push(client);
+            }
         }
-        if (pushed > 0 || lost) && sink.notify.is_some() && !self.woken.contains(&client) {
-            self.woken.push(client);
-        }
-        if gone {
-            self.clients.remove(&client);
-        }
+        self.held = held;
+        self.held_len = 0;
     }
 
     fn wake(&mut self) {
         for id in self.woken.drain(..) {
-            if let Some(Sink { notify: Some(notify), .. }) = self.clients.get(&id) {
-                notify();
+            if let Some(outbox) = self.clients.get(&id) {
+                outbox.notify();
             }
         }
     }

@@ -3,7 +3,7 @@
 //! in-process clients (`client`) submit requests and receive replies once they are durable.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,10 +22,10 @@ use viaduct_ring::Input;
 
 use crate::backpressure::Admission;
 pub use crate::client::{Client, Refused, Replies, Response};
-use crate::delivery::{Registry, Sink, Watch, FILLS_QUEUE_MAX};
+use crate::delivery::{Registry, Watch};
 use crate::pipeline::{self, Bounds, Pipeline, Snapshots};
 use crate::profile::Profile;
-use crate::replies::ReplyQueue;
+use crate::replies::{reply_path, DEALS_WAITING_MAX};
 pub use crate::tcp_edge::{start_tcp_edge, EdgeBackend, OnMatcher, TcpEdgeRunning};
 
 /// What recovery found, for the startup log.
@@ -278,25 +278,25 @@ impl Engine {
 
     fn client_with(&self, notify: Option<Notify>) -> Client {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let (queue, rx) = ReplyQueue::new(self.inflight_max + FILLS_QUEUE_MAX);
-        let fills_lost = Arc::new(AtomicBool::new(false));
-        let sink = Sink { queue, notify, fills_lost: Arc::clone(&fills_lost) };
-        self.registry.lock().expect("registry lock").insert(id, sink.clone());
+        // Room for every reply the client may have in flight and every command with deals it
+        // may have waiting: the ring never refuses a reply.
+        let slots = self.inflight_max + DEALS_WAITING_MAX as usize;
+        let (outbox, answers, inbox) = reply_path(slots, self.inflight_max, notify);
+        self.registry.arrivals.lock().expect("registry lock").insert(id, outbox);
         Client {
             id,
             input: self.input.clone(),
             spec: Arc::clone(&self.spec),
             registry: Arc::clone(&self.registry),
             watch: Arc::clone(&self.watch),
-            fills_lost,
-            sink,
+            answers,
             queries: self.market.queries(),
             durable: Arc::clone(&self.durable),
             history: self.history.as_ref().map(|(h, _)| h.queries()),
             admission: self.admission.clone(),
             inflight: Arc::new(AtomicUsize::new(0)),
             inflight_max: self.inflight_max,
-            rx,
+            inbox: Some(inbox),
         }
     }
 }

@@ -281,7 +281,7 @@ enum Ticket {
 /// command is durable; a line that cannot be submitted is answered in its place in the order.
 fn serve_stdio(engine: &Engine) -> Result<()> {
     let mut client = engine.client();
-    let replies = client.replies();
+    let mut replies = client.take_replies();
     let (tx, rx) = crossbeam_channel::bounded::<Ticket>(engine.inflight_max() * 2);
     std::thread::scope(|s| -> Result<()> {
         let writer = s.spawn(move || -> io::Result<()> {

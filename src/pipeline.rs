@@ -244,7 +244,7 @@ pub(crate) fn assemble(
     let watch: Arc<Watch> = Arc::default();
     let market = MarketService::spawn(market_data.clone(), last_seq).context("starting the market data thread")?;
     let history_feed = history.as_ref().map(|(h, _)| h.feed());
-    let replies = reply_stage(Arc::clone(spec), Arc::clone(&registry), Arc::clone(&watch), &market, history_feed);
+    let replies = reply_stage(Arc::clone(&registry), Arc::clone(&watch), &market, history_feed);
     // Snapshots and segments are kept back to where the history store would resume.
     let history_stored = history.as_ref().map(|(h, _)| h.stored());
     let snapshots = match profile.durability {

@@ -1,214 +1,392 @@
-//! A client's reply queue: the reply stage adds a batch's replies under one lock, and a receiver
-//! takes everything waiting under one lock.
+//! Each client's reply path: a preallocated ring of typed outcomes with one producer, the reply
+//! stage, and one consumer, the client (an edge's event loop, the console, a test). The reply
+//! stage copies a command's outcome into a slot (no allocation once the slot is warm) and
+//! publishes the slots of a batch once the journal has made the batch durable; the client encodes
+//! them (JSON, binary reports, maker fills) on its own thread. No lock on the way: the producer
+//! writes a slot, then publishes its sequence; the consumer reads up to the published sequence.
 //!
-//! It replaces a lock-free channel whose receiver, finding a slot the sender had claimed but not
-//! yet filled, spun until the sender finished. The sender is the matcher's thread; when it was
-//! preempted inside that window (on two cores, often), the edge spun for the rest of its time
-//! slice: `perf` put 12 % of the server's samples at 100 k orders/s in that spin. Here a receiver
-//! that finds the lock held waits on it (a futex), and the sender runs.
+//! (A multi-producer lock-free channel was tried before and dropped: a receiver finding a slot a
+//! sender had claimed but not yet filled spun until the sender, often preempted on two cores,
+//! finished. A single producer publishes only filled slots, so the consumer never waits on it.)
+//!
+//! Answers to queries (market data, history) are made on their owners' threads and arrive on a
+//! bounded channel of their own.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::engine::Response;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_utils::sync::Parker;
+use disruptor::{EventPoller, Producer, SingleConsumerBarrier, SingleProducer, SingleProducerBarrier};
+use viaduct_edges::{Delivered, Notify};
+use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
+use viaduct_ring::OutSlot;
 
-/// Why a response was not queued.
+/// Commands with deals for a client's watched users that it may have waiting beyond its
+/// in-flight replies; past it they are dropped and the client is told ([`Delivered::FillsLost`]).
+pub const DEALS_WAITING_MAX: u64 = 4096;
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The outcome of one of the client's commands.
+    Outcome,
+    /// A command in which a user the client watches traded as maker.
+    Deals,
+}
+
+/// One slot of a reply ring: a command's outcome, typed, with its events.
+pub(crate) struct Slot {
+    pub(crate) kind: Kind,
+    pub(crate) tag: u64,
+    pub(crate) request_id: i64,
+    pub(crate) journal_seq: u64,
+    pub(crate) cmd: Command,
+    pub(crate) result: Result<Reply, RpcError>,
+    pub(crate) events: Events,
+}
+
+impl Slot {
+    pub(crate) fn empty() -> Slot {
+        Slot {
+            kind: Kind::Outcome,
+            tag: 0,
+            request_id: 0,
+            journal_seq: 0,
+            cmd: Command::AssetList,
+            result: Err(RpcError::Internal),
+            // Empty until first used: a slot allocates on its first use, then keeps its capacity.
+            events: Events::default(),
+        }
+    }
+
+    /// Makes this slot a copy of `out` (its outcome or its deals), in the capacity it has.
+    pub(crate) fn copy_from(&mut self, kind: Kind, out: &OutSlot) {
+        self.kind = kind;
+        self.tag = out.tag;
+        self.request_id = out.request_id;
+        self.journal_seq = out.journal_seq;
+        self.cmd.clone_from(&out.cmd);
+        self.result.clone_from(&out.outcome);
+        self.events.copy_from(&out.events);
+    }
+
+    fn delivered(&self) -> Delivered<'_> {
+        match self.kind {
+            Kind::Outcome => Delivered::Outcome {
+                tag: self.tag,
+                request_id: self.request_id,
+                journal_seq: self.journal_seq,
+                cmd: &self.cmd,
+                result: &self.result,
+                events: &self.events,
+            },
+            Kind::Deals => Delivered::Deals { events: &self.events },
+        }
+    }
+}
+
+/// A query's JSON answer: (tag, request id, JSON).
+pub(crate) type Answer = (u64, i64, String);
+
+/// The reply stage's end of one client's reply path.
+pub(crate) struct Outbox {
+    ring: SingleProducer<Slot, SingleConsumerBarrier>,
+    notify: Notify,
+    /// Set when the client is dropped: its ring has no reader any more.
+    gone: Arc<AtomicBool>,
+    fills_lost: Arc<AtomicBool>,
+    deals_sent: u64,
+    deals_taken: Arc<AtomicU64>,
+}
+
+/// Why a slot was not published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// The queue holds `capacity` responses.
+    /// The ring is full: more replies than the client may have in flight, or its deals past
+    /// [`DEALS_WAITING_MAX`].
     Full,
-    /// Every receiver is gone.
+    /// The client is gone.
     Gone,
 }
 
-/// Responses waiting for one client, at most `capacity` of them.
-pub(crate) struct ReplyQueue {
-    state: Mutex<State>,
-    ready: Condvar,
-    capacity: usize,
-    receivers: AtomicUsize,
-}
-
-struct State {
-    items: VecDeque<Response>,
-    /// Receivers blocked in [`ReplyReceiver::recv`]: only then does a push signal the condvar
-    /// (a system call).
-    sleepers: usize,
-}
-
-impl ReplyQueue {
-    /// A queue and its first receiver.
-    pub(crate) fn new(capacity: usize) -> (Arc<ReplyQueue>, ReplyReceiver) {
-        let queue = Arc::new(ReplyQueue {
-            state: Mutex::new(State { items: VecDeque::new(), sleepers: 0 }),
-            ready: Condvar::new(),
-            capacity,
-            receivers: AtomicUsize::new(1),
-        });
-        let rx = ReplyReceiver { queue: Arc::clone(&queue), taken: RefCell::default() };
-        (queue, rx)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("reply queue lock")
-    }
-
-    /// Queues `batch` in order under one lock; each response that does not fit, or finds no
-    /// receiver, goes to `refused` instead. Returns how many were queued.
-    pub(crate) fn push_all(
-        &self,
-        batch: impl Iterator<Item = Response>,
-        mut refused: impl FnMut(Response, Refusal),
-    ) -> usize {
-        if self.receivers.load(Ordering::Acquire) == 0 {
-            batch.for_each(|r| refused(r, Refusal::Gone));
-            return 0;
+impl Outbox {
+    /// Publishes `slot` by swapping it with the ring's next slot (whose old contents, with their
+    /// capacity, come back in `slot` for reuse).
+    pub(crate) fn publish(&mut self, slot: &mut Slot) -> Result<(), Refusal> {
+        if self.gone.load(Ordering::Acquire) {
+            return Err(Refusal::Gone);
         }
-        let mut pushed = 0;
-        let wake = {
-            let mut state = self.lock();
-            for r in batch {
-                if state.items.len() < self.capacity {
-                    state.items.push_back(r);
-                    pushed += 1;
-                } else {
-                    refused(r, Refusal::Full);
+        let deals = slot.kind == Kind::Deals;
+        if deals && self.deals_sent - self.deals_taken.load(Ordering::Acquire) >= DEALS_WAITING_MAX {
+            self.fills_lost.store(true, Ordering::Release);
+            return Err(Refusal::Full);
+        }
+        self.ring.try_publish(|s| std::mem::swap(s, slot)).map_err(|_| Refusal::Full)?;
+        self.deals_sent += u64::from(deals);
+        Ok(())
+    }
+
+    /// Wakes the client.
+    pub(crate) fn notify(&self) {
+        (self.notify)()
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+}
+
+/// Where a query's owner puts its answer for one client.
+#[derive(Clone)]
+pub(crate) struct AnswerSink {
+    tx: Sender<Answer>,
+    notify: Notify,
+}
+
+impl AnswerSink {
+    pub(crate) fn answer(&self, tag: u64, request_id: i64, json: String) {
+        match self.tx.try_send((tag, request_id, json)) {
+            Ok(()) => (self.notify)(),
+            // The client's in-flight bound keeps this from filling.
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("replies: a client holds more answers than it may have in flight; dropped one")
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// The client's end of its reply path.
+pub(crate) struct Inbox {
+    ring: EventPoller<Slot, SingleProducerBarrier>,
+    answers: Receiver<Answer>,
+    deals_taken: Arc<AtomicU64>,
+    fills_lost: Arc<AtomicBool>,
+    gone: Arc<AtomicBool>,
+    /// Unparked by the client's [`Notify`] when it has no event loop of its own.
+    parker: Parker,
+}
+
+/// A new reply path: a ring of `slots` (rounded up to a power of two) and an answer channel of
+/// `answers_max`. A client without an event loop (`notify` None) is woken through a parker.
+pub(crate) fn reply_path(slots: usize, answers_max: usize, notify: Option<Notify>) -> (Outbox, AnswerSink, Inbox) {
+    let parker = Parker::new();
+    let notify = notify.unwrap_or_else(|| {
+        let unparker = parker.unparker().clone();
+        Arc::new(move || unparker.unpark())
+    });
+    let (poller, builder) =
+        disruptor::build_single_producer(slots.next_power_of_two(), Slot::empty, disruptor::BusySpin)
+            .new_event_poller();
+    let (tx, answers) = crossbeam_channel::bounded(answers_max);
+    let (gone, fills_lost, deals_taken) = (Arc::default(), Arc::<AtomicBool>::default(), Arc::<AtomicU64>::default());
+    let outbox = Outbox {
+        ring: builder.build(),
+        notify: Arc::clone(&notify),
+        gone: Arc::clone(&gone),
+        fills_lost: Arc::clone(&fills_lost),
+        deals_sent: 0,
+        deals_taken: Arc::clone(&deals_taken),
+    };
+    let inbox = Inbox { ring: poller, answers, deals_taken, fills_lost, gone, parker };
+    (outbox, AnswerSink { tx, notify }, inbox)
+}
+
+impl Inbox {
+    /// Hands `each` everything waiting: the ring's outcomes and deals in order, then the answers,
+    /// then [`Delivered::FillsLost`] if deals were dropped. Returns how many requests it answered.
+    pub(crate) fn receive(&mut self, spec: &Spec, each: &mut dyn FnMut(&Spec, Delivered<'_>)) -> usize {
+        let mut answered = 0;
+        if let Ok(mut batch) = self.ring.poll() {
+            let mut deals = 0;
+            for slot in &mut batch {
+                match slot.kind {
+                    Kind::Outcome => answered += 1,
+                    Kind::Deals => deals += 1,
                 }
+                each(spec, slot.delivered());
             }
-            pushed > 0 && state.sleepers > 0
-        };
-        if wake {
-            self.ready.notify_all();
-        }
-        pushed
-    }
-
-    /// Queues one response.
-    pub(crate) fn push(&self, response: Response) -> Result<(), Refusal> {
-        let mut why = None;
-        self.push_all(std::iter::once(response), |_, w| why = Some(w));
-        why.map_or(Ok(()), Err)
-    }
-}
-
-/// Takes a queue's responses. Each receiver moves everything waiting into a buffer of its own
-/// at once and hands it out from there; clones share the queue (each response goes to one).
-pub(crate) struct ReplyReceiver {
-    queue: Arc<ReplyQueue>,
-    taken: RefCell<VecDeque<Response>>,
-}
-
-impl ReplyReceiver {
-    /// The next response if one is waiting.
-    pub(crate) fn try_recv(&self) -> Option<Response> {
-        let mut taken = self.taken.borrow_mut();
-        if taken.is_empty() {
-            std::mem::swap(&mut *taken, &mut self.queue.lock().items);
-        }
-        taken.pop_front()
-    }
-
-    /// The next response, waiting for one.
-    pub(crate) fn recv(&self) -> Response {
-        let mut taken = self.taken.borrow_mut();
-        if taken.is_empty() {
-            let mut state = self.queue.lock();
-            while state.items.is_empty() {
-                state.sleepers += 1;
-                state = self.queue.ready.wait(state).expect("reply queue lock");
-                state.sleepers -= 1;
+            drop(batch);
+            if deals > 0 {
+                self.deals_taken.fetch_add(deals, Ordering::AcqRel);
             }
-            std::mem::swap(&mut *taken, &mut state.items);
         }
-        taken.pop_front().expect("a response was taken")
+        for (tag, request_id, json) in self.answers.try_iter() {
+            answered += 1;
+            each(spec, Delivered::Answer { tag, request_id, json });
+        }
+        if self.fills_lost.load(Ordering::Relaxed) && self.fills_lost.swap(false, Ordering::AcqRel) {
+            each(spec, Delivered::FillsLost);
+        }
+        answered
     }
 
-    /// Whether no response is waiting.
+    /// The next delivery if one is waiting, handed to `each`; returns whether there was one.
+    pub(crate) fn receive_one(&mut self, spec: &Spec, each: &mut dyn FnMut(&Spec, Delivered<'_>)) -> bool {
+        if let Ok(mut batch) = self.ring.take(1) {
+            if let Some(slot) = (&mut batch).next() {
+                if slot.kind == Kind::Deals {
+                    self.deals_taken.fetch_add(1, Ordering::AcqRel);
+                }
+                each(spec, slot.delivered());
+                return true;
+            }
+        }
+        if let Ok((tag, request_id, json)) = self.answers.try_recv() {
+            each(spec, Delivered::Answer { tag, request_id, json });
+            return true;
+        }
+        false
+    }
+
+    /// Whether nothing is waiting.
     pub(crate) fn is_empty(&self) -> bool {
-        self.taken.borrow().is_empty() && self.queue.lock().items.is_empty()
+        !self.ring.has_available() && self.answers.is_empty()
+    }
+
+    /// Waits until woken (a publish, an answer) or a spurious wake-up; callers check again.
+    pub(crate) fn park(&self) {
+        self.parker.park();
     }
 }
 
-impl Clone for ReplyReceiver {
-    fn clone(&self) -> ReplyReceiver {
-        self.queue.receivers.fetch_add(1, Ordering::AcqRel);
-        ReplyReceiver { queue: Arc::clone(&self.queue), taken: RefCell::default() }
-    }
-}
-
-impl Drop for ReplyReceiver {
+impl Drop for Inbox {
     fn drop(&mut self) {
-        self.queue.receivers.fetch_sub(1, Ordering::AcqRel);
+        self.gone.store(true, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+    use viaduct_matcher::config::embedded;
 
-    fn response(tag: u64) -> Response {
-        Response::of_json(tag, tag as i64, String::new())
-    }
-
-    fn tags(rx: &ReplyReceiver) -> Vec<u64> {
-        std::iter::from_fn(|| rx.try_recv()).map(|r| r.tag).collect()
-    }
-
-    #[test]
-    fn responses_come_out_in_order_up_to_the_capacity_and_the_rest_are_refused_as_full() {
-        let (q, rx) = ReplyQueue::new(3);
-        let mut refused = Vec::new();
-        assert_eq!(q.push_all((1..=5).map(response), |r, why| refused.push((r.tag, why))), 3);
-        assert_eq!(refused, [(4, Refusal::Full), (5, Refusal::Full)]);
-        assert!(!rx.is_empty());
-        assert_eq!(tags(&rx), [1, 2, 3]);
-        assert!(rx.is_empty());
-        // Taken responses free their places.
-        assert_eq!(q.push(response(6)), Ok(()));
-        assert_eq!(tags(&rx), [6]);
-    }
-
-    #[test]
-    fn a_receiver_hands_out_what_it_took_even_after_more_was_queued() {
-        let (q, rx) = ReplyQueue::new(10);
-        q.push_all((1..=2).map(response), |_, _| panic!("refused"));
-        assert_eq!(rx.try_recv().map(|r| r.tag), Some(1));
-        q.push(response(3)).unwrap();
-        assert_eq!(tags(&rx), [2, 3]);
-    }
-
-    #[test]
-    fn with_every_receiver_gone_pushes_are_refused_as_gone() {
-        let (q, rx) = ReplyQueue::new(10);
-        let other = rx.clone();
-        drop(rx);
-        assert_eq!(q.push(response(1)), Ok(()));
-        assert_eq!(other.recv().tag, 1);
-        drop(other);
-        assert_eq!(q.push(response(2)), Err(Refusal::Gone));
-    }
-
-    #[test]
-    fn a_blocked_receiver_wakes_for_a_push_from_another_thread() {
-        let (q, rx) = ReplyQueue::new(10);
-        let (tx, got) = std::sync::mpsc::channel();
-        let receiver = std::thread::spawn(move || {
-            for _ in 0..2 {
-                tx.send(rx.recv().tag).unwrap();
-            }
-        });
-        // Pushed only once the receiver is blocked in `recv`: only the push's signal wakes it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while q.lock().sleepers == 0 {
-            assert!(std::time::Instant::now() < deadline, "the receiver never blocked");
-            std::thread::sleep(Duration::from_millis(1));
+    fn out(tag: u64) -> OutSlot {
+        OutSlot {
+            client: 1,
+            tag,
+            request_id: tag as i64,
+            time_us: 0,
+            cmd: Command::AssetList,
+            journal_seq: tag,
+            digest: 0,
+            outcome: Ok(Reply::Success),
+            events: Events::default(),
         }
-        q.push_all((1..=2).map(response), |_, _| panic!("refused"));
-        let woken = Duration::from_secs(10);
-        assert_eq!((got.recv_timeout(woken), got.recv_timeout(woken)), (Ok(1), Ok(2)), "the receiver was not woken");
-        receiver.join().unwrap();
+    }
+
+    fn publish(outbox: &mut Outbox, kind: Kind, tag: u64) -> Result<(), Refusal> {
+        let mut slot = Slot::empty();
+        slot.copy_from(kind, &out(tag));
+        outbox.publish(&mut slot)
+    }
+
+    /// What `receive` hands over, as (what, tag) pairs.
+    fn received(inbox: &mut Inbox, spec: &Spec) -> (Vec<(&'static str, u64)>, usize) {
+        let mut got = Vec::new();
+        let answered = inbox.receive(spec, &mut |_, d| {
+            got.push(match d {
+                Delivered::Outcome { tag, journal_seq, .. } => {
+                    assert_eq!(tag, journal_seq);
+                    ("outcome", tag)
+                }
+                Delivered::Answer { tag, .. } => ("answer", tag),
+                Delivered::Deals { .. } => ("deals", 0),
+                Delivered::FillsLost => ("lost", 0),
+            })
+        });
+        (got, answered)
+    }
+
+    #[test]
+    fn outcomes_and_answers_come_out_in_order_and_count_as_answered() {
+        let spec = Spec::new(&embedded()).unwrap();
+        let (mut outbox, answers, mut inbox) = reply_path(8, 8, None);
+        assert!(inbox.is_empty());
+        for tag in 1..=3 {
+            publish(&mut outbox, Kind::Outcome, tag).unwrap();
+        }
+        publish(&mut outbox, Kind::Deals, 9).unwrap();
+        answers.answer(7, 70, "{}".into());
+        assert!(!inbox.is_empty());
+        let (got, answered) = received(&mut inbox, &spec);
+        assert_eq!(got, [("outcome", 1), ("outcome", 2), ("outcome", 3), ("deals", 0), ("answer", 7)]);
+        assert_eq!(answered, 4, "deals answer no request");
+        assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn deals_past_their_bound_are_dropped_and_the_client_told_while_replies_still_fit() {
+        let spec = Spec::new(&embedded()).unwrap();
+        let (mut outbox, _answers, mut inbox) = reply_path(4 + DEALS_WAITING_MAX as usize, 4, None);
+        for _ in 0..DEALS_WAITING_MAX {
+            publish(&mut outbox, Kind::Deals, 0).unwrap();
+        }
+        assert_eq!(publish(&mut outbox, Kind::Deals, 0), Err(Refusal::Full));
+        for tag in 1..=4 {
+            publish(&mut outbox, Kind::Outcome, tag).unwrap();
+        }
+        let (got, answered) = received(&mut inbox, &spec);
+        assert_eq!(got.len() as u64, DEALS_WAITING_MAX + 4 + 1);
+        assert_eq!(got[got.len() - 5..], [("outcome", 1), ("outcome", 2), ("outcome", 3), ("outcome", 4), ("lost", 0)]);
+        assert_eq!(answered, 4);
+        // Taken deals free their places; the loss is told once.
+        publish(&mut outbox, Kind::Deals, 0).unwrap();
+        assert_eq!(received(&mut inbox, &spec).0, [("deals", 0)]);
+    }
+
+    #[test]
+    fn with_the_client_gone_publishing_is_refused_as_gone() {
+        let (mut outbox, _answers, inbox) = reply_path(8, 8, None);
+        publish(&mut outbox, Kind::Outcome, 1).unwrap();
+        assert!(!outbox.is_gone());
+        drop(inbox);
+        assert!(outbox.is_gone());
+        assert_eq!(publish(&mut outbox, Kind::Outcome, 2), Err(Refusal::Gone));
+    }
+
+    #[test]
+    fn a_full_ring_refuses_until_the_client_takes_what_it_holds() {
+        let spec = Spec::new(&embedded()).unwrap();
+        let (mut outbox, _answers, mut inbox) = reply_path(2, 2, None);
+        publish(&mut outbox, Kind::Outcome, 1).unwrap();
+        publish(&mut outbox, Kind::Outcome, 2).unwrap();
+        assert_eq!(publish(&mut outbox, Kind::Outcome, 3), Err(Refusal::Full));
+        assert_eq!(received(&mut inbox, &spec).0, [("outcome", 1), ("outcome", 2)]);
+        publish(&mut outbox, Kind::Outcome, 3).unwrap();
+        assert_eq!(received(&mut inbox, &spec).0, [("outcome", 3)]);
+    }
+
+    #[test]
+    fn a_receiver_waiting_without_an_event_loop_wakes_for_a_publish_from_another_thread() {
+        let spec = Arc::new(Spec::new(&embedded()).unwrap());
+        let (mut outbox, _answers, mut inbox) = reply_path(8, 8, None);
+        let waiting = Arc::new(AtomicBool::new(false));
+        let (flag, spec2) = (Arc::clone(&waiting), Arc::clone(&spec));
+        let receiver = std::thread::spawn(move || {
+            flag.store(true, Ordering::Release);
+            let mut tag = None;
+            while tag.is_none() {
+                inbox.receive(&spec2, &mut |_, d| {
+                    if let Delivered::Outcome { tag: t, .. } = d {
+                        tag = Some(t);
+                    }
+                });
+                if tag.is_none() {
+                    inbox.park();
+                }
+            }
+            tag
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !waiting.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the receiver never started");
+            std::thread::yield_now();
+        }
+        publish(&mut outbox, Kind::Outcome, 5).unwrap();
+        outbox.notify();
+        assert_eq!(receiver.join().unwrap(), Some(5));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use viaduct_edges::{Encoding, Payload};
+use viaduct_edges::Delivered;
 use viaduct_matcher::{Command, RpcError, Spec};
 
 use crate::client::Client;
@@ -101,16 +101,12 @@ impl viaduct_edges::Backend for EdgeBackend {
         self.client.spec()
     }
 
-    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command, encoding: Encoding) -> Result<(), Command> {
-        self.client.submit_encoded(tag, request_id, cmd, encoding)
+    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command> {
+        self.client.submit_tagged(tag, request_id, cmd)
     }
 
-    fn try_recv(&mut self) -> Option<(u64, Payload)> {
-        if self.client.take_fills_lost() {
-            return Some((0, Payload::FillsLost));
-        }
-        let r = self.client.try_recv()?;
-        Some((r.tag, r.body))
+    fn receive(&mut self, each: &mut dyn FnMut(&Spec, Delivered<'_>)) {
+        self.client.receive(each)
     }
 
     fn watch(&mut self, user: u32, on: bool) {

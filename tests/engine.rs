@@ -163,12 +163,15 @@ fn order_replies_are_whole_at_every_receiving_end() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start(dir.path());
     let mut client = engine.client();
-    let replies = client.replies();
+    let mut replies = None;
     client.submit(1, "balance.update", &params(json!([1, "BCH", "deposit", 1, "1000", {}]))).unwrap();
     assert_eq!(serde_json::from_str::<Value>(client.recv().json()).unwrap()["result"]["status"], "success");
     let put = |id: i64| params(json!([1, "BTCBCH", 2, "0.3", format!("0.9{id}"), "0.002", "0.001", "e"]));
     let mut seen = Vec::new();
     for (id, how) in [(11, "recv"), (12, "try_recv"), (13, "replies")] {
+        if how == "replies" {
+            replies = Some(client.take_replies());
+        }
         client.submit(id, "order.put_limit", &put(id)).unwrap();
         let r = match how {
             "recv" => client.recv(),
@@ -178,7 +181,7 @@ fn order_replies_are_whole_at_every_receiving_end() {
                 }
                 std::thread::yield_now();
             },
-            _ => replies.recv(),
+            _ => replies.as_mut().unwrap().recv(),
         };
         let v: Value = serde_json::from_str(r.json()).unwrap_or_else(|e| panic!("{how}: {e}: {:?}", r.json()));
         assert_eq!((v["id"].as_i64(), &v["error"]), (Some(id), &Value::Null), "{how}");

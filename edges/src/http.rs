@@ -23,11 +23,11 @@ use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::RpcError;
+use viaduct_matcher::{response_json, RpcError};
 
 use crate::net::{free_slot, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop};
 use crate::protocol::{self, Routed};
-use crate::{Backend, Encoding, Notify, Payload};
+use crate::{Backend, Delivered, Notify};
 
 const READ_CHUNK: usize = 16 * 1024;
 const HEADERS_MAX: usize = 32;
@@ -395,7 +395,7 @@ impl<B: Backend> Server<B> {
         };
         let tag = self.next_tag;
         self.next_tag += 1;
-        match self.backend.submit(tag, id, cmd, Encoding::Json) {
+        match self.backend.submit(tag, id, cmd) {
             Ok(()) => Answer::Later(tag, id),
             Err(_) => Answer::Now(200, error_response(Some(id), RpcError::ServiceUnavailable)),
         }
@@ -416,21 +416,34 @@ impl<B: Backend> Server<B> {
         self.flush(index);
     }
 
-    /// Hands every ready engine reply to its connection.
+    /// Hands every ready engine reply to its connection, encoding a command's outcome as JSON
+    /// here, on the edge's thread.
     fn take_replies(&mut self) {
         let mut touched = Vec::new();
-        while let Some((tag, payload)) = self.backend.try_recv() {
-            let Payload::Json(json) = payload else { continue };
-            if self.expired.remove(&tag) {
-                continue;
+        let (expired, waiting, conns) = (&mut self.expired, &mut self.waiting, &mut self.conns);
+        self.backend.receive(&mut |spec, delivered| {
+            let tag = match delivered {
+                Delivered::Outcome { tag, .. } | Delivered::Answer { tag, .. } => tag,
+                Delivered::Deals { .. } | Delivered::FillsLost => return,
+            };
+            if expired.remove(&tag) {
+                return;
             }
-            let Some(index) = self.waiting.remove(&tag) else { continue };
-            let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { continue };
-            if let Some(slot) = c.order.iter_mut().find(|s| matches!(s, Slot::Waiting { tag: t, .. } if *t == tag)) {
-                *slot = Slot::Ready(200, json);
-                touched.push(index);
-            }
-        }
+            let Some(index) = waiting.remove(&tag) else { return };
+            let Some(c) = conns.get_mut(index).and_then(Option::as_mut) else { return };
+            let Some(slot) = c.order.iter_mut().find(|s| matches!(s, Slot::Waiting { tag: t, .. } if *t == tag)) else {
+                return;
+            };
+            let json = match delivered {
+                Delivered::Outcome { request_id, result, events, .. } => {
+                    response_json(spec, request_id, result, events)
+                }
+                Delivered::Answer { json, .. } => json,
+                Delivered::Deals { .. } | Delivered::FillsLost => return,
+            };
+            *slot = Slot::Ready(200, json);
+            touched.push(index);
+        });
         touched.sort_unstable();
         touched.dedup();
         for index in touched {

@@ -22,39 +22,47 @@ pub mod tcp;
 
 use std::sync::Arc;
 
-pub use viaduct_matcher::reply::Encoding;
-use viaduct_matcher::{Command, RpcError, Spec};
+use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
 
 /// Wakes an edge's event loop: the backend calls it after handing the edge replies.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
-/// What the engine hands an edge.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
-    /// The whole JSON-RPC response to a request.
-    Json(String),
-    /// The execution reports for a request submitted with [`Encoding::Binary`].
-    Reports(Vec<binary::ServerMsg>),
-    /// Fills of resting orders of a user the edge watches ([`Backend::watch`]).
-    Fills { user: u32, reports: Vec<binary::ServerMsg> },
-    /// The edge fell so far behind that fills were dropped: every watching session must be told
-    /// to reconnect.
+/// What the engine hands an edge, typed: the edge encodes it (JSON or binary) on its own thread.
+/// A borrowed delivery lives in the edge's reply ring and is valid for the call that hands it.
+#[derive(Debug)]
+pub enum Delivered<'a> {
+    /// The outcome of a command the edge submitted with `tag`, once it is durable: the result,
+    /// and the events it caused (the taker's deals, the order placed or cancelled).
+    Outcome {
+        tag: u64,
+        request_id: i64,
+        /// The command's journal sequence; 0 when it changed nothing.
+        journal_seq: u64,
+        cmd: &'a Command,
+        result: &'a Result<Reply, RpcError>,
+        events: &'a Events,
+    },
+    /// The JSON response of a query (market data, history), made by the query's owner.
+    Answer { tag: u64, request_id: i64, json: String },
+    /// The events of a durable command in which a user the edge watches ([`Backend::watch`])
+    /// traded as maker: the edge derives that user's fills from them.
+    Deals { events: &'a Events },
+    /// The edge fell so far behind that deals for its watched users were dropped: every watching
+    /// session must be told to reconnect.
     FillsLost,
 }
 
 /// What an edge submits commands to and takes replies from.
 pub trait Backend: Send + 'static {
     fn spec(&self) -> &Spec;
-    /// Submits `cmd` marked with `tag` (the edge's own), its reply wanted as `encoding`; hands
-    /// it back when the engine cannot take it now.
-    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command, encoding: Encoding) -> Result<(), Command>;
-    /// What is ready: a reply ([`Payload::Json`], [`Payload::Reports`]) with the tag its request
-    /// was submitted with, or fills ([`Payload::Fills`], [`Payload::FillsLost`]), which answer no
-    /// request (their tag is 0).
-    fn try_recv(&mut self) -> Option<(u64, Payload)>;
-    /// Queues a method the matcher does not answer (market data) for its owner; its JSON reply
-    /// comes back through [`Backend::try_recv`] with `tag`. Error 4 when nobody serves `method`,
-    /// error 3 when its owner's queue is full.
+    /// Submits `cmd` marked with `tag` (the edge's own); hands it back when the engine cannot
+    /// take it now.
+    fn submit(&mut self, tag: u64, request_id: i64, cmd: Command) -> Result<(), Command>;
+    /// Hands `each` everything ready, in order, with the market configuration to encode it by.
+    fn receive(&mut self, each: &mut dyn FnMut(&Spec, Delivered<'_>));
+    /// Queues a method the matcher does not answer (market data, history) for its owner; its
+    /// JSON reply comes back through [`Backend::receive`] as [`Delivered::Answer`] with `tag`.
+    /// Error 4 when nobody serves `method`, error 3 when its owner's queue is full.
     fn query(
         &mut self,
         tag: u64,
@@ -65,7 +73,7 @@ pub trait Backend: Send + 'static {
         let _ = (tag, request_id, method, params);
         Err(RpcError::MethodNotFound)
     }
-    /// Starts (`on`) or stops sending this edge the fills of `user`'s resting orders.
+    /// Starts (`on`) or stops sending this edge [`Delivered::Deals`] for `user`'s resting orders.
     fn watch(&mut self, user: u32, on: bool) {
         let _ = (user, on);
     }

@@ -25,13 +25,13 @@ use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
 use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{RpcError, Spec};
+use viaduct_matcher::{response_json, RpcError, Spec};
 
 use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Trader};
 use crate::net::{free_slot, prepare, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop, Turns};
 use crate::protocol::{self, Routed};
 use crate::rpc::{self, Header};
-use crate::{Backend, Encoding, Notify, Payload};
+use crate::{Backend, Delivered, Notify};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -227,6 +227,14 @@ struct Waiting {
     rpc: Option<(Header, Vec<u8>)>,
 }
 
+/// The request `tag` answers, if its connection is still the one that sent it.
+fn arrived(waiting: &mut IdMap<u64, Waiting, BlockIdHasher>, conns: &mut [Option<Conn>], tag: u64) -> Option<Waiting> {
+    let w = waiting.remove(&tag)?;
+    let c = conns.get_mut(w.index).and_then(Option::as_mut).filter(|c| c.gen == w.gen)?;
+    c.pending -= 1;
+    Some(w)
+}
+
 struct Server<B> {
     cfg: TcpConfig,
     poll: Poll,
@@ -245,6 +253,24 @@ struct Server<B> {
     sessions: HashMap<u32, Vec<(usize, u64)>>,
     /// What each read fills.
     chunk: Vec<u8>,
+    /// What the engine handed over in one [`Server::take_replies`], encoded, before it is queued
+    /// on the connections (kept for its capacity).
+    arrived: Vec<Arrival>,
+}
+
+/// One delivery of the engine, encoded for its connection.
+enum Arrival {
+    /// The JSON response to a framed RPC request.
+    Rpc(Waiting, String),
+    /// An execution report for the binary session on connection `index` of generation `gen`.
+    Report {
+        index: usize,
+        gen: u64,
+        msg: ServerMsg,
+    },
+    /// A maker fill for every session of `user`.
+    Fill(u32, ServerMsg),
+    FillsLost,
 }
 
 impl<B: Backend> Server<B> {
@@ -261,6 +287,7 @@ impl<B: Backend> Server<B> {
             waiting: IdMap::default(),
             sessions: HashMap::new(),
             chunk: vec![0; READ_CHUNK],
+            arrived: Vec::new(),
         }
     }
 }
@@ -466,7 +493,7 @@ impl<B: Backend> Server<B> {
             }
         };
         let tag = self.next_tag();
-        match self.backend.submit(tag, id, cmd, Encoding::Json) {
+        match self.backend.submit(tag, id, cmd) {
             Ok(()) => self.wait(index, tag, Some((h, packet.ext))),
             Err(_) => {
                 let busy = error_response(Some(id), RpcError::ServiceUnavailable);
@@ -574,7 +601,7 @@ impl<B: Backend> Server<B> {
             Err(why) => return self.send(index, binary::rejected(msg_type, client_id, order_id, why)),
         };
         let tag = self.next_tag();
-        match self.backend.submit(tag, 0, cmd, Encoding::Binary) {
+        match self.backend.submit(tag, 0, cmd) {
             Ok(()) => self.wait(index, tag, None),
             Err(_) => self.send(index, binary::rejected(msg_type, client_id, order_id, reason::SERVICE_UNAVAILABLE)),
         }
@@ -604,34 +631,64 @@ impl<B: Backend> Server<B> {
         binary::encode_server(&msg, &mut c.wbuf);
     }
 
+    /// Takes what the engine has ready and encodes it here, on the edge's thread: a framed RPC
+    /// request's outcome as JSON, a binary order's as execution reports, and the deals of watched
+    /// users as their maker fills.
     fn take_replies(&mut self) {
-        let mut touched: Vec<usize> = Vec::new();
-        while let Some((tag, payload)) = self.backend.try_recv() {
-            match payload {
-                Payload::Fills { user, reports } => {
-                    let targets = self.sessions.get(&user).cloned().unwrap_or_default();
-                    for (index, gen) in targets {
-                        if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
-                            reports.iter().for_each(|r| self.send(index, *r));
-                            touched.push(index);
-                        }
-                    }
+        let mut arrivals = std::mem::take(&mut self.arrived);
+        let (waiting, conns, sessions) = (&mut self.waiting, &mut self.conns, &self.sessions);
+        let mut reports = Vec::new();
+        let mut fills = Vec::new();
+        self.backend.receive(&mut |spec, delivered| match delivered {
+            Delivered::Outcome { tag, request_id, cmd, result, events, .. } => {
+                let Some(w) = arrived(waiting, conns, tag) else { return };
+                if w.rpc.is_some() {
+                    arrivals.push(Arrival::Rpc(w, response_json(spec, request_id, result, events)));
+                } else {
+                    binary::reports(spec, cmd, result, events, &mut reports);
+                    let (index, gen) = (w.index, w.gen);
+                    arrivals.extend(reports.drain(..).map(|msg| Arrival::Report { index, gen, msg }));
                 }
-                Payload::FillsLost => self.drop_sessions(),
-                Payload::Json(json) => {
-                    let Some(w) = self.arrived(tag) else { continue };
+            }
+            Delivered::Answer { tag, json, .. } => {
+                if let Some(w) = arrived(waiting, conns, tag) {
+                    arrivals.push(Arrival::Rpc(w, json));
+                }
+            }
+            Delivered::Deals { events } => {
+                binary::maker_fills(spec, events, |user| sessions.contains_key(&user), &mut fills);
+                arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
+            }
+            Delivered::FillsLost => arrivals.push(Arrival::FillsLost),
+        });
+        let mut touched: Vec<usize> = Vec::new();
+        for arrival in arrivals.drain(..) {
+            match arrival {
+                Arrival::Rpc(w, json) => {
                     if let Some((h, ext)) = &w.rpc {
                         self.rpc_reply(w.index, h, ext, json.as_bytes());
                         touched.push(w.index);
                     }
                 }
-                Payload::Reports(reports) => {
-                    let Some(w) = self.arrived(tag) else { continue };
-                    reports.into_iter().for_each(|r| self.send(w.index, r));
-                    touched.push(w.index);
+                Arrival::Report { index, gen, msg } => {
+                    if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                        self.send(index, msg);
+                        touched.push(index);
+                    }
                 }
+                Arrival::Fill(user, msg) => {
+                    for k in 0..self.sessions.get(&user).map_or(0, Vec::len) {
+                        let (index, gen) = self.sessions[&user][k];
+                        if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                            self.send(index, msg);
+                            touched.push(index);
+                        }
+                    }
+                }
+                Arrival::FillsLost => self.drop_sessions(),
             }
         }
+        self.arrived = arrivals;
         touched.sort_unstable();
         touched.dedup();
         for index in touched {
@@ -644,14 +701,6 @@ impl<B: Backend> Server<B> {
                 self.flush(index);
             }
         }
-    }
-
-    /// The request `tag` answers, if its connection is still the one that sent it.
-    fn arrived(&mut self, tag: u64) -> Option<Waiting> {
-        let w = self.waiting.remove(&tag)?;
-        let c = self.conns.get_mut(w.index).and_then(Option::as_mut).filter(|c| c.gen == w.gen)?;
-        c.pending -= 1;
-        Some(w)
     }
 
     /// Fills were lost: every session is closed so that its client reconnects and reconciles.

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use viaduct_edges::http::{HttpConfig, HttpEdge};
-use viaduct_edges::{Backend, Encoding, Payload};
+use viaduct_edges::{Backend, Delivered};
 use viaduct_matcher::{config::embedded, Command, Spec};
 
 /// Takes every command and never replies; or, when `full`, takes none.
@@ -21,7 +21,7 @@ impl Backend for Stalled {
         &self.spec
     }
 
-    fn submit(&mut self, _tag: u64, _request_id: i64, cmd: Command, _: Encoding) -> Result<(), Command> {
+    fn submit(&mut self, _tag: u64, _request_id: i64, cmd: Command) -> Result<(), Command> {
         if self.full {
             Err(cmd)
         } else {
@@ -29,9 +29,7 @@ impl Backend for Stalled {
         }
     }
 
-    fn try_recv(&mut self) -> Option<(u64, Payload)> {
-        None
-    }
+    fn receive(&mut self, _: &mut dyn FnMut(&Spec, Delivered<'_>)) {}
 }
 
 fn exchange(full: bool) -> String {

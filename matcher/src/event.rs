@@ -160,6 +160,18 @@ impl Events {
         }
     }
 
+    /// Makes this a copy of `other`, in the capacity it has: a reply path that keeps one
+    /// `Events` per slot copies into it without allocating once warm. What grew past
+    /// [`EVENTS_KEPT_MAX`] is released first.
+    pub fn copy_from(&mut self, other: &Events) {
+        self.clear();
+        self.seq.extend_from_slice(&other.seq);
+        self.orders.extend_from_slice(&other.orders);
+        self.deals.extend_from_slice(&other.deals);
+        self.balances.extend_from_slice(&other.balances);
+        self.levels.extend_from_slice(&other.levels);
+    }
+
     pub fn clear(&mut self) {
         self.seq.clear();
         self.orders.clear();

@@ -308,15 +308,6 @@ pub fn error_response(id: Option<i64>, e: RpcError) -> String {
 }
 
 /// The whole JSON-RPC response: `{"error": …, "result": …, "id": …}`, in that order. `events` are
-/// How a command's reply is to be encoded, as its edge asked: ViaBTC's JSON-RPC response, or the
-/// binary order entry's execution reports (`edges/PROTOCOL.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Encoding {
-    #[default]
-    Json,
-    Binary,
-}
-
 /// those of the command that replied.
 pub fn response_json(spec: &Spec, id: i64, outcome: &Result<Reply, RpcError>, events: &Events) -> String {
     if let (Ok(Reply::Order), Some(order)) = (outcome, events.last_order()) {

@@ -36,7 +36,6 @@ use std::time::Duration;
 
 use disruptor::wait_strategies::WaitStrategy;
 use disruptor::{BusySpin, BusySpinWithSpinLoopHint, MultiProducer, ProcessorSettings, Producer};
-use viaduct_matcher::reply::Encoding;
 use viaduct_matcher::{Command, Events, Matcher, Reply, RpcError};
 
 /// A request on its way to the matcher.
@@ -50,8 +49,6 @@ pub struct InSlot {
     pub request_id: i64,
     /// When the edge received it (microseconds since the epoch); the matcher's only clock.
     pub time_us: u64,
-    /// How its reply is to be encoded.
-    pub encoding: Encoding,
     pub cmd: Command,
 }
 
@@ -61,7 +58,6 @@ pub struct OutSlot {
     pub tag: u64,
     pub request_id: i64,
     pub time_us: u64,
-    pub encoding: Encoding,
     pub cmd: Command,
     /// The journal sequence of a command that changed state; 0 for queries and refusals, which
     /// the journal skips.
@@ -331,7 +327,8 @@ impl Input {
     }
 }
 
-/// Publishes a request whose reply is wanted as JSON; see [`submit_encoded`].
+/// Publishes a request from `client`, marked `tag` (the client's own), with its JSON-RPC id, or
+/// hands the command back at once when the input ring is full.
 pub fn submit(
     input: &mut Input,
     client: u32,
@@ -340,25 +337,12 @@ pub fn submit(
     time_us: u64,
     cmd: Command,
 ) -> Result<u64, Command> {
-    submit_encoded(input, (client, tag, request_id), time_us, Encoding::Json, cmd)
-}
-
-/// Publishes a request from `client`, marked `tag` (the client's own), with its JSON-RPC id, or
-/// hands the command back at once when the input ring is full.
-pub fn submit_encoded(
-    input: &mut Input,
-    (client, tag, request_id): (u32, u64, i64),
-    time_us: u64,
-    encoding: Encoding,
-    cmd: Command,
-) -> Result<u64, Command> {
     let mut cmd = Some(cmd);
     let published = input.producer.try_publish(|slot| {
         slot.client = client;
         slot.tag = tag;
         slot.request_id = request_id;
         slot.time_us = time_us;
-        slot.encoding = encoding;
         slot.cmd = cmd.take().expect("published once");
     });
     match (published, cmd) {
@@ -410,7 +394,6 @@ fn out_slot() -> OutSlot {
         tag: 0,
         request_id: 0,
         time_us: 0,
-        encoding: Encoding::Json,
         cmd: Command::AssetList,
         journal_seq: 0,
         digest: 0,
@@ -639,7 +622,7 @@ fn matcher_loop<J, R>(
 }
 
 fn in_slot() -> InSlot {
-    InSlot { client: 0, tag: 0, request_id: 0, time_us: 0, encoding: Encoding::Json, cmd: Command::AssetList }
+    InSlot { client: 0, tag: 0, request_id: 0, time_us: 0, cmd: Command::AssetList }
 }
 
 /// What the matcher thread calls when it stops.
@@ -695,7 +678,6 @@ where
             out.tag = slot.tag;
             out.request_id = slot.request_id;
             out.time_us = slot.time_us;
-            out.encoding = slot.encoding;
             out.cmd.clone_from(&slot.cmd);
         };
         match &mut self.output {
