@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use viaduct_edges::protocol::{self, Owner, Routed};
 use viaduct_edges::Delivered;
-use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{response_json, Command, RpcError, Spec};
+use viaduct_matcher::{Command, RpcError, Spec};
+use viaduct_protocol::{self as protocol, error_response, response_json, Owner, Routed};
 use viaduct_publishers::history::writer::HistoryQuery;
 use viaduct_publishers::service::{Query, QuerySender};
 use viaduct_ring::{submit, Input};

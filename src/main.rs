@@ -10,14 +10,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use viaduct::engine::{start_tcp_edge, EdgeBackend, Engine, EngineOptions};
+use viaduct::engine::{Engine, EngineOptions};
 use viaduct::profile::Profile;
-use viaduct_edges::http::{HttpConfig, HttpEdge};
-use viaduct_edges::protocol::{self, Routed};
+use viaduct_edges::http::HttpConfig;
 use viaduct_edges::tcp::TcpConfig;
 use viaduct_journaler::recovery::Progress;
-use viaduct_matcher::reply::error_response;
 use viaduct_matcher::RpcError;
+use viaduct_protocol::{self as protocol, error_response, Routed};
 
 /// The engine's threads hand replies and batches to one another, so memory freed on one thread
 /// was allocated on another: mimalloc frees those without glibc's arena locks, which the
@@ -202,10 +201,7 @@ fn run(
         let mut tcp_cfg = TcpConfig::new(loaded_tcp, tcp_keys);
         tcp_cfg.connections_max = tcp_connections_max.unwrap_or(tcp_cfg.connections_max);
         fit_connections_to_open_files(&mut cfg.connections_max, &mut tcp_cfg.connections_max);
-        let http = HttpEdge::start(cfg, |notify| EdgeBackend::new(&engine, notify))
-            .with_context(|| format!("starting the HTTP edge on {loaded_http}"))?;
-        let (_, tcp) = start_tcp_edge(&engine, tcp_cfg, profile.tcp_edge_with_matcher)
-            .with_context(|| format!("starting the TCP edge on {loaded_tcp}"))?;
+        let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg)?;
         // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
         let mut waits = 0u32;
         while !stop.load(Ordering::Acquire) {
@@ -216,8 +212,7 @@ fn run(
             }
         }
         tracing::info!("stopping: no new requests; draining the pipeline");
-        drop(http);
-        drop(tcp);
+        drop(edges);
         let (seq, hash) = engine.shutdown();
         tracing::info!("stopped at sequence {seq}, state hash {hash:016x}");
         return Ok(());

@@ -2,9 +2,9 @@
 //! thread it runs on, its core, what it consumes, what it gates on, and its bound. [`assemble`]
 //! starts exactly those stages, and nothing else in the engine starts a pipeline thread: the
 //! matcher, journal and reply threads come from `viaduct_ring::wire` called here, the market
-//! data, history and snapshot threads from here. The edges are the producers: `src/main.rs` starts
-//! the HTTP edge and, through `tcp_edge::start_tcp_edge`, the TCP edge, on the thread this table
-//! names for it. The engine logs the table at startup.
+//! data, history and snapshot threads from here, and the edges (the producers) from
+//! [`start_edges`]: the HTTP edge on its thread, the TCP edge on the thread this table names for
+//! it. The engine logs the table at startup.
 
 use std::fmt;
 use std::path::Path;
@@ -106,7 +106,11 @@ impl Topology {
                 replies_core,
                 output,
                 "the journal's durable sequence",
-                format!("{} requests in flight per client (error 3)", profile.inflight_max),
+                format!(
+                    "{} requests in flight per client (error 3); each client's reply ring holds them and {} commands with its watched users' deals",
+                    profile.inflight_max,
+                    crate::replies::DEALS_WAITING_MAX
+                ),
             ),
             plan(
                 "tcp edge",
@@ -361,6 +365,28 @@ impl Companion for ShadowMarket {
     fn snapshot(&self) -> Vec<u8> {
         self.0.snapshot()
     }
+}
+
+/// The running edges; dropping them stops them (before [`crate::engine::Engine::shutdown`]).
+pub struct Edges {
+    pub http: viaduct_edges::http::HttpEdge,
+    pub tcp: crate::tcp_edge::TcpEdgeRunning,
+}
+
+/// Starts the edges for `engine`: the HTTP edge on `viaduct-http`, the TCP edge on `viaduct-tcp` or,
+/// where the profile says so, in the matcher thread's waits.
+pub fn start_edges(
+    engine: &crate::engine::Engine,
+    profile: &Profile,
+    http: viaduct_edges::http::HttpConfig,
+    tcp: viaduct_edges::tcp::TcpConfig,
+) -> Result<Edges> {
+    let (http_bind, tcp_bind) = (http.bind, tcp.bind);
+    let http = viaduct_edges::http::HttpEdge::start(http, |notify| crate::tcp_edge::EdgeBackend::new(engine, notify))
+        .with_context(|| format!("starting the HTTP edge on {http_bind}"))?;
+    let (_, tcp) = crate::tcp_edge::start_tcp_edge(engine, tcp, profile.tcp_edge_with_matcher)
+        .with_context(|| format!("starting the TCP edge on {tcp_bind}"))?;
+    Ok(Edges { http, tcp })
 }
 
 #[cfg(test)]

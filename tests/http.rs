@@ -13,7 +13,8 @@ use viaduct::engine::{EdgeBackend, Engine};
 use viaduct::profile::Profile;
 use viaduct_edges::http::{HttpConfig, HttpEdge};
 use viaduct_matcher::config::embedded;
-use viaduct_matcher::{decode, response_json, Events, Matcher, Spec};
+use viaduct_matcher::{Events, Matcher, Spec};
+use viaduct_protocol::{decode, response_json};
 
 struct Server {
     http: Option<HttpEdge>,

@@ -18,7 +18,8 @@ use viaduct_edges::binary::{
 use viaduct_edges::rpc::{self, Header};
 use viaduct_edges::tcp::{ApiKey, TcpConfig};
 use viaduct_matcher::config::embedded;
-use viaduct_matcher::{decode, response_json, Events, Matcher, Spec};
+use viaduct_matcher::{Events, Matcher, Spec};
+use viaduct_protocol::{decode, response_json};
 
 const SECRET: &str = "a-secret-of-32-bytes-for-tests!!";
 const MAKER: u32 = 11;

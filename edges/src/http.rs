@@ -22,11 +22,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
-use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{response_json, RpcError};
+use viaduct_matcher::RpcError;
+use viaduct_protocol::{self as protocol, error_response, response_json, Routed};
 
 use crate::net::{free_slot, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop};
-use crate::protocol::{self, Routed};
 use crate::{Backend, Delivered, Notify};
 
 const READ_CHUNK: usize = 16 * 1024;

@@ -2,9 +2,11 @@
 //!
 //! Owns the network edges, each an event loop on its own thread with non-blocking sockets and a
 //! bound on everything: connections, request size, buffered replies, idle time. Edges route and
-//! decode requests through the one method table ([`protocol`]) and hand commands to a
-//! [`Backend`], queries to their owner through it; they never touch matcher state. A client that sends garbage, sends too much or reads too slowly is answered or
-//! disconnected without affecting anyone else.
+//! decode requests through the one method table (`viaduct_protocol`), hand commands to a
+//! [`Backend`] and queries to their owner through it, and encode what comes back (typed, as
+//! [`Delivered`]) on their own threads; they never touch matcher state. A client that sends
+//! garbage, sends too much or reads too slowly is answered or disconnected without affecting
+//! anyone else.
 //!
 //! - [`http`]: HTTP JSON-RPC (ViaBTC's accesshttp).
 //! - [`tcp`]: one port, two framings told apart by the first bytes: ViaBTC's internal RPC framing
@@ -16,7 +18,6 @@
 pub mod binary;
 pub mod http;
 mod net;
-pub mod protocol;
 pub mod rpc;
 pub mod tcp;
 

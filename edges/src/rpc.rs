@@ -118,12 +118,12 @@ pub fn heartbeat_timeout_ms(body: &[u8]) -> Option<u32> {
 }
 
 /// The method a command number names (SPEC B2.2), for the methods this engine serves
-/// ([`crate::protocol::METHODS`]).
+/// ([`viaduct_protocol::METHODS`]).
 pub fn method_of(command: u32) -> Option<&'static str> {
-    crate::protocol::by_command(command).map(|m| m.name)
+    viaduct_protocol::by_command(command).map(|m| m.name)
 }
 
 /// The command number of a method (SPEC B2.2).
 pub fn command_of(method: &str) -> Option<u32> {
-    crate::protocol::method(method).map(|m| m.command)
+    viaduct_protocol::method(method).map(|m| m.command)
 }

@@ -24,12 +24,11 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
-use viaduct_matcher::reply::error_response;
-use viaduct_matcher::{response_json, RpcError, Spec};
+use viaduct_matcher::{RpcError, Spec};
+use viaduct_protocol::{self as protocol, error_response, response_json, Routed};
 
 use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Trader};
 use crate::net::{free_slot, prepare, run, want_writable, write_some, EdgeLoop, EdgeThread, Loop, Turns};
-use crate::protocol::{self, Routed};
 use crate::rpc::{self, Header};
 use crate::{Backend, Delivered, Notify};
 

@@ -3,7 +3,8 @@
 use serde_json::json;
 use viaduct_edges::binary::{reports, ServerMsg, CANCEL_DEAL_CAP};
 use viaduct_matcher::config::embedded;
-use viaduct_matcher::{decode, Command, Events, Matcher, Spec, DEALS_PER_ORDER_MAX};
+use viaduct_matcher::{Command, Events, Matcher, Spec, DEALS_PER_ORDER_MAX};
+use viaduct_protocol::decode;
 
 /// A limit order that reaches the deal cap is reported filled that many times, then CANCELLED
 /// with reason 3 for its rest, which does not rest on the book.

@@ -238,7 +238,8 @@ mod tests {
     use crate::segment::JournalWriter;
     use crate::Durability;
     use std::path::Path;
-    use viaduct_matcher::{decode, Spec};
+    use viaduct_matcher::Spec;
+    use viaduct_protocol::decode;
     use viaduct_ring::Background;
 
     /// Snapshots come every interval while they are quick; one that took long defers the next

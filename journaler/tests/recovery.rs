@@ -9,7 +9,8 @@ use viaduct_journaler::recovery::{journal_dir, recover, snapshot_dir};
 use viaduct_journaler::segment::{list_segments, JournalWriter, SEGMENT_BYTES_MAX};
 use viaduct_journaler::{snapshot, Durability, JournalError};
 use viaduct_matcher::config::embedded;
-use viaduct_matcher::{decode, Command, Events, Matcher, Spec};
+use viaduct_matcher::{Command, Events, Matcher, Spec};
+use viaduct_protocol::decode;
 
 const T0: u64 = 1_700_000_000_000_000;
 

@@ -9,8 +9,9 @@
 //! journal, snapshots and tests rely on. This crate must never do I/O or depend on another viaduct
 //! crate.
 //!
-//! Start reading at [`Matcher::apply`] (in `engine.rs`), then [`command::decode`] for how requests
-//! become typed commands, and `decimal.rs` for the number representation: `i128` mantissas whose
+//! It takes typed commands ([`Command`]) and returns typed results ([`Reply`]) and events; JSON is
+//! the edges' business (`viaduct-protocol`). Start reading at [`Matcher::apply`] (in `engine.rs`),
+//! and `decimal.rs` for the number representation: `i128` mantissas whose
 //! scale the market or asset fixes, so every ViaBTC truncation rule is exact integer arithmetic.
 #![forbid(unsafe_code)]
 
@@ -28,10 +29,10 @@ pub mod reply;
 pub mod slab;
 mod snapshot;
 
-pub use command::{decode, Command};
+pub use command::Command;
 pub use config::{Config, ConfigError, Spec};
 pub use engine::{Matcher, DEALS_PER_ORDER_MAX, DEDUPE_ENTRIES_MAX, DEDUPE_WINDOW_US};
 pub use error::RpcError;
 pub use event::{Event, EventRef, Events, EventsView};
-pub use reply::{response_json, result_json, Reply};
+pub use reply::Reply;
 pub use snapshot::SnapshotError;

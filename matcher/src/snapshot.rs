@@ -328,8 +328,14 @@ mod tests {
         let mut events = Events::default();
         let t0 = 1_700_000_000_000_000;
         for (i, user) in [1u32, 2, 3].into_iter().enumerate() {
-            let params = serde_json::json!([user, "BTC", "deposit", i, "10", {"k": "v"}]);
-            let cmd = crate::decode(&spec, "balance.update", params.as_array().unwrap()).unwrap();
+            let cmd = Command::BalanceUpdate {
+                user,
+                asset: spec.asset_id("BTC").unwrap(),
+                business: "deposit".into(),
+                business_id: i as u64,
+                change: 10 * 10i128.pow(spec.asset(spec.asset_id("BTC").unwrap()).prec_save),
+                detail: r#"{"k":"v"}"#.into(),
+            };
             m.apply(t0, &cmd, &mut events).unwrap();
         }
         let order = |client_id| {

@@ -93,10 +93,10 @@ fn balance_query_lists_config_order_and_truncates_to_prec_show() {
 fn prec_show_keeps_order_of_keys_in_the_raw_text() {
     let mut e = Engine::new();
     let params = vec![json!(9), json!("LTC"), json!("BTC")];
-    let cmd = viaduct_matcher::decode(e.m.spec(), "balance.query", &params).unwrap();
+    let cmd = viaduct_protocol::decode(e.m.spec(), "balance.query", &params).unwrap();
     let mut events = viaduct_matcher::Events::default();
     let reply = e.m.apply(T0, &cmd, &mut events).unwrap();
-    let text = viaduct_matcher::result_json(e.m.spec(), &reply, &events);
+    let text = viaduct_protocol::result_json(e.m.spec(), &reply, &events);
     assert_eq!(text, r#"{"LTC":{"available":"0","freeze":"0"},"BTC":{"available":"0","freeze":"0"}}"#);
 }
 
@@ -607,7 +607,7 @@ fn decimals_never_print_in_exponent_form() {
 #[test]
 fn events_append_keeps_the_order_of_both() {
     let spec = Spec::new(&config::embedded()).unwrap();
-    let cmd = |m: &str, p: Value| viaduct_matcher::decode(&spec, m, p.as_array().unwrap()).unwrap();
+    let cmd = |m: &str, p: Value| viaduct_protocol::decode(&spec, m, p.as_array().unwrap()).unwrap();
     let mut m = Matcher::new(spec.clone());
     let (mut a, mut b) = (viaduct_matcher::Events::default(), viaduct_matcher::Events::default());
     m.apply(T0, &cmd("balance.update", json!([1, "BTC", "d", 1, "2", {}])), &mut a).unwrap();

@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use viaduct_matcher::config::{AssetConfig, Config, MarketConfig, MarketSide};
-use viaduct_matcher::{decode, response_json, Events, Matcher, Spec};
+use viaduct_matcher::{Events, Matcher, Spec};
+use viaduct_protocol::{decode, response_json};
 
 use model::Model;
 

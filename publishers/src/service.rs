@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TrySendError};
 use serde_json::Value;
 use viaduct_matcher::event::Deal;
-use viaduct_matcher::reply::error_response;
 use viaduct_matcher::RpcError;
+use viaduct_protocol::error_response;
 
 use crate::market::MarketData;
 

@@ -50,7 +50,7 @@ fn diffs_applied_to_the_last_snapshot_equal_the_book() {
         let mut events = Events::default();
         for user in 1..=20u32 {
             for (asset, id) in [("BTC", 1u64), ("BCH", 2)] {
-                let cmd = viaduct_matcher::decode(
+                let cmd = viaduct_protocol::decode(
                     &spec,
                     "balance.update",
                     &serde_json::json!([user, asset, "deposit", id, "1000000", {}]).as_array().unwrap().clone(),

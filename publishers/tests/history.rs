@@ -5,7 +5,8 @@
 
 use serde_json::{json, Value};
 use viaduct_matcher::config::embedded;
-use viaduct_matcher::{decode, Events, Matcher, Spec};
+use viaduct_matcher::{Events, Matcher, Spec};
+use viaduct_protocol::decode;
 use viaduct_publishers::history::query::run;
 use viaduct_publishers::history::store::{self, Store};
 use viaduct_publishers::history::Rows;

@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use viaduct_benches::{MatcherMix, T0};
-use viaduct_matcher::reply::response_json;
 use viaduct_matcher::Events;
+use viaduct_protocol::response_json;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

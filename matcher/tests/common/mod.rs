@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use viaduct_matcher::{config, decode, response_json, Event, Events, Matcher, Spec};
+use viaduct_matcher::{config, Event, Events, Matcher, Spec};
+use viaduct_protocol::{decode, response_json};
 
 pub const T0: u64 = 1_700_000_000_000_000;
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use serde_json::Value;
-use viaduct_matcher::reply::error_response;
 use viaduct_matcher::{Events, RpcError, Spec};
+use viaduct_protocol::error_response;
 
 use super::store::{self, Store, StoreError};
 use super::{query, Rows};

@@ -1,10 +1,20 @@
-//! The one method table: every JSON-RPC method the engine serves, with its ViaBTC command number
-//! (the framed TCP RPC's `command`, SPEC B2.2), the stage that owns it, and, for the matcher's
-//! methods, the decoder of its params into a typed [`Command`]. The HTTP edge, the framed TCP RPC
-//! and the engine's clients route through it and nothing else.
+//! # viaduct-protocol
+//!
+//! ViaBTC's JSON-RPC, apart from the matcher: the one method table (this file), the decoders of
+//! params into typed commands ([`params`]) and the JSON encoding of typed replies ([`json`]).
+//!
+//! The table lists every JSON-RPC method the engine serves, with its ViaBTC command number (the
+//! framed TCP RPC's `command`, SPEC B2.2), the stage that owns it, and, for the matcher's methods,
+//! the decoder of its params into a typed [`Command`]. The HTTP edge, the framed TCP RPC and the
+//! engine's clients route through it and nothing else.
+#![forbid(unsafe_code)]
+
+pub mod json;
+pub mod params;
+
+pub use json::{error_response, response_json, result_json};
 
 use serde_json::Value;
-use viaduct_matcher::command as decoders;
 use viaduct_matcher::{Command, RpcError, Spec};
 
 /// Who answers a method.
@@ -51,18 +61,18 @@ use Owner::{History, MarketData, Matcher};
 
 /// Every method served, by command number.
 pub const METHODS: [Method; 23] = [
-    m("balance.query", 101, Matcher(decoders::balance_query)),
-    m("balance.update", 102, Matcher(decoders::balance_update)),
+    m("balance.query", 101, Matcher(params::balance_query)),
+    m("balance.update", 102, Matcher(params::balance_update)),
     m("balance.history", 103, History),
-    m("asset.list", 104, Matcher(decoders::asset_list)),
-    m("asset.summary", 105, Matcher(decoders::asset_summary)),
-    m("order.put_limit", 201, Matcher(decoders::put_limit)),
-    m("order.put_market", 202, Matcher(decoders::put_market)),
-    m("order.pending", 203, Matcher(decoders::order_pending)),
-    m("order.cancel", 204, Matcher(decoders::order_cancel)),
-    m("order.book", 205, Matcher(decoders::order_book)),
-    m("order.depth", 206, Matcher(decoders::order_depth)),
-    m("order.pending_detail", 207, Matcher(decoders::order_pending_detail)),
+    m("asset.list", 104, Matcher(params::asset_list)),
+    m("asset.summary", 105, Matcher(params::asset_summary)),
+    m("order.put_limit", 201, Matcher(params::put_limit)),
+    m("order.put_market", 202, Matcher(params::put_market)),
+    m("order.pending", 203, Matcher(params::order_pending)),
+    m("order.cancel", 204, Matcher(params::order_cancel)),
+    m("order.book", 205, Matcher(params::order_book)),
+    m("order.depth", 206, Matcher(params::order_depth)),
+    m("order.pending_detail", 207, Matcher(params::order_pending_detail)),
     m("order.finished", 208, History),
     m("order.deals", 209, History),
     m("order.finished_detail", 210, History),
@@ -72,8 +82,8 @@ pub const METHODS: [Method; 23] = [
     m("market.last", 304, MarketData),
     m("market.status_today", 305, MarketData),
     m("market.user_deals", 306, History),
-    m("market.list", 307, Matcher(decoders::market_list)),
-    m("market.summary", 308, Matcher(decoders::market_summary)),
+    m("market.list", 307, Matcher(params::market_list)),
+    m("market.summary", 308, Matcher(params::market_summary)),
 ];
 
 /// The method of this name.
@@ -98,36 +108,46 @@ pub fn route(spec: &Spec, name: &str, params: &[Value]) -> Result<Routed, RpcErr
     method(name).ok_or(RpcError::MethodNotFound)?.route(spec, params)
 }
 
+/// Decodes a request to one of the matcher's methods into its command. Error 4 for any other
+/// method, error 1 for params its decoder refuses.
+pub fn decode(spec: &Spec, method: &str, params: &[Value]) -> Result<Command, RpcError> {
+    match self::method(method).map(|m| m.owner) {
+        Some(Owner::Matcher(decode)) => decode(spec, params),
+        _ => Err(RpcError::MethodNotFound),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Names and command numbers are each unique, and every matcher method's decoder is the one
-    /// `viaduct_matcher::decode` uses for that name.
+    /// Names and command numbers are each unique, and a name finds its own row.
     #[test]
-    fn the_table_has_one_row_per_name_and_number_and_agrees_with_the_matcher() {
+    fn the_table_has_one_row_per_name_and_number() {
         for (i, a) in METHODS.iter().enumerate() {
             for b in &METHODS[i + 1..] {
                 assert!(a.name != b.name && a.command != b.command, "{a:?} and {b:?}");
             }
             assert_eq!(by_command(a.command).map(|m| m.name), Some(a.name));
+            assert_eq!(method(a.name).map(|m| m.command), Some(a.command));
         }
-        let mut matcher: Vec<&str> = METHODS.iter().filter(|m| m.is_matcher()).map(|m| m.name).collect();
-        let mut decoded = viaduct_matcher::command::METHODS.to_vec();
-        matcher.sort_unstable();
-        decoded.sort_unstable();
-        assert_eq!(matcher, decoded);
+    }
+
+    /// `decode` takes the matcher's methods alone, each to its own command.
+    #[test]
+    fn decode_answers_the_matchers_methods_and_error_4_for_the_rest() {
         let spec = Spec::new(&viaduct_matcher::config::embedded()).unwrap();
-        let params = serde_json::json!([1, "BTC"]);
-        let params = params.as_array().unwrap();
-        for m in METHODS.iter().filter(|m| m.is_matcher()) {
-            let Owner::Matcher(decode) = m.owner else { unreachable!() };
-            assert_eq!(
-                format!("{:?}", decode(&spec, params)),
-                format!("{:?}", viaduct_matcher::decode(&spec, m.name, params)),
-                "{}",
-                m.name
-            );
+        let none: &[Value] = &[];
+        assert!(matches!(decode(&spec, "market.list", none), Ok(Command::MarketList)));
+        assert!(matches!(decode(&spec, "asset.list", none), Ok(Command::AssetList)));
+        for name in ["market.last", "order.history", "no.such", ""] {
+            assert_eq!(decode(&spec, name, none).unwrap_err(), RpcError::MethodNotFound, "{name}");
         }
+        let cancel = serde_json::json!([1, "BTCBCH", 7]);
+        assert!(matches!(
+            decode(&spec, "order.cancel", cancel.as_array().unwrap()),
+            Ok(Command::Cancel { user: 1, order_id: 7, .. })
+        ));
+        assert_eq!(decode(&spec, "order.cancel", none).unwrap_err(), RpcError::InvalidArgument);
     }
 }
