@@ -167,7 +167,7 @@ impl Client {
     /// deals of watched users, and whether deals were lost. For edges, which encode them.
     pub fn receive(&mut self, each: &mut dyn FnMut(&Spec, Delivered<'_>)) {
         let spec = Arc::clone(&self.spec);
-        let answered = self.inbox().receive(&spec, each);
+        let (_, answered) = self.inbox().receive(&spec, usize::MAX, each);
         if answered > 0 {
             self.inflight.fetch_sub(answered, Ordering::AcqRel);
         }
@@ -219,7 +219,7 @@ impl Client {
 fn try_recv(inbox: &mut Inbox, spec: &Spec, inflight: &AtomicUsize) -> Option<Response> {
     loop {
         let mut got = None;
-        if !inbox.receive_one(spec, &mut |spec, d| got = Response::of(spec, d)) {
+        if inbox.receive(spec, 1, &mut |spec, d| got = got.take().or_else(|| Response::of(spec, d))).0 == 0 {
             return None;
         }
         if let Some(r) = got {

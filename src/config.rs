@@ -45,10 +45,30 @@ pub struct Edges {
     #[serde(default)]
     pub tcp: Option<TcpSection>,
     #[serde(default)]
-    pub ws: Option<EdgeBind>,
+    pub ws: Option<WsSection>,
 }
 
-/// `[edges.http]`, `[edges.ws]`: where the edge listens; a left-out `bind` takes the edge's
+/// `[edges.ws]`: the WebSocket edge (ViaBTC's accessws), started only when the section is there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSection {
+    #[serde(default)]
+    pub bind: Option<String>,
+    /// Connections held at once (default 10,000); more are accepted and closed at once.
+    #[serde(default)]
+    pub connections_max: Option<usize>,
+    /// Seconds a connection may send nothing before it is closed (ViaBTC `keep_alive`, 3600).
+    #[serde(default)]
+    pub keep_alive_s: Option<u64>,
+    /// The subprotocol a client that names any must name (ViaBTC `protocol`, "chat").
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// When set, the `Origin` header must end with it (ViaBTC `origin`).
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// `[edges.http]`: where the edge listens; a left-out `bind` takes the edge's
 /// default (SPEC A4).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,7 +206,6 @@ pub fn not_yet_used_warning(section: &str) -> String {
         "kafka" => "nothing is published to Kafka",
         "alerts" => "alerts are only logged, never pushed to Redis",
         "auth" => "there is no WebSocket edge to authenticate for",
-        "edges.ws" => "no WebSocket edge listens",
         _ => "it has no effect",
     };
     format!("config: [{section}] is set, but this build has no component that reads it yet: it is ignored, and {what}")
@@ -220,6 +239,8 @@ pub struct Loaded {
     pub market_lag_max: u64,
     /// History's section (defaults when the file has none).
     pub history: HistorySection,
+    /// The WebSocket edge, when the file has `[edges.ws]`.
+    pub ws: Option<viaduct_edges::ws::WsConfig>,
     /// Sections the file has that no component of this build reads yet.
     pub not_yet_used: Vec<&'static str>,
 }
@@ -244,6 +265,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             market,
             market_lag_max: MARKET_LAG_MAX_DEFAULT,
             history: HistorySection::default(),
+            ws: None,
             not_yet_used: Vec::new(),
         });
     };
@@ -255,14 +277,35 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     let spec = Spec::new(&config::Config { assets: file.assets, markets: file.markets })
         .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
     let sections = [("kafka", &file.kafka), ("alerts", &file.alerts), ("auth", &file.auth)];
-    let mut not_yet_used: Vec<&'static str> =
-        sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
-    if let Some(ws) = &file.edges.ws {
-        let bind = ws.bind.as_deref().unwrap_or(WS_BIND);
-        bind.parse::<std::net::SocketAddr>()
-            .with_context(|| format!("config {}: [edges.ws] bind {bind:?} is not an address", path.display()))?;
-        not_yet_used.push("edges.ws");
-    }
+    let not_yet_used: Vec<&'static str> = sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
+    let ws = match &file.edges.ws {
+        None => None,
+        Some(w) => {
+            let bind = w.bind.as_deref().unwrap_or(WS_BIND);
+            let bind = bind
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| format!("config {}: [edges.ws] bind {bind:?} is not an address", path.display()))?;
+            let mut cfg = viaduct_edges::ws::WsConfig::new(bind);
+            match w.connections_max {
+                Some(0) => anyhow::bail!("config {}: [edges.ws] connections_max must be at least 1", path.display()),
+                Some(n) => cfg.connections_max = n,
+                None => {}
+            }
+            match w.keep_alive_s {
+                Some(0) => anyhow::bail!("config {}: [edges.ws] keep_alive_s must be at least 1", path.display()),
+                Some(s) => cfg.keep_alive = std::time::Duration::from_secs(s),
+                None => {}
+            }
+            if let Some(p) = &w.protocol {
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                    anyhow::bail!("config {}: [edges.ws] protocol {p:?} is not a subprotocol name", path.display());
+                }
+                cfg.protocol = p.clone();
+            }
+            cfg.origin = w.origin.clone().unwrap_or_default();
+            Some(cfg)
+        }
+    };
     let bind = file.edges.http.as_ref().and_then(|h| h.bind.as_deref()).unwrap_or(HTTP_BIND);
     let http_bind = bind
         .parse()
@@ -316,6 +359,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         market,
         market_lag_max,
         history,
+        ws,
         not_yet_used,
     })
 }

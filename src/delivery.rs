@@ -1,8 +1,8 @@
 //! The reply stage: copies each reply, and each command with deals of a watched user's resting
-//! orders, into a slot of its own; at the end of each batch, once the journal has made it
-//! durable, publishes them on their clients' reply rings (`replies.rs`) and wakes the clients;
-//! and feeds market data and the history writer with the batch's deals and rows. It encodes
-//! nothing: each client encodes on its own thread.
+//! orders, onto its client's reply ring (`replies.rs`), marked with the journal sequence that
+//! releases it; at the end of each batch, once the journal has made it durable, wakes the
+//! clients, and feeds market data and the history writer with the batch's deals and rows. It
+//! encodes nothing: each client encodes on its own thread.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use viaduct_publishers::history::leaves_rows;
 use viaduct_publishers::service::MarketService;
 use viaduct_ring::OutSlot;
 
-use crate::replies::{Kind, Outbox, Refusal, Slot};
+use crate::replies::{Kind, Outbox, Refusal};
 
 /// The clients the reply stage sends to: a client's outbox waits here until the stage first
 /// meets the client (a lock taken once per client, not per reply).
@@ -45,8 +45,7 @@ pub(crate) fn reply_stage(
     market: &MarketService,
     history: Option<Sender<(u64, Events)>>,
 ) -> impl FnMut(&OutSlot, bool) + Send + 'static {
-    let mut out =
-        Delivery { registry, clients: HashMap::new(), departures: 0, held: Vec::new(), held_len: 0, woken: Vec::new() };
+    let mut out = Delivery { registry, clients: HashMap::new(), departures: 0, release_at: 0, woken: Vec::new() };
     let mut watched: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut watch_version = 0;
     let mut watchers: Vec<u32> = Vec::new();
@@ -74,8 +73,9 @@ pub(crate) fn reply_stage(
             journaled.append_where(&slot.events, leaves_rows);
             journaled_seq = slot.journal_seq;
         }
+        out.release_at = out.release_at.max(slot.journal_seq);
         if slot.client != 0 {
-            out.stage(slot.client, Kind::Outcome, slot);
+            out.publish(slot.client, Kind::Outcome, slot);
         }
         let version = watch.version.load(Ordering::Acquire);
         if version != watch_version {
@@ -91,13 +91,13 @@ pub(crate) fn reply_stage(
             watchers.sort_unstable();
             watchers.dedup();
             for &client in &watchers {
-                out.stage(client, Kind::Deals, slot);
+                out.publish(client, Kind::Deals, slot);
             }
         }
         if end_of_batch {
             // Deals go to market data once per batch; a query waits until the batch of the
             // replies its client had is sent (`Query::min_seq`).
-            out.release();
+            out.forget_departed();
             feed(batch_seq, &mut deals);
             market_sent.fetch_max(batch_seq, Ordering::AcqRel);
             out.wake();
@@ -116,65 +116,49 @@ struct Delivery {
     clients: HashMap<u32, Outbox>,
     /// `registry.departures` when gone clients were last dropped.
     departures: u64,
-    /// This batch's slots, published at its end: at most a batch's worth (the output ring's
-    /// slots and their deals). The first `held_len` are this batch's; the rest are kept for
-    /// their capacity.
-    held: Vec<(u32, Slot)>,
-    held_len: usize,
+    /// The highest journal sequence seen: what must be durable before the next slot is released.
+    release_at: u64,
+    /// Clients sent something in this batch, woken at its end.
     woken: Vec<u32>,
 }
 
 impl Delivery {
-    fn stage(&mut self, client: u32, kind: Kind, out: &OutSlot) {
-        if self.held_len == self.held.len() {
-            self.held.push((client, Slot::empty()));
+    /// Puts `out`'s outcome (or deals) on `client`'s ring.
+    fn publish(&mut self, client: u32, kind: Kind, out: &OutSlot) {
+        let outbox = match self.clients.entry(client) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let Some(found) = self.registry.arrivals.lock().expect("registry lock").remove(&client) else {
+                    return; // the client is gone
+                };
+                v.insert(found)
+            }
+        };
+        match outbox.publish(kind, out, self.release_at) {
+            Ok(()) => {}
+            Err(Refusal::Gone) => {
+                self.clients.remove(&client);
+                return;
+            }
+            // Its deals were dropped: woken, it learns so.
+            Err(Refusal::Full) if kind == Kind::Deals => {}
+            Err(Refusal::Full) => {
+                tracing::warn!("replies: client {client} holds more replies than it may have in flight; dropped one");
+                return;
+            }
         }
-        let (to, slot) = &mut self.held[self.held_len];
-        *to = client;
-        slot.copy_from(kind, out);
-        self.held_len += 1;
+        if !self.woken.contains(&client) {
+            self.woken.push(client);
+        }
     }
 
-    /// Publishes every staged slot on its client's ring.
-    fn release(&mut self) {
+    /// Drops the outboxes of clients that went since the last time.
+    fn forget_departed(&mut self) {
         let departures = self.registry.departures.load(Ordering::Acquire);
         if departures != self.departures {
             self.departures = departures;
             self.clients.retain(|_, outbox| !outbox.is_gone());
         }
-        let mut held = std::mem::take(&mut self.held);
-        for (client, slot) in &mut held[..self.held_len] {
-            let client = *client;
-            let outbox = match self.clients.entry(client) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(v) => {
-                    let Some(found) = self.registry.arrivals.lock().expect("registry lock").remove(&client) else {
-                        continue; // the client is gone
-                    };
-                    v.insert(found)
-                }
-            };
-            match outbox.publish(slot) {
-                Ok(()) => {}
-                Err(Refusal::Gone) => {
-                    self.clients.remove(&client);
-                    continue;
-                }
-                // Its deals were dropped: woken, it learns so.
-                Err(Refusal::Full) if slot.kind == Kind::Deals => {}
-                Err(Refusal::Full) => {
-                    tracing::warn!(
-                        "replies: client {client} holds more replies than it may have in flight; dropped one"
-                    );
-                    continue;
-                }
-            }
-            if !self.woken.contains(&client) {
-                self.woken.push(client);
-            }
-        }
-        self.held = held;
-        self.held_len = 0;
     }
 
     fn wake(&mut self) {

@@ -281,7 +281,7 @@ impl Engine {
         // Room for every reply the client may have in flight and every command with deals it
         // may have waiting: the ring never refuses a reply.
         let slots = self.inflight_max + DEALS_WAITING_MAX as usize;
-        let (outbox, answers, inbox) = reply_path(slots, self.inflight_max, notify);
+        let (outbox, answers, inbox) = reply_path(slots, self.inflight_max, Arc::clone(&self.durable), notify);
         self.registry.arrivals.lock().expect("registry lock").insert(id, outbox);
         Client {
             id,

@@ -165,7 +165,8 @@ fn run(
             tracing::info!("recovery: replayed {records} commands (sequence {seq})")
         }
     };
-    let (loaded_http, loaded_tcp, tcp_keys) = (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys);
+    let (loaded_http, loaded_tcp, tcp_keys, loaded_ws) =
+        (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys, loaded.ws);
     let (http_connections_max, http_header_timeout, tcp_connections_max) =
         (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
     let history = loaded.history.to_config(&data_dir)?;
@@ -201,7 +202,7 @@ fn run(
         let mut tcp_cfg = TcpConfig::new(loaded_tcp, tcp_keys);
         tcp_cfg.connections_max = tcp_connections_max.unwrap_or(tcp_cfg.connections_max);
         fit_connections_to_open_files(&mut cfg.connections_max, &mut tcp_cfg.connections_max);
-        let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg)?;
+        let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
         // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
         let mut waits = 0u32;
         while !stop.load(Ordering::Acquire) {

@@ -371,22 +371,36 @@ impl Companion for ShadowMarket {
 pub struct Edges {
     pub http: viaduct_edges::http::HttpEdge,
     pub tcp: crate::tcp_edge::TcpEdgeRunning,
+    /// When the config has `[edges.ws]`.
+    pub ws: Option<viaduct_edges::ws::WsEdge>,
 }
 
 /// Starts the edges for `engine`: the HTTP edge on `viaduct-http`, the TCP edge on `viaduct-tcp` or,
-/// where the profile says so, in the matcher thread's waits.
+/// where the profile says so, in the matcher thread's waits, and the WebSocket edge, if configured,
+/// on `viaduct-ws`.
 pub fn start_edges(
     engine: &crate::engine::Engine,
     profile: &Profile,
     http: viaduct_edges::http::HttpConfig,
     tcp: viaduct_edges::tcp::TcpConfig,
+    ws: Option<viaduct_edges::ws::WsConfig>,
 ) -> Result<Edges> {
     let (http_bind, tcp_bind) = (http.bind, tcp.bind);
     let http = viaduct_edges::http::HttpEdge::start(http, |notify| crate::tcp_edge::EdgeBackend::new(engine, notify))
         .with_context(|| format!("starting the HTTP edge on {http_bind}"))?;
     let (_, tcp) = crate::tcp_edge::start_tcp_edge(engine, tcp, profile.tcp_edge_with_matcher)
         .with_context(|| format!("starting the TCP edge on {tcp_bind}"))?;
-    Ok(Edges { http, tcp })
+    let ws = match ws {
+        None => None,
+        Some(cfg) => {
+            let bind = cfg.bind;
+            let edge =
+                viaduct_edges::ws::WsEdge::start(cfg, |notify| crate::tcp_edge::EdgeBackend::new(engine, notify))
+                    .with_context(|| format!("starting the WebSocket edge on {bind}"))?;
+            Some(edge)
+        }
+    };
+    Ok(Edges { http, tcp, ws })
 }
 
 #[cfg(test)]

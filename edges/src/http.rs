@@ -10,6 +10,9 @@
 //! - Bounds: `connections_max` (more are accepted and closed at once), `request_bytes_max` (a
 //!   longer request gets `413` and is closed), `write_bytes_max` (a client that lets more replies
 //!   pile up unread is disconnected), `idle_timeout` (a quiet connection is closed).
+//!
+//! Why one file of ~670 lines (and its tests): one event loop, whose parsing, routing, ordering of
+//! replies per connection and timers work on the same connection table.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read};

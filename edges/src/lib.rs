@@ -12,7 +12,9 @@
 //! - [`tcp`]: one port, two framings told apart by the first bytes: ViaBTC's internal RPC framing
 //!   ([`rpc`]) and the binary order entry for market makers ([`binary`], `PROTOCOL.md`).
 //!
-//! The WebSocket edge comes later. Start reading at [`Backend`], then `http.rs`.
+//! - [`ws`]: WebSocket (ViaBTC's accessws), in part: see its module.
+//!
+//! Start reading at [`Backend`], then `http.rs`.
 #![forbid(unsafe_code)]
 
 pub mod binary;
@@ -20,6 +22,7 @@ pub mod http;
 mod net;
 pub mod rpc;
 pub mod tcp;
+pub mod ws;
 
 use std::sync::Arc;
 

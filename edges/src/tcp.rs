@@ -13,6 +13,10 @@
 //! Bounds: `connections_max`, `packet_bytes_max` (an RPC packet over it closes the connection),
 //! `pending_max` requests in the engine per connection (past it the socket is not read),
 //! `write_bytes_max` unread reply bytes (past it the client is disconnected), `login_timeout`.
+//!
+//! Why one file of ~800 lines: one event loop, whose connection table, the two framings' dispatch,
+//! the binary sessions and the timers all work on the same connections; the codecs are `rpc.rs`
+//! and `binary.rs`.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read};

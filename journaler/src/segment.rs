@@ -1,4 +1,7 @@
 //! Journal segments: the writer (group commit) and the reader (replay with torn-tail handling).
+//!
+//! Why one file of ~650 lines (and its tests): the writer, the reader and the tail share the
+//! segment format (header, record framing, torn-tail rule), which must change in one place.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -3,6 +3,9 @@
 //! An order for a price that already has a level finds it through a hash index of the levels, so
 //! the tree is searched only when a level opens or closes. Insert, cancel and fill are
 //! O(log levels) at worst and never allocate once the pool is warm.
+//!
+//! Why one file of ~550 lines (and its tests): the tree, the level index and the intrusive lists
+//! are one structure whose links must change together.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};

@@ -1,5 +1,9 @@
 //! The state machine: `apply(time, command) -> reply + events`. Matching follows SPEC B5.4–B5.6
 //! exactly; every check happens before the first change, so an error changes nothing.
+//!
+//! Why one file of ~750 lines (and its tests): `apply` and its handler per command are one state
+//! machine over the same fields (books, ledger, windows); the books, ledger, orders and replies
+//! are files of their own.
 
 use std::collections::VecDeque;
 

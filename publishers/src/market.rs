@@ -5,6 +5,9 @@
 //! A pure state machine like the matcher: deals go in with their own times, queries take the time
 //! they are asked at, and the state is a function of the deals alone — so a snapshot plus the
 //! deals after it rebuild it exactly. Retention drops buckets by deal time, never by wall clock.
+//!
+//! Why one file of ~560 lines: the state machine and its queries (kline, status, deals, last) read
+//! the same buckets; depth is `depth.rs`, the thread `service.rs`.
 
 use std::collections::VecDeque;
 

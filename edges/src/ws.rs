@@ -1,0 +1,513 @@
+//! The WebSocket edge (ViaBTC's accessws, SPEC B3.1 and B3.2): RFC 6455 through `tungstenite`
+//! over the edge's `mio` loop, on its own thread `viaduct-ws`.
+//!
+//! What it serves so far: the handshake with its `protocol` and `origin` checks; masked client
+//! frames, text or binary, ping → pong, close → close; the JSON envelope (a message that is not
+//! one closes the connection, SPEC B3.1); `server.ping`, `server.time`; the public queries
+//! (`kline`, `depth`, `price`, `state`, `today`, `deals` `.query`), answered by their owners
+//! through the method table; the methods that need a user (`order.*`, `asset.*`) answer error 6
+//! until a connection is authenticated. Any other method gets error 4 (SPEC A2). Authentication,
+//! subscriptions and pushes are the open issue "The WebSocket edge".
+//!
+//! Bounds: `connections_max` (more are accepted and closed at once), `message_bytes_max` (a
+//! longer message closes the connection), `write_bytes_max` (a client that lets more replies pile
+//! up unread is closed with 1008), `pending_max` requests in the engine per connection (past it
+//! the connection is not read until replies make room), `handshake_timeout`, `keep_alive` (a
+//! connection that sent nothing for that long is closed).
+
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Poll, Token};
+use serde_json::Value;
+use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response, ServerHandshake};
+use tungstenite::handshake::{HandshakeError, MidHandshake};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+use viaduct_matcher::book::{BlockIdHasher, IdMap};
+use viaduct_matcher::RpcError;
+use viaduct_protocol::{self as protocol, error_response, response_json, Routed};
+
+use crate::net::{free_slot, run, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
+use crate::{Backend, Delivered, Notify};
+
+/// The WebSocket edge's bounds and checks (`[edges.ws]`).
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    pub bind: SocketAddr,
+    pub connections_max: usize,
+    /// The largest message a client may send; a longer one closes the connection.
+    pub message_bytes_max: usize,
+    /// Reply bytes a client may leave unread; past it the connection is closed (1008).
+    pub write_bytes_max: usize,
+    /// Requests in the engine per connection; past it the connection is not read.
+    pub pending_max: usize,
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing for this long is closed (ViaBTC `keep_alive`).
+    pub keep_alive: Duration,
+    /// A client that names subprotocols must name this one, which is echoed (ViaBTC `protocol`).
+    pub protocol: String,
+    /// When not empty, the `Origin` header must end with it (ViaBTC `origin`).
+    pub origin: String,
+}
+
+impl WsConfig {
+    pub fn new(bind: SocketAddr) -> WsConfig {
+        WsConfig {
+            bind,
+            connections_max: 10_000,
+            message_bytes_max: 64 * 1024,
+            write_bytes_max: 4 * 1024 * 1024,
+            pending_max: 64,
+            handshake_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(3600),
+            protocol: "chat".to_string(),
+            origin: String::new(),
+        }
+    }
+}
+
+/// A running WebSocket edge; dropping it stops the event loop.
+pub struct WsEdge {
+    thread: EdgeThread,
+    slow_readers_closed: Arc<AtomicU64>,
+}
+
+impl WsEdge {
+    /// Binds `cfg.bind` and starts the event loop; `backend` is built with the function that
+    /// wakes the loop when replies are ready.
+    pub fn start<B: Backend>(cfg: WsConfig, backend: impl FnOnce(Notify) -> B) -> io::Result<WsEdge> {
+        let slow_readers_closed = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&slow_readers_closed);
+        let build = |l: Loop| Server {
+            cfg: cfg.clone(),
+            poll: l.poll,
+            listener: l.listener,
+            backend: backend(l.notify),
+            conns: Vec::new(),
+            live: 0,
+            next_gen: 1,
+            next_tag: 1,
+            waiting: IdMap::default(),
+            slow_readers_closed: counter,
+        };
+        let thread = EdgeThread::spawn("viaduct-ws", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
+        tracing::info!("ws: listening on {}", thread.addr);
+        Ok(WsEdge { thread, slow_readers_closed })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.thread.addr
+    }
+
+    /// Connections closed so far because their unread replies passed `write_bytes_max`.
+    pub fn slow_readers_closed(&self) -> u64 {
+        self.slow_readers_closed.load(Ordering::Relaxed)
+    }
+}
+
+/// The handshake's checks of the client's headers (SPEC B3.1).
+struct Check {
+    protocol: String,
+    origin: String,
+}
+
+impl Callback for Check {
+    fn on_request(self, request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+        let refuse = |status: u16, why: &str| {
+            let mut r = ErrorResponse::new(Some(why.to_string()));
+            *r.status_mut() = tungstenite::http::StatusCode::from_u16(status).expect("a valid status");
+            r
+        };
+        let headers = request.headers();
+        if !self.origin.is_empty() {
+            let origin = headers.get("origin").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !origin.ends_with(&self.origin) {
+                return Err(refuse(403, "origin not allowed"));
+            }
+        }
+        if let Some(asked) = headers.get("sec-websocket-protocol") {
+            let asked = asked.to_str().unwrap_or("");
+            if !asked.split(',').any(|p| p.trim() == self.protocol) {
+                return Err(refuse(400, "subprotocol not supported"));
+            }
+            let echoed =
+                tungstenite::http::HeaderValue::from_str(&self.protocol).map_err(|_| refuse(500, "bad protocol"))?;
+            response.headers_mut().insert("sec-websocket-protocol", echoed);
+        }
+        Ok(response)
+    }
+}
+
+enum Phase {
+    Handshake(MidHandshake<ServerHandshake<TcpStream, Check>>),
+    Open(WebSocket<TcpStream>),
+}
+
+struct Conn {
+    /// `None` only while a handshake step has it.
+    phase: Option<Phase>,
+    gen: u64,
+    opened: Instant,
+    last_read: Instant,
+    pending: usize,
+    /// Held back at `pending_max`: read on when replies make room.
+    paused: bool,
+}
+
+struct Waiting {
+    index: usize,
+    gen: u64,
+}
+
+struct Server<B> {
+    cfg: WsConfig,
+    poll: Poll,
+    listener: TcpListener,
+    backend: B,
+    conns: Vec<Option<Conn>>,
+    live: usize,
+    next_gen: u64,
+    next_tag: u64,
+    waiting: IdMap<u64, Waiting, BlockIdHasher>,
+    slow_readers_closed: Arc<AtomicU64>,
+}
+
+/// What one message asks.
+enum Answer {
+    /// A reply now.
+    Now(String),
+    /// A request with the engine or a query's owner.
+    Later,
+    /// Close the connection (a message that is not the JSON envelope).
+    Close,
+}
+
+impl<B: Backend> EdgeLoop for Server<B> {
+    const NAME: &'static str = "ws";
+
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    fn free_slot(&mut self) -> Option<usize> {
+        (self.live < self.cfg.connections_max).then(|| free_slot(&mut self.conns))
+    }
+
+    fn opened(&mut self, index: usize, mut stream: TcpStream) {
+        // Writable too: edge-triggered, it fires only when a full socket drains, which is when
+        // `tungstenite`'s buffered frames can go on.
+        let token = Token(FIRST_CONN + index);
+        let _ = self.poll.registry().reregister(&mut stream, token, Interest::READABLE | Interest::WRITABLE);
+        let now = Instant::now();
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        self.live += 1;
+        let check = Check { protocol: self.cfg.protocol.clone(), origin: self.cfg.origin.clone() };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(self.cfg.message_bytes_max))
+            .max_frame_size(Some(self.cfg.message_bytes_max))
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.cfg.write_bytes_max);
+        let phase = match tungstenite::accept_hdr_with_config(stream, check, Some(config)) {
+            Ok(ws) => Phase::Open(ws),
+            Err(HandshakeError::Interrupted(mid)) => Phase::Handshake(mid),
+            Err(HandshakeError::Failure(_)) => {
+                self.live -= 1;
+                return;
+            }
+        };
+        self.conns[index] =
+            Some(Conn { phase: Some(phase), gen, opened: now, last_read: now, pending: 0, paused: false });
+        self.serve(index);
+    }
+
+    fn ready(&mut self, index: usize, _readable: bool, _writable: bool, _read_closed: bool) {
+        self.serve(index);
+    }
+
+    fn take_replies(&mut self) {
+        let mut touched: Vec<(usize, String)> = Vec::new();
+        let (waiting, conns) = (&mut self.waiting, &mut self.conns);
+        self.backend.receive(&mut |spec, delivered| {
+            let index = match delivered {
+                Delivered::Outcome { tag, .. } | Delivered::Answer { tag, .. } => {
+                    let Some(w) = waiting.remove(&tag) else { return };
+                    let Some(c) = conns.get_mut(w.index).and_then(Option::as_mut).filter(|c| c.gen == w.gen) else {
+                        return;
+                    };
+                    c.pending -= 1;
+                    w.index
+                }
+                Delivered::Deals { .. } | Delivered::FillsLost => return,
+            };
+            let json = match delivered {
+                Delivered::Outcome { request_id, result, events, .. } => {
+                    response_json(spec, request_id, result, events)
+                }
+                Delivered::Answer { json, .. } => json,
+                Delivered::Deals { .. } | Delivered::FillsLost => return,
+            };
+            touched.push((index, json));
+        });
+        let mut resumed = Vec::new();
+        for (index, json) in touched {
+            self.send(index, json);
+            if self.conns[index].as_ref().is_some_and(|c| c.paused) {
+                resumed.push(index);
+            }
+        }
+        for index in resumed {
+            self.serve(index);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.conns.len() {
+            let Some(c) = self.conns[index].as_ref() else { continue };
+            let expired = match c.phase {
+                Some(Phase::Handshake(_)) | None => now.duration_since(c.opened) >= self.cfg.handshake_timeout,
+                Some(Phase::Open(_)) => now.duration_since(c.last_read) >= self.cfg.keep_alive && c.pending == 0,
+            };
+            if expired {
+                self.close_with(index, CloseCode::Away, "idle");
+            }
+        }
+    }
+}
+
+impl<B: Backend> Server<B> {
+    /// Drives connection `index`: the handshake, then reading messages and flushing what waits.
+    fn serve(&mut self, index: usize) {
+        let Some(c) = self.conns[index].as_mut() else { return };
+        if matches!(c.phase, Some(Phase::Handshake(_))) {
+            let Some(Phase::Handshake(mid)) = c.phase.take() else { unreachable!("matched above") };
+            match mid.handshake() {
+                Ok(ws) => c.phase = Some(Phase::Open(ws)),
+                Err(HandshakeError::Interrupted(mid)) => {
+                    c.phase = Some(Phase::Handshake(mid));
+                    return;
+                }
+                Err(HandshakeError::Failure(_)) => return self.drop_conn(index),
+            }
+        }
+        loop {
+            let Some(c) = self.conns[index].as_mut() else { return };
+            if c.pending >= self.cfg.pending_max {
+                c.paused = true;
+                break;
+            }
+            c.paused = false;
+            let Some(Phase::Open(ws)) = c.phase.as_mut() else { return };
+            let text = match ws.read() {
+                Ok(Message::Text(t)) => t.as_str().to_owned(),
+                Ok(Message::Binary(b)) => match String::from_utf8(b.to_vec()) {
+                    Ok(t) => t,
+                    Err(_) => return self.close_with(index, CloseCode::Invalid, "not UTF-8 JSON"),
+                },
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
+                    c.last_read = Instant::now();
+                    continue;
+                }
+                // The close reply is queued; flushing it below ends the connection.
+                Ok(Message::Close(_)) => break,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(tungstenite::Error::Capacity(_)) => {
+                    return self.close_with(index, CloseCode::Size, "message too large")
+                }
+                Err(e) => {
+                    tracing::debug!("ws: connection {index} dropped: {e}");
+                    return self.drop_conn(index);
+                }
+            };
+            c.last_read = Instant::now();
+            match self.handle(index, &text) {
+                Answer::Now(json) => self.send(index, json),
+                Answer::Later => {}
+                Answer::Close => return self.close_with(index, CloseCode::Invalid, "not a JSON-RPC request"),
+            }
+        }
+        self.flush(index);
+    }
+
+    /// Answers or submits one message.
+    fn handle(&mut self, index: usize, text: &str) -> Answer {
+        let Ok(Value::Object(mut req)) = serde_json::from_str::<Value>(text) else { return Answer::Close };
+        let (Some(id), Some(Value::String(method)), Some(Value::Array(params))) =
+            (req.get("id").and_then(Value::as_i64), req.remove("method"), req.remove("params"))
+        else {
+            return Answer::Close;
+        };
+        match ws_method(&method, &params) {
+            Ok(Route::Now(result)) => Answer::Now(format!(r#"{{"error":null,"result":{result},"id":{id}}}"#)),
+            Ok(Route::To(target, params)) => self.forward(index, id, target, params),
+            Err(e) => Answer::Now(error_response(Some(id), e)),
+        }
+    }
+
+    /// Sends `method` with `params` to its owner through the method table.
+    fn forward(&mut self, index: usize, id: i64, method: &str, params: Vec<Value>) -> Answer {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let sent = match protocol::route(self.backend.spec(), method, &params) {
+            Ok(Routed::Command(cmd)) => self.backend.submit(tag, id, cmd).map_err(|_| RpcError::ServiceUnavailable),
+            Ok(Routed::Query(_)) => self.backend.query(tag, id, method, params),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            return Answer::Now(error_response(Some(id), e));
+        }
+        let Some(c) = self.conns[index].as_mut() else { return Answer::Later };
+        c.pending += 1;
+        self.waiting.insert(tag, Waiting { index, gen: c.gen });
+        Answer::Later
+    }
+
+    /// Queues `json` for connection `index`; a client past `write_bytes_max` is closed.
+    fn send(&mut self, index: usize, json: String) {
+        let Some(Phase::Open(ws)) = self.conns[index].as_mut().and_then(|c| c.phase.as_mut()) else { return };
+        match ws.write(Message::text(json)) {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(tungstenite::Error::WriteBufferFull(_)) => {
+                self.slow_readers_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("ws: a client left {} bytes of replies unread; closed (1008)", self.cfg.write_bytes_max);
+                self.close_with(index, CloseCode::Policy, "replies left unread");
+            }
+            Err(_) => self.drop_conn(index),
+        }
+    }
+
+    /// Writes what waits; a connection whose close handshake is done is dropped.
+    fn flush(&mut self, index: usize) {
+        let Some(Phase::Open(ws)) = self.conns[index].as_mut().and_then(|c| c.phase.as_mut()) else { return };
+        match ws.flush() {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::debug!("ws: connection {index} dropped while writing: {e}");
+                self.drop_conn(index)
+            }
+        }
+    }
+
+    /// Sends a close frame (best effort: a client that does not read will not get it) and drops
+    /// the connection.
+    fn close_with(&mut self, index: usize, code: CloseCode, reason: &str) {
+        if let Some(Phase::Open(ws)) = self.conns[index].as_mut().and_then(|c| c.phase.as_mut()) {
+            let _ = ws.close(Some(CloseFrame { code, reason: reason.into() }));
+            let _ = ws.flush();
+        }
+        self.drop_conn(index);
+    }
+
+    fn drop_conn(&mut self, index: usize) {
+        let Some(mut c) = self.conns.get_mut(index).and_then(Option::take) else { return };
+        self.live -= 1;
+        let stream = match c.phase.as_mut() {
+            Some(Phase::Open(ws)) => Some(ws.get_mut()),
+            Some(Phase::Handshake(mid)) => Some(mid.get_mut().get_mut()),
+            None => None,
+        };
+        if let Some(stream) = stream {
+            let _ = self.poll.registry().deregister(stream);
+        }
+        // Replies still in the engine find no connection of this generation and are dropped.
+    }
+}
+
+/// Where a WebSocket method goes.
+enum Route {
+    /// Answered here: the `result` as JSON.
+    Now(String),
+    /// To the method-table method with these params.
+    To(&'static str, Vec<Value>),
+}
+
+/// Names and sources longer than ViaBTC's buffers are refused with error 1 (SPEC B3.2).
+const MARKET_LEN_MAX: usize = 15;
+const INTERVAL_LEN_MAX: usize = 15;
+
+/// A WebSocket method and its params, as SPEC B3.2 maps them onto the method table.
+fn ws_method(method: &str, params: &[Value]) -> Result<Route, RpcError> {
+    let market_ok = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|m| m.len() <= MARKET_LEN_MAX);
+    let to = |target: &'static str| Ok(Route::To(target, params.to_vec()));
+    match method {
+        "server.ping" => Ok(Route::Now(r#""pong""#.to_string())),
+        "server.time" => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            Ok(Route::Now(now.to_string()))
+        }
+        "kline.query" | "price.query" | "state.query" | "today.query" | "deals.query" if !market_ok(params.first()) => {
+            Err(RpcError::InvalidArgument)
+        }
+        "kline.query" => to("market.kline"),
+        "price.query" => to("market.last"),
+        "state.query" => to("market.status"),
+        "today.query" => to("market.status_today"),
+        "deals.query" => to("market.deals"),
+        "depth.query" => {
+            let interval_ok = params.get(2).and_then(Value::as_str).is_some_and(|i| i.len() <= INTERVAL_LEN_MAX);
+            if !market_ok(params.first()) || !interval_ok {
+                return Err(RpcError::InvalidArgument);
+            }
+            to("order.depth")
+        }
+        // Methods that act for the authenticated user: no connection is authenticated yet.
+        "order.query" | "order.history" | "order.subscribe" | "order.unsubscribe" | "asset.query" | "asset.history"
+        | "asset.subscribe" | "asset.unsubscribe" => Err(RpcError::RequireAuthentication),
+        _ => Err(RpcError::MethodNotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn route(method: &str, params: Value) -> Result<Route, RpcError> {
+        ws_method(method, params.as_array().unwrap())
+    }
+
+    #[test]
+    fn queries_map_onto_their_owners_methods_with_the_same_params() {
+        for (ws, target, params) in [
+            ("kline.query", "market.kline", json!(["BTCBCH", 1, 2, 60])),
+            ("depth.query", "order.depth", json!(["BTCBCH", 10, "0"])),
+            ("price.query", "market.last", json!(["BTCBCH"])),
+            ("state.query", "market.status", json!(["BTCBCH", 86400])),
+            ("today.query", "market.status_today", json!(["BTCBCH"])),
+            ("deals.query", "market.deals", json!(["BTCBCH", 10, 0])),
+        ] {
+            match route(ws, params.clone()) {
+                Ok(Route::To(t, p)) => assert_eq!((t, Value::Array(p)), (target, params), "{ws}"),
+                _ => panic!("{ws} did not route"),
+            }
+        }
+    }
+
+    #[test]
+    fn long_names_user_methods_and_unknown_methods_are_refused() {
+        let long = "M".repeat(16);
+        assert_eq!(route("price.query", json!([long])).err(), Some(RpcError::InvalidArgument));
+        assert_eq!(
+            route("depth.query", json!(["BTCBCH", 10, "0.0000000000000001"])).err(),
+            Some(RpcError::InvalidArgument)
+        );
+        assert_eq!(route("price.query", json!([])).err(), Some(RpcError::InvalidArgument));
+        assert_eq!(route("asset.query", json!(["BTC"])).err(), Some(RpcError::RequireAuthentication));
+        assert_eq!(route("order.query", json!(["BTCBCH", 0, 10])).err(), Some(RpcError::RequireAuthentication));
+        assert_eq!(route("no.such", json!([])).err(), Some(RpcError::MethodNotFound));
+        assert!(matches!(route("server.ping", json!([])), Ok(Route::Now(p)) if p == r#""pong""#));
+    }
+}

@@ -1,0 +1,250 @@
+//! The WebSocket edge against the real binary over real sockets, with `tungstenite` as the client:
+//! the handshake and its checks, ping and close, the envelope rules, and the queries answered by
+//! their owners from state made by real orders.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{wait_until, Running};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<TcpStream>;
+
+/// A server with the WebSocket edge on a free port, with `extra` in `[edges.ws]`.
+fn server(extra: &str) -> (Running, SocketAddr) {
+    let ws = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let running = Running::start(&format!("[edges.ws]\nbind = \"{ws}\"\n{extra}\n"));
+    wait_until("the WebSocket edge to listen", Duration::from_secs(30), || TcpStream::connect(ws).is_ok());
+    (running, ws)
+}
+
+fn connect_with(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<Ws, tungstenite::Error> {
+    let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tungstenite::client(request, stream).map(|(ws, _)| ws).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => e,
+        tungstenite::HandshakeError::Interrupted(_) => panic!("a blocking handshake was interrupted"),
+    })
+}
+
+fn connect(addr: SocketAddr) -> Ws {
+    connect_with(addr, &[]).expect("the handshake succeeds")
+}
+
+/// Sends one request and reads the next text message as JSON.
+fn call(ws: &mut Ws, id: i64, method: &str, params: Value) -> Value {
+    ws.send(Message::text(json!({"id": id, "method": method, "params": params}).to_string())).unwrap();
+    next_json(ws)
+}
+
+fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("a message") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("not a text message: {other:?}"),
+        }
+    }
+}
+
+/// What the server does after `ws` sent something it must close for: the close frame's code, or
+/// `None` if the connection ended without one.
+fn closed(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| f.code),
+            Ok(Message::Text(t)) => panic!("a reply instead of a close: {t}"),
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
+            Err(tungstenite::Error::Io(e)) if e.kind() != std::io::ErrorKind::WouldBlock => return None,
+            Err(tungstenite::Error::Protocol(_)) => return None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// An HTTP JSON-RPC call to the same server.
+fn http(addr: SocketAddr, method: &str, params: Value) -> Value {
+    let body = json!({"id": 1, "method": method, "params": params}).to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let at = text.find("\r\n\r\n").expect("a whole response") + 4;
+    serde_json::from_str(&text[at..]).unwrap()
+}
+
+#[test]
+fn ping_time_and_unknown_methods() {
+    let (_server, addr) = server("");
+    let mut ws = connect(addr);
+    assert_eq!(call(&mut ws, 1, "server.ping", json!([])), json!({"error": null, "result": "pong", "id": 1}));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let time = call(&mut ws, 2, "server.time", json!([]));
+    assert!((time["result"].as_i64().unwrap() - now).abs() <= 5, "{time}");
+    // SPEC A2: an unknown method is answered error 4 (ViaBTC stays silent).
+    let unknown = call(&mut ws, 3, "no.such_method", json!([]));
+    assert_eq!(unknown, json!({"error": {"code": 4, "message": "method not found"}, "result": null, "id": 3}));
+    // A user's methods before authentication: error 6.
+    for (id, method, params) in [(4, "asset.query", json!(["BTC"])), (5, "order.query", json!(["BTCBCH", 0, 10]))] {
+        let r = call(&mut ws, id, method, params);
+        assert_eq!(r["error"], json!({"code": 6, "message": "require authentication"}), "{method}: {r}");
+    }
+    // Binary frames carry the envelope too.
+    ws.send(Message::binary(br#"{"id": 6, "method": "server.ping", "params": []}"#.to_vec())).unwrap();
+    assert_eq!(next_json(&mut ws)["result"], "pong");
+}
+
+#[test]
+fn queries_answer_as_their_owners_do_over_http() {
+    let (server, addr) = server("");
+    let h = server.http;
+    for (user, asset, amount) in [(1, "BTC", "10"), (2, "BCH", "1000")] {
+        let r = http(h, "balance.update", json!([user, asset, "deposit", 1, amount, {}]));
+        assert_eq!(r["result"]["status"], "success", "{r}");
+    }
+    let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
+    assert!(ask["error"].is_null(), "{ask}");
+    let bid = http(h, "order.put_limit", json!([2, "BTCBCH", 2, "1", "100", "0.001", "0.001", ""]));
+    assert_eq!(bid["result"]["deal_stock"], "1", "{bid}");
+    let mut ws = connect(addr);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for (i, (ws_method, http_method, params)) in [
+        ("price.query", "market.last", json!(["BTCBCH"])),
+        ("depth.query", "order.depth", json!(["BTCBCH", 10, "0"])),
+        ("deals.query", "market.deals", json!(["BTCBCH", 10, 0])),
+        ("today.query", "market.status_today", json!(["BTCBCH"])),
+        ("state.query", "market.status", json!(["BTCBCH", 86400])),
+        ("kline.query", "market.kline", json!(["BTCBCH", now - 7 * 86400, now, 3600])),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = 10 + i as i64;
+        let got = call(&mut ws, id, ws_method, params.clone());
+        let mut want = http(h, http_method, params);
+        want["id"] = json!(id);
+        assert!(got["error"].is_null(), "{ws_method}: {got}");
+        assert_eq!(got, want, "{ws_method}");
+    }
+    assert_eq!(call(&mut ws, 30, "price.query", json!(["BTCBCH"]))["result"], "100.00000000");
+    // A market name longer than ViaBTC's buffer, and an unknown market: error 1.
+    for params in [json!(["BTCBCHBTCBCHBTCBCH"]), json!(["NOSUCH"])] {
+        let r = call(&mut ws, 31, "price.query", params);
+        assert_eq!(r["error"]["code"], 1, "{r}");
+    }
+}
+
+#[test]
+fn what_is_not_the_envelope_closes_the_connection_and_spares_the_others() {
+    let (_server, addr) = server("");
+    let mut bystander = connect(addr);
+    for bad in [
+        "not json",
+        r#"{"id": "7", "method": "server.ping", "params": []}"#,
+        r#"{"id": 7, "params": []}"#,
+        r#"{"id": 7, "method": "server.ping"}"#,
+        r#"[1, 2, 3]"#,
+    ] {
+        let mut ws = connect(addr);
+        ws.send(Message::text(bad)).unwrap();
+        assert_eq!(closed(&mut ws), Some(CloseCode::Invalid), "{bad}");
+        assert_eq!(call(&mut bystander, 1, "server.ping", json!([]))["result"], "pong", "after {bad}");
+    }
+    // A message over the size bound closes too.
+    let mut ws = connect(addr);
+    let big = format!(r#"{{"id": 1, "method": "server.ping", "params": ["{}"]}}"#, "x".repeat(70_000));
+    let _ = ws.send(Message::text(big));
+    assert_eq!(closed(&mut ws), Some(CloseCode::Size));
+}
+
+#[test]
+fn ping_gets_pong_and_close_gets_close() {
+    let (_server, addr) = server("");
+    let mut ws = connect(addr);
+    ws.send(Message::Ping(b"hi".to_vec().into())).unwrap();
+    loop {
+        match ws.read().unwrap() {
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"hi");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    ws.close(None).unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_handshake_checks_protocol_and_origin() {
+    let (_server, addr) = server("protocol = \"chat\"\norigin = \"example.com\"");
+    let ok = [("Origin", "https://www.example.com"), ("Sec-WebSocket-Protocol", "chat")];
+    let mut ws = connect_with(addr, &ok).expect("a good origin and protocol");
+    assert_eq!(call(&mut ws, 1, "server.ping", json!([]))["result"], "pong");
+    // No subprotocol named: nothing to check.
+    connect_with(addr, &[("Origin", "https://example.com")]).expect("no subprotocol named");
+    for headers in [
+        vec![("Origin", "https://example.org"), ("Sec-WebSocket-Protocol", "chat")],
+        vec![("Sec-WebSocket-Protocol", "chat")],
+        vec![("Origin", "https://example.com"), ("Sec-WebSocket-Protocol", "other")],
+    ] {
+        match connect_with(addr, &headers) {
+            Err(tungstenite::Error::Http(r)) => assert!(r.status().is_client_error(), "{headers:?}: {}", r.status()),
+            Err(e) => panic!("{headers:?}: {e}"),
+            Ok(_) => panic!("{headers:?} was accepted"),
+        }
+    }
+}
+
+#[test]
+fn a_client_that_does_not_read_is_closed_and_others_keep_being_answered() {
+    let (_server, addr) = server("");
+    let mut reader = connect(addr);
+    // A client that sends requests and never reads: its replies pile up past the bound.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    write!(
+        slow,
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut frame = Vec::new();
+    let payload = br#"{"id": 1, "method": "server.ping", "params": []}"#;
+    // One masked text frame (mask 0: the payload as is).
+    frame.extend_from_slice(&[0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    slow.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sent = 0u64;
+    let mut gone = false;
+    for _ in 0..2_000_000 {
+        if slow.write_all(&frame).is_err() {
+            gone = true;
+            break;
+        }
+        sent += 1;
+        if sent % 10_000 == 0 {
+            assert_eq!(call(&mut reader, 2, "server.ping", json!([]))["result"], "pong");
+        }
+    }
+    assert!(gone, "a client that never read was still served after {sent} requests");
+    assert_eq!(call(&mut reader, 3, "server.ping", json!([]))["result"], "pong");
+}
