@@ -79,9 +79,14 @@ impl Slot {
         self.tag = out.tag;
         self.request_id = out.request_id;
         self.journal_seq = out.journal_seq;
-        self.cmd.clone_from(&out.cmd);
-        self.result.clone_from(&out.outcome);
-        self.events.copy_from(&out.events);
+        if kind == Kind::Outcome {
+            // Deals need the events alone.
+            self.cmd.clone_from(&out.cmd);
+            self.result.clone_from(&out.outcome);
+        }
+        // The order events and deals: what the clients encode from (the balance and level
+        // changes, which no reply shows, are not copied).
+        self.events.copy_trades_from(&out.events);
     }
 
     /// Makes this slot a copy of `other`, in the capacity it has.

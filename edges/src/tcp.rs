@@ -18,7 +18,6 @@
 //! the binary sessions and the timers all work on the same connections; the codecs are `rpc.rs`
 //! and `binary.rs`.
 
-use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -253,7 +252,7 @@ struct Server<B> {
     /// the matcher's thread at the binary edge's maximum, `benches/README.md`, session 12.)
     waiting: IdMap<u64, Waiting, BlockIdHasher>,
     /// Logged-in sessions per user, for fills.
-    sessions: HashMap<u32, Vec<(usize, u64)>>,
+    sessions: IdMap<u32, Vec<(usize, u64)>>,
     /// What each read fills.
     chunk: Vec<u8>,
     /// What the engine handed over in one [`Server::take_replies`], encoded, before it is queued
@@ -288,7 +287,7 @@ impl<B: Backend> Server<B> {
             next_gen: 1,
             next_tag: 1,
             waiting: IdMap::default(),
-            sessions: HashMap::new(),
+            sessions: IdMap::default(),
             chunk: vec![0; READ_CHUNK],
             arrived: Vec::new(),
         }

@@ -172,6 +172,16 @@ impl Events {
         self.levels.extend_from_slice(&other.levels);
     }
 
+    /// Makes this a copy of `other`'s order events and deals alone (in their order), in the
+    /// capacity it has: what an edge encodes replies, reports and fills from. Balance and level
+    /// changes are left out.
+    pub fn copy_trades_from(&mut self, other: &Events) {
+        self.clear();
+        self.seq.extend(other.seq.iter().filter(|(k, _)| matches!(k, Kind::Order | Kind::Deal)).copied());
+        self.orders.extend_from_slice(&other.orders);
+        self.deals.extend_from_slice(&other.deals);
+    }
+
     pub fn clear(&mut self) {
         self.seq.clear();
         self.orders.clear();
