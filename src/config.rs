@@ -33,7 +33,23 @@ pub struct FileConfig {
     #[serde(default)]
     pub alerts: Option<toml::Value>,
     #[serde(default)]
-    pub auth: Option<toml::Value>,
+    pub auth: Option<AuthSection>,
+}
+
+/// `[auth]`: the service the WebSocket edge asks who a token or a signature belongs to (ViaBTC's
+/// `auth_url`, `sign_url`, `backend_timeout`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `server.auth`: GET with `Authorization: <token>`.
+    pub url: String,
+    /// `server.sign`: GET `?access_id=…&tonce=…` with `Authorization: <authorisation>`; left out,
+    /// `server.sign` answers error 4.
+    #[serde(default)]
+    pub sign_url: Option<String>,
+    /// How long a call may take before the client gets error 5 (default 1,000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[edges.*]`: where each edge listens.
@@ -276,8 +292,28 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     }
     let spec = Spec::new(&config::Config { assets: file.assets, markets: file.markets })
         .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
-    let sections = [("kafka", &file.kafka), ("alerts", &file.alerts), ("auth", &file.auth)];
-    let not_yet_used: Vec<&'static str> = sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
+    let sections = [("kafka", &file.kafka), ("alerts", &file.alerts)];
+    let mut not_yet_used: Vec<&'static str> =
+        sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
+    let auth = match &file.auth {
+        None => None,
+        Some(a) => {
+            for url in std::iter::once(&a.url).chain(a.sign_url.as_ref()) {
+                if !url.starts_with("http://") {
+                    anyhow::bail!("config {}: [auth] {url:?} is not an http:// URL", path.display());
+                }
+            }
+            let timeout = match a.timeout_ms {
+                Some(0) => anyhow::bail!("config {}: [auth] timeout_ms must be at least 1", path.display()),
+                Some(ms) => std::time::Duration::from_millis(ms),
+                None => std::time::Duration::from_secs(1),
+            };
+            Some(viaduct_edges::AuthConfig { url: a.url.clone(), sign_url: a.sign_url.clone(), timeout })
+        }
+    };
+    if auth.is_some() && file.edges.ws.is_none() {
+        not_yet_used.push("auth");
+    }
     let ws = match &file.edges.ws {
         None => None,
         Some(w) => {
@@ -303,6 +339,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
                 cfg.protocol = p.clone();
             }
             cfg.origin = w.origin.clone().unwrap_or_default();
+            cfg.auth = auth;
             Some(cfg)
         }
     };

@@ -245,3 +245,112 @@ fn a_client_that_does_not_read_is_closed_and_others_keep_being_answered() {
     assert!(gone, "a client that never read was still served after {sent} requests");
     assert_eq!(call(&mut reader, 3, "server.ping", json!([]))["result"], "pong");
 }
+
+/// A stand-in for the operator's authentication service: answers each GET by its
+/// `Authorization` header (and, for `/sign`, its query), as SPEC B3.3's service would. "slow"
+/// is never answered: the connection is held until the caller gives up.
+fn auth_service() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let token = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: ")))
+                    .unwrap_or("")
+                    .to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let body = match (path.as_str(), token.as_str()) {
+                    (_, "slow") => {
+                        let _ = s.read_to_end(&mut Vec::new());
+                        return;
+                    }
+                    ("/sign?access_id=ak&tonce=123", "sig") => {
+                        r#"{"code": 0, "message": "ok", "data": {"user_id": 3}}"#
+                    }
+                    ("/auth", "good-1") => r#"{"code": 0, "message": "ok", "data": {"user_id": 1}}"#,
+                    ("/auth", "zero") => r#"{"code": 0, "message": "ok", "data": {"user_id": 0}}"#,
+                    ("/auth", "garbage") => "<html>",
+                    _ => r#"{"code": 7, "message": "token expired"}"#,
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn auth_and_sign_bind_a_user_through_the_service_and_its_methods_answer_for_that_user() {
+    let service = auth_service();
+    let auth =
+        format!("\n[auth]\nurl = \"http://{service}/auth\"\nsign_url = \"http://{service}/sign\"\ntimeout_ms = 300\n");
+    let (server, addr) = server(&auth);
+    let h = server.http;
+    for (user, amount) in [(1, "7"), (3, "9")] {
+        let r = http(h, "balance.update", json!([user, "BTC", "deposit", 1, amount, {}]));
+        assert_eq!(r["result"]["status"], "success", "{r}");
+    }
+    let put = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", "ws"]));
+    assert!(put["error"].is_null(), "{put}");
+    let mut ws = connect(addr);
+    assert_eq!(call(&mut ws, 1, "asset.query", json!(["BTC"]))["error"]["code"], 6);
+    for (id, params, code) in [
+        (2, json!(["expired", "web"]), 11),
+        (3, json!(["zero", "web"]), 2),
+        (4, json!(["garbage", "web"]), 2),
+        (5, json!(["slow", "web"]), 5),
+        (6, json!([1, "web"]), 1),
+        (7, json!(["good-1", "s".repeat(32)]), 1),
+    ] {
+        let r = call(&mut ws, id, "server.auth", params.clone());
+        assert_eq!(r["error"]["code"], code, "{params}: {r}");
+        assert_eq!(r["id"], id);
+    }
+    let expired = call(&mut ws, 8, "server.auth", json!(["expired", "web"]));
+    assert_eq!(expired["error"], json!({"code": 11, "message": "token expired"}));
+    assert_eq!(call(&mut ws, 9, "asset.query", json!(["BTC"]))["error"]["code"], 6, "still no user");
+    // History has the deposit before the two ends are compared.
+    wait_until("history to hold user 1's deposit", Duration::from_secs(30), || {
+        let r = http(h, "balance.history", json!([1, "BTC", "", 0, 0, 0, 10]));
+        r["result"]["records"].as_array().is_some_and(|rows| !rows.is_empty())
+    });
+    let ok = call(&mut ws, 10, "server.auth", json!(["good-1", "web"]));
+    assert_eq!(ok, json!({"error": null, "result": {"status": "success"}, "id": 10}));
+    for (id, (ws_method, ws_params, http_method, http_params)) in [
+        ("asset.query", json!(["BTC"]), "balance.query", json!([1, "BTC"])),
+        ("order.query", json!(["BTCBCH", 0, 10]), "order.pending", json!([1, "BTCBCH", 0, 10])),
+        ("asset.history", json!(["BTC", "", 0, 0, 0, 10]), "balance.history", json!([1, "BTC", "", 0, 0, 0, 10])),
+        ("order.history", json!(["BTCBCH", 0, 0, 0, 10, 0]), "order.finished", json!([1, "BTCBCH", 0, 0, 0, 10, 0])),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = 20 + id as i64;
+        let got = call(&mut ws, id, ws_method, ws_params);
+        let mut want = http(h, http_method, http_params);
+        want["id"] = json!(id);
+        assert!(got["error"].is_null(), "{ws_method}: {got}");
+        assert_eq!(got, want, "{ws_method}");
+    }
+    assert_eq!(call(&mut ws, 30, "order.query", json!(["BTCBCH", "0", 10]))["error"]["code"], 1);
+    // server.sign binds another user; its `tonce` must be a non-zero integer.
+    assert_eq!(call(&mut ws, 31, "server.sign", json!(["ak", "sig", 0]))["error"]["code"], 1);
+    assert_eq!(call(&mut ws, 32, "server.sign", json!(["ak", "bad", 123]))["error"]["code"], 11);
+    let signed = call(&mut ws, 33, "server.sign", json!(["ak", "sig", 123]));
+    assert_eq!(signed["result"]["status"], "success", "{signed}");
+    let mine = call(&mut ws, 34, "asset.query", json!(["BTC"]));
+    assert_eq!(mine["result"]["BTC"]["available"], "9", "{mine}");
+}

@@ -17,6 +17,7 @@
 //! Start reading at [`Backend`], then `http.rs`.
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod binary;
 pub mod http;
 mod net;
@@ -25,6 +26,8 @@ pub mod tcp;
 pub mod ws;
 
 use std::sync::Arc;
+
+pub use auth::AuthConfig;
 
 use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
 

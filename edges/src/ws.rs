@@ -4,10 +4,11 @@
 //! What it serves so far: the handshake with its `protocol` and `origin` checks; masked client
 //! frames, text or binary, ping → pong, close → close; the JSON envelope (a message that is not
 //! one closes the connection, SPEC B3.1); `server.ping`, `server.time`; the public queries
-//! (`kline`, `depth`, `price`, `state`, `today`, `deals` `.query`), answered by their owners
-//! through the method table; the methods that need a user (`order.*`, `asset.*`) answer error 6
-//! until a connection is authenticated. Any other method gets error 4 (SPEC A2). Authentication,
-//! subscriptions and pushes are the open issue "The WebSocket edge".
+//! (`kline`, `depth`, `price`, `state`, `today`, `deals` `.query`) and, once `server.auth` or
+//! `server.sign` (SPEC B3.3, through the operator's service, `auth.rs`) bound a user, the user's
+//! (`order.query`, `order.history`, `asset.query`, `asset.history`; error 6 before), answered by
+//! their owners through the method table. Any other method gets error 4 (SPEC A2).
+//! Subscriptions and pushes are the open issue "The WebSocket edge".
 //!
 //! Bounds: `connections_max` (more are accepted and closed at once), `message_bytes_max` (a
 //! longer message closes the connection), `write_bytes_max` (a client that lets more replies pile
@@ -33,6 +34,7 @@ use viaduct_matcher::book::{BlockIdHasher, IdMap};
 use viaduct_matcher::RpcError;
 use viaduct_protocol::{self as protocol, error_response, response_json, Routed};
 
+use crate::auth::{Ask, Auth, AuthConfig, Job, Refused};
 use crate::net::{free_slot, run, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
 use crate::{Backend, Delivered, Notify};
 
@@ -54,6 +56,8 @@ pub struct WsConfig {
     pub protocol: String,
     /// When not empty, the `Origin` header must end with it (ViaBTC `origin`).
     pub origin: String,
+    /// The authentication service (`[auth]`); without it `server.auth` answers error 2.
+    pub auth: Option<AuthConfig>,
 }
 
 impl WsConfig {
@@ -68,6 +72,7 @@ impl WsConfig {
             keep_alive: Duration::from_secs(3600),
             protocol: "chat".to_string(),
             origin: String::new(),
+            auth: None,
         }
     }
 }
@@ -85,6 +90,11 @@ impl WsEdge {
         let slow_readers_closed = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&slow_readers_closed);
         let build = |l: Loop| Server {
+            auth: cfg.auth.clone().and_then(|a| {
+                Auth::start(a, Arc::clone(&l.notify))
+                    .map_err(|e| tracing::error!("ws: the authentication workers did not start: {e}"))
+                    .ok()
+            }),
             cfg: cfg.clone(),
             poll: l.poll,
             listener: l.listener,
@@ -158,6 +168,8 @@ struct Conn {
     pending: usize,
     /// Held back at `pending_max`: read on when replies make room.
     paused: bool,
+    /// The user `server.auth` or `server.sign` bound the connection to, and its `source`.
+    user: Option<(u32, String)>,
 }
 
 struct Waiting {
@@ -176,6 +188,7 @@ struct Server<B> {
     next_tag: u64,
     waiting: IdMap<u64, Waiting, BlockIdHasher>,
     slow_readers_closed: Arc<AtomicU64>,
+    auth: Option<Auth>,
 }
 
 /// What one message asks.
@@ -227,7 +240,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
             }
         };
         self.conns[index] =
-            Some(Conn { phase: Some(phase), gen, opened: now, last_read: now, pending: 0, paused: false });
+            Some(Conn { phase: Some(phase), gen, opened: now, last_read: now, pending: 0, paused: false, user: None });
         self.serve(index);
     }
 
@@ -259,6 +272,26 @@ impl<B: Backend> EdgeLoop for Server<B> {
             };
             touched.push((index, json));
         });
+        while let Some(done) = self.auth.as_ref().and_then(Auth::done) {
+            let Some(c) = self.conns.get_mut(done.index).and_then(Option::as_mut).filter(|c| c.gen == done.gen) else {
+                continue;
+            };
+            c.pending -= 1;
+            let json = match done.user {
+                Ok(user) => {
+                    // Bound to another user, the connection's user subscriptions would go with
+                    // the old one; there are none yet (subscriptions are still to come).
+                    c.user = Some((user, done.source));
+                    format!(r#"{{"error":null,"result":{{"status":"success"}},"id":{}}}"#, done.id)
+                }
+                Err(Refused::Rpc(e)) => error_response(Some(done.id), e),
+                Err(Refused::Service(message)) => {
+                    let error = serde_json::json!({"code": 11, "message": message});
+                    format!(r#"{{"error":{error},"result":null,"id":{}}}"#, done.id)
+                }
+            };
+            touched.push((done.index, json));
+        }
         let mut resumed = Vec::new();
         for (index, json) in touched {
             self.send(index, json);
@@ -348,9 +381,24 @@ impl<B: Backend> Server<B> {
         else {
             return Answer::Close;
         };
-        match ws_method(&method, &params) {
+        let user = self.conns[index].as_ref().and_then(|c| c.user.as_ref()).map(|(u, _)| *u);
+        match ws_method(&method, params, user) {
             Ok(Route::Now(result)) => Answer::Now(format!(r#"{{"error":null,"result":{result},"id":{id}}}"#)),
             Ok(Route::To(target, params)) => self.forward(index, id, target, params),
+            Ok(Route::Auth(ask, source)) => self.authenticate(index, id, ask, source),
+            Err(e) => Answer::Now(error_response(Some(id), e)),
+        }
+    }
+
+    /// Hands `server.auth` or `server.sign` to the authentication workers.
+    fn authenticate(&mut self, index: usize, id: i64, ask: Ask, source: String) -> Answer {
+        let Some(auth) = &self.auth else { return Answer::Now(error_response(Some(id), RpcError::Internal)) };
+        let Some(c) = self.conns[index].as_mut() else { return Answer::Later };
+        match auth.ask(Job { index, gen: c.gen, id, ask, source }) {
+            Ok(()) => {
+                c.pending += 1;
+                Answer::Later
+            }
             Err(e) => Answer::Now(error_response(Some(id), e)),
         }
     }
@@ -432,16 +480,29 @@ enum Route {
     Now(String),
     /// To the method-table method with these params.
     To(&'static str, Vec<Value>),
+    /// To the authentication service, with the `source` to keep.
+    Auth(Ask, String),
 }
 
 /// Names and sources longer than ViaBTC's buffers are refused with error 1 (SPEC B3.2).
 const MARKET_LEN_MAX: usize = 15;
+const ASSET_LEN_MAX: usize = 15;
 const INTERVAL_LEN_MAX: usize = 15;
+const SOURCE_LEN_MAX: usize = 31;
 
-/// A WebSocket method and its params, as SPEC B3.2 maps them onto the method table.
-fn ws_method(method: &str, params: &[Value]) -> Result<Route, RpcError> {
+/// A WebSocket method and its params, as SPEC B3.2 maps them onto the method table; `user` is
+/// the connection's, once authenticated.
+fn ws_method(method: &str, params: Vec<Value>, user: Option<u32>) -> Result<Route, RpcError> {
     let market_ok = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|m| m.len() <= MARKET_LEN_MAX);
-    let to = |target: &'static str| Ok(Route::To(target, params.to_vec()));
+    let to = |target: &'static str| Ok(Route::To(target, params.clone()));
+    // The user's methods take the connection's user as their first param.
+    let as_user = |target: &'static str, user: u32| {
+        let mut p = Vec::with_capacity(params.len() + 1);
+        p.push(Value::from(user));
+        p.extend(params.iter().cloned());
+        Ok(Route::To(target, p))
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     match method {
         "server.ping" => Ok(Route::Now(r#""pong""#.to_string())),
         "server.time" => {
@@ -463,9 +524,54 @@ fn ws_method(method: &str, params: &[Value]) -> Result<Route, RpcError> {
             }
             to("order.depth")
         }
-        // Methods that act for the authenticated user: no connection is authenticated yet.
+        "server.auth" => {
+            let (Some(token), Some(source), 2) = (text(params.first()), text(params.get(1)), params.len()) else {
+                return Err(RpcError::InvalidArgument);
+            };
+            if source.len() > SOURCE_LEN_MAX {
+                return Err(RpcError::InvalidArgument);
+            }
+            Ok(Route::Auth(Ask::Token { token }, source))
+        }
+        "server.sign" => {
+            let (Some(access_id), Some(authorisation), Some(tonce), 3) =
+                (text(params.first()), text(params.get(1)), params.get(2).and_then(Value::as_i64), params.len())
+            else {
+                return Err(RpcError::InvalidArgument);
+            };
+            if tonce == 0 {
+                return Err(RpcError::InvalidArgument);
+            }
+            Ok(Route::Auth(Ask::Sign { access_id, authorisation, tonce }, "api".to_string()))
+        }
         "order.query" | "order.history" | "order.subscribe" | "order.unsubscribe" | "asset.query" | "asset.history"
-        | "asset.subscribe" | "asset.unsubscribe" => Err(RpcError::RequireAuthentication),
+        | "asset.subscribe" | "asset.unsubscribe"
+            if user.is_none() =>
+        {
+            Err(RpcError::RequireAuthentication)
+        }
+        "order.query" => {
+            let ints = params.get(1).is_some_and(Value::is_u64) && params.get(2).is_some_and(Value::is_u64);
+            if params.len() != 3 || !market_ok(params.first()) || !ints {
+                return Err(RpcError::InvalidArgument);
+            }
+            as_user("order.pending", user.unwrap_or(0))
+        }
+        "order.history" if params.len() != 6 || !market_ok(params.first()) => Err(RpcError::InvalidArgument),
+        "order.history" => as_user("order.finished", user.unwrap_or(0)),
+        "asset.query" => {
+            if !params.iter().all(|a| a.as_str().is_some_and(|a| a.len() <= ASSET_LEN_MAX)) {
+                return Err(RpcError::InvalidArgument);
+            }
+            as_user("balance.query", user.unwrap_or(0))
+        }
+        "asset.history" => {
+            let asset_ok = params.first().and_then(Value::as_str).is_some_and(|a| a.len() <= ASSET_LEN_MAX);
+            if params.len() != 6 || !asset_ok {
+                return Err(RpcError::InvalidArgument);
+            }
+            as_user("balance.history", user.unwrap_or(0))
+        }
         _ => Err(RpcError::MethodNotFound),
     }
 }
@@ -476,7 +582,7 @@ mod tests {
     use serde_json::json;
 
     fn route(method: &str, params: Value) -> Result<Route, RpcError> {
-        ws_method(method, params.as_array().unwrap())
+        ws_method(method, params.as_array().unwrap().clone(), None)
     }
 
     #[test]
