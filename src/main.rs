@@ -201,7 +201,16 @@ fn run(
         cfg.header_timeout = http_header_timeout.unwrap_or(cfg.header_timeout);
         let mut tcp_cfg = TcpConfig::new(loaded_tcp, tcp_keys);
         tcp_cfg.connections_max = tcp_connections_max.unwrap_or(tcp_cfg.connections_max);
-        fit_connections_to_open_files(&mut cfg.connections_max, &mut tcp_cfg.connections_max);
+        let mut loaded_ws = loaded_ws;
+        let mut ws_max = loaded_ws.as_ref().map(|w| w.connections_max);
+        let mut bounds = vec![("HTTP", &mut cfg.connections_max), ("TCP", &mut tcp_cfg.connections_max)];
+        if let Some(max) = ws_max.as_mut() {
+            bounds.push(("WebSocket", max));
+        }
+        fit_connections_to_open_files(&mut bounds);
+        if let (Some(ws), Some(max)) = (loaded_ws.as_mut(), ws_max) {
+            ws.connections_max = max;
+        }
         let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
         // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
         let mut waits = 0u32;
@@ -231,7 +240,7 @@ const FILES_RESERVED: u64 = 1024;
 /// Raises the open-files limit to its hard limit, and lowers the edges' connection bounds so
 /// that together they stay below it: a client past a bound is accepted and closed at once, where
 /// one past the process's limit would wait unanswered in the listen backlog.
-fn fit_connections_to_open_files(http_max: &mut usize, tcp_max: &mut usize) {
+fn fit_connections_to_open_files(edges: &mut [(&str, &mut usize)]) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
@@ -254,15 +263,25 @@ fn fit_connections_to_open_files(http_max: &mut usize, tcp_max: &mut usize) {
         }
     };
     let room = usize::try_from(limit.saturating_sub(FILES_RESERVED)).unwrap_or(usize::MAX);
-    let wanted = http_max.saturating_add(*tcp_max);
+    let wanted = edges.iter().fold(0usize, |sum, (_, max)| sum.saturating_add(**max));
     if wanted > room {
-        // Shared in proportion; each edge keeps at least one connection.
-        let http = (*http_max as u128 * room as u128 / wanted.max(1) as u128) as usize;
-        let (http, tcp) = (http.max(1), room.saturating_sub(http).max(1));
+        // Shared in proportion, the last edge taking what is left; each keeps at least one.
+        let (mut left, last) = (room, edges.len().saturating_sub(1));
+        let mut shares = Vec::new();
+        for (i, (name, max)) in edges.iter_mut().enumerate() {
+            let share = match i == last {
+                true => left,
+                false => (**max as u128 * room as u128 / wanted.max(1) as u128) as usize,
+            };
+            let share = share.min(left).max(1);
+            left = left.saturating_sub(share);
+            **max = share;
+            shares.push(format!("{name} takes {share}"));
+        }
         tracing::warn!(
-            "open files: the limit {limit} leaves room for {room} connections, not {wanted}: HTTP takes {http}, TCP {tcp}; raise the hard limit (LimitNOFILE=) for more"
+            "open files: the limit {limit} leaves room for {room} connections, not {wanted}: {}; raise the hard limit (LimitNOFILE=) for more",
+            shares.join(", ")
         );
-        (*http_max, *tcp_max) = (http, tcp);
     }
 }
 

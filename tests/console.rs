@@ -53,6 +53,7 @@ fn tcp_api_keys_are_checked_with_the_config() {
     for (secret, fee, problem) in [
         ("short", "0.002", "the secret must be at least 16 bytes"),
         ("sixteen-bytes-or-more", "1.5", "fee rate \"1.5\" is not a decimal in [0, 1)"),
+        ("sixteen-bytes-or-more", "0.00015", "fee rate \"0.00015\" has more decimals than market"),
     ] {
         std::fs::write(&path, base.clone() + &key(secret, fee)).unwrap();
         let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();

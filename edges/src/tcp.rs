@@ -47,8 +47,8 @@ pub struct ApiKey {
 
 impl ApiKey {
     /// Checks a configured key: `key` is 1–16 ASCII bytes, the secret at least 16 bytes, the fee
-    /// rates valid decimals below 1 (truncated to each market's `fee_prec`), `source` at most 30
-    /// bytes.
+    /// rates valid decimals below 1 with no more decimals than any market's `fee_prec` (a rate
+    /// that would be cut is refused, not truncated), `source` at most 30 bytes.
     pub fn new(
         spec: &Spec,
         key: &str,
@@ -70,9 +70,23 @@ impl ApiKey {
         let rates = |text: &str| -> Result<Vec<u32>, String> {
             spec.markets
                 .iter()
-                .map(|m| match viaduct_matcher::decimal::parse(text, m.fee_prec) {
-                    Ok(v) if (0..viaduct_matcher::decimal::pow10(m.fee_prec)).contains(&v) => Ok(v as u32),
-                    _ => Err(format!("api key {key:?}: fee rate {text:?} is not a decimal in [0, 1)")),
+                .map(|m| {
+                    use viaduct_matcher::decimal::{parse, pow10};
+                    // Read at a precision past any `fee_prec` (at most 6): digits the market's
+                    // would cut show as a remainder.
+                    const FINE: u32 = 18;
+                    match (parse(text, m.fee_prec), parse(text, FINE)) {
+                        (Ok(v), Ok(fine)) if (0..pow10(m.fee_prec)).contains(&v) => {
+                            if fine % pow10(FINE - m.fee_prec) != 0 {
+                                return Err(format!(
+                                    "api key {key:?}: fee rate {text:?} has more decimals than market {} allows (fee_prec {})",
+                                    m.name, m.fee_prec
+                                ));
+                            }
+                            Ok(v as u32)
+                        }
+                        _ => Err(format!("api key {key:?}: fee rate {text:?} is not a decimal in [0, 1)")),
+                    }
                 })
                 .collect()
         };
@@ -791,5 +805,24 @@ impl<B: Backend> Server<B> {
             }
         }
         // Replies still in the engine find no connection of this generation and are dropped.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fee rate the market's `fee_prec` would cut is refused when the key is configured.
+    #[test]
+    fn a_key_fee_rate_finer_than_a_markets_fee_prec_is_refused() {
+        let spec = Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+        let key = |taker: &str, maker: &str| ApiKey::new(&spec, "mm", "at-least-sixteen-bytes", 7, taker, maker, "mm");
+        let k = key("0.0015", "0.001").expect("four decimals fit fee_prec 4");
+        assert_eq!((k.trader.taker_fee[0], k.trader.maker_fee[0]), (15, 10));
+        let err = key("0.00015", "0.001").err().unwrap();
+        assert!(err.contains("more decimals than market") && err.contains("fee_prec 4"), "{err}");
+        assert!(key("0.001", "0.00011").is_err());
+        assert!(key("0.0015000", "0").is_ok(), "trailing zeros cut nothing");
+        assert!(key("1", "0").is_err() && key("-0.001", "0").is_err() && key("x", "0").is_err());
     }
 }
