@@ -218,8 +218,14 @@ impl Client {
 /// The next reply as JSON if one is ready; deals of watched users are passed over.
 fn try_recv(inbox: &mut Inbox, spec: &Spec, inflight: &AtomicUsize) -> Option<Response> {
     loop {
+        // One delivery at most (and perhaps `FillsLost` after it, which is no reply).
         let mut got = None;
-        if inbox.receive(spec, 1, &mut |spec, d| got = got.take().or_else(|| Response::of(spec, d))).0 == 0 {
+        let (handed, _) = inbox.receive(spec, 1, &mut |spec, d| {
+            if got.is_none() {
+                got = Response::of(spec, d);
+            }
+        });
+        if handed == 0 {
             return None;
         }
         if let Some(r) = got {

@@ -270,8 +270,11 @@ struct Server<B> {
     /// What each read fills.
     chunk: Vec<u8>,
     /// What the engine handed over in one [`Server::take_replies`], encoded, before it is queued
-    /// on the connections (kept for its capacity).
+    /// on the connections; and one outcome's reports and one command's fills on the way there.
+    /// Kept for their capacity: this runs on the matcher's thread in the default profile.
     arrived: Vec<Arrival>,
+    reports: Vec<ServerMsg>,
+    fills: Vec<(u32, ServerMsg)>,
 }
 
 /// One delivery of the engine, encoded for its connection.
@@ -304,6 +307,8 @@ impl<B: Backend> Server<B> {
             sessions: IdMap::default(),
             chunk: vec![0; READ_CHUNK],
             arrived: Vec::new(),
+            reports: Vec::new(),
+            fills: Vec::new(),
         }
     }
 }
@@ -653,15 +658,14 @@ impl<B: Backend> Server<B> {
     fn take_replies(&mut self) {
         let mut arrivals = std::mem::take(&mut self.arrived);
         let (waiting, conns, sessions) = (&mut self.waiting, &mut self.conns, &self.sessions);
-        let mut reports = Vec::new();
-        let mut fills = Vec::new();
+        let (reports, fills) = (&mut self.reports, &mut self.fills);
         self.backend.receive(&mut |spec, delivered| match delivered {
             Delivered::Outcome { tag, request_id, cmd, result, events, .. } => {
                 let Some(w) = arrived(waiting, conns, tag) else { return };
                 if w.rpc.is_some() {
                     arrivals.push(Arrival::Rpc(w, response_json(spec, request_id, result, events)));
                 } else {
-                    binary::reports(spec, cmd, result, events, &mut reports);
+                    binary::reports(spec, cmd, result, events, reports);
                     let (index, gen) = (w.index, w.gen);
                     arrivals.extend(reports.drain(..).map(|msg| Arrival::Report { index, gen, msg }));
                 }
@@ -672,7 +676,7 @@ impl<B: Backend> Server<B> {
                 }
             }
             Delivered::Deals { events } => {
-                binary::maker_fills(spec, events, |user| sessions.contains_key(&user), &mut fills);
+                binary::maker_fills(spec, events, |user| sessions.contains_key(&user), fills);
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
             }
             Delivered::FillsLost => arrivals.push(Arrival::FillsLost),

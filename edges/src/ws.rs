@@ -18,7 +18,6 @@
 
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -80,15 +79,12 @@ impl WsConfig {
 /// A running WebSocket edge; dropping it stops the event loop.
 pub struct WsEdge {
     thread: EdgeThread,
-    slow_readers_closed: Arc<AtomicU64>,
 }
 
 impl WsEdge {
     /// Binds `cfg.bind` and starts the event loop; `backend` is built with the function that
     /// wakes the loop when replies are ready.
     pub fn start<B: Backend>(cfg: WsConfig, backend: impl FnOnce(Notify) -> B) -> io::Result<WsEdge> {
-        let slow_readers_closed = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&slow_readers_closed);
         let build = |l: Loop| Server {
             auth: cfg.auth.clone().and_then(|a| {
                 Auth::start(a, Arc::clone(&l.notify))
@@ -104,20 +100,14 @@ impl WsEdge {
             next_gen: 1,
             next_tag: 1,
             waiting: IdMap::default(),
-            slow_readers_closed: counter,
         };
         let thread = EdgeThread::spawn("viaduct-ws", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
         tracing::info!("ws: listening on {}", thread.addr);
-        Ok(WsEdge { thread, slow_readers_closed })
+        Ok(WsEdge { thread })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.thread.addr
-    }
-
-    /// Connections closed so far because their unread replies passed `write_bytes_max`.
-    pub fn slow_readers_closed(&self) -> u64 {
-        self.slow_readers_closed.load(Ordering::Relaxed)
     }
 }
 
@@ -187,8 +177,15 @@ struct Server<B> {
     next_gen: u64,
     next_tag: u64,
     waiting: IdMap<u64, Waiting, BlockIdHasher>,
-    slow_readers_closed: Arc<AtomicU64>,
     auth: Option<Auth>,
+}
+
+/// The connection the request `tag` came from, if it is still the one that sent it.
+fn arrived(waiting: &mut IdMap<u64, Waiting, BlockIdHasher>, conns: &mut [Option<Conn>], tag: u64) -> Option<usize> {
+    let w = waiting.remove(&tag)?;
+    let c = conns.get_mut(w.index).and_then(Option::as_mut).filter(|c| c.gen == w.gen)?;
+    c.pending -= 1;
+    Some(w.index)
 }
 
 /// What one message asks.
@@ -251,26 +248,18 @@ impl<B: Backend> EdgeLoop for Server<B> {
     fn take_replies(&mut self) {
         let mut touched: Vec<(usize, String)> = Vec::new();
         let (waiting, conns) = (&mut self.waiting, &mut self.conns);
-        self.backend.receive(&mut |spec, delivered| {
-            let index = match delivered {
-                Delivered::Outcome { tag, .. } | Delivered::Answer { tag, .. } => {
-                    let Some(w) = waiting.remove(&tag) else { return };
-                    let Some(c) = conns.get_mut(w.index).and_then(Option::as_mut).filter(|c| c.gen == w.gen) else {
-                        return;
-                    };
-                    c.pending -= 1;
-                    w.index
+        self.backend.receive(&mut |spec, delivered| match delivered {
+            Delivered::Outcome { tag, request_id, result, events, .. } => {
+                if let Some(index) = arrived(waiting, conns, tag) {
+                    touched.push((index, response_json(spec, request_id, result, events)));
                 }
-                Delivered::Deals { .. } | Delivered::FillsLost => return,
-            };
-            let json = match delivered {
-                Delivered::Outcome { request_id, result, events, .. } => {
-                    response_json(spec, request_id, result, events)
+            }
+            Delivered::Answer { tag, json, .. } => {
+                if let Some(index) = arrived(waiting, conns, tag) {
+                    touched.push((index, json));
                 }
-                Delivered::Answer { json, .. } => json,
-                Delivered::Deals { .. } | Delivered::FillsLost => return,
-            };
-            touched.push((index, json));
+            }
+            Delivered::Deals { .. } | Delivered::FillsLost => {}
         });
         while let Some(done) = self.auth.as_ref().and_then(Auth::done) {
             let Some(c) = self.conns.get_mut(done.index).and_then(Option::as_mut).filter(|c| c.gen == done.gen) else {
@@ -428,7 +417,6 @@ impl<B: Backend> Server<B> {
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
             Err(tungstenite::Error::WriteBufferFull(_)) => {
-                self.slow_readers_closed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("ws: a client left {} bytes of replies unread; closed (1008)", self.cfg.write_bytes_max);
                 self.close_with(index, CloseCode::Policy, "replies left unread");
             }
