@@ -52,7 +52,7 @@ impl Response {
                 Some(Response { tag, request_id, journal_seq, json: response_json(spec, request_id, result, events) })
             }
             Delivered::Answer { tag, request_id, json } => Some(Response { tag, request_id, journal_seq: 0, json }),
-            Delivered::Deals { .. } | Delivered::FillsLost => None,
+            Delivered::Deals { .. } | Delivered::Activity { .. } | Delivered::FillsLost => None,
         }
     }
 }
@@ -206,6 +206,21 @@ impl Client {
         self.watch.version.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Starts (`on`) or stops receiving every durable command that touched `user`
+    /// ([`Delivered::Activity`], through [`Client::receive`]).
+    pub fn follow(&self, user: u32, on: bool) {
+        let mut users = self.watch.followed.lock().expect("watch lock");
+        let clients = users.entry(user).or_default();
+        clients.retain(|&c| c != self.id);
+        if on {
+            clients.push(self.id);
+        }
+        if clients.is_empty() {
+            users.remove(&user);
+        }
+        self.watch.version.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
     }
@@ -271,12 +286,14 @@ impl Drop for Client {
             arrivals.remove(&self.id);
         }
         self.registry.departures.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut users) = self.watch.users.lock() {
-            users.retain(|_, clients| {
-                clients.retain(|&c| c != self.id);
-                !clients.is_empty()
-            });
-            self.watch.version.fetch_add(1, Ordering::AcqRel);
+        for map in [&self.watch.users, &self.watch.followed] {
+            if let Ok(mut users) = map.lock() {
+                users.retain(|_, clients| {
+                    clients.retain(|&c| c != self.id);
+                    !clients.is_empty()
+                });
+            }
         }
+        self.watch.version.fetch_add(1, Ordering::AcqRel);
     }
 }

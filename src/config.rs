@@ -82,6 +82,17 @@ pub struct WsSection {
     /// When set, the `Origin` header must end with it (ViaBTC `origin`).
     #[serde(default)]
     pub origin: Option<String>,
+    /// Milliseconds between polls of the market feeds subscribed to (default 100; ViaBTC 500).
+    #[serde(default)]
+    pub push_interval_ms: Option<u64>,
+    /// The `limit`s `depth.subscribe` accepts (ViaBTC `depth_limit`; default 1, 5, 10, 20, 30, 50,
+    /// 100).
+    #[serde(default)]
+    pub depth_limit: Option<Vec<u64>>,
+    /// The merge intervals `depth.subscribe` accepts (ViaBTC `depth_merge`; default "0" and
+    /// 0.00000001 to 0.1 by powers of ten).
+    #[serde(default)]
+    pub depth_merge: Option<Vec<String>>,
 }
 
 /// `[edges.http]`: where the edge listens; a left-out `bind` takes the edge's
@@ -339,6 +350,29 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
                 cfg.protocol = p.clone();
             }
             cfg.origin = w.origin.clone().unwrap_or_default();
+            match w.push_interval_ms {
+                Some(ms) if !(1..=60_000).contains(&ms) => {
+                    anyhow::bail!("config {}: [edges.ws] push_interval_ms must be from 1 to 60000", path.display())
+                }
+                Some(ms) => cfg.push_interval = std::time::Duration::from_millis(ms),
+                None => {}
+            }
+            if let Some(limits) = &w.depth_limit {
+                if limits.is_empty() || limits.iter().any(|&l| l == 0 || l > 10_000) {
+                    anyhow::bail!("config {}: [edges.ws] depth_limit must list limits from 1 to 10000", path.display());
+                }
+                cfg.depth_limits = limits.clone();
+            }
+            if let Some(merges) = &w.depth_merge {
+                let number = |m: &String| m.len() < 16 && viaduct_matcher::decimal::parse(m, 18).is_ok_and(|v| v >= 0);
+                if merges.is_empty() || !merges.iter().all(number) {
+                    anyhow::bail!(
+                        "config {}: [edges.ws] depth_merge must list non-negative decimals of under 16 characters",
+                        path.display()
+                    );
+                }
+                cfg.depth_merges = merges.clone();
+            }
             cfg.auth = auth;
             Some(cfg)
         }

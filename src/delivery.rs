@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use viaduct_matcher::book::IdMap;
 
 use crossbeam_channel::Sender;
-use viaduct_matcher::event::Deal;
+use viaduct_matcher::event::{Deal, EventRef};
 use viaduct_matcher::order::Side;
 use viaduct_matcher::Events;
 use viaduct_publishers::history::leaves_rows;
@@ -30,10 +30,12 @@ pub(crate) struct Registry {
     pub(crate) departures: AtomicU64,
 }
 
-/// Which clients want the deals of which users' resting orders.
+/// Which clients want the deals of which users' resting orders (`users`), and which want every
+/// command that touched which users (`followed`).
 #[derive(Default)]
 pub(crate) struct Watch {
     pub(crate) users: Mutex<HashMap<u32, Vec<u32>>>,
+    pub(crate) followed: Mutex<HashMap<u32, Vec<u32>>>,
     /// Bumped on every change, so the reply stage re-reads `users` only then.
     pub(crate) version: AtomicU64,
 }
@@ -51,8 +53,9 @@ pub(crate) fn reply_stage(
     // Looked up per deal and per reply: a multiplicative hash of the id, not SipHash (which took
     // a tenth of the matcher's thread at the binary edge's maximum).
     let mut watched: IdMap<u32, Vec<u32>> = IdMap::default();
+    let mut followed: IdMap<u32, Vec<u32>> = IdMap::default();
     let mut watch_version = 0;
-    let mut watchers: Vec<u32> = Vec::new();
+    let (mut watchers, mut followers): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
     let mut deals: Vec<Deal> = Vec::new();
     // Events of journaled commands that leave history rows: copied here, turned into rows on its
     // thread.
@@ -84,7 +87,24 @@ pub(crate) fn reply_stage(
         let version = watch.version.load(Ordering::Acquire);
         if version != watch_version {
             watched = watch.users.lock().expect("watch lock").iter().map(|(u, c)| (*u, c.clone())).collect();
+            followed = watch.followed.lock().expect("watch lock").iter().map(|(u, c)| (*u, c.clone())).collect();
             watch_version = version;
+        }
+        followers.clear();
+        if !followed.is_empty() {
+            for e in slot.events.iter() {
+                let user = match e {
+                    EventRef::Order(_, o) => o.user,
+                    EventRef::Balance(b) => b.user,
+                    EventRef::Deal(_) | EventRef::Level(_) => continue,
+                };
+                followers.extend(followed.get(&user).into_iter().flatten());
+            }
+            followers.sort_unstable();
+            followers.dedup();
+            for &client in &followers {
+                out.publish(client, Kind::Activity, slot);
+            }
         }
         if !watched.is_empty() && !slot.events.deals().is_empty() {
             watchers.clear();
@@ -94,6 +114,8 @@ pub(crate) fn reply_stage(
             }
             watchers.sort_unstable();
             watchers.dedup();
+            // A follower has the deals in its copy already.
+            watchers.retain(|c| followers.binary_search(c).is_err());
             for &client in &watchers {
                 out.publish(client, Kind::Deals, slot);
             }
@@ -145,7 +167,7 @@ impl Delivery {
                 return;
             }
             // Its deals were dropped: woken, it learns so.
-            Err(Refusal::Full) if kind == Kind::Deals => {}
+            Err(Refusal::Full) if kind != Kind::Outcome => {}
             Err(Refusal::Full) => {
                 tracing::warn!("replies: client {client} holds more replies than it may have in flight; dropped one");
                 return;

@@ -29,8 +29,9 @@ use viaduct_edges::{Delivered, Notify};
 use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
 use viaduct_ring::OutSlot;
 
-/// Commands with deals for a client's watched users that it may have waiting beyond its
-/// in-flight replies; past it they are dropped and the client is told ([`Delivered::FillsLost`]).
+/// Commands with deals for a client's watched users, or touching its followed users, that it may
+/// have waiting beyond its in-flight replies; past it they are dropped and the client is told
+/// ([`Delivered::FillsLost`]).
 pub const DEALS_WAITING_MAX: u64 = 4096;
 
 /// What a slot holds.
@@ -40,6 +41,8 @@ pub(crate) enum Kind {
     Outcome,
     /// A command in which a user the client watches traded as maker.
     Deals,
+    /// A command that touched a user the client follows: all its events, balance changes too.
+    Activity,
 }
 
 /// One slot of a reply ring: a command's outcome, typed, with its events.
@@ -84,9 +87,13 @@ impl Slot {
             self.cmd.clone_from(&out.cmd);
             self.result.clone_from(&out.outcome);
         }
-        // The order events and deals: what the clients encode from (the balance and level
-        // changes, which no reply shows, are not copied).
-        self.events.copy_trades_from(&out.events);
+        if kind == Kind::Activity {
+            self.events.copy_from(&out.events);
+        } else {
+            // The order events and deals: what the clients encode from (the balance and level
+            // changes, which no reply shows, are not copied).
+            self.events.copy_trades_from(&out.events);
+        }
     }
 
     /// Makes this slot a copy of `other`, in the capacity it has.
@@ -112,6 +119,7 @@ impl Slot {
                 events: &self.events,
             },
             Kind::Deals => Delivered::Deals { events: &self.events },
+            Kind::Activity => Delivered::Activity { events: &self.events },
         }
     }
 }
@@ -147,7 +155,7 @@ impl Outbox {
         if self.gone.load(Ordering::Acquire) {
             return Err(Refusal::Gone);
         }
-        let deals = kind == Kind::Deals;
+        let deals = kind != Kind::Outcome;
         if deals && self.deals_sent - self.deals_taken.load(Ordering::Acquire) >= DEALS_WAITING_MAX {
             self.fills_lost.store(true, Ordering::Release);
             return Err(Refusal::Full);
@@ -199,7 +207,7 @@ impl Tally {
     fn hand(&mut self, spec: &Spec, slot: &Slot, each: &mut dyn FnMut(&Spec, Delivered<'_>)) {
         match slot.kind {
             Kind::Outcome => self.answered += 1,
-            Kind::Deals => self.deals += 1,
+            Kind::Deals | Kind::Activity => self.deals += 1,
         }
         self.handed += 1;
         each(spec, slot.delivered());
@@ -359,6 +367,7 @@ mod tests {
                 }
                 Delivered::Answer { tag, .. } => ("answer", tag),
                 Delivered::Deals { .. } => ("deals", 0),
+                Delivered::Activity { .. } => ("activity", 0),
                 Delivered::FillsLost => ("lost", 0),
             })
         });

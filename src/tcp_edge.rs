@@ -113,6 +113,10 @@ impl viaduct_edges::Backend for EdgeBackend {
         self.client.watch(user, on);
     }
 
+    fn follow(&mut self, user: u32, on: bool) {
+        self.client.follow(user, on);
+    }
+
     fn query(&mut self, tag: u64, request_id: i64, method: &str, params: Vec<Value>) -> Result<(), RpcError> {
         self.client.query(tag, request_id, method, params)
     }

@@ -354,3 +354,211 @@ fn auth_and_sign_bind_a_user_through_the_service_and_its_methods_answer_for_that
     let mine = call(&mut ws, 34, "asset.query", json!(["BTC"]));
     assert_eq!(mine["result"]["BTC"]["available"], "9", "{mine}");
 }
+
+/// Reads messages until one is a push of `method`, passing over other pushes; its params.
+fn next_push(ws: &mut Ws, method: &str) -> Value {
+    loop {
+        let msg = next_json(ws);
+        if msg["method"] == method {
+            assert_eq!(msg["id"], Value::Null, "{msg}");
+            return msg["params"].clone();
+        }
+        assert!(msg["method"].is_string(), "a reply where a push of {method} was awaited: {msg}");
+    }
+}
+
+/// Reads until the first push of each of `methods` and the replies (success) to each of `ids`
+/// have come, in any order; the first params of each push seen, by method.
+fn gather(ws: &mut Ws, methods: &[&str], ids: &[i64]) -> std::collections::HashMap<String, Value> {
+    let mut got = std::collections::HashMap::new();
+    let mut replies = Vec::new();
+    while !methods.iter().all(|m| got.contains_key(*m)) || replies.len() < ids.len() {
+        let msg = next_json(ws);
+        match msg["method"].as_str() {
+            Some(m) => {
+                got.entry(m.to_string()).or_insert(msg["params"].clone());
+            }
+            None => {
+                let id = msg["id"].as_i64().unwrap();
+                assert!(ids.contains(&id), "an unexpected reply: {msg}");
+                assert_eq!(msg, success(id));
+                replies.push(id);
+            }
+        }
+    }
+    got
+}
+
+/// The next message that is not a push of one of `methods`.
+fn next_other(ws: &mut Ws, methods: &[&str]) -> Value {
+    loop {
+        let msg = next_json(ws);
+        if !methods.iter().any(|m| msg["method"] == *m) {
+            return msg;
+        }
+    }
+}
+
+fn success(id: i64) -> Value {
+    json!({"error": null, "result": {"status": "success"}, "id": id})
+}
+
+#[test]
+fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
+    let (server, addr) = server("push_interval_ms = 20");
+    let h = server.http;
+    for (user, asset, amount) in [(1, "BTC", "10"), (2, "BCH", "1000")] {
+        let r = http(h, "balance.update", json!([user, asset, "deposit", 1, amount, {}]));
+        assert_eq!(r["result"]["status"], "success", "{r}");
+    }
+    let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
+    assert!(ask["error"].is_null(), "{ask}");
+    let mut ws = connect(addr);
+    assert_eq!(call(&mut ws, 1, "depth.subscribe", json!(["BTCBCH", 10, "0"])), success(1));
+    // The first poll's answer: the whole book.
+    let book = next_push(&mut ws, "depth.update");
+    assert_eq!(book[1], http(h, "order.depth", json!(["BTCBCH", 10, "0"]))["result"]);
+    assert_eq!(book, json!([true, {"asks": [["100", "2"]], "bids": []}, "BTCBCH"]));
+    // A second subscriber to the same feed has the book at once.
+    let mut other = connect(addr);
+    assert_eq!(call(&mut other, 1, "depth.subscribe", json!(["BTCBCH", 10, "0.0"])), success(1));
+    let mut second = connect(addr);
+    assert_eq!(call(&mut second, 1, "depth.subscribe", json!(["BTCBCH", 10, "0"])), success(1));
+    assert_eq!(next_push(&mut second, "depth.update"), book);
+    other
+        .send(Message::text(json!({"id": 2, "method": "kline.subscribe", "params": ["BTCBCH", 60]}).to_string()))
+        .unwrap();
+    gather(&mut other, &[], &[2]);
+    for (id, kind) in (2..).zip(["price", "deals", "today", "state"]) {
+        let request = json!({"id": id, "method": format!("{kind}.subscribe"), "params": ["BTCBCH"]});
+        ws.send(Message::text(request.to_string())).unwrap();
+    }
+    let got = gather(&mut ws, &["deals.update", "today.update", "state.update"], &[2, 3, 4, 5]);
+    assert_eq!(got["deals.update"], json!(["BTCBCH", []]));
+    assert_eq!(got["today.update"], json!(["BTCBCH", http(h, "market.status_today", json!(["BTCBCH"]))["result"]]));
+    assert_eq!(got["state.update"], json!(["BTCBCH", http(h, "market.status", json!(["BTCBCH", 86400]))["result"]]));
+    // A trade: 1 of the 2 at 100. Each feed pushes its change once.
+    let bid = http(h, "order.put_limit", json!([2, "BTCBCH", 2, "1", "100", "0.001", "0.001", ""]));
+    assert_eq!(bid["result"]["deal_stock"], "1", "{bid}");
+    let all = ["depth.update", "price.update", "deals.update", "today.update", "state.update"];
+    let got = gather(&mut ws, &all, &[]);
+    assert_eq!(got["depth.update"], json!([false, {"asks": [["100", "1"]]}, "BTCBCH"]));
+    assert_eq!(got["price.update"], json!(["BTCBCH", "100.00000000"]));
+    let want = http(h, "market.deals", json!(["BTCBCH", 100, 0]))["result"].clone();
+    assert_eq!(got["deals.update"], json!(["BTCBCH", want]));
+    assert_eq!(want.as_array().unwrap().len(), 1, "{want}");
+    assert_eq!(got["today.update"], json!(["BTCBCH", http(h, "market.status_today", json!(["BTCBCH"]))["result"]]));
+    assert_eq!(got["state.update"], json!(["BTCBCH", http(h, "market.status", json!(["BTCBCH", 86400]))["result"]]));
+    // The minute's kline, as market.kline gives it: [time, open, close, high, low, volume, deal, market].
+    let klines = gather(&mut other, &["kline.update"], &[])["kline.update"].clone();
+    let row = klines.as_array().and_then(|rows| rows.last()).expect("a row").clone();
+    assert_eq!(
+        row.as_array().unwrap()[1..],
+        json!(["100", "100", "100", "100", "1", "100", "BTCBCH"]).as_array().unwrap()[..]
+    );
+    // The rest of the ask goes: the level is pushed as gone, and only the new deal.
+    let bid = http(h, "order.put_limit", json!([2, "BTCBCH", 2, "1", "100", "0.001", "0.001", ""]));
+    assert_eq!(bid["result"]["deal_stock"], "1", "{bid}");
+    let got = gather(&mut ws, &["depth.update", "deals.update"], &[]);
+    assert_eq!(got["depth.update"], json!([false, {"asks": [["100", "0"]]}, "BTCBCH"]));
+    let newest = http(h, "market.deals", json!(["BTCBCH", 1, 0]))["result"].clone();
+    assert_eq!(got["deals.update"], json!(["BTCBCH", newest]));
+    // Unsubscribed, nothing more comes: the next message is the reply to a ping.
+    let kinds = ["depth", "price", "deals", "today", "state"];
+    for (id, kind) in (6..).zip(kinds) {
+        ws.send(Message::text(json!({"id": id, "method": format!("{kind}.unsubscribe"), "params": []}).to_string()))
+            .unwrap();
+    }
+    let pushes = kinds.map(|k| format!("{k}.update"));
+    let pushes: Vec<&str> = pushes.iter().map(String::as_str).collect();
+    for id in 6..11 {
+        assert_eq!(next_other(&mut ws, &pushes), success(id));
+    }
+    let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "1", "101", "0.001", "0.001", ""]));
+    assert!(ask["error"].is_null(), "{ask}");
+    // The other subscriber goes on receiving (past the changes it has not read yet).
+    let diff = loop {
+        let d = next_push(&mut second, "depth.update");
+        if d[1]["asks"][0][0] == "101" {
+            break d;
+        }
+    };
+    assert_eq!(diff, json!([false, {"asks": [["101", "1"]]}, "BTCBCH"]));
+    assert_eq!(call(&mut ws, 11, "server.ping", json!([]))["result"], "pong", "no push after unsubscribing");
+    let _ = other;
+}
+
+#[test]
+fn subscriptions_with_bad_params_are_refused_and_the_users_own_need_auth() {
+    let (_server, addr) = server("depth_limit = [10]\ndepth_merge = [\"0\", \"0.1\"]");
+    let mut ws = connect(addr);
+    for (method, params) in [
+        ("depth.subscribe", json!(["BTCBCH", 5, "0"])),
+        ("depth.subscribe", json!(["BTCBCH", 10, "0.01"])),
+        ("depth.subscribe", json!(["NOSUCH", 10, "0"])),
+        ("depth.subscribe", json!(["BTCBCH", 10, 0])),
+        ("price.subscribe", json!(["BTCBCH", "NOSUCH"])),
+        ("deals.subscribe", json!([7])),
+        ("kline.subscribe", json!(["BTCBCH", 0])),
+        ("kline.subscribe", json!(["BTCBCH"])),
+    ] {
+        assert_eq!(call(&mut ws, 1, method, params.clone())["error"]["code"], 1, "{method} {params}");
+    }
+    assert_eq!(call(&mut ws, 2, "depth.subscribe", json!(["BTCBCH", 10, "0.10"])), success(2));
+    assert_eq!(next_push(&mut ws, "depth.update"), json!([true, {"asks": [], "bids": []}, "BTCBCH"]));
+    for method in ["order.subscribe", "asset.subscribe", "order.unsubscribe", "asset.unsubscribe"] {
+        assert_eq!(call(&mut ws, 3, method, json!([]))["error"]["code"], 6, "{method}");
+    }
+    // An empty list subscribes to nothing; unsubscribing what was never subscribed is fine.
+    assert_eq!(call(&mut ws, 4, "price.subscribe", json!([])), success(4));
+    assert_eq!(call(&mut ws, 5, "kline.unsubscribe", json!([])), success(5));
+}
+
+#[test]
+fn order_and_asset_updates_reach_only_their_users_subscribers() {
+    let service = auth_service();
+    let auth = format!(
+        "push_interval_ms = 20\n[auth]\nurl = \"http://{service}/auth\"\nsign_url = \"http://{service}/sign\"\n"
+    );
+    let (server, addr) = server(&auth);
+    let h = server.http;
+    for (user, asset, amount) in [(1, "BTC", "10"), (3, "BCH", "1000")] {
+        let r = http(h, "balance.update", json!([user, asset, "deposit", 1, amount, {}]));
+        assert_eq!(r["result"]["status"], "success", "{r}");
+    }
+    let mut one = connect(addr);
+    assert_eq!(call(&mut one, 1, "server.auth", json!(["good-1", "web"])), success(1));
+    assert_eq!(call(&mut one, 2, "order.subscribe", json!(["BTCBCH"])), success(2));
+    assert_eq!(call(&mut one, 3, "asset.subscribe", json!(["BTC", "BCH"])), success(3));
+    let mut three = connect(addr);
+    assert_eq!(call(&mut three, 1, "server.sign", json!(["ak", "sig", 123])), success(1));
+    assert_eq!(call(&mut three, 2, "asset.subscribe", json!(["BCH"])), success(2));
+    // User 1 sells 2 at 100: put, and BTC frozen.
+    let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.002", "web"]));
+    assert!(ask["error"].is_null(), "{ask}");
+    assert_eq!(next_push(&mut one, "order.update"), json!([1, ask["result"]]));
+    let assets = next_push(&mut one, "asset.update");
+    let balances = http(h, "balance.query", json!([1, "BTC", "BCH"]))["result"].clone();
+    assert_eq!(assets, json!([balances]));
+    assert_eq!(assets[0]["BTC"], json!({"available": "8", "freeze": "2"}), "{assets}");
+    // User 3 buys 2 at 100 from a client of its own: user 1's order finishes as maker.
+    let bid = http(h, "order.put_limit", json!([3, "BTCBCH", 2, "2", "100", "0.001", "0.002", "api"]));
+    assert_eq!(bid["result"]["deal_stock"], "2", "{bid}");
+    let finished = next_push(&mut one, "order.update");
+    assert_eq!(finished[0], 3);
+    assert_eq!((finished[1]["id"].clone(), finished[1]["left"].clone()), (ask["result"]["id"].clone(), json!("0")));
+    let assets = next_push(&mut one, "asset.update");
+    assert_eq!(assets, json!([http(h, "balance.query", json!([1, "BTC", "BCH"]))["result"]]));
+    // User 3 subscribed to its BCH alone and to no orders: one asset.update with BCH.
+    let theirs = next_push(&mut three, "asset.update");
+    assert_eq!(theirs, json!([{"BCH": http(h, "balance.query", json!([3, "BCH"]))["result"]["BCH"]}]));
+    assert_eq!(call(&mut three, 3, "server.ping", json!([]))["result"], "pong", "no order.update for user 3");
+    // Authenticated as another user, the old user's subscriptions are gone.
+    assert_eq!(call(&mut one, 4, "server.sign", json!(["ak", "sig", 123])), success(4));
+    let r = http(h, "balance.update", json!([1, "BTC", "deposit", 2, "1", {}]));
+    assert_eq!(r["result"]["status"], "success", "{r}");
+    let r = http(h, "balance.update", json!([3, "BCH", "deposit", 2, "1", {}]));
+    assert_eq!(r["result"]["status"], "success", "{r}");
+    assert_eq!(next_push(&mut three, "asset.update")[0]["BCH"]["available"], "801", "the deposit to user 3");
+    assert_eq!(call(&mut one, 5, "server.ping", json!([]))["result"], "pong", "nothing of user 1's any more");
+}

@@ -426,7 +426,7 @@ impl<B: Backend> Server<B> {
         self.backend.receive(&mut |spec, delivered| {
             let tag = match delivered {
                 Delivered::Outcome { tag, .. } | Delivered::Answer { tag, .. } => tag,
-                Delivered::Deals { .. } | Delivered::FillsLost => return,
+                Delivered::Deals { .. } | Delivered::Activity { .. } | Delivered::FillsLost => return,
             };
             if expired.remove(&tag) {
                 return;
@@ -441,7 +441,7 @@ impl<B: Backend> Server<B> {
                     response_json(spec, request_id, result, events)
                 }
                 Delivered::Answer { json, .. } => json,
-                Delivered::Deals { .. } | Delivered::FillsLost => return,
+                Delivered::Deals { .. } | Delivered::Activity { .. } | Delivered::FillsLost => return,
             };
             *slot = Slot::Ready(200, json);
             touched.push(index);

@@ -12,7 +12,7 @@
 //! - [`tcp`]: one port, two framings told apart by the first bytes: ViaBTC's internal RPC framing
 //!   ([`rpc`]) and the binary order entry for market makers ([`binary`], `PROTOCOL.md`).
 //!
-//! - [`ws`]: WebSocket (ViaBTC's accessws), in part: see its module.
+//! - [`ws`]: WebSocket (ViaBTC's accessws): queries, authentication, subscriptions and pushes.
 //!
 //! Start reading at [`Backend`], then `http.rs`.
 #![forbid(unsafe_code)]
@@ -54,8 +54,12 @@ pub enum Delivered<'a> {
     /// The events of a durable command in which a user the edge watches ([`Backend::watch`])
     /// traded as maker: the edge derives that user's fills from them.
     Deals { events: &'a Events },
-    /// The edge fell so far behind that deals for its watched users were dropped: every watching
-    /// session must be told to reconnect.
+    /// All the events of a durable command that touched a user the edge follows
+    /// ([`Backend::follow`]): placed, changed or finished one of their orders, or changed one of
+    /// their balances. The edge pushes them to that user's subscribers.
+    Activity { events: &'a Events },
+    /// The edge fell so far behind that deals of its watched users, or events of its followed
+    /// users, were dropped: every session that relies on them must be told to reconnect.
     FillsLost,
 }
 
@@ -82,6 +86,11 @@ pub trait Backend: Send + 'static {
     }
     /// Starts (`on`) or stops sending this edge [`Delivered::Deals`] for `user`'s resting orders.
     fn watch(&mut self, user: u32, on: bool) {
+        let _ = (user, on);
+    }
+    /// Starts (`on`) or stops sending this edge [`Delivered::Activity`] for commands touching
+    /// `user`.
+    fn follow(&mut self, user: u32, on: bool) {
         let _ = (user, on);
     }
 }

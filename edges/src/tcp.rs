@@ -680,6 +680,7 @@ impl<B: Backend> Server<B> {
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
             }
             Delivered::FillsLost => arrivals.push(Arrival::FillsLost),
+            Delivered::Activity { .. } => {} // it follows nobody
         });
         let mut touched: Vec<usize> = Vec::new();
         for arrival in arrivals.drain(..) {

@@ -1,21 +1,29 @@
 //! The WebSocket edge (ViaBTC's accessws, SPEC B3.1 and B3.2): RFC 6455 through `tungstenite`
 //! over the edge's `mio` loop, on its own thread `viaduct-ws`.
 //!
-//! What it serves so far: the handshake with its `protocol` and `origin` checks; masked client
-//! frames, text or binary, ping → pong, close → close; the JSON envelope (a message that is not
-//! one closes the connection, SPEC B3.1); `server.ping`, `server.time`; the public queries
-//! (`kline`, `depth`, `price`, `state`, `today`, `deals` `.query`) and, once `server.auth` or
+//! What it serves: the handshake with its `protocol` and `origin` checks; masked client frames,
+//! text or binary, ping → pong, close → close; the JSON envelope (a message that is not one
+//! closes the connection, SPEC B3.1); `server.ping`, `server.time`; the public queries and
+//! subscriptions (`kline`, `depth`, `price`, `state`, `today`, `deals`) and, once `server.auth` or
 //! `server.sign` (SPEC B3.3, through the operator's service, `auth.rs`) bound a user, the user's
-//! (`order.query`, `order.history`, `asset.query`, `asset.history`; error 6 before), answered by
-//! their owners through the method table. Any other method gets error 4 (SPEC A2).
-//! Subscriptions and pushes are the open issue "The WebSocket edge".
+//! (`order.*`, `asset.*`; error 6 before). Queries are answered by their owners through the
+//! method table; any other method gets error 4 (SPEC A2). Pushes (SPEC B3.4) are made in
+//! `push.rs`: market feeds polled once per `push_interval` for all their subscribers, the user's
+//! orders and balances from the durable events of the commands that touched them (the engine
+//! sends this edge every command touching a user it follows, [`Backend::follow`]).
 //!
 //! Bounds: `connections_max` (more are accepted and closed at once), `message_bytes_max` (a
 //! longer message closes the connection), `write_bytes_max` (a client that lets more replies pile
 //! up unread is closed with 1008), `pending_max` requests in the engine per connection (past it
 //! the connection is not read until replies make room), `handshake_timeout`, `keep_alive` (a
-//! connection that sent nothing for that long is closed).
+//! connection that sent nothing for that long is closed). Subscriptions are bounded by what
+//! they name: each market or asset once, known ones only. If this edge falls so far behind that
+//! the engine drops a followed user's events, every connection subscribed to orders or assets is
+//! closed (1008) to re-query and resubscribe rather than go on with a silent gap.
 
+mod push;
+
+use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,12 +38,15 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
+use viaduct_matcher::config::{AssetId, Spec};
+use viaduct_matcher::decimal;
 use viaduct_matcher::RpcError;
 use viaduct_protocol::{self as protocol, error_response, response_json, Routed};
 
 use crate::auth::{Ask, Auth, AuthConfig, Job, Refused};
 use crate::net::{free_slot, run, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
 use crate::{Backend, Delivered, Notify};
+use push::{Feed, FeedKind, FeedState, Mine};
 
 /// The WebSocket edge's bounds and checks (`[edges.ws]`).
 #[derive(Debug, Clone)]
@@ -57,6 +68,12 @@ pub struct WsConfig {
     pub origin: String,
     /// The authentication service (`[auth]`); without it `server.auth` answers error 2.
     pub auth: Option<AuthConfig>,
+    /// How often market feeds are polled and their changes pushed (at most every 50 ms).
+    pub push_interval: Duration,
+    /// The `limit`s a `depth.subscribe` may ask (ViaBTC `depth_limit`).
+    pub depth_limits: Vec<u64>,
+    /// The merge intervals a `depth.subscribe` may ask, compared as numbers (ViaBTC `depth_merge`).
+    pub depth_merges: Vec<String>,
 }
 
 impl WsConfig {
@@ -72,6 +89,11 @@ impl WsConfig {
             protocol: "chat".to_string(),
             origin: String::new(),
             auth: None,
+            push_interval: Duration::from_millis(100),
+            depth_limits: vec![1, 5, 10, 20, 30, 50, 100],
+            depth_merges: ["0", "0.00000001", "0.0000001", "0.000001", "0.00001", "0.0001", "0.001", "0.01", "0.1"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -100,6 +122,11 @@ impl WsEdge {
             next_gen: 1,
             next_tag: 1,
             waiting: IdMap::default(),
+            feeds: HashMap::new(),
+            own: IdMap::default(),
+            followers: HashMap::new(),
+            dirty: Vec::new(),
+            last_poll: Instant::now(),
         };
         let thread = EdgeThread::spawn("viaduct-ws", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
         tracing::info!("ws: listening on {}", thread.addr);
@@ -160,6 +187,10 @@ struct Conn {
     paused: bool,
     /// The user `server.auth` or `server.sign` bound the connection to, and its `source`.
     user: Option<(u32, String)>,
+    /// The market feeds it subscribes to.
+    feeds: Vec<Feed>,
+    /// Its user's orders and assets it subscribes to.
+    mine: Mine,
 }
 
 struct Waiting {
@@ -178,6 +209,33 @@ struct Server<B> {
     next_tag: u64,
     waiting: IdMap<u64, Waiting, BlockIdHasher>,
     auth: Option<Auth>,
+    /// Every feed someone subscribes to.
+    feeds: HashMap<Feed, FeedState>,
+    /// Requests the edge made itself, by tag ([`OWN`] set).
+    own: IdMap<u64, Own, BlockIdHasher>,
+    /// Users followed for pushes → their connections subscribed to orders or assets.
+    followers: HashMap<u32, Vec<usize>>,
+    /// (user, asset) balances changed and not yet queried (the engine was full).
+    dirty: Vec<(u32, AssetId)>,
+    last_poll: Instant,
+}
+
+/// The bit that marks the tag of a request the edge made itself (a feed's poll, the balances of
+/// an `asset.update`) rather than a client.
+const OWN: u64 = 1 << 63;
+
+/// What the edge asked for itself.
+enum Own {
+    Feed(Feed),
+    Balances(u32),
+}
+
+/// A subscription request.
+enum Subscription {
+    /// Replaces the connection's feeds of this kind.
+    Feeds(FeedKind, Vec<Feed>),
+    Orders(Vec<viaduct_matcher::config::MarketId>),
+    Assets(Vec<AssetId>),
 }
 
 /// The connection the request `tag` came from, if it is still the one that sent it.
@@ -196,6 +254,8 @@ enum Answer {
     Later,
     /// Close the connection (a message that is not the JSON envelope).
     Close,
+    /// Answered (and perhaps more pushed) already.
+    Sent,
 }
 
 impl<B: Backend> EdgeLoop for Server<B> {
@@ -236,8 +296,17 @@ impl<B: Backend> EdgeLoop for Server<B> {
                 return;
             }
         };
-        self.conns[index] =
-            Some(Conn { phase: Some(phase), gen, opened: now, last_read: now, pending: 0, paused: false, user: None });
+        self.conns[index] = Some(Conn {
+            phase: Some(phase),
+            gen,
+            opened: now,
+            last_read: now,
+            pending: 0,
+            paused: false,
+            user: None,
+            feeds: Vec::new(),
+            mine: Mine::default(),
+        });
         self.serve(index);
     }
 
@@ -247,8 +316,15 @@ impl<B: Backend> EdgeLoop for Server<B> {
 
     fn take_replies(&mut self) {
         let mut touched: Vec<(usize, String)> = Vec::new();
-        let (waiting, conns) = (&mut self.waiting, &mut self.conns);
+        let mut own: Vec<(u64, String)> = Vec::new();
+        let mut pushes: Vec<(usize, Message)> = Vec::new();
+        let mut lost = false;
+        let (waiting, conns, followers, dirty) = (&mut self.waiting, &mut self.conns, &self.followers, &mut self.dirty);
         self.backend.receive(&mut |spec, delivered| match delivered {
+            Delivered::Outcome { tag, request_id, result, events, .. } if tag & OWN != 0 => {
+                own.push((tag, response_json(spec, request_id, result, events)))
+            }
+            Delivered::Answer { tag, json, .. } if tag & OWN != 0 => own.push((tag, json)),
             Delivered::Outcome { tag, request_id, result, events, .. } => {
                 if let Some(index) = arrived(waiting, conns, tag) {
                     touched.push((index, response_json(spec, request_id, result, events)));
@@ -259,7 +335,9 @@ impl<B: Backend> EdgeLoop for Server<B> {
                     touched.push((index, json));
                 }
             }
-            Delivered::Deals { .. } | Delivered::FillsLost => {}
+            Delivered::Activity { events } => user_pushes(spec, events, followers, conns, &mut pushes, dirty),
+            Delivered::FillsLost => lost = true,
+            Delivered::Deals { .. } => {} // it watches nobody's fills
         });
         while let Some(done) = self.auth.as_ref().and_then(Auth::done) {
             let Some(c) = self.conns.get_mut(done.index).and_then(Option::as_mut).filter(|c| c.gen == done.gen) else {
@@ -268,9 +346,13 @@ impl<B: Backend> EdgeLoop for Server<B> {
             c.pending -= 1;
             let json = match done.user {
                 Ok(user) => {
-                    // Bound to another user, the connection's user subscriptions would go with
-                    // the old one; there are none yet (subscriptions are still to come).
+                    let before = c.user.as_ref().map(|(u, _)| *u);
                     c.user = Some((user, done.source));
+                    if before.is_some_and(|b| b != user) {
+                        // The old user's orders and balances are not the new one's to see.
+                        self.subscribe_mine(done.index, Subscription::Orders(Vec::new()), before);
+                        self.subscribe_mine(done.index, Subscription::Assets(Vec::new()), before);
+                    }
                     format!(r#"{{"error":null,"result":{{"status":"success"}},"id":{}}}"#, done.id)
                 }
                 Err(Refused::Rpc(e)) => error_response(Some(done.id), e),
@@ -288,6 +370,23 @@ impl<B: Backend> EdgeLoop for Server<B> {
                 resumed.push(index);
             }
         }
+        for (index, msg) in pushes {
+            self.send_message(index, msg);
+        }
+        for (tag, json) in own {
+            self.own_answered(tag, &json);
+        }
+        if lost {
+            let all: Vec<usize> = self.followers.values().flatten().copied().collect();
+            tracing::warn!(
+                "ws: fell behind the engine and lost users' events; {} connections closed (1008)",
+                all.len()
+            );
+            for index in all {
+                self.close_with(index, CloseCode::Policy, "pushes lost; resubscribe");
+            }
+        }
+        self.query_balances();
         for index in resumed {
             self.serve(index);
         }
@@ -304,6 +403,14 @@ impl<B: Backend> EdgeLoop for Server<B> {
             if expired {
                 self.close_with(index, CloseCode::Away, "idle");
             }
+        }
+        if now.duration_since(self.last_poll) >= self.cfg.push_interval {
+            self.last_poll = now;
+            let due: Vec<Feed> = self.feeds.iter().filter(|(_, st)| !st.polling).map(|(f, _)| f.clone()).collect();
+            for feed in due {
+                self.poll_feed(feed);
+            }
+            self.query_balances();
         }
     }
 }
@@ -355,7 +462,7 @@ impl<B: Backend> Server<B> {
             c.last_read = Instant::now();
             match self.handle(index, &text) {
                 Answer::Now(json) => self.send(index, json),
-                Answer::Later => {}
+                Answer::Later | Answer::Sent => {}
                 Answer::Close => return self.close_with(index, CloseCode::Invalid, "not a JSON-RPC request"),
             }
         }
@@ -371,12 +478,194 @@ impl<B: Backend> Server<B> {
             return Answer::Close;
         };
         let user = self.conns[index].as_ref().and_then(|c| c.user.as_ref()).map(|(u, _)| *u);
-        match ws_method(&method, params, user) {
+        match ws_method(self.backend.spec(), &self.cfg, &method, params, user) {
             Ok(Route::Now(result)) => Answer::Now(format!(r#"{{"error":null,"result":{result},"id":{id}}}"#)),
             Ok(Route::To(target, params)) => self.forward(index, id, target, params),
             Ok(Route::Auth(ask, source)) => self.authenticate(index, id, ask, source),
+            Ok(Route::Subscribe(sub)) => {
+                self.send(index, format!(r#"{{"error":null,"result":{{"status":"success"}},"id":{id}}}"#));
+                match sub {
+                    Subscription::Feeds(kind, feeds) => self.subscribe_feeds(index, kind, feeds),
+                    mine => self.subscribe_mine(index, mine, user),
+                }
+                Answer::Sent
+            }
             Err(e) => Answer::Now(error_response(Some(id), e)),
         }
+    }
+
+    /// Replaces connection `index`'s feeds of `kind` with `feeds`; a new subscriber gets what the
+    /// feed has at once, a new feed is polled at once.
+    fn subscribe_feeds(&mut self, index: usize, kind: FeedKind, feeds: Vec<Feed>) {
+        let Some(c) = self.conns[index].as_mut() else { return };
+        let gen = c.gen;
+        let (old, kept): (Vec<Feed>, Vec<Feed>) =
+            std::mem::take(&mut c.feeds).into_iter().partition(|f| f.kind() == kind);
+        c.feeds = kept;
+        c.feeds.extend(feeds.iter().cloned());
+        for feed in old {
+            self.leave_feed(index, &feed);
+        }
+        let mut greetings = Vec::new();
+        let mut new = Vec::new();
+        for feed in feeds {
+            let state = self.feeds.entry(feed.clone()).or_insert_with(|| {
+                new.push(feed.clone());
+                FeedState::default()
+            });
+            state.subscribers.insert(index, gen);
+            greetings.extend(state.greeting(&feed));
+        }
+        for text in greetings {
+            self.send(index, text);
+        }
+        for feed in new {
+            self.poll_feed(feed);
+        }
+    }
+
+    fn leave_feed(&mut self, index: usize, feed: &Feed) {
+        if let Some(state) = self.feeds.get_mut(feed) {
+            state.subscribers.remove(&index);
+            if state.subscribers.is_empty() {
+                self.feeds.remove(feed);
+            }
+        }
+    }
+
+    /// Sets connection `index`'s subscription to `user`'s orders or assets; the engine is asked to
+    /// follow a user while any connection subscribes to something of theirs.
+    fn subscribe_mine(&mut self, index: usize, sub: Subscription, user: Option<u32>) {
+        let (Some(user), Some(c)) = (user, self.conns[index].as_mut()) else { return };
+        match sub {
+            Subscription::Orders(markets) => c.mine.markets = markets,
+            Subscription::Assets(assets) => c.mine.assets = assets,
+            Subscription::Feeds(..) => unreachable!("feeds are not the user's"),
+        }
+        let wants = !c.mine.is_empty();
+        let conns = self.followers.entry(user).or_default();
+        let had = !conns.is_empty();
+        conns.retain(|&i| i != index);
+        if wants {
+            conns.push(index);
+        }
+        match (had, conns.is_empty()) {
+            (false, false) => self.backend.follow(user, true),
+            (true, true) => {
+                self.followers.remove(&user);
+                self.backend.follow(user, false);
+            }
+            (false, true) => {
+                self.followers.remove(&user);
+            }
+            (true, false) => {}
+        }
+    }
+
+    /// Asks a feed's owner for its state; the answer comes back marked with an own tag.
+    fn poll_feed(&mut self, feed: Feed) {
+        let Some(state) = self.feeds.get_mut(&feed) else { return };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (method, params) = feed.poll(now, state.last_deal_id, self.cfg.push_interval);
+        let tag = OWN | self.next_tag;
+        self.next_tag += 1;
+        let sent = match protocol::route(self.backend.spec(), method, &params) {
+            Ok(Routed::Command(cmd)) => self.backend.submit(tag, 0, cmd).map_err(|_| RpcError::ServiceUnavailable),
+            Ok(Routed::Query(_)) => self.backend.query(tag, 0, method, params),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => {
+                state.polling = true;
+                self.own.insert(tag, Own::Feed(feed));
+            }
+            // Busy: the next tick tries again.
+            Err(RpcError::ServiceUnavailable) => {}
+            Err(e) => self.feed_failed(&feed, e),
+        }
+    }
+
+    /// A feed its owner refuses (a kline interval it does not keep) is dropped for everyone who
+    /// subscribed to it (SPEC B3.4), with a log line.
+    fn feed_failed(&mut self, feed: &Feed, e: RpcError) {
+        tracing::info!("ws: the feed {feed:?} was refused ({e}); its subscriptions are dropped");
+        if let Some(state) = self.feeds.remove(feed) {
+            for (index, gen) in state.subscribers {
+                if let Some(c) = self.conns[index].as_mut().filter(|c| c.gen == gen) {
+                    c.feeds.retain(|f| f != feed);
+                }
+            }
+        }
+    }
+
+    /// Takes the answer to a request the edge made itself.
+    fn own_answered(&mut self, tag: u64, json: &str) {
+        let Some(own) = self.own.remove(&tag) else { return };
+        let Ok(Value::Object(mut reply)) = serde_json::from_str::<Value>(json) else { return };
+        let error = reply.get("error").and_then(|e| e.get("code")).and_then(Value::as_u64);
+        let result = reply.remove("result").unwrap_or(Value::Null);
+        match own {
+            Own::Feed(feed) => {
+                let Some(state) = self.feeds.get_mut(&feed) else { return };
+                state.polling = false;
+                match error {
+                    None => {
+                        if let Some(text) = state.answered(&feed, result, Instant::now()) {
+                            let to: Vec<(usize, u64)> = state.subscribers.iter().map(|(i, g)| (*i, *g)).collect();
+                            let msg = Message::text(text);
+                            for (index, gen) in to {
+                                if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                                    self.send_message(index, msg.clone());
+                                }
+                            }
+                        }
+                    }
+                    Some(1) => self.feed_failed(&feed, RpcError::InvalidArgument),
+                    Some(_) => {} // busy or timed out: polled again next time
+                }
+            }
+            Own::Balances(user) if error.is_none() => {
+                let spec = self.backend.spec();
+                let mut sends = Vec::new();
+                for &index in self.followers.get(&user).into_iter().flatten() {
+                    let Some(c) = self.conns[index].as_ref() else { continue };
+                    if let Some(text) = push::asset_update(spec, &result, &c.mine.assets) {
+                        sends.push((index, text));
+                    }
+                }
+                for (index, text) in sends {
+                    self.send(index, text);
+                }
+            }
+            Own::Balances(_) => {}
+        }
+    }
+
+    /// Asks the matcher for the balances that changed for users whose connections subscribe to
+    /// them, one query per user; what the engine cannot take now waits for the next tick.
+    fn query_balances(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut left = Vec::new();
+        for group in dirty.chunk_by(|a, b| a.0 == b.0) {
+            let user = group[0].0;
+            let spec = self.backend.spec();
+            let mut params = vec![Value::from(user)];
+            params.extend(group.iter().map(|(_, a)| Value::from(spec.asset(*a).name.as_str())));
+            let Ok(Routed::Command(cmd)) = protocol::route(spec, "balance.query", &params) else { continue };
+            let tag = OWN | self.next_tag;
+            self.next_tag += 1;
+            if self.backend.submit(tag, 0, cmd).is_ok() {
+                self.own.insert(tag, Own::Balances(user));
+            } else {
+                left.extend_from_slice(group);
+            }
+        }
+        self.dirty = left;
     }
 
     /// Hands `server.auth` or `server.sign` to the authentication workers.
@@ -412,8 +701,12 @@ impl<B: Backend> Server<B> {
 
     /// Queues `json` for connection `index`; a client past `write_bytes_max` is closed.
     fn send(&mut self, index: usize, json: String) {
+        self.send_message(index, Message::text(json))
+    }
+
+    fn send_message(&mut self, index: usize, msg: Message) {
         let Some(Phase::Open(ws)) = self.conns[index].as_mut().and_then(|c| c.phase.as_mut()) else { return };
-        match ws.write(Message::text(json)) {
+        match ws.write(msg) {
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
             Err(tungstenite::Error::WriteBufferFull(_)) => {
@@ -448,6 +741,13 @@ impl<B: Backend> Server<B> {
     }
 
     fn drop_conn(&mut self, index: usize) {
+        let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        let (feeds, user) = (std::mem::take(&mut c.feeds), c.user.as_ref().map(|(u, _)| *u));
+        for feed in feeds {
+            self.leave_feed(index, &feed);
+        }
+        self.subscribe_mine(index, Subscription::Orders(Vec::new()), user);
+        self.subscribe_mine(index, Subscription::Assets(Vec::new()), user);
         let Some(mut c) = self.conns.get_mut(index).and_then(Option::take) else { return };
         self.live -= 1;
         let stream = match c.phase.as_mut() {
@@ -470,6 +770,38 @@ enum Route {
     To(&'static str, Vec<Value>),
     /// To the authentication service, with the `source` to keep.
     Auth(Ask, String),
+    /// A subscription to set.
+    Subscribe(Subscription),
+}
+
+/// The pushes of a followed user's `events`: `order.update` to each of the user's connections
+/// subscribed to the order's market, and the (user, asset) balances to query for `asset.update`
+/// where a connection subscribes to the asset.
+fn user_pushes(
+    spec: &Spec,
+    events: &viaduct_matcher::Events,
+    followers: &HashMap<u32, Vec<usize>>,
+    conns: &[Option<Conn>],
+    pushes: &mut Vec<(usize, Message)>,
+    dirty: &mut Vec<(u32, AssetId)>,
+) {
+    let mine = |index: usize| conns.get(index).and_then(Option::as_ref).map(|c| &c.mine);
+    let subscribed = |user: u32, market| {
+        followers.get(&user).into_iter().flatten().any(|&i| mine(i).is_some_and(|m| m.markets.contains(&market)))
+    };
+    push::order_updates(spec, events, subscribed, |user, market, text| {
+        let msg = Message::text(text);
+        for &index in followers.get(&user).into_iter().flatten() {
+            if mine(index).is_some_and(|m| m.markets.contains(&market)) {
+                pushes.push((index, msg.clone()));
+            }
+        }
+    });
+    let mut touched = Vec::new();
+    push::touched_assets(spec, events, &mut touched);
+    dirty.extend(touched.into_iter().filter(|(user, asset)| {
+        followers.get(user).into_iter().flatten().any(|&i| mine(i).is_some_and(|m| m.assets.contains(asset)))
+    }));
 }
 
 /// Names and sources longer than ViaBTC's buffers are refused with error 1 (SPEC B3.2).
@@ -478,9 +810,74 @@ const ASSET_LEN_MAX: usize = 15;
 const INTERVAL_LEN_MAX: usize = 15;
 const SOURCE_LEN_MAX: usize = 31;
 
+/// Whether `a` and `b` are the same number (`"0.10"` and `"0.1"`).
+fn same_number(a: &str, b: &str) -> bool {
+    const PREC: u32 = 18; // more digits than a 15-character interval can have
+    matches!((decimal::parse(a, PREC), decimal::parse(b, PREC)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// A subscription's markets (or assets): every param a known name, each taken once.
+fn names<T: PartialEq>(params: &[Value], find: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, RpcError> {
+    let mut out = Vec::with_capacity(params.len());
+    for p in params {
+        let id = p.as_str().filter(|n| n.len() <= MARKET_LEN_MAX).and_then(&find).ok_or(RpcError::InvalidArgument)?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// A subscription request, checked against the markets and assets `spec` knows and the depth
+/// limits and merge intervals of `cfg` (SPEC B3.2).
+fn subscription(spec: &Spec, cfg: &WsConfig, method: &str, params: &[Value]) -> Result<Subscription, RpcError> {
+    let market = |name: &str| spec.market_id(name).map(|_| name.to_string());
+    let one_market = || params.first().and_then(Value::as_str).and_then(market).ok_or(RpcError::InvalidArgument);
+    let feeds = |kind: FeedKind, make: fn(String) -> Feed| -> Result<Subscription, RpcError> {
+        Ok(Subscription::Feeds(kind, names(params, market)?.into_iter().map(make).collect()))
+    };
+    match method {
+        "kline.subscribe" => {
+            let market = one_market()?;
+            let interval = params.get(1).and_then(Value::as_u64).filter(|&i| i > 0).ok_or(RpcError::InvalidArgument)?;
+            Ok(Subscription::Feeds(FeedKind::Kline, vec![Feed::Kline { market, interval }]))
+        }
+        "depth.subscribe" => {
+            let market = one_market()?;
+            let limit = params.get(1).and_then(Value::as_u64).filter(|l| cfg.depth_limits.contains(l));
+            let interval = params.get(2).and_then(Value::as_str).filter(|i| i.len() <= INTERVAL_LEN_MAX);
+            let merged = interval.filter(|i| cfg.depth_merges.iter().any(|m| same_number(m, i)));
+            let (Some(limit), Some(interval)) = (limit, merged) else { return Err(RpcError::InvalidArgument) };
+            let interval = interval.to_string();
+            Ok(Subscription::Feeds(FeedKind::Depth, vec![Feed::Depth { market, limit, interval }]))
+        }
+        "price.subscribe" => feeds(FeedKind::Price, Feed::Price),
+        "state.subscribe" => feeds(FeedKind::State, Feed::State),
+        "today.subscribe" => feeds(FeedKind::Today, Feed::Today),
+        "deals.subscribe" => feeds(FeedKind::Deals, Feed::Deals),
+        "order.subscribe" => Ok(Subscription::Orders(names(params, |n| spec.market_id(n))?)),
+        "asset.subscribe" => Ok(Subscription::Assets(names(params, |n| spec.asset_id(n))?)),
+        "kline.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Kline, Vec::new())),
+        "depth.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Depth, Vec::new())),
+        "price.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Price, Vec::new())),
+        "state.unsubscribe" => Ok(Subscription::Feeds(FeedKind::State, Vec::new())),
+        "today.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Today, Vec::new())),
+        "deals.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Deals, Vec::new())),
+        "order.unsubscribe" => Ok(Subscription::Orders(Vec::new())),
+        "asset.unsubscribe" => Ok(Subscription::Assets(Vec::new())),
+        _ => Err(RpcError::MethodNotFound),
+    }
+}
+
 /// A WebSocket method and its params, as SPEC B3.2 maps them onto the method table; `user` is
 /// the connection's, once authenticated.
-fn ws_method(method: &str, params: Vec<Value>, user: Option<u32>) -> Result<Route, RpcError> {
+fn ws_method(
+    spec: &Spec,
+    cfg: &WsConfig,
+    method: &str,
+    params: Vec<Value>,
+    user: Option<u32>,
+) -> Result<Route, RpcError> {
     let market_ok = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|m| m.len() <= MARKET_LEN_MAX);
     let to = |target: &'static str| Ok(Route::To(target, params.clone()));
     // The user's methods take the connection's user as their first param.
@@ -560,6 +957,9 @@ fn ws_method(method: &str, params: Vec<Value>, user: Option<u32>) -> Result<Rout
             }
             as_user("balance.history", user.unwrap_or(0))
         }
+        m if m.ends_with(".subscribe") || m.ends_with(".unsubscribe") => {
+            subscription(spec, cfg, m, &params).map(Route::Subscribe)
+        }
         _ => Err(RpcError::MethodNotFound),
     }
 }
@@ -570,7 +970,9 @@ mod tests {
     use serde_json::json;
 
     fn route(method: &str, params: Value) -> Result<Route, RpcError> {
-        ws_method(method, params.as_array().unwrap().clone(), None)
+        let spec = Spec::new(&viaduct_matcher::config::embedded()).unwrap();
+        let cfg = WsConfig::new("127.0.0.1:0".parse().unwrap());
+        ws_method(&spec, &cfg, method, params.as_array().unwrap().clone(), None)
     }
 
     #[test]
