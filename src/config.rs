@@ -2,7 +2,7 @@
 //! other sections are accepted with their documented shape and used by the components that own
 //! them as they arrive.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -93,6 +93,11 @@ pub struct WsSection {
     /// 0.00000001 to 0.1 by powers of ten).
     #[serde(default)]
     pub depth_merge: Option<Vec<String>>,
+    /// A PEM certificate chain and its PEM private key: with both, the edge serves `wss://`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[edges.http]`: where the edge listens; a left-out `bind` takes the edge's
@@ -373,6 +378,14 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
                 }
                 cfg.depth_merges = merges.clone();
             }
+            cfg.tls = match (&w.tls_cert, &w.tls_key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(
+                    viaduct_edges::ws::tls_server_config(cert, key)
+                        .map_err(|e| anyhow::anyhow!("config {}: [edges.ws] TLS: {e}", path.display()))?,
+                ),
+                _ => anyhow::bail!("config {}: [edges.ws] tls_cert and tls_key go together", path.display()),
+            };
             cfg.auth = auth;
             Some(cfg)
         }

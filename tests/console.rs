@@ -254,3 +254,23 @@ fn left_out_keys_take_defaults_and_unread_sections_are_warned_about() {
         assert!(!log.contains(&format!("config: [{read}] is set")), "[{read}]: {log}");
     }
 }
+
+#[test]
+fn bad_websocket_settings_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ws.toml");
+    let base = std::fs::read_to_string(example()).unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (extra, problem) in [
+        ("push_interval_ms = 0".to_string(), "push_interval_ms must be from 1 to 60000"),
+        ("depth_limit = []".to_string(), "depth_limit must list limits from 1 to 10000"),
+        ("depth_merge = [\"0.1x\"]".to_string(), "depth_merge must list non-negative decimals"),
+        (format!("tls_cert = {missing:?}"), "tls_cert and tls_key go together"),
+        (format!("tls_cert = {missing:?}\ntls_key = {missing:?}"), "missing.pem: not a PEM certificate chain"),
+    ] {
+        std::fs::write(&path, format!("{base}\n[edges.ws]\n{extra}\n")).unwrap();
+        let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success() && err.contains("[edges.ws]") && err.contains(problem), "{extra}: {err}");
+    }
+}

@@ -42,12 +42,12 @@ fn connect(addr: SocketAddr) -> Ws {
 }
 
 /// Sends one request and reads the next text message as JSON.
-fn call(ws: &mut Ws, id: i64, method: &str, params: Value) -> Value {
+fn call<S: Read + Write>(ws: &mut WebSocket<S>, id: i64, method: &str, params: Value) -> Value {
     ws.send(Message::text(json!({"id": id, "method": method, "params": params}).to_string())).unwrap();
     next_json(ws)
 }
 
-fn next_json(ws: &mut Ws) -> Value {
+fn next_json<S: Read + Write>(ws: &mut WebSocket<S>) -> Value {
     loop {
         match ws.read().expect("a message") {
             Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
@@ -356,7 +356,7 @@ fn auth_and_sign_bind_a_user_through_the_service_and_its_methods_answer_for_that
 }
 
 /// Reads messages until one is a push of `method`, passing over other pushes; its params.
-fn next_push(ws: &mut Ws, method: &str) -> Value {
+fn next_push<S: Read + Write>(ws: &mut WebSocket<S>, method: &str) -> Value {
     loop {
         let msg = next_json(ws);
         if msg["method"] == method {
@@ -561,4 +561,38 @@ fn order_and_asset_updates_reach_only_their_users_subscribers() {
     assert_eq!(r["result"]["status"], "success", "{r}");
     assert_eq!(next_push(&mut three, "asset.update")[0]["BCH"]["available"], "801", "the deposit to user 3");
     assert_eq!(call(&mut one, 5, "server.ping", json!([]))["result"], "pong", "nothing of user 1's any more");
+}
+
+#[test]
+fn with_a_certificate_and_key_the_edge_speaks_wss_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (server, addr) = server(&format!("tls_cert = {:?}\ntls_key = {:?}\npush_interval_ms = 20", cert, key));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let session = rustls::ClientConnection::new(std::sync::Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let stream = rustls::StreamOwned::new(session, tcp);
+    let (mut ws, _) = tungstenite::client(format!("wss://localhost:{}/", addr.port()), stream).expect("a TLS handshake");
+    assert_eq!(call(&mut ws, 1, "server.ping", json!([])), json!({"error": null, "result": "pong", "id": 1}));
+    // Pushes go through TLS too.
+    assert_eq!(call(&mut ws, 2, "depth.subscribe", json!(["BTCBCH", 10, "0"])), success(2));
+    assert_eq!(next_push(&mut ws, "depth.update"), json!([true, {"asks": [], "bids": []}, "BTCBCH"]));
+    let r = http(server.http, "balance.update", json!([1, "BTC", "deposit", 1, "5", {}]));
+    assert_eq!(r["result"]["status"], "success", "{r}");
+    let ask = http(server.http, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
+    assert!(ask["error"].is_null(), "{ask}");
+    assert_eq!(next_push(&mut ws, "depth.update"), json!([false, {"asks": [["100", "2"]]}, "BTCBCH"]));
+    // A plain ws:// client gets no WebSocket from a TLS port.
+    assert!(connect_with(addr, &[]).is_err(), "a plain handshake was answered");
 }

@@ -22,6 +22,9 @@
 //! closed (1008) to re-query and resubscribe rather than go on with a silent gap.
 
 mod push;
+mod tls;
+
+pub use tls::server_config as tls_server_config;
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
@@ -47,6 +50,7 @@ use crate::auth::{Ask, Auth, AuthConfig, Job, Refused};
 use crate::net::{free_slot, run, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
 use crate::{Backend, Delivered, Notify};
 use push::{Feed, FeedKind, FeedState, Mine};
+use tls::Stream;
 
 /// The WebSocket edge's bounds and checks (`[edges.ws]`).
 #[derive(Debug, Clone)]
@@ -70,6 +74,8 @@ pub struct WsConfig {
     pub auth: Option<AuthConfig>,
     /// How often market feeds are polled and their changes pushed (at most every 50 ms).
     pub push_interval: Duration,
+    /// When set, connections speak TLS (`wss://`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The `limit`s a `depth.subscribe` may ask (ViaBTC `depth_limit`).
     pub depth_limits: Vec<u64>,
     /// The merge intervals a `depth.subscribe` may ask, compared as numbers (ViaBTC `depth_merge`).
@@ -90,6 +96,7 @@ impl WsConfig {
             origin: String::new(),
             auth: None,
             push_interval: Duration::from_millis(100),
+            tls: None,
             depth_limits: vec![1, 5, 10, 20, 30, 50, 100],
             depth_merges: ["0", "0.00000001", "0.0000001", "0.000001", "0.00001", "0.0001", "0.001", "0.01", "0.1"]
                 .map(String::from)
@@ -172,8 +179,8 @@ impl Callback for Check {
 }
 
 enum Phase {
-    Handshake(MidHandshake<ServerHandshake<TcpStream, Check>>),
-    Open(WebSocket<TcpStream>),
+    Handshake(MidHandshake<ServerHandshake<Stream, Check>>),
+    Open(WebSocket<Stream>),
 }
 
 struct Conn {
@@ -288,6 +295,14 @@ impl<B: Backend> EdgeLoop for Server<B> {
             .max_frame_size(Some(self.cfg.message_bytes_max))
             .write_buffer_size(0)
             .max_write_buffer_size(self.cfg.write_bytes_max);
+        let stream = match Stream::new(stream, self.cfg.tls.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("ws: no TLS session for a new connection: {e}");
+                self.live -= 1;
+                return;
+            }
+        };
         let phase = match tungstenite::accept_hdr_with_config(stream, check, Some(config)) {
             Ok(ws) => Phase::Open(ws),
             Err(HandshakeError::Interrupted(mid)) => Phase::Handshake(mid),
@@ -751,8 +766,8 @@ impl<B: Backend> Server<B> {
         let Some(mut c) = self.conns.get_mut(index).and_then(Option::take) else { return };
         self.live -= 1;
         let stream = match c.phase.as_mut() {
-            Some(Phase::Open(ws)) => Some(ws.get_mut()),
-            Some(Phase::Handshake(mid)) => Some(mid.get_mut().get_mut()),
+            Some(Phase::Open(ws)) => Some(ws.get_mut().socket()),
+            Some(Phase::Handshake(mid)) => Some(mid.get_mut().get_mut().socket()),
             None => None,
         };
         if let Some(stream) = stream {
