@@ -527,9 +527,17 @@ fn order_and_asset_updates_reach_only_their_users_subscribers() {
         assert_eq!(r["result"]["status"], "success", "{r}");
     }
     let mut one = connect(addr);
-    assert_eq!(call(&mut one, 1, "server.auth", json!(["good-1", "web"])), success(1));
-    assert_eq!(call(&mut one, 2, "order.subscribe", json!(["BTCBCH"])), success(2));
-    assert_eq!(call(&mut one, 3, "asset.subscribe", json!(["BTC", "BCH"])), success(3));
+    // Sent without waiting: what follows server.auth is answered as the user it binds, in order.
+    for (id, method, params) in [
+        (1, "server.auth", json!(["good-1", "web"])),
+        (2, "order.subscribe", json!(["BTCBCH"])),
+        (3, "asset.subscribe", json!(["BTC", "BCH"])),
+    ] {
+        one.send(Message::text(json!({"id": id, "method": method, "params": params}).to_string())).unwrap();
+    }
+    for id in 1..=3 {
+        assert_eq!(next_json(&mut one), success(id));
+    }
     let mut three = connect(addr);
     assert_eq!(call(&mut three, 1, "server.sign", json!(["ak", "sig", 123])), success(1));
     assert_eq!(call(&mut three, 2, "asset.subscribe", json!(["BCH"])), success(2));
@@ -583,7 +591,8 @@ fn with_a_certificate_and_key_the_edge_speaks_wss_only() {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let stream = rustls::StreamOwned::new(session, tcp);
-    let (mut ws, _) = tungstenite::client(format!("wss://localhost:{}/", addr.port()), stream).expect("a TLS handshake");
+    let (mut ws, _) =
+        tungstenite::client(format!("wss://localhost:{}/", addr.port()), stream).expect("a TLS handshake");
     assert_eq!(call(&mut ws, 1, "server.ping", json!([])), json!({"error": null, "result": "pong", "id": 1}));
     // Pushes go through TLS too.
     assert_eq!(call(&mut ws, 2, "depth.subscribe", json!(["BTCBCH", 10, "0"])), success(2));

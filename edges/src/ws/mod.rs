@@ -26,7 +26,7 @@ mod tls;
 
 pub use tls::server_config as tls_server_config;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,6 +121,8 @@ impl WsEdge {
                     .ok()
             }),
             cfg: cfg.clone(),
+            wake: Arc::clone(&l.notify),
+            fanout: VecDeque::new(),
             poll: l.poll,
             listener: l.listener,
             backend: backend(l.notify),
@@ -133,6 +135,7 @@ impl WsEdge {
             own: IdMap::default(),
             followers: HashMap::new(),
             dirty: Vec::new(),
+            asking: Default::default(),
             last_poll: Instant::now(),
         };
         let thread = EdgeThread::spawn("viaduct-ws", cfg.bind, build, |mut s, stop| run(&mut s, stop))?;
@@ -190,8 +193,12 @@ struct Conn {
     opened: Instant,
     last_read: Instant,
     pending: usize,
-    /// Held back at `pending_max`: read on when replies make room.
+    /// Held back at `pending_max`, or while an authentication is out: read on when replies make
+    /// room or the authentication is answered.
     paused: bool,
+    /// A `server.auth` or `server.sign` is with the service: what the client sent after it waits,
+    /// so that it is answered as the user the authentication binds.
+    authing: bool,
     /// The user `server.auth` or `server.sign` bound the connection to, and its `source`.
     user: Option<(u32, String)>,
     /// The market feeds it subscribes to.
@@ -207,6 +214,10 @@ struct Waiting {
 
 struct Server<B> {
     cfg: WsConfig,
+    /// Brings the loop round again at once (more fan-out to write).
+    wake: Notify,
+    /// Feed pushes not yet written to all their subscribers.
+    fanout: VecDeque<Fanout>,
     poll: Poll,
     listener: TcpListener,
     backend: B,
@@ -222,14 +233,32 @@ struct Server<B> {
     own: IdMap<u64, Own, BlockIdHasher>,
     /// Users followed for pushes → their connections subscribed to orders or assets.
     followers: HashMap<u32, Vec<usize>>,
-    /// (user, asset) balances changed and not yet queried (the engine was full).
+    /// (user, asset) balances changed and not yet queried.
     dirty: Vec<(u32, AssetId)>,
+    /// Users with a balance query out.
+    asking: std::collections::HashSet<u32>,
     last_poll: Instant,
 }
 
 /// The bit that marks the tag of a request the edge made itself (a feed's poll, the balances of
 /// an `asset.update`) rather than a client.
 const OWN: u64 = 1 << 63;
+
+/// One feed push on its way to its subscribers, written [`FANOUT_SLICE`] connections at a time
+/// so that a user's `order.update` never waits behind a whole fan-out.
+struct Fanout {
+    /// Not polled again until this is written: a feed the edge cannot write as fast as it
+    /// changes is polled less often, its pushes carrying more each (a bound of one push per feed
+    /// on its way).
+    feed: Feed,
+    msg: Message,
+    to: Vec<(usize, u64)>,
+    next: usize,
+}
+
+/// Connections a turn of the loop writes feed pushes to before it takes replies and the users'
+/// pushes again.
+const FANOUT_SLICE: usize = 64;
 
 /// What the edge asked for itself.
 enum Own {
@@ -318,6 +347,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
             last_read: now,
             pending: 0,
             paused: false,
+            authing: false,
             user: None,
             feeds: Vec::new(),
             mine: Mine::default(),
@@ -359,6 +389,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
                 continue;
             };
             c.pending -= 1;
+            c.authing = false;
             let json = match done.user {
                 Ok(user) => {
                     let before = c.user.as_ref().map(|(u, _)| *u);
@@ -405,6 +436,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
         for index in resumed {
             self.serve(index);
         }
+        self.fan_out();
     }
 
     fn tick(&mut self) {
@@ -447,7 +479,7 @@ impl<B: Backend> Server<B> {
         }
         loop {
             let Some(c) = self.conns[index].as_mut() else { return };
-            if c.pending >= self.cfg.pending_max {
+            if c.pending >= self.cfg.pending_max || c.authing {
                 c.paused = true;
                 break;
             }
@@ -577,6 +609,35 @@ impl<B: Backend> Server<B> {
         }
     }
 
+    /// Writes the next slice of the feed pushes waiting; if more wait, the loop comes round again
+    /// at once (after the replies and users' pushes that came meanwhile).
+    fn fan_out(&mut self) {
+        let mut budget = FANOUT_SLICE;
+        while let Some(f) = self.fanout.front_mut() {
+            let end = f.to.len().min(f.next + budget);
+            let (slice, msg) = (f.to[f.next..end].to_vec(), f.msg.clone());
+            budget -= end - f.next;
+            f.next = end;
+            if f.next == f.to.len() {
+                let done = self.fanout.pop_front().expect("the front");
+                if let Some(state) = self.feeds.get_mut(&done.feed) {
+                    state.polling = false;
+                }
+            }
+            for (index, gen) in slice {
+                if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                    self.send_message(index, msg.clone());
+                }
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        if !self.fanout.is_empty() {
+            (self.wake)();
+        }
+    }
+
     /// Asks a feed's owner for its state; the answer comes back marked with an own tag.
     fn poll_feed(&mut self, feed: Feed) {
         let Some(state) = self.feeds.get_mut(&feed) else { return };
@@ -627,12 +688,8 @@ impl<B: Backend> Server<B> {
                     None => {
                         if let Some(text) = state.answered(&feed, result, Instant::now()) {
                             let to: Vec<(usize, u64)> = state.subscribers.iter().map(|(i, g)| (*i, *g)).collect();
-                            let msg = Message::text(text);
-                            for (index, gen) in to {
-                                if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
-                                    self.send_message(index, msg.clone());
-                                }
-                            }
+                            state.polling = true; // until the push is written
+                            self.fanout.push_back(Fanout { feed, msg: Message::text(text), to, next: 0 });
                         }
                     }
                     Some(1) => self.feed_failed(&feed, RpcError::InvalidArgument),
@@ -640,6 +697,7 @@ impl<B: Backend> Server<B> {
                 }
             }
             Own::Balances(user) if error.is_none() => {
+                self.asking.remove(&user);
                 let spec = self.backend.spec();
                 let mut sends = Vec::new();
                 for &index in self.followers.get(&user).into_iter().flatten() {
@@ -652,12 +710,16 @@ impl<B: Backend> Server<B> {
                     self.send(index, text);
                 }
             }
-            Own::Balances(_) => {}
+            Own::Balances(user) => {
+                self.asking.remove(&user);
+            }
         }
     }
 
     /// Asks the matcher for the balances that changed for users whose connections subscribe to
-    /// them, one query per user; what the engine cannot take now waits for the next tick.
+    /// them, one query per user and at most one out per user: changes while one is out wait for
+    /// its answer and go together in the next (under load, fewer and larger queries). What the
+    /// engine cannot take now waits for the next tick.
     fn query_balances(&mut self) {
         if self.dirty.is_empty() {
             return;
@@ -668,6 +730,10 @@ impl<B: Backend> Server<B> {
         let mut left = Vec::new();
         for group in dirty.chunk_by(|a, b| a.0 == b.0) {
             let user = group[0].0;
+            if self.asking.contains(&user) {
+                left.extend_from_slice(group);
+                continue;
+            }
             let spec = self.backend.spec();
             let mut params = vec![Value::from(user)];
             params.extend(group.iter().map(|(_, a)| Value::from(spec.asset(*a).name.as_str())));
@@ -676,6 +742,7 @@ impl<B: Backend> Server<B> {
             self.next_tag += 1;
             if self.backend.submit(tag, 0, cmd).is_ok() {
                 self.own.insert(tag, Own::Balances(user));
+                self.asking.insert(user);
             } else {
                 left.extend_from_slice(group);
             }
@@ -690,6 +757,7 @@ impl<B: Backend> Server<B> {
         match auth.ask(Job { index, gen: c.gen, id, ask, source }) {
             Ok(()) => {
                 c.pending += 1;
+                c.authing = true;
                 Answer::Later
             }
             Err(e) => Answer::Now(error_response(Some(id), e)),

@@ -98,8 +98,9 @@ pub(super) struct FeedState {
     last_clean: Option<Instant>,
 }
 
+/// A push as ViaBTC writes it: `{"method": ..., "params": [...], "id": null}`, in that order.
 fn push(method: &str, params: Value) -> String {
-    json!({"method": method, "params": params, "id": null}).to_string()
+    format!(r#"{{"method":"{method}","params":{params},"id":null}}"#)
 }
 
 impl FeedState {
@@ -244,8 +245,13 @@ pub(super) fn order_updates(
                 OrderEventKind::Update => 2,
                 OrderEventKind::Finish => 3,
             };
-            let text = json!({"method": "order.update", "params": [code, OrderJson { spec, order }], "id": null});
-            each(order.user, order.market, text.to_string());
+            // The order's fields in ViaBTC's order, as in every other reply with an order.
+            let json = serde_json::to_string(&OrderJson { spec, order }).expect("an order encodes");
+            each(
+                order.user,
+                order.market,
+                format!(r#"{{"method":"order.update","params":[{code},{json}],"id":null}}"#),
+            );
         }
     }
 }

@@ -18,6 +18,8 @@
 //!   the baseline for `tcp-max` in the same run.
 //! - `disk`: `write` + `fdatasync` of 64 bytes, one after the other, in `--dir`: the baseline for
 //!   `fsync` durability.
+//! - `ws-fanout`: WebSocket subscribers to depth, deals and their own orders and assets while
+//!   orders that cross come over HTTP (`fanout.rs`).
 //!
 //! It prints p50 … p99.99 and max, writes `<out>/<name>.hgrm` and `<out>/<name>.svg` (a
 //! latency-by-percentile plot).
@@ -39,9 +41,11 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use viaduct_edges::binary::{self, ClientMsg, Decoded, ServerMsg};
 
+mod fanout;
+
 #[derive(Parser, Debug, Clone)]
 struct Args {
-    /// http, echo, max, tcp, tcp-max, echo-max, disk or sweep.
+    /// http, echo, max, tcp, tcp-max, echo-max, disk, sweep or ws-fanout.
     #[arg(long, default_value = "http")]
     mode: String,
     /// The server's HTTP address (http and max modes).
@@ -87,9 +91,19 @@ struct Args {
     /// Resting asks the sweep mode places before its one market bid takes them all.
     #[arg(long, default_value_t = 10_000)]
     resting: u64,
-    /// The server's process id: its resident set (sweep mode), its CPU time per order (max mode).
+    /// The server's process id: its resident set (sweep mode), its CPU time per order (max mode),
+    /// its WebSocket thread's CPU time (ws-fanout mode).
     #[arg(long)]
     pid: Option<u32>,
+    /// The WebSocket edge's address (ws-fanout mode).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    ws: SocketAddr,
+    /// WebSocket connections, one user each (ws-fanout mode).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Where ws-fanout serves the stand-in authentication service (the server's `[auth] url`).
+    #[arg(long, default_value_t = 9000)]
+    auth_port: u16,
 }
 
 fn main() {
@@ -142,7 +156,8 @@ fn main() {
             report(&Args { connections: 1, ..args.clone() }, "disk-fdatasync", &hist);
         }
         "sweep" => sweep(&args),
-        other => panic!("mode {other:?} is not http, echo, max, tcp, tcp-max, echo-max, disk or sweep"),
+        "ws-fanout" => fanout::run(&args),
+        other => panic!("mode {other:?} is not http, echo, max, tcp, tcp-max, echo-max, disk, sweep or ws-fanout"),
     }
 }
 
