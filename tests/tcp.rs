@@ -418,8 +418,9 @@ fn binary_orders_fill_resting_makers_and_cancel(at: Arrangement) {
     );
     // Cancel by client order id: the rest comes back.
     maker.send(ClientMsg::CancelByClientId { market: btcbch, client_id: 500 });
-    let ServerMsg::Cancelled { order_id, client_id, why, left, .. } = maker.next() else { panic!() };
+    let ServerMsg::Cancelled { order_id, client_id, why, side, left, price, .. } = maker.next() else { panic!() };
     assert_eq!((order_id, client_id, why, left), (resting, 500, binary::CANCEL_REQUESTED, 150_000_000));
+    assert_eq!((side, price), (1, 10_000_000), "the order's side and limit price");
     maker.send(ClientMsg::Cancel { market: btcbch, order_id: resting });
     let ServerMsg::Rejected { reason: r, order_id, request_type, .. } = maker.next() else { panic!() };
     assert_eq!((r, order_id, request_type), (reason::ORDER_NOT_FOUND, resting, client_type::CANCEL));
@@ -444,8 +445,8 @@ fn binary_market_orders_report_an_unfilled_remainder(at: Arrangement) {
     taker.send(ClientMsg::NewMarket { client_id: 9, market: btcbch, side: 2, amount: 50_000_000 });
     let ServerMsg::Accepted { kind: 2, amount: 50_000_000, .. } = taker.next() else { panic!() };
     let ServerMsg::Filled { amount: 100_000_000, left: 40_000_000, .. } = taker.next() else { panic!() };
-    let ServerMsg::Cancelled { why, left: 40_000_000, client_id: 9, .. } = taker.next() else { panic!() };
-    assert_eq!(why, binary::CANCEL_MARKET_REMAINDER);
+    let ServerMsg::Cancelled { why, left: 40_000_000, client_id: 9, side, price, .. } = taker.next() else { panic!() };
+    assert_eq!((why, side, price), (binary::CANCEL_MARKET_REMAINDER, 2, 0), "a market order has no price");
     let ServerMsg::Filled { left: 0, role, .. } = maker.next() else { panic!() };
     assert_eq!(role, binary::ROLE_MAKER);
 }
@@ -488,6 +489,13 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
     s.s.write_all(&wrong_version).unwrap();
     let ServerMsg::Rejected { reason: r, .. } = s.next() else { panic!() };
     assert_eq!(r, reason::MALFORMED);
+    // A malformed order (padding not zero) is rejected with the client order id it carried.
+    let mut bad_pad = Vec::new();
+    encode_client(&ClientMsg::NewLimit { client_id: 77, market: btcbch, side: 1, price: 1, amount: 1 }, &mut bad_pad);
+    bad_pad[29] = 1;
+    s.s.write_all(&bad_pad).unwrap();
+    let ServerMsg::Rejected { reason: r, client_id, request_type, .. } = s.next() else { panic!() };
+    assert_eq!((r, client_id, request_type), (reason::MALFORMED, 77, client_type::NEW_LIMIT));
     // Nothing changed: the maker's BTC is all there, and a good order still works.
     s.send(ClientMsg::NewLimit { client_id: 1, market: btcbch, side: 1, price: 10_000_000, amount: 100_000_000 });
     let ServerMsg::Accepted { client_id: 1, .. } = s.next() else { panic!() };

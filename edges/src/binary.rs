@@ -149,7 +149,11 @@ pub enum ServerMsg {
         order_id: u64,
         market: [u8; MARKET_BYTES],
         why: u8,
+        /// The order's side (1 ask, 2 bid).
+        side: u8,
         left: i64,
+        /// The order's limit price (0 for a market order).
+        price: i64,
     },
 }
 
@@ -193,7 +197,7 @@ pub fn server_len(msg_type: u8) -> Option<usize> {
         ACCEPTED => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8 + 8,
         REJECTED => HEADER_BYTES + 8 * 3 + 4,
         FILLED => HEADER_BYTES + 8 * 5 + MARKET_BYTES + 4 + 8 * 3 + 16,
-        CANCELLED => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8,
+        CANCELLED => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8 + 8,
         _ => return None,
     })
 }
@@ -289,6 +293,24 @@ pub fn decode_client(buf: &[u8]) -> Result<Decoded<ClientMsg>, BadFrame> {
         return Ok(Decoded::Invalid { msg_type, reason: reason::MALFORMED, len });
     }
     Ok(Decoded::Msg(msg, len))
+}
+
+/// The `client_id` and `order_id` a frame that did not decode carried, where they can be read
+/// (0 where not): a version-1 order or cancel long enough to hold the field at its place. Its
+/// REJECTED echoes them, so that the client knows which request was refused.
+pub fn ids_of_invalid(frame: &[u8]) -> (u64, u64) {
+    use client_type::*;
+    let field = |at: usize| frame.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    if frame.len() < HEADER_BYTES || frame[3] != VERSION {
+        return (0, 0);
+    }
+    let after_market = HEADER_BYTES + MARKET_BYTES;
+    match frame[2] {
+        NEW_LIMIT | NEW_MARKET => (field(HEADER_BYTES), 0),
+        CANCEL_BY_CLIENT_ID => (field(after_market), 0),
+        CANCEL => (0, field(after_market)),
+        _ => (0, 0),
+    }
 }
 
 fn header(out: &mut Vec<u8>, msg_type: u8, len_of: fn(u8) -> Option<usize>) {
@@ -408,14 +430,15 @@ pub fn encode_server(msg: &ServerMsg, out: &mut Vec<u8>) {
             }
             out.extend_from_slice(&fee.to_le_bytes());
         }
-        ServerMsg::Cancelled { seq, time_us, client_id, order_id, market, why, left } => {
+        ServerMsg::Cancelled { seq, time_us, client_id, order_id, market, why, side, left, price } => {
             header(out, CANCELLED, server_len);
             for v in [seq, time_us, client_id, order_id] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
             out.extend_from_slice(&market);
-            out.extend_from_slice(&[why, 0, 0, 0]);
+            out.extend_from_slice(&[why, side, 0, 0]);
             out.extend_from_slice(&left.to_le_bytes());
+            out.extend_from_slice(&price.to_le_bytes());
         }
     }
     debug_assert_eq!(out.len() - start, server_len(out[start + 2]).expect("known"));
@@ -481,9 +504,10 @@ pub fn decode_server(buf: &[u8]) -> Result<Decoded<ServerMsg>, BadFrame> {
         }
         _ => {
             let (seq, time_us, client_id, order_id, market) = (r.u64(), r.u64(), r.u64(), r.u64(), r.take());
-            let why = r.u8();
-            r.pad(3);
-            ServerMsg::Cancelled { seq, time_us, client_id, order_id, market, why, left: r.i64() }
+            let (why, side) = (r.u8(), r.u8());
+            r.pad(2);
+            let left = r.i64();
+            ServerMsg::Cancelled { seq, time_us, client_id, order_id, market, why, side, left, price: r.i64() }
         }
     };
     Ok(Decoded::Msg(msg, len))
@@ -703,7 +727,9 @@ fn cancelled(order: &Order, market: [u8; MARKET_BYTES], why: u8, left: i64) -> S
         order_id: order.id,
         market,
         why,
+        side: order.side.code(),
         left,
+        price: carried(order.price),
     }
 }
 

@@ -543,7 +543,8 @@ impl<B: Backend> Server<B> {
         match decoded {
             Decoded::Partial => Some(0),
             Decoded::Invalid { msg_type, reason, len } if logged_in => {
-                self.send(index, binary::rejected(msg_type, 0, 0, reason));
+                let (client_id, order_id) = binary::ids_of_invalid(&buf[..len]);
+                self.send(index, binary::rejected(msg_type, client_id, order_id, reason));
                 Some(len)
             }
             Decoded::Invalid { reason, .. } => {

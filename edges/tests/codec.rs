@@ -3,8 +3,8 @@
 //! is told apart from a good one.
 
 use viaduct_edges::binary::{
-    self, client_len, decode_client, decode_server, encode_client, encode_server, reason, server_len, BadFrame,
-    ClientMsg, Decoded, ServerMsg, HEADER_BYTES, MESSAGE_BYTES_MAX, VERSION,
+    self, client_len, decode_client, decode_server, encode_client, encode_server, ids_of_invalid, reason, server_len,
+    BadFrame, ClientMsg, Decoded, ServerMsg, HEADER_BYTES, MESSAGE_BYTES_MAX, VERSION,
 };
 use viaduct_edges::rpc::{self, FrameError, Header};
 
@@ -76,7 +76,9 @@ fn every_server_msg() -> Vec<ServerMsg> {
             order_id: 19,
             market: market("BTCBCH"),
             why: binary::CANCEL_MARKET_REMAINDER,
+            side: 2,
             left: 20,
+            price: 21,
         },
     ]
 }
@@ -166,6 +168,32 @@ fn each_malformed_client_frame_is_told_apart() {
     }
     // Fewer bytes than a header.
     assert_eq!(decode_client(&[48, 0]), Ok(Decoded::Partial));
+}
+
+/// PROTOCOL.md: a REJECTED for a malformed message echoes the `client_id` (or a CANCEL's
+/// `order_id`) it carried when it can be read at its place in version 1.
+#[test]
+fn a_malformed_order_or_cancel_gives_back_the_ids_it_carried() {
+    let market = binary::market_bytes("BTCBCH");
+    for (msg, ids) in [
+        (ClientMsg::NewLimit { client_id: 7, market, side: 1, price: 1, amount: 1 }, (7, 0)),
+        (ClientMsg::NewMarket { client_id: 8, market, side: 2, amount: 1 }, (8, 0)),
+        (ClientMsg::CancelByClientId { market, client_id: 9 }, (9, 0)),
+        (ClientMsg::Cancel { market, order_id: 10 }, (0, 10)),
+        (ClientMsg::Heartbeat, (0, 0)),
+    ] {
+        let mut b = Vec::new();
+        encode_client(&msg, &mut b);
+        // One byte too many: malformed, yet the ids are where version 1 puts them.
+        b.push(0);
+        b[0] += 1;
+        assert_eq!(ids_of_invalid(&b), ids, "{msg:?}");
+        // Another version: its layout is not known, nothing is echoed.
+        b[3] = VERSION + 1;
+        assert_eq!(ids_of_invalid(&b), (0, 0), "{msg:?}");
+    }
+    // Too short to hold the field.
+    assert_eq!(ids_of_invalid(&[8, 0, 0x10, VERSION, 7, 0, 0, 0]), (0, 0));
 }
 
 #[test]
@@ -378,17 +406,21 @@ fn server_messages_are_the_documented_bytes() {
                 order_id: 1004,
                 market: btcbch,
                 why: 2,
+                side: 1,
                 left: 123,
+                price: 10_000_000,
             },
-            Bytes::header(64, 0x33)
+            Bytes::header(72, 0x33)
                 .u64(6)
                 .u64(1_700_000_000_000_003)
                 .u64(80)
                 .u64(1004)
                 .raw(&btcbch)
                 .u8(2)
-                .raw(&[0, 0, 0])
-                .i64(123),
+                .u8(1)
+                .raw(&[0, 0])
+                .i64(123)
+                .i64(10_000_000),
         ),
     ];
     for (msg, want) in cases {

@@ -74,3 +74,50 @@ fn a_fills_fee_is_at_the_documented_scale_of_the_asset_received() {
     let ask = apply(&call("order.put_limit", json!([1, "BTCBCH", 1, "0.1", "1", "0.002", "0.002", "x"])));
     assert_eq!(fee_of(&ask), Some((20_000_000_000_000_000, 20)), "an ask's fee in BCH: {ask:?}");
 }
+
+/// PROTOCOL.md, NEW_MARKET: a bid's amount is the money to spend at `stock.prec` (ViaBTC's rule).
+/// In a market with `stock.prec` 4 and `money.prec` 2, spending 12.5 is `125000`; ACCEPTED echoes
+/// it as sent, a FILLED `left` is the money still to spend at the same scale, and the unspent rest
+/// comes back in CANCELLED.
+#[test]
+fn a_market_bid_carries_its_money_at_the_stock_precision() {
+    let mut config = embedded();
+    config.markets.push(viaduct_matcher::config::MarketConfig {
+        name: "BTCLTC".to_string(),
+        stock: viaduct_matcher::config::MarketSide { name: "BTC".to_string(), prec: 4 },
+        money: viaduct_matcher::config::MarketSide { name: "LTC".to_string(), prec: 2 },
+        fee_prec: Some(2),
+        min_amount: Some("0.01".to_string()),
+    });
+    let spec = Spec::new(&config).unwrap();
+    let mut m = Matcher::new(spec.clone());
+    let mut events = Events::default();
+    let call = |method: &str, params: serde_json::Value| decode(&spec, method, params.as_array().unwrap()).unwrap();
+    let mut apply = |cmd: &Command| {
+        events.clear();
+        let outcome = m.apply(1, cmd, &mut events);
+        let mut out = Vec::new();
+        reports(&spec, cmd, &outcome, &events, &mut out);
+        out
+    };
+    apply(&call("balance.update", json!([1, "BTC", "deposit", 1, "10", {}])));
+    apply(&call("balance.update", json!([2, "LTC", "deposit", 1, "100", {}])));
+    // 1 BTC offered at 10.00 LTC.
+    apply(&call("order.put_limit", json!([1, "BTCLTC", 1, "1", "10", "0", "0", "x"])));
+    let market = viaduct_edges::binary::market_bytes("BTCLTC");
+    let markets = spec.markets.len();
+    let source = viaduct_matcher::order::Source::new("mm").unwrap();
+    let trader =
+        viaduct_edges::binary::Trader { user: 2, taker_fee: vec![0; markets], maker_fee: vec![0; markets], source };
+    let msg = viaduct_edges::binary::ClientMsg::NewMarket { client_id: 5, market, side: 2, amount: 125_000 };
+    let bid = viaduct_edges::binary::command(&spec, &trader, &msg).unwrap();
+    let out = apply(&bid);
+    let [ServerMsg::Accepted { amount, kind: 2, .. }, ServerMsg::Filled { amount: bought, price, left, .. }, ServerMsg::Cancelled { left: rest, .. }] =
+        out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*amount, 125_000, "12.5 LTC at 4 decimals, as sent");
+    assert_eq!((*bought, *price), (10_000, 1_000), "1 BTC at 4 decimals bought at 10.00");
+    assert_eq!((*left, *rest), (25_000, 25_000), "2.5 LTC unspent, at 4 decimals");
+}
