@@ -223,6 +223,10 @@ pub struct KeyConfig {
     pub maker_fee: String,
     #[serde(default)]
     pub source: String,
+    /// Its sessions also get every report of its user from other sessions and edges (a drop
+    /// copy): default off.
+    #[serde(default)]
+    pub drop_copy: bool,
 }
 
 /// The HTTP edge's default address (SPEC A4).
@@ -418,8 +422,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         .with_context(|| format!("config {}: [edges.tcp] bind {:?} is not an address", path.display(), tcp.bind))?;
     let mut tcp_keys = Vec::new();
     for k in &tcp.keys {
-        let key = ApiKey::new(&spec, &k.key, &k.secret, k.user_id, &k.taker_fee, &k.maker_fee, &k.source)
+        let mut key = ApiKey::new(&spec, &k.key, &k.secret, k.user_id, &k.taker_fee, &k.maker_fee, &k.source)
             .map_err(|e| anyhow::anyhow!("config {}: [[edges.tcp.keys]] {e}", path.display()))?;
+        key.drop_copy = k.drop_copy;
         if tcp_keys.iter().any(|other: &ApiKey| other.key == key.key) {
             anyhow::bail!("config {}: [[edges.tcp.keys]] key {:?} appears twice", path.display(), k.key);
         }

@@ -160,7 +160,7 @@ impl Delivery {
                 v.insert(found)
             }
         };
-        match outbox.publish(kind, out, self.release_at) {
+        match outbox.publish(kind, out, self.release_at, out.client == client) {
             Ok(()) => {}
             Err(Refusal::Gone) => {
                 self.clients.remove(&client);

@@ -48,6 +48,8 @@ pub(crate) enum Kind {
 /// One slot of a reply ring: a command's outcome, typed, with its events.
 pub(crate) struct Slot {
     pub(crate) kind: Kind,
+    /// The client this goes to submitted the command (an activity slot of its own command).
+    pub(crate) own: bool,
     /// The journal sequence that must be durable before this may be handed on: the highest
     /// sequence the reply stage had seen when it wrote the slot (a query after a write in the
     /// same batch waits for the write).
@@ -64,6 +66,7 @@ impl Slot {
     pub(crate) fn empty() -> Slot {
         Slot {
             kind: Kind::Outcome,
+            own: false,
             release_at: 0,
             tag: 0,
             request_id: 0,
@@ -75,14 +78,16 @@ impl Slot {
         }
     }
 
-    /// Makes this slot a copy of `out` (its outcome or its deals), in the capacity it has.
-    pub(crate) fn copy_from(&mut self, kind: Kind, out: &OutSlot, release_at: u64) {
+    /// Makes this slot a copy of `out` (its outcome, its deals or all it did), in the capacity it
+    /// has; `own`: the client this goes to submitted it.
+    pub(crate) fn copy_from(&mut self, kind: Kind, out: &OutSlot, release_at: u64, own: bool) {
         self.kind = kind;
+        self.own = own;
         self.release_at = release_at;
         self.tag = out.tag;
         self.request_id = out.request_id;
         self.journal_seq = out.journal_seq;
-        if kind == Kind::Outcome {
+        if kind != Kind::Deals {
             // Deals need the events alone.
             self.cmd.clone_from(&out.cmd);
             self.result.clone_from(&out.outcome);
@@ -99,6 +104,7 @@ impl Slot {
     /// Makes this slot a copy of `other`, in the capacity it has.
     fn copy_slot(&mut self, other: &Slot) {
         self.kind = other.kind;
+        self.own = other.own;
         self.release_at = other.release_at;
         self.tag = other.tag;
         self.request_id = other.request_id;
@@ -119,7 +125,9 @@ impl Slot {
                 events: &self.events,
             },
             Kind::Deals => Delivered::Deals { events: &self.events },
-            Kind::Activity => Delivered::Activity { events: &self.events },
+            Kind::Activity => {
+                Delivered::Activity { own: self.own, cmd: &self.cmd, result: &self.result, events: &self.events }
+            }
         }
     }
 }
@@ -151,7 +159,7 @@ pub(crate) enum Refusal {
 impl Outbox {
     /// Publishes a copy of `out`'s outcome (or deals) in the ring's next slot, to be handed on
     /// once `release_at` is durable.
-    pub(crate) fn publish(&mut self, kind: Kind, out: &OutSlot, release_at: u64) -> Result<(), Refusal> {
+    pub(crate) fn publish(&mut self, kind: Kind, out: &OutSlot, release_at: u64, own: bool) -> Result<(), Refusal> {
         if self.gone.load(Ordering::Acquire) {
             return Err(Refusal::Gone);
         }
@@ -160,7 +168,7 @@ impl Outbox {
             self.fills_lost.store(true, Ordering::Release);
             return Err(Refusal::Full);
         }
-        self.ring.try_publish(|s| s.copy_from(kind, out, release_at)).map_err(|_| Refusal::Full)?;
+        self.ring.try_publish(|s| s.copy_from(kind, out, release_at, own)).map_err(|_| Refusal::Full)?;
         self.deals_sent += u64::from(deals);
         Ok(())
     }
@@ -353,7 +361,7 @@ mod tests {
     }
 
     fn publish(outbox: &mut Outbox, kind: Kind, tag: u64) -> Result<(), Refusal> {
-        outbox.publish(kind, &out(tag), tag)
+        outbox.publish(kind, &out(tag), tag, false)
     }
 
     /// What `receive` hands over, as (what, tag) pairs, and how many answered requests.
@@ -399,7 +407,7 @@ mod tests {
         publish(&mut outbox, Kind::Outcome, 1).unwrap();
         publish(&mut outbox, Kind::Outcome, 3).unwrap();
         // A reply released by an earlier sequence, behind one that is not durable yet, waits.
-        outbox.publish(Kind::Outcome, &out(2), 2).unwrap();
+        outbox.publish(Kind::Outcome, &out(2), 2, true).unwrap();
         assert_eq!(received(&mut inbox, &spec).0, [("outcome", 1)]);
         assert!(!inbox.is_empty());
         durable.store(2, Ordering::Release);

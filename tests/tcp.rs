@@ -535,6 +535,63 @@ enum Arrangement {
     MatcherBackoff,
 }
 
+/// PROTOCOL.md, drop copy: a session of a `drop_copy` key gets every report of its user, from its
+/// user's other sessions, from framed JSON-RPC on the same edge, and from any other client of the
+/// engine; a session of a plain key of the same user gets only its own reports and maker fills.
+fn binary_drop_copy_sessions_get_every_report_of_their_user(at: Arrangement) {
+    let server = Server::start(at, |cfg| {
+        let spec = Spec::new(&embedded()).unwrap();
+        let mut copier = ApiKey::new(&spec, "copier", SECRET, MAKER, "0.002", "0.001", "copy").unwrap();
+        copier.drop_copy = true;
+        cfg.keys.push(copier);
+    });
+    fund(&server);
+    let btcbch = market_bytes("BTCBCH");
+    let mut maker = server.connect();
+    let ServerMsg::LoginAck { .. } = maker.login("maker", SECRET) else { panic!() };
+    let mut copy = server.connect();
+    let ServerMsg::LoginAck { user: MAKER, .. } = copy.login("copier", SECRET) else { panic!() };
+    // 1. The user's other session: its reports are copied, with the ids it sent.
+    maker.send(ClientMsg::NewLimit { client_id: 1, market: btcbch, side: 1, price: 10_000_000, amount: 100_000_000 });
+    let ServerMsg::Accepted { order_id: first, client_id: 1, .. } = maker.next() else { panic!() };
+    let ServerMsg::Accepted { order_id, client_id: 1, side: 1, .. } = copy.next() else { panic!() };
+    assert_eq!(order_id, first);
+    // 2. Framed JSON-RPC on the same edge, for the same user.
+    let mut rpc = server.connect();
+    let r = rpc.call("order.put_limit", json!([MAKER, "BTCBCH", 1, "2", "0.2", "0.002", "0.001", "rpc"]));
+    let second = r["result"]["id"].as_u64().expect("an order");
+    let ServerMsg::Accepted { order_id, price: 20_000_000, .. } = copy.next() else { panic!() };
+    assert_eq!(order_id, second);
+    // 3. Another client of the engine cancels the first order: CANCELLED with what was left.
+    let mut other = server.engine.as_ref().unwrap().client();
+    other.submit(1, "order.cancel", &[json!(MAKER), json!("BTCBCH"), json!(first)]).unwrap();
+    assert!(other.recv().json().contains(r#""error":null"#));
+    let ServerMsg::Cancelled { order_id, why, left: 100_000_000, side: 1, price: 10_000_000, .. } = copy.next() else {
+        panic!()
+    };
+    assert_eq!((order_id, why), (first, binary::CANCEL_REQUESTED));
+    // 4. A taker trades with the second order: both of the user's sessions get the maker fill,
+    // once each.
+    let mut taker = server.connect();
+    taker.login("taker", SECRET);
+    taker.send(ClientMsg::NewLimit { client_id: 3, market: btcbch, side: 2, price: 20_000_000, amount: 50_000_000 });
+    let ServerMsg::Accepted { .. } = taker.next() else { panic!() };
+    for s in [&mut maker, &mut copy] {
+        let ServerMsg::Filled { order_id, role, amount: 50_000_000, .. } = s.next() else { panic!() };
+        assert_eq!((order_id, role), (second, binary::ROLE_MAKER));
+    }
+    // The plain session had nothing of the others: its next report answers its own request.
+    maker.send(ClientMsg::Cancel { market: btcbch, order_id: first });
+    let ServerMsg::Rejected { reason: r, .. } = maker.next() else { panic!() };
+    assert_eq!(r, reason::ORDER_NOT_FOUND);
+    // And the drop copy has that refusal too, then nothing more.
+    let ServerMsg::Rejected { reason: r, request_type, .. } = copy.next() else { panic!() };
+    assert_eq!((r, request_type), (reason::ORDER_NOT_FOUND, client_type::CANCEL));
+    copy.send(ClientMsg::Cancel { market: btcbch, order_id: second });
+    let ServerMsg::Cancelled { order_id, left: 150_000_000, .. } = copy.next() else { panic!() };
+    assert_eq!(order_id, second);
+}
+
 /// Every test above, in each arrangement.
 macro_rules! in_every_arrangement {
     ($($name:ident),* $(,)?) => {
@@ -570,4 +627,5 @@ in_every_arrangement!(
     binary_market_orders_report_an_unfilled_remainder,
     binary_bad_orders_are_rejected_and_the_session_goes_on,
     binary_sessions_get_heartbeats_and_silent_ones_are_closed,
+    binary_drop_copy_sessions_get_every_report_of_their_user,
 );

@@ -639,6 +639,16 @@ fn request_type(cmd: &Command) -> u8 {
     }
 }
 
+/// The user whose order a command places or cancels; `None` for any other command.
+pub fn order_user(cmd: &Command) -> Option<u32> {
+    match cmd {
+        Command::PutLimit(c) => Some(c.user),
+        Command::PutMarket(c) => Some(c.user),
+        Command::Cancel { user, .. } | Command::CancelByClientId { user, .. } => Some(*user),
+        _ => None,
+    }
+}
+
 /// A rejection of a request that never reached the matcher.
 pub fn rejected(msg_type: u8, client_id: u64, order_id: u64, reason: u16) -> ServerMsg {
     ServerMsg::Rejected { seq: 0, client_id, order_id, reason, request_type: msg_type }

@@ -57,7 +57,13 @@ pub enum Delivered<'a> {
     /// All the events of a durable command that touched a user the edge follows
     /// ([`Backend::follow`]): placed, changed or finished one of their orders, or changed one of
     /// their balances. The edge pushes them to that user's subscribers.
-    Activity { events: &'a Events },
+    Activity {
+        /// This edge submitted the command (its outcome came as [`Delivered::Outcome`] too).
+        own: bool,
+        cmd: &'a Command,
+        result: &'a Result<Reply, RpcError>,
+        events: &'a Events,
+    },
     /// The edge fell so far behind that deals of its watched users, or events of its followed
     /// users, were dropped: every session that relies on them must be told to reconnect.
     FillsLost,

@@ -27,7 +27,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
-use viaduct_matcher::{RpcError, Spec};
+use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
 use viaduct_protocol::{self as protocol, error_response, response_json, Routed};
 
 use crate::binary::{self, client_type, reason, ClientMsg, Decoded, ServerMsg, Trader};
@@ -43,6 +43,8 @@ pub struct ApiKey {
     pub key: [u8; binary::KEY_BYTES],
     pub secret: Vec<u8>,
     pub trader: Trader,
+    /// Its sessions get every report of its user, from any session or edge (a drop copy).
+    pub drop_copy: bool,
 }
 
 impl ApiKey {
@@ -98,6 +100,7 @@ impl ApiKey {
             key: k,
             secret: secret.as_bytes().to_vec(),
             trader: Trader { user, taker_fee: rates(taker_fee)?, maker_fee: rates(maker_fee)?, source },
+            drop_copy: false,
         })
     }
 }
@@ -267,6 +270,8 @@ struct Server<B> {
     waiting: IdMap<u64, Waiting, BlockIdHasher>,
     /// Logged-in sessions per user, for fills.
     sessions: IdMap<u32, Vec<(usize, u64)>>,
+    /// Logged-in sessions of drop-copy keys per user: they get every report of the user.
+    copies: IdMap<u32, Vec<(usize, u64)>>,
     /// What each read fills.
     chunk: Vec<u8>,
     /// What the engine handed over in one [`Server::take_replies`], encoded, before it is queued
@@ -289,6 +294,12 @@ enum Arrival {
     },
     /// A maker fill for every session of `user`.
     Fill(u32, ServerMsg),
+    /// A report of `user`'s for each of the user's drop-copy sessions but the one it answers.
+    Copy {
+        user: u32,
+        except: Option<(usize, u64)>,
+        msg: ServerMsg,
+    },
     FillsLost,
 }
 
@@ -305,6 +316,7 @@ impl<B: Backend> Server<B> {
             next_tag: 1,
             waiting: IdMap::default(),
             sessions: IdMap::default(),
+            copies: IdMap::default(),
             chunk: vec![0; READ_CHUNK],
             arrived: Vec::new(),
             reports: Vec::new(),
@@ -590,6 +602,13 @@ impl<B: Backend> Server<B> {
                     if list.len() == 1 {
                         self.backend.watch(user, true);
                     }
+                    if self.cfg.keys[key].drop_copy {
+                        let copies = self.copies.entry(user).or_default();
+                        copies.push((index, gen));
+                        if copies.len() == 1 {
+                            self.backend.follow(user, true);
+                        }
+                    }
                     tracing::info!("tcp: binary session for user {user} logged in");
                     return true;
                 }
@@ -658,17 +677,19 @@ impl<B: Backend> Server<B> {
     /// users as their maker fills.
     fn take_replies(&mut self) {
         let mut arrivals = std::mem::take(&mut self.arrived);
-        let (waiting, conns, sessions) = (&mut self.waiting, &mut self.conns, &self.sessions);
+        let (waiting, conns, sessions, copies) = (&mut self.waiting, &mut self.conns, &self.sessions, &self.copies);
         let (reports, fills) = (&mut self.reports, &mut self.fills);
         self.backend.receive(&mut |spec, delivered| match delivered {
             Delivered::Outcome { tag, request_id, cmd, result, events, .. } => {
                 let Some(w) = arrived(waiting, conns, tag) else { return };
                 if w.rpc.is_some() {
                     arrivals.push(Arrival::Rpc(w, response_json(spec, request_id, result, events)));
+                    Self::drop_copies(spec, cmd, result, events, copies, None, &mut arrivals);
                 } else {
                     binary::reports(spec, cmd, result, events, reports);
                     let (index, gen) = (w.index, w.gen);
                     arrivals.extend(reports.drain(..).map(|msg| Arrival::Report { index, gen, msg }));
+                    Self::drop_copies(spec, cmd, result, events, copies, Some((index, gen)), &mut arrivals);
                 }
             }
             Delivered::Answer { tag, json, .. } => {
@@ -681,7 +702,15 @@ impl<B: Backend> Server<B> {
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
             }
             Delivered::FillsLost => arrivals.push(Arrival::FillsLost),
-            Delivered::Activity { .. } => {} // it follows nobody
+            // A command that touched a user with drop-copy sessions: it stands for the deals too.
+            Delivered::Activity { own, cmd, result, events } => {
+                binary::maker_fills(spec, events, |user| sessions.contains_key(&user), fills);
+                arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
+                // This edge's own commands were copied with their outcome.
+                if !own {
+                    Self::drop_copies(spec, cmd, result, events, copies, None, &mut arrivals);
+                }
+            }
         });
         let mut touched: Vec<usize> = Vec::new();
         for arrival in arrivals.drain(..) {
@@ -707,6 +736,15 @@ impl<B: Backend> Server<B> {
                         }
                     }
                 }
+                Arrival::Copy { user, except, msg } => {
+                    for k in 0..self.copies.get(&user).map_or(0, Vec::len) {
+                        let (index, gen) = self.copies[&user][k];
+                        if Some((index, gen)) != except && self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                            self.send(index, msg);
+                            touched.push(index);
+                        }
+                    }
+                }
                 Arrival::FillsLost => self.drop_sessions(),
             }
         }
@@ -723,6 +761,23 @@ impl<B: Backend> Server<B> {
                 self.flush(index);
             }
         }
+    }
+
+    /// Drop copies of the reports of `cmd` for its user's drop-copy sessions (all but `except`, the
+    /// session that has them as its own).
+    fn drop_copies(
+        spec: &Spec,
+        cmd: &Command,
+        result: &Result<Reply, RpcError>,
+        events: &Events,
+        copies: &IdMap<u32, Vec<(usize, u64)>>,
+        except: Option<(usize, u64)>,
+        arrivals: &mut Vec<Arrival>,
+    ) {
+        let Some(user) = binary::order_user(cmd).filter(|u| copies.contains_key(u)) else { return };
+        let mut out = Vec::new();
+        binary::reports(spec, cmd, result, events, &mut out);
+        arrivals.extend(out.into_iter().map(|msg| Arrival::Copy { user, except, msg }));
     }
 
     /// Fills were lost: every session is closed so that its client reconnects and reconciles.
@@ -807,6 +862,13 @@ impl<B: Backend> Server<B> {
                 if list.is_empty() {
                     self.sessions.remove(&user);
                     self.backend.watch(user, false);
+                }
+            }
+            if let Some(list) = self.copies.get_mut(&user) {
+                list.retain(|&(i, g)| (i, g) != (index, c.gen));
+                if list.is_empty() {
+                    self.copies.remove(&user);
+                    self.backend.follow(user, false);
                 }
             }
         }

@@ -380,7 +380,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
                     touched.push((index, json));
                 }
             }
-            Delivered::Activity { events } => user_pushes(spec, events, followers, conns, &mut pushes, dirty),
+            Delivered::Activity { events, .. } => user_pushes(spec, events, followers, conns, &mut pushes, dirty),
             Delivered::FillsLost => lost = true,
             Delivered::Deals { .. } => {} // it watches nobody's fills
         });
