@@ -194,22 +194,18 @@ impl Client {
     /// Starts (`on`) or stops receiving the deals of `user`'s resting orders
     /// ([`Delivered::Deals`], through [`Client::receive`]).
     pub fn watch(&self, user: u32, on: bool) {
-        let mut users = self.watch.users.lock().expect("watch lock");
-        let clients = users.entry(user).or_default();
-        clients.retain(|&c| c != self.id);
-        if on {
-            clients.push(self.id);
-        }
-        if clients.is_empty() {
-            users.remove(&user);
-        }
-        self.watch.version.fetch_add(1, Ordering::AcqRel);
+        self.set_interest(&self.watch.users, user, on);
     }
 
     /// Starts (`on`) or stops receiving every durable command that touched `user`
     /// ([`Delivered::Activity`], through [`Client::receive`]).
     pub fn follow(&self, user: u32, on: bool) {
-        let mut users = self.watch.followed.lock().expect("watch lock");
+        self.set_interest(&self.watch.followed, user, on);
+    }
+
+    /// Adds (`on`) or removes this client among `user`'s in `map`, and tells the reply stage.
+    fn set_interest(&self, map: &std::sync::Mutex<std::collections::HashMap<u32, Vec<u32>>>, user: u32, on: bool) {
+        let mut users = map.lock().expect("watch lock");
         let clients = users.entry(user).or_default();
         clients.retain(|&c| c != self.id);
         if on {

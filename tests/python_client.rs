@@ -3,26 +3,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::Running;
+use support::{http, Running};
 
 const SECRET: &str = "python-example-secret-0123456789";
-
-fn http(addr: SocketAddr, method: &str, params: Value) -> Value {
-    let body = json!({"id": 1, "method": method, "params": params}).to_string();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    serde_json::from_str(&text[text.find("\r\n\r\n").expect("a whole response") + 4..]).unwrap()
-}
 
 #[test]
 fn the_python_example_client_runs_every_message_of_the_protocol() {

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{wait_until, Running};
+use support::{http, wait_until, Running};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
@@ -73,17 +73,12 @@ fn closed(ws: &mut Ws) -> Option<CloseCode> {
     }
 }
 
-/// An HTTP JSON-RPC call to the same server.
-fn http(addr: SocketAddr, method: &str, params: Value) -> Value {
-    let body = json!({"id": 1, "method": method, "params": params}).to_string();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let at = text.find("\r\n\r\n").expect("a whole response") + 4;
-    serde_json::from_str(&text[at..]).unwrap()
+/// Deposits each (user, asset, amount) over HTTP.
+fn deposit(h: SocketAddr, deposits: &[(u32, &str, &str)]) {
+    for (user, asset, amount) in deposits {
+        let r = http(h, "balance.update", json!([user, asset, "deposit", 1, amount, {}]));
+        assert_eq!(r["result"]["status"], "success", "{r}");
+    }
 }
 
 #[test]
@@ -111,10 +106,7 @@ fn ping_time_and_unknown_methods() {
 fn queries_answer_as_their_owners_do_over_http() {
     let (server, addr) = server("");
     let h = server.http;
-    for (user, asset, amount) in [(1, "BTC", "10"), (2, "BCH", "1000")] {
-        let r = http(h, "balance.update", json!([user, asset, "deposit", 1, amount, {}]));
-        assert_eq!(r["result"]["status"], "success", "{r}");
-    }
+    deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
     let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
     assert!(ask["error"].is_null(), "{ask}");
     let bid = http(h, "order.put_limit", json!([2, "BTCBCH", 2, "1", "100", "0.001", "0.001", ""]));
@@ -407,10 +399,7 @@ fn success(id: i64) -> Value {
 fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
     let (server, addr) = server("push_interval_ms = 20");
     let h = server.http;
-    for (user, asset, amount) in [(1, "BTC", "10"), (2, "BCH", "1000")] {
-        let r = http(h, "balance.update", json!([user, asset, "deposit", 1, amount, {}]));
-        assert_eq!(r["result"]["status"], "success", "{r}");
-    }
+    deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
     let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
     assert!(ask["error"].is_null(), "{ask}");
     let mut ws = connect(addr);
@@ -522,10 +511,7 @@ fn order_and_asset_updates_reach_only_their_users_subscribers() {
     );
     let (server, addr) = server(&auth);
     let h = server.http;
-    for (user, asset, amount) in [(1, "BTC", "10"), (3, "BCH", "1000")] {
-        let r = http(h, "balance.update", json!([user, asset, "deposit", 1, amount, {}]));
-        assert_eq!(r["result"]["status"], "success", "{r}");
-    }
+    deposit(h, &[(1, "BTC", "10"), (3, "BCH", "1000")]);
     let mut one = connect(addr);
     // Sent without waiting: what follows server.auth is answered as the user it binds, in order.
     for (id, method, params) in [

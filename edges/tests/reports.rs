@@ -42,22 +42,30 @@ fn a_limit_order_past_the_deal_cap_is_reported_cancelled_for_its_rest() {
     );
 }
 
+/// Decodes a JSON-RPC request into its command.
+fn caller(spec: &Spec) -> impl Fn(&str, serde_json::Value) -> Command + '_ {
+    |method, params| decode(spec, method, params.as_array().unwrap()).unwrap()
+}
+
+/// A matcher of `spec` that applies a command and gives the reports its caller gets.
+fn reporter(spec: &Spec) -> impl FnMut(&Command) -> Vec<ServerMsg> + '_ {
+    let (mut m, mut events) = (Matcher::new(spec.clone()), Events::default());
+    move |cmd| {
+        events.clear();
+        let outcome = m.apply(1, cmd, &mut events);
+        let mut out = Vec::new();
+        reports(spec, cmd, &outcome, &events, &mut out);
+        out
+    }
+}
+
 /// PROTOCOL.md, FILLED: `fee_scale` is `stock.prec + fee_prec` for a bid (its fee is stock) and
 /// `stock.prec + money.prec + fee_prec` for an ask (money); `BTCBCH` (8, 8, fee_prec 4): 12 and 20,
 /// and a 0.0002 fee reads 200000000 and 20000000000000000.
 #[test]
 fn a_fills_fee_is_at_the_documented_scale_of_the_asset_received() {
     let spec = Spec::new(&embedded()).unwrap();
-    let mut m = Matcher::new(spec.clone());
-    let mut events = Events::default();
-    let call = |method: &str, params: serde_json::Value| decode(&spec, method, params.as_array().unwrap()).unwrap();
-    let mut apply = |cmd: &Command| {
-        events.clear();
-        let outcome = m.apply(1, cmd, &mut events);
-        let mut out = Vec::new();
-        reports(&spec, cmd, &outcome, &events, &mut out);
-        out
-    };
+    let (call, mut apply) = (caller(&spec), reporter(&spec));
     apply(&call("balance.update", json!([1, "BTC", "deposit", 1, "10", {}])));
     apply(&call("balance.update", json!([2, "BCH", "deposit", 1, "10", {}])));
     // Each taker pays 0.002 of 0.1: 0.0002 of what it receives.
@@ -90,16 +98,7 @@ fn a_market_bid_carries_its_money_at_the_stock_precision() {
         min_amount: Some("0.01".to_string()),
     });
     let spec = Spec::new(&config).unwrap();
-    let mut m = Matcher::new(spec.clone());
-    let mut events = Events::default();
-    let call = |method: &str, params: serde_json::Value| decode(&spec, method, params.as_array().unwrap()).unwrap();
-    let mut apply = |cmd: &Command| {
-        events.clear();
-        let outcome = m.apply(1, cmd, &mut events);
-        let mut out = Vec::new();
-        reports(&spec, cmd, &outcome, &events, &mut out);
-        out
-    };
+    let (call, mut apply) = (caller(&spec), reporter(&spec));
     apply(&call("balance.update", json!([1, "BTC", "deposit", 1, "10", {}])));
     apply(&call("balance.update", json!([2, "LTC", "deposit", 1, "100", {}])));
     // 1 BTC offered at 10.00 LTC.

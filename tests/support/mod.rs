@@ -227,3 +227,17 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// One HTTP JSON-RPC call to `addr` on a connection of its own; the response's JSON body.
+pub fn http(addr: std::net::SocketAddr, method: &str, params: Value) -> Value {
+    use std::io::{Read, Write};
+    let body = json!({"id": 1, "method": method, "params": params}).to_string();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let at = text.find("\r\n\r\n").expect("a whole response") + 4;
+    serde_json::from_str(&text[at..]).unwrap()
+}

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tungstenite::{Message, WebSocket};
 
-use crate::{connect, fund, http_request, order_id, put_limit_body, report, scheduled, Args};
+use crate::{connect, fund, http_request, http_responses, order_id, put_limit_body, report, scheduled, Args};
 
 type Ws = WebSocket<TcpStream>;
 
@@ -203,37 +203,13 @@ fn orders(args: &Args, acks: Arc<Mutex<Vec<(u64, Instant)>>>) -> Histogram<u64> 
         out.extend_from_slice(http_request(&put_limit_body(k, users, 1 + k % 2, "1")).as_bytes());
     };
     let parse = move |buf: &mut Vec<u8>, oks: &mut Vec<bool>| {
-        let mut at = 0;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut head = httparse::Response::new(&mut headers);
-            let head_len = match head.parse(&buf[at..]) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => break,
-                Err(e) => return Err(format!("a malformed response: {e}")),
-            };
-            let len = head
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                .ok_or("a response without a Content-Length")?;
-            let end = at + head_len + len;
-            if buf.len() < end {
-                break;
+        http_responses(buf, |_, body| match order_id(body) {
+            Some(id) => {
+                acks.lock().unwrap().push((id, Instant::now()));
+                oks.push(true);
             }
-            let body = &buf[at + head_len..end];
-            match order_id(body) {
-                Some(id) => {
-                    acks.lock().unwrap().push((id, Instant::now()));
-                    oks.push(true);
-                }
-                None => oks.push(false),
-            }
-            at = end;
-        }
-        buf.drain(..at);
-        Ok(())
+            None => oks.push(false),
+        })
     };
     let (hist, errors) = scheduled(streams, per_conn, gap, request, parse);
     if errors > 0 {

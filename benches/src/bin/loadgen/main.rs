@@ -240,37 +240,44 @@ fn http_open_loop(args: &Args, addr: SocketAddr) -> Histogram<u64> {
         out.extend_from_slice(http_request(&order_body(i * 1000 + c as u64, users)).as_bytes());
     };
     let parse = |buf: &mut Vec<u8>, oks: &mut Vec<bool>| {
-        let mut at = 0;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut head = httparse::Response::new(&mut headers);
-            let head_len = match head.parse(&buf[at..]) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => break,
-                Err(e) => return Err(format!("the server sent a malformed response: {e}")),
-            };
-            let len = head
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                .ok_or("a response without a Content-Length")?;
-            let end = at + head_len + len;
-            if buf.len() < end {
-                break;
-            }
-            let body = String::from_utf8_lossy(&buf[at + head_len..end]);
-            oks.push(head.code == Some(200) && !body.contains("\"code\""));
-            at = end;
-        }
-        buf.drain(..at);
-        Ok(())
+        http_responses(buf, |status, body| {
+            oks.push(status == 200 && !String::from_utf8_lossy(body).contains("\"code\""))
+        })
     };
     let (hist, errors) = scheduled(streams, per_conn, gap, request, parse);
     if errors > 0 {
         println!("{errors} requests were answered with an error");
     }
     hist
+}
+
+/// Hands `each` the status and body of every whole HTTP response at the front of `buf`, then
+/// drops them from it (a partial one stays for the next read).
+fn http_responses(buf: &mut Vec<u8>, mut each: impl FnMut(u16, &[u8])) -> Result<(), String> {
+    let mut at = 0;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut head = httparse::Response::new(&mut headers);
+        let head_len = match head.parse(&buf[at..]) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => break,
+            Err(e) => return Err(format!("the server sent a malformed response: {e}")),
+        };
+        let len = head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+            .ok_or("a response without a Content-Length")?;
+        let end = at + head_len + len;
+        if buf.len() < end {
+            break;
+        }
+        each(head.code.unwrap_or(0), &buf[at + head_len..end]);
+        at = end;
+    }
+    buf.drain(..at);
+    Ok(())
 }
 
 /// How long the scheduled reader waits for any answer before it gives the rest up.
