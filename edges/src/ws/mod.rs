@@ -7,10 +7,16 @@
 //! subscriptions (`kline`, `depth`, `price`, `state`, `today`, `deals`) and, once `server.auth` or
 //! `server.sign` (SPEC B3.3, through the operator's service, `auth.rs`) bound a user, the user's
 //! (`order.*`, `asset.*`; error 6 before). Queries are answered by their owners through the
-//! method table; any other method gets error 4 (SPEC A2). Pushes (SPEC B3.4) are made in
-//! `push.rs`: market feeds polled once per `push_interval` for all their subscribers, the user's
-//! orders and balances from the durable events of the commands that touched them (the engine
-//! sends this edge every command touching a user it follows, [`Backend::follow`]).
+//! method table; any other method gets error 4 (SPEC A2). Pushes (SPEC B3.4): market feeds
+//! polled once per `push_interval` for all their subscribers, the user's orders and balances from
+//! the durable events of the commands that touched them (the engine sends this edge every command
+//! touching a user it follows, [`Backend::follow`]).
+//!
+//! The files: this one, the event loop and its connections (handshake, reading, replies,
+//! closing); `methods.rs`, what each method asks; `feeds.rs`, the subscriptions and the
+//! fan-out; `push.rs`, what each push says; `tls.rs`, `wss://`. Why this one is ~600 lines: one
+//! event loop, whose connection table, reading, writing and closing work on the same state and
+//! read best together, as in `http.rs` and `tcp.rs`.
 //!
 //! Bounds: `connections_max` (more are accepted and closed at once), `message_bytes_max` (a
 //! longer message closes the connection), `write_bytes_max` (a client that lets more replies pile
@@ -21,6 +27,8 @@
 //! the engine drops a followed user's events, every connection subscribed to orders or assets is
 //! closed (1008) to re-query and resubscribe rather than go on with a silent gap.
 
+mod feeds;
+mod methods;
 mod push;
 mod tls;
 
@@ -30,7 +38,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token};
@@ -41,15 +49,16 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
-use viaduct_matcher::config::{AssetId, Spec};
-use viaduct_matcher::decimal;
+use viaduct_matcher::config::AssetId;
 use viaduct_matcher::RpcError;
 use viaduct_protocol::{self as protocol, error_response, response_json, Routed};
 
 use crate::auth::{Ask, Auth, AuthConfig, Job, Refused};
 use crate::net::{free_slot, run, EdgeLoop, EdgeThread, Loop, FIRST_CONN};
 use crate::{Backend, Delivered, Notify};
-use push::{Feed, FeedKind, FeedState, Mine};
+use feeds::{user_pushes, Fanout, Own, OWN};
+use methods::{ws_method, Route, Subscription};
+use push::{Feed, FeedState, Mine};
 use tls::Stream;
 
 /// The WebSocket edge's bounds and checks (`[edges.ws]`).
@@ -238,40 +247,6 @@ struct Server<B> {
     /// Users with a balance query out.
     asking: std::collections::HashSet<u32>,
     last_poll: Instant,
-}
-
-/// The bit that marks the tag of a request the edge made itself (a feed's poll, the balances of
-/// an `asset.update`) rather than a client.
-const OWN: u64 = 1 << 63;
-
-/// One feed push on its way to its subscribers, written [`FANOUT_SLICE`] connections at a time
-/// so that a user's `order.update` never waits behind a whole fan-out.
-struct Fanout {
-    /// Not polled again until this is written: a feed the edge cannot write as fast as it
-    /// changes is polled less often, its pushes carrying more each (a bound of one push per feed
-    /// on its way).
-    feed: Feed,
-    msg: Message,
-    to: Vec<(usize, u64)>,
-    next: usize,
-}
-
-/// Connections a turn of the loop writes feed pushes to before it takes replies and the users'
-/// pushes again.
-const FANOUT_SLICE: usize = 64;
-
-/// What the edge asked for itself.
-enum Own {
-    Feed(Feed),
-    Balances(u32),
-}
-
-/// A subscription request.
-enum Subscription {
-    /// Replaces the connection's feeds of this kind.
-    Feeds(FeedKind, Vec<Feed>),
-    Orders(Vec<viaduct_matcher::config::MarketId>),
-    Assets(Vec<AssetId>),
 }
 
 /// The connection the request `tag` came from, if it is still the one that sent it.
@@ -541,215 +516,6 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Replaces connection `index`'s feeds of `kind` with `feeds`; a new subscriber gets what the
-    /// feed has at once, a new feed is polled at once.
-    fn subscribe_feeds(&mut self, index: usize, kind: FeedKind, feeds: Vec<Feed>) {
-        let Some(c) = self.conns[index].as_mut() else { return };
-        let gen = c.gen;
-        let (old, kept): (Vec<Feed>, Vec<Feed>) =
-            std::mem::take(&mut c.feeds).into_iter().partition(|f| f.kind() == kind);
-        c.feeds = kept;
-        c.feeds.extend(feeds.iter().cloned());
-        for feed in old {
-            self.leave_feed(index, &feed);
-        }
-        let mut greetings = Vec::new();
-        let mut new = Vec::new();
-        for feed in feeds {
-            let state = self.feeds.entry(feed.clone()).or_insert_with(|| {
-                new.push(feed.clone());
-                FeedState::default()
-            });
-            state.subscribers.insert(index, gen);
-            greetings.extend(state.greeting(&feed));
-        }
-        for text in greetings {
-            self.send(index, text);
-        }
-        for feed in new {
-            self.poll_feed(feed);
-        }
-    }
-
-    fn leave_feed(&mut self, index: usize, feed: &Feed) {
-        if let Some(state) = self.feeds.get_mut(feed) {
-            state.subscribers.remove(&index);
-            if state.subscribers.is_empty() {
-                self.feeds.remove(feed);
-            }
-        }
-    }
-
-    /// Sets connection `index`'s subscription to `user`'s orders or assets; the engine is asked to
-    /// follow a user while any connection subscribes to something of theirs.
-    fn subscribe_mine(&mut self, index: usize, sub: Subscription, user: Option<u32>) {
-        let (Some(user), Some(c)) = (user, self.conns[index].as_mut()) else { return };
-        match sub {
-            Subscription::Orders(markets) => c.mine.markets = markets,
-            Subscription::Assets(assets) => c.mine.assets = assets,
-            Subscription::Feeds(..) => unreachable!("feeds are not the user's"),
-        }
-        let wants = !c.mine.is_empty();
-        let conns = self.followers.entry(user).or_default();
-        let had = !conns.is_empty();
-        conns.retain(|&i| i != index);
-        if wants {
-            conns.push(index);
-        }
-        match (had, conns.is_empty()) {
-            (false, false) => self.backend.follow(user, true),
-            (true, true) => {
-                self.followers.remove(&user);
-                self.backend.follow(user, false);
-            }
-            (false, true) => {
-                self.followers.remove(&user);
-            }
-            (true, false) => {}
-        }
-    }
-
-    /// Writes the next slice of the feed pushes waiting; if more wait, the loop comes round again
-    /// at once (after the replies and users' pushes that came meanwhile).
-    fn fan_out(&mut self) {
-        let mut budget = FANOUT_SLICE;
-        while let Some(f) = self.fanout.front_mut() {
-            let end = f.to.len().min(f.next + budget);
-            let (slice, msg) = (f.to[f.next..end].to_vec(), f.msg.clone());
-            budget -= end - f.next;
-            f.next = end;
-            if f.next == f.to.len() {
-                let done = self.fanout.pop_front().expect("the front");
-                if let Some(state) = self.feeds.get_mut(&done.feed) {
-                    state.polling = false;
-                }
-            }
-            for (index, gen) in slice {
-                if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
-                    self.send_message(index, msg.clone());
-                }
-            }
-            if budget == 0 {
-                break;
-            }
-        }
-        if !self.fanout.is_empty() {
-            (self.wake)();
-        }
-    }
-
-    /// Asks a feed's owner for its state; the answer comes back marked with an own tag.
-    fn poll_feed(&mut self, feed: Feed) {
-        let Some(state) = self.feeds.get_mut(&feed) else { return };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let (method, params) = feed.poll(now, state.last_deal_id, self.cfg.push_interval);
-        let tag = OWN | self.next_tag;
-        self.next_tag += 1;
-        let sent = match protocol::route(self.backend.spec(), method, &params) {
-            Ok(Routed::Command(cmd)) => self.backend.submit(tag, 0, cmd).map_err(|_| RpcError::ServiceUnavailable),
-            Ok(Routed::Query(_)) => self.backend.query(tag, 0, method, params),
-            Err(e) => Err(e),
-        };
-        match sent {
-            Ok(()) => {
-                state.polling = true;
-                self.own.insert(tag, Own::Feed(feed));
-            }
-            // Busy: the next tick tries again.
-            Err(RpcError::ServiceUnavailable) => {}
-            Err(e) => self.feed_failed(&feed, e),
-        }
-    }
-
-    /// A feed its owner refuses (a kline interval it does not keep) is dropped for everyone who
-    /// subscribed to it (SPEC B3.4), with a log line.
-    fn feed_failed(&mut self, feed: &Feed, e: RpcError) {
-        tracing::info!("ws: the feed {feed:?} was refused ({e}); its subscriptions are dropped");
-        if let Some(state) = self.feeds.remove(feed) {
-            for (index, gen) in state.subscribers {
-                if let Some(c) = self.conns[index].as_mut().filter(|c| c.gen == gen) {
-                    c.feeds.retain(|f| f != feed);
-                }
-            }
-        }
-    }
-
-    /// Takes the answer to a request the edge made itself.
-    fn own_answered(&mut self, tag: u64, json: &str) {
-        let Some(own) = self.own.remove(&tag) else { return };
-        let Ok(Value::Object(mut reply)) = serde_json::from_str::<Value>(json) else { return };
-        let error = reply.get("error").and_then(|e| e.get("code")).and_then(Value::as_u64);
-        let result = reply.remove("result").unwrap_or(Value::Null);
-        match own {
-            Own::Feed(feed) => {
-                let Some(state) = self.feeds.get_mut(&feed) else { return };
-                state.polling = false;
-                match error {
-                    None => {
-                        if let Some(text) = state.answered(&feed, result, Instant::now()) {
-                            let to: Vec<(usize, u64)> = state.subscribers.iter().map(|(i, g)| (*i, *g)).collect();
-                            state.polling = true; // until the push is written
-                            self.fanout.push_back(Fanout { feed, msg: Message::text(text), to, next: 0 });
-                        }
-                    }
-                    Some(1) => self.feed_failed(&feed, RpcError::InvalidArgument),
-                    Some(_) => {} // busy or timed out: polled again next time
-                }
-            }
-            Own::Balances(user) if error.is_none() => {
-                self.asking.remove(&user);
-                let spec = self.backend.spec();
-                let mut sends = Vec::new();
-                for &index in self.followers.get(&user).into_iter().flatten() {
-                    let Some(c) = self.conns[index].as_ref() else { continue };
-                    if let Some(text) = push::asset_update(spec, &result, &c.mine.assets) {
-                        sends.push((index, text));
-                    }
-                }
-                for (index, text) in sends {
-                    self.send(index, text);
-                }
-            }
-            Own::Balances(user) => {
-                self.asking.remove(&user);
-            }
-        }
-    }
-
-    /// Asks the matcher for the balances that changed for users whose connections subscribe to
-    /// them, one query per user and at most one out per user: changes while one is out wait for
-    /// its answer and go together in the next (under load, fewer and larger queries). What the
-    /// engine cannot take now waits for the next tick.
-    fn query_balances(&mut self) {
-        if self.dirty.is_empty() {
-            return;
-        }
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        let mut left = Vec::new();
-        for group in dirty.chunk_by(|a, b| a.0 == b.0) {
-            let user = group[0].0;
-            if self.asking.contains(&user) {
-                left.extend_from_slice(group);
-                continue;
-            }
-            let spec = self.backend.spec();
-            let mut params = vec![Value::from(user)];
-            params.extend(group.iter().map(|(_, a)| Value::from(spec.asset(*a).name.as_str())));
-            let Ok(Routed::Command(cmd)) = protocol::route(spec, "balance.query", &params) else { continue };
-            let tag = OWN | self.next_tag;
-            self.next_tag += 1;
-            if self.backend.submit(tag, 0, cmd).is_ok() {
-                self.own.insert(tag, Own::Balances(user));
-                self.asking.insert(user);
-            } else {
-                left.extend_from_slice(group);
-            }
-        }
-        self.dirty = left;
-    }
-
     /// Hands `server.auth` or `server.sign` to the authentication workers.
     fn authenticate(&mut self, index: usize, id: i64, ask: Ask, source: String) -> Answer {
         let Some(auth) = &self.auth else { return Answer::Now(error_response(Some(id), RpcError::Internal)) };
@@ -842,251 +608,5 @@ impl<B: Backend> Server<B> {
             let _ = self.poll.registry().deregister(stream);
         }
         // Replies still in the engine find no connection of this generation and are dropped.
-    }
-}
-
-/// Where a WebSocket method goes.
-enum Route {
-    /// Answered here: the `result` as JSON.
-    Now(String),
-    /// To the method-table method with these params.
-    To(&'static str, Vec<Value>),
-    /// To the authentication service, with the `source` to keep.
-    Auth(Ask, String),
-    /// A subscription to set.
-    Subscribe(Subscription),
-}
-
-/// The pushes of a followed user's `events`: `order.update` to each of the user's connections
-/// subscribed to the order's market, and the (user, asset) balances to query for `asset.update`
-/// where a connection subscribes to the asset.
-fn user_pushes(
-    spec: &Spec,
-    events: &viaduct_matcher::Events,
-    followers: &HashMap<u32, Vec<usize>>,
-    conns: &[Option<Conn>],
-    pushes: &mut Vec<(usize, Message)>,
-    dirty: &mut Vec<(u32, AssetId)>,
-) {
-    let mine = |index: usize| conns.get(index).and_then(Option::as_ref).map(|c| &c.mine);
-    let subscribed = |user: u32, market| {
-        followers.get(&user).into_iter().flatten().any(|&i| mine(i).is_some_and(|m| m.markets.contains(&market)))
-    };
-    push::order_updates(spec, events, subscribed, |user, market, text| {
-        let msg = Message::text(text);
-        for &index in followers.get(&user).into_iter().flatten() {
-            if mine(index).is_some_and(|m| m.markets.contains(&market)) {
-                pushes.push((index, msg.clone()));
-            }
-        }
-    });
-    let mut touched = Vec::new();
-    push::touched_assets(spec, events, &mut touched);
-    dirty.extend(touched.into_iter().filter(|(user, asset)| {
-        followers.get(user).into_iter().flatten().any(|&i| mine(i).is_some_and(|m| m.assets.contains(asset)))
-    }));
-}
-
-/// Names and sources longer than ViaBTC's buffers are refused with error 1 (SPEC B3.2).
-const MARKET_LEN_MAX: usize = 15;
-const ASSET_LEN_MAX: usize = 15;
-const INTERVAL_LEN_MAX: usize = 15;
-const SOURCE_LEN_MAX: usize = 31;
-
-/// Whether `a` and `b` are the same number (`"0.10"` and `"0.1"`).
-fn same_number(a: &str, b: &str) -> bool {
-    const PREC: u32 = 18; // more digits than a 15-character interval can have
-    matches!((decimal::parse(a, PREC), decimal::parse(b, PREC)), (Ok(x), Ok(y)) if x == y)
-}
-
-/// A subscription's markets (or assets): every param a known name, each taken once.
-fn names<T: PartialEq>(params: &[Value], find: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, RpcError> {
-    let mut out = Vec::with_capacity(params.len());
-    for p in params {
-        let id = p.as_str().filter(|n| n.len() <= MARKET_LEN_MAX).and_then(&find).ok_or(RpcError::InvalidArgument)?;
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
-}
-
-/// A subscription request, checked against the markets and assets `spec` knows and the depth
-/// limits and merge intervals of `cfg` (SPEC B3.2).
-fn subscription(spec: &Spec, cfg: &WsConfig, method: &str, params: &[Value]) -> Result<Subscription, RpcError> {
-    let market = |name: &str| spec.market_id(name).map(|_| name.to_string());
-    let one_market = || params.first().and_then(Value::as_str).and_then(market).ok_or(RpcError::InvalidArgument);
-    let feeds = |kind: FeedKind, make: fn(String) -> Feed| -> Result<Subscription, RpcError> {
-        Ok(Subscription::Feeds(kind, names(params, market)?.into_iter().map(make).collect()))
-    };
-    match method {
-        "kline.subscribe" => {
-            let market = one_market()?;
-            let interval = params.get(1).and_then(Value::as_u64).filter(|&i| i > 0).ok_or(RpcError::InvalidArgument)?;
-            Ok(Subscription::Feeds(FeedKind::Kline, vec![Feed::Kline { market, interval }]))
-        }
-        "depth.subscribe" => {
-            let market = one_market()?;
-            let limit = params.get(1).and_then(Value::as_u64).filter(|l| cfg.depth_limits.contains(l));
-            let interval = params.get(2).and_then(Value::as_str).filter(|i| i.len() <= INTERVAL_LEN_MAX);
-            let merged = interval.filter(|i| cfg.depth_merges.iter().any(|m| same_number(m, i)));
-            let (Some(limit), Some(interval)) = (limit, merged) else { return Err(RpcError::InvalidArgument) };
-            let interval = interval.to_string();
-            Ok(Subscription::Feeds(FeedKind::Depth, vec![Feed::Depth { market, limit, interval }]))
-        }
-        "price.subscribe" => feeds(FeedKind::Price, Feed::Price),
-        "state.subscribe" => feeds(FeedKind::State, Feed::State),
-        "today.subscribe" => feeds(FeedKind::Today, Feed::Today),
-        "deals.subscribe" => feeds(FeedKind::Deals, Feed::Deals),
-        "order.subscribe" => Ok(Subscription::Orders(names(params, |n| spec.market_id(n))?)),
-        "asset.subscribe" => Ok(Subscription::Assets(names(params, |n| spec.asset_id(n))?)),
-        "kline.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Kline, Vec::new())),
-        "depth.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Depth, Vec::new())),
-        "price.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Price, Vec::new())),
-        "state.unsubscribe" => Ok(Subscription::Feeds(FeedKind::State, Vec::new())),
-        "today.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Today, Vec::new())),
-        "deals.unsubscribe" => Ok(Subscription::Feeds(FeedKind::Deals, Vec::new())),
-        "order.unsubscribe" => Ok(Subscription::Orders(Vec::new())),
-        "asset.unsubscribe" => Ok(Subscription::Assets(Vec::new())),
-        _ => Err(RpcError::MethodNotFound),
-    }
-}
-
-/// A WebSocket method and its params, as SPEC B3.2 maps them onto the method table; `user` is
-/// the connection's, once authenticated.
-fn ws_method(
-    spec: &Spec,
-    cfg: &WsConfig,
-    method: &str,
-    params: Vec<Value>,
-    user: Option<u32>,
-) -> Result<Route, RpcError> {
-    let market_ok = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|m| m.len() <= MARKET_LEN_MAX);
-    let to = |target: &'static str| Ok(Route::To(target, params.clone()));
-    // The user's methods take the connection's user as their first param.
-    let as_user = |target: &'static str, user: u32| {
-        let mut p = Vec::with_capacity(params.len() + 1);
-        p.push(Value::from(user));
-        p.extend(params.iter().cloned());
-        Ok(Route::To(target, p))
-    };
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-    match method {
-        "server.ping" => Ok(Route::Now(r#""pong""#.to_string())),
-        "server.time" => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            Ok(Route::Now(now.to_string()))
-        }
-        "kline.query" | "price.query" | "state.query" | "today.query" | "deals.query" if !market_ok(params.first()) => {
-            Err(RpcError::InvalidArgument)
-        }
-        "kline.query" => to("market.kline"),
-        "price.query" => to("market.last"),
-        "state.query" => to("market.status"),
-        "today.query" => to("market.status_today"),
-        "deals.query" => to("market.deals"),
-        "depth.query" => {
-            let interval_ok = params.get(2).and_then(Value::as_str).is_some_and(|i| i.len() <= INTERVAL_LEN_MAX);
-            if !market_ok(params.first()) || !interval_ok {
-                return Err(RpcError::InvalidArgument);
-            }
-            to("order.depth")
-        }
-        "server.auth" => {
-            let (Some(token), Some(source), 2) = (text(params.first()), text(params.get(1)), params.len()) else {
-                return Err(RpcError::InvalidArgument);
-            };
-            if source.len() > SOURCE_LEN_MAX {
-                return Err(RpcError::InvalidArgument);
-            }
-            Ok(Route::Auth(Ask::Token { token }, source))
-        }
-        "server.sign" => {
-            let (Some(access_id), Some(authorisation), Some(tonce), 3) =
-                (text(params.first()), text(params.get(1)), params.get(2).and_then(Value::as_i64), params.len())
-            else {
-                return Err(RpcError::InvalidArgument);
-            };
-            if tonce == 0 {
-                return Err(RpcError::InvalidArgument);
-            }
-            Ok(Route::Auth(Ask::Sign { access_id, authorisation, tonce }, "api".to_string()))
-        }
-        "order.query" | "order.history" | "order.subscribe" | "order.unsubscribe" | "asset.query" | "asset.history"
-        | "asset.subscribe" | "asset.unsubscribe"
-            if user.is_none() =>
-        {
-            Err(RpcError::RequireAuthentication)
-        }
-        "order.query" => {
-            let ints = params.get(1).is_some_and(Value::is_u64) && params.get(2).is_some_and(Value::is_u64);
-            if params.len() != 3 || !market_ok(params.first()) || !ints {
-                return Err(RpcError::InvalidArgument);
-            }
-            as_user("order.pending", user.unwrap_or(0))
-        }
-        "order.history" if params.len() != 6 || !market_ok(params.first()) => Err(RpcError::InvalidArgument),
-        "order.history" => as_user("order.finished", user.unwrap_or(0)),
-        "asset.query" => {
-            if !params.iter().all(|a| a.as_str().is_some_and(|a| a.len() <= ASSET_LEN_MAX)) {
-                return Err(RpcError::InvalidArgument);
-            }
-            as_user("balance.query", user.unwrap_or(0))
-        }
-        "asset.history" => {
-            let asset_ok = params.first().and_then(Value::as_str).is_some_and(|a| a.len() <= ASSET_LEN_MAX);
-            if params.len() != 6 || !asset_ok {
-                return Err(RpcError::InvalidArgument);
-            }
-            as_user("balance.history", user.unwrap_or(0))
-        }
-        m if m.ends_with(".subscribe") || m.ends_with(".unsubscribe") => {
-            subscription(spec, cfg, m, &params).map(Route::Subscribe)
-        }
-        _ => Err(RpcError::MethodNotFound),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn route(method: &str, params: Value) -> Result<Route, RpcError> {
-        let spec = Spec::new(&viaduct_matcher::config::embedded()).unwrap();
-        let cfg = WsConfig::new("127.0.0.1:0".parse().unwrap());
-        ws_method(&spec, &cfg, method, params.as_array().unwrap().clone(), None)
-    }
-
-    #[test]
-    fn queries_map_onto_their_owners_methods_with_the_same_params() {
-        for (ws, target, params) in [
-            ("kline.query", "market.kline", json!(["BTCBCH", 1, 2, 60])),
-            ("depth.query", "order.depth", json!(["BTCBCH", 10, "0"])),
-            ("price.query", "market.last", json!(["BTCBCH"])),
-            ("state.query", "market.status", json!(["BTCBCH", 86400])),
-            ("today.query", "market.status_today", json!(["BTCBCH"])),
-            ("deals.query", "market.deals", json!(["BTCBCH", 10, 0])),
-        ] {
-            match route(ws, params.clone()) {
-                Ok(Route::To(t, p)) => assert_eq!((t, Value::Array(p)), (target, params), "{ws}"),
-                _ => panic!("{ws} did not route"),
-            }
-        }
-    }
-
-    #[test]
-    fn long_names_user_methods_and_unknown_methods_are_refused() {
-        let long = "M".repeat(16);
-        assert_eq!(route("price.query", json!([long])).err(), Some(RpcError::InvalidArgument));
-        assert_eq!(
-            route("depth.query", json!(["BTCBCH", 10, "0.0000000000000001"])).err(),
-            Some(RpcError::InvalidArgument)
-        );
-        assert_eq!(route("price.query", json!([])).err(), Some(RpcError::InvalidArgument));
-        assert_eq!(route("asset.query", json!(["BTC"])).err(), Some(RpcError::RequireAuthentication));
-        assert_eq!(route("order.query", json!(["BTCBCH", 0, 10])).err(), Some(RpcError::RequireAuthentication));
-        assert_eq!(route("no.such", json!([])).err(), Some(RpcError::MethodNotFound));
-        assert!(matches!(route("server.ping", json!([])), Ok(Route::Now(p)) if p == r#""pong""#));
     }
 }
