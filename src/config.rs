@@ -31,9 +31,33 @@ pub struct FileConfig {
     #[serde(default)]
     pub kafka: Option<toml::Value>,
     #[serde(default)]
-    pub alerts: Option<toml::Value>,
+    pub alerts: Option<AlertsSection>,
     #[serde(default)]
     pub auth: Option<AuthSection>,
+}
+
+/// `[alerts]`: Redis Sentinel (or a plain Redis) that alerts are pushed to (ViaBTC's alertcenter).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Sentinel addresses, `"host:port"`.
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    /// The master's name in Sentinel.
+    #[serde(default)]
+    pub master: Option<String>,
+    /// The database selected on the master (default 0).
+    #[serde(default)]
+    pub db: Option<i64>,
+    /// The label every message starts with (default: the machine's host name).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A plain Redis (`redis://host:port`) instead of Sentinel, for development.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// Alerts that may wait for Redis (default 1,024); past it they are dropped and counted.
+    #[serde(default)]
+    pub queue_max: Option<usize>,
 }
 
 /// `[auth]`: the service the WebSocket edge asks who a token or a signature belongs to (ViaBTC's
@@ -240,7 +264,6 @@ pub const WS_BIND: &str = "127.0.0.1:8090";
 pub fn not_yet_used_warning(section: &str) -> String {
     let what = match section {
         "kafka" => "nothing is published to Kafka",
-        "alerts" => "alerts are only logged, never pushed to Redis",
         "auth" => "there is no WebSocket edge to authenticate for",
         _ => "it has no effect",
     };
@@ -279,6 +302,8 @@ pub struct Loaded {
     pub ws: Option<viaduct_edges::ws::WsConfig>,
     /// Sections the file has that no component of this build reads yet.
     pub not_yet_used: Vec<&'static str>,
+    /// Where alerts go besides the log, when `[alerts]` is set.
+    pub alerts: Option<viaduct_publishers::alert_redis::RedisAlertsConfig>,
 }
 
 /// Loads and checks `path`, or the embedded default when `path` is `None`.
@@ -303,6 +328,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             history: HistorySection::default(),
             ws: None,
             not_yet_used: Vec::new(),
+            alerts: None,
         });
     };
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
@@ -312,9 +338,40 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     }
     let spec = Spec::new(&config::Config { assets: file.assets, markets: file.markets })
         .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
-    let sections = [("kafka", &file.kafka), ("alerts", &file.alerts)];
-    let mut not_yet_used: Vec<&'static str> =
-        sections.iter().filter(|(_, v)| v.is_some()).map(|(name, _)| *name).collect();
+    let mut not_yet_used: Vec<&'static str> = file.kafka.iter().map(|_| "kafka").collect();
+    let alerts = match &file.alerts {
+        None => None,
+        Some(a) => {
+            let bad = |why: &str| anyhow::anyhow!("config {}: [alerts] {why}", path.display());
+            match (&a.redis, a.sentinels.is_empty(), &a.master) {
+                (Some(url), true, None) if url.starts_with("redis://") => {}
+                (Some(_), true, None) => return Err(bad("redis must be a redis:// URL")),
+                (Some(_), _, _) => return Err(bad("takes either redis or sentinels and master, not both")),
+                (None, false, Some(m)) if !m.is_empty() => {}
+                (None, _, _) => return Err(bad("needs sentinels = [\"host:port\", ...] and master")),
+            }
+            if let Some(s) = a.sentinels.iter().find(|s| s.parse::<std::net::SocketAddr>().is_err() && !s.contains(':'))
+            {
+                return Err(bad(&format!("sentinel {s:?} is not host:port")));
+            }
+            if a.queue_max == Some(0) {
+                return Err(bad("queue_max must be at least 1"));
+            }
+            let host = a.host.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "viaduct".into())
+            });
+            Some(viaduct_publishers::alert_redis::RedisAlertsConfig {
+                sentinels: a.sentinels.clone(),
+                master: a.master.clone().unwrap_or_default(),
+                db: a.db.unwrap_or(0),
+                host,
+                redis: a.redis.clone(),
+                queue_max: a.queue_max.unwrap_or(1024),
+            })
+        }
+    };
     let auth = match &file.auth {
         None => None,
         Some(a) => {
@@ -450,5 +507,6 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         history,
         ws,
         not_yet_used,
+        alerts,
     })
 }

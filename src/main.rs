@@ -171,12 +171,24 @@ fn run(
         (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
     let history = loaded.history.to_config(&data_dir)?;
     tracing::info!("history: {}", history.url);
+    let alerts = match loaded.alerts {
+        Some(cfg) => {
+            let where_ = match &cfg.redis {
+                Some(url) => url.clone(),
+                None => format!("master {:?} of sentinels {}", cfg.master, cfg.sentinels.join(", ")),
+            };
+            let sink = viaduct_publishers::alert_redis::RedisAlerts::start(cfg)?;
+            tracing::info!("alerts: logged, and pushed to {} on {where_}", viaduct_publishers::alert_redis::ALERT_LIST);
+            viaduct_publishers::alert::Alerts::new(std::sync::Arc::new(sink))
+        }
+        None => viaduct_publishers::alert::Alerts::log(),
+    };
     let options = EngineOptions {
         market: loaded.market,
         market_lag_max: loaded.market_lag_max,
         history: Some(history),
         history_from_snapshot,
-        ..EngineOptions::default()
+        alerts,
     };
     let (engine, startup) = Engine::start_with(&data_dir, loaded.spec, &profile, options, progress)?;
     if let Some(bar) = bar {

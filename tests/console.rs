@@ -232,7 +232,7 @@ fn left_out_keys_take_defaults_and_unread_sections_are_warned_about() {
     let mut text = std::fs::read_to_string(example()).unwrap();
     assert!(!text.lines().any(|l| l.starts_with("[edges.")), "the example sets no edge table");
     text.push_str(
-        "\n[edges.http]\n[edges.ws]\n[kafka]\nbrokers = \"127.0.0.1:9092\"\n[alerts]\nmaster = \"mymaster\"\n",
+        "\n[edges.http]\n[edges.ws]\n[kafka]\nbrokers = \"127.0.0.1:9092\"\n[alerts]\nsentinels = [\"127.0.0.1:26379\"]\nmaster = \"mymaster\"\n",
     );
     text.push_str("[auth]\nurl = \"http://127.0.0.1:9000/auth\"\n");
     std::fs::write(&path, &text).unwrap();
@@ -244,14 +244,34 @@ fn left_out_keys_take_defaults_and_unread_sections_are_warned_about() {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    for section in ["kafka", "alerts"] {
+    for section in ["kafka"] {
         assert!(
             log.contains(&format!("config: [{section}] is set, but this build has no component that reads it yet")),
             "[{section}]: {log}"
         );
     }
-    for read in ["edges.ws", "auth"] {
+    for read in ["edges.ws", "auth", "alerts"] {
         assert!(!log.contains(&format!("config: [{read}] is set")), "[{read}]: {log}");
+    }
+}
+
+#[test]
+fn bad_alert_settings_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.toml");
+    let base = std::fs::read_to_string(example()).unwrap();
+    for (section, problem) in [
+        ("master = \"mymaster\"", "needs sentinels"),
+        ("sentinels = [\"127.0.0.1:26379\"]", "needs sentinels"),
+        ("redis = \"http://x\"", "redis must be a redis:// URL"),
+        ("redis = \"redis://127.0.0.1:6379\"\nmaster = \"m\"", "not both"),
+        ("sentinels = [\"nowhere\"]\nmaster = \"m\"", "is not host:port"),
+        ("redis = \"redis://127.0.0.1:6379\"\nqueue_max = 0", "queue_max must be at least 1"),
+    ] {
+        std::fs::write(&path, format!("{base}\n[alerts]\n{section}\n")).unwrap();
+        let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success() && err.contains("[alerts]") && err.contains(problem), "{section}: {err}");
     }
 }
 

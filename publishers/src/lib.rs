@@ -1,7 +1,8 @@
 //! # viaduct-publishers
 //!
 //! Owns the consumers of the output ring: market data (klines, status, deals, depth), the history
-//! writer and readers, and the alert sink ([`alert::Alerts`]); Kafka publishing comes later. None of
+//! writer and readers, and the alert sink ([`alert::Alerts`], to the log and to Redis through Sentinel,
+//! [`alert_redis`]); Kafka publishing comes later. None of
 //! them may ever slow the matcher: each runs on its own thread, behind the journal, sees only
 //! durable events, and has a lag bound past which the engine refuses writes instead of waiting.
 //!
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod alert_redis;
 pub mod depth;
 pub mod history;
 pub mod market;

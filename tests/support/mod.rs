@@ -184,11 +184,16 @@ impl Running {
     /// [`Running::start`] with `http_keys` in `[edges.http]` and, if given, the open-files limit
     /// (soft and hard) set to `files`.
     pub fn start_with(http_keys: &str, extra: &str, files: Option<u64>) -> Running {
+        Running::start_edited(http_keys, extra, files, &|example| example.to_string())
+    }
+
+    /// [`Running::start_with`] on the example config as `edit` changes it.
+    pub fn start_edited(http_keys: &str, extra: &str, files: Option<u64>, edit: &dyn Fn(&str) -> String) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let (http, tcp) = (free(), free());
         let example = format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"));
-        let mut config = std::fs::read_to_string(example).unwrap();
+        let mut config = edit(&std::fs::read_to_string(example).unwrap());
         config.push_str(&format!(
             "\n[edges.http]\nbind = \"{http}\"\n{http_keys}\n[edges.tcp]\nbind = \"{tcp}\"\n{extra}\n"
         ));
