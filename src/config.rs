@@ -33,7 +33,27 @@ pub struct FileConfig {
     #[serde(default)]
     pub alerts: Option<AlertsSection>,
     #[serde(default)]
+    pub log: Option<LogSection>,
+    #[serde(default)]
     pub auth: Option<AuthSection>,
+}
+
+/// `[log]`: what is logged and where.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// A level (`info`) or a filter (`info,viaduct_edges=debug`); `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+    /// Log to files here (`<dir>/viaduct.<date>.log`, a new one each day) instead of stderr.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Log files kept (default 7); older ones are removed.
+    #[serde(default)]
+    pub files_max: Option<usize>,
+    /// One JSON object per line instead of text.
+    #[serde(default)]
+    pub json: bool,
 }
 
 /// `[alerts]`: Redis Sentinel (or a plain Redis) that alerts are pushed to (ViaBTC's alertcenter).
@@ -302,6 +322,8 @@ pub struct Loaded {
     pub ws: Option<viaduct_edges::ws::WsConfig>,
     /// Sections the file has that no component of this build reads yet.
     pub not_yet_used: Vec<&'static str>,
+    /// `[log]`, as written.
+    pub log: LogSection,
     /// Where alerts go besides the log, when `[alerts]` is set.
     pub alerts: Option<viaduct_publishers::alert_redis::RedisAlertsConfig>,
 }
@@ -328,6 +350,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             history: HistorySection::default(),
             ws: None,
             not_yet_used: Vec::new(),
+            log: LogSection::default(),
             alerts: None,
         });
     };
@@ -507,6 +530,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         history,
         ws,
         not_yet_used,
+        log: file.log.clone().unwrap_or_default(),
         alerts,
     })
 }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 mod delivery;
 pub mod engine;
+pub mod logging;
 pub mod pipeline;
 pub mod profile;
 mod replies;

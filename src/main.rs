@@ -82,7 +82,6 @@ enum Cmd {
 }
 
 fn main() {
-    tracing_subscriber::fmt().with_writer(io::stderr).with_ansi(io::stderr().is_terminal()).with_target(false).init();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::CheckConfig { config } => check_config(config),
@@ -97,6 +96,7 @@ fn main() {
 }
 
 fn check_config(path: Option<PathBuf>) -> Result<()> {
+    viaduct::logging::init(&config::LogSection::default())?;
     let loaded = config::load(path.as_deref())?;
     let spec = &loaded.spec;
     println!("data_dir {}", loaded.data_dir);
@@ -129,6 +129,7 @@ fn run(
     history_from_snapshot: bool,
 ) -> Result<()> {
     let loaded = config::load(config_path.as_deref())?;
+    viaduct::logging::init(&loaded.log)?;
     let profile = Profile::load(profile)?;
     if let Some(ns) = profile.timer_slack_ns {
         // Before any thread starts: threads inherit it.
