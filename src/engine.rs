@@ -223,6 +223,11 @@ impl Engine {
     }
 
     /// How many requests one client may have in flight.
+    /// The matcher loop's progress, for a watchdog (`service.rs`).
+    pub fn matcher_progress(&self) -> std::sync::Arc<viaduct_ring::Progress> {
+        self.input.progress()
+    }
+
     pub fn inflight_max(&self) -> usize {
         self.inflight_max
     }

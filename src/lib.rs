@@ -14,4 +14,5 @@ pub mod logging;
 pub mod pipeline;
 pub mod profile;
 mod replies;
+pub mod service;
 pub mod tcp_edge;

@@ -225,6 +225,18 @@ fn run(
             ws.connections_max = max;
         }
         let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
+        // Under systemd (Type=notify): ready now, and the watchdog fed while the matcher moves.
+        let notifier = viaduct::service::Notifier::from_env().map(Arc::new);
+        if let Some(n) = &notifier {
+            n.send(&format!("READY=1\nSTATUS=serving at sequence {}", startup.last_seq));
+            if let Some(interval) = viaduct::service::watchdog_interval() {
+                viaduct::service::start_watchdog(Arc::clone(n), engine.matcher_progress(), interval)?;
+                tracing::info!(
+                    "service: the watchdog is fed every {:?} while the matcher makes progress",
+                    interval / 2
+                );
+            }
+        }
         // Until SIGTERM or SIGINT; any other stop is a crash, which loses nothing acknowledged.
         let mut waits = 0u32;
         while !stop.load(Ordering::Acquire) {
@@ -235,6 +247,9 @@ fn run(
             }
         }
         tracing::info!("stopping: no new requests; draining the pipeline");
+        if let Some(n) = &notifier {
+            n.send("STOPPING=1");
+        }
         drop(edges);
         let (seq, hash) = engine.shutdown();
         tracing::info!("stopped at sequence {seq}, state hash {hash:016x}");

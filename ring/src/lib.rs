@@ -33,7 +33,7 @@ mod background;
 
 pub use background::Background;
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
@@ -175,6 +175,21 @@ struct Doorbell {
     /// The last producer is being dropped: the matcher stops sleeping, so that it sees the
     /// pipeline's end at once rather than after its sleep.
     closing: AtomicBool,
+    /// The matcher loop's passes, for a watchdog.
+    progress: Arc<Progress>,
+}
+
+/// How many passes the matcher's loop has made: every pass, busy or idle (an idle loop still
+/// passes at least once per sleep of its wait), so a count that stops moving is a matcher
+/// thread that is stuck. On a cache line of its own: the matcher writes it on every pass.
+#[derive(Default, Debug)]
+#[repr(align(64))]
+pub struct Progress(AtomicU64);
+
+impl Progress {
+    pub fn passes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Doorbell {
@@ -320,6 +335,11 @@ impl Input {
     /// Hands `idle` to the matcher's thread, which runs it in its waits from its next wait on
     /// (replacing idle work it runs, if any); `wake` ends a wait inside it, for producers on
     /// other threads. With [`Wait::BusySpin`] and [`Wait::SpinHint`] its turns never wait.
+    /// The matcher loop's progress, for a watchdog.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.doorbell.progress)
+    }
+
     pub fn run_while_idle(&self, idle: Idle, wake: Wake) {
         let bell = &self.doorbell;
         *bell.mail.lock().expect("doorbell lock") = Some(idle);
@@ -560,6 +580,7 @@ fn matcher_loop<J, R>(
     let mut idle: Option<Idle> = None;
     // Empty polls since the last batch, and whether the idle work turned since then.
     let (mut polls, mut turned) = (0u32, false);
+    let mut passes = 0u64;
     let turn = |idle: &mut Option<Idle>, timeout: Duration| -> bool {
         let Some(work) = idle.as_mut() else { return false };
         if !work(timeout) {
@@ -569,6 +590,8 @@ fn matcher_loop<J, R>(
         true
     };
     loop {
+        passes += 1;
+        bell.progress.0.store(passes, Ordering::Relaxed);
         if let Some(work) = bell.take_mail() {
             idle = Some(work);
         }
@@ -916,6 +939,40 @@ mod tests {
         for w in at.windows(2) {
             assert!(w[1] - w[0] <= 2, "turns after batch ends {} and {}: the batches between had none", w[0], w[1]);
         }
+    }
+
+    /// The matcher's progress moves while it waits for work and stops while its thread is held
+    /// (here by idle work that does not return): what a watchdog reads.
+    #[test]
+    fn progress_moves_while_idle_and_stops_while_the_matchers_thread_is_held() {
+        let (input, _replies) = sleepy_pipeline();
+        let progress = input.progress();
+        let moved = |from: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while progress.passes() == from {
+                assert!(std::time::Instant::now() < deadline, "no progress from {from}");
+                std::thread::yield_now();
+            }
+        };
+        moved(progress.passes());
+        let (release_it, release) = std::sync::mpsc::channel::<()>();
+        let (entered, inside) = std::sync::mpsc::channel::<()>();
+        let idle: Idle = Box::new(move |_| {
+            let _ = entered.send(());
+            let _ = release.recv();
+            false
+        });
+        input.run_while_idle(idle, Arc::new(|| {}));
+        inside.recv_timeout(Duration::from_secs(10)).expect("the idle work ran");
+        let stuck = progress.passes();
+        // Watched for 100 ms, hundreds of its 200 µs sleeps: not one pass while held.
+        let until = std::time::Instant::now() + Duration::from_millis(100);
+        while std::time::Instant::now() < until {
+            assert_eq!(progress.passes(), stuck, "a pass while the matcher's thread was held");
+            std::thread::yield_now();
+        }
+        release_it.send(()).unwrap();
+        moved(stuck);
     }
 
     /// Idle work runs on the matcher's thread in its waits; a publish from another thread ends

@@ -162,6 +162,18 @@ pub fn wait_until(what: &str, within: std::time::Duration, mut done: impl FnMut(
     }
 }
 
+/// Whether `cond` came true before `within` passed (checked every 10 ms).
+pub fn poll_until(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 /// `viaduct run` on the network edges, on ports of its own (loopback), with `extra` appended to
 /// the example config; killed when dropped.
 pub struct Running {
@@ -189,6 +201,17 @@ impl Running {
 
     /// [`Running::start_with`] on the example config as `edit` changes it.
     pub fn start_edited(http_keys: &str, extra: &str, files: Option<u64>, edit: &dyn Fn(&str) -> String) -> Running {
+        Running::start_full(http_keys, extra, files, edit, &[])
+    }
+
+    /// [`Running::start_edited`] with `envs` in the server's environment.
+    pub fn start_full(
+        http_keys: &str,
+        extra: &str,
+        files: Option<u64>,
+        edit: &dyn Fn(&str) -> String,
+        envs: &[(&str, &str)],
+    ) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let (http, tcp) = (free(), free());
@@ -209,6 +232,7 @@ impl Running {
             None => Command::new(env!("CARGO_BIN_EXE_viaduct")),
         };
         let child = command
+            .envs(envs.iter().copied())
             .args(["run", "--config", path.to_str().unwrap(), "--data-dir"])
             .arg(dir.path().join("data"))
             .stdin(Stdio::null())
