@@ -57,6 +57,14 @@ impl Admission {
         Admission { gates: gates.into(), alerts }
     }
 
+    /// Each gate's consumer, its lag in commands and its bound.
+    pub(crate) fn lags(&self) -> Vec<(&'static str, u64, u64)> {
+        self.gates
+            .iter()
+            .map(|g| (g.name, g.head.load(Ordering::Acquire).saturating_sub(g.done.load(Ordering::Acquire)), g.max))
+            .collect()
+    }
+
     /// Whether a state-changing request may go in now: no gate lags past its bound.
     pub(crate) fn admits_write(&self) -> bool {
         let mut admitted = true;

@@ -35,7 +35,16 @@ pub struct FileConfig {
     #[serde(default)]
     pub log: Option<LogSection>,
     #[serde(default)]
+    pub metrics: Option<MetricsSection>,
+    #[serde(default)]
     pub auth: Option<AuthSection>,
+}
+
+/// `[metrics]`: where Prometheus scrapes `/metrics` and a supervisor asks `/health`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub bind: String,
 }
 
 /// `[log]`: what is logged and where.
@@ -324,6 +333,8 @@ pub struct Loaded {
     pub not_yet_used: Vec<&'static str>,
     /// `[log]`, as written.
     pub log: LogSection,
+    /// `[metrics] bind`, when set.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Where alerts go besides the log, when `[alerts]` is set.
     pub alerts: Option<viaduct_publishers::alert_redis::RedisAlertsConfig>,
 }
@@ -351,6 +362,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             ws: None,
             not_yet_used: Vec::new(),
             log: LogSection::default(),
+            metrics: None,
             alerts: None,
         });
     };
@@ -362,6 +374,13 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     let spec = Spec::new(&config::Config { assets: file.assets, markets: file.markets })
         .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
     let mut not_yet_used: Vec<&'static str> = file.kafka.iter().map(|_| "kafka").collect();
+    let metrics =
+        match &file.metrics {
+            None => None,
+            Some(m) => Some(m.bind.parse::<std::net::SocketAddr>().with_context(|| {
+                format!("config {}: [metrics] bind {:?} is not an address", path.display(), m.bind)
+            })?),
+        };
     let alerts = match &file.alerts {
         None => None,
         Some(a) => {
@@ -531,6 +550,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         ws,
         not_yet_used,
         log: file.log.clone().unwrap_or_default(),
+        metrics,
         alerts,
     })
 }

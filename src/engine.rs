@@ -42,6 +42,37 @@ pub struct Startup {
 /// Called after replies were handed to a client, once per batch: wakes an event loop.
 pub type Notify = viaduct_edges::Notify;
 
+/// Read-only handles on the engine's counters, for the metrics (`metrics.rs`).
+#[derive(Clone)]
+pub struct Probes {
+    durable: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
+    progress: Arc<viaduct_ring::Progress>,
+    admission: Admission,
+}
+
+impl Probes {
+    /// The highest journal sequence known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Groups the journal has committed.
+    pub fn journal_commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Passes of the matcher's loop.
+    pub fn matcher_passes(&self) -> u64 {
+        self.progress.passes()
+    }
+
+    /// Each consumer with a lag bound: its name, its lag in commands, and its bound.
+    pub fn lags(&self) -> Vec<(&'static str, u64, u64)> {
+        self.admission.lags()
+    }
+}
+
 /// A running engine. Dropping it (and every client) drains the pipeline and stops its threads.
 pub struct Engine {
     input: Input,
@@ -222,12 +253,22 @@ impl Engine {
         &self.spec
     }
 
-    /// How many requests one client may have in flight.
     /// The matcher loop's progress, for a watchdog (`service.rs`).
     pub fn matcher_progress(&self) -> std::sync::Arc<viaduct_ring::Progress> {
         self.input.progress()
     }
 
+    /// What the metrics read, from any thread: sequences, commits, progress, consumers' lags.
+    pub fn probes(&self) -> Probes {
+        Probes {
+            durable: Arc::clone(&self.durable),
+            commits: Arc::clone(&self.commits),
+            progress: self.input.progress(),
+            admission: self.admission.clone(),
+        }
+    }
+
+    /// How many requests one client may have in flight.
     pub fn inflight_max(&self) -> usize {
         self.inflight_max
     }

@@ -11,6 +11,7 @@ pub mod config;
 mod delivery;
 pub mod engine;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod profile;
 mod replies;

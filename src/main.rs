@@ -166,12 +166,13 @@ fn run(
             tracing::info!("recovery: replayed {records} commands (sequence {seq})")
         }
     };
-    let (loaded_http, loaded_tcp, tcp_keys, loaded_ws) =
-        (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys, loaded.ws);
+    let (loaded_http, loaded_tcp, tcp_keys, loaded_ws, loaded_metrics) =
+        (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys, loaded.ws, loaded.metrics);
     let (http_connections_max, http_header_timeout, tcp_connections_max) =
         (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
     let history = loaded.history.to_config(&data_dir)?;
     tracing::info!("history: {}", history.url);
+    let mut alert_counts = None;
     let alerts = match loaded.alerts {
         Some(cfg) => {
             let where_ = match &cfg.redis {
@@ -179,6 +180,7 @@ fn run(
                 None => format!("master {:?} of sentinels {}", cfg.master, cfg.sentinels.join(", ")),
             };
             let sink = viaduct_publishers::alert_redis::RedisAlerts::start(cfg)?;
+            alert_counts = Some(sink.counts());
             tracing::info!("alerts: logged, and pushed to {} on {where_}", viaduct_publishers::alert_redis::ALERT_LIST);
             viaduct_publishers::alert::Alerts::new(std::sync::Arc::new(sink))
         }
@@ -224,7 +226,14 @@ fn run(
         if let (Some(ws), Some(max)) = (loaded_ws.as_mut(), ws_max) {
             ws.connections_max = max;
         }
+        let ready = Arc::new(AtomicBool::new(false));
+        if let Some(bind) = loaded_metrics {
+            let addr = viaduct::metrics::start(bind, engine.probes(), alert_counts.clone(), Arc::clone(&ready))
+                .with_context(|| format!("[metrics] bind {bind}"))?;
+            tracing::info!("metrics: GET /metrics and /health on {addr}");
+        }
         let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
+        ready.store(true, Ordering::Release);
         // Under systemd (Type=notify): ready now, and the watchdog fed while the matcher moves.
         let notifier = viaduct::service::Notifier::from_env().map(Arc::new);
         if let Some(n) = &notifier {

@@ -1,0 +1,57 @@
+//! `[metrics]`: `/health` once the server serves, and `/metrics` in Prometheus text with values
+//! that follow the work done.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::json;
+use support::{http, wait_until, Running};
+
+/// A GET of `path`: (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text[text.find("\r\n\r\n").unwrap() + 4..].to_string())
+}
+
+/// The value of the sample named exactly `name` (with its labels) in `text`.
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn health_and_metrics_follow_the_work_done() {
+    let metrics: SocketAddr =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let server = Running::start(&format!("[metrics]\nbind = \"{metrics}\"\n"));
+    wait_until("/health to say ready", Duration::from_secs(30), || {
+        TcpStream::connect(metrics).is_ok() && get(metrics, "/health").0 == 200
+    });
+    let (_, before) = get(metrics, "/metrics");
+    let durable_before = sample(&before, "viaduct_durable_sequence").expect("the durable sequence");
+    for user in 1..=3 {
+        let r = http(server.http, "balance.update", json!([user, "BTC", "deposit", 1, "1", {}]));
+        assert_eq!(r["result"]["status"], "success", "{r}");
+    }
+    let (status, text) = get(metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(sample(&text, "viaduct_durable_sequence"), Some(durable_before + 3), "{text}");
+    let commits = sample(&text, "viaduct_journal_commit_groups").expect("commit groups");
+    assert!((1..=durable_before + 3).contains(&commits), "{commits} groups: {text}");
+    assert!(sample(&text, "viaduct_matcher_loop_passes").is_some_and(|p| p > 0), "{text}");
+    assert_eq!(
+        sample(&text, r#"viaduct_consumer_lag_max_commands{consumer="history writer"}"#),
+        Some(100_000),
+        "the example config's [history] lag_max: {text}"
+    );
+    assert!(sample(&text, r#"viaduct_consumer_lag_commands{consumer="market data"}"#).is_some(), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert_eq!(get(metrics, "/nothing").0, 404);
+}
