@@ -28,8 +28,7 @@ fn sample(text: &str, name: &str) -> Option<u64> {
 
 #[test]
 fn health_and_metrics_follow_the_work_done() {
-    let metrics: SocketAddr =
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let server = Running::start(&format!("[metrics]\nbind = \"{metrics}\"\n"));
     wait_until("/health to say ready", Duration::from_secs(30), || {
         TcpStream::connect(metrics).is_ok() && get(metrics, "/health").0 == 200
