@@ -5,6 +5,7 @@
 //! `src/main.rs` is its command line. Start reading at [`engine::Engine::start`].
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod backpressure;
 pub mod client;
 pub mod config;

@@ -55,6 +55,19 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Ask the server running on a data directory: status, balances USER, or markets (through
+    /// its socket <data_dir>/viaduct.sock).
+    Ctl {
+        /// The TOML config whose data_dir to use; the embedded default when left out.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (overrides the config's).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// status | balances USER | markets
+        #[arg(required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
     /// Recover the state in the data directory and run the engine with its HTTP edge
     /// ([edges.http] bind, 127.0.0.1:8080 by default) and TCP edge ([edges.tcp] bind,
     /// 127.0.0.1:7316) until the process is stopped; a stop at any moment loses nothing
@@ -85,6 +98,7 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::CheckConfig { config } => check_config(config),
+        Cmd::Ctl { config, data_dir, command } => ctl(config, data_dir, &command.join(" ")),
         Cmd::Run { config, profile, data_dir, stdio, history_from_snapshot } => {
             run(config, &profile, data_dir, stdio, history_from_snapshot)
         }
@@ -93,6 +107,15 @@ fn main() {
         eprintln!("viaduct: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn ctl(config_path: Option<PathBuf>, data_dir: Option<PathBuf>, command: &str) -> Result<()> {
+    let data_dir = match data_dir {
+        Some(d) => d,
+        None => PathBuf::from(config::load(config_path.as_deref())?.data_dir),
+    };
+    print!("{}", viaduct::admin::ctl(&data_dir, command)?);
+    Ok(())
 }
 
 fn check_config(path: Option<PathBuf>) -> Result<()> {
@@ -130,6 +153,7 @@ fn run(
 ) -> Result<()> {
     let loaded = config::load(config_path.as_deref())?;
     viaduct::logging::init(&loaded.log)?;
+    let profile_name = profile.to_string();
     let profile = Profile::load(profile)?;
     if let Some(ns) = profile.timer_slack_ns {
         // Before any thread starts: threads inherit it.
@@ -234,6 +258,9 @@ fn run(
         }
         let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
         ready.store(true, Ordering::Release);
+        let admin = viaduct::admin::start(&data_dir, engine.probes(), engine.client(), profile_name.clone())
+            .with_context(|| format!("the operator's socket in {}", data_dir.display()))?;
+        tracing::info!("admin: `viaduct ctl` answers on {}", admin.path().display());
         // Under systemd (Type=notify): ready now, and the watchdog fed while the matcher moves.
         let notifier = viaduct::service::Notifier::from_env().map(Arc::new);
         if let Some(n) = &notifier {
@@ -259,6 +286,7 @@ fn run(
         if let Some(n) = &notifier {
             n.send("STOPPING=1");
         }
+        drop(admin);
         drop(edges);
         let (seq, hash) = engine.shutdown();
         tracing::info!("stopped at sequence {seq}, state hash {hash:016x}");

@@ -180,6 +180,8 @@ pub struct Running {
     pub child: Child,
     pub http: std::net::SocketAddr,
     pub tcp: std::net::SocketAddr,
+    /// The server's data directory.
+    pub data: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -246,7 +248,7 @@ impl Running {
             assert!(child.try_wait().unwrap().is_none(), "viaduct exited: {}", log());
             std::net::TcpStream::connect(http).is_ok() && std::net::TcpStream::connect(tcp).is_ok()
         });
-        Running { child, http, tcp, _dir: dir }
+        Running { child, http, tcp, data: dir.path().join("data"), _dir: dir }
     }
 }
 

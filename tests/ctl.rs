@@ -1,0 +1,54 @@
+//! `viaduct ctl` against a running server, through the operator's socket in its data directory.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::{http, Running};
+
+fn ctl(data: &std::path::Path, command: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args(["ctl", "--data-dir", data.to_str().unwrap()])
+        .args(command)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn answer(data: &std::path::Path, command: &[&str]) -> Value {
+    let (ok, out, err) = ctl(data, command);
+    assert!(ok, "{command:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{command:?}: {e}: {out}"))
+}
+
+#[test]
+fn ctl_answers_status_balances_and_markets_from_the_running_server() {
+    let server = Running::start("");
+    let before = answer(&server.data, &["status"]);
+    assert_eq!(before["pid"], json!(server.child.id()));
+    assert_eq!(before["profile"], "default");
+    assert!(before["consumers"]["history writer"]["max"].is_u64(), "{before}");
+    let r = http(server.http, "balance.update", json!([7, "BTC", "deposit", 1, "2.5", {}]));
+    assert_eq!(r["result"]["status"], "success", "{r}");
+    let after = answer(&server.data, &["status"]);
+    assert_eq!(after["durable_sequence"].as_u64(), before["durable_sequence"].as_u64().map(|s| s + 1), "{after}");
+    let balances = answer(&server.data, &["balances", "7"]);
+    assert_eq!(balances["result"]["BTC"], json!({"available": "2.5", "freeze": "0"}), "{balances}");
+    let markets = answer(&server.data, &["markets"]);
+    let names: Vec<&str> = markets["result"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+    assert!(names.contains(&"BTCBCH"), "{markets}");
+    assert!(answer(&server.data, &["balances", "nobody"])["error"].is_string());
+    assert!(answer(&server.data, &["reboot"])["error"].as_str().unwrap().contains("commands:"));
+}
+
+#[test]
+fn ctl_says_so_when_no_server_runs_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = ctl(dir.path(), &["status"]);
+    assert!(!ok && err.contains("no server answers"), "{err}");
+}
