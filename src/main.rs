@@ -258,9 +258,21 @@ fn run(
         }
         let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
         ready.store(true, Ordering::Release);
-        let admin = viaduct::admin::start(&data_dir, engine.probes(), engine.client(), profile_name.clone())
-            .with_context(|| format!("the operator's socket in {}", data_dir.display()))?;
-        tracing::info!("admin: `viaduct ctl` answers on {}", admin.path().display());
+        // Without it the server still serves (a data directory whose path is too long for a Unix
+        // socket, say): said in the log, not fatal.
+        let admin = match viaduct::admin::start(&data_dir, engine.probes(), engine.client(), profile_name.clone()) {
+            Ok(admin) => {
+                tracing::info!("admin: `viaduct ctl` answers on {}", admin.path().display());
+                Some(admin)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "admin: no operator socket in {} ({e}); `viaduct ctl` will not answer",
+                    data_dir.display()
+                );
+                None
+            }
+        };
         // Under systemd (Type=notify): ready now, and the watchdog fed while the matcher moves.
         let notifier = viaduct::service::Notifier::from_env().map(Arc::new);
         if let Some(n) = &notifier {
