@@ -154,15 +154,12 @@ impl viaduct_journaler::recovery::Downstream for RowCount {
 
 /// Waits until `done()` holds, looking every few milliseconds, and fails naming `what` if it does
 /// not within `within`. The one way the end-to-end tests wait: for a condition, with a deadline.
-pub fn wait_until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + within;
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "waited {within:?} in vain for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+pub fn wait_until(what: &str, within: std::time::Duration, done: impl FnMut() -> bool) {
+    assert!(poll_until(within, done), "waited {within:?} in vain for {what}");
 }
 
-/// Whether `cond` came true before `within` passed (checked every 10 ms).
+/// Whether `cond` came true before `within` passed (looked at every 10 ms): for a test that says
+/// more than [`wait_until`] when it did not.
 pub fn poll_until(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + within;
     while !cond() {
