@@ -11,8 +11,7 @@ use viaduct_matcher::config::{AssetId, Spec};
 use viaduct_matcher::RpcError;
 use viaduct_protocol::{self as protocol, Routed};
 
-use super::methods::Subscription;
-use super::push::{self, Feed, FeedKind, FeedState};
+use super::push::{self, Feed, FeedKind, FeedState, Mine};
 use super::{Conn, Server};
 use crate::Backend;
 use std::collections::HashMap;
@@ -83,15 +82,11 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Sets connection `index`'s subscription to `user`'s orders or assets; the engine is asked to
-    /// follow a user while any connection subscribes to something of theirs.
-    pub(super) fn subscribe_mine(&mut self, index: usize, sub: Subscription, user: Option<u32>) {
+    /// Changes connection `index`'s subscriptions to `user`'s orders and assets; the engine is
+    /// asked to follow a user while any connection subscribes to something of theirs.
+    pub(super) fn subscribe_mine(&mut self, index: usize, user: Option<u32>, change: impl FnOnce(&mut Mine)) {
         let (Some(user), Some(c)) = (user, self.conns[index].as_mut()) else { return };
-        match sub {
-            Subscription::Orders(markets) => c.mine.markets = markets,
-            Subscription::Assets(assets) => c.mine.assets = assets,
-            Subscription::Feeds(..) => unreachable!("feeds are not the user's"),
-        }
+        change(&mut c.mine);
         let wants = !c.mine.is_empty();
         let conns = self.followers.entry(user).or_default();
         let had = !conns.is_empty();
@@ -99,16 +94,12 @@ impl<B: Backend> Server<B> {
         if wants {
             conns.push(index);
         }
-        match (had, conns.is_empty()) {
-            (false, false) => self.backend.follow(user, true),
-            (true, true) => {
-                self.followers.remove(&user);
-                self.backend.follow(user, false);
-            }
-            (false, true) => {
-                self.followers.remove(&user);
-            }
-            (true, false) => {}
+        let has = !conns.is_empty();
+        if !has {
+            self.followers.remove(&user);
+        }
+        if had != has {
+            self.backend.follow(user, has);
         }
     }
 
@@ -116,24 +107,21 @@ impl<B: Backend> Server<B> {
     /// at once (after the replies and users' pushes that came meanwhile).
     pub(super) fn fan_out(&mut self) {
         let mut budget = FANOUT_SLICE;
-        while let Some(f) = self.fanout.front_mut() {
+        while budget > 0 {
+            // Out of the queue while it is written (sending needs the whole server).
+            let Some(mut f) = self.fanout.pop_front() else { break };
             let end = f.to.len().min(f.next + budget);
-            let (slice, msg) = (f.to[f.next..end].to_vec(), f.msg.clone());
+            for &(index, gen) in &f.to[f.next..end] {
+                if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                    self.send_message(index, f.msg.clone());
+                }
+            }
             budget -= end - f.next;
             f.next = end;
-            if f.next == f.to.len() {
-                let done = self.fanout.pop_front().expect("the front");
-                if let Some(state) = self.feeds.get_mut(&done.feed) {
-                    state.polling = false;
-                }
-            }
-            for (index, gen) in slice {
-                if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
-                    self.send_message(index, msg.clone());
-                }
-            }
-            if budget == 0 {
-                break;
+            if f.next < f.to.len() {
+                self.fanout.push_front(f);
+            } else if let Some(state) = self.feeds.get_mut(&f.feed) {
+                state.polling = false;
             }
         }
         if !self.fanout.is_empty() {

@@ -371,8 +371,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
                     c.user = Some((user, done.source));
                     if before.is_some_and(|b| b != user) {
                         // The old user's orders and balances are not the new one's to see.
-                        self.subscribe_mine(done.index, Subscription::Orders(Vec::new()), before);
-                        self.subscribe_mine(done.index, Subscription::Assets(Vec::new()), before);
+                        self.subscribe_mine(done.index, before, |mine| *mine = Mine::default());
                     }
                     format!(r#"{{"error":null,"result":{{"status":"success"}},"id":{}}}"#, done.id)
                 }
@@ -508,7 +507,8 @@ impl<B: Backend> Server<B> {
                 self.send(index, format!(r#"{{"error":null,"result":{{"status":"success"}},"id":{id}}}"#));
                 match sub {
                     Subscription::Feeds(kind, feeds) => self.subscribe_feeds(index, kind, feeds),
-                    mine => self.subscribe_mine(index, mine, user),
+                    Subscription::Orders(markets) => self.subscribe_mine(index, user, |mine| mine.markets = markets),
+                    Subscription::Assets(assets) => self.subscribe_mine(index, user, |mine| mine.assets = assets),
                 }
                 Answer::Sent
             }
@@ -595,8 +595,7 @@ impl<B: Backend> Server<B> {
         for feed in feeds {
             self.leave_feed(index, &feed);
         }
-        self.subscribe_mine(index, Subscription::Orders(Vec::new()), user);
-        self.subscribe_mine(index, Subscription::Assets(Vec::new()), user);
+        self.subscribe_mine(index, user, |mine| *mine = Mine::default());
         let Some(mut c) = self.conns.get_mut(index).and_then(Option::take) else { return };
         self.live -= 1;
         let stream = match c.phase.as_mut() {

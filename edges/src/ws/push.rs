@@ -90,10 +90,9 @@ pub(super) struct FeedState {
     pub(super) subscribers: HashMap<usize, u64>,
     /// A poll is with the owner; the next waits for its answer.
     pub(super) polling: bool,
-    /// The last answer (for `depth`, the whole book it last saw).
+    /// The last answer (for `depth`, the whole book it last saw; for `deals`, the deals kept for
+    /// newcomers, newest first).
     last: Option<Value>,
-    /// `deals`: the newest first.
-    deals: Vec<Value>,
     pub(super) last_deal_id: u64,
     last_clean: Option<Instant>,
 }
@@ -109,8 +108,7 @@ impl FeedState {
     pub(super) fn greeting(&self, feed: &Feed) -> Option<String> {
         let m = feed.market();
         match feed {
-            Feed::Deals(_) if self.last.is_some() => Some(push("deals.update", json!([m, self.deals]))),
-            Feed::Deals(_) => None,
+            Feed::Deals(_) => self.last.as_ref().map(|kept| push("deals.update", json!([m, kept]))),
             Feed::Depth { .. } => self.last.as_ref().map(|book| push("depth.update", json!([true, book, m]))),
             Feed::Price(_) => match &self.last {
                 Some(p) if !is_zero(p) => Some(push("price.update", json!([m, p]))),
@@ -128,19 +126,23 @@ impl FeedState {
         match feed {
             Feed::Deals(_) => {
                 let Value::Array(new) = result else { return None };
-                let first = self.last.is_none();
-                self.last = Some(Value::Null);
                 if let Some(id) = new.first().and_then(|d| d.get("id")).and_then(Value::as_u64) {
                     self.last_deal_id = self.last_deal_id.max(id);
                 }
-                if new.is_empty() && !first {
-                    return None;
-                }
+                // The first answer is pushed even when empty; later ones only with new deals.
+                let kept = match self.last.take() {
+                    Some(Value::Array(kept)) if new.is_empty() => {
+                        self.last = Some(Value::Array(kept));
+                        return None;
+                    }
+                    Some(Value::Array(kept)) => kept,
+                    _ => Vec::new(),
+                };
                 let pushed = push("deals.update", json!([m, new]));
-                let mut kept = new;
-                kept.append(&mut self.deals);
-                kept.truncate(DEALS_KEPT);
-                self.deals = kept;
+                let mut all = new;
+                all.extend(kept);
+                all.truncate(DEALS_KEPT);
+                self.last = Some(Value::Array(all));
                 Some(pushed)
             }
             Feed::Depth { .. } => {
