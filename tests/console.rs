@@ -255,9 +255,6 @@ fn left_out_keys_take_defaults_and_unread_sections_are_warned_about() {
 
 #[test]
 fn bad_alert_settings_are_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("alerts.toml");
-    let base = std::fs::read_to_string(example()).unwrap();
     for (section, problem) in [
         ("master = \"mymaster\"", "needs sentinels"),
         ("sentinels = [\"127.0.0.1:26379\"]", "needs sentinels"),
@@ -266,31 +263,37 @@ fn bad_alert_settings_are_refused_by_name() {
         ("sentinels = [\"nowhere\"]\nmaster = \"m\"", "is not host:port"),
         ("redis = \"redis://127.0.0.1:6379\"\nqueue_max = 0", "queue_max must be at least 1"),
     ] {
-        std::fs::write(&path, format!("{base}\n[alerts]\n{section}\n")).unwrap();
-        let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(!out.status.success() && err.contains("[alerts]") && err.contains(problem), "{section}: {err}");
+        refused_naming("[alerts]", section, problem);
     }
 }
 
 #[test]
 fn bad_websocket_settings_are_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ws.toml");
-    let base = std::fs::read_to_string(example()).unwrap();
-    let missing = dir.path().join("missing.pem");
+    let missing = std::env::temp_dir().join("viaduct-no-such-file.pem");
     for (extra, problem) in [
         ("push_interval_ms = 0".to_string(), "push_interval_ms must be from 1 to 60000"),
         ("depth_limit = []".to_string(), "depth_limit must list limits from 1 to 10000"),
         ("depth_merge = [\"0.1x\"]".to_string(), "depth_merge must list non-negative decimals"),
         (format!("tls_cert = {missing:?}"), "tls_cert and tls_key go together"),
-        (format!("tls_cert = {missing:?}\ntls_key = {missing:?}"), "missing.pem: not a PEM certificate chain"),
+        (
+            format!("tls_cert = {missing:?}\ntls_key = {missing:?}"),
+            "viaduct-no-such-file.pem: not a PEM certificate chain",
+        ),
     ] {
-        std::fs::write(&path, format!("{base}\n[edges.ws]\n{extra}\n")).unwrap();
-        let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(!out.status.success() && err.contains("[edges.ws]") && err.contains(problem), "{extra}: {err}");
+        refused_naming("[edges.ws]", &extra, problem);
     }
+}
+
+/// `check-config` refuses the example config with `table` holding `lines`, naming the table and
+/// saying `problem`.
+fn refused_naming(table: &str, lines: &str, problem: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refused.toml");
+    let base = std::fs::read_to_string(example()).unwrap();
+    std::fs::write(&path, format!("{base}\n{table}\n{lines}\n")).unwrap();
+    let out = viaduct().args(["check-config", "--config", path.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success() && err.contains(table) && err.contains(problem), "{table} {lines}: {err}");
 }
 
 /// `[log]`: to files in `dir` (one a day, `viaduct.<date>.log`), as JSON lines when asked, at the

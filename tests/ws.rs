@@ -73,6 +73,13 @@ fn closed(ws: &mut Ws) -> Option<CloseCode> {
     }
 }
 
+/// Places a limit order over HTTP; its reply's result.
+fn order(h: SocketAddr, params: Value) -> Value {
+    let r = http(h, "order.put_limit", params);
+    assert!(r["error"].is_null(), "{r}");
+    r["result"].clone()
+}
+
 /// Deposits each (user, asset, amount) over HTTP.
 fn deposit(h: SocketAddr, deposits: &[(u32, &str, &str)]) {
     for (user, asset, amount) in deposits {
@@ -107,8 +114,7 @@ fn queries_answer_as_their_owners_do_over_http() {
     let (server, addr) = server("");
     let h = server.http;
     deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
-    let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
-    assert!(ask["error"].is_null(), "{ask}");
+    order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
     let bid = http(h, "order.put_limit", json!([2, "BTCBCH", 2, "1", "100", "0.001", "0.001", ""]));
     assert_eq!(bid["result"]["deal_stock"], "1", "{bid}");
     let mut ws = connect(addr);
@@ -400,8 +406,7 @@ fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
     let (server, addr) = server("push_interval_ms = 20");
     let h = server.http;
     deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
-    let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
-    assert!(ask["error"].is_null(), "{ask}");
+    order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
     let mut ws = connect(addr);
     assert_eq!(call(&mut ws, 1, "depth.subscribe", json!(["BTCBCH", 10, "0"])), success(1));
     // The first poll's answer: the whole book.
@@ -463,8 +468,7 @@ fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
     for id in 6..11 {
         assert_eq!(next_other(&mut ws, &pushes), success(id));
     }
-    let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "1", "101", "0.001", "0.001", ""]));
-    assert!(ask["error"].is_null(), "{ask}");
+    order(h, json!([1, "BTCBCH", 1, "1", "101", "0.001", "0.001", ""]));
     // The other subscriber goes on receiving (past the changes it has not read yet).
     let diff = loop {
         let d = next_push(&mut second, "depth.update");
@@ -528,9 +532,8 @@ fn order_and_asset_updates_reach_only_their_users_subscribers() {
     assert_eq!(call(&mut three, 1, "server.sign", json!(["ak", "sig", 123])), success(1));
     assert_eq!(call(&mut three, 2, "asset.subscribe", json!(["BCH"])), success(2));
     // User 1 sells 2 at 100: put, and BTC frozen.
-    let ask = http(h, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.002", "web"]));
-    assert!(ask["error"].is_null(), "{ask}");
-    assert_eq!(next_push(&mut one, "order.update"), json!([1, ask["result"]]));
+    let ask = order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.002", "web"]));
+    assert_eq!(next_push(&mut one, "order.update"), json!([1, ask]));
     let assets = next_push(&mut one, "asset.update");
     let balances = http(h, "balance.query", json!([1, "BTC", "BCH"]))["result"].clone();
     assert_eq!(assets, json!([balances]));
@@ -540,7 +543,7 @@ fn order_and_asset_updates_reach_only_their_users_subscribers() {
     assert_eq!(bid["result"]["deal_stock"], "2", "{bid}");
     let finished = next_push(&mut one, "order.update");
     assert_eq!(finished[0], 3);
-    assert_eq!((finished[1]["id"].clone(), finished[1]["left"].clone()), (ask["result"]["id"].clone(), json!("0")));
+    assert_eq!((finished[1]["id"].clone(), finished[1]["left"].clone()), (ask["id"].clone(), json!("0")));
     let assets = next_push(&mut one, "asset.update");
     assert_eq!(assets, json!([http(h, "balance.query", json!([1, "BTC", "BCH"]))["result"]]));
     // User 3 subscribed to its BCH alone and to no orders: one asset.update with BCH.
@@ -585,8 +588,7 @@ fn with_a_certificate_and_key_the_edge_speaks_wss_only() {
     assert_eq!(next_push(&mut ws, "depth.update"), json!([true, {"asks": [], "bids": []}, "BTCBCH"]));
     let r = http(server.http, "balance.update", json!([1, "BTC", "deposit", 1, "5", {}]));
     assert_eq!(r["result"]["status"], "success", "{r}");
-    let ask = http(server.http, "order.put_limit", json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
-    assert!(ask["error"].is_null(), "{ask}");
+    order(server.http, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
     assert_eq!(next_push(&mut ws, "depth.update"), json!([false, {"asks": [["100", "2"]]}, "BTCBCH"]));
     // A plain ws:// client gets no WebSocket from a TLS port.
     assert!(connect_with(addr, &[]).is_err(), "a plain handshake was answered");
