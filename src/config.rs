@@ -10,6 +10,7 @@ use viaduct_edges::tcp::ApiKey;
 use viaduct_matcher::config::{self, AssetConfig, MarketConfig};
 use viaduct_matcher::Spec;
 use viaduct_publishers::history::writer::HistoryConfig;
+use viaduct_publishers::kafka::{Compression, KafkaConfig};
 use viaduct_publishers::market::MarketDataConfig;
 use viaduct_publishers::service::LAG_MAX_DEFAULT as MARKET_LAG_MAX_DEFAULT;
 
@@ -29,7 +30,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub history: Option<HistorySection>,
     #[serde(default)]
-    pub kafka: Option<toml::Value>,
+    pub kafka: Option<KafkaSection>,
     #[serde(default)]
     pub alerts: Option<AlertsSection>,
     #[serde(default)]
@@ -38,6 +39,75 @@ pub struct FileConfig {
     pub metrics: Option<MetricsSection>,
     #[serde(default)]
     pub auth: Option<AuthSection>,
+}
+
+/// `[kafka]`: the brokers the `deals`, `orders` and `balances` topics are published to (SPEC B7).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `"host:port,host:port"`.
+    pub brokers: String,
+    /// Put before each topic's name (default none: `deals`, `orders`, `balances`).
+    pub topic_prefix: Option<String>,
+    /// Journaled commands the publisher may lag before state-changing requests get error 3
+    /// (default 1,000,000).
+    pub lag_max: Option<u64>,
+    /// How long a batch waits for more messages, in ms (default 1, ViaBTC's).
+    pub linger_ms: Option<u32>,
+    /// The largest batch in bytes (default 1,000,000).
+    pub batch_bytes: Option<u32>,
+    /// `none` (default), `gzip`, `snappy` or `lz4`.
+    pub compression: Option<String>,
+    /// Always `all`: a message counts as published once every in-sync replica has it.
+    pub acks: Option<String>,
+}
+
+impl KafkaSection {
+    pub fn to_config(&self) -> Result<KafkaConfig> {
+        let brokers: Vec<&str> = self.brokers.split(',').map(str::trim).collect();
+        for b in &brokers {
+            let port = b.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+            anyhow::ensure!(
+                port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p > 0)),
+                "[kafka] brokers: {b:?} is not host:port"
+            );
+        }
+        let mut cfg = KafkaConfig::new(brokers.join(","));
+        if let Some(prefix) = &self.topic_prefix {
+            anyhow::ensure!(
+                prefix.len() <= 200 && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                "[kafka] topic_prefix {prefix:?} may hold only letters, digits, '.', '_' and '-' (at most 200)"
+            );
+            cfg.topic_prefix = prefix.clone();
+        }
+        if let Some(lag) = self.lag_max {
+            anyhow::ensure!(lag >= 1_000, "[kafka] lag_max = {lag} must be at least 1000");
+            cfg.lag_max = lag;
+        }
+        if let Some(ms) = self.linger_ms {
+            anyhow::ensure!(ms <= 900_000, "[kafka] linger_ms = {ms} must be at most 900000");
+            cfg.linger_ms = ms;
+        }
+        if let Some(bytes) = self.batch_bytes {
+            anyhow::ensure!(
+                (1_000..=i32::MAX as u32).contains(&bytes),
+                "[kafka] batch_bytes = {bytes} must be from 1000 to {}",
+                i32::MAX
+            );
+            cfg.batch_bytes = bytes;
+        }
+        if let Some(c) = &self.compression {
+            cfg.compression = Compression::parse(c)
+                .ok_or_else(|| anyhow::anyhow!("[kafka] compression {c:?} must be none, gzip, snappy or lz4"))?;
+        }
+        if let Some(acks) = &self.acks {
+            anyhow::ensure!(
+                acks == "all",
+                "[kafka] acks = {acks:?}: it is always \"all\" (a message lost by a broker would break exactly-once)"
+            );
+        }
+        Ok(cfg)
+    }
 }
 
 /// `[metrics]`: where Prometheus scrapes `/metrics` and a supervisor asks `/health`.
@@ -292,7 +362,6 @@ pub const WS_BIND: &str = "127.0.0.1:8090";
 /// What `viaduct run` says of a section no component of this build reads yet.
 pub fn not_yet_used_warning(section: &str) -> String {
     let what = match section {
-        "kafka" => "nothing is published to Kafka",
         "auth" => "there is no WebSocket edge to authenticate for",
         _ => "it has no effect",
     };
@@ -337,6 +406,8 @@ pub struct Loaded {
     pub metrics: Option<std::net::SocketAddr>,
     /// Where alerts go besides the log, when `[alerts]` is set.
     pub alerts: Option<viaduct_publishers::alert_redis::RedisAlertsConfig>,
+    /// `[kafka]`, when set.
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// Loads and checks `path`, or the embedded default when `path` is `None`.
@@ -364,6 +435,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             log: LogSection::default(),
             metrics: None,
             alerts: None,
+            kafka: None,
         });
     };
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
@@ -373,7 +445,11 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
     }
     let spec = Spec::new(&config::Config { assets: file.assets, markets: file.markets })
         .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
-    let mut not_yet_used: Vec<&'static str> = file.kafka.iter().map(|_| "kafka").collect();
+    let mut not_yet_used: Vec<&'static str> = Vec::new();
+    let kafka = match &file.kafka {
+        Some(k) => Some(k.to_config().with_context(|| format!("config {}", path.display()))?),
+        None => None,
+    };
     let metrics =
         match &file.metrics {
             None => None,
@@ -552,5 +628,6 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         log: file.log.clone().unwrap_or_default(),
         metrics,
         alerts,
+        kafka,
     })
 }

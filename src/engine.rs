@@ -16,6 +16,8 @@ use viaduct_publishers::history::catchup::{connect_later, history_gone, open_his
 use viaduct_publishers::history::store as history_store;
 use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WriterStore};
 use viaduct_publishers::history::Rows;
+use viaduct_publishers::kafka::publisher::{KafkaCounts, KafkaPublisher};
+use viaduct_publishers::kafka::KafkaConfig;
 use viaduct_publishers::market::{MarketData, MarketDataConfig};
 use viaduct_publishers::service::{MarketService, LAG_MAX_DEFAULT as MARKET_LAG_MAX_DEFAULT};
 use viaduct_ring::Input;
@@ -49,6 +51,7 @@ pub struct Probes {
     commits: Arc<AtomicU64>,
     progress: Arc<viaduct_ring::Progress>,
     admission: Admission,
+    kafka: Option<Arc<KafkaCounts>>,
 }
 
 impl Probes {
@@ -71,6 +74,11 @@ impl Probes {
     pub fn lags(&self) -> Vec<(&'static str, u64, u64)> {
         self.admission.lags()
     }
+
+    /// The Kafka publisher's counts, with `[kafka]`.
+    pub fn kafka(&self) -> Option<&KafkaCounts> {
+        self.kafka.as_deref()
+    }
 }
 
 /// A running engine. Dropping it (and every client) drains the pipeline and stops its threads.
@@ -88,6 +96,8 @@ pub struct Engine {
     market: MarketService,
     /// The history writer and readers, and how far the writer may lag.
     history: Option<(HistoryService, u64)>,
+    /// The Kafka publisher, with `[kafka]`.
+    kafka: Option<KafkaPublisher>,
     commits: Arc<AtomicU64>,
     /// The one admission check: every consumer's lag bound (`backpressure`).
     admission: Admission,
@@ -157,6 +167,9 @@ impl Engine {
         options: EngineOptions,
         progress: impl FnMut(Progress),
     ) -> Result<(Engine, Startup)> {
+        if profile.durability == Durability::None && options.kafka.is_some() {
+            anyhow::bail!("[kafka] publishes from the journal, which durability NONE does not write; choose a profile with a journal or leave [kafka] out");
+        }
         if profile.durability == Durability::None {
             tracing::warn!("durability NONE: the journal is not written; every command is lost when the process ends");
         }
@@ -227,9 +240,20 @@ impl Engine {
         };
         let spec = Arc::new(spec);
         let recovered_state = (recovered.matcher, market_data, recovered.last_seq);
-        let bounds = Bounds { market_lag_max: options.market_lag_max };
-        let Pipeline { input, durable, commits, registry, watch, market, history, snapshots, final_state, admission } =
-            pipeline::assemble(data_dir, profile, &spec, recovered_state, history, bounds, &alerts)?;
+        let bounds = Bounds { market_lag_max: options.market_lag_max, kafka_lag_max: None };
+        let Pipeline {
+            input,
+            durable,
+            commits,
+            registry,
+            watch,
+            market,
+            history,
+            kafka,
+            snapshots,
+            final_state,
+            admission,
+        } = pipeline::assemble(data_dir, profile, &spec, recovered_state, history, (bounds, options.kafka), &alerts)?;
         let engine = Engine {
             input,
             spec,
@@ -242,6 +266,7 @@ impl Engine {
             snapshots,
             market,
             history,
+            kafka,
             commits,
             admission,
             lock,
@@ -265,6 +290,7 @@ impl Engine {
             commits: Arc::clone(&self.commits),
             progress: self.input.progress(),
             admission: self.admission.clone(),
+            kafka: self.kafka.as_ref().map(KafkaPublisher::counts),
         }
     }
 
@@ -292,10 +318,13 @@ impl Engine {
     /// Stops the engine once every client is dropped: drains the pipeline, joins its threads,
     /// and returns the final journal sequence and state hash.
     pub fn shutdown(self) -> (u64, u64) {
-        let Engine { input, final_state, snapshots, market, history, lock, .. } = self;
+        let Engine { input, final_state, snapshots, market, history, kafka, lock, .. } = self;
         drop(input);
         if let Some(s) = snapshots {
             s.join();
+        }
+        if let Some(k) = kafka {
+            k.join();
         }
         market.join();
         if let Some((history, _)) = history {
@@ -358,6 +387,8 @@ pub struct EngineOptions {
     pub market_lag_max: u64,
     /// Where every alert goes.
     pub alerts: Alerts,
+    /// `[kafka]`: publish to these brokers.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Default for EngineOptions {
@@ -368,6 +399,7 @@ impl Default for EngineOptions {
             history_from_snapshot: false,
             market_lag_max: MARKET_LAG_MAX_DEFAULT,
             alerts: Alerts::log(),
+            kafka: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use viaduct_edges::tcp::TcpConfig;
 use viaduct_journaler::recovery::Progress;
 use viaduct_matcher::RpcError;
 use viaduct_protocol::{self as protocol, error_response, Routed};
+use viaduct_publishers::kafka::Topic;
 
 /// The engine's threads hand replies and batches to one another, so memory freed on one thread
 /// was allocated on another: mimalloc frees those without glibc's arena locks, which the
@@ -196,6 +197,15 @@ fn run(
         (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
     let history = loaded.history.to_config(&data_dir)?;
     tracing::info!("history: {}", history.url);
+    if let Some(k) = &loaded.kafka {
+        tracing::info!(
+            "kafka: publishing to {} (topics {}, {}, {})",
+            k.brokers,
+            k.topic(Topic::Deals),
+            k.topic(Topic::Orders),
+            k.topic(Topic::Balances)
+        );
+    }
     let mut alert_counts = None;
     let alerts = match loaded.alerts {
         Some(cfg) => {
@@ -216,6 +226,7 @@ fn run(
         history: Some(history),
         history_from_snapshot,
         alerts,
+        kafka: loaded.kafka,
     };
     let (engine, startup) = Engine::start_with(&data_dir, loaded.spec, &profile, options, progress)?;
     if let Some(bar) = bar {

@@ -4,8 +4,9 @@
 //! nothing is added to the matcher's path.
 //!
 //! Exposed so far: the durable sequence, journal commit groups, the matcher loop's passes, each
-//! bounded consumer's lag and bound (history writer, market data, snapshot worker), and the
-//! alerts pushed, dropped and held back (with `[alerts]`).
+//! bounded consumer's lag and bound (history writer, market data, snapshot worker, Kafka
+//! publisher), the Kafka messages acknowledged per topic and failed sessions (with `[kafka]`),
+//! and the alerts pushed, dropped and held back (with `[alerts]`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,6 +36,8 @@ struct Exposition {
     lag: Family<Labels, U64Gauge>,
     lag_max: Family<Labels, U64Gauge>,
     alerts: Family<Labels, U64Gauge>,
+    kafka_acked: Family<Labels, U64Gauge>,
+    kafka_errors: U64Gauge,
 }
 
 impl Exposition {
@@ -48,7 +51,14 @@ impl Exposition {
         registry.register("consumer_lag_commands", "Commands a bounded consumer is behind", lag.clone());
         registry.register("consumer_lag_max_commands", "A bounded consumer's lag bound", lag_max.clone());
         registry.register("alerts", "Alerts pushed to Redis, dropped, or held back as repeats", alerts.clone());
-        Exposition { registry, durable, commits, passes, lag, lag_max, alerts }
+        let (kafka_acked, kafka_errors) = (Family::default(), U64Gauge::default());
+        registry.register("kafka_messages", "Messages the Kafka brokers acknowledged, per topic", kafka_acked.clone());
+        registry.register(
+            "kafka_session_errors",
+            "Kafka publisher sessions that failed (brokers unreachable, a fatal producer error)",
+            kafka_errors.clone(),
+        );
+        Exposition { registry, durable, commits, passes, lag, lag_max, alerts, kafka_acked, kafka_errors }
     }
 
     fn render(&self, probes: &Probes, alerts: Option<&viaduct_publishers::alert_redis::Counts>) -> String {
@@ -59,6 +69,14 @@ impl Exposition {
             let labels = vec![("consumer".to_string(), name.trim_start_matches("the ").to_string())];
             self.lag.get_or_create(&labels).set(lag);
             self.lag_max.get_or_create(&labels).set(max);
+        }
+        if let Some(k) = probes.kafka() {
+            for topic in viaduct_publishers::kafka::Topic::ALL {
+                self.kafka_acked
+                    .get_or_create(&vec![("topic".to_string(), topic.name().to_string())])
+                    .set(k.acked[topic.index()].load(Ordering::Relaxed));
+            }
+            self.kafka_errors.set(k.errors.load(Ordering::Relaxed));
         }
         if let Some(c) = alerts {
             for (what, n) in [("pushed", &c.pushed), ("dropped", &c.dropped), ("held_back", &c.held_back)] {

@@ -20,6 +20,8 @@ use viaduct_journaler::Durability;
 use viaduct_matcher::{EventsView, Matcher, Spec};
 use viaduct_publishers::alert::{AlertKind, Alerts};
 use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WriterStore};
+use viaduct_publishers::kafka::publisher::KafkaPublisher;
+use viaduct_publishers::kafka::KafkaConfig;
 use viaduct_publishers::market::MarketData;
 use viaduct_publishers::service::MarketService;
 use viaduct_ring::{wire, Background, Input, OutSlot, StageThreads, Stages};
@@ -50,6 +52,8 @@ pub struct Topology {
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub market_lag_max: u64,
+    /// `[kafka] lag_max`, when Kafka publishing is on.
+    pub kafka_lag_max: Option<u64>,
 }
 
 impl Topology {
@@ -155,6 +159,19 @@ impl Topology {
                 "10 queries queued per reader (error 3)".to_string(),
             ));
         }
+        if let Some(lag) = bounds.kafka_lag_max {
+            stages.push(plan(
+                "kafka publisher",
+                "viaduct-kafka",
+                None,
+                "the journal on disk, into a matcher of its own",
+                "the journal's durable sequence",
+                format!(
+                    "{lag} commands behind, [kafka] lag_max (writes: error 3); {} messages unacknowledged",
+                    viaduct_publishers::kafka::publisher::IN_FLIGHT_MAX
+                ),
+            ));
+        }
         if profile.durability != Durability::None {
             stages.push(plan(
                 "snapshot worker",
@@ -196,6 +213,7 @@ pub(crate) struct Pipeline {
     pub(crate) watch: Arc<Watch>,
     pub(crate) market: MarketService,
     pub(crate) history: Option<(HistoryService, u64)>,
+    pub(crate) kafka: Option<KafkaPublisher>,
     pub(crate) snapshots: Option<Snapshots>,
     pub(crate) final_state: Arc<Mutex<Option<(u64, u64)>>>,
     pub(crate) admission: Admission,
@@ -213,9 +231,10 @@ pub(crate) fn assemble(
     spec: &Arc<Spec>,
     (matcher, market_data, last_seq): (Matcher, MarketData, u64),
     history: Option<HistoryPlan>,
-    bounds: Bounds,
+    (bounds, kafka): (Bounds, Option<KafkaConfig>),
     alerts: &Alerts,
 ) -> Result<Pipeline> {
+    let bounds = Bounds { kafka_lag_max: kafka.as_ref().map(|k| k.lag_max), ..bounds };
     let topology = Topology::of(profile, bounds, history.as_ref().map(|(cfg, ..)| cfg.lag_max));
     for line in topology.to_string().lines() {
         tracing::info!("pipeline: {line}");
@@ -249,8 +268,18 @@ pub(crate) fn assemble(
     let market = MarketService::spawn(market_data.clone(), last_seq).context("starting the market data thread")?;
     let history_feed = history.as_ref().map(|(h, _)| h.feed());
     let replies = reply_stage(Arc::clone(&registry), Arc::clone(&watch), &market, history_feed);
-    // Snapshots and segments are kept back to where the history store would resume.
-    let history_stored = history.as_ref().map(|(h, _)| h.stored());
+    // The Kafka publisher follows the journal from where its brokers left off.
+    let kafka = match kafka {
+        Some(cfg) => Some(
+            KafkaPublisher::start(cfg, Arc::clone(spec), data_dir, Arc::clone(&durable), alerts.clone())
+                .context("starting the Kafka publisher")?,
+        ),
+        None => None,
+    };
+    // Snapshots and segments are kept back to where the history store and the Kafka publisher
+    // would resume.
+    let held: Vec<Arc<AtomicU64>> =
+        history.iter().map(|(h, _)| h.stored()).chain(kafka.iter().map(KafkaPublisher::held)).collect();
     let snapshots = match profile.durability {
         Durability::None => None,
         Durability::Fsync | Durability::Os => Some(Snapshots::start(
@@ -258,7 +287,7 @@ pub(crate) fn assemble(
             (matcher.clone(), market_data),
             last_seq,
             profile,
-            history_stored,
+            held,
             Arc::clone(&durable),
             alerts.clone(),
         )?),
@@ -282,6 +311,9 @@ pub(crate) fn assemble(
     if let Some((h, lag_max)) = &history {
         gates.push(Gate::new("the history writer", (&durable, &h.committed()), *lag_max, "[history] lag_max"));
     }
+    if let (Some(k), Some(lag_max)) = (&kafka, bounds.kafka_lag_max) {
+        gates.push(Gate::new("the Kafka publisher", (&durable, &k.published()), lag_max, "[kafka] lag_max"));
+    }
     if let Some(s) = &snapshots {
         let max = snapshot_lag_max(profile.snapshot_interval);
         gates.push(Gate::new("the snapshot worker", (&durable, &s.applied), max, "4 snapshot intervals"));
@@ -289,7 +321,7 @@ pub(crate) fn assemble(
     let admission = Admission::new(gates, alerts.clone());
     let stages = Stages { journal, replies, on_stop };
     let input = wire(&profile.ring, matcher, last_seq, stages);
-    Ok(Pipeline { input, durable, commits, registry, watch, market, history, snapshots, final_state, admission })
+    Ok(Pipeline { input, durable, commits, registry, watch, market, history, kafka, snapshots, final_state, admission })
 }
 
 /// The snapshot worker's thread ([`SnapshotWorker`]), with market data as its companion.
@@ -306,7 +338,7 @@ impl Snapshots {
         (shadow, shadow_market): (Matcher, MarketData),
         last_seq: u64,
         profile: &Profile,
-        history_stored: Option<Arc<AtomicU64>>,
+        held: Vec<Arc<AtomicU64>>,
         durable: Arc<AtomicU64>,
         alerts: Alerts,
     ) -> Result<Snapshots> {
@@ -319,7 +351,7 @@ impl Snapshots {
             profile.snapshots_keep,
             snapshot_dir(data_dir),
             journal_dir(data_dir),
-            history_stored,
+            held,
         );
         let (core, idle, worker_stop, worker_applied) =
             (profile.snapshot_core, profile.snapshot_idle_priority, Arc::clone(&stop), Arc::clone(&applied));
@@ -416,7 +448,7 @@ mod tests {
     /// `start_tcp_edge` place them.
     #[test]
     fn the_topology_of_each_shipped_profile() {
-        let bounds = Bounds { market_lag_max: 100_000 };
+        let bounds = Bounds { market_lag_max: 100_000, kafka_lag_max: None };
         let default = Topology::of(&Profile::load("default").unwrap(), bounds, Some(100_000));
         for stage in ["matcher", "journal", "replies", "tcp edge"] {
             assert_eq!(thread_of(&default, stage), ("viaduct-matcher", None), "{stage}");

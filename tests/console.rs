@@ -224,7 +224,8 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
 
 /// A table whose keys are left out takes their defaults (SPEC A4): `[edges.http]` and
 /// `[edges.ws]` without `bind` are accepted. Sections no component reads yet are each warned
-/// about when the engine runs, not silently ignored; `[edges.ws]` is read.
+/// about when the engine runs, not silently ignored; `[edges.ws]`, `[auth]`, `[alerts]` and
+/// `[kafka]` are read.
 #[test]
 fn left_out_keys_take_defaults_and_unread_sections_are_warned_about() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,11 +245,7 @@ fn left_out_keys_take_defaults_and_unread_sections_are_warned_about() {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    assert!(
-        log.contains("config: [kafka] is set, but this build has no component that reads it yet"),
-        "[kafka]: {log}"
-    );
-    for read in ["edges.ws", "auth", "alerts"] {
+    for read in ["edges.ws", "auth", "alerts", "kafka"] {
         assert!(!log.contains(&format!("config: [{read}] is set")), "[{read}]: {log}");
     }
 }
@@ -281,6 +278,22 @@ fn bad_websocket_settings_are_refused_by_name() {
         ),
     ] {
         refused_naming("[edges.ws]", &extra, problem);
+    }
+}
+
+#[test]
+fn bad_kafka_settings_are_refused_by_name() {
+    let ok = "brokers = \"127.0.0.1:9092\"";
+    for (extra, problem) in [
+        ("brokers = \"127.0.0.1\"".to_string(), "\"127.0.0.1\" is not host:port"),
+        ("brokers = \"a:1,:2\"".to_string(), "\":2\" is not host:port"),
+        (format!("{ok}\ncompression = \"zstd\""), "compression \"zstd\" must be none, gzip, snappy or lz4"),
+        (format!("{ok}\nacks = \"1\""), "it is always \"all\""),
+        (format!("{ok}\nlag_max = 10"), "lag_max = 10 must be at least 1000"),
+        (format!("{ok}\ntopic_prefix = \"a b\""), "topic_prefix \"a b\" may hold only"),
+        (format!("{ok}\nbatch_bytes = 1"), "batch_bytes = 1 must be from 1000"),
+    ] {
+        refused_naming("[kafka]", &extra, problem);
     }
 }
 

@@ -33,8 +33,9 @@ impl Companion for () {
 }
 
 pub struct SnapshotWorker<C> {
-    /// The sequence the history store holds: the snapshot it would restart from is kept.
-    history_stored: Option<Arc<AtomicU64>>,
+    /// The sequences that consumers which resume from a snapshot (the history store, the Kafka
+    /// publisher) would rebuild their state at: the snapshot each would restart from is kept.
+    held: Vec<Arc<AtomicU64>>,
     shadow: Matcher,
     /// What follows the shadow's events and is saved with it.
     companion: C,
@@ -98,8 +99,9 @@ fn snapshot_due(since: u64, interval: u64, took: Duration, since_done: impl FnOn
 impl<C: Companion> SnapshotWorker<C> {
     /// A worker whose shadow `shadow` (with `companion`) is the state at `last_snapshot`, the
     /// sequence it reads on from; `snapshots` and `journal` are the data directory's, and
-    /// `history_stored`, when history is on, the sequence its store holds (the snapshot it would
-    /// restart from is kept).
+    /// `held` the sequences consumers that resume from a snapshot would restart at (the history
+    /// store's, the Kafka publisher's): the snapshot at or before each is kept, with the journal
+    /// after it.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shadow: Matcher,
@@ -109,10 +111,10 @@ impl<C: Companion> SnapshotWorker<C> {
         keep: usize,
         snapshots: PathBuf,
         journal: PathBuf,
-        history_stored: Option<Arc<AtomicU64>>,
+        held: Vec<Arc<AtomicU64>>,
     ) -> SnapshotWorker<C> {
         SnapshotWorker {
-            history_stored,
+            held,
             shadow,
             companion,
             last_snapshot,
@@ -214,7 +216,7 @@ impl<C: Companion> SnapshotWorker<C> {
         // out (a failed write counts as none).
         let encoded = written.as_ref().map_or(Duration::ZERO, |w| w.encoded);
         let result = written.and_then(|w| {
-            let protect = self.history_stored.as_ref().map_or(u64::MAX, |c| c.load(Ordering::Acquire));
+            let protect = self.held.iter().map(|c| c.load(Ordering::Acquire)).min().unwrap_or(u64::MAX);
             let oldest = snapshot::prune(&self.snapshots, self.keep, protect)?;
             Ok((w.bytes, remove_covered(&self.journal, oldest.unwrap_or(0))?))
         });
@@ -297,7 +299,7 @@ mod tests {
         assert_eq!(w.commit().unwrap(), n);
         std::fs::create_dir_all(snapshot_dir(dir)).unwrap();
         SnapshotWorker {
-            history_stored: None,
+            held: Vec::new(),
             shadow: Matcher::new(spec.clone()),
             companion: (),
             last_snapshot: 0,

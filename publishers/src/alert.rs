@@ -19,6 +19,8 @@ pub enum AlertKind {
     Snapshots,
     /// A thread could not return to normal priority and may fall behind.
     Priority,
+    /// The Kafka brokers cannot be reached or refuse messages; messages wait in the journal.
+    Kafka,
 }
 
 impl AlertKind {
@@ -28,6 +30,7 @@ impl AlertKind {
             AlertKind::History => "history",
             AlertKind::Snapshots => "snapshots",
             AlertKind::Priority => "priority",
+            AlertKind::Kafka => "kafka",
         }
     }
 }
