@@ -69,6 +69,21 @@ enum Cmd {
         #[arg(required = true, num_args = 1..)]
         command: Vec<String>,
     },
+    /// Print the messages of a Kafka topic viaduct publishes to, a line each:
+    /// `<viaduct-seq>/<viaduct-part> <payload>`.
+    KafkaTail {
+        /// The brokers, host:port,host:port.
+        #[arg(long)]
+        brokers: String,
+        /// deals, orders or balances (with the config's topic_prefix, if any).
+        topic: String,
+        /// Only messages produced from now on.
+        #[arg(long)]
+        from_end: bool,
+        /// Keep reading at the end of the topic instead of exiting.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Recover the state in the data directory and run the engine with its HTTP edge
     /// ([edges.http] bind, 127.0.0.1:8080 by default) and TCP edge ([edges.tcp] bind,
     /// 127.0.0.1:7316) until the process is stopped; a stop at any moment loses nothing
@@ -100,6 +115,11 @@ fn main() {
     let outcome = match cli.command {
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::Ctl { config, data_dir, command } => ctl(config, data_dir, &command.join(" ")),
+        Cmd::KafkaTail { brokers, topic, from_end, follow } => {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            viaduct_publishers::kafka::tail::tail(&brokers, &topic, from_end, follow, &mut out).map(drop)
+        }
         Cmd::Run { config, profile, data_dir, stdio, history_from_snapshot } => {
             run(config, &profile, data_dir, stdio, history_from_snapshot)
         }

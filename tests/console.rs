@@ -297,6 +297,32 @@ fn bad_kafka_settings_are_refused_by_name() {
     }
 }
 
+/// Kafka publishes from the journal: a profile that writes none is refused with `[kafka]`.
+#[test]
+fn kafka_without_a_journal_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = std::fs::read_to_string(format!("{}/tuning/default.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let profile = profile.replace("durability = \"fsync\"", "durability = \"none\"");
+    assert!(profile.contains("durability = \"none\""));
+    let (profile_path, config) = (dir.path().join("none.toml"), dir.path().join("kafka.toml"));
+    std::fs::write(&profile_path, profile).unwrap();
+    let base = std::fs::read_to_string(example()).unwrap();
+    std::fs::write(&config, format!("{base}\n[kafka]\nbrokers = \"127.0.0.1:9\"\n")).unwrap();
+    let out = viaduct()
+        .args(["run", "--stdio", "--config", config.to_str().unwrap(), "--profile", profile_path.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("[kafka] publishes from the journal, which durability NONE does not write"),
+        "{err}"
+    );
+}
+
 /// `check-config` refuses the example config with `table` holding `lines`, naming the table and
 /// saying `problem`.
 fn refused_naming(table: &str, lines: &str, problem: &str) {

@@ -305,6 +305,7 @@ fn assert_published_exactly(read: &[Vec<Read>; 3], expected: &[Vec<(u64, u32, St
 /// A seeded workload that trades, rests, cancels, takes the book with market orders and
 /// deposits: every message is on its topic once, in journal order, as the journal says; and the
 /// workload made messages of every kind (so that the comparison compares something).
+/// `viaduct kafka-tail` prints them.
 #[test]
 fn a_workload_is_published_once_per_message_in_journal_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -322,6 +323,15 @@ fn a_workload_is_published_once_per_message_in_journal_order() {
     assert!(want.iter().all(|t| t.len() > 20), "messages of every kind: {:?}", want.each_ref().map(Vec::len));
     assert!(want[Topic::Orders.index()].iter().any(|(_, _, m)| m.starts_with(r#"{"event":2,"#)), "a maker updated");
     assert_published_exactly(&consume_all(port), &want);
+    // The README's consumer command prints the same, a line each.
+    let out = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args(["kafka-tail", "--brokers", &format!("127.0.0.1:{port}"), "deals"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> =
+        want[Topic::Deals.index()].iter().map(|(seq, part, m)| format!("{seq}/{part} {m}")).collect();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().collect::<Vec<_>>(), lines);
 }
 
 /// The broker is away when viaduct starts: matching goes on, an alert is raised, and past

@@ -12,6 +12,7 @@
 //! it was produced). The publisher resumes from them.
 
 pub mod publisher;
+pub mod tail;
 
 use std::io::Write;
 
