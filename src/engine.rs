@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use viaduct_journaler::recovery::{recover_from, snapshot_dir, Progress};
+use viaduct_journaler::stage::CommitStats;
 use viaduct_journaler::{snapshot, Durability, JournalError};
 use viaduct_matcher::Spec;
 use viaduct_publishers::alert::{AlertKind, Alerts};
@@ -48,7 +49,7 @@ pub type Notify = viaduct_edges::Notify;
 #[derive(Clone)]
 pub struct Probes {
     durable: Arc<AtomicU64>,
-    commits: Arc<AtomicU64>,
+    commits: Arc<CommitStats>,
     progress: Arc<viaduct_ring::Progress>,
     admission: Admission,
     kafka: Option<Arc<KafkaCounts>>,
@@ -62,7 +63,12 @@ impl Probes {
 
     /// Groups the journal has committed.
     pub fn journal_commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.commits.groups.load(Ordering::Relaxed)
+    }
+
+    /// The journal's commits: groups, their sizes, their times.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.commits
     }
 
     /// Passes of the matcher's loop.
@@ -98,7 +104,7 @@ pub struct Engine {
     history: Option<(HistoryService, u64)>,
     /// The Kafka publisher, with `[kafka]`.
     kafka: Option<KafkaPublisher>,
-    commits: Arc<AtomicU64>,
+    commits: Arc<CommitStats>,
     /// The one admission check: every consumer's lag bound (`backpressure`).
     admission: Admission,
     /// Held until the engine has stopped: no other engine runs on this data directory.
@@ -302,7 +308,7 @@ impl Engine {
     /// How many groups the journal has committed (each one write and, in `fsync` mode, one
     /// `fdatasync`).
     pub fn journal_commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.commits.groups.load(Ordering::Relaxed)
     }
 
     /// The sequence up to which history is committed, when history is on.

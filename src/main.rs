@@ -196,36 +196,6 @@ fn run(
         cores.len(),
         cores
     );
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message("recovering");
-        bar
-    });
-    let progress = |p: Progress| match (&bar, p) {
-        (Some(bar), Progress::Snapshot { seq }) => bar.set_message(format!("loaded snapshot at sequence {seq}")),
-        (Some(bar), Progress::Replayed { records, seq }) => {
-            bar.set_message(format!("replayed {records} commands (sequence {seq})"))
-        }
-        (None, Progress::Snapshot { seq }) => tracing::info!("recovery: loaded snapshot at sequence {seq}"),
-        (None, Progress::Replayed { records, seq }) => {
-            tracing::info!("recovery: replayed {records} commands (sequence {seq})")
-        }
-    };
-    let (loaded_http, loaded_tcp, tcp_keys, loaded_ws, loaded_metrics) =
-        (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys, loaded.ws, loaded.metrics);
-    let (http_connections_max, http_header_timeout, tcp_connections_max) =
-        (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
-    let history = loaded.history.to_config(&data_dir)?;
-    tracing::info!("history: {}", history.url);
-    if let Some(k) = &loaded.kafka {
-        tracing::info!(
-            "kafka: publishing to {} (topics {}, {}, {})",
-            k.brokers,
-            k.topic(Topic::Deals),
-            k.topic(Topic::Orders),
-            k.topic(Topic::Balances)
-        );
-    }
     let mut alert_counts = None;
     let alerts = match loaded.alerts {
         Some(cfg) => {
@@ -240,6 +210,57 @@ fn run(
         }
         None => viaduct_publishers::alert::Alerts::log(),
     };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message("recovering");
+        bar
+    });
+    // Bound before recovery: /health answers 503 and /metrics shows recovery's progress.
+    let metrics = Arc::new(viaduct::metrics::MetricsState { alerts: alert_counts.clone(), ..Default::default() });
+    if let (false, Some(bind)) = (stdio, loaded.metrics) {
+        let addr =
+            viaduct::metrics::start(bind, Arc::clone(&metrics)).with_context(|| format!("[metrics] bind {bind}"))?;
+        tracing::info!("metrics: GET /metrics and /health on {addr}");
+    }
+    let progress_metrics = Arc::clone(&metrics);
+    let progress = |p: Progress| match (&bar, p) {
+        (Some(bar), Progress::Snapshot { seq }) => bar.set_message(format!("loaded snapshot at sequence {seq}")),
+        (Some(bar), Progress::Replayed { records, seq }) => {
+            bar.set_message(format!("replayed {records} commands (sequence {seq})"))
+        }
+        (None, Progress::Snapshot { seq }) => tracing::info!("recovery: loaded snapshot at sequence {seq}"),
+        (None, Progress::Replayed { records, seq }) => {
+            tracing::info!("recovery: replayed {records} commands (sequence {seq})")
+        }
+    };
+    let progress = |p: Progress| {
+        match p {
+            Progress::Snapshot { seq } => {
+                progress_metrics.recovery_snapshot.store(seq, Ordering::Relaxed);
+                progress_metrics.recovery_seq.store(seq, Ordering::Relaxed);
+            }
+            Progress::Replayed { records, seq } => {
+                progress_metrics.recovery_replayed.store(records, Ordering::Relaxed);
+                progress_metrics.recovery_seq.store(seq, Ordering::Relaxed);
+            }
+        }
+        progress(p)
+    };
+    let (loaded_http, loaded_tcp, tcp_keys, loaded_ws) =
+        (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys, loaded.ws);
+    let (http_connections_max, http_header_timeout, tcp_connections_max) =
+        (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
+    let history = loaded.history.to_config(&data_dir)?;
+    tracing::info!("history: {}", history.url);
+    if let Some(k) = &loaded.kafka {
+        tracing::info!(
+            "kafka: publishing to {} (topics {}, {}, {})",
+            k.brokers,
+            k.topic(Topic::Deals),
+            k.topic(Topic::Orders),
+            k.topic(Topic::Balances)
+        );
+    }
     let options = EngineOptions {
         market: loaded.market,
         market_lag_max: loaded.market_lag_max,
@@ -281,14 +302,9 @@ fn run(
         if let (Some(ws), Some(max)) = (loaded_ws.as_mut(), ws_max) {
             ws.connections_max = max;
         }
-        let ready = Arc::new(AtomicBool::new(false));
-        if let Some(bind) = loaded_metrics {
-            let addr = viaduct::metrics::start(bind, engine.probes(), alert_counts.clone(), Arc::clone(&ready))
-                .with_context(|| format!("[metrics] bind {bind}"))?;
-            tracing::info!("metrics: GET /metrics and /health on {addr}");
-        }
+        let _ = metrics.probes.set(engine.probes());
         let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
-        ready.store(true, Ordering::Release);
+        metrics.ready.store(true, Ordering::Release);
         // Without it the server still serves (a data directory whose path is too long for a Unix
         // socket, say): said in the log, not fatal.
         let admin = match viaduct::admin::start(&data_dir, engine.probes(), engine.client(), profile_name.clone()) {

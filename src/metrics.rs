@@ -1,9 +1,12 @@
 //! `[metrics] bind`: Prometheus text on `GET /metrics` and readiness on `GET /health` (503 until
 //! recovery is done and the edges listen, 200 after), from a thread of its own that serves one
-//! short connection at a time. The values are read when scraped, from the engine's own counters:
-//! nothing is added to the matcher's path.
+//! short connection at a time. It is bound before recovery starts: while the state is rebuilt,
+//! `/metrics` shows recovery's progress and `/health` answers 503. The values are read when
+//! scraped, from the engine's own counters: nothing is added to the matcher's path.
 //!
-//! Exposed so far: the durable sequence, journal commit groups, the matcher loop's passes, each
+//! Exposed so far: readiness and recovery's progress, the durable sequence, journal commit groups
+//! and histograms of their sizes, commit times and `fdatasync` times (counted by the journal stage
+//! without a lock, `viaduct_journaler::stage::CommitStats`), the matcher loop's passes, each
 //! bounded consumer's lag and bound (history writer, market data, snapshot worker, Kafka
 //! publisher), the Kafka messages acknowledged per topic and failed sessions (with `[kafka]`),
 //! and the alerts pushed, dropped and held back (with `[alerts]`).
@@ -11,12 +14,15 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::engine::Probes;
@@ -26,6 +32,23 @@ const REQUEST_BYTES_MAX: usize = 8 * 1024;
 
 type U64Gauge = Gauge<u64, AtomicU64>;
 type Labels = Vec<(String, String)>;
+
+/// What the metrics thread reads: recovery's progress from the start, the engine's probes once
+/// it runs, and whether the edges listen.
+#[derive(Default)]
+pub struct MetricsState {
+    /// Set once recovery is done and the pipeline runs.
+    pub probes: OnceLock<Probes>,
+    /// The alerts' counts, with `[alerts]`.
+    pub alerts: Option<Arc<viaduct_publishers::alert_redis::Counts>>,
+    /// `/health` answers 200 once this is set: the edges listen.
+    pub ready: AtomicBool,
+    /// The sequence of the snapshot recovery loaded (0: none).
+    pub recovery_snapshot: AtomicU64,
+    /// Journal records replayed so far, and the sequence reached.
+    pub recovery_replayed: AtomicU64,
+    pub recovery_seq: AtomicU64,
+}
 
 /// The registry and the gauges it reports, set from the probes at each scrape.
 struct Exposition {
@@ -38,11 +61,41 @@ struct Exposition {
     alerts: Family<Labels, U64Gauge>,
     kafka_acked: Family<Labels, U64Gauge>,
     kafka_errors: U64Gauge,
+    ready: U64Gauge,
+    recovery: Family<Labels, U64Gauge>,
+}
+
+/// The journal's commit histograms, read from the engine's probes at each scrape.
+struct JournalHistograms(Arc<MetricsState>);
+
+impl std::fmt::Debug for JournalHistograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JournalHistograms")
+    }
+}
+
+impl Collector for JournalHistograms {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(probes) = self.0.probes.get() else { return Ok(()) };
+        let stats = probes.commit_stats();
+        for (name, help, scale, values) in [
+            ("journal_commit_batch_commands", "Commands per journal commit group", 1.0, &stats.batch),
+            ("journal_commit_seconds", "A journal group's commit: its write and its sync", 1e-6, &stats.commit_us),
+            ("journal_fdatasync_seconds", "A journal group's fdatasync alone (fsync durability)", 1e-6, &stats.sync_us),
+        ] {
+            let (buckets, sum, count) = values.buckets();
+            let buckets: Vec<(f64, u64)> = buckets.into_iter().map(|(le, n)| (le * scale, n)).collect();
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            metric.encode_histogram::<NoLabelSet>(sum as f64 * scale, count, &buckets, None)?;
+        }
+        Ok(())
+    }
 }
 
 impl Exposition {
-    fn new() -> Exposition {
+    fn new(state: &Arc<MetricsState>) -> Exposition {
         let mut registry = Registry::with_prefix("viaduct");
+        registry.register_collector(Box::new(JournalHistograms(Arc::clone(state))));
         let (durable, commits, passes) = (U64Gauge::default(), U64Gauge::default(), U64Gauge::default());
         let (lag, lag_max, alerts) = (Family::default(), Family::default(), Family::default());
         registry.register("durable_sequence", "The highest journal sequence known durable", durable.clone());
@@ -58,10 +111,48 @@ impl Exposition {
             "Kafka publisher sessions that failed (brokers unreachable, a fatal producer error)",
             kafka_errors.clone(),
         );
-        Exposition { registry, durable, commits, passes, lag, lag_max, alerts, kafka_acked, kafka_errors }
+        let (ready, recovery) = (U64Gauge::default(), Family::default());
+        registry.register("ready", "1 once recovery is done and the edges listen", ready.clone());
+        registry.register(
+            "recovery",
+            "Recovery's progress: the snapshot loaded, journal records replayed, the sequence reached",
+            recovery.clone(),
+        );
+        Exposition {
+            registry,
+            durable,
+            commits,
+            passes,
+            lag,
+            lag_max,
+            alerts,
+            kafka_acked,
+            kafka_errors,
+            ready,
+            recovery,
+        }
     }
 
-    fn render(&self, probes: &Probes, alerts: Option<&viaduct_publishers::alert_redis::Counts>) -> String {
+    fn render(&self, state: &MetricsState) -> String {
+        self.ready.set(u64::from(state.ready.load(Ordering::Acquire)));
+        for (what, value) in [
+            ("snapshot_sequence", &state.recovery_snapshot),
+            ("replayed_commands", &state.recovery_replayed),
+            ("sequence", &state.recovery_seq),
+        ] {
+            self.recovery
+                .get_or_create(&vec![("what".to_string(), what.to_string())])
+                .set(value.load(Ordering::Relaxed));
+        }
+        if let Some(probes) = state.probes.get() {
+            self.render_engine(probes, state.alerts.as_deref());
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String does not fail");
+        text
+    }
+
+    fn render_engine(&self, probes: &Probes, alerts: Option<&viaduct_publishers::alert_redis::Counts>) {
         self.durable.set(probes.durable_seq());
         self.commits.set(probes.journal_commits());
         self.passes.set(probes.matcher_passes());
@@ -85,26 +176,18 @@ impl Exposition {
                     .set(n.load(Ordering::Relaxed));
             }
         }
-        let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String does not fail");
-        text
     }
 }
 
-/// Binds `bind` and serves until the process ends; `ready` turns `/health` to 200.
-pub fn start(
-    bind: SocketAddr,
-    probes: Probes,
-    alerts: Option<Arc<viaduct_publishers::alert_redis::Counts>>,
-    ready: Arc<AtomicBool>,
-) -> std::io::Result<SocketAddr> {
+/// Binds `bind` and serves `state` until the process ends; its `ready` turns `/health` to 200.
+pub fn start(bind: SocketAddr, state: Arc<MetricsState>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(bind)?;
     let addr = listener.local_addr()?;
     std::thread::Builder::new().name("viaduct-metrics".into()).spawn(move || {
-        let exposition = Exposition::new();
+        let exposition = Exposition::new(&state);
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            if let Err(e) = serve(stream, &exposition, &probes, alerts.as_deref(), &ready) {
+            if let Err(e) = serve(stream, &exposition, &state) {
                 tracing::debug!("metrics: a scrape failed: {e}");
             }
         }
@@ -112,13 +195,7 @@ pub fn start(
     Ok(addr)
 }
 
-fn serve(
-    mut stream: TcpStream,
-    exposition: &Exposition,
-    probes: &Probes,
-    alerts: Option<&viaduct_publishers::alert_redis::Counts>,
-    ready: &AtomicBool,
-) -> std::io::Result<()> {
+fn serve(mut stream: TcpStream, exposition: &Exposition, state: &MetricsState) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut buf = Vec::with_capacity(1024);
@@ -141,10 +218,11 @@ fn serve(
     };
     let (status, kind, body) = match path.as_deref() {
         Some("/metrics") => {
-            (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", exposition.render(probes, alerts))
+            (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", exposition.render(state))
         }
-        Some("/health") if ready.load(Ordering::Acquire) => (200, "text/plain", "ready\n".to_string()),
-        Some("/health") => (503, "text/plain", "recovering\n".to_string()),
+        Some("/health") if state.ready.load(Ordering::Acquire) => (200, "text/plain", "ready\n".to_string()),
+        Some("/health") if state.probes.get().is_none() => (503, "text/plain", "recovering\n".to_string()),
+        Some("/health") => (503, "text/plain", "starting the edges\n".to_string()),
         Some(_) => (404, "text/plain", "not found\n".to_string()),
         None => (400, "text/plain", "bad request\n".to_string()),
     };

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use viaduct_journaler::recovery::{journal_dir, snapshot_dir};
 use viaduct_journaler::segment::JournalWriter;
 use viaduct_journaler::snapshotter::{snapshot_lag_max, Companion, SnapshotWorker};
-use viaduct_journaler::stage::JournalStage;
+use viaduct_journaler::stage::{CommitStats, JournalStage};
 use viaduct_journaler::Durability;
 use viaduct_matcher::{EventsView, Matcher, Spec};
 use viaduct_publishers::alert::{AlertKind, Alerts};
@@ -208,7 +208,7 @@ impl fmt::Display for Topology {
 pub(crate) struct Pipeline {
     pub(crate) input: Input,
     pub(crate) durable: Arc<AtomicU64>,
-    pub(crate) commits: Arc<AtomicU64>,
+    pub(crate) commits: Arc<CommitStats>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) watch: Arc<Watch>,
     pub(crate) market: MarketService,
@@ -255,7 +255,7 @@ pub(crate) fn assemble(
         profile.durability,
         profile.segment_bytes_max,
     )?;
-    let commits = Arc::new(AtomicU64::new(0));
+    let commits: Arc<CommitStats> = Arc::default();
     let mut journal_stage = JournalStage::new(writer, Arc::clone(&durable), Arc::clone(&commits));
     let journal = move |slot: &OutSlot, end_of_batch: bool| {
         journal_stage.append(slot.journal_seq, slot.time_us, slot.digest, &slot.cmd);

@@ -1,5 +1,5 @@
-//! `[metrics]`: `/health` once the server serves, and `/metrics` in Prometheus text with values
-//! that follow the work done.
+//! `[metrics]`: `/health` 503 until the server serves and 200 after, and `/metrics` in
+//! Prometheus text with values that follow the work done.
 
 mod support;
 
@@ -45,6 +45,14 @@ fn health_and_metrics_follow_the_work_done() {
     let commits = sample(&text, "viaduct_journal_commit_groups").expect("commit groups");
     assert!((1..=durable_before + 3).contains(&commits), "{commits} groups: {text}");
     assert!(sample(&text, "viaduct_matcher_loop_passes").is_some_and(|p| p > 0), "{text}");
+    // Every group's size and times: as many groups as counted, as many commands as journaled,
+    // each with its fdatasync (the default profile's fsync).
+    assert_eq!(sample(&text, "viaduct_journal_commit_batch_commands_count"), Some(commits), "{text}");
+    let sum = format!("viaduct_journal_commit_batch_commands_sum {}.0", durable_before + 3);
+    assert!(text.lines().any(|l| l == sum), "{sum}: {text}");
+    assert_eq!(sample(&text, "viaduct_journal_commit_seconds_count"), Some(commits), "{text}");
+    assert_eq!(sample(&text, "viaduct_journal_fdatasync_seconds_count"), Some(commits), "{text}");
+    assert!(text.contains(r#"viaduct_journal_commit_seconds_bucket{le="+Inf"}"#), "{text}");
     assert_eq!(
         sample(&text, r#"viaduct_consumer_lag_max_commands{consumer="history writer"}"#),
         Some(100_000),
@@ -53,4 +61,47 @@ fn health_and_metrics_follow_the_work_done() {
     assert!(sample(&text, r#"viaduct_consumer_lag_commands{consumer="market data"}"#).is_some(), "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     assert_eq!(get(metrics, "/nothing").0, 404);
+}
+
+/// The metrics port is bound before the state is rebuilt: while startup is held up (here by a
+/// history store that accepts the connection and says nothing) `/health` answers 503 and
+/// `/metrics` says not ready, with recovery's progress; once the store gives up, 200.
+#[test]
+fn health_is_503_until_the_engine_serves() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (metrics, http_addr, tcp_addr) = (free(), free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let store = format!("[history]\nurl = \"mysql://root@{}/test\"", silent.local_addr().unwrap());
+    let config = format!(
+        "{}\n[edges.http]\nbind = \"{http_addr}\"\n[edges.tcp]\nbind = \"{tcp_addr}\"\n[metrics]\nbind = \"{metrics}\"\n",
+        example.replacen("[history]", &store, 1)
+    );
+    std::fs::write(dir.path().join("viaduct.toml"), config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args(["run", "--config", dir.path().join("viaduct.toml").to_str().unwrap(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The store's connection arrives once startup has reached it; metrics are up by then.
+    let (held, _) = silent.accept().unwrap();
+    wait_until("the metrics port", Duration::from_secs(30), || TcpStream::connect(metrics).is_ok());
+    let (status, body) = get(metrics, "/health");
+    assert_eq!((status, body.as_str()), (503, "recovering\n"));
+    let (_, text) = get(metrics, "/metrics");
+    assert_eq!(sample(&text, "viaduct_ready"), Some(0), "{text}");
+    assert_eq!(sample(&text, r#"viaduct_recovery{what="sequence"}"#), Some(0), "{text}");
+    assert!(!text.contains("viaduct_consumer_lag_commands{"), "no engine yet: {text}");
+    drop(held);
+    drop(silent);
+    wait_until("/health to say ready", Duration::from_secs(60), || get(metrics, "/health").0 == 200);
+    let (_, text) = get(metrics, "/metrics");
+    assert_eq!(sample(&text, "viaduct_ready"), Some(1), "{text}");
+    assert!(sample(&text, r#"viaduct_consumer_lag_commands{consumer="market data"}"#).is_some(), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

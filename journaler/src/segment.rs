@@ -93,6 +93,8 @@ pub struct JournalWriter {
     next_seq: u64,
     /// Highest sequence committed (durable in `fsync` mode).
     committed: u64,
+    /// How long the last commit's `fdatasync` took, if it made one.
+    last_sync: Option<std::time::Duration>,
 }
 
 impl JournalWriter {
@@ -116,6 +118,7 @@ impl JournalWriter {
             buf: Vec::with_capacity(1 << 20),
             next_seq,
             committed: next_seq - 1,
+            last_sync: None,
         };
         if mode != Durability::None {
             remove_if_there(&dir.join(NEXT_SEGMENT))?;
@@ -248,6 +251,7 @@ impl JournalWriter {
     /// Writes the pending group and, in `fsync` mode, waits until it is on disk. Returns the
     /// highest committed sequence.
     pub fn commit(&mut self) -> Result<u64, JournalError> {
+        self.last_sync = None;
         let (fsync, ahead) = (self.mode == Durability::Fsync, self.preallocate());
         // A group that would run past the zeros goes to the prepared segment if that is ready,
         // rather than wait here for more zeros (a segment is never left without records).
@@ -270,7 +274,9 @@ impl JournalWriter {
                 }
                 file.write_all_at(&self.buf, *size).map_err(io_err(path))?;
                 if fsync {
+                    let started = std::time::Instant::now();
                     file.sync_data().map_err(io_err(path))?;
+                    self.last_sync = Some(started.elapsed());
                 }
                 *size = end;
                 self.buf.clear();
@@ -289,6 +295,11 @@ impl JournalWriter {
 
     pub fn committed(&self) -> u64 {
         self.committed
+    }
+
+    /// How long the last commit's `fdatasync` took (`fsync` mode, a group written).
+    pub fn last_sync(&self) -> Option<std::time::Duration> {
+        self.last_sync
     }
 }
 
