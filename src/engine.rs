@@ -28,7 +28,7 @@ pub use crate::client::{Client, Refused, Replies, Response};
 use crate::delivery::{Registry, Watch};
 use crate::pipeline::{self, Bounds, Pipeline, Snapshots};
 use crate::profile::Profile;
-use crate::replies::{reply_path, DEALS_WAITING_MAX};
+use crate::replies::{reply_path, CommandCounts, CODES, DEALS_WAITING_MAX};
 pub use crate::tcp_edge::{start_tcp_edge, EdgeBackend, OnMatcher, TcpEdgeRunning};
 
 /// What recovery found, for the startup log.
@@ -53,6 +53,7 @@ pub struct Probes {
     progress: Arc<viaduct_ring::Progress>,
     admission: Admission,
     kafka: Option<Arc<KafkaCounts>>,
+    command_counts: Arc<Mutex<Vec<Arc<CommandCounts>>>>,
 }
 
 impl Probes {
@@ -79,6 +80,16 @@ impl Probes {
     /// Each consumer with a lag bound: its name, its lag in commands, and its bound.
     pub fn lags(&self) -> Vec<(&'static str, u64, u64)> {
         self.admission.lags()
+    }
+
+    /// Commands answered by every client so far, by name ([`viaduct_protocol::COMMAND_NAMES`])
+    /// and error code (0: success).
+    pub fn commands(&self) -> Vec<[u64; CODES]> {
+        let mut totals = vec![[0u64; CODES]; viaduct_protocol::COMMAND_NAMES.len()];
+        for c in self.command_counts.lock().expect("command counts").iter() {
+            c.add_to(&mut totals);
+        }
+        totals
     }
 
     /// The Kafka publisher's counts, with `[kafka]`.
@@ -109,6 +120,8 @@ pub struct Engine {
     admission: Admission,
     /// Held until the engine has stopped: no other engine runs on this data directory.
     lock: DataDirLock,
+    /// Every client's answered commands, kept after the client goes (the totals only grow).
+    command_counts: Arc<Mutex<Vec<Arc<CommandCounts>>>>,
 }
 
 /// The exclusive lock (`flock`) on `<data_dir>/viaduct.lock`, which holds the PID of the process
@@ -276,6 +289,7 @@ impl Engine {
             commits,
             admission,
             lock,
+            command_counts: Arc::default(),
         };
         Ok((engine, startup))
     }
@@ -297,6 +311,7 @@ impl Engine {
             progress: self.input.progress(),
             admission: self.admission.clone(),
             kafka: self.kafka.as_ref().map(KafkaPublisher::counts),
+            command_counts: Arc::clone(&self.command_counts),
         }
     }
 
@@ -362,7 +377,9 @@ impl Engine {
         // Room for every reply the client may have in flight and every command with deals it
         // may have waiting: the ring never refuses a reply.
         let slots = self.inflight_max + DEALS_WAITING_MAX as usize;
-        let (outbox, answers, inbox) = reply_path(slots, self.inflight_max, Arc::clone(&self.durable), notify);
+        let counts: Arc<CommandCounts> = Arc::default();
+        self.command_counts.lock().expect("command counts").push(Arc::clone(&counts));
+        let (outbox, answers, inbox) = reply_path(slots, self.inflight_max, Arc::clone(&self.durable), notify, counts);
         self.registry.arrivals.lock().expect("registry lock").insert(id, outbox);
         Client {
             id,

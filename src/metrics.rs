@@ -63,6 +63,7 @@ struct Exposition {
     kafka_errors: U64Gauge,
     ready: U64Gauge,
     recovery: Family<Labels, U64Gauge>,
+    commands: Family<Labels, U64Gauge>,
 }
 
 /// The journal's commit histograms, read from the engine's probes at each scrape.
@@ -118,7 +119,14 @@ impl Exposition {
             "Recovery's progress: the snapshot loaded, journal records replayed, the sequence reached",
             recovery.clone(),
         );
+        let commands = Family::default();
+        registry.register(
+            "commands",
+            "Matcher commands answered, by method and error code (0: success)",
+            commands.clone(),
+        );
         Exposition {
+            commands,
             registry,
             durable,
             commits,
@@ -154,6 +162,12 @@ impl Exposition {
 
     fn render_engine(&self, probes: &Probes, alerts: Option<&viaduct_publishers::alert_redis::Counts>) {
         self.durable.set(probes.durable_seq());
+        for (name, codes) in viaduct_protocol::COMMAND_NAMES.iter().zip(probes.commands()) {
+            for (code, n) in codes.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                let labels = vec![("method".to_string(), name.to_string()), ("code".to_string(), code.to_string())];
+                self.commands.get_or_create(&labels).set(n);
+            }
+        }
         self.commits.set(probes.journal_commits());
         self.passes.set(probes.matcher_passes());
         for (name, lag, max) in probes.lags() {

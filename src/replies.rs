@@ -203,18 +203,58 @@ impl AnswerSink {
     }
 }
 
+/// Error codes a command is counted under: 0 for success, ViaBTC's codes, the last for any
+/// larger one.
+pub const CODES: usize = 16;
+
+/// The commands a client was answered, by name ([`viaduct_protocol::COMMAND_NAMES`]) and error
+/// code (0: success). One writer, the client's thread; the metrics sum every client's.
+#[derive(Debug)]
+pub struct CommandCounts {
+    counts: Vec<[AtomicU64; CODES]>,
+}
+
+impl Default for CommandCounts {
+    fn default() -> CommandCounts {
+        let row = || std::array::from_fn(|_| AtomicU64::new(0));
+        CommandCounts { counts: (0..viaduct_protocol::COMMAND_NAMES.len()).map(|_| row()).collect() }
+    }
+}
+
+impl CommandCounts {
+    fn count(&self, cmd: &Command, result: &Result<Reply, RpcError>) {
+        let code = match result {
+            Ok(_) => 0,
+            Err(e) => usize::try_from(e.code()).map_or(CODES - 1, |c| c.min(CODES - 1)),
+        };
+        self.counts[viaduct_protocol::command_index(cmd)][code].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds this client's counts to `into` (names × codes).
+    pub fn add_to(&self, into: &mut [[u64; CODES]]) {
+        for (row, counts) in into.iter_mut().zip(&self.counts) {
+            for (n, c) in row.iter_mut().zip(counts) {
+                *n += c.load(Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// What [`Inbox::receive`] handed on.
-#[derive(Default)]
-struct Tally {
+struct Tally<'a> {
+    counts: &'a CommandCounts,
     handed: usize,
     answered: usize,
     deals: u64,
 }
 
-impl Tally {
+impl Tally<'_> {
     fn hand(&mut self, spec: &Spec, slot: &Slot, each: &mut dyn FnMut(&Spec, Delivered<'_>)) {
         match slot.kind {
-            Kind::Outcome => self.answered += 1,
+            Kind::Outcome => {
+                self.answered += 1;
+                self.counts.count(&slot.cmd, &slot.result);
+            }
             Kind::Deals | Kind::Activity => self.deals += 1,
         }
         self.handed += 1;
@@ -237,6 +277,8 @@ pub(crate) struct Inbox {
     gone: Arc<AtomicBool>,
     /// Unparked by the client's [`Notify`] when it has no event loop of its own.
     parker: Parker,
+    /// What this client was answered, for the metrics.
+    counts: Arc<CommandCounts>,
 }
 
 /// A new reply path: a ring of `slots` (rounded up to a power of two), released by `durable`, and
@@ -247,6 +289,7 @@ pub(crate) fn reply_path(
     answers_max: usize,
     durable: Arc<AtomicU64>,
     notify: Option<Notify>,
+    counts: Arc<CommandCounts>,
 ) -> (Outbox, AnswerSink, Inbox) {
     let parker = Parker::new();
     let notify = notify.unwrap_or_else(|| {
@@ -267,7 +310,7 @@ pub(crate) fn reply_path(
         deals_taken: Arc::clone(&deals_taken),
     };
     let (early, spare) = (VecDeque::new(), Vec::new());
-    let inbox = Inbox { ring: poller, durable, early, spare, answers, deals_taken, fills_lost, gone, parker };
+    let inbox = Inbox { ring: poller, durable, early, spare, answers, deals_taken, fills_lost, gone, parker, counts };
     (outbox, AnswerSink { tx, notify }, inbox)
 }
 
@@ -283,7 +326,7 @@ impl Inbox {
         each: &mut dyn FnMut(&Spec, Delivered<'_>),
     ) -> (usize, usize) {
         let durable = self.durable.load(Ordering::Acquire);
-        let mut tally = Tally::default();
+        let mut tally = Tally { counts: &self.counts, handed: 0, answered: 0, deals: 0 };
         while tally.handed < max && self.early.front().is_some_and(|s| s.release_at <= durable) {
             let slot = self.early.pop_front().expect("a front");
             tally.hand(spec, &slot, each);
@@ -302,7 +345,7 @@ impl Inbox {
                 }
             }
         }
-        let Tally { mut handed, mut answered, deals } = tally;
+        let Tally { mut handed, mut answered, deals, .. } = tally;
         if deals > 0 {
             self.deals_taken.fetch_add(deals, Ordering::AcqRel);
         }
@@ -357,7 +400,7 @@ mod tests {
 
     /// A reply path whose durable sequence is already far ahead.
     fn path(slots: usize, answers: usize) -> (Outbox, AnswerSink, Inbox) {
-        reply_path(slots, answers, Arc::new(AtomicU64::new(u64::MAX)), None)
+        reply_path(slots, answers, Arc::new(AtomicU64::new(u64::MAX)), None, Arc::default())
     }
 
     fn publish(outbox: &mut Outbox, kind: Kind, tag: u64) -> Result<(), Refusal> {
@@ -403,7 +446,7 @@ mod tests {
     fn nothing_is_handed_on_before_the_journal_made_it_durable_and_order_is_kept() {
         let spec = Spec::new(&embedded()).unwrap();
         let durable = Arc::new(AtomicU64::new(1));
-        let (mut outbox, _answers, mut inbox) = reply_path(8, 8, Arc::clone(&durable), None);
+        let (mut outbox, _answers, mut inbox) = reply_path(8, 8, Arc::clone(&durable), None, Arc::default());
         publish(&mut outbox, Kind::Outcome, 1).unwrap();
         publish(&mut outbox, Kind::Outcome, 3).unwrap();
         // A reply released by an earlier sequence, behind one that is not durable yet, waits.

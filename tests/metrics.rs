@@ -39,7 +39,12 @@ fn health_and_metrics_follow_the_work_done() {
         let r = http(server.http, "balance.update", json!([user, "BTC", "deposit", 1, "1", {}]));
         assert_eq!(r["result"]["status"], "success", "{r}");
     }
+    let repeat = http(server.http, "balance.update", json!([1, "BTC", "deposit", 1, "1", {}]));
+    assert_eq!(repeat["error"]["code"], 10, "{repeat}");
     let (status, text) = get(metrics, "/metrics");
+    // Commands by method and code: the three deposits, and the repeat refused (not journaled).
+    assert_eq!(sample(&text, r#"viaduct_commands{method="balance.update",code="0"}"#), Some(3), "{text}");
+    assert_eq!(sample(&text, r#"viaduct_commands{method="balance.update",code="10"}"#), Some(1), "{text}");
     assert_eq!(status, 200);
     assert_eq!(sample(&text, "viaduct_durable_sequence"), Some(durable_before + 3), "{text}");
     let commits = sample(&text, "viaduct_journal_commit_groups").expect("commit groups");

@@ -86,6 +86,45 @@ pub const METHODS: [Method; 23] = [
     m("market.summary", 308, Matcher(params::market_summary)),
 ];
 
+/// The names a command is counted under (the metrics): its method's, and for the binary order
+/// entry's cancel by client order id, `order.cancel_by_client_id`.
+pub const COMMAND_NAMES: [&str; 14] = [
+    "balance.query",
+    "balance.update",
+    "asset.list",
+    "asset.summary",
+    "order.put_limit",
+    "order.put_market",
+    "order.cancel",
+    "order.cancel_by_client_id",
+    "order.book",
+    "order.depth",
+    "order.pending",
+    "order.pending_detail",
+    "market.list",
+    "market.summary",
+];
+
+/// The index of `cmd`'s name in [`COMMAND_NAMES`].
+pub fn command_index(cmd: &Command) -> usize {
+    match cmd {
+        Command::BalanceQuery { .. } => 0,
+        Command::BalanceUpdate { .. } => 1,
+        Command::AssetList => 2,
+        Command::AssetSummary { .. } => 3,
+        Command::PutLimit(_) => 4,
+        Command::PutMarket(_) => 5,
+        Command::Cancel { .. } => 6,
+        Command::CancelByClientId { .. } => 7,
+        Command::OrderBook { .. } => 8,
+        Command::OrderDepth { .. } => 9,
+        Command::OrderPending { .. } => 10,
+        Command::OrderPendingDetail { .. } => 11,
+        Command::MarketList => 12,
+        Command::MarketSummary { .. } => 13,
+    }
+}
+
 /// The method of this name.
 pub fn method(name: &str) -> Option<&'static Method> {
     METHODS.iter().find(|m| m.name == name)
