@@ -303,6 +303,9 @@ fn run(
             ws.connections_max = max;
         }
         let _ = metrics.probes.set(engine.probes());
+        let mut edge_stats = vec![("http", Arc::clone(&cfg.stats)), ("tcp", Arc::clone(&tcp_cfg.stats))];
+        edge_stats.extend(loaded_ws.as_ref().map(|w| ("ws", Arc::clone(&w.stats))));
+        let _ = metrics.edges.set(edge_stats);
         let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
         metrics.ready.store(true, Ordering::Release);
         // Without it the server still serves (a data directory whose path is too long for a Unix

@@ -45,6 +45,8 @@ pub struct MetricsState {
     pub ready: AtomicBool,
     /// The sequence of the snapshot recovery loaded (0: none).
     pub recovery_snapshot: AtomicU64,
+    /// Each edge's live counts, by name (`http`, `tcp`, `ws`), once the edges start.
+    pub edges: OnceLock<Vec<(&'static str, Arc<viaduct_edges::EdgeStats>)>>,
     /// Journal records replayed so far, and the sequence reached.
     pub recovery_replayed: AtomicU64,
     pub recovery_seq: AtomicU64,
@@ -64,6 +66,8 @@ struct Exposition {
     ready: U64Gauge,
     recovery: Family<Labels, U64Gauge>,
     commands: Family<Labels, U64Gauge>,
+    connections: Family<Labels, U64Gauge>,
+    subscriptions: U64Gauge,
 }
 
 /// The journal's commit histograms, read from the engine's probes at each scrape.
@@ -125,7 +129,16 @@ impl Exposition {
             "Matcher commands answered, by method and error code (0: success)",
             commands.clone(),
         );
+        let (connections, subscriptions) = (Family::default(), U64Gauge::default());
+        registry.register("edge_connections", "Open connections, per edge", connections.clone());
+        registry.register(
+            "ws_subscriptions",
+            "WebSocket connections' subscriptions to market feeds",
+            subscriptions.clone(),
+        );
         Exposition {
+            connections,
+            subscriptions,
             commands,
             registry,
             durable,
@@ -154,6 +167,13 @@ impl Exposition {
         }
         if let Some(probes) = state.probes.get() {
             self.render_engine(probes, state.alerts.as_deref());
+        }
+        for (edge, stats) in state.edges.get().into_iter().flatten() {
+            let labels = vec![("edge".to_string(), edge.to_string())];
+            self.connections.get_or_create(&labels).set(stats.connections.load(Ordering::Relaxed));
+            if *edge == "ws" {
+                self.subscriptions.set(stats.subscriptions.load(Ordering::Relaxed));
+            }
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String does not fail");

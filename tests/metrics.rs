@@ -65,6 +65,12 @@ fn health_and_metrics_follow_the_work_done() {
     );
     assert!(sample(&text, r#"viaduct_consumer_lag_commands{consumer="market data"}"#).is_some(), "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // Connections per edge: one held open to the HTTP edge, none to the TCP edge.
+    let _held = TcpStream::connect(server.http).unwrap();
+    wait_until("the held connection to be counted", Duration::from_secs(10), || {
+        sample(&get(metrics, "/metrics").1, r#"viaduct_edge_connections{edge="http"}"#) == Some(1)
+    });
+    assert_eq!(sample(&get(metrics, "/metrics").1, r#"viaduct_edge_connections{edge="tcp"}"#), Some(0));
     assert_eq!(get(metrics, "/nothing").0, 404);
 }
 

@@ -403,7 +403,16 @@ fn success(id: i64) -> Value {
 
 #[test]
 fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
-    let (server, addr) = server("push_interval_ms = 20");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (server, addr) = server(&format!("push_interval_ms = 20\n[metrics]\nbind = \"{metrics}\""));
+    let subscriptions = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("viaduct_ws_subscriptions ")?.parse::<u64>().ok())
+    };
     let h = server.http;
     deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
     order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
@@ -431,6 +440,14 @@ fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
     assert_eq!(got["deals.update"], json!(["BTCBCH", []]));
     assert_eq!(got["today.update"], json!(["BTCBCH", http(h, "market.status_today", json!(["BTCBCH"]))["result"]]));
     assert_eq!(got["state.update"], json!(["BTCBCH", http(h, "market.status", json!(["BTCBCH", 86400]))["result"]]));
+    // The metrics count the subscriptions: five of `ws`, two of `other`, one of `second`, one of
+    // `third` until it goes.
+    assert_eq!(subscriptions(), Some(8));
+    let mut third = connect(addr);
+    assert_eq!(call(&mut third, 1, "price.subscribe", json!(["BTCBCH"])), success(1));
+    assert_eq!(subscriptions(), Some(9));
+    drop(third);
+    wait_until("a closed connection's subscription to go", Duration::from_secs(10), || subscriptions() == Some(8));
     // A trade: 1 of the 2 at 100. Each feed pushes its change once.
     let bid = http(h, "order.put_limit", json!([2, "BTCBCH", 2, "1", "100", "0.001", "0.001", ""]));
     assert_eq!(bid["result"]["deal_stock"], "1", "{bid}");

@@ -54,6 +54,8 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// A reply not ready this long after its request is answered 504 (ViaBTC `timeout`: 1 s).
     pub reply_timeout: Duration,
+    /// Its live counts, for the metrics.
+    pub stats: Arc<crate::EdgeStats>,
 }
 
 impl HttpConfig {
@@ -67,6 +69,7 @@ impl HttpConfig {
             idle_timeout: Duration::from_secs(3600),
             header_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(1),
+            stats: Arc::default(),
         }
     }
 }
@@ -210,6 +213,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
             requests: 0,
         });
         self.live += 1;
+        self.cfg.stats.connections.store(self.live as u64, Ordering::Relaxed);
     }
 
     fn ready(&mut self, index: usize, readable: bool, writable: bool, _read_closed: bool) {
@@ -568,6 +572,7 @@ impl<B: Backend> Server<B> {
                 }
             }
             self.live -= 1;
+            self.cfg.stats.connections.store(self.live as u64, Ordering::Relaxed);
         }
     }
 }

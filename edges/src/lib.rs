@@ -69,6 +69,14 @@ pub enum Delivered<'a> {
     FillsLost,
 }
 
+/// What an edge shows the metrics: its open connections and, for the WebSocket edge, its
+/// connections' subscriptions to market feeds. Updated by the edge's loop as they change.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    pub connections: std::sync::atomic::AtomicU64,
+    pub subscriptions: std::sync::atomic::AtomicU64,
+}
+
 /// What an edge submits commands to and takes replies from.
 pub trait Backend: Send + 'static {
     fn spec(&self) -> &Spec;

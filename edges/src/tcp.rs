@@ -123,6 +123,8 @@ pub struct TcpConfig {
     /// A binary connection not logged in this long after it opened is closed.
     pub login_timeout: Duration,
     pub keys: Vec<ApiKey>,
+    /// Its live counts, for the metrics.
+    pub stats: Arc<crate::EdgeStats>,
 }
 
 impl TcpConfig {
@@ -138,6 +140,7 @@ impl TcpConfig {
             heartbeat_timeout: Duration::from_secs(5),
             login_timeout: Duration::from_secs(5),
             keys,
+            stats: Arc::default(),
         }
     }
 }
@@ -380,6 +383,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
         });
         self.next_gen += 1;
         self.live += 1;
+        self.cfg.stats.connections.store(self.live as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn ready(&mut self, index: usize, readable: bool, _writable: bool, read_closed: bool) {
@@ -855,6 +859,7 @@ impl<B: Backend> Server<B> {
         let Some(mut c) = self.conns.get_mut(index).and_then(Option::take) else { return };
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.live -= 1;
+        self.cfg.stats.connections.store(self.live as u64, std::sync::atomic::Ordering::Relaxed);
         if let Mode::Session { key, .. } = c.mode {
             let user = self.cfg.keys[key].trader.user;
             if let Some(list) = self.sessions.get_mut(&user) {

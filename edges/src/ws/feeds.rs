@@ -62,7 +62,9 @@ impl<B: Backend> Server<B> {
                 new.push(feed.clone());
                 FeedState::default()
             });
-            state.subscribers.insert(index, gen);
+            if state.subscribers.insert(index, gen).is_none() {
+                self.cfg.stats.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             greetings.extend(state.greeting(&feed));
         }
         for text in greetings {
@@ -75,7 +77,9 @@ impl<B: Backend> Server<B> {
 
     pub(super) fn leave_feed(&mut self, index: usize, feed: &Feed) {
         if let Some(state) = self.feeds.get_mut(feed) {
-            state.subscribers.remove(&index);
+            if state.subscribers.remove(&index).is_some() {
+                self.cfg.stats.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if state.subscribers.is_empty() {
                 self.feeds.remove(feed);
             }

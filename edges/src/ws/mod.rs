@@ -89,6 +89,8 @@ pub struct WsConfig {
     pub depth_limits: Vec<u64>,
     /// The merge intervals a `depth.subscribe` may ask, compared as numbers (ViaBTC `depth_merge`).
     pub depth_merges: Vec<String>,
+    /// Its live counts, for the metrics.
+    pub stats: Arc<crate::EdgeStats>,
 }
 
 impl WsConfig {
@@ -110,6 +112,7 @@ impl WsConfig {
             depth_merges: ["0", "0.00000001", "0.0000001", "0.000001", "0.00001", "0.0001", "0.001", "0.01", "0.1"]
                 .map(String::from)
                 .to_vec(),
+            stats: Arc::default(),
         }
     }
 }
@@ -293,6 +296,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
         let gen = self.next_gen;
         self.next_gen += 1;
         self.live += 1;
+        self.cfg.stats.connections.store(self.live as u64, std::sync::atomic::Ordering::Relaxed);
         let check = Check { protocol: self.cfg.protocol.clone(), origin: self.cfg.origin.clone() };
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.cfg.message_bytes_max))
@@ -304,6 +308,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
             Err(e) => {
                 tracing::warn!("ws: no TLS session for a new connection: {e}");
                 self.live -= 1;
+                self.cfg.stats.connections.store(self.live as u64, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
         };
@@ -312,6 +317,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
             Err(HandshakeError::Interrupted(mid)) => Phase::Handshake(mid),
             Err(HandshakeError::Failure(_)) => {
                 self.live -= 1;
+                self.cfg.stats.connections.store(self.live as u64, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
         };
@@ -598,6 +604,7 @@ impl<B: Backend> Server<B> {
         self.subscribe_mine(index, user, |mine| *mine = Mine::default());
         let Some(mut c) = self.conns.get_mut(index).and_then(Option::take) else { return };
         self.live -= 1;
+        self.cfg.stats.connections.store(self.live as u64, std::sync::atomic::Ordering::Relaxed);
         let stream = match c.phase.as_mut() {
             Some(Phase::Open(ws)) => Some(ws.get_mut().socket()),
             Some(Phase::Handshake(mid)) => Some(mid.get_mut().get_mut().socket()),
