@@ -114,10 +114,43 @@ fn serve(
             Err(_) => json!({"error": format!("{user:?} is not a user id")}),
         },
         ["markets"] => ask(client, "market.summary", &[]),
-        _ => json!({"error": "commands: status, balances USER, markets"}),
+        ["snapshot"] => snapshot_now(probes),
+        _ => json!({"error": "commands: status, snapshot, balances USER, markets"}),
     };
     let mut stream = stream;
     writeln!(stream, "{answer}")
+}
+
+/// How long `snapshot` waits for the worker (a large state takes seconds to encode).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
+
+/// Asks the snapshot worker for a snapshot of everything it has read and waits for its answer.
+fn snapshot_now(probes: &Probes) -> Value {
+    let Some(control) = probes.snapshots() else {
+        return json!({"error": "this profile writes no journal (durability none): there is nothing to snapshot"});
+    };
+    let (answered, taken) = (control.answered.load(Ordering::Acquire), control.taken.load(Ordering::Acquire));
+    control.request();
+    let deadline = Instant::now() + SNAPSHOT_WAIT;
+    while control.answered.load(Ordering::Acquire) == answered {
+        if Instant::now() >= deadline {
+            return json!({"error": format!("the snapshot worker did not answer in {} s", SNAPSHOT_WAIT.as_secs())});
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if control.taken.load(Ordering::Acquire) == taken {
+        return json!({
+            "taken": false,
+            "why": "nothing was journaled since the worker's last snapshot (or the state it started from)",
+            "sequence": control.last_seq.load(Ordering::Acquire),
+        });
+    }
+    json!({
+        "taken": true,
+        "sequence": control.last_seq.load(Ordering::Acquire),
+        "ms": control.last_ms.load(Ordering::Acquire),
+        "bytes": control.last_bytes.load(Ordering::Acquire),
+    })
 }
 
 /// A request through the engine, as any client's: its JSON response.
@@ -136,7 +169,7 @@ pub fn ctl(data_dir: &Path, command: &str) -> anyhow::Result<String> {
     let mut stream = UnixStream::connect(&path).with_context(|| {
         format!("no server answers on {} (is viaduct running on this data directory?)", path.display())
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(SNAPSHOT_WAIT + Duration::from_secs(10)))?;
     writeln!(stream, "{command}")?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;

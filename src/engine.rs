@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use viaduct_journaler::recovery::{recover_from, snapshot_dir, Progress};
+use viaduct_journaler::snapshotter::SnapshotControl;
 use viaduct_journaler::stage::CommitStats;
 use viaduct_journaler::{snapshot, Durability, JournalError};
 use viaduct_matcher::Spec;
@@ -54,6 +55,7 @@ pub struct Probes {
     admission: Admission,
     kafka: Option<Arc<KafkaCounts>>,
     command_counts: Arc<Mutex<Vec<Arc<CommandCounts>>>>,
+    snapshots: Option<Arc<SnapshotControl>>,
 }
 
 impl Probes {
@@ -90,6 +92,11 @@ impl Probes {
             c.add_to(&mut totals);
         }
         totals
+    }
+
+    /// The snapshot worker's control and figures (none in `none` durability).
+    pub fn snapshots(&self) -> Option<&SnapshotControl> {
+        self.snapshots.as_deref()
     }
 
     /// The Kafka publisher's counts, with `[kafka]`.
@@ -312,6 +319,7 @@ impl Engine {
             admission: self.admission.clone(),
             kafka: self.kafka.as_ref().map(KafkaPublisher::counts),
             command_counts: Arc::clone(&self.command_counts),
+            snapshots: self.snapshots.as_ref().map(|s| Arc::clone(&s.control)),
         }
     }
 

@@ -68,6 +68,7 @@ struct Exposition {
     commands: Family<Labels, U64Gauge>,
     connections: Family<Labels, U64Gauge>,
     subscriptions: U64Gauge,
+    snapshots: Family<Labels, U64Gauge>,
 }
 
 /// The journal's commit histograms, read from the engine's probes at each scrape.
@@ -136,7 +137,14 @@ impl Exposition {
             "WebSocket connections' subscriptions to market feeds",
             subscriptions.clone(),
         );
+        let snapshots = Family::default();
+        registry.register(
+            "snapshots",
+            "Snapshots taken since start, and the last one's sequence, milliseconds and bytes",
+            snapshots.clone(),
+        );
         Exposition {
+            snapshots,
             connections,
             subscriptions,
             commands,
@@ -182,6 +190,18 @@ impl Exposition {
 
     fn render_engine(&self, probes: &Probes, alerts: Option<&viaduct_publishers::alert_redis::Counts>) {
         self.durable.set(probes.durable_seq());
+        if let Some(s) = probes.snapshots() {
+            for (what, value) in [
+                ("taken", &s.taken),
+                ("last_sequence", &s.last_seq),
+                ("last_ms", &s.last_ms),
+                ("last_bytes", &s.last_bytes),
+            ] {
+                self.snapshots
+                    .get_or_create(&vec![("what".to_string(), what.to_string())])
+                    .set(value.load(Ordering::Relaxed));
+            }
+        }
         for (name, codes) in viaduct_protocol::COMMAND_NAMES.iter().zip(probes.commands()) {
             for (code, n) in codes.into_iter().enumerate().filter(|(_, n)| *n > 0) {
                 let labels = vec![("method".to_string(), name.to_string()), ("code".to_string(), code.to_string())];

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use viaduct_journaler::recovery::{journal_dir, snapshot_dir};
 use viaduct_journaler::segment::JournalWriter;
-use viaduct_journaler::snapshotter::{snapshot_lag_max, Companion, SnapshotWorker};
+use viaduct_journaler::snapshotter::{snapshot_lag_max, Companion, SnapshotControl, SnapshotWorker};
 use viaduct_journaler::stage::{CommitStats, JournalStage};
 use viaduct_journaler::Durability;
 use viaduct_matcher::{EventsView, Matcher, Spec};
@@ -329,6 +329,8 @@ pub(crate) struct Snapshots {
     stop: Arc<AtomicBool>,
     /// The last sequence the worker has applied: its lag is bounded (see `backpressure::Gate`).
     applied: Arc<AtomicU64>,
+    /// Snapshots on request, and what they took.
+    pub(crate) control: Arc<SnapshotControl>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -343,6 +345,7 @@ impl Snapshots {
         alerts: Alerts,
     ) -> Result<Snapshots> {
         let (stop, applied) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(last_seq)));
+        let control: Arc<SnapshotControl> = Arc::default();
         let worker = SnapshotWorker::new(
             shadow,
             ShadowMarket(shadow_market),
@@ -352,6 +355,7 @@ impl Snapshots {
             snapshot_dir(data_dir),
             journal_dir(data_dir),
             held,
+            Arc::clone(&control),
         );
         let (core, idle, worker_stop, worker_applied) =
             (profile.snapshot_core, profile.snapshot_idle_priority, Arc::clone(&stop), Arc::clone(&applied));
@@ -367,7 +371,7 @@ impl Snapshots {
                 alerts.raise(AlertKind::Snapshots, "snapshots", why);
             }
         })?;
-        Ok(Snapshots { stop, applied, thread: Some(thread) })
+        Ok(Snapshots { stop, applied, control, thread: Some(thread) })
     }
 
     /// Lets the worker read the journal to its end (the pipeline has stopped), then joins it.

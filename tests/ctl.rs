@@ -27,7 +27,7 @@ fn answer(data: &std::path::Path, command: &[&str]) -> Value {
 }
 
 #[test]
-fn ctl_answers_status_balances_and_markets_from_the_running_server() {
+fn ctl_answers_status_snapshot_balances_and_markets_from_the_running_server() {
     let server = Running::start("");
     let before = answer(&server.data, &["status"]);
     assert_eq!(before["pid"], json!(server.child.id()));
@@ -42,6 +42,17 @@ fn ctl_answers_status_balances_and_markets_from_the_running_server() {
     let markets = answer(&server.data, &["markets"]);
     let names: Vec<&str> = markets["result"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
     assert!(names.contains(&"BTCBCH"), "{markets}");
+    // An immediate snapshot of what is journaled; none again while nothing new is.
+    let snapshot = answer(&server.data, &["snapshot"]);
+    assert_eq!(
+        (snapshot["taken"].as_bool(), snapshot["sequence"].as_u64()),
+        (Some(true), after["durable_sequence"].as_u64()),
+        "{snapshot}"
+    );
+    let file = server.data.join("snapshots").read_dir().unwrap().count();
+    assert!(file >= 1, "a snapshot file");
+    let again = answer(&server.data, &["snapshot"]);
+    assert_eq!(again["taken"], false, "{again}");
     assert!(answer(&server.data, &["balances", "nobody"])["error"].is_string());
     assert!(answer(&server.data, &["reboot"])["error"].as_str().unwrap().contains("commands:"));
 }

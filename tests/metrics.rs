@@ -64,6 +64,7 @@ fn health_and_metrics_follow_the_work_done() {
         "the example config's [history] lag_max: {text}"
     );
     assert!(sample(&text, r#"viaduct_consumer_lag_commands{consumer="market data"}"#).is_some(), "{text}");
+    assert_eq!(sample(&text, r#"viaduct_snapshots{what="taken"}"#), Some(0), "none yet: {text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     // Connections per edge: one held open to the HTTP edge, none to the TCP edge.
     let _held = TcpStream::connect(server.http).unwrap();

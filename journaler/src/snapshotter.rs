@@ -32,6 +32,28 @@ impl Companion for () {
     }
 }
 
+/// How an operator asks the running worker for a snapshot now (`viaduct ctl snapshot`), and
+/// what its snapshots took, for the metrics.
+#[derive(Debug, Default)]
+pub struct SnapshotControl {
+    requested: AtomicBool,
+    /// Requests the worker has answered (with a snapshot, or none when the newest covers all).
+    pub answered: AtomicU64,
+    /// Snapshots written since start, and the last one's sequence, time (encoding, write and
+    /// sync, in ms) and size.
+    pub taken: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub last_ms: AtomicU64,
+    pub last_bytes: AtomicU64,
+}
+
+impl SnapshotControl {
+    /// Asks for a snapshot of everything the worker has read, at its next look at the journal.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+    }
+}
+
 pub struct SnapshotWorker<C> {
     /// The sequences that consumers which resume from a snapshot (the history store, the Kafka
     /// publisher) would rebuild their state at: the snapshot each would restart from is kept.
@@ -49,6 +71,7 @@ pub struct SnapshotWorker<C> {
     journal: PathBuf,
     /// The lag from which a worker at idle priority returns to normal priority.
     catch_up_from: u64,
+    control: Arc<SnapshotControl>,
 }
 
 /// How long the snapshot worker sleeps between reads of the journal: each read then takes a
@@ -112,8 +135,10 @@ impl<C: Companion> SnapshotWorker<C> {
         snapshots: PathBuf,
         journal: PathBuf,
         held: Vec<Arc<AtomicU64>>,
+        control: Arc<SnapshotControl>,
     ) -> SnapshotWorker<C> {
         SnapshotWorker {
+            control,
             held,
             shadow,
             companion,
@@ -201,6 +226,13 @@ impl<C: Companion> SnapshotWorker<C> {
             } else {
                 idle = idle.saturating_add(1);
             }
+            if self.control.requested.swap(false, Ordering::AcqRel) {
+                let at = tail.next_seq() - 1;
+                if at > self.last_snapshot {
+                    self.snapshot(at);
+                }
+                self.control.answered.fetch_add(1, Ordering::AcqRel);
+            }
             std::thread::sleep(if idle > SNAPSHOT_IDLE_AFTER { SNAPSHOT_IDLE_SLEEP } else { SNAPSHOT_READ_EVERY });
         }
     }
@@ -221,10 +253,16 @@ impl<C: Companion> SnapshotWorker<C> {
             Ok((w.bytes, remove_covered(&self.journal, oldest.unwrap_or(0))?))
         });
         match result {
-            Ok((bytes, removed)) => tracing::info!(
-                "snapshots: state at sequence {seq} written ({bytes} bytes, {} ms); {removed} journal segments removed",
-                started.elapsed().as_millis()
-            ),
+            Ok((bytes, removed)) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(
+                    "snapshots: state at sequence {seq} written ({bytes} bytes, {ms} ms); {removed} journal segments removed"
+                );
+                self.control.last_seq.store(seq, Ordering::Relaxed);
+                self.control.last_ms.store(ms, Ordering::Relaxed);
+                self.control.last_bytes.store(bytes, Ordering::Relaxed);
+                self.control.taken.fetch_add(1, Ordering::AcqRel);
+            }
             Err(e) => tracing::error!("snapshots: {e}; the journal keeps everything until a snapshot succeeds"),
         }
         self.last_snapshot = seq;
@@ -300,6 +338,7 @@ mod tests {
         std::fs::create_dir_all(snapshot_dir(dir)).unwrap();
         SnapshotWorker {
             held: Vec::new(),
+            control: Arc::default(),
             shadow: Matcher::new(spec.clone()),
             companion: (),
             last_snapshot: 0,
