@@ -74,6 +74,11 @@ impl Probes {
         &self.commits
     }
 
+    /// The input ring's batches as the matcher took them: (batches, commands, largest, last).
+    pub fn input_batches(&self) -> (u64, u64, u64, u64) {
+        self.progress.batches()
+    }
+
     /// Passes of the matcher's loop.
     pub fn matcher_passes(&self) -> u64 {
         self.progress.passes()

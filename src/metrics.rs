@@ -69,6 +69,7 @@ struct Exposition {
     connections: Family<Labels, U64Gauge>,
     subscriptions: U64Gauge,
     snapshots: Family<Labels, U64Gauge>,
+    input: Family<Labels, U64Gauge>,
 }
 
 /// The journal's commit histograms, read from the engine's probes at each scrape.
@@ -143,7 +144,14 @@ impl Exposition {
             "Snapshots taken since start, and the last one's sequence, milliseconds and bytes",
             snapshots.clone(),
         );
+        let input = Family::default();
+        registry.register(
+            "input_ring",
+            "The input ring as the matcher found it: batches taken, commands in them, the largest and the last batch",
+            input.clone(),
+        );
         Exposition {
+            input,
             snapshots,
             connections,
             subscriptions,
@@ -190,6 +198,12 @@ impl Exposition {
 
     fn render_engine(&self, probes: &Probes, alerts: Option<&viaduct_publishers::alert_redis::Counts>) {
         self.durable.set(probes.durable_seq());
+        let (batches, commands, largest, last) = probes.input_batches();
+        for (what, value) in
+            [("batches", batches), ("commands", commands), ("batch_max", largest), ("batch_last", last)]
+        {
+            self.input.get_or_create(&vec![("what".to_string(), what.to_string())]).set(value);
+        }
         if let Some(s) = probes.snapshots() {
             for (what, value) in [
                 ("taken", &s.taken),

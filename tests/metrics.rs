@@ -65,6 +65,13 @@ fn health_and_metrics_follow_the_work_done() {
     );
     assert!(sample(&text, r#"viaduct_consumer_lag_commands{consumer="market data"}"#).is_some(), "{text}");
     assert_eq!(sample(&text, r#"viaduct_snapshots{what="taken"}"#), Some(0), "none yet: {text}");
+    // The input ring: every command answered came through it in some batch (queries too).
+    let through_ring = sample(&text, r#"viaduct_input_ring{what="commands"}"#).unwrap();
+    assert!(through_ring >= 4, "the deposits and the repeat: {text}");
+    assert!(
+        sample(&text, r#"viaduct_input_ring{what="batch_max"}"#).is_some_and(|m| (1..=through_ring).contains(&m)),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     // Connections per edge: one held open to the HTTP edge, none to the TCP edge.
     let _held = TcpStream::connect(server.http).unwrap();

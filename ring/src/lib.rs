@@ -184,11 +184,35 @@ struct Doorbell {
 /// thread that is stuck. On a cache line of its own: the matcher writes it on every pass.
 #[derive(Default, Debug)]
 #[repr(align(64))]
-pub struct Progress(AtomicU64);
+pub struct Progress {
+    passes: AtomicU64,
+    /// Batches the matcher took from the input ring, the commands in them, and the largest and
+    /// the last batch: what was waiting in the ring when the matcher looked (its occupancy).
+    batches: AtomicU64,
+    commands: AtomicU64,
+    batch_max: AtomicU64,
+    batch_last: AtomicU64,
+}
 
 impl Progress {
     pub fn passes(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    /// (batches, commands in them, the largest batch, the last batch).
+    pub fn batches(&self) -> (u64, u64, u64, u64) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (load(&self.batches), load(&self.commands), load(&self.batch_max), load(&self.batch_last))
+    }
+
+    /// One batch of `n` commands taken (the matcher's thread alone writes these).
+    fn took(&self, n: u64) {
+        self.batches.store(self.batches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.commands.store(self.commands.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        self.batch_last.store(n, Ordering::Relaxed);
+        if n > self.batch_max.load(Ordering::Relaxed) {
+            self.batch_max.store(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -591,7 +615,7 @@ fn matcher_loop<J, R>(
     };
     loop {
         passes += 1;
-        bell.progress.0.store(passes, Ordering::Relaxed);
+        bell.progress.passes.store(passes, Ordering::Relaxed);
         if let Some(work) = bell.take_mail() {
             idle = Some(work);
         }
@@ -600,6 +624,7 @@ fn matcher_loop<J, R>(
                 // The guard's length is its iterator's (`ExactSizeIterator` on `&mut EventGuard`).
                 #[allow(clippy::unnecessary_mut_passed)]
                 let n = (&mut batch).len();
+                bell.progress.took(n as u64);
                 for (i, slot) in (&mut batch).enumerate() {
                     stage.apply(slot, i + 1 == n);
                 }
