@@ -17,6 +17,7 @@ use viaduct_edges::tcp::TcpConfig;
 use viaduct_journaler::recovery::Progress;
 use viaduct_matcher::RpcError;
 use viaduct_protocol::{self as protocol, error_response, Routed};
+use viaduct_publishers::alert::AlertKind;
 use viaduct_publishers::kafka::Topic;
 
 /// The engine's threads hand replies and batches to one another, so memory freed on one thread
@@ -266,10 +267,18 @@ fn run(
         market_lag_max: loaded.market_lag_max,
         history: Some(history),
         history_from_snapshot,
-        alerts,
+        alerts: alerts.clone(),
         kafka: loaded.kafka,
     };
-    let (engine, startup) = Engine::start_with(&data_dir, loaded.spec, &profile, options, progress)?;
+    let started = Engine::start_with(&data_dir, loaded.spec, &profile, options, progress);
+    let (engine, startup) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            alerts.raise(AlertKind::Recovery, "recovery", format!("the engine did not start: {e:#}"));
+            alerts.flush(std::time::Duration::from_secs(2));
+            return Err(e);
+        }
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

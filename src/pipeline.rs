@@ -256,7 +256,12 @@ pub(crate) fn assemble(
         profile.segment_bytes_max,
     )?;
     let commits: Arc<CommitStats> = Arc::default();
-    let mut journal_stage = JournalStage::new(writer, Arc::clone(&durable), Arc::clone(&commits));
+    let journal_alerts = alerts.clone();
+    let failed = Box::new(move |why: String| {
+        journal_alerts.raise(AlertKind::Journal, "journal", why);
+        journal_alerts.flush(std::time::Duration::from_secs(2));
+    });
+    let mut journal_stage = JournalStage::new(writer, Arc::clone(&durable), Arc::clone(&commits), failed);
     let journal = move |slot: &OutSlot, end_of_batch: bool| {
         journal_stage.append(slot.journal_seq, slot.time_us, slot.digest, &slot.cmd);
         if end_of_batch {

@@ -178,3 +178,41 @@ fn the_server_pushes_its_alerts_and_keeps_matching() {
     let r = http(server.http, "balance.query", json!([1, "BTC"]));
     assert_eq!(r["result"]["BTC"]["available"], "1", "{r}");
 }
+
+/// A server that cannot start (its journal was written under another config, which recovery
+/// refuses) pushes that alert to Redis before it exits.
+#[test]
+fn a_refused_recovery_is_alerted_before_the_process_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), &[]);
+    let example = std::fs::read_to_string(format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let alerts = format!("[alerts]\nredis = \"redis://127.0.0.1:{}\"\nhost = \"box-2\"\n", redis.port);
+    let (first, second) = (dir.path().join("first.toml"), dir.path().join("second.toml"));
+    std::fs::write(&first, format!("{example}\n{alerts}")).unwrap();
+    let changed = example.replacen("fee_prec = 4", "fee_prec = 3", 1);
+    assert_ne!(changed, example, "the example config has a fee_prec to change");
+    std::fs::write(&second, format!("{changed}\n{alerts}")).unwrap();
+    let data = dir.path().join("data");
+    let run = |config: &std::path::Path, input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+            .args(["run", "--stdio", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let deposit = r#"{"id":1,"method":"balance.update","params":[1,"BTC","deposit",1,"1",{}]}"#;
+    assert!(run(&first, &format!("{deposit}\n")).status.success());
+    let refused = run(&second, "");
+    let log = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{log}");
+    let pushed = redis.alerts();
+    assert!(
+        pushed.iter().any(|a| a.starts_with("box-2: ALERT recovery recovery: the engine did not start: ")),
+        "{pushed:?} {log}"
+    );
+}

@@ -59,16 +59,26 @@ pub struct CommitStats {
     pub sync_us: Log2Buckets,
 }
 
+/// What the journal stage calls with why, before it stops the process: the engine raises an
+/// alert and lets it leave.
+pub type OnFailure = Box<dyn Fn(String) + Send>;
+
 pub struct JournalStage {
     writer: JournalWriter,
     /// The highest sequence on disk: replies up to it may be released.
     durable: Arc<AtomicU64>,
     stats: Arc<CommitStats>,
+    failed: OnFailure,
 }
 
 impl JournalStage {
-    pub fn new(writer: JournalWriter, durable: Arc<AtomicU64>, stats: Arc<CommitStats>) -> JournalStage {
-        JournalStage { writer, durable, stats }
+    pub fn new(
+        writer: JournalWriter,
+        durable: Arc<AtomicU64>,
+        stats: Arc<CommitStats>,
+        failed: OnFailure,
+    ) -> JournalStage {
+        JournalStage { writer, durable, stats, failed }
     }
 
     /// One command of the batch; `seq` 0 is a command that changed nothing (not journaled).
@@ -97,7 +107,7 @@ impl JournalStage {
                 self.durable.store(seq, Ordering::Release)
             }
             Err(e) => {
-                tracing::error!("journal: {e}; stopping, as nothing more can be made durable");
+                (self.failed)(format!("{e}; stopping, as nothing more can be made durable"));
                 std::process::abort();
             }
         }

@@ -21,6 +21,10 @@ pub enum AlertKind {
     Priority,
     /// The Kafka brokers cannot be reached or refuse messages; messages wait in the journal.
     Kafka,
+    /// The journal cannot be written: the process stops, as nothing more can be made durable.
+    Journal,
+    /// The engine did not start: recovery refused the data directory (or its config).
+    Recovery,
 }
 
 impl AlertKind {
@@ -31,6 +35,8 @@ impl AlertKind {
             AlertKind::Snapshots => "snapshots",
             AlertKind::Priority => "priority",
             AlertKind::Kafka => "kafka",
+            AlertKind::Journal => "journal",
+            AlertKind::Recovery => "recovery",
         }
     }
 }
@@ -54,6 +60,9 @@ impl fmt::Display for Alert {
 /// Where alerts go.
 pub trait AlertSink: Send + Sync {
     fn raise(&self, alert: Alert);
+
+    /// Waits, at most `within`, until what was raised has left the process (before it exits).
+    fn flush(&self, _within: std::time::Duration) {}
 }
 
 /// The sink of today: the log, at error level.
@@ -77,6 +86,12 @@ impl Alerts {
     /// Alerts that go to the log.
     pub fn log() -> Alerts {
         Alerts(Arc::new(LogAlerts))
+    }
+
+    /// Waits, at most `within`, until the alerts raised have gone out: for a process about to
+    /// exit on an alert.
+    pub fn flush(&self, within: std::time::Duration) {
+        self.0.flush(within);
     }
 
     /// Raises an alert of `kind` from `stage`, stamped now.

@@ -57,6 +57,10 @@ pub struct Counts {
     pub dropped: AtomicU64,
     /// Held back as repeats within the window.
     pub held_back: AtomicU64,
+    /// Alerts queued, and those since pushed or held back as repeats: [`RedisAlerts::flush`]
+    /// waits for the second to reach the first.
+    queued: AtomicU64,
+    settled: AtomicU64,
     /// The sink is gone: the thread stops instead of retrying.
     stopped: std::sync::atomic::AtomicBool,
 }
@@ -86,7 +90,9 @@ impl AlertSink for RedisAlerts {
     fn raise(&self, alert: Alert) {
         tracing::error!("{alert}");
         match self.tx.try_send((alert.kind, alert.stage, alert.to_string())) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.counts.queued.fetch_add(1, Ordering::AcqRel);
+            }
             Err(TrySendError::Full(_)) => {
                 let n = self.counts.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
@@ -94,6 +100,14 @@ impl AlertSink for RedisAlerts {
                 }
             }
             Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn flush(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let queued = self.counts.queued.load(Ordering::Acquire);
+        while self.counts.settled.load(Ordering::Acquire) < queued && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -159,6 +173,7 @@ fn push_loop(cfg: &RedisAlertsConfig, rx: &Receiver<(AlertKind, &'static str, St
                     Some((at, held)) if now.duration_since(*at) < REPEAT_WINDOW => {
                         *held += 1;
                         counts.held_back.fetch_add(1, Ordering::Relaxed);
+                        counts.settled.fetch_add(1, Ordering::AcqRel);
                         continue;
                     }
                     Some((_, held)) => std::mem::take(held),
@@ -182,6 +197,7 @@ fn push_loop(cfg: &RedisAlertsConfig, rx: &Receiver<(AlertKind, &'static str, St
                 // would take a push that the demoted server's resync then wipes.
                 conn = cfg.redis.is_some().then_some(c);
                 counts.pushed.fetch_add(1, Ordering::Relaxed);
+                counts.settled.fetch_add(1, Ordering::AcqRel);
                 if let Some(since) = failing_since.take() {
                     tracing::info!("alerts: Redis reached again after {:.1} s", since.elapsed().as_secs_f64());
                 }
