@@ -129,7 +129,11 @@ fn snapshot_now(probes: &Probes) -> Value {
     let Some(control) = probes.snapshots() else {
         return json!({"error": "this profile writes no journal (durability none): there is nothing to snapshot"});
     };
-    let (answered, taken) = (control.answered.load(Ordering::Acquire), control.taken.load(Ordering::Acquire));
+    let (answered, taken, failed) = (
+        control.answered.load(Ordering::Acquire),
+        control.taken.load(Ordering::Acquire),
+        control.failed.load(Ordering::Acquire),
+    );
     control.request();
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     while control.answered.load(Ordering::Acquire) == answered {
@@ -137,6 +141,9 @@ fn snapshot_now(probes: &Probes) -> Value {
             return json!({"error": format!("the snapshot worker did not answer in {} s", SNAPSHOT_WAIT.as_secs())});
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+    if control.failed.load(Ordering::Acquire) > failed {
+        return json!({"error": "the snapshot failed: the alert in the log says why"});
     }
     if control.taken.load(Ordering::Acquire) == taken {
         return json!({

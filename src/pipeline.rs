@@ -362,6 +362,9 @@ impl Snapshots {
             held,
             Arc::clone(&control),
         );
+        let failed_alerts = alerts.clone();
+        let worker =
+            worker.on_failure(Box::new(move |why| failed_alerts.raise(AlertKind::Snapshots, "snapshots", why)));
         let (core, idle, worker_stop, worker_applied) =
             (profile.snapshot_core, profile.snapshot_idle_priority, Arc::clone(&stop), Arc::clone(&applied));
         let thread = std::thread::Builder::new().name("viaduct-snapshotter".into()).spawn(move || {

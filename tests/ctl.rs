@@ -53,6 +53,15 @@ fn ctl_answers_status_snapshot_balances_and_markets_from_the_running_server() {
     assert!(file >= 1, "a snapshot file");
     let again = answer(&server.data, &["snapshot"]);
     assert_eq!(again["taken"], false, "{again}");
+    // A snapshot that cannot be written is an error here and an alert in the log; matching goes on.
+    std::fs::remove_dir_all(server.data.join("snapshots")).unwrap();
+    std::fs::write(server.data.join("snapshots"), b"not a directory").unwrap();
+    let r = http(server.http, "balance.update", json!([7, "BTC", "deposit", 2, "1", {}]));
+    assert_eq!(r["result"]["status"], "success", "{r}");
+    let failed = answer(&server.data, &["snapshot"]);
+    assert!(failed["error"].as_str().is_some_and(|e| e.contains("the snapshot failed")), "{failed}");
+    let log = std::fs::read_to_string(server.data.parent().unwrap().join("log")).unwrap();
+    assert!(log.contains("ALERT snapshots snapshots: the snapshot at sequence"), "{log}");
     assert!(answer(&server.data, &["balances", "nobody"])["error"].is_string());
     assert!(answer(&server.data, &["reboot"])["error"].as_str().unwrap().contains("commands:"));
 }

@@ -45,6 +45,8 @@ pub struct SnapshotControl {
     pub last_seq: AtomicU64,
     pub last_ms: AtomicU64,
     pub last_bytes: AtomicU64,
+    /// Snapshots that failed since start.
+    pub failed: AtomicU64,
 }
 
 impl SnapshotControl {
@@ -72,6 +74,8 @@ pub struct SnapshotWorker<C> {
     /// The lag from which a worker at idle priority returns to normal priority.
     catch_up_from: u64,
     control: Arc<SnapshotControl>,
+    /// Told why a snapshot failed (the engine raises an alert); the worker goes on.
+    on_failure: Option<Box<dyn Fn(String) + Send>>,
 }
 
 /// How long the snapshot worker sleeps between reads of the journal: each read then takes a
@@ -139,6 +143,7 @@ impl<C: Companion> SnapshotWorker<C> {
     ) -> SnapshotWorker<C> {
         SnapshotWorker {
             control,
+            on_failure: None,
             held,
             shadow,
             companion,
@@ -151,6 +156,13 @@ impl<C: Companion> SnapshotWorker<C> {
             journal,
             catch_up_from: snapshot_lag_max(interval) / SNAPSHOT_CATCH_UP_SHARE,
         }
+    }
+
+    /// Calls `failed` with why whenever a snapshot fails (the worker goes on, and the journal is
+    /// kept until one succeeds).
+    pub fn on_failure(mut self, failed: Box<dyn Fn(String) + Send>) -> SnapshotWorker<C> {
+        self.on_failure = Some(failed);
+        self
     }
 
     /// Follows the journal until `stop`, at the priority `priority` gives it: normal from a lag of
@@ -263,7 +275,16 @@ impl<C: Companion> SnapshotWorker<C> {
                 self.control.last_bytes.store(bytes, Ordering::Relaxed);
                 self.control.taken.fetch_add(1, Ordering::AcqRel);
             }
-            Err(e) => tracing::error!("snapshots: {e}; the journal keeps everything until a snapshot succeeds"),
+            Err(e) => {
+                self.control.failed.fetch_add(1, Ordering::AcqRel);
+                let why = format!(
+                    "the snapshot at sequence {seq} failed ({e}); the journal keeps everything until one succeeds"
+                );
+                match &self.on_failure {
+                    Some(failed) => failed(why),
+                    None => tracing::error!("snapshots: {why}"),
+                }
+            }
         }
         self.last_snapshot = seq;
         self.last_took = encoded;
@@ -339,6 +360,7 @@ mod tests {
         SnapshotWorker {
             held: Vec::new(),
             control: Arc::default(),
+            on_failure: None,
             shadow: Matcher::new(spec.clone()),
             companion: (),
             last_snapshot: 0,

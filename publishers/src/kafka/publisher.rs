@@ -307,7 +307,9 @@ impl Worker {
         let mut failed: Option<String> = None;
         let (mut idle, mut acked_written, mut acked_at) = (0u32, self.held.load(Ordering::Acquire), Instant::now());
         // When acknowledgements last moved on (or nothing was waiting for one).
-        let (mut progress_at, mut last_in_flight) = (Instant::now(), 0usize);
+        let counts = Arc::clone(&self.counts);
+        let acked_total = move || counts.acked.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>();
+        let (mut progress_at, mut last_acked) = (Instant::now(), acked_total());
         loop {
             if let Some(why) = producer.context().acks.lock().expect("acks").failed.take() {
                 return Err(why);
@@ -368,10 +370,10 @@ impl Worker {
                 let acks = producer.context().acks.lock().expect("acks");
                 (acks.published(), acks.in_flight)
             };
-            if in_flight == 0 || in_flight < last_in_flight {
-                progress_at = Instant::now();
+            let acked_now = acked_total();
+            if in_flight == 0 || acked_now != last_acked {
+                (progress_at, last_acked) = (Instant::now(), acked_now);
             }
-            last_in_flight = in_flight;
             if progress_at.elapsed() >= STALL_AFTER {
                 return Err(format!(
                     "no acknowledgement for {} s with {in_flight} messages waiting; starting a new producer",
