@@ -11,7 +11,9 @@
 //! `viaduct-through` (a sequence up to which every message of every topic was acknowledged when
 //! it was produced). The publisher resumes from them.
 
+mod acks;
 pub mod publisher;
+mod resume;
 pub mod tail;
 
 use std::io::Write;

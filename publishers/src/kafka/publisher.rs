@@ -26,7 +26,6 @@
 //! transactional producer would close it; not every Kafka-protocol broker implements
 //! transactions.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,28 +33,25 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use viaduct_journaler::recovery::{journal_dir, snapshot_dir, state_at};
 use viaduct_journaler::segment::{list_segments, JournalTail};
 use viaduct_journaler::{snapshot, JournalError};
 use viaduct_matcher::{Events, Spec};
 
+use super::acks::{alert, Acks, Delivery};
+use super::resume::{topic_ends, PART, SEQ, THROUGH};
 use super::{messages, KafkaConfig, Topic};
-use crate::alert::{AlertKind, Alerts};
+use crate::alert::Alerts;
 
 /// Messages produced and not yet acknowledged, at most: past it the publisher reads no more of
 /// the journal until acknowledgements come (librdkafka's own queue is sized above it).
 pub const IN_FLIGHT_MAX: usize = 100_000;
 /// Commands read from the journal at a time.
 const READ_CHUNK: u64 = 4_096;
-/// How long one look at the brokers (metadata, the end of a topic) may take.
-const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Between sessions that failed (brokers unreachable, a fatal producer error).
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How often what is acknowledged is written to `kafka.acked`.
@@ -68,12 +64,6 @@ const STALL_AFTER: Duration = Duration::from_secs(10);
 /// How long a stopping engine waits for the brokers to acknowledge the rest; what they have not
 /// by then is published from the journal at the next start.
 const STOP_WAIT: Duration = Duration::from_secs(10);
-/// The same alert about the brokers at most once in this long.
-const ALERT_EVERY_US: u64 = 60_000_000;
-
-const SEQ: &str = "viaduct-seq";
-const PART: &str = "viaduct-part";
-const THROUGH: &str = "viaduct-through";
 
 /// The file that says up to which sequence every message was acknowledged.
 pub fn acked_path(data_dir: &Path) -> PathBuf {
@@ -167,14 +157,6 @@ impl Drop for KafkaPublisher {
     }
 }
 
-/// The last message of a topic: its command's sequence, its index, and its `viaduct-through`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct End {
-    seq: u64,
-    part: u32,
-    through: u64,
-}
-
 struct Worker {
     cfg: KafkaConfig,
     spec: Arc<Spec>,
@@ -245,7 +227,7 @@ impl Worker {
 
     /// One producer, from reading the topics' ends to a fatal error or the engine's stop.
     fn session(&mut self) -> Result<(), String> {
-        let ends = self.topic_ends()?;
+        let ends = topic_ends(&mut self.client_config(), &self.cfg)?;
         // What this process saw acknowledged (at its start, what `kafka.acked` said).
         let acked = self.published.load(Ordering::Acquire);
         let through = ends.iter().flatten().map(|e| e.through).max().unwrap_or(0);
@@ -418,77 +400,6 @@ impl Worker {
             ),
         }
     }
-
-    /// The last message of each topic, or none for a topic that is empty or missing.
-    fn topic_ends(&self) -> Result<[Option<End>; 3], String> {
-        let consumer: BaseConsumer<Quiet> = self
-            .client_config()
-            .set("group.id", "viaduct-resume")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .create_with_context(Quiet)
-            .map_err(|e| format!("creating a Kafka consumer: {e}"))?;
-        let metadata = consumer
-            .fetch_metadata(None, BROKER_TIMEOUT)
-            .map_err(|e| format!("the Kafka brokers {} cannot be reached ({e})", self.cfg.brokers))?;
-        let mut ends = [None; 3];
-        for topic in Topic::ALL {
-            let name = self.cfg.topic(topic);
-            let exists = metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == name && t.error().is_none() && t.partitions().iter().any(|p| p.id() == 0));
-            if exists {
-                ends[topic.index()] = last_message(&consumer, &name)?;
-            }
-        }
-        Ok(ends)
-    }
-}
-
-/// Reads the last message of partition 0 of `topic`: from just before the end the broker reports
-/// to the end it reaches (some brokers under-report the end), and from the start if that finds
-/// nothing (an end over-reported).
-fn last_message(consumer: &BaseConsumer<Quiet>, topic: &str) -> Result<Option<End>, String> {
-    let (low, high) = consumer
-        .fetch_watermarks(topic, 0, BROKER_TIMEOUT)
-        .map_err(|e| format!("reading the end of topic {topic}: {e}"))?;
-    for start in [low.max(high - 1), low] {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(start)).map_err(|e| e.to_string())?;
-        consumer.assign(&tpl).map_err(|e| format!("reading topic {topic}: {e}"))?;
-        let mut last = None;
-        loop {
-            match consumer.poll(BROKER_TIMEOUT) {
-                None => return Err(format!("reading topic {topic} timed out")),
-                Some(Ok(m)) => last = Some(end_of(topic, &m)?),
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(format!("reading topic {topic}: {e}")),
-            }
-        }
-        if last.is_some() || start == low {
-            return Ok(last);
-        }
-    }
-    Ok(None)
-}
-
-fn end_of(topic: &str, m: &impl Message) -> Result<End, String> {
-    let header = |key: &str| -> Option<u64> {
-        let headers = m.headers()?;
-        let h = headers.iter().find(|h| h.key == key)?;
-        std::str::from_utf8(h.value?).ok()?.parse().ok()
-    };
-    match (header(SEQ), header(PART), header(THROUGH)) {
-        (Some(seq), Some(part), Some(through)) if part <= u64::from(u32::MAX) => {
-            Ok(End { seq, part: part as u32, through })
-        }
-        _ => Err(format!(
-            "the last message of topic {topic} (offset {}) has no viaduct-seq, viaduct-part and viaduct-through headers: something other than viaduct writes to it; give viaduct topics of its own ([kafka] topic_prefix)",
-            m.offset()
-        )),
-    }
 }
 
 /// Produces one message, waiting while librdkafka's queue is full.
@@ -524,147 +435,6 @@ fn produce(
     }
 }
 
-/// Commands whose messages are not all acknowledged, oldest first.
-#[derive(Default)]
-struct Acks {
-    /// (sequence, messages not yet acknowledged, all of its messages produced).
-    open: VecDeque<(u64, u32, bool)>,
-    in_flight: usize,
-    /// The last command read whose messages are all produced.
-    read_through: u64,
-    failed: Option<String>,
-}
-
-impl Acks {
-    fn open(&mut self, seq: u64) {
-        self.open.push_back((seq, 0, false));
-    }
-
-    fn sent(&mut self, seq: u64) {
-        if let Some(e) = self.open.back_mut().filter(|e| e.0 == seq) {
-            e.1 += 1;
-            self.in_flight += 1;
-        }
-    }
-
-    fn close(&mut self, seq: u64, opened: bool) {
-        if opened {
-            if let Some(e) = self.open.back_mut().filter(|e| e.0 == seq) {
-                e.2 = true;
-            }
-        }
-        self.read_through = seq;
-        self.pop_done();
-    }
-
-    fn acked(&mut self, seq: u64) {
-        if let Ok(i) = self.open.binary_search_by_key(&seq, |e| e.0) {
-            self.open[i].1 = self.open[i].1.saturating_sub(1);
-            self.in_flight = self.in_flight.saturating_sub(1);
-        }
-        self.pop_done();
-    }
-
-    fn pop_done(&mut self) {
-        while self.open.front().is_some_and(|&(_, left, closed)| closed && left == 0) {
-            self.open.pop_front();
-        }
-    }
-
-    /// Up to which sequence every message is acknowledged.
-    fn published(&self) -> u64 {
-        match self.open.front() {
-            Some(&(seq, ..)) => seq - 1,
-            None => self.read_through,
-        }
-    }
-}
-
-/// The resume reader's callbacks: its errors end the session, which says why; librdkafka's own
-/// reports of them go to the debug log.
-struct Quiet;
-
-impl ClientContext for Quiet {
-    fn log(&self, _: RDKafkaLogLevel, fac: &str, message: &str) {
-        tracing::debug!("kafka: librdkafka (reading the topics' ends) {fac}: {message}");
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!("kafka: reading the topics' ends: {error} ({reason})");
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for Quiet {}
-
-/// librdkafka's callbacks: acknowledgements, and errors raised as alerts.
-struct Delivery {
-    acks: Mutex<Acks>,
-    counts: Arc<KafkaCounts>,
-    alerts: Alerts,
-    alerted_us: Arc<AtomicU64>,
-}
-
-impl ClientContext for Delivery {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                tracing::error!("kafka: librdkafka {fac}: {message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!("kafka: librdkafka {fac}: {message}"),
-            _ => tracing::debug!("kafka: librdkafka {fac}: {message}"),
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            self.acks
-                .lock()
-                .expect("acks")
-                .failed
-                .get_or_insert_with(|| format!("the Kafka producer failed ({reason})"));
-        }
-        alert(
-            &self.alerts,
-            &self.alerted_us,
-            format!("{error} ({reason}); messages wait in librdkafka's queue and the journal"),
-        );
-    }
-}
-
-impl ProducerContext for Delivery {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        let mut acks = self.acks.lock().expect("acks");
-        match result {
-            Ok(m) => {
-                acks.acked(seq as u64);
-                if let Some(t) = Topic::ALL.iter().find(|t| m.topic().ends_with(t.name())) {
-                    self.counts.acked[t.index()].fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err((e, m)) => {
-                acks.failed.get_or_insert_with(|| {
-                    format!("a message of command {seq} to {} was not delivered ({e})", m.topic())
-                });
-            }
-        }
-    }
-}
-
-/// An alert about the brokers, at most once a minute.
-fn alert(alerts: &Alerts, alerted_us: &AtomicU64, message: String) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-    let last = alerted_us.load(Ordering::Relaxed);
-    if (last == 0 || now >= last + ALERT_EVERY_US)
-        && alerted_us.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-    {
-        alerts.raise(AlertKind::Kafka, "kafka", message);
-    } else {
-        tracing::warn!("kafka: {message}");
-    }
-}
-
 /// What `kafka.acked` says, if it is there.
 fn read_acked(data_dir: &Path) -> Result<Option<u64>> {
     let path = acked_path(data_dir);
@@ -691,40 +461,4 @@ fn oldest_state(data_dir: &Path) -> Result<u64> {
         return Ok(0);
     }
     Ok(snapshot::list(&snapshot_dir(data_dir))?.first().map_or(0, |(seq, _)| *seq))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A command counts as published once every message of it and of every command before it is
-    /// acknowledged, in whatever order the acknowledgements come; commands without messages
-    /// count once read.
-    #[test]
-    fn published_is_the_last_command_whose_messages_and_all_before_are_acknowledged() {
-        let mut acks = Acks { read_through: 10, ..Acks::default() };
-        assert_eq!(acks.published(), 10);
-        acks.open(11);
-        acks.sent(11);
-        acks.sent(11);
-        acks.close(11, true);
-        acks.close(12, false);
-        acks.open(13);
-        acks.sent(13);
-        acks.close(13, true);
-        assert_eq!((acks.published(), acks.in_flight), (10, 3));
-        acks.acked(13);
-        assert_eq!(acks.published(), 10, "13 is acknowledged, 11 is not");
-        acks.acked(11);
-        assert_eq!(acks.published(), 10, "one of 11's two is");
-        acks.acked(11);
-        assert_eq!((acks.published(), acks.in_flight), (13, 0));
-        // A command still being produced is not published, even with its sent messages acknowledged.
-        acks.open(14);
-        acks.sent(14);
-        acks.acked(14);
-        assert_eq!(acks.published(), 13);
-        acks.close(14, true);
-        assert_eq!(acks.published(), 14);
-    }
 }
