@@ -2,14 +2,18 @@
 //! recovery is done and the edges listen, 200 after), from a thread of its own that serves one
 //! short connection at a time. It is bound before recovery starts: while the state is rebuilt,
 //! `/metrics` shows recovery's progress and `/health` answers 503. The values are read when
-//! scraped, from the engine's own counters: nothing is added to the matcher's path.
+//! scraped, from the counters the engine keeps anyway (relaxed stores by their one writer): the
+//! matcher's path gains no lock and no wait.
 //!
-//! Exposed so far: readiness and recovery's progress, the durable sequence, journal commit groups
-//! and histograms of their sizes, commit times and `fdatasync` times (counted by the journal stage
-//! without a lock, `viaduct_journaler::stage::CommitStats`), the matcher loop's passes, each
-//! bounded consumer's lag and bound (history writer, market data, snapshot worker, Kafka
-//! publisher), the Kafka messages acknowledged per topic and failed sessions (with `[kafka]`),
-//! and the alerts pushed, dropped and held back (with `[alerts]`).
+//! Exposed: readiness and recovery's progress, the durable sequence, journal commit groups and
+//! histograms of their sizes, commit times and `fdatasync` times (counted by the journal stage
+//! without a lock, `viaduct_journaler::stage::CommitStats`), the matcher loop's passes and the
+//! input ring's batches, matcher commands by method and error code (each client's, summed), open
+//! connections per edge and the WebSocket edge's feed subscriptions, snapshots taken and the
+//! last one's sequence, time and size, each bounded consumer's lag and bound (history writer,
+//! market data, snapshot worker, Kafka publisher), the Kafka messages acknowledged per topic and
+//! failed sessions (with `[kafka]`), and the alerts pushed, dropped and held back (with
+//! `[alerts]`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
