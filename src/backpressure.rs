@@ -9,9 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use viaduct_publishers::alert::{AlertKind, Alerts};
-
-use crate::client::now_us;
+use viaduct_publishers::alert::{AlertKind, Alerts, OncePer};
 
 /// One consumer's lag: `head - done` commands, at most `max`.
 pub(crate) struct Gate {
@@ -24,8 +22,8 @@ pub(crate) struct Gate {
     /// Its bound, in commands, and where an operator sets it.
     pub(crate) max: u64,
     pub(crate) set_by: &'static str,
-    /// When its last alert was raised (seconds since the epoch).
-    alerted: AtomicU64,
+    /// Its lag alert, at most once a minute.
+    alerted: OncePer,
 }
 
 impl Gate {
@@ -35,7 +33,7 @@ impl Gate {
         max: u64,
         set_by: &'static str,
     ) -> Gate {
-        Gate { name, head: Arc::clone(head), done: Arc::clone(done), max, set_by, alerted: AtomicU64::new(0) }
+        Gate { name, head: Arc::clone(head), done: Arc::clone(done), max, set_by, alerted: OncePer::default() }
     }
 
     /// How far past its bound the consumer lags, if it does.
@@ -78,11 +76,7 @@ impl Admission {
     }
 
     fn alert(&self, gate: &Gate, lag: u64) {
-        let now = now_us() / 1_000_000;
-        let last = gate.alerted.load(Ordering::Relaxed);
-        if (last == 0 || now >= last + 60)
-            && gate.alerted.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-        {
+        if gate.alerted.due(std::time::Duration::from_secs(60)) {
             self.alerts.raise(
                 AlertKind::Lag,
                 gate.name,

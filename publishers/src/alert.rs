@@ -3,6 +3,7 @@
 //! each alert at error level with the word `ALERT`, the operations work adds a Redis list.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -96,8 +97,7 @@ impl Alerts {
 
     /// Raises an alert of `kind` from `stage`, stamped now.
     pub fn raise(&self, kind: AlertKind, stage: &'static str, message: impl Into<String>) {
-        let time_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        self.0.raise(Alert { kind, stage, message: message.into(), time_us });
+        self.0.raise(Alert { kind, stage, message: message.into(), time_us: now_us() });
     }
 }
 
@@ -111,6 +111,29 @@ impl fmt::Debug for Alerts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Alerts")
     }
+}
+
+/// At most one alert per interval from a raiser that would repeat it while its condition lasts
+/// (a lagging consumer, brokers away): [`OncePer::due`] says whether this one goes out; shared
+/// between threads without a lock.
+#[derive(Debug, Default)]
+pub struct OncePer {
+    /// When the last one went out, in microseconds since the epoch (0: never).
+    last_us: AtomicU64,
+}
+
+impl OncePer {
+    /// Whether an alert may go out now, at most once per `every`; claims it if so.
+    pub fn due(&self, every: std::time::Duration) -> bool {
+        let now = now_us();
+        let last = self.last_us.load(Ordering::Relaxed);
+        (last == 0 || now >= last.saturating_add(every.as_micros() as u64))
+            && self.last_us.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// A sink that keeps what it is given, for tests.

@@ -2,7 +2,7 @@
 //! (the publisher's progress), failures that end a session, and librdkafka's errors as alerts.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
@@ -13,10 +13,10 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use super::publisher::KafkaCounts;
 use super::Topic;
-use crate::alert::{AlertKind, Alerts};
+use crate::alert::{AlertKind, Alerts, OncePer};
 
 /// The same alert about the brokers at most once in this long.
-const ALERT_EVERY_US: u64 = 60_000_000;
+const ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Commands whose messages are not all acknowledged, oldest first.
 #[derive(Default)]
@@ -79,7 +79,7 @@ pub(super) struct Delivery {
     pub(super) acks: Mutex<Acks>,
     pub(super) counts: Arc<KafkaCounts>,
     pub(super) alerts: Alerts,
-    pub(super) alerted_us: Arc<AtomicU64>,
+    pub(super) alerted: Arc<OncePer>,
 }
 
 impl ClientContext for Delivery {
@@ -103,7 +103,7 @@ impl ClientContext for Delivery {
         }
         alert(
             &self.alerts,
-            &self.alerted_us,
+            &self.alerted,
             format!("{error} ({reason}); messages wait in librdkafka's queue and the journal"),
         );
     }
@@ -130,13 +130,9 @@ impl ProducerContext for Delivery {
     }
 }
 
-/// An alert about the brokers, at most once a minute.
-pub(super) fn alert(alerts: &Alerts, alerted_us: &AtomicU64, message: String) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-    let last = alerted_us.load(Ordering::Relaxed);
-    if (last == 0 || now >= last + ALERT_EVERY_US)
-        && alerted_us.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-    {
+/// An alert about the brokers, at most once a minute (a warning in the log otherwise).
+pub(super) fn alert(alerts: &Alerts, once: &OncePer, message: String) {
+    if once.due(ALERT_EVERY) {
         alerts.raise(AlertKind::Kafka, "kafka", message);
     } else {
         tracing::warn!("kafka: {message}");

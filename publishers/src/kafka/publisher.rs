@@ -45,7 +45,7 @@ use viaduct_matcher::{Events, Spec};
 use super::acks::{alert, Acks, Delivery};
 use super::resume::{topic_ends, PART, SEQ, THROUGH};
 use super::{messages, KafkaConfig, Topic};
-use crate::alert::Alerts;
+use crate::alert::{Alerts, OncePer};
 
 /// Messages produced and not yet acknowledged, at most: past it the publisher reads no more of
 /// the journal until acknowledgements come (librdkafka's own queue is sized above it).
@@ -115,7 +115,7 @@ impl KafkaPublisher {
             held: Arc::clone(&held),
             counts: Arc::clone(&counts),
             alerts,
-            alerted_us: Arc::new(AtomicU64::new(0)),
+            alerted: Arc::default(),
             stop_by: None,
         };
         let thread = std::thread::Builder::new()
@@ -167,7 +167,7 @@ struct Worker {
     held: Arc<AtomicU64>,
     counts: Arc<KafkaCounts>,
     alerts: Alerts,
-    alerted_us: Arc<AtomicU64>,
+    alerted: Arc<OncePer>,
     /// Set once `stop` is seen: when the publisher gives up waiting for the brokers.
     stop_by: Option<Instant>,
 }
@@ -181,7 +181,7 @@ impl Worker {
                     self.counts.errors.fetch_add(1, Ordering::Relaxed);
                     alert(
                         &self.alerts,
-                        &self.alerted_us,
+                        &self.alerted,
                         format!("{why}; messages wait in the journal, and the publisher tries again every second"),
                     );
                 }
@@ -269,7 +269,7 @@ impl Worker {
             acks: Mutex::new(Acks { read_through: floor, ..Acks::default() }),
             counts: Arc::clone(&self.counts),
             alerts: self.alerts.clone(),
-            alerted_us: Arc::clone(&self.alerted_us),
+            alerted: Arc::clone(&self.alerted),
         };
         let producer: BaseProducer<Delivery> = self
             .client_config()
