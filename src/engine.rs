@@ -29,7 +29,7 @@ pub use crate::client::{Client, Refused, Replies, Response};
 use crate::delivery::{Registry, Watch};
 use crate::pipeline::{self, Bounds, Pipeline, Snapshots};
 use crate::profile::Profile;
-use crate::replies::{reply_path, CommandCounts, CODES, DEALS_WAITING_MAX};
+use crate::replies::{reply_path, AnsweredCounts, CODES, DEALS_WAITING_MAX};
 pub use crate::tcp_edge::{start_tcp_edge, EdgeBackend, OnMatcher, TcpEdgeRunning};
 
 /// What recovery found, for the startup log.
@@ -54,7 +54,7 @@ pub struct Probes {
     progress: Arc<viaduct_ring::Progress>,
     admission: Admission,
     kafka: Option<Arc<KafkaCounts>>,
-    command_counts: Arc<Mutex<Vec<Arc<CommandCounts>>>>,
+    command_counts: Arc<Mutex<AnsweredCounts>>,
     snapshots: Option<Arc<SnapshotControl>>,
 }
 
@@ -92,11 +92,7 @@ impl Probes {
     /// Commands answered by every client so far, by name ([`viaduct_protocol::COMMAND_NAMES`])
     /// and error code (0: success).
     pub fn commands(&self) -> Vec<[u64; CODES]> {
-        let mut totals = vec![[0u64; CODES]; viaduct_protocol::COMMAND_NAMES.len()];
-        for c in self.command_counts.lock().expect("command counts").iter() {
-            c.add_to(&mut totals);
-        }
-        totals
+        self.command_counts.lock().expect("command counts").totals()
     }
 
     /// The snapshot worker's control and figures (none in `none` durability).
@@ -132,8 +128,8 @@ pub struct Engine {
     admission: Admission,
     /// Held until the engine has stopped: no other engine runs on this data directory.
     lock: DataDirLock,
-    /// Every client's answered commands, kept after the client goes (the totals only grow).
-    command_counts: Arc<Mutex<Vec<Arc<CommandCounts>>>>,
+    /// Every client's answered commands (a gone client's kept in the totals, which only grow).
+    command_counts: Arc<Mutex<AnsweredCounts>>,
 }
 
 /// The exclusive lock (`flock`) on `<data_dir>/viaduct.lock`, which holds the PID of the process
@@ -390,8 +386,7 @@ impl Engine {
         // Room for every reply the client may have in flight and every command with deals it
         // may have waiting: the ring never refuses a reply.
         let slots = self.inflight_max + DEALS_WAITING_MAX as usize;
-        let counts: Arc<CommandCounts> = Arc::default();
-        self.command_counts.lock().expect("command counts").push(Arc::clone(&counts));
+        let counts = self.command_counts.lock().expect("command counts").register();
         let (outbox, answers, inbox) = reply_path(slots, self.inflight_max, Arc::clone(&self.durable), notify, counts);
         self.registry.arrivals.lock().expect("registry lock").insert(id, outbox);
         Client {

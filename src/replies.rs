@@ -231,12 +231,51 @@ impl CommandCounts {
     }
 
     /// Adds this client's counts to `into` (names × codes).
-    pub fn add_to(&self, into: &mut [[u64; CODES]]) {
+    fn add_to(&self, into: &mut [[u64; CODES]]) {
         for (row, counts) in into.iter_mut().zip(&self.counts) {
             for (n, c) in row.iter_mut().zip(counts) {
                 *n += c.load(Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Every client's [`CommandCounts`]: the live clients', and the totals of those gone (folded in
+/// when the next client registers, so the list holds only live clients).
+#[derive(Debug, Default)]
+pub struct AnsweredCounts {
+    gone: Vec<[u64; CODES]>,
+    live: Vec<Arc<CommandCounts>>,
+}
+
+impl AnsweredCounts {
+    /// The counts for a new client.
+    pub fn register(&mut self) -> Arc<CommandCounts> {
+        let gone = &mut self.gone;
+        if gone.is_empty() {
+            gone.resize(viaduct_protocol::COMMAND_NAMES.len(), [0; CODES]);
+        }
+        self.live.retain(|c| {
+            Arc::strong_count(c) > 1 || {
+                c.add_to(gone);
+                false
+            }
+        });
+        let counts: Arc<CommandCounts> = Arc::default();
+        self.live.push(Arc::clone(&counts));
+        counts
+    }
+
+    /// Commands answered so far, by name and code, over every client there was.
+    pub fn totals(&self) -> Vec<[u64; CODES]> {
+        let mut totals = vec![[0u64; CODES]; viaduct_protocol::COMMAND_NAMES.len()];
+        for (t, g) in totals.iter_mut().zip(&self.gone) {
+            *t = *g;
+        }
+        for c in &self.live {
+            c.add_to(&mut totals);
+        }
+        totals
     }
 }
 
@@ -534,5 +573,24 @@ mod tests {
         publish(&mut outbox, Kind::Outcome, 5).unwrap();
         outbox.notify();
         assert_eq!(receiver.join().unwrap(), Some(5));
+    }
+}
+
+#[cfg(test)]
+mod answered_tests {
+    use super::*;
+
+    /// A gone client's counts stay in the totals, and only live clients are kept in the list.
+    #[test]
+    fn counts_of_gone_clients_stay_in_the_totals_without_keeping_them() {
+        let mut all = AnsweredCounts::default();
+        let first = all.register();
+        first.count(&Command::AssetList, &Ok(Reply::Success));
+        drop(first);
+        let second = all.register();
+        second.count(&Command::AssetList, &Err(RpcError::InvalidArgument));
+        assert_eq!(all.live.len(), 1, "the gone client was folded in");
+        let asset_list = viaduct_protocol::COMMAND_NAMES.iter().position(|n| *n == "asset.list").unwrap();
+        assert_eq!(all.totals()[asset_list][..2], [1, 1]);
     }
 }
