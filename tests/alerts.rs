@@ -11,13 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{http, wait_until, Running};
+use support::{free_port, http, wait_until, Running};
 use viaduct_publishers::alert::{AlertKind, AlertSink, Alerts};
 use viaduct_publishers::alert_redis::{RedisAlerts, RedisAlertsConfig, ALERT_LIST};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A private `redis-server` (or Sentinel, with `--sentinel`) on a free port; killed when dropped.
 struct Redis {

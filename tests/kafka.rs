@@ -25,15 +25,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use support::{http, poll_until, wait_until};
+use support::{free_port, http, poll_until, wait_until};
 use viaduct_journaler::recovery::journal_dir;
 use viaduct_journaler::segment::read_journal;
 use viaduct_matcher::{Events, Matcher, Spec};
 use viaduct_publishers::kafka::{messages, Topic};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Whether something listens on `port`: a connection that is not the kernel connecting a socket to
 /// itself (which a connect to a free port in the ephemeral range now and then is).
@@ -114,15 +110,9 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A value of `/metrics`: the first sample whose line starts with `series`.
+    /// A value of `/metrics`: `series` exactly, labels included.
     fn metric(&self, series: &str) -> u64 {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(self.metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in {text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
+        support::metric(self.metrics, series).unwrap_or_else(|| panic!("no {series} on /metrics"))
     }
 
     fn kafka_lag(&self) -> u64 {

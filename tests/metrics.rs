@@ -3,28 +3,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{http, wait_until, Running};
-
-/// A GET of `path`: (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, text[text.find("\r\n\r\n").unwrap() + 4..].to_string())
-}
-
-/// The value of the sample named exactly `name` (with its labels) in `text`.
-fn sample(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
+use support::{get, http, sample, wait_until, Running};
 
 #[test]
 fn health_and_metrics_follow_the_work_done() {

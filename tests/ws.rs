@@ -405,14 +405,7 @@ fn success(id: i64) -> Value {
 fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (server, addr) = server(&format!("push_interval_ms = 20\n[metrics]\nbind = \"{metrics}\""));
-    let subscriptions = || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text.lines().find_map(|l| l.strip_prefix("viaduct_ws_subscriptions ")?.parse::<u64>().ok())
-    };
+    let subscriptions = || support::metric(metrics, "viaduct_ws_subscriptions");
     let h = server.http;
     deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
     order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));

@@ -256,6 +256,33 @@ impl Drop for Running {
     }
 }
 
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A GET of `path`: (status, body).
+pub fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text[text.find("\r\n\r\n").unwrap() + 4..].to_string())
+}
+
+/// The value of the sample named exactly `name` (with its labels) in `text`.
+pub fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The value of `series` (exactly, labels included) on the `/metrics` of `addr`.
+pub fn metric(addr: std::net::SocketAddr, series: &str) -> Option<u64> {
+    sample(&get(addr, "/metrics").1, series)
+}
+
 /// One HTTP JSON-RPC call to `addr` on a connection of its own; the response's JSON body.
 pub fn http(addr: std::net::SocketAddr, method: &str, params: Value) -> Value {
     use std::io::{Read, Write};
