@@ -103,74 +103,62 @@ impl Collector for JournalHistograms {
     }
 }
 
+/// A gauge registered under `name`.
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> U64Gauge {
+    let g = U64Gauge::default();
+    registry.register(name, help, g.clone());
+    g
+}
+
+/// A family of gauges registered under `name`, one per label set.
+fn family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, U64Gauge> {
+    let f = Family::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+/// Sets the gauge of `family` labelled `key="value"`.
+fn set(family: &Family<Labels, U64Gauge>, key: &str, value: &str, n: u64) {
+    family.get_or_create(&vec![(key.to_string(), value.to_string())]).set(n);
+}
+
 impl Exposition {
     fn new(state: &Arc<MetricsState>) -> Exposition {
-        let mut registry = Registry::with_prefix("viaduct");
-        registry.register_collector(Box::new(JournalHistograms(Arc::clone(state))));
-        let (durable, commits, passes) = (U64Gauge::default(), U64Gauge::default(), U64Gauge::default());
-        let (lag, lag_max, alerts) = (Family::default(), Family::default(), Family::default());
-        registry.register("durable_sequence", "The highest journal sequence known durable", durable.clone());
-        registry.register("journal_commit_groups", "Groups the journal has committed since start", commits.clone());
-        registry.register("matcher_loop_passes", "Passes of the matcher's loop since start", passes.clone());
-        registry.register("consumer_lag_commands", "Commands a bounded consumer is behind", lag.clone());
-        registry.register("consumer_lag_max_commands", "A bounded consumer's lag bound", lag_max.clone());
-        registry.register("alerts", "Alerts pushed to Redis, dropped, or held back as repeats", alerts.clone());
-        let (kafka_acked, kafka_errors) = (Family::default(), U64Gauge::default());
-        registry.register("kafka_messages", "Messages the Kafka brokers acknowledged, per topic", kafka_acked.clone());
-        registry.register(
-            "kafka_session_errors",
-            "Kafka publisher sessions that failed (brokers unreachable, a fatal producer error)",
-            kafka_errors.clone(),
-        );
-        let (ready, recovery) = (U64Gauge::default(), Family::default());
-        registry.register("ready", "1 once recovery is done and the edges listen", ready.clone());
-        registry.register(
-            "recovery",
-            "Recovery's progress: the snapshot loaded, journal records replayed, the sequence reached",
-            recovery.clone(),
-        );
-        let commands = Family::default();
-        registry.register(
-            "commands",
-            "Matcher commands answered, by method and error code (0: success)",
-            commands.clone(),
-        );
-        let (connections, subscriptions) = (Family::default(), U64Gauge::default());
-        registry.register("edge_connections", "Open connections, per edge", connections.clone());
-        registry.register(
-            "ws_subscriptions",
-            "WebSocket connections' subscriptions to market feeds",
-            subscriptions.clone(),
-        );
-        let snapshots = Family::default();
-        registry.register(
-            "snapshots",
-            "Snapshots taken since start, and the last one's sequence, milliseconds and bytes",
-            snapshots.clone(),
-        );
-        let input = Family::default();
-        registry.register(
-            "input_ring",
-            "The input ring as the matcher found it: batches taken, commands in them, the largest and the last batch",
-            input.clone(),
-        );
+        let mut r = Registry::with_prefix("viaduct");
+        r.register_collector(Box::new(JournalHistograms(Arc::clone(state))));
         Exposition {
-            input,
-            snapshots,
-            connections,
-            subscriptions,
-            commands,
-            registry,
-            durable,
-            commits,
-            passes,
-            lag,
-            lag_max,
-            alerts,
-            kafka_acked,
-            kafka_errors,
-            ready,
-            recovery,
+            durable: gauge(&mut r, "durable_sequence", "The highest journal sequence known durable"),
+            commits: gauge(&mut r, "journal_commit_groups", "Groups the journal has committed since start"),
+            passes: gauge(&mut r, "matcher_loop_passes", "Passes of the matcher's loop since start"),
+            lag: family(&mut r, "consumer_lag_commands", "Commands a bounded consumer is behind"),
+            lag_max: family(&mut r, "consumer_lag_max_commands", "A bounded consumer's lag bound"),
+            alerts: family(&mut r, "alerts", "Alerts pushed to Redis, dropped, or held back as repeats"),
+            kafka_acked: family(&mut r, "kafka_messages", "Messages the Kafka brokers acknowledged, per topic"),
+            kafka_errors: gauge(
+                &mut r,
+                "kafka_session_errors",
+                "Kafka publisher sessions that failed (brokers unreachable, a fatal producer error)",
+            ),
+            ready: gauge(&mut r, "ready", "1 once recovery is done and the edges listen"),
+            recovery: family(
+                &mut r,
+                "recovery",
+                "Recovery's progress: the snapshot loaded, journal records replayed, the sequence reached",
+            ),
+            commands: family(&mut r, "commands", "Matcher commands answered, by method and error code (0: success)"),
+            connections: family(&mut r, "edge_connections", "Open connections, per edge"),
+            subscriptions: gauge(&mut r, "ws_subscriptions", "WebSocket connections' subscriptions to market feeds"),
+            snapshots: family(
+                &mut r,
+                "snapshots",
+                "Snapshots taken since start, and the last one's sequence, milliseconds and bytes",
+            ),
+            input: family(
+                &mut r,
+                "input_ring",
+                "The input ring as the matcher found it: batches taken, commands in them, the largest and the last batch",
+            ),
+            registry: r,
         }
     }
 
@@ -181,16 +169,13 @@ impl Exposition {
             ("replayed_commands", &state.recovery_replayed),
             ("sequence", &state.recovery_seq),
         ] {
-            self.recovery
-                .get_or_create(&vec![("what".to_string(), what.to_string())])
-                .set(value.load(Ordering::Relaxed));
+            set(&self.recovery, "what", what, value.load(Ordering::Relaxed));
         }
         if let Some(probes) = state.probes.get() {
             self.render_engine(probes, state.alerts.as_deref());
         }
         for (edge, stats) in state.edges.get().into_iter().flatten() {
-            let labels = vec![("edge".to_string(), edge.to_string())];
-            self.connections.get_or_create(&labels).set(stats.connections.load(Ordering::Relaxed));
+            set(&self.connections, "edge", edge, stats.connections.load(Ordering::Relaxed));
             if *edge == "ws" {
                 self.subscriptions.set(stats.subscriptions.load(Ordering::Relaxed));
             }
@@ -206,7 +191,7 @@ impl Exposition {
         for (what, value) in
             [("batches", batches), ("commands", commands), ("batch_max", largest), ("batch_last", last)]
         {
-            self.input.get_or_create(&vec![("what".to_string(), what.to_string())]).set(value);
+            set(&self.input, "what", what, value);
         }
         if let Some(s) = probes.snapshots() {
             for (what, value) in [
@@ -215,9 +200,7 @@ impl Exposition {
                 ("last_ms", &s.last_ms),
                 ("last_bytes", &s.last_bytes),
             ] {
-                self.snapshots
-                    .get_or_create(&vec![("what".to_string(), what.to_string())])
-                    .set(value.load(Ordering::Relaxed));
+                set(&self.snapshots, "what", what, value.load(Ordering::Relaxed));
             }
         }
         for (name, codes) in viaduct_protocol::COMMAND_NAMES.iter().zip(probes.commands()) {
@@ -229,23 +212,19 @@ impl Exposition {
         self.commits.set(probes.journal_commits());
         self.passes.set(probes.matcher_passes());
         for (name, lag, max) in probes.lags() {
-            let labels = vec![("consumer".to_string(), name.trim_start_matches("the ").to_string())];
-            self.lag.get_or_create(&labels).set(lag);
-            self.lag_max.get_or_create(&labels).set(max);
+            let consumer = name.trim_start_matches("the ");
+            set(&self.lag, "consumer", consumer, lag);
+            set(&self.lag_max, "consumer", consumer, max);
         }
         if let Some(k) = probes.kafka() {
             for topic in viaduct_publishers::kafka::Topic::ALL {
-                self.kafka_acked
-                    .get_or_create(&vec![("topic".to_string(), topic.name().to_string())])
-                    .set(k.acked[topic.index()].load(Ordering::Relaxed));
+                set(&self.kafka_acked, "topic", topic.name(), k.acked[topic.index()].load(Ordering::Relaxed));
             }
             self.kafka_errors.set(k.errors.load(Ordering::Relaxed));
         }
         if let Some(c) = alerts {
             for (what, n) in [("pushed", &c.pushed), ("dropped", &c.dropped), ("held_back", &c.held_back)] {
-                self.alerts
-                    .get_or_create(&vec![("outcome".to_string(), what.to_string())])
-                    .set(n.load(Ordering::Relaxed));
+                set(&self.alerts, "outcome", what, n.load(Ordering::Relaxed));
             }
         }
     }
