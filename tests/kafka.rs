@@ -25,7 +25,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use support::{free_port, http, poll_until, wait_until};
+use support::{free_addr, free_port, http, poll_until, wait_until};
 use viaduct_journaler::recovery::journal_dir;
 use viaduct_journaler::segment::read_journal;
 use viaduct_matcher::{Events, Matcher, Spec};
@@ -77,8 +77,7 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, kafka: &str) -> Server {
-        let free = || SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let (http, tcp, metrics) = (free(), free(), free());
+        let (http, tcp, metrics) = (free_addr(), free_addr(), free_addr());
         let example = format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"));
         let mut config = std::fs::read_to_string(example).unwrap();
         config.push_str(&format!(
@@ -99,9 +98,9 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("viaduct starts");
-        wait_until("viaduct to listen", Duration::from_secs(30), || {
+        wait_until("viaduct to listen on both edges", Duration::from_secs(30), || {
             assert!(child.try_wait().unwrap().is_none(), "viaduct exited: {}", std::fs::read_to_string(&log).unwrap());
-            TcpStream::connect(http).is_ok()
+            TcpStream::connect(http).is_ok() && TcpStream::connect(tcp).is_ok()
         });
         Server { child, http, metrics, log, config: path }
     }

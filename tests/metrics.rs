@@ -3,15 +3,15 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{get, http, sample, wait_until, Running};
+use support::{free_addr, get, http, sample, wait_until, Running};
 
 #[test]
 fn health_and_metrics_follow_the_work_done() {
-    let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let metrics = free_addr();
     let server = Running::start(&format!("[metrics]\nbind = \"{metrics}\"\n"));
     wait_until("/health to say ready", Duration::from_secs(30), || {
         TcpStream::connect(metrics).is_ok() && get(metrics, "/health").0 == 200
@@ -71,8 +71,7 @@ fn health_and_metrics_follow_the_work_done() {
 #[test]
 fn health_is_503_until_the_engine_serves() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (metrics, http_addr, tcp_addr) = (free(), free(), free());
+    let (metrics, http_addr, tcp_addr) = (free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
     let example = std::fs::read_to_string(format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let store = format!("[history]\nurl = \"mysql://root@{}/test\"", silent.local_addr().unwrap());

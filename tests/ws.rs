@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{http, wait_until, Running};
+use support::{free_addr, http, wait_until, Running};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
@@ -18,7 +18,7 @@ type Ws = WebSocket<TcpStream>;
 
 /// A server with the WebSocket edge on a free port, with `extra` in `[edges.ws]`.
 fn server(extra: &str) -> (Running, SocketAddr) {
-    let ws = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let ws = free_addr();
     let running = Running::start(&format!("[edges.ws]\nbind = \"{ws}\"\n{extra}\n"));
     wait_until("the WebSocket edge to listen", Duration::from_secs(30), || TcpStream::connect(ws).is_ok());
     (running, ws)
@@ -403,7 +403,7 @@ fn success(id: i64) -> Value {
 
 #[test]
 fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let metrics = free_addr();
     let (server, addr) = server(&format!("push_interval_ms = 20\n[metrics]\nbind = \"{metrics}\""));
     let subscriptions = || support::metric(metrics, "viaduct_ws_subscriptions");
     let h = server.http;

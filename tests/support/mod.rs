@@ -212,8 +212,7 @@ impl Running {
         envs: &[(&str, &str)],
     ) -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let (http, tcp) = (free(), free());
+        let (http, tcp) = (free_addr(), free_addr());
         let example = format!("{}/config/example.toml", env!("CARGO_MANIFEST_DIR"));
         let mut config = edit(&std::fs::read_to_string(example).unwrap());
         config.push_str(&format!(
@@ -256,9 +255,40 @@ impl Drop for Running {
     }
 }
 
-/// A loopback port nothing listens on now.
+/// A loopback port nothing listens on now, for a server a test starts later, never the same twice in
+/// one test process. It is taken below the kernel's ephemeral range (`ip_local_port_range`), where
+/// `bind(0)` and outgoing connections take theirs: a port from that range could become the source
+/// port of some connection (a broker client retrying, a test's own request) before the server it
+/// was meant for binds it, and that server would then fail to start.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOWEST);
+    if span < 1_000 {
+        // A kernel whose ephemeral range starts low: the kernel's pick it is.
+        return std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    }
+    // Test processes run one after another, but their servers may outlive them a moment: each
+    // process starts at a place of its own.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free loopback port below {ephemeral_low}");
+        let port = (LOWEST + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// [`free_port`] on 127.0.0.1.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// A GET of `path`: (status, body).
