@@ -350,6 +350,11 @@ pub struct KeyConfig {
     /// copy): default off.
     #[serde(default)]
     pub drop_copy: bool,
+    /// The self-trade prevention of its orders that do not choose one (NEW_LIMIT and NEW_MARKET
+    /// `self_trade` 0): `"none"` (the default), `"cancel_taker"`, `"cancel_maker"` or
+    /// `"cancel_both"`.
+    #[serde(default)]
+    pub self_trade: Option<String>,
 }
 
 /// The HTTP edge's default address (SPEC A4).
@@ -600,6 +605,16 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         let mut key = ApiKey::new(&spec, &k.key, &k.secret, k.user_id, &k.taker_fee, &k.maker_fee, &k.source)
             .map_err(|e| anyhow::anyhow!("config {}: [[edges.tcp.keys]] {e}", path.display()))?;
         key.drop_copy = k.drop_copy;
+        if let Some(mode) = &k.self_trade {
+            key.trader.self_trade = viaduct_protocol::params::self_trade(&serde_json::Value::String(mode.clone()))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "config {}: [[edges.tcp.keys]] key {:?}: self_trade {mode:?} is not one of none, cancel_taker, cancel_maker, cancel_both",
+                        path.display(),
+                        k.key
+                    )
+                })?;
+        }
         if tcp_keys.iter().any(|other: &ApiKey| other.key == key.key) {
             anyhow::bail!("config {}: [[edges.tcp.keys]] key {:?} appears twice", path.display(), k.key);
         }

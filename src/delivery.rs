@@ -14,7 +14,7 @@ use viaduct_matcher::book::IdMap;
 use crossbeam_channel::Sender;
 use viaduct_matcher::event::{Deal, EventRef};
 use viaduct_matcher::order::Side;
-use viaduct_matcher::Events;
+use viaduct_matcher::{Command, Events};
 use viaduct_publishers::history::leaves_rows;
 use viaduct_publishers::service::MarketService;
 use viaduct_ring::OutSlot;
@@ -106,11 +106,15 @@ pub(crate) fn reply_stage(
                 out.publish(client, Kind::Activity, slot);
             }
         }
-        if !watched.is_empty() && !slot.events.deals().is_empty() {
+        let new_order = matches!(slot.cmd, Command::PutLimit(_) | Command::PutMarket(_));
+        if !watched.is_empty() && new_order {
             watchers.clear();
             for d in slot.events.deals() {
                 let maker = if d.taker_side == Side::Ask { d.bid_user } else { d.ask_user };
                 watchers.extend(watched.get(&maker).into_iter().flatten());
+            }
+            for o in slot.events.self_trade_cancels() {
+                watchers.extend(watched.get(&o.user).into_iter().flatten());
             }
             watchers.sort_unstable();
             watchers.dedup();

@@ -87,9 +87,9 @@ impl Slot {
         self.tag = out.tag;
         self.request_id = out.request_id;
         self.journal_seq = out.journal_seq;
+        // Deals need the command (what kind of order it was) and the events alone.
+        self.cmd.clone_from(&out.cmd);
         if kind != Kind::Deals {
-            // Deals need the events alone.
-            self.cmd.clone_from(&out.cmd);
             self.result.clone_from(&out.outcome);
         }
         if kind == Kind::Activity {
@@ -124,7 +124,7 @@ impl Slot {
                 result: &self.result,
                 events: &self.events,
             },
-            Kind::Deals => Delivered::Deals { events: &self.events },
+            Kind::Deals => Delivered::Deals { cmd: &self.cmd, events: &self.events },
             Kind::Activity => {
                 Delivered::Activity { own: self.own, cmd: &self.cmd, result: &self.result, events: &self.events }
             }

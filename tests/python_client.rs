@@ -31,7 +31,17 @@ fn the_python_example_client_runs_every_message_of_the_protocol() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let seen: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    for name in ["LOGIN_REJECT", "LOGIN_ACK", "ACCEPTED", "FILLED", "REJECTED", "CANCELLED", "SERVER_HEARTBEAT"] {
+    for name in [
+        "LOGIN_REJECT",
+        "LOGIN_ACK",
+        "ACCEPTED",
+        "FILLED",
+        "REJECTED",
+        "CANCELLED",
+        "MASS_CANCELLED",
+        "AMENDED",
+        "SERVER_HEARTBEAT",
+    ] {
         assert!(seen.iter().any(|m| m["type"] == name), "{name} never came: {stdout}");
     }
     assert_eq!(seen.last(), Some(&json!({"done": true})));

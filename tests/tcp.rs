@@ -13,7 +13,7 @@ use support::strip_times;
 use viaduct::engine::{start_tcp_edge, Engine, TcpEdgeRunning};
 use viaduct::profile::Profile;
 use viaduct_edges::binary::{
-    self, client_type, decode_server, encode_client, market_bytes, reason, ClientMsg, Decoded, ServerMsg,
+    self, client_type, decode_server, encode_client, market_bytes, reason, ClientMsg, Decoded, LimitOptions, ServerMsg,
 };
 use viaduct_edges::rpc::{self, Header};
 use viaduct_edges::tcp::{ApiKey, TcpConfig};
@@ -166,7 +166,9 @@ impl Conn {
                         | ServerMsg::Accepted { seq, .. }
                         | ServerMsg::Rejected { seq, .. }
                         | ServerMsg::Filled { seq, .. }
-                        | ServerMsg::Cancelled { seq, .. } => Some(seq),
+                        | ServerMsg::Cancelled { seq, .. }
+                        | ServerMsg::MassCancelled { seq, .. }
+                        | ServerMsg::Amended { seq, .. } => Some(seq),
                         _ => None,
                     };
                     if let Some(seq) = seq {
@@ -382,14 +384,28 @@ fn binary_orders_fill_resting_makers_and_cancel(at: Arrangement) {
     let mut taker = server.connect();
     taker.login("taker", SECRET);
     // Maker rests 2 BTC at 0.1 (prices at money prec 8, amounts at stock prec 8).
-    maker.send(ClientMsg::NewLimit { client_id: 500, market: btcbch, side: 1, price: 10_000_000, amount: 200_000_000 });
+    maker.send(ClientMsg::NewLimit {
+        client_id: 500,
+        market: btcbch,
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 10_000_000,
+        amount: 200_000_000,
+    });
     let ServerMsg::Accepted { client_id: 500, order_id: resting, side: 1, kind: 1, price, amount, .. } = maker.next()
     else {
         panic!("no ACCEPTED")
     };
     assert_eq!((price, amount), (10_000_000, 200_000_000));
     // Taker buys 0.5 at up to 0.2: accepted, filled at the maker's price.
-    taker.send(ClientMsg::NewLimit { client_id: 1, market: btcbch, side: 2, price: 20_000_000, amount: 50_000_000 });
+    taker.send(ClientMsg::NewLimit {
+        client_id: 1,
+        market: btcbch,
+        side: 2,
+        options: LimitOptions::PLAIN,
+        price: 20_000_000,
+        amount: 50_000_000,
+    });
     let ServerMsg::Accepted { order_id: taker_order, .. } = taker.next() else { panic!() };
     let ServerMsg::Filled { order_id, role, price, amount, left, fee, fee_scale, deal_id, .. } = taker.next() else {
         panic!()
@@ -405,7 +421,14 @@ fn binary_orders_fill_resting_makers_and_cancel(at: Arrangement) {
     // An ask pays in money: 0.05 BCH × 0.001 = 0.00005 at 8 + 8 + 4.
     assert_eq!(fee, 5_000_000_000_000_000);
     // A resend of the same client order id changes nothing and names the order.
-    maker.send(ClientMsg::NewLimit { client_id: 500, market: btcbch, side: 1, price: 10_000_000, amount: 1 });
+    maker.send(ClientMsg::NewLimit {
+        client_id: 500,
+        market: btcbch,
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 10_000_000,
+        amount: 1,
+    });
     assert_eq!(
         maker.next(),
         ServerMsg::Rejected {
@@ -437,12 +460,19 @@ fn binary_market_orders_report_an_unfilled_remainder(at: Arrangement) {
     let btcbch = market_bytes("BTCBCH");
     let mut maker = server.connect();
     maker.login("maker", SECRET);
-    maker.send(ClientMsg::NewLimit { client_id: 0, market: btcbch, side: 1, price: 10_000_000, amount: 100_000_000 });
+    maker.send(ClientMsg::NewLimit {
+        client_id: 0,
+        market: btcbch,
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 10_000_000,
+        amount: 100_000_000,
+    });
     let ServerMsg::Accepted { .. } = maker.next() else { panic!() };
     let mut taker = server.connect();
     taker.login("taker", SECRET);
     // Spend 0.5 BCH at market: 1 BTC at 0.1 costs 0.1; 0.4 BCH is left unspent.
-    taker.send(ClientMsg::NewMarket { client_id: 9, market: btcbch, side: 2, amount: 50_000_000 });
+    taker.send(ClientMsg::NewMarket { client_id: 9, market: btcbch, side: 2, self_trade: 0, amount: 50_000_000 });
     let ServerMsg::Accepted { kind: 2, amount: 50_000_000, .. } = taker.next() else { panic!() };
     let ServerMsg::Filled { amount: 100_000_000, left: 40_000_000, .. } = taker.next() else { panic!() };
     let ServerMsg::Cancelled { why, left: 40_000_000, client_id: 9, side, price, .. } = taker.next() else { panic!() };
@@ -459,18 +489,75 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
     s.login("maker", SECRET);
     let cases = [
         (
-            ClientMsg::NewLimit { client_id: 1, market: market_bytes("NOPE"), side: 1, price: 1, amount: 1 },
+            ClientMsg::NewLimit {
+                client_id: 1,
+                market: market_bytes("NOPE"),
+                side: 1,
+                options: LimitOptions::PLAIN,
+                price: 1,
+                amount: 1,
+            },
             reason::UNKNOWN_MARKET,
         ),
-        (ClientMsg::NewLimit { client_id: 2, market: btcbch, side: 3, price: 1, amount: 1 }, reason::BAD_SIDE),
-        (ClientMsg::NewLimit { client_id: 3, market: btcbch, side: 1, price: 0, amount: 1 }, reason::BAD_NUMBER),
-        (ClientMsg::NewLimit { client_id: 4, market: btcbch, side: 1, price: 1, amount: -1 }, reason::BAD_NUMBER),
         (
-            ClientMsg::NewLimit { client_id: 5, market: btcbch, side: 1, price: 1, amount: 100_000_000_000 },
+            ClientMsg::NewLimit {
+                client_id: 2,
+                market: btcbch,
+                side: 3,
+                options: LimitOptions::PLAIN,
+                price: 1,
+                amount: 1,
+            },
+            reason::BAD_SIDE,
+        ),
+        (
+            ClientMsg::NewLimit {
+                client_id: 3,
+                market: btcbch,
+                side: 1,
+                options: LimitOptions::PLAIN,
+                price: 0,
+                amount: 1,
+            },
+            reason::BAD_NUMBER,
+        ),
+        (
+            ClientMsg::NewLimit {
+                client_id: 4,
+                market: btcbch,
+                side: 1,
+                options: LimitOptions::PLAIN,
+                price: 1,
+                amount: -1,
+            },
+            reason::BAD_NUMBER,
+        ),
+        (
+            ClientMsg::NewLimit {
+                client_id: 5,
+                market: btcbch,
+                side: 1,
+                options: LimitOptions::PLAIN,
+                price: 1,
+                amount: 100_000_000_000,
+            },
             reason::BALANCE_NOT_ENOUGH,
         ),
-        (ClientMsg::NewLimit { client_id: 6, market: btcbch, side: 1, price: 1, amount: 1 }, reason::AMOUNT_TOO_SMALL),
-        (ClientMsg::NewMarket { client_id: 7, market: btcbch, side: 1, amount: 100_000_000 }, reason::NO_ENOUGH_TRADER),
+        (
+            ClientMsg::NewLimit {
+                client_id: 6,
+                market: btcbch,
+                side: 1,
+                options: LimitOptions::PLAIN,
+                price: 1,
+                amount: 1,
+            },
+            reason::AMOUNT_TOO_SMALL,
+        ),
+        (
+            ClientMsg::NewMarket { client_id: 7, market: btcbch, side: 1, self_trade: 0, amount: 100_000_000 },
+            reason::NO_ENOUGH_TRADER,
+        ),
         (ClientMsg::CancelByClientId { market: btcbch, client_id: 42 }, reason::ORDER_NOT_FOUND),
         (ClientMsg::Hello { key: [0; 16] }, reason::NOT_EXPECTED),
     ];
@@ -491,13 +578,34 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
     assert_eq!(r, reason::MALFORMED);
     // A malformed order (padding not zero) is rejected with the client order id it carried.
     let mut bad_pad = Vec::new();
-    encode_client(&ClientMsg::NewLimit { client_id: 77, market: btcbch, side: 1, price: 1, amount: 1 }, &mut bad_pad);
-    bad_pad[29] = 1;
+    encode_client(
+        &ClientMsg::NewMarket { client_id: 77, market: btcbch, side: 1, self_trade: 0, amount: 1 },
+        &mut bad_pad,
+    );
+    bad_pad[30] = 1;
     s.s.write_all(&bad_pad).unwrap();
     let ServerMsg::Rejected { reason: r, client_id, request_type, .. } = s.next() else { panic!() };
-    assert_eq!((r, client_id, request_type), (reason::MALFORMED, 77, client_type::NEW_LIMIT));
+    assert_eq!((r, client_id, request_type), (reason::MALFORMED, 77, client_type::NEW_MARKET));
+    // An option byte with no meaning, or post-only with IOC: reason 33.
+    for options in [
+        LimitOptions { time_in_force: 3, flags: 0, self_trade: 0 },
+        LimitOptions { time_in_force: 0, flags: 2, self_trade: 0 },
+        LimitOptions { time_in_force: 0, flags: 0, self_trade: 5 },
+        LimitOptions { time_in_force: 1, flags: LimitOptions::POST_ONLY, self_trade: 0 },
+    ] {
+        s.send(ClientMsg::NewLimit { client_id: 78, market: btcbch, side: 1, options, price: 1, amount: 1 });
+        let ServerMsg::Rejected { reason: r, client_id, .. } = s.next() else { panic!() };
+        assert_eq!((r, client_id), (reason::BAD_OPTION, 78), "{options:?}");
+    }
     // Nothing changed: the maker's BTC is all there, and a good order still works.
-    s.send(ClientMsg::NewLimit { client_id: 1, market: btcbch, side: 1, price: 10_000_000, amount: 100_000_000 });
+    s.send(ClientMsg::NewLimit {
+        client_id: 1,
+        market: btcbch,
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 10_000_000,
+        amount: 100_000_000,
+    });
     let ServerMsg::Accepted { client_id: 1, .. } = s.next() else { panic!() };
     let mut rpc = server.connect();
     let b = rpc.call("balance.query", json!([MAKER, "BTC"]))["result"].clone();
@@ -552,7 +660,14 @@ fn binary_drop_copy_sessions_get_every_report_of_their_user(at: Arrangement) {
     let mut copy = server.connect();
     let ServerMsg::LoginAck { user: MAKER, .. } = copy.login("copier", SECRET) else { panic!() };
     // 1. The user's other session: its reports are copied, with the ids it sent.
-    maker.send(ClientMsg::NewLimit { client_id: 1, market: btcbch, side: 1, price: 10_000_000, amount: 100_000_000 });
+    maker.send(ClientMsg::NewLimit {
+        client_id: 1,
+        market: btcbch,
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 10_000_000,
+        amount: 100_000_000,
+    });
     let ServerMsg::Accepted { order_id: first, client_id: 1, .. } = maker.next() else { panic!() };
     let ServerMsg::Accepted { order_id, client_id: 1, side: 1, .. } = copy.next() else { panic!() };
     assert_eq!(order_id, first);
@@ -574,7 +689,14 @@ fn binary_drop_copy_sessions_get_every_report_of_their_user(at: Arrangement) {
     // once each.
     let mut taker = server.connect();
     taker.login("taker", SECRET);
-    taker.send(ClientMsg::NewLimit { client_id: 3, market: btcbch, side: 2, price: 20_000_000, amount: 50_000_000 });
+    taker.send(ClientMsg::NewLimit {
+        client_id: 3,
+        market: btcbch,
+        side: 2,
+        options: LimitOptions::PLAIN,
+        price: 20_000_000,
+        amount: 50_000_000,
+    });
     let ServerMsg::Accepted { .. } = taker.next() else { panic!() };
     for s in [&mut maker, &mut copy] {
         let ServerMsg::Filled { order_id, role, amount: 50_000_000, .. } = s.next() else { panic!() };
@@ -593,6 +715,116 @@ fn binary_drop_copy_sessions_get_every_report_of_their_user(at: Arrangement) {
 }
 
 /// Every test above, in each arrangement.
+/// PROTOCOL.md "Order options", "Mass cancel" and "Amend", end to end: post-only and FOK
+/// refusals, an IOC rest cancelled (why 4), self-trade prevention by option and by the key's
+/// default (why 5, to every session of the user), MASS_CANCEL's count, and AMEND keeping or
+/// losing priority.
+fn binary_order_options_self_trade_prevention_mass_cancel_and_amend(at: Arrangement) {
+    use viaduct_matcher::command::SelfTrade;
+    let server = Server::start(at, |cfg| cfg.keys[0].trader.self_trade = SelfTrade::CancelTaker);
+    fund(&server);
+    let mut rpc = server.connect();
+    rpc.call("balance.update", json!([MAKER, "BCH", "deposit", 2, "10", {}]));
+    rpc.call("balance.update", json!([TAKER, "BTC", "deposit", 2, "10", {}]));
+    let btcbch = market_bytes("BTCBCH");
+    let (mut maker, mut maker2, mut taker) = (server.connect(), server.connect(), server.connect());
+    maker.login("maker", SECRET);
+    maker2.login("maker", SECRET);
+    taker.login("taker", SECRET);
+    let plain = LimitOptions::PLAIN;
+    let limit = |client_id, side, options, price, amount| ClientMsg::NewLimit {
+        client_id,
+        market: btcbch,
+        side,
+        options,
+        price,
+        amount,
+    };
+    let rest = |c: &mut Conn, msg| {
+        c.send(msg);
+        let ServerMsg::Accepted { order_id, .. } = c.next() else { panic!("no ACCEPTED") };
+        order_id
+    };
+    let a1 = rest(&mut maker, limit(1, 1, plain, 10_000_000, 100_000_000)); // 1 BTC at 0.1
+    let a2 = rest(&mut maker, limit(2, 1, plain, 20_000_000, 100_000_000)); // 1 BTC at 0.2
+
+    // Post-only that would take, FOK that cannot fill: refused, nothing changes.
+    let post = LimitOptions { flags: LimitOptions::POST_ONLY, ..plain };
+    taker.send(limit(7, 2, post, 10_000_000, 100_000_000));
+    let ServerMsg::Rejected { reason: r, client_id: 7, .. } = taker.next() else { panic!() };
+    assert_eq!(r, reason::WOULD_TAKE);
+    let fok = LimitOptions { time_in_force: 2, ..plain };
+    taker.send(limit(8, 2, fok, 20_000_000, 300_000_000));
+    let ServerMsg::Rejected { reason: r, client_id: 8, .. } = taker.next() else { panic!() };
+    assert_eq!(r, reason::CANNOT_FILL);
+
+    // IOC: 1 of 1.5 trades at 0.1; the rest is cancelled, why 4.
+    let ioc = LimitOptions { time_in_force: 1, ..plain };
+    taker.send(limit(9, 2, ioc, 10_000_000, 150_000_000));
+    let ServerMsg::Accepted { order_id: t, .. } = taker.next() else { panic!() };
+    let ServerMsg::Filled { amount: 100_000_000, left: 50_000_000, .. } = taker.next() else { panic!() };
+    let ServerMsg::Cancelled { order_id, why, left, .. } = taker.next() else { panic!() };
+    assert_eq!((order_id, why, left), (t, binary::CANCEL_IOC, 50_000_000));
+    for c in [&mut maker, &mut maker2] {
+        let ServerMsg::Filled { order_id, left: 0, .. } = c.next() else { panic!() };
+        assert_eq!(order_id, a1);
+    }
+
+    // Self-trade prevention by option: maker2's bid meets maker's own ask a2, which is cancelled
+    // (why 5, to both sessions); the bid rests.
+    let cancel_maker = LimitOptions { self_trade: 3, ..plain };
+    let b = rest(&mut maker2, limit(10, 2, cancel_maker, 20_000_000, 50_000_000));
+    for c in [&mut maker, &mut maker2] {
+        let ServerMsg::Cancelled { order_id, client_id, why, left, .. } = c.next() else { panic!() };
+        assert_eq!((order_id, client_id, why, left), (a2, 2, binary::CANCEL_SELF_TRADE, 100_000_000));
+    }
+    // By the key's default (cancel the new order): an ask meeting maker2's bid b is cancelled.
+    maker.send(limit(11, 1, plain, 20_000_000, 10_000_000));
+    let ServerMsg::Accepted { order_id: a3, .. } = maker.next() else { panic!() };
+    let ServerMsg::Cancelled { order_id, why, left, .. } = maker.next() else { panic!() };
+    assert_eq!((order_id, why, left), (a3, binary::CANCEL_SELF_TRADE, 10_000_000));
+    let a4 = rest(&mut maker, limit(12, 1, plain, 30_000_000, 10_000_000));
+
+    // Mass cancel: maker's two open orders in BTCBCH (b from the other session, and a4), then none.
+    maker.send(ClientMsg::MassCancel { market: btcbch, side: 0 });
+    let ServerMsg::MassCancelled { count: 2, market, side: 0, .. } = maker.next() else { panic!() };
+    assert_eq!(market, btcbch);
+    maker.send(ClientMsg::MassCancel { market: [0; 16], side: 0 });
+    let ServerMsg::MassCancelled { count: 0, .. } = maker.next() else { panic!() };
+    let pending = rpc.call("order.pending", json!([MAKER, "BTCBCH", 0, 10]))["result"].clone();
+    assert_eq!(pending["total"], 0, "{pending} ({b}, {a4} cancelled)");
+
+    // Amend: smaller at the same price keeps its place ahead of the taker's bid; larger loses it.
+    let mine = rest(&mut maker, limit(13, 2, plain, 5_000_000, 100_000_000));
+    let theirs = rest(&mut taker, limit(14, 2, plain, 5_000_000, 100_000_000));
+    let bids = |rpc: &mut Conn| -> Vec<u64> {
+        let r = rpc.call("order.book", json!(["BTCBCH", 2, 0, 10]))["result"].clone();
+        r["orders"].as_array().unwrap().iter().map(|o| o["id"].as_u64().unwrap()).collect()
+    };
+    maker.send(ClientMsg::Amend { market: btcbch, order_id: mine, price: 0, left: 40_000_000 });
+    let ServerMsg::Amended { order_id, old_order_id, client_id, price, left, .. } = maker.next() else { panic!() };
+    assert_eq!((order_id, old_order_id, client_id, price, left), (mine, mine, 13, 5_000_000, 40_000_000));
+    assert_eq!(bids(&mut rpc), [mine, theirs]);
+    maker.send(ClientMsg::Amend { market: btcbch, order_id: mine, price: 0, left: 60_000_000 });
+    let ServerMsg::Amended { order_id: replaced, old_order_id, client_id: 13, left: 60_000_000, .. } = maker.next()
+    else {
+        panic!()
+    };
+    assert!(replaced > theirs && old_order_id == mine);
+    assert_eq!(bids(&mut rpc), [theirs, replaced]);
+    // The client order id follows the order; an amend that would trade, or names nothing, is refused.
+    maker.send(ClientMsg::CancelByClientId { market: btcbch, client_id: 13 });
+    let ServerMsg::Cancelled { order_id, .. } = maker.next() else { panic!() };
+    assert_eq!(order_id, replaced);
+    let ask = rest(&mut taker, limit(15, 1, plain, 30_000_000, 10_000_000));
+    taker.send(ClientMsg::Amend { market: btcbch, order_id: theirs, price: 30_000_000, left: 0 });
+    let ServerMsg::Rejected { reason: r, order_id, request_type, .. } = taker.next() else { panic!() };
+    assert_eq!((r, order_id, request_type), (reason::WOULD_TAKE, theirs, client_type::AMEND));
+    taker.send(ClientMsg::Amend { market: btcbch, order_id: ask, price: 0, left: 0 });
+    let ServerMsg::Rejected { reason: r, .. } = taker.next() else { panic!() };
+    assert_eq!(r, reason::BAD_NUMBER);
+}
+
 macro_rules! in_every_arrangement {
     ($($name:ident),* $(,)?) => {
         mod own_thread {
@@ -628,4 +860,5 @@ in_every_arrangement!(
     binary_bad_orders_are_rejected_and_the_session_goes_on,
     binary_sessions_get_heartbeats_and_silent_ones_are_closed,
     binary_drop_copy_sessions_get_every_report_of_their_user,
+    binary_order_options_self_trade_prevention_mass_cancel_and_amend,
 );

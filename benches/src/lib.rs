@@ -121,6 +121,7 @@ fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
             taker_fee: 10,
             source: Source::EMPTY,
             client_id: 0,
+            self_trade: Default::default(),
         });
     }
     if roll < 5 + cancel_share && resting > 0 {
@@ -179,6 +180,7 @@ impl MatcherMix {
                 maker_fee: o.maker_fee,
                 source: o.source,
                 client_id: o.client_id,
+                options: Default::default(),
             }));
         }
         out
@@ -210,6 +212,7 @@ fn limit_with(user: u32, side: Side, price: i128, amount: i128, source: Source) 
         maker_fee: 5,
         source,
         client_id: 0,
+        options: Default::default(),
     })
 }
 

@@ -10,10 +10,11 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use viaduct_matcher::command::{PutLimit, PutMarket};
+use viaduct_matcher::command::{Amend, OrderOptions, PutLimit, PutMarket, SelfTrade, TimeInForce};
 use viaduct_matcher::config::MarketId;
 use viaduct_matcher::event::{Deal, EventRef, OrderEventKind};
 use viaduct_matcher::order::{Order, OrderKind, Side, Source};
+use viaduct_matcher::reply::Ended;
 use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
 
 pub const VERSION: u8 = 1;
@@ -34,6 +35,8 @@ pub mod client_type {
     pub const NEW_MARKET: u8 = 0x11;
     pub const CANCEL: u8 = 0x12;
     pub const CANCEL_BY_CLIENT_ID: u8 = 0x13;
+    pub const MASS_CANCEL: u8 = 0x14;
+    pub const AMEND: u8 = 0x15;
     pub const HEARTBEAT: u8 = 0x20;
 }
 
@@ -47,6 +50,8 @@ pub mod server_type {
     pub const REJECTED: u8 = 0x31;
     pub const FILLED: u8 = 0x32;
     pub const CANCELLED: u8 = 0x33;
+    pub const MASS_CANCELLED: u8 = 0x34;
+    pub const AMENDED: u8 = 0x35;
 }
 
 /// Why a request was rejected (REJECTED `reason`).
@@ -58,11 +63,14 @@ pub mod reason {
     pub const AMOUNT_TOO_SMALL: u16 = 11;
     pub const NO_ENOUGH_TRADER: u16 = 12;
     pub const DUPLICATE_CLIENT_ID: u16 = 13;
+    pub const WOULD_TAKE: u16 = 14;
+    pub const CANNOT_FILL: u16 = 15;
     pub const ORDER_NOT_FOUND: u16 = 20;
     pub const USER_NOT_MATCH: u16 = 21;
     pub const UNKNOWN_MARKET: u16 = 30;
     pub const BAD_SIDE: u16 = 31;
     pub const BAD_NUMBER: u16 = 32;
+    pub const BAD_OPTION: u16 = 33;
     pub const MALFORMED: u16 = 40;
     pub const UNKNOWN_TYPE: u16 = 41;
     pub const NOT_EXPECTED: u16 = 42;
@@ -76,6 +84,26 @@ pub const CANCEL_REQUESTED: u8 = 1;
 pub const CANCEL_MARKET_REMAINDER: u8 = 2;
 /// The rest of a limit order that reached the matcher's deal cap (`DEALS_PER_ORDER_MAX`).
 pub const CANCEL_DEAL_CAP: u8 = 3;
+/// The rest of an immediate-or-cancel order.
+pub const CANCEL_IOC: u8 = 4;
+/// Self-trade prevention: the new order's rest, or a resting order the user's new order met.
+pub const CANCEL_SELF_TRADE: u8 = 5;
+
+/// NEW_LIMIT's option bytes: `time_in_force` (0 GTC, 1 IOC, 2 FOK), `flags` (bit 0: post-only;
+/// the other bits zero) and `self_trade` (0: the API key's default; 1 none, 2 cancel the new
+/// order, 3 cancel the resting order, 4 cancel both). All zero: the key's plain order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitOptions {
+    pub time_in_force: u8,
+    pub flags: u8,
+    pub self_trade: u8,
+}
+
+impl LimitOptions {
+    /// Good till cancelled, may take, the key's self-trade prevention.
+    pub const PLAIN: LimitOptions = LimitOptions { time_in_force: 0, flags: 0, self_trade: 0 };
+    pub const POST_ONLY: u8 = 1;
+}
 /// FILLED `role`.
 pub const ROLE_TAKER: u8 = 1;
 pub const ROLE_MAKER: u8 = 2;
@@ -83,12 +111,49 @@ pub const ROLE_MAKER: u8 = 2;
 /// A message from a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientMsg {
-    Hello { key: [u8; KEY_BYTES] },
-    Login { mac: [u8; MAC_BYTES] },
-    NewLimit { client_id: u64, market: [u8; MARKET_BYTES], side: u8, price: i64, amount: i64 },
-    NewMarket { client_id: u64, market: [u8; MARKET_BYTES], side: u8, amount: i64 },
-    Cancel { market: [u8; MARKET_BYTES], order_id: u64 },
-    CancelByClientId { market: [u8; MARKET_BYTES], client_id: u64 },
+    Hello {
+        key: [u8; KEY_BYTES],
+    },
+    Login {
+        mac: [u8; MAC_BYTES],
+    },
+    NewLimit {
+        client_id: u64,
+        market: [u8; MARKET_BYTES],
+        side: u8,
+        options: LimitOptions,
+        price: i64,
+        amount: i64,
+    },
+    /// `self_trade` as in [`LimitOptions`].
+    NewMarket {
+        client_id: u64,
+        market: [u8; MARKET_BYTES],
+        side: u8,
+        self_trade: u8,
+        amount: i64,
+    },
+    Cancel {
+        market: [u8; MARKET_BYTES],
+        order_id: u64,
+    },
+    CancelByClientId {
+        market: [u8; MARKET_BYTES],
+        client_id: u64,
+    },
+    /// Every open order of the session's user in `market` (all NUL: every market), on `side`
+    /// (0: both).
+    MassCancel {
+        market: [u8; MARKET_BYTES],
+        side: u8,
+    },
+    /// `price` and `left` 0: unchanged.
+    Amend {
+        market: [u8; MARKET_BYTES],
+        order_id: u64,
+        price: i64,
+        left: i64,
+    },
     Heartbeat,
 }
 
@@ -155,6 +220,26 @@ pub enum ServerMsg {
         /// The order's limit price (0 for a market order).
         price: i64,
     },
+    /// The answer to MASS_CANCEL: how many orders it cancelled (no CANCELLED is sent for each).
+    MassCancelled {
+        seq: u64,
+        count: u64,
+        market: [u8; MARKET_BYTES],
+        side: u8,
+    },
+    /// The answer to AMEND: the order as amended. `order_id` is the order now; `old_order_id` the
+    /// one AMEND named, the same unless the amend replaced it (a new price, or more left).
+    Amended {
+        seq: u64,
+        time_us: u64,
+        client_id: u64,
+        order_id: u64,
+        old_order_id: u64,
+        market: [u8; MARKET_BYTES],
+        side: u8,
+        price: i64,
+        left: i64,
+    },
 }
 
 /// The stream cannot be read further: the connection is closed.
@@ -181,6 +266,8 @@ pub fn client_len(msg_type: u8) -> Option<usize> {
         NEW_LIMIT => HEADER_BYTES + 8 + MARKET_BYTES + 4 + 8 + 8,
         NEW_MARKET => HEADER_BYTES + 8 + MARKET_BYTES + 4 + 8,
         CANCEL | CANCEL_BY_CLIENT_ID => HEADER_BYTES + MARKET_BYTES + 8,
+        MASS_CANCEL => HEADER_BYTES + MARKET_BYTES + 4,
+        AMEND => HEADER_BYTES + MARKET_BYTES + 8 * 3,
         HEARTBEAT => HEADER_BYTES,
         _ => return None,
     })
@@ -198,6 +285,8 @@ pub fn server_len(msg_type: u8) -> Option<usize> {
         REJECTED => HEADER_BYTES + 8 * 3 + 4,
         FILLED => HEADER_BYTES + 8 * 5 + MARKET_BYTES + 4 + 8 * 3 + 16,
         CANCELLED => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8 + 8,
+        MASS_CANCELLED => HEADER_BYTES + 8 * 2 + MARKET_BYTES + 4,
+        AMENDED => HEADER_BYTES + 8 * 5 + MARKET_BYTES + 4 + 8 * 2,
         _ => return None,
     })
 }
@@ -277,16 +366,22 @@ pub fn decode_client(buf: &[u8]) -> Result<Decoded<ClientMsg>, BadFrame> {
         LOGIN => ClientMsg::Login { mac: r.take() },
         NEW_LIMIT => {
             let (client_id, market, side) = (r.u64(), r.take(), r.u8());
-            pad_ok = r.pad(3);
-            ClientMsg::NewLimit { client_id, market, side, price: r.i64(), amount: r.i64() }
+            let options = LimitOptions { time_in_force: r.u8(), flags: r.u8(), self_trade: r.u8() };
+            ClientMsg::NewLimit { client_id, market, side, options, price: r.i64(), amount: r.i64() }
         }
         NEW_MARKET => {
-            let (client_id, market, side) = (r.u64(), r.take(), r.u8());
-            pad_ok = r.pad(3);
-            ClientMsg::NewMarket { client_id, market, side, amount: r.i64() }
+            let (client_id, market, side, self_trade) = (r.u64(), r.take(), r.u8(), r.u8());
+            pad_ok = r.pad(2);
+            ClientMsg::NewMarket { client_id, market, side, self_trade, amount: r.i64() }
         }
         CANCEL => ClientMsg::Cancel { market: r.take(), order_id: r.u64() },
         CANCEL_BY_CLIENT_ID => ClientMsg::CancelByClientId { market: r.take(), client_id: r.u64() },
+        MASS_CANCEL => {
+            let (market, side) = (r.take(), r.u8());
+            pad_ok = r.pad(3);
+            ClientMsg::MassCancel { market, side }
+        }
+        AMEND => ClientMsg::Amend { market: r.take(), order_id: r.u64(), price: r.i64(), left: r.i64() },
         _ => ClientMsg::Heartbeat,
     };
     if !pad_ok {
@@ -308,7 +403,7 @@ pub fn ids_of_invalid(frame: &[u8]) -> (u64, u64) {
     match frame[2] {
         NEW_LIMIT | NEW_MARKET => (field(HEADER_BYTES), 0),
         CANCEL_BY_CLIENT_ID => (field(after_market), 0),
-        CANCEL => (0, field(after_market)),
+        CANCEL | AMEND => (0, field(after_market)),
         _ => (0, 0),
     }
 }
@@ -332,20 +427,32 @@ pub fn encode_client(msg: &ClientMsg, out: &mut Vec<u8>) {
             header(out, LOGIN, client_len);
             out.extend_from_slice(&mac);
         }
-        ClientMsg::NewLimit { client_id, market, side, price, amount } => {
+        ClientMsg::NewLimit { client_id, market, side, options, price, amount } => {
             header(out, NEW_LIMIT, client_len);
             out.extend_from_slice(&client_id.to_le_bytes());
             out.extend_from_slice(&market);
-            out.extend_from_slice(&[side, 0, 0, 0]);
+            out.extend_from_slice(&[side, options.time_in_force, options.flags, options.self_trade]);
             out.extend_from_slice(&price.to_le_bytes());
             out.extend_from_slice(&amount.to_le_bytes());
         }
-        ClientMsg::NewMarket { client_id, market, side, amount } => {
+        ClientMsg::NewMarket { client_id, market, side, self_trade, amount } => {
             header(out, NEW_MARKET, client_len);
             out.extend_from_slice(&client_id.to_le_bytes());
             out.extend_from_slice(&market);
-            out.extend_from_slice(&[side, 0, 0, 0]);
+            out.extend_from_slice(&[side, self_trade, 0, 0]);
             out.extend_from_slice(&amount.to_le_bytes());
+        }
+        ClientMsg::MassCancel { market, side } => {
+            header(out, MASS_CANCEL, client_len);
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[side, 0, 0, 0]);
+        }
+        ClientMsg::Amend { market, order_id, price, left } => {
+            header(out, AMEND, client_len);
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&order_id.to_le_bytes());
+            out.extend_from_slice(&price.to_le_bytes());
+            out.extend_from_slice(&left.to_le_bytes());
         }
         ClientMsg::Cancel { market, order_id } => {
             header(out, CANCEL, client_len);
@@ -440,6 +547,23 @@ pub fn encode_server(msg: &ServerMsg, out: &mut Vec<u8>) {
             out.extend_from_slice(&left.to_le_bytes());
             out.extend_from_slice(&price.to_le_bytes());
         }
+        ServerMsg::MassCancelled { seq, count, market, side } => {
+            header(out, MASS_CANCELLED, server_len);
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[side, 0, 0, 0]);
+        }
+        ServerMsg::Amended { seq, time_us, client_id, order_id, old_order_id, market, side, price, left } => {
+            header(out, AMENDED, server_len);
+            for v in [seq, time_us, client_id, order_id, old_order_id] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[side, 0, 0, 0]);
+            out.extend_from_slice(&price.to_le_bytes());
+            out.extend_from_slice(&left.to_le_bytes());
+        }
     }
     debug_assert_eq!(out.len() - start, server_len(out[start + 2]).expect("known"));
 }
@@ -502,12 +626,24 @@ pub fn decode_server(buf: &[u8]) -> Result<Decoded<ServerMsg>, BadFrame> {
                 fee,
             }
         }
-        _ => {
+        CANCELLED => {
             let (seq, time_us, client_id, order_id, market) = (r.u64(), r.u64(), r.u64(), r.u64(), r.take());
             let (why, side) = (r.u8(), r.u8());
             r.pad(2);
             let left = r.i64();
             ServerMsg::Cancelled { seq, time_us, client_id, order_id, market, why, side, left, price: r.i64() }
+        }
+        MASS_CANCELLED => {
+            let (seq, count, market, side) = (r.u64(), r.u64(), r.take(), r.u8());
+            r.pad(3);
+            ServerMsg::MassCancelled { seq, count, market, side }
+        }
+        _ => {
+            let (seq, time_us, client_id, order_id, old_order_id) = (r.u64(), r.u64(), r.u64(), r.u64(), r.u64());
+            let (market, side) = (r.take(), r.u8());
+            r.pad(3);
+            let price = r.i64();
+            ServerMsg::Amended { seq, time_us, client_id, order_id, old_order_id, market, side, price, left: r.i64() }
         }
     };
     Ok(Decoded::Msg(msg, len))
@@ -521,7 +657,9 @@ impl ServerMsg {
             | ServerMsg::Accepted { seq, .. }
             | ServerMsg::Rejected { seq, .. }
             | ServerMsg::Filled { seq, .. }
-            | ServerMsg::Cancelled { seq, .. } => *seq = value,
+            | ServerMsg::Cancelled { seq, .. }
+            | ServerMsg::MassCancelled { seq, .. }
+            | ServerMsg::Amended { seq, .. } => *seq = value,
             ServerMsg::Challenge { .. } | ServerMsg::LoginReject { .. } | ServerMsg::Heartbeat { .. } => {}
         }
     }
@@ -561,14 +699,49 @@ pub fn login_mac_ok(secret: &[u8], nonce: &[u8; NONCE_BYTES], key: &[u8; KEY_BYT
     m.verify_slice(mac).is_ok()
 }
 
-/// What a session trades as: its user, fee rates per market (at each market's `fee_prec`) and
-/// `source` text.
+/// What a session trades as: its user, fee rates per market (at each market's `fee_prec`),
+/// `source` text, and the self-trade prevention its orders have unless they say otherwise.
 #[derive(Debug, Clone)]
 pub struct Trader {
     pub user: u32,
     pub taker_fee: Vec<u32>,
     pub maker_fee: Vec<u32>,
     pub source: Source,
+    pub self_trade: SelfTrade,
+}
+
+/// A `self_trade` byte ([`LimitOptions`]) with the key's default for 0.
+fn self_trade_of(byte: u8, default: SelfTrade) -> Result<SelfTrade, u16> {
+    Ok(match byte {
+        0 => default,
+        1 => SelfTrade::Allow,
+        2 => SelfTrade::CancelTaker,
+        3 => SelfTrade::CancelMaker,
+        4 => SelfTrade::CancelBoth,
+        _ => return Err(reason::BAD_OPTION),
+    })
+}
+
+/// NEW_LIMIT's option bytes as the matcher's options.
+fn limit_options(o: LimitOptions, default: SelfTrade) -> Result<OrderOptions, u16> {
+    let time_in_force = match o.time_in_force {
+        0 => TimeInForce::Gtc,
+        1 => TimeInForce::Ioc,
+        2 => TimeInForce::Fok,
+        _ => return Err(reason::BAD_OPTION),
+    };
+    if o.flags & !LimitOptions::POST_ONLY != 0 {
+        return Err(reason::BAD_OPTION);
+    }
+    let options = OrderOptions {
+        time_in_force,
+        post_only: o.flags & LimitOptions::POST_ONLY != 0,
+        self_trade: self_trade_of(o.self_trade, default)?,
+    };
+    if !options.consistent() {
+        return Err(reason::BAD_OPTION);
+    }
+    Ok(options)
 }
 
 /// The command an order-entry message asks for, or the REJECTED reason.
@@ -578,8 +751,9 @@ pub fn command(spec: &Spec, trader: &Trader, msg: &ClientMsg) -> Result<Command,
     let positive = |v: i64| if v > 0 { Ok(i128::from(v)) } else { Err(reason::BAD_NUMBER) };
     let user = trader.user;
     Ok(match *msg {
-        ClientMsg::NewLimit { client_id, market: m, side: s, price, amount } => {
+        ClientMsg::NewLimit { client_id, market: m, side: s, options, price, amount } => {
             let market = market(&m)?;
+            let options = limit_options(options, trader.self_trade)?;
             Command::PutLimit(PutLimit {
                 user,
                 market,
@@ -590,9 +764,11 @@ pub fn command(spec: &Spec, trader: &Trader, msg: &ClientMsg) -> Result<Command,
                 maker_fee: trader.maker_fee[market as usize],
                 source: trader.source,
                 client_id,
+                options,
             })
         }
-        ClientMsg::NewMarket { client_id, market: m, side: s, amount } => {
+        ClientMsg::NewMarket { client_id, market: m, side: s, self_trade, amount } => {
+            let self_trade = self_trade_of(self_trade, trader.self_trade)?;
             let market = market(&m)?;
             Command::PutMarket(PutMarket {
                 user,
@@ -602,11 +778,25 @@ pub fn command(spec: &Spec, trader: &Trader, msg: &ClientMsg) -> Result<Command,
                 taker_fee: trader.taker_fee[market as usize],
                 source: trader.source,
                 client_id,
+                self_trade,
             })
         }
         ClientMsg::Cancel { market: m, order_id } => Command::Cancel { user, market: market(&m)?, order_id },
         ClientMsg::CancelByClientId { market: m, client_id } => {
             Command::CancelByClientId { user, market: market(&m)?, client_id }
+        }
+        ClientMsg::MassCancel { market: m, side: s } => Command::CancelAll {
+            user,
+            market: if m == [0; MARKET_BYTES] { None } else { Some(market(&m)?) },
+            side: if s == 0 { None } else { Some(side(s)?) },
+        },
+        ClientMsg::Amend { market: m, order_id, price, left } => {
+            let unchanged_or = |v: i64| if v == 0 { Ok(None) } else { positive(v).map(Some) };
+            let (price, left) = (unchanged_or(price)?, unchanged_or(left)?);
+            if price.is_none() && left.is_none() {
+                return Err(reason::BAD_NUMBER);
+            }
+            Command::Amend(Amend { user, market: market(&m)?, order_id, price, left })
         }
         ClientMsg::Hello { .. } | ClientMsg::Login { .. } | ClientMsg::Heartbeat => return Err(reason::NOT_EXPECTED),
     })
@@ -621,6 +811,8 @@ pub fn reason_of(e: RpcError) -> u16 {
         RpcError::AmountTooSmall => reason::AMOUNT_TOO_SMALL,
         RpcError::NoEnoughTrader => reason::NO_ENOUGH_TRADER,
         RpcError::DuplicateClientId { .. } => reason::DUPLICATE_CLIENT_ID,
+        RpcError::WouldTake => reason::WOULD_TAKE,
+        RpcError::CannotFill => reason::CANNOT_FILL,
         RpcError::OrderNotFound => reason::ORDER_NOT_FOUND,
         RpcError::UserNotMatch => reason::USER_NOT_MATCH,
         RpcError::Internal | RpcError::MethodNotFound | RpcError::RequireAuthentication | RpcError::RepeatUpdate => {
@@ -635,6 +827,8 @@ fn request_type(cmd: &Command) -> u8 {
         Command::PutLimit(_) => client_type::NEW_LIMIT,
         Command::PutMarket(_) => client_type::NEW_MARKET,
         Command::CancelByClientId { .. } => client_type::CANCEL_BY_CLIENT_ID,
+        Command::CancelAll { .. } => client_type::MASS_CANCEL,
+        Command::Amend(_) => client_type::AMEND,
         _ => client_type::CANCEL,
     }
 }
@@ -644,7 +838,10 @@ pub fn order_user(cmd: &Command) -> Option<u32> {
     match cmd {
         Command::PutLimit(c) => Some(c.user),
         Command::PutMarket(c) => Some(c.user),
-        Command::Cancel { user, .. } | Command::CancelByClientId { user, .. } => Some(*user),
+        Command::Cancel { user, .. } | Command::CancelByClientId { user, .. } | Command::CancelAll { user, .. } => {
+            Some(*user)
+        }
+        Command::Amend(a) => Some(a.user),
         _ => None,
     }
 }
@@ -671,6 +868,7 @@ pub fn reports(
     };
     let order_id = match cmd {
         Command::Cancel { order_id, .. } => *order_id,
+        Command::Amend(a) => a.order_id,
         _ => 0,
     };
     if let Err(e) = outcome {
@@ -681,10 +879,36 @@ pub fn reports(
         out.push(rejected(request_type(cmd), client_id, order_id, reason_of(*e)));
         return;
     }
-    let Some(order) = events.last_order() else { return };
+    if let (Command::CancelAll { market, side, .. }, Ok(Reply::Cancelled { count })) = (cmd, outcome) {
+        let market = market.map_or([0; MARKET_BYTES], |m| market_bytes(&spec.market(m).name));
+        out.push(ServerMsg::MassCancelled { seq: 0, count: *count, market, side: side.map_or(0, Side::code) });
+        return;
+    }
+    let order = match (cmd, outcome) {
+        // An amend that changed nothing: the order as it is.
+        (Command::Amend(_), Ok(Reply::MaybeOrder(Some(order)))) => order,
+        _ => match events.last_order() {
+            Some(order) => order,
+            None => return,
+        },
+    };
     let mk = spec.market(order.market);
     let market = market_bytes(&mk.name);
     let narrow = |v: i128, scale_down: u32| carried(v / 10i128.pow(scale_down));
+    if let Command::Amend(a) = cmd {
+        out.push(ServerMsg::Amended {
+            seq: 0,
+            time_us: order.mtime_us,
+            client_id: order.client_id,
+            order_id: order.id,
+            old_order_id: a.order_id,
+            market,
+            side: order.side.code(),
+            price: carried(order.price),
+            left: carried(order.left),
+        });
+        return;
+    }
     if matches!(cmd, Command::Cancel { .. } | Command::CancelByClientId { .. }) {
         let down = if order.kind == OrderKind::Market && order.side == Side::Bid { mk.money_prec } else { 0 };
         out.push(cancelled(order, market, CANCEL_REQUESTED, narrow(order.left, down)));
@@ -710,11 +934,14 @@ pub fn reports(
         let fee = if order.side == Side::Ask { d.ask_fee } else { d.bid_fee };
         out.push(filled(spec, d, order, ROLE_TAKER, narrow(left, amount_down), fee));
     }
-    if order.left > 0 && order.kind == OrderKind::Market {
-        out.push(cancelled(order, market, CANCEL_MARKET_REMAINDER, narrow(order.left, amount_down)));
-    } else if order.left > 0 && events.last_order_kind() == Some(OrderEventKind::Finish) {
-        out.push(cancelled(order, market, CANCEL_DEAL_CAP, narrow(order.left, amount_down)));
-    }
+    let why = match outcome {
+        Ok(Reply::Order(Some(Ended::MarketRest))) => CANCEL_MARKET_REMAINDER,
+        Ok(Reply::Order(Some(Ended::DealCap))) => CANCEL_DEAL_CAP,
+        Ok(Reply::Order(Some(Ended::ImmediateOrCancel))) => CANCEL_IOC,
+        Ok(Reply::Order(Some(Ended::SelfTrade))) => CANCEL_SELF_TRADE,
+        _ => return,
+    };
+    out.push(cancelled(order, market, why, narrow(order.left, amount_down)));
 }
 
 /// A price, amount or remainder in a report's 64-bit field. Every order's price and amount is at
@@ -762,15 +989,33 @@ fn filled(spec: &Spec, d: &Deal, order: &Order, role: u8, left: i64, fee: i128) 
     }
 }
 
-/// FILLED reports for the resting side of every deal in `events` whose maker `watched` says
-/// yes to, with the user they are for.
-pub fn maker_fills(spec: &Spec, events: &Events, watched: impl Fn(u32) -> bool, out: &mut Vec<(u32, ServerMsg)>) {
+/// What `cmd`'s `events` tell the sessions of a user that `watched` says yes to about their
+/// resting orders, with the user they are for, in order: FILLED for the resting side of every
+/// deal, and CANCELLED (why 5) for each resting order that self-trade prevention cancelled
+/// when another order of the same user met it ([`Events::self_trade_cancels`]).
+pub fn maker_fills(
+    spec: &Spec,
+    cmd: &Command,
+    events: &Events,
+    watched: impl Fn(u32) -> bool,
+    out: &mut Vec<(u32, ServerMsg)>,
+) {
+    let new_order = matches!(cmd, Command::PutLimit(_) | Command::PutMarket(_));
+    let taker = events.last_order().map(|o| o.id);
     let mut deal: Option<Deal> = None;
     for ev in events.iter() {
         match ev {
             EventRef::Deal(d) => deal = Some(*d),
-            EventRef::Order(OrderEventKind::Update | OrderEventKind::Finish, order) => {
-                let Some(d) = deal.take() else { continue };
+            EventRef::Order(kind @ (OrderEventKind::Update | OrderEventKind::Finish), order) => {
+                let Some(d) = deal.take() else {
+                    let cancelled_for_self_trade =
+                        new_order && kind == OrderEventKind::Finish && order.left > 0 && Some(order.id) != taker;
+                    if cancelled_for_self_trade && watched(order.user) {
+                        let market = market_bytes(&spec.market(order.market).name);
+                        out.push((order.user, cancelled(order, market, CANCEL_SELF_TRADE, carried(order.left))));
+                    }
+                    continue;
+                };
                 let maker_id = if d.taker_side == Side::Ask { d.bid_order_id } else { d.ask_order_id };
                 if order.id != maker_id || !watched(order.user) {
                     continue;

@@ -52,8 +52,9 @@ pub enum Delivered<'a> {
     /// The JSON response of a query (market data, history), made by the query's owner.
     Answer { tag: u64, request_id: i64, json: String },
     /// The events of a durable command in which a user the edge watches ([`Backend::watch`])
-    /// traded as maker: the edge derives that user's fills from them.
-    Deals { events: &'a Events },
+    /// traded as maker, or had a resting order cancelled by self-trade prevention: the edge
+    /// derives that user's reports from them.
+    Deals { cmd: &'a Command, events: &'a Events },
     /// All the events of a durable command that touched a user the edge follows
     /// ([`Backend::follow`]): placed, changed or finished one of their orders, or changed one of
     /// their balances. The edge pushes them to that user's subscribers.

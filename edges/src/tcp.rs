@@ -99,7 +99,13 @@ impl ApiKey {
         Ok(ApiKey {
             key: k,
             secret: secret.as_bytes().to_vec(),
-            trader: Trader { user, taker_fee: rates(taker_fee)?, maker_fee: rates(maker_fee)?, source },
+            trader: Trader {
+                user,
+                taker_fee: rates(taker_fee)?,
+                maker_fee: rates(maker_fee)?,
+                source,
+                self_trade: Default::default(),
+            },
             drop_copy: false,
         })
     }
@@ -637,6 +643,8 @@ impl<B: Backend> Server<B> {
             ClientMsg::NewMarket { client_id, .. } => (client_type::NEW_MARKET, client_id, 0),
             ClientMsg::Cancel { order_id, .. } => (client_type::CANCEL, 0, order_id),
             ClientMsg::CancelByClientId { client_id, .. } => (client_type::CANCEL_BY_CLIENT_ID, client_id, 0),
+            ClientMsg::MassCancel { .. } => (client_type::MASS_CANCEL, 0, 0),
+            ClientMsg::Amend { order_id, .. } => (client_type::AMEND, 0, order_id),
             ClientMsg::Hello { .. } => (client_type::HELLO, 0, 0),
             ClientMsg::Login { .. } => (client_type::LOGIN, 0, 0),
             ClientMsg::Heartbeat => unreachable!("handled above"),
@@ -701,14 +709,14 @@ impl<B: Backend> Server<B> {
                     arrivals.push(Arrival::Rpc(w, json));
                 }
             }
-            Delivered::Deals { events } => {
-                binary::maker_fills(spec, events, |user| sessions.contains_key(&user), fills);
+            Delivered::Deals { cmd, events } => {
+                binary::maker_fills(spec, cmd, events, |user| sessions.contains_key(&user), fills);
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
             }
             Delivered::FillsLost => arrivals.push(Arrival::FillsLost),
             // A command that touched a user with drop-copy sessions: it stands for the deals too.
             Delivered::Activity { own, cmd, result, events } => {
-                binary::maker_fills(spec, events, |user| sessions.contains_key(&user), fills);
+                binary::maker_fills(spec, cmd, events, |user| sessions.contains_key(&user), fills);
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
                 // This edge's own commands were copied with their outcome.
                 if !own {

@@ -4,7 +4,7 @@
 
 use viaduct_edges::binary::{
     self, client_len, decode_client, decode_server, encode_client, encode_server, ids_of_invalid, reason, server_len,
-    BadFrame, ClientMsg, Decoded, ServerMsg, HEADER_BYTES, MESSAGE_BYTES_MAX, VERSION,
+    BadFrame, ClientMsg, Decoded, LimitOptions, ServerMsg, HEADER_BYTES, MESSAGE_BYTES_MAX, VERSION,
 };
 use viaduct_edges::rpc::{self, FrameError, Header};
 
@@ -20,12 +20,16 @@ fn every_client_msg() -> Vec<ClientMsg> {
             client_id: u64::MAX - 1,
             market: market("BTCBCH"),
             side: 2,
+            options: LimitOptions { time_in_force: 2, flags: LimitOptions::POST_ONLY, self_trade: 4 },
             price: 12_345_678,
             amount: -5,
         },
-        ClientMsg::NewMarket { client_id: 7, market: market("ETHBCH"), side: 1, amount: i64::MAX },
+        ClientMsg::NewMarket { client_id: 7, market: market("ETHBCH"), side: 1, self_trade: 3, amount: i64::MAX },
         ClientMsg::Cancel { market: market("BTCBCH"), order_id: 99 },
         ClientMsg::CancelByClientId { market: market("BTCBCH"), client_id: 1 << 40 },
+        ClientMsg::MassCancel { market: market("BTCBCH"), side: 2 },
+        ClientMsg::MassCancel { market: [0; 16], side: 0 },
+        ClientMsg::Amend { market: market("BTCBCH"), order_id: 77, price: 0, left: 5 },
         ClientMsg::Heartbeat,
     ]
 }
@@ -80,6 +84,18 @@ fn every_server_msg() -> Vec<ServerMsg> {
             left: 20,
             price: 21,
         },
+        ServerMsg::MassCancelled { seq: 6, count: 100_000, market: [0; 16], side: 0 },
+        ServerMsg::Amended {
+            seq: 7,
+            time_us: 22,
+            client_id: 23,
+            order_id: 24,
+            old_order_id: 25,
+            market: market("BTCBCH"),
+            side: 1,
+            price: 26,
+            left: 27,
+        },
     ]
 }
 
@@ -115,15 +131,64 @@ fn every_server_message_round_trips_with_its_documented_length() {
 fn fields_sit_at_the_documented_offsets() {
     let mut b = Vec::new();
     encode_client(
-        &ClientMsg::NewLimit { client_id: 0x0102, market: market("BTCBCH"), side: 2, price: 0x0304, amount: 0x0506 },
+        &ClientMsg::NewLimit {
+            client_id: 0x0102,
+            market: market("BTCBCH"),
+            side: 2,
+            options: LimitOptions::PLAIN,
+            price: 0x0304,
+            amount: 0x0506,
+        },
         &mut b,
     );
     assert_eq!(&b[..4], &[48, 0, 0x10, 1]);
     assert_eq!(u64::from_le_bytes(b[4..12].try_into().unwrap()), 0x0102);
     assert_eq!(&b[12..18], b"BTCBCH");
-    assert_eq!(b[28], 2);
+    assert_eq!(b[28..32], [2, 0, 0, 0]);
     assert_eq!(i64::from_le_bytes(b[32..40].try_into().unwrap()), 0x0304);
     assert_eq!(i64::from_le_bytes(b[40..48].try_into().unwrap()), 0x0506);
+    // The option bytes: time in force, flags, self-trade prevention.
+    let options = LimitOptions { time_in_force: 1, flags: LimitOptions::POST_ONLY, self_trade: 3 };
+    let mut b = Vec::new();
+    encode_client(
+        &ClientMsg::NewLimit { client_id: 1, market: market("BTCBCH"), side: 1, options, price: 1, amount: 1 },
+        &mut b,
+    );
+    assert_eq!(b[28..32], [1, 1, 1, 3]);
+    let mut b = Vec::new();
+    encode_client(&ClientMsg::Amend { market: market("BTCBCH"), order_id: 9, price: 0x0304, left: 0x0506 }, &mut b);
+    assert_eq!(&b[..4], &[44, 0, 0x15, 1]);
+    assert_eq!(&b[4..10], b"BTCBCH");
+    assert_eq!(u64::from_le_bytes(b[20..28].try_into().unwrap()), 9);
+    assert_eq!(i64::from_le_bytes(b[28..36].try_into().unwrap()), 0x0304);
+    assert_eq!(i64::from_le_bytes(b[36..44].try_into().unwrap()), 0x0506);
+    let mut b = Vec::new();
+    encode_client(&ClientMsg::MassCancel { market: market("BTCBCH"), side: 1 }, &mut b);
+    assert_eq!(&b[..4], &[24, 0, 0x14, 1]);
+    assert_eq!(b[20..24], [1, 0, 0, 0]);
+    let mut b = Vec::new();
+    encode_server(&ServerMsg::MassCancelled { seq: 3, count: 5, market: market("BTCBCH"), side: 2 }, &mut b);
+    assert_eq!(&b[..4], &[40, 0, 0x34, 1]);
+    assert_eq!(u64::from_le_bytes(b[12..20].try_into().unwrap()), 5);
+    assert_eq!(b[36], 2);
+    let mut b = Vec::new();
+    let amended = ServerMsg::Amended {
+        seq: 1,
+        time_us: 2,
+        client_id: 3,
+        order_id: 4,
+        old_order_id: 5,
+        market: market("BTCBCH"),
+        side: 1,
+        price: 6,
+        left: 7,
+    };
+    encode_server(&amended, &mut b);
+    assert_eq!(&b[..4], &[80, 0, 0x35, 1]);
+    assert_eq!(u64::from_le_bytes(b[36..44].try_into().unwrap()), 5, "old_order_id");
+    assert_eq!(b[60], 1, "side");
+    assert_eq!(i64::from_le_bytes(b[64..72].try_into().unwrap()), 6);
+    assert_eq!(i64::from_le_bytes(b[72..80].try_into().unwrap()), 7);
 }
 
 #[test]
@@ -159,11 +224,12 @@ fn each_malformed_client_frame_is_told_apart() {
         decode_client(&[8, 0, 0x7F, VERSION, 0, 0, 0, 0]),
         Ok(Decoded::Invalid { msg_type: 0x7F, reason: reason::UNKNOWN_TYPE, len: 8 })
     );
-    // Padding that is not zero.
-    for msg in &every_client_msg()[2..4] {
+    // Padding that is not zero: NEW_MARKET's after its self-trade byte, MASS_CANCEL's after its
+    // side.
+    for (msg, pad) in [(every_client_msg()[3], 30), (every_client_msg()[6], 21)] {
         let mut b = Vec::new();
-        encode_client(msg, &mut b);
-        b[29] = 1;
+        encode_client(&msg, &mut b);
+        b[pad] = 1;
         assert_eq!(decode_client(&b), Ok(Decoded::Invalid { msg_type: b[2], reason: reason::MALFORMED, len: b.len() }));
     }
     // Fewer bytes than a header.
@@ -176,10 +242,15 @@ fn each_malformed_client_frame_is_told_apart() {
 fn a_malformed_order_or_cancel_gives_back_the_ids_it_carried() {
     let market = binary::market_bytes("BTCBCH");
     for (msg, ids) in [
-        (ClientMsg::NewLimit { client_id: 7, market, side: 1, price: 1, amount: 1 }, (7, 0)),
-        (ClientMsg::NewMarket { client_id: 8, market, side: 2, amount: 1 }, (8, 0)),
+        (
+            ClientMsg::NewLimit { client_id: 7, market, side: 1, options: LimitOptions::PLAIN, price: 1, amount: 1 },
+            (7, 0),
+        ),
+        (ClientMsg::NewMarket { client_id: 8, market, side: 2, self_trade: 0, amount: 1 }, (8, 0)),
         (ClientMsg::CancelByClientId { market, client_id: 9 }, (9, 0)),
         (ClientMsg::Cancel { market, order_id: 10 }, (0, 10)),
+        (ClientMsg::Amend { market, order_id: 11, price: 1, left: 0 }, (0, 11)),
+        (ClientMsg::MassCancel { market, side: 0 }, (0, 0)),
         (ClientMsg::Heartbeat, (0, 0)),
     ] {
         let mut b = Vec::new();

@@ -106,9 +106,15 @@ fn a_market_bid_carries_its_money_at_the_stock_precision() {
     let market = viaduct_edges::binary::market_bytes("BTCLTC");
     let markets = spec.markets.len();
     let source = viaduct_matcher::order::Source::new("mm").unwrap();
-    let trader =
-        viaduct_edges::binary::Trader { user: 2, taker_fee: vec![0; markets], maker_fee: vec![0; markets], source };
-    let msg = viaduct_edges::binary::ClientMsg::NewMarket { client_id: 5, market, side: 2, amount: 125_000 };
+    let trader = viaduct_edges::binary::Trader {
+        user: 2,
+        taker_fee: vec![0; markets],
+        maker_fee: vec![0; markets],
+        source,
+        self_trade: Default::default(),
+    };
+    let msg =
+        viaduct_edges::binary::ClientMsg::NewMarket { client_id: 5, market, side: 2, self_trade: 0, amount: 125_000 };
     let bid = viaduct_edges::binary::command(&spec, &trader, &msg).unwrap();
     let out = apply(&bid);
     let [ServerMsg::Accepted { amount, kind: 2, .. }, ServerMsg::Filled { amount: bought, price, left, .. }, ServerMsg::Cancelled { left: rest, .. }] =

@@ -23,11 +23,16 @@ from decimal import Decimal
 VERSION = 1
 
 # Client → server types and their lengths (PROTOCOL.md, "Client → server").
-HELLO, LOGIN, NEW_LIMIT, NEW_MARKET, CANCEL, CANCEL_BY_CLIENT_ID, CLIENT_HEARTBEAT = (
-    0x01, 0x03, 0x10, 0x11, 0x12, 0x13, 0x20)
+HELLO, LOGIN, NEW_LIMIT, NEW_MARKET, CANCEL, CANCEL_BY_CLIENT_ID, MASS_CANCEL, AMEND, CLIENT_HEARTBEAT = (
+    0x01, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20)
 # Server → client.
 CHALLENGE, LOGIN_ACK, LOGIN_REJECT, SERVER_HEARTBEAT = 0x02, 0x04, 0x05, 0x21
-ACCEPTED, REJECTED, FILLED, CANCELLED = 0x30, 0x31, 0x32, 0x33
+ACCEPTED, REJECTED, FILLED, CANCELLED, MASS_CANCELLED, AMENDED = 0x30, 0x31, 0x32, 0x33, 0x34, 0x35
+
+# NEW_LIMIT's option bytes (PROTOCOL.md, "Order options").
+GTC, IOC, FOK = 0, 1, 2
+POST_ONLY = 1
+STP_KEY_DEFAULT, STP_NONE, STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH = 0, 1, 2, 3, 4
 
 # Body layouts after the 4-byte header (little-endian), and each message's field names.
 SERVER = {
@@ -43,6 +48,9 @@ SERVER = {
               "price", "amount", "left", "fee"]),
     CANCELLED: ("CANCELLED", "<QQQQ16sBB2xqq",
                 ["seq", "time_us", "client_id", "order_id", "market", "why", "side", "left", "price"]),
+    MASS_CANCELLED: ("MASS_CANCELLED", "<QQ16sB3x", ["seq", "count", "market", "side"]),
+    AMENDED: ("AMENDED", "<QQQQQ16sB3xqq",
+              ["seq", "time_us", "client_id", "order_id", "old_order_id", "market", "side", "price", "left"]),
 }
 
 
@@ -141,12 +149,23 @@ class Session:
             raise Rejected(reply)
         return reply
 
-    def new_limit(self, client_id, market, side, price, amount):
-        body = struct.pack("<Q16sB3xqq", client_id, field16(market), side, price, amount)
+    def new_limit(self, client_id, market, side, price, amount, time_in_force=GTC, flags=0,
+                  self_trade=STP_KEY_DEFAULT):
+        body = struct.pack("<Q16sBBBBqq", client_id, field16(market), side, time_in_force, flags, self_trade,
+                           price, amount)
         self.send(frame(NEW_LIMIT, body))
 
-    def new_market(self, client_id, market, side, amount):
-        self.send(frame(NEW_MARKET, struct.pack("<Q16sB3xq", client_id, field16(market), side, amount)))
+    def new_market(self, client_id, market, side, amount, self_trade=STP_KEY_DEFAULT):
+        body = struct.pack("<Q16sBB2xq", client_id, field16(market), side, self_trade, amount)
+        self.send(frame(NEW_MARKET, body))
+
+    def mass_cancel(self, market=None, side=0):
+        """Every open order of the user, in `market` (None: every market), on `side` (0: both)."""
+        self.send(frame(MASS_CANCEL, struct.pack("<16sB3x", field16(market) if market else b"\0" * 16, side)))
+
+    def amend(self, market, order_id, price=0, left=0):
+        """A new price and/or amount left (0 keeps either)."""
+        self.send(frame(AMEND, struct.pack("<16sQqq", field16(market), order_id, price, left)))
 
     def cancel(self, market, order_id):
         self.send(frame(CANCEL, struct.pack("<16sQ", field16(market), order_id)))
@@ -220,6 +239,31 @@ def walk(args):
     expect(maker.next(), type="CANCELLED", why=1, order_id=ask["order_id"], side=1, price=price, left=one // 2)
     maker.cancel(m, ask["order_id"])
     expect(maker.next(), type="REJECTED", reason=20, order_id=ask["order_id"], request_type=CANCEL)
+
+    # Options: an IOC bid with nothing to meet is cancelled at once (why 4); a post-only ask rests,
+    # a post-only bid that would take it and a FOK bid for more than there is are refused.
+    taker.new_limit(run + 6, m, 2, price, one, time_in_force=IOC)
+    ioc = expect(taker.next(), type="ACCEPTED", client_id=run + 6)
+    expect(taker.next(), type="CANCELLED", why=4, order_id=ioc["order_id"], left=one)
+    maker.new_limit(run + 7, m, 1, price, one, flags=POST_ONLY)
+    quote = expect(maker.next(), type="ACCEPTED", client_id=run + 7)
+    taker.new_limit(run + 8, m, 2, price, one, flags=POST_ONLY)
+    expect(taker.next(), type="REJECTED", reason=14, client_id=run + 8)
+    taker.new_limit(run + 9, m, 2, price, 2 * one, time_in_force=FOK)
+    expect(taker.next(), type="REJECTED", reason=15, client_id=run + 9)
+
+    # Amend: half as much at the same price keeps the order (and its place); a new price
+    # replaces it with a new order id.
+    maker.amend(m, quote["order_id"], left=one // 2)
+    expect(maker.next(), type="AMENDED", order_id=quote["order_id"], old_order_id=quote["order_id"], left=one // 2)
+    maker.amend(m, quote["order_id"], price=2 * price)
+    moved = expect(maker.next(), type="AMENDED", old_order_id=quote["order_id"], price=2 * price, left=one // 2)
+    if moved["order_id"] == quote["order_id"]:
+        raise AssertionError("a new price kept the order id")
+
+    # Mass cancel: the maker's one open order in the market.
+    maker.mass_cancel(m)
+    expect(maker.next(), type="MASS_CANCELLED", count=1, side=0)
 
     # A market order with nothing to meet, an unknown market, a bad message: each refused, the
     # session goes on.

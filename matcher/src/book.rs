@@ -274,6 +274,24 @@ impl Book {
         total
     }
 
+    /// Lowers the `left` of resting order `id` to `left` (above zero, at most its own) in its place,
+    /// its `amount` by as much: it keeps its priority. Returns the order and its level's new total.
+    pub fn shrink(&mut self, id: u64, left: i128, now: u64) -> Option<(Order, i128)> {
+        let slot = self.by_id.get(id, |s| self.orders[s as usize].id)?;
+        let order = &mut self.orders[slot as usize];
+        let cut = order.left - left;
+        debug_assert!(left > 0 && cut >= 0, "shrink keeps something and adds nothing");
+        order.left = left;
+        order.amount -= cut;
+        order.mtime_us = now;
+        let (order, side) = (*order, order.side);
+        let level = &mut self.levels[self.links[slot as usize].level as usize];
+        level.total -= cut;
+        let total = level.total;
+        self.adjust_side(side, 0, -cut);
+        Some((order, total))
+    }
+
     /// Removes the order at the head of the best level on `side` (a maker filled in full).
     pub fn pop_best(&mut self, side: Side) {
         let head = self.best_slot(side).expect("best level exists");

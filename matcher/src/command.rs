@@ -48,6 +48,16 @@ pub enum Command {
         market: MarketId,
         client_id: u64,
     },
+    /// Cancels every open order of `user`, of one market if `market` is given, of one side of it if
+    /// `side` is too: one command, whatever the count.
+    CancelAll {
+        user: u32,
+        market: Option<MarketId>,
+        side: Option<Side>,
+    },
+    /// Changes the price and/or what is left of `user`'s resting limit order (`None`: unchanged).
+    /// See [`Amend`].
+    Amend(Amend),
     OrderBook {
         market: MarketId,
         side: Side,
@@ -91,6 +101,7 @@ pub struct PutLimit {
     pub maker_fee: u32,
     pub source: Source,
     pub client_id: u64,
+    pub options: OrderOptions,
 }
 
 /// `order.put_market`: `amount` at `stock_prec` (for a bid it is money to spend).
@@ -103,6 +114,65 @@ pub struct PutMarket {
     pub taker_fee: u32,
     pub source: Source,
     pub client_id: u64,
+    pub self_trade: SelfTrade,
+}
+
+/// `order.amend`: `price` at `money_prec`, `left` (what the order is to have left to trade) at
+/// `stock_prec`; `None` keeps the order's own. A smaller `left` at the same price keeps the
+/// order's place in its level; any other change replaces it with a new order (a new id, at the
+/// back of its level) that keeps its user, side, fees, source and client order id. An amend never
+/// trades: a price that would cross the book is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amend {
+    pub user: u32,
+    pub market: MarketId,
+    pub order_id: u64,
+    pub price: Option<i128>,
+    pub left: Option<i128>,
+}
+
+/// How long a limit order may live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TimeInForce {
+    /// Good till cancelled: what does not trade at once rests (ViaBTC's only kind).
+    #[default]
+    Gtc,
+    /// Immediate or cancel: trades what it can at once; the rest is cancelled, never rests.
+    Ioc,
+    /// Fill or kill: trades its whole amount at once, or is refused and nothing happens.
+    Fok,
+}
+
+/// What an order does when it would trade with a resting order of its own user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SelfTrade {
+    /// It trades with it (ViaBTC's behaviour).
+    #[default]
+    Allow,
+    /// The new order's rest is cancelled there; what it traded before stays.
+    CancelTaker,
+    /// The resting order is cancelled and matching goes on.
+    CancelMaker,
+    /// Both: the resting order is cancelled and so is the new order's rest.
+    CancelBoth,
+}
+
+/// The options of a limit order. The default is ViaBTC's order: good till cancelled, may take,
+/// trades with its own user's orders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OrderOptions {
+    pub time_in_force: TimeInForce,
+    /// Refused if it would take liquidity (trade on arrival): it only ever rests.
+    pub post_only: bool,
+    pub self_trade: SelfTrade,
+}
+
+impl OrderOptions {
+    /// Whether the options can go together: a post-only order rests, so it is good till
+    /// cancelled.
+    pub fn consistent(&self) -> bool {
+        !self.post_only || self.time_in_force == TimeInForce::Gtc
+    }
 }
 
 impl Command {
@@ -115,6 +185,8 @@ impl Command {
                 | Command::PutMarket(_)
                 | Command::Cancel { .. }
                 | Command::CancelByClientId { .. }
+                | Command::CancelAll { .. }
+                | Command::Amend(_)
         )
     }
 }

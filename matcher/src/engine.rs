@@ -8,14 +8,14 @@
 use std::collections::VecDeque;
 
 use crate::book::Book;
-use crate::command::{Command, PutLimit, PutMarket};
+use crate::command::{Amend, Command, PutLimit, PutMarket, SelfTrade, TimeInForce};
 use crate::config::{AssetId, Market, MarketId, Spec, SUPPLY_MAX};
 use crate::decimal::{pow10, rescale_trunc, rescale_up};
 use crate::error::RpcError;
 use crate::event::{BalanceChange, Business, Deal, Events, LevelChange, OrderEventKind, Update};
 use crate::ledger::{Account, Balance, Ledger};
 use crate::order::{Order, OrderKind, Side, Source};
-use crate::reply::{AssetSummary, MarketSummary, Reply};
+use crate::reply::{AssetSummary, Ended, MarketSummary, Reply};
 
 /// How long a `balance.update` (user, asset, business, business_id) is remembered: 24 h. Client
 /// order ids are remembered as long, unless pushed out by newer ones.
@@ -28,8 +28,9 @@ pub const DEDUPE_WINDOW_US: u64 = 86_400 * 1_000_000;
 /// [`Matcher::set_dedupe_entries_max`] changes the bound of both.
 pub const DEDUPE_ENTRIES_MAX: usize = 4_000_000;
 
-/// The most deals one order makes. An order that would make more makes this many, and its rest
-/// is cancelled: a limit order's rest does not go on the book (it would rest crossing it), a
+/// The most deals one order makes (a resting order of its own user that self-trade prevention
+/// cancels counts as one). An order that would make more makes this many, and its rest is
+/// cancelled: a limit order's rest does not go on the book (it would rest crossing it), a
 /// market order's is cancelled as when the book runs out. So one command's work, events, history
 /// rows and execution reports stay bounded: a market order that swept 494,555 resting orders held
 /// the pipeline for seconds, was answered 504, and took 6 GB of memory. Venues cap one order's
@@ -268,6 +269,8 @@ impl Matcher {
                 let order_id = self.client_ids.live(&(*user, *client_id), time_us).ok_or(RpcError::OrderNotFound)?;
                 self.cancel(*user, *market, order_id, events)
             }
+            Command::CancelAll { user, market, side } => Ok(self.cancel_all(*user, *market, *side, events)),
+            Command::Amend(a) => self.amend(time_us, a, events),
             Command::OrderBook { market, side, offset, limit } => Ok(self.order_book(*market, *side, *offset, *limit)),
             Command::OrderDepth { market, limit, interval } => Ok(self.order_depth(*market, *limit, *interval)),
             Command::OrderPending { user, market, offset, limit } => {
@@ -415,6 +418,14 @@ impl Matcher {
         if c.amount < mk.min_amount {
             return Err(RpcError::AmountTooSmall);
         }
+        let options = c.options;
+        let book = &self.books[c.market as usize];
+        if options.post_only && book.best(c.side.opposite()).is_some_and(|best| crosses(c.side, c.price, best.price)) {
+            return Err(RpcError::WouldTake);
+        }
+        if options.time_in_force == TimeInForce::Fok && !fills_at_once(book, c, options.self_trade) {
+            return Err(RpcError::CannotFill);
+        }
         self.order_id += 1;
         let mut taker = new_order(
             self.order_id,
@@ -432,7 +443,7 @@ impl Matcher {
         );
         remember_client_id(&mut self.client_ids, c.user, c.client_id, self.order_id, now);
         let book = &mut self.books[c.market as usize];
-        let capped = Trades {
+        let stop = Trades {
             spec,
             mk,
             book: &mut *book,
@@ -441,10 +452,17 @@ impl Matcher {
             now,
             events: &mut *events,
         }
-        .run(&mut taker, true);
-        if taker.left == 0 || capped {
+        .run(&mut taker, true, options.self_trade);
+        let ended = match stop {
+            _ if taker.left == 0 => None,
+            Stop::Capped => Some(Ended::DealCap),
+            Stop::SelfTrade => Some(Ended::SelfTrade),
+            Stop::Done if options.time_in_force != TimeInForce::Gtc => Some(Ended::ImmediateOrCancel),
+            Stop::Done => None,
+        };
+        if taker.left == 0 || ended.is_some() {
             events.order(OrderEventKind::Finish, taker);
-            return Ok(Reply::Order);
+            return Ok(Reply::Order(ended));
         }
         let asset = match taker.side {
             Side::Ask => mk.stock,
@@ -454,7 +472,7 @@ impl Matcher {
         let level = book.insert(taker);
         events.order(OrderEventKind::Put, taker);
         events.level(LevelChange { market: c.market, side: taker.side, price: taker.price, amount: level });
-        Ok(Reply::Order)
+        Ok(Reply::Order(None))
     }
 
     fn put_market(&mut self, now: u64, c: &PutMarket, events: &mut Events) -> Res {
@@ -501,10 +519,18 @@ impl Matcher {
         );
         remember_client_id(&mut self.client_ids, c.user, c.client_id, self.order_id, now);
         // A market order's rest is cancelled whether the book ran out or it reached the cap.
-        let _capped = Trades { spec, mk, book, ledger, deal_id: &mut self.deal_id, now, events: &mut *events }
-            .run(&mut taker, false);
+        let stop = Trades { spec, mk, book, ledger, deal_id: &mut self.deal_id, now, events: &mut *events }.run(
+            &mut taker,
+            false,
+            c.self_trade,
+        );
         events.order(OrderEventKind::Finish, taker);
-        Ok(Reply::Order)
+        let ended = match stop {
+            _ if taker.left == 0 => None,
+            Stop::SelfTrade => Some(Ended::SelfTrade),
+            Stop::Capped | Stop::Done => Some(Ended::MarketRest),
+        };
+        Ok(Reply::Order(ended))
     }
 
     fn cancel(&mut self, user: u32, market: MarketId, order_id: u64, events: &mut Events) -> Res {
@@ -517,8 +543,139 @@ impl Matcher {
         release(&self.spec, &mut self.ledger, mk, &order);
         events.level(LevelChange { market, side: order.side, price: order.price, amount: level });
         events.order(OrderEventKind::Finish, order);
-        Ok(Reply::Order)
+        Ok(Reply::Order(Some(Ended::Requested)))
     }
+
+    /// Cancels `user`'s open orders of `market` (or every market), of `side` (or both), oldest
+    /// first in each market, each as [`Matcher::cancel`] does; the count.
+    fn cancel_all(&mut self, user: u32, market: Option<MarketId>, side: Option<Side>, events: &mut Events) -> Reply {
+        let markets = match market {
+            Some(m) => m..m + 1,
+            None => 0..self.books.len() as MarketId,
+        };
+        let mut count = 0u64;
+        let mut ids = Vec::new();
+        for market in markets {
+            ids.clear();
+            let (_, orders) = self.books[market as usize].user_orders(user);
+            ids.extend(orders.filter(|o| side.is_none_or(|s| o.side == s)).map(|o| o.id));
+            // The user's list runs newest first.
+            for &id in ids.iter().rev() {
+                let (order, level) =
+                    self.books[market as usize].remove_owned(id, user).expect("a listed order of the user rests");
+                release(&self.spec, &mut self.ledger, self.spec.market(market), &order);
+                events.level(LevelChange { market, side: order.side, price: order.price, amount: level });
+                events.order(OrderEventKind::Finish, order);
+                count += 1;
+            }
+        }
+        Reply::Cancelled { count }
+    }
+
+    /// `order.amend` ([`Amend`]). Every check comes first: the order and its owner, the new
+    /// price (it must not cross the book), the new `left` (at least the market's minimum when it
+    /// changes), and the balance (what the order has frozen plus what is available must cover
+    /// what the amended order freezes).
+    fn amend(&mut self, now: u64, a: &Amend, events: &mut Events) -> Res {
+        let (spec, ledger) = (&self.spec, &mut self.ledger);
+        let mk = spec.market(a.market);
+        let book = &mut self.books[a.market as usize];
+        let old = *book.get(a.order_id).ok_or(RpcError::OrderNotFound)?;
+        if old.user != a.user {
+            return Err(RpcError::UserNotMatch);
+        }
+        let (price, left) = (a.price.unwrap_or(old.price), a.left.unwrap_or(old.left));
+        if left != old.left && left < mk.min_amount {
+            return Err(RpcError::AmountTooSmall);
+        }
+        if price != old.price && book.best(old.side.opposite()).is_some_and(|best| crosses(old.side, price, best.price))
+        {
+            return Err(RpcError::WouldTake);
+        }
+        let asset = match old.side {
+            Side::Ask => mk.stock,
+            Side::Bid => mk.money,
+        };
+        let prec = spec.asset(asset).prec_save;
+        let scale = old.freeze_scale(mk);
+        let new_frozen = match old.side {
+            Side::Ask => Some(left),
+            Side::Bid => price.checked_mul(left),
+        };
+        // `freeze` rescales exactly (prec_save is at least the freeze scale).
+        let need = new_frozen.and_then(|n| n.checked_mul(pow10(prec - scale))).ok_or(RpcError::BalanceNotEnough)?;
+        let account = ledger.account(a.user);
+        let have = ledger.balance(account, asset).available + old.frozen() * pow10(prec - scale);
+        if need > have {
+            return Err(RpcError::BalanceNotEnough);
+        }
+        if price == old.price && left <= old.left {
+            if left == old.left {
+                return Ok(Reply::MaybeOrder(Some(old))); // nothing to change
+            }
+            let (order, level) = book.shrink(old.id, left, now).expect("the order rests");
+            ledger.freeze(account, asset, prec, order.frozen() - old.frozen(), scale);
+            events.order(OrderEventKind::Update, order);
+            events.level(LevelChange { market: a.market, side: order.side, price, amount: level });
+            return Ok(Reply::Order(None));
+        }
+        let (gone, level) = book.remove_owned(old.id, a.user).expect("the order rests");
+        release(spec, ledger, mk, &gone);
+        events.level(LevelChange { market: a.market, side: gone.side, price: gone.price, amount: level });
+        events.order(OrderEventKind::Finish, gone);
+        self.order_id += 1;
+        let order = new_order(
+            self.order_id,
+            a.market,
+            old.side,
+            OrderKind::Limit,
+            a.user,
+            now,
+            price,
+            left,
+            old.taker_fee,
+            old.maker_fee,
+            old.source,
+            old.client_id,
+        );
+        ledger.freeze(account, asset, prec, order.frozen(), scale);
+        let level = book.insert(order);
+        if old.client_id != 0 && self.client_ids.live(&(a.user, old.client_id), now) == Some(old.id) {
+            self.client_ids.insert_evicting((a.user, old.client_id), order.id, now);
+        }
+        events.order(OrderEventKind::Put, order);
+        events.level(LevelChange { market: a.market, side: order.side, price, amount: level });
+        Ok(Reply::Order(None))
+    }
+}
+
+/// Whether an order on `side` at `price` trades with a resting order at `resting`.
+fn crosses(side: Side, price: i128, resting: i128) -> bool {
+    match side {
+        Side::Ask => price <= resting,
+        Side::Bid => price >= resting,
+    }
+}
+
+/// Whether limit order `c` would trade its whole amount on arrival: the walk [`Trades::run`]
+/// makes, without trading (the same priority order, deal cap and self-trade rule).
+fn fills_at_once(book: &Book, c: &PutLimit, self_trade: SelfTrade) -> bool {
+    let (mut left, mut work) = (c.amount, 0u32);
+    for maker in book.side_orders(c.side.opposite()) {
+        if left == 0 || !crosses(c.side, c.price, maker.price) || work == DEALS_PER_ORDER_MAX {
+            break;
+        }
+        work += 1;
+        if maker.user == c.user {
+            match self_trade {
+                SelfTrade::Allow => {}
+                SelfTrade::CancelMaker => continue,
+                SelfTrade::CancelTaker | SelfTrade::CancelBoth => break,
+            }
+        }
+        left -= left.min(maker.left);
+    }
+    left == 0
 }
 
 /// Refuses with "balance not enough" unless `user`'s available `asset` covers `need` (positive) at
@@ -608,6 +765,16 @@ fn new_order(
     }
 }
 
+/// Why [`Trades::run`] stopped.
+enum Stop {
+    /// Filled, or nothing more it can trade with.
+    Done,
+    /// At [`DEALS_PER_ORDER_MAX`], with something left that could still trade.
+    Capped,
+    /// Self-trade prevention cancelled the taker's rest.
+    SelfTrade,
+}
+
 /// Matching of one taker against one market's book.
 struct Trades<'a> {
     spec: &'a Spec,
@@ -621,18 +788,14 @@ struct Trades<'a> {
 
 impl Trades<'_> {
     /// Trades `taker` against the opposite side in priority order. A limit taker stops where
-    /// prices no longer cross; a market taker takes any price. Returns whether it stopped at
-    /// [`DEALS_PER_ORDER_MAX`] deals with something left that could still trade.
-    fn run(&mut self, taker: &mut Order, limit: bool) -> bool {
+    /// prices no longer cross; a market taker takes any price. A resting order of the taker's own
+    /// user is traded with, or cancelled, as `self_trade` says.
+    fn run(&mut self, taker: &mut Order, limit: bool, self_trade: SelfTrade) -> Stop {
         let money_bid = taker.kind == OrderKind::Market && taker.side == Side::Bid;
-        let mut deals = 0;
+        let mut work = 0;
         while taker.left > 0 {
             let Some(maker) = self.book.best(taker.side.opposite()) else { break };
-            let crosses = match taker.side {
-                Side::Ask => taker.price <= maker.price,
-                Side::Bid => taker.price >= maker.price,
-            };
-            if limit && !crosses {
+            if limit && !crosses(taker.side, taker.price, maker.price) {
                 break;
             }
             let amount =
@@ -640,14 +803,37 @@ impl Trades<'_> {
             if amount == 0 {
                 break;
             }
-            if deals == DEALS_PER_ORDER_MAX {
-                return true;
+            if work == DEALS_PER_ORDER_MAX {
+                return Stop::Capped;
             }
             let maker = *maker;
+            work += 1;
+            if maker.user == taker.user {
+                match self_trade {
+                    SelfTrade::Allow => {}
+                    SelfTrade::CancelTaker => return Stop::SelfTrade,
+                    SelfTrade::CancelMaker => {
+                        self.cancel_maker(maker);
+                        continue;
+                    }
+                    SelfTrade::CancelBoth => {
+                        self.cancel_maker(maker);
+                        return Stop::SelfTrade;
+                    }
+                }
+            }
             self.trade(taker, maker, amount);
-            deals += 1;
         }
-        false
+        Stop::Done
+    }
+
+    /// Cancels `maker`, the head of the best opposite level, for self-trade prevention, as a
+    /// cancel by its user would.
+    fn cancel_maker(&mut self, maker: Order) {
+        let (order, level) = self.book.remove_owned(maker.id, maker.user).expect("the maker rests");
+        release(self.spec, self.ledger, self.mk, &order);
+        self.events.level(LevelChange { market: order.market, side: order.side, price: order.price, amount: level });
+        self.events.order(OrderEventKind::Finish, order);
     }
 
     /// One trade of `amount` between `taker` and `maker`, the head of the best opposite level,

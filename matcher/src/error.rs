@@ -40,6 +40,13 @@ pub enum RpcError {
     /// JSON-RPC method carries a client order id): `order_id` is the order that has it.
     #[error("duplicate client order id")]
     DuplicateClientId { order_id: u64 },
+    /// A post-only `order.put_limit`, or an `order.amend` to a new price, that would trade on
+    /// arrival (14).
+    #[error("order would take liquidity")]
+    WouldTake,
+    /// A fill-or-kill `order.put_limit` that cannot trade its whole amount at once (15).
+    #[error("order cannot be filled completely")]
+    CannotFill,
 }
 
 impl RpcError {
@@ -55,6 +62,8 @@ impl RpcError {
             RpcError::UpdateBalanceNotEnough | RpcError::AmountTooSmall | RpcError::UserNotMatch => 11,
             RpcError::NoEnoughTrader => 12,
             RpcError::DuplicateClientId { .. } => 13,
+            RpcError::WouldTake => 14,
+            RpcError::CannotFill => 15,
         }
     }
 }

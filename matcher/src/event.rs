@@ -244,6 +244,18 @@ impl Events {
         self.orders.last().map(|(k, _)| *k)
     }
 
+    /// In the events of a new order (`order.put_limit`, `order.put_market`, and only those), the
+    /// resting orders that self-trade prevention cancelled: every order event before the last
+    /// (which is the new order's) that finishes an order with something left. A resting order
+    /// that trades finishes with nothing left; one that keeps some is updated.
+    pub fn self_trade_cancels(&self) -> impl Iterator<Item = &Order> + '_ {
+        let before_last = self.orders.len().saturating_sub(1);
+        self.orders[..before_last]
+            .iter()
+            .filter(|(kind, o)| *kind == OrderEventKind::Finish && o.left > 0)
+            .map(|(_, o)| o)
+    }
+
     /// Appends those of `other`'s events that `keep` takes after these, in their order.
     pub fn append_where(&mut self, other: &Events, keep: impl Fn(EventRef<'_>) -> bool) {
         for (&(kind, i), ev) in other.seq.iter().zip(other.iter()) {

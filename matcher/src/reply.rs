@@ -24,6 +24,22 @@ pub struct MarketSummary {
     pub bid_amount: i128,
 }
 
+/// Why an order ended with something left untraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Its user cancelled it.
+    Requested,
+    /// A market order: the book ran out, or what is left cannot buy one unit.
+    MarketRest,
+    /// A limit order that made [`crate::DEALS_PER_ORDER_MAX`] deals: its rest does not go
+    /// on the book.
+    DealCap,
+    /// An immediate-or-cancel order's rest.
+    ImmediateOrCancel,
+    /// Self-trade prevention cancelled the new order's rest.
+    SelfTrade,
+}
+
 /// A successful result, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -33,9 +49,15 @@ pub enum Reply {
     Success,
     AssetList,
     AssetSummary(Vec<AssetSummary>),
-    /// `order.put_limit`, `order.put_market`, `order.cancel`: the order of the command's last order
-    /// event ([`Events::last_order`]), which is the taker after matching or the cancelled order.
-    Order,
+    /// `order.put_limit`, `order.put_market`, `order.cancel`, `order.amend`: the order of the
+    /// command's last order event ([`Events::last_order`]), which is the taker after matching, the
+    /// cancelled order, or the amended one; and, when the command ended it with something left,
+    /// why.
+    Order(Option<Ended>),
+    /// `order.cancel_all`: how many orders it cancelled.
+    Cancelled {
+        count: u64,
+    },
     /// `order.pending_detail`: the order, or `null`.
     MaybeOrder(Option<Order>),
     Book {

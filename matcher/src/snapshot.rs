@@ -349,6 +349,7 @@ mod tests {
                 maker_fee: 0,
                 source: Source::EMPTY,
                 client_id,
+                options: Default::default(),
             })
         };
         for (t, id) in [(t0, 7), (t0 + 1, 8), (t0 + crate::DEDUPE_WINDOW_US, 7)] {

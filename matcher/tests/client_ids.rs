@@ -19,6 +19,7 @@ fn limit(user: u32, side: Side, price: i128, amount: i128, client_id: u64) -> Co
         maker_fee: 0,
         source: Source::EMPTY,
         client_id,
+        options: Default::default(),
     })
 }
 
@@ -62,6 +63,7 @@ fn a_resend_is_refused_with_the_order_it_duplicates() {
         taker_fee: 0,
         source: Source::EMPTY,
         client_id: 7,
+        self_trade: Default::default(),
     });
     let (m, _) = apply(&mut e, &market);
     let m = m.unwrap();

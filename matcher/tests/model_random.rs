@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use viaduct_matcher::config::{AssetConfig, Config, MarketConfig, MarketSide};
-use viaduct_matcher::{Events, Matcher, Spec};
+use viaduct_matcher::event::OrderEventKind;
+use viaduct_matcher::{Command, EventRef, Events, Matcher, Reply, Spec};
 use viaduct_protocol::{decode, response_json};
 
 use model::Model;
@@ -108,32 +109,47 @@ impl Workload {
                 let price = self.decimal(self.mids[m] * (1.0 + skew), 10);
                 let amount = self.amount();
                 let (tf, mf) = (self.fee(), self.fee());
-                let user = self.user();
-                (
-                    "order.put_limit",
-                    vec![
-                        json!(user),
-                        json!(market),
-                        json!(side),
-                        json!(amount),
-                        json!(price),
-                        json!(tf),
-                        json!(mf),
-                        json!("gen"),
-                    ],
-                )
+                let user = self.trader(model, m);
+                let mut params = vec![
+                    json!(user),
+                    json!(market),
+                    json!(side),
+                    json!(amount),
+                    json!(price),
+                    json!(tf),
+                    json!(mf),
+                    json!("gen"),
+                ];
+                if self.rng.gen_ratio(2, 5) {
+                    params.push(self.options());
+                }
+                ("order.put_limit", params)
             }
             55..=62 => {
                 let side = self.rng.gen_range(1..=2u8);
                 let money = self.rng.gen_range(0.0..3.0) * self.mids[m];
                 let amount = if side == 2 { self.decimal(money, 10) } else { self.amount() };
-                let (user, fee) = (self.user(), self.fee());
-                (
-                    "order.put_market",
-                    vec![json!(user), json!(market), json!(side), json!(amount), json!(fee), json!("")],
-                )
+                let (user, fee) = (self.trader(model, m), self.fee());
+                let mut params = vec![json!(user), json!(market), json!(side), json!(amount), json!(fee), json!("")];
+                if self.rng.gen_ratio(1, 3) {
+                    params.push(json!({"self_trade": self.self_trade()}));
+                }
+                ("order.put_market", params)
             }
-            63..=70 | 11..=54 => self.cancel(model),
+            67..=69 => self.amend(model),
+            70 => {
+                let user = match model.orders.is_empty() {
+                    false if self.rng.gen_ratio(4, 5) => model.orders[self.rng.gen_range(0..model.orders.len())].user,
+                    _ => self.user(),
+                };
+                let params = match self.rng.gen_range(0..3) {
+                    0 => vec![json!(user)],
+                    1 => vec![json!(user), json!(market)],
+                    _ => vec![json!(user), json!(market), json!(self.rng.gen_range(1..=2))],
+                };
+                ("order.cancel_all", params)
+            }
+            63..=66 | 11..=54 => self.cancel(model),
             71..=78 => ("order.book", vec![json!(market), json!(self.rng.gen_range(1..=2)), json!(0), json!(20)]),
             89..=91 => {
                 let interval = ["0", "0.001", "0.01", "0.0005", "10", "100"][self.rng.gen_range(0..6)];
@@ -148,6 +164,65 @@ impl Workload {
             98 => ("market.summary", vec![]),
             _ => ("asset.summary", vec![]),
         }
+    }
+
+    /// A user for a new order in market `m`: often one with open orders there, so that orders
+    /// meet their own user's and self-trade prevention has work.
+    fn trader(&mut self, model: &Model, m: usize) -> u32 {
+        let there: Vec<u32> = model.orders.iter().filter(|o| o.market == m).map(|o| o.user).collect();
+        if !there.is_empty() && self.rng.gen_ratio(1, 3) {
+            there[self.rng.gen_range(0..there.len())]
+        } else {
+            self.user()
+        }
+    }
+
+    fn self_trade(&mut self) -> &'static str {
+        ["none", "cancel_taker", "cancel_maker", "cancel_both"][self.rng.gen_range(0..4)]
+    }
+
+    /// The options object of a limit order: each option present or not; now and then one that is
+    /// refused (an unknown key or value, post-only with IOC).
+    fn options(&mut self) -> Value {
+        let mut o = serde_json::Map::new();
+        let tif = ["GTC", "IOC", "FOK"][self.rng.gen_range(0..3)];
+        if self.rng.gen_ratio(3, 4) {
+            o.insert("time_in_force".into(), json!(tif));
+        }
+        if self.rng.gen_ratio(1, 3) && (tif == "GTC" || self.rng.gen_ratio(1, 20)) {
+            o.insert("post_only".into(), json!(true));
+        }
+        if self.rng.gen_ratio(1, 2) {
+            o.insert("self_trade".into(), json!(self.self_trade()));
+        }
+        if self.rng.gen_ratio(1, 100) {
+            o.insert(["expire", "time_in_force"][self.rng.gen_range(0..2)].into(), json!("DAY"));
+        }
+        Value::Object(o)
+    }
+
+    /// `order.amend` of an open order (now and then someone else's, or one that is gone): a new
+    /// price near its own, a new amount left, or both.
+    fn amend(&mut self, model: &Model) -> (&'static str, Vec<Value>) {
+        let Some(o) = (!model.orders.is_empty()).then(|| &model.orders[self.rng.gen_range(0..model.orders.len())])
+        else {
+            return self.deposit();
+        };
+        let user = if self.rng.gen_ratio(1, 20) { self.user() } else { o.user };
+        let id = if self.rng.gen_ratio(1, 20) { o.id + 1_000_000 } else { o.id };
+        let market = model_market(model, o);
+        let price = o.price.to_string().parse::<f64>().unwrap();
+        let left = o.left.to_string().parse::<f64>().unwrap();
+        let (k, shift, scale) =
+            (self.rng.gen_range(0..10), self.rng.gen_range(-0.01..0.01), self.rng.gen_range(0.2..3.0));
+        let moved = self.decimal(price * (1.0 + shift), 10);
+        let resized = self.decimal(left * scale, 10);
+        let (new_price, new_left) = match k {
+            0..=3 => (Value::Null, json!(resized)),
+            4..=5 => (json!(moved), Value::Null),
+            _ => (json!(moved), json!(resized)),
+        };
+        ("order.amend", vec![json!(user), json!(market), json!(id), new_price, new_left])
     }
 
     fn amount(&mut self) -> String {
@@ -193,7 +268,7 @@ fn model_market(model: &Model, o: &model::Order) -> String {
 fn message(code: i64) -> &'static str {
     match code {
         1 => "invalid argument",
-        10..=12 => "",
+        10..=15 => "",
         _ => panic!("unexpected code {code}"),
     }
 }
@@ -225,6 +300,19 @@ fn run(seed: u64, commands: usize) {
         events.clear();
         let cmd = decode(&spec, method, &params);
         let outcome = cmd.as_ref().map_err(Clone::clone).and_then(|c| engine.apply(w.now, c, &mut events));
+        if let Ok(Reply::Order(Some(ended))) = &outcome {
+            *outcomes.entry(format!("ended {ended:?}")).or_default() += 1;
+        }
+        if matches!(cmd, Ok(Command::PutLimit(_) | Command::PutMarket(_))) {
+            let taker = events.last_order().map(|o| o.id);
+            let own_cancels = events
+                .iter()
+                .filter(
+                    |e| matches!(e, EventRef::Order(OrderEventKind::Finish, o) if Some(o.id) != taker && o.left > 0),
+                )
+                .count();
+            *outcomes.entry("resting orders cancelled by self-trade prevention".into()).or_default() += own_cancels;
+        }
         if let Ok(c) = &cmd {
             if n % 100 == 0 {
                 gathered.clear();
@@ -263,6 +351,9 @@ fn run(seed: u64, commands: usize) {
             assert_eq!(id, last_id + 1, "{}: order ids must advance by one", ctx());
             last_id = id;
         }
+        if let (Ok(r), "order.amend") = (&expected, method) {
+            last_id = last_id.max(r["id"].as_u64().unwrap());
+        }
         if let (Ok(_), "balance.update") = (&expected, method) {
             let asset = params[1].as_str().unwrap().to_string();
             let prec = spec.asset(spec.asset_id(&asset).unwrap()).prec_show;
@@ -286,6 +377,18 @@ fn run(seed: u64, commands: usize) {
         "order.cancel 0",
         "order.cancel 10",
         "order.cancel 11",
+        "order.put_limit 1",
+        "order.put_limit 14",
+        "order.put_limit 15",
+        "order.amend 0",
+        "order.amend 10",
+        "order.amend 11",
+        "order.amend 14",
+        "order.cancel_all 0",
+        "ended SelfTrade",
+        "ended ImmediateOrCancel",
+        "ended MarketRest",
+        "resting orders cancelled by self-trade prevention",
         "balance.update 10",
         "balance.update 11",
     ] {

@@ -111,7 +111,12 @@ impl Serialize for ReplyJson<'_> {
                 })
                 .collect::<Vec<_>>()
                 .serialize(s),
-            Reply::Order => match self.events.last_order() {
+            Reply::Cancelled { count } => {
+                let mut st = s.serialize_struct("cancelled", 1)?;
+                st.serialize_field("count", count)?;
+                st.end()
+            }
+            Reply::Order(_) => match self.events.last_order() {
                 Some(order) => OrderJson { spec, order }.serialize(s),
                 None => Err(serde::ser::Error::custom("an order reply without an order event")),
             },
@@ -253,7 +258,7 @@ pub fn error_response(id: Option<i64>, e: RpcError) -> String {
 /// The whole JSON-RPC response: `{"error": …, "result": …, "id": …}`, in that order. `events` are
 /// those of the command that replied.
 pub fn response_json(spec: &Spec, id: i64, outcome: &Result<Reply, RpcError>, events: &Events) -> String {
-    if let (Ok(Reply::Order), Some(order)) = (outcome, events.last_order()) {
+    if let (Ok(Reply::Order(_)), Some(order)) = (outcome, events.last_order()) {
         return order_response(spec, id, order);
     }
     let id = Some(id);

@@ -59,8 +59,9 @@ const fn m(name: &'static str, command: u32, owner: Owner) -> Method {
 
 use Owner::{History, MarketData, Matcher};
 
-/// Every method served, by command number.
-pub const METHODS: [Method; 23] = [
+/// Every method served, by command number. viaduct's own methods (SPEC A3) take numbers ViaBTC
+/// does not use: `order.cancel_all` 211, `order.amend` 212.
+pub const METHODS: [Method; 25] = [
     m("balance.query", 101, Matcher(params::balance_query)),
     m("balance.update", 102, Matcher(params::balance_update)),
     m("balance.history", 103, History),
@@ -76,6 +77,8 @@ pub const METHODS: [Method; 23] = [
     m("order.finished", 208, History),
     m("order.deals", 209, History),
     m("order.finished_detail", 210, History),
+    m("order.cancel_all", 211, Matcher(params::order_cancel_all)),
+    m("order.amend", 212, Matcher(params::order_amend)),
     m("market.status", 301, MarketData),
     m("market.kline", 302, MarketData),
     m("market.deals", 303, MarketData),
@@ -88,7 +91,7 @@ pub const METHODS: [Method; 23] = [
 
 /// The names a command is counted under (the metrics): its method's, and for the binary order
 /// entry's cancel by client order id, `order.cancel_by_client_id`.
-pub const COMMAND_NAMES: [&str; 14] = [
+pub const COMMAND_NAMES: [&str; 16] = [
     "balance.query",
     "balance.update",
     "asset.list",
@@ -103,6 +106,8 @@ pub const COMMAND_NAMES: [&str; 14] = [
     "order.pending_detail",
     "market.list",
     "market.summary",
+    "order.cancel_all",
+    "order.amend",
 ];
 
 /// The index of `cmd`'s name in [`COMMAND_NAMES`].
@@ -122,6 +127,8 @@ pub fn command_index(cmd: &Command) -> usize {
         Command::OrderPendingDetail { .. } => 11,
         Command::MarketList => 12,
         Command::MarketSummary { .. } => 13,
+        Command::CancelAll { .. } => 14,
+        Command::Amend(_) => 15,
     }
 }
 

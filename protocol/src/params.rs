@@ -7,7 +7,8 @@
 
 use serde_json::Value;
 use viaduct_matcher::command::{
-    PutLimit, PutMarket, BUSINESS_LEN_MAX, DETAIL_LEN_MAX, ORDER_MANTISSA_MAX, QUERY_LIMIT_MAX,
+    Amend, OrderOptions, PutLimit, PutMarket, SelfTrade, TimeInForce, BUSINESS_LEN_MAX, DETAIL_LEN_MAX,
+    ORDER_MANTISSA_MAX, QUERY_LIMIT_MAX,
 };
 use viaduct_matcher::config::{AssetId, MarketId, SUPPLY_MAX};
 use viaduct_matcher::decimal::{self, pow10};
@@ -100,8 +101,38 @@ pub fn balance_update(spec: &Spec, params: &[Value]) -> Res<Command> {
     })
 }
 
-/// `order.put_limit`.
+/// `order.cancel_all`: user, then optionally market, then optionally side.
+pub fn order_cancel_all(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let (u, rest) = params.split_first().ok_or(BAD)?;
+    let (market, side) = match rest {
+        [] => (None, None),
+        [m] => (Some(market(spec, m)?), None),
+        [m, s] => (Some(market(spec, m)?), Some(side(s)?)),
+        _ => return Err(BAD),
+    };
+    Ok(Command::CancelAll { user: user(u)?, market, side })
+}
+
+/// `order.amend`: user, market, order id, price, amount left (`null`: unchanged; not both).
+pub fn order_amend(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let [u, m, id, price, left] = exact(params)?;
+    let market = market(spec, m)?;
+    let mk = spec.market(market);
+    let or_null = |v: &Value, prec| if v.is_null() { Ok(None) } else { positive(v, prec).map(Some) };
+    let (price, left) = (or_null(price, mk.money_prec)?, or_null(left, mk.stock_prec)?);
+    if price.is_none() && left.is_none() {
+        return Err(BAD);
+    }
+    Ok(Command::Amend(Amend { user: user(u)?, market, order_id: uint(id)?, price, left }))
+}
+
+/// `order.put_limit`: ViaBTC's eight params, then optionally an object of options
+/// (`time_in_force`, `post_only`, `self_trade`; see [`order_options`]).
 pub fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let (params, options) = match params {
+        [head @ .., last] if params.len() == 9 => (head, order_options(last)?),
+        _ => (params, OrderOptions::default()),
+    };
     let [u, m, s, amount, price, taker, maker, source] = exact(params)?;
     let market = market(spec, m)?;
     let mk = spec.market(market);
@@ -115,11 +146,65 @@ pub fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
         maker_fee: fee_rate(maker, mk.fee_prec)?,
         source: self::source(source)?,
         client_id: 0,
+        options,
     }))
 }
 
-/// `order.put_market`.
+/// The options object of `order.put_limit`: `time_in_force` (`"GTC"`, the default, `"IOC"` or
+/// `"FOK"`), `post_only` (a boolean, default false; only with GTC) and `self_trade`. Any other
+/// key, or a value of another type, is an invalid argument: a misspelt option must not leave an
+/// order that rests where its sender wanted none.
+pub fn order_options(v: &Value) -> Res<OrderOptions> {
+    let Value::Object(map) = v else { return Err(BAD) };
+    let mut options = OrderOptions::default();
+    for (key, value) in map {
+        match key.as_str() {
+            "time_in_force" => {
+                options.time_in_force = match string(value)? {
+                    "GTC" => TimeInForce::Gtc,
+                    "IOC" => TimeInForce::Ioc,
+                    "FOK" => TimeInForce::Fok,
+                    _ => return Err(BAD),
+                }
+            }
+            "post_only" => options.post_only = value.as_bool().ok_or(BAD)?,
+            "self_trade" => options.self_trade = self_trade(value)?,
+            _ => return Err(BAD),
+        }
+    }
+    if !options.consistent() {
+        return Err(BAD);
+    }
+    Ok(options)
+}
+
+/// A self-trade prevention mode: `"none"` (the default: ViaBTC's behaviour), `"cancel_taker"`,
+/// `"cancel_maker"` or `"cancel_both"`.
+pub fn self_trade(v: &Value) -> Res<SelfTrade> {
+    match string(v)? {
+        "none" => Ok(SelfTrade::Allow),
+        "cancel_taker" => Ok(SelfTrade::CancelTaker),
+        "cancel_maker" => Ok(SelfTrade::CancelMaker),
+        "cancel_both" => Ok(SelfTrade::CancelBoth),
+        _ => Err(BAD),
+    }
+}
+
+/// `order.put_market`: ViaBTC's six params, then optionally an object of options (`self_trade`).
 pub fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
+    let (params, self_trade) = match params {
+        [head @ .., Value::Object(map)] if params.len() == 7 => {
+            let mut mode = SelfTrade::Allow;
+            for (key, value) in map {
+                match key.as_str() {
+                    "self_trade" => mode = self::self_trade(value)?,
+                    _ => return Err(BAD),
+                }
+            }
+            (head, mode)
+        }
+        _ => (params, SelfTrade::Allow),
+    };
     let [u, m, s, amount, taker, source] = exact(params)?;
     let market = market(spec, m)?;
     let mk = spec.market(market);
@@ -131,6 +216,7 @@ pub fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
         taker_fee: fee_rate(taker, mk.fee_prec)?,
         source: self::source(source)?,
         client_id: 0,
+        self_trade,
     }))
 }
 

@@ -46,6 +46,7 @@ fn main() {
             maker_fee: 5,
             source: Source::EMPTY,
             client_id: id,
+            options: Default::default(),
         });
         let cancel = Command::CancelByClientId { user: 1, market: 0, client_id: id };
         for cmd in [&place, &cancel] {

@@ -30,15 +30,15 @@ fn parse(v: &Value, prec: u32) -> Option<D> {
 #[derive(Clone)]
 pub struct Order {
     pub id: u64,
-    market: usize,
-    side: u8,
+    pub market: usize,
+    pub side: u8,
     kind: u8,
     pub user: u32,
     ctime: f64,
     mtime: f64,
-    price: D,
+    pub price: D,
     amount: D,
-    left: D,
+    pub left: D,
     taker_fee: D,
     maker_fee: D,
     deal_stock: D,
@@ -152,6 +152,8 @@ impl Model {
             "order.put_limit" => self.put_limit(now, p),
             "order.put_market" => self.put_market(now, p),
             "order.cancel" => self.cancel(p),
+            "order.cancel_all" => self.cancel_all(p),
+            "order.amend" => self.amend(now, p),
             "order.pending" => {
                 let (user, m) = (p[0].as_u64().unwrap() as u32, self.market(&p[1]).unwrap());
                 let mine: Vec<&Order> = self.orders.iter().rev().filter(|o| o.user == user && o.market == m).collect();
@@ -230,6 +232,20 @@ impl Model {
     }
 
     fn put_limit(&mut self, now: f64, p: &[Value]) -> Outcome {
+        let (mut tif, mut post_only, mut stp) = ("GTC", false, "none");
+        if let Some(options) = p.get(8) {
+            for (k, v) in options.as_object().unwrap() {
+                match k.as_str() {
+                    "time_in_force" => tif = v.as_str().unwrap(),
+                    "post_only" => post_only = v.as_bool().unwrap(),
+                    "self_trade" => stp = v.as_str().unwrap(),
+                    _ => return Err(1),
+                }
+            }
+        }
+        if (post_only && tif != "GTC") || !["GTC", "IOC", "FOK"].contains(&tif) {
+            return Err(1);
+        }
         let m = self.market(&p[1]).unwrap();
         let (sp, mp, fp) = (self.markets[m].sp, self.markets[m].mp, self.markets[m].fp);
         let (user, side) = (p[0].as_u64().unwrap() as u32, p[2].as_u64().unwrap() as u8);
@@ -251,9 +267,28 @@ impl Model {
         if amount < mk.min {
             return Err(11);
         }
+        let crosses = |o: &Order| if side == 1 { price <= o.price } else { price >= o.price };
+        if post_only && self.best(m, 3 - side).is_some_and(|o| crosses(&o)) {
+            return Err(14);
+        }
+        if tif == "FOK" {
+            // What would trade: the crossing orders in priority order, up to one of the user's own
+            // that stops the order, leaving out those self-trade prevention cancels.
+            let mut fillable = D::ZERO;
+            for o in self.sorted(m, 3 - side).iter().take_while(|o| crosses(o)) {
+                match (o.user == user, stp) {
+                    (true, "cancel_maker") => continue,
+                    (true, "cancel_taker" | "cancel_both") => break,
+                    _ => fillable += o.left,
+                }
+            }
+            if fillable < amount {
+                return Err(15);
+            }
+        }
         let mut taker = self.new_order(now, m, side, 1, user, price, amount, tf, mf, p[7].as_str().unwrap());
-        self.take(&mut taker, now, true);
-        if taker.left > D::ZERO {
+        let stopped = self.take(&mut taker, now, true, stp);
+        if taker.left > D::ZERO && !stopped && tif == "GTC" {
             let mk = &self.markets[m];
             let (asset, freeze) =
                 if side == 1 { (mk.stock.clone(), taker.left) } else { (mk.money.clone(), taker.price * taker.left) };
@@ -265,6 +300,7 @@ impl Model {
     }
 
     fn put_market(&mut self, now: f64, p: &[Value]) -> Outcome {
+        let stp = p.get(6).map_or("none", |o| o["self_trade"].as_str().unwrap());
         let m = self.market(&p[1]).unwrap();
         let (user, side) = (p[0].as_u64().unwrap() as u32, p[2].as_u64().unwrap() as u8);
         let mk = &self.markets[m];
@@ -283,7 +319,7 @@ impl Model {
             return Err(11);
         }
         let mut taker = self.new_order(now, m, side, 2, user, D::ZERO, amount, tf, D::ZERO, p[5].as_str().unwrap());
-        self.take(&mut taker, now, false);
+        self.take(&mut taker, now, false, stp);
         Ok(self.order_json(&taker))
     }
 
@@ -306,7 +342,8 @@ impl Model {
         self.orders.iter().filter(|o| o.market == m && o.side == side).min_by(better).cloned()
     }
 
-    fn take(&mut self, taker: &mut Order, now: f64, limit: bool) {
+    /// Trades `taker` with the book; true if self-trade prevention (`stp`) cancelled its rest.
+    fn take(&mut self, taker: &mut Order, now: f64, limit: bool, stp: &str) -> bool {
         let m = taker.market;
         loop {
             if taker.left <= D::ZERO {
@@ -333,8 +370,103 @@ impl Model {
             if amount <= D::ZERO {
                 break;
             }
+            if maker.user == taker.user && stp != "none" {
+                if stp != "cancel_taker" {
+                    self.remove(maker.id);
+                }
+                if stp == "cancel_maker" {
+                    continue;
+                }
+                return true;
+            }
             self.trade(taker, maker, price, amount, now);
         }
+        false
+    }
+
+    /// Takes open order `id` off the book and unfreezes what it held; returns it.
+    fn remove(&mut self, id: u64) -> Order {
+        let at = self.orders.iter().position(|o| o.id == id).unwrap();
+        let o = self.orders.remove(at);
+        let mk = &self.markets[o.market];
+        let (asset, freeze) =
+            if o.side == 1 { (mk.stock.clone(), o.left) } else { (mk.money.clone(), o.price * o.left) };
+        self.change(o.user, &asset, -freeze, true);
+        self.change(o.user, &asset, freeze, false);
+        o
+    }
+
+    fn cancel_all(&mut self, p: &[Value]) -> Outcome {
+        let user = p[0].as_u64().unwrap() as u32;
+        let m = p.get(1).map(|v| self.market(v).unwrap());
+        let side = p.get(2).map(|v| v.as_u64().unwrap() as u8);
+        let ids: Vec<u64> = self
+            .orders
+            .iter()
+            .filter(|o| o.user == user && m.is_none_or(|m| o.market == m) && side.is_none_or(|s| o.side == s))
+            .map(|o| o.id)
+            .collect();
+        for &id in &ids {
+            self.remove(id);
+        }
+        Ok(json!({"count": ids.len()}))
+    }
+
+    fn amend(&mut self, now: f64, p: &[Value]) -> Outcome {
+        let (user, m, id) = (p[0].as_u64().unwrap() as u32, self.market(&p[1]).unwrap(), p[2].as_u64().unwrap());
+        let (sp, mp, min) = (self.markets[m].sp, self.markets[m].mp, self.markets[m].min);
+        let value = |v: &Value, prec| -> Result<Option<D>, i64> {
+            match (v.is_null(), parse(v, prec)) {
+                (true, _) => Ok(None),
+                (false, Some(d)) if d > D::ZERO => Ok(Some(d)),
+                _ => Err(1),
+            }
+        };
+        let (price, left) = (value(&p[3], mp)?, value(&p[4], sp)?);
+        if price.is_none() && left.is_none() {
+            return Err(1);
+        }
+        let old = self.orders.iter().find(|o| o.id == id && o.market == m).cloned().ok_or(10)?;
+        if old.user != user {
+            return Err(11);
+        }
+        let (price, left) = (price.unwrap_or(old.price), left.unwrap_or(old.left));
+        if left != old.left && left < min {
+            return Err(11);
+        }
+        let crosses = |o: &Order| if old.side == 1 { price <= o.price } else { price >= o.price };
+        if price != old.price && self.best(m, 3 - old.side).is_some_and(|o| crosses(&o)) {
+            return Err(14);
+        }
+        let mk = &self.markets[m];
+        let (asset, frozen, need) = if old.side == 1 {
+            (mk.stock.clone(), old.left, left)
+        } else {
+            (mk.money.clone(), old.price * old.left, price * left)
+        };
+        if need > self.bal(user, &asset).0 + frozen {
+            return Err(10);
+        }
+        if price == old.price && left <= old.left {
+            if left < old.left {
+                let at = self.orders.iter().position(|o| o.id == id).unwrap();
+                let o = &mut self.orders[at];
+                o.amount -= old.left - left;
+                o.left = left;
+                o.mtime = now;
+                self.change(user, &asset, need - frozen, true);
+                self.change(user, &asset, frozen - need, false);
+            }
+            let o = self.orders.iter().find(|o| o.id == id).unwrap().clone();
+            return Ok(self.order_json(&o));
+        }
+        self.remove(id);
+        let o =
+            self.new_order(now, m, old.side, 1, user, price, left, old.taker_fee, old.maker_fee, &old.source.clone());
+        self.change(user, &asset, -need, false);
+        self.change(user, &asset, need, true);
+        self.orders.push(o.clone());
+        Ok(self.order_json(&o))
     }
 
     fn trade(&mut self, taker: &mut Order, mut maker: Order, price: D, amount: D, now: f64) {
@@ -373,12 +505,7 @@ impl Model {
         if self.orders[at].user != user {
             return Err(11);
         }
-        let o = self.orders.remove(at);
-        let mk = &self.markets[m];
-        let (asset, freeze) =
-            if o.side == 1 { (mk.stock.clone(), o.left) } else { (mk.money.clone(), o.price * o.left) };
-        self.change(user, &asset, -freeze, true);
-        self.change(user, &asset, freeze, false);
+        let o = self.remove(id);
         Ok(self.order_json(&o))
     }
 

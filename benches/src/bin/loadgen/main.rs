@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
-use viaduct_edges::binary::{self, ClientMsg, Decoded, ServerMsg};
+use viaduct_edges::binary::{self, ClientMsg, Decoded, LimitOptions, ServerMsg};
 
 mod fanout;
 
@@ -754,11 +754,30 @@ fn binary_order(flow: &str, run: u64, i: u64) -> Vec<u8> {
     let market = binary::market_bytes("BTCBCH");
     let msg = match flow {
         "rest" if i % 2 == 1 => ClientMsg::CancelByClientId { market, client_id: run + i - 1 },
-        "rest" => ClientMsg::NewLimit { client_id: run + i, market, side: 2, price: 50_000_000, amount: 1_000_000 },
-        "book" => ClientMsg::NewLimit { client_id: 0, market, side: 2, price: 50_000_000, amount: 1_000_000 },
-        _ => {
-            ClientMsg::NewLimit { client_id: 0, market, side: 1 + (i % 2) as u8, price: 100_000_000, amount: 1_000_000 }
-        }
+        "rest" => ClientMsg::NewLimit {
+            client_id: run + i,
+            market,
+            side: 2,
+            options: LimitOptions::PLAIN,
+            price: 50_000_000,
+            amount: 1_000_000,
+        },
+        "book" => ClientMsg::NewLimit {
+            client_id: 0,
+            market,
+            side: 2,
+            options: LimitOptions::PLAIN,
+            price: 50_000_000,
+            amount: 1_000_000,
+        },
+        _ => ClientMsg::NewLimit {
+            client_id: 0,
+            market,
+            side: 1 + (i % 2) as u8,
+            options: LimitOptions::PLAIN,
+            price: 100_000_000,
+            amount: 1_000_000,
+        },
     };
     binary::encode_client(&msg, &mut out);
     out

@@ -1,0 +1,189 @@
+//! What market makers expect of order entry, in the matcher, through the JSON interface: time in
+//! force, post-only, self-trade prevention, amend and mass cancel (README "Order options").
+//! Each refusal changes nothing (`Engine::err` checks the state hash and the events).
+
+mod common;
+
+use common::Engine;
+use serde_json::{json, Value};
+use viaduct_matcher::event::OrderEventKind;
+use viaduct_matcher::Event;
+
+const ASK: u8 = 1;
+const BID: u8 = 2;
+
+/// Users 1 and 2 funded in both assets of BTCBCH; user 1 offers 1 BTC at 0.1 and 1 at 0.2.
+fn book() -> Engine {
+    let mut e = Engine::new();
+    for user in [1, 2] {
+        e.deposit(user, "BTC", "100");
+        e.deposit(user, "BCH", "100");
+    }
+    e.limit(1, ASK, "1", "0.1");
+    e.limit(1, ASK, "1", "0.2");
+    e
+}
+
+fn put(e: &mut Engine, user: u32, side: u8, amount: &str, price: &str, options: Value) -> Value {
+    e.call("order.put_limit", json!([user, "BTCBCH", side, amount, price, "0", "0", "mm", options]))
+}
+
+/// Ids of the orders resting on `side`, in priority order.
+fn side_ids(e: &mut Engine, side: u8) -> Vec<u64> {
+    let r = e.ok("order.book", json!(["BTCBCH", side, 0, 100]));
+    r["orders"].as_array().unwrap().iter().map(|o| o["id"].as_u64().unwrap()).collect()
+}
+
+fn finished(e: &Engine) -> Vec<u64> {
+    e.events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Order { kind: OrderEventKind::Finish, order } => Some(order.id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_ioc_order_trades_what_it_can_and_never_rests() {
+    let mut e = book();
+    let r = put(&mut e, 2, BID, "1.5", "0.1", json!({"time_in_force": "IOC"}));
+    assert_eq!((r["result"]["deal_stock"].as_str(), r["result"]["left"].as_str()), (Some("1"), Some("0.5")));
+    assert!(side_ids(&mut e, BID).is_empty(), "its rest does not rest");
+    assert_eq!(e.balance(2, "BCH"), ("99.9".into(), "0".into()), "nothing stays frozen");
+    // With nothing to trade, it is finished at once.
+    let r = put(&mut e, 2, BID, "1", "0.05", json!({"time_in_force": "IOC"}));
+    assert_eq!(r["result"]["deal_stock"], "0");
+    assert!(side_ids(&mut e, BID).is_empty());
+}
+
+#[test]
+fn a_fok_order_fills_completely_or_changes_nothing() {
+    let mut e = book();
+    let fok = json!({"time_in_force": "FOK"});
+    assert_eq!(e.err("order.put_limit", json!([2, "BTCBCH", BID, "2.5", "0.2", "0", "0", "mm", fok])), 15);
+    assert_eq!(e.err("order.put_limit", json!([2, "BTCBCH", BID, "1.5", "0.1", "0", "0", "mm", fok])), 15);
+    let r = put(&mut e, 2, BID, "1.5", "0.2", fok.clone());
+    assert_eq!((r["result"]["deal_stock"].as_str(), r["result"]["left"].as_str()), (Some("1.5"), Some("0")));
+    // User 1's own resting rest does not count when self-trade prevention would stop the order.
+    let stp = json!({"time_in_force": "FOK", "self_trade": "cancel_taker"});
+    assert_eq!(e.err("order.put_limit", json!([1, "BTCBCH", BID, "0.1", "0.2", "0", "0", "mm", stp])), 15);
+}
+
+#[test]
+fn a_post_only_order_that_would_take_is_refused() {
+    let mut e = book();
+    let post = json!({"post_only": true});
+    assert_eq!(e.err("order.put_limit", json!([2, "BTCBCH", BID, "1", "0.1", "0", "0", "mm", post])), 14);
+    let r = put(&mut e, 2, BID, "1", "0.09", post.clone());
+    assert!(r["error"].is_null(), "{r}");
+    assert_eq!(side_ids(&mut e, BID), [r["result"]["id"].as_u64().unwrap()]);
+    // Post-only with IOC or FOK, an unknown option or value: invalid argument.
+    for bad in [
+        json!({"post_only": true, "time_in_force": "IOC"}),
+        json!({"time_in_force": "DAY"}),
+        json!({"post_only": "yes"}),
+        json!({"expire": 5}),
+        json!({"self_trade": "cancel_newest"}),
+        json!("IOC"),
+    ] {
+        assert_eq!(e.err("order.put_limit", json!([2, "BTCBCH", BID, "1", "0.01", "0", "0", "mm", bad])), 1, "{bad}");
+    }
+}
+
+#[test]
+fn self_trade_prevention_cancels_the_taker_the_maker_or_both() {
+    // User 1 bids against its own ask at 0.1 (id 1), behind which user 2 offers at 0.1 too.
+    let setup = || {
+        let mut e = book();
+        e.limit(2, ASK, "1", "0.1");
+        e
+    };
+    let mut e = setup();
+    let r = put(&mut e, 1, BID, "0.5", "0.1", json!({"self_trade": "none"}));
+    assert_eq!(r["result"]["deal_stock"], "0.5", "ViaBTC's behaviour: it trades with itself");
+
+    let mut e = setup();
+    let r = put(&mut e, 1, BID, "0.5", "0.1", json!({"self_trade": "cancel_taker"}));
+    assert_eq!((r["result"]["deal_stock"].as_str(), r["result"]["left"].as_str()), (Some("0"), Some("0.5")));
+    assert_eq!(side_ids(&mut e, ASK), [1, 3, 2], "the resting orders stay");
+    assert!(side_ids(&mut e, BID).is_empty(), "the taker's rest is cancelled");
+
+    let mut e = setup();
+    let r = put(&mut e, 1, BID, "0.5", "0.1", json!({"self_trade": "cancel_maker"}));
+    assert_eq!(finished(&e)[0], 1, "the own resting order is cancelled");
+    assert_eq!(r["result"]["deal_stock"], "0.5", "and it trades with the next one");
+    assert_eq!(side_ids(&mut e, ASK), [3, 2]);
+    assert_eq!(e.balance(1, "BTC"), ("99.5".into(), "1".into()), "order 1's 1 BTC is back, and 0.5 bought");
+
+    let mut e = setup();
+    let r = put(&mut e, 1, BID, "0.5", "0.1", json!({"self_trade": "cancel_both"}));
+    assert_eq!(
+        (r["result"]["deal_stock"].as_str(), finished(&e)),
+        (Some("0"), vec![1, r["result"]["id"].as_u64().unwrap()])
+    );
+    assert_eq!(side_ids(&mut e, ASK), [3, 2]);
+    assert!(side_ids(&mut e, BID).is_empty());
+
+    // A market order too.
+    let mut e = setup();
+    let r = e.ok("order.put_market", json!([1, "BTCBCH", BID, "0.05", "0", "mm", {"self_trade": "cancel_maker"}]));
+    assert_eq!(r["deal_stock"], "0.5");
+    assert_eq!(side_ids(&mut e, ASK), [3, 2]);
+    assert_eq!(e.err("order.put_market", json!([1, "BTCBCH", BID, "0.05", "0", "mm", {"time_in_force": "IOC"}])), 1);
+}
+
+#[test]
+fn amend_keeps_priority_only_for_a_smaller_amount_at_the_same_price() {
+    let mut e = book();
+    e.limit(2, ASK, "1", "0.1"); // id 3, behind id 1
+                                 // Smaller at the same price: in place, first still.
+    let r = e.ok("order.amend", json!([1, "BTCBCH", 1, null, "0.4"]));
+    assert_eq!((r["id"].as_u64(), r["left"].as_str(), r["amount"].as_str()), (Some(1), Some("0.4"), Some("0.4")));
+    assert_eq!(side_ids(&mut e, ASK), [1, 3, 2]);
+    assert_eq!(e.balance(1, "BTC"), ("98.6".into(), "1.4".into()));
+    // Larger: a new order (id 4) at the back of the level.
+    let r = e.ok("order.amend", json!([1, "BTCBCH", 1, null, "0.6"]));
+    assert_eq!((r["id"].as_u64(), r["left"].as_str()), (Some(4), Some("0.6")));
+    assert_eq!(side_ids(&mut e, ASK), [3, 4, 2]);
+    assert_eq!(e.balance(1, "BTC"), ("98.4".into(), "1.6".into()));
+    // A new price: a new order again, at its own level.
+    let r = e.ok("order.amend", json!([1, "BTCBCH", 4, "0.15", null]));
+    assert_eq!((r["id"].as_u64(), r["price"].as_str(), r["left"].as_str()), (Some(5), Some("0.15"), Some("0.6")));
+    assert_eq!(side_ids(&mut e, ASK), [3, 5, 2]);
+    // An amend never trades; refusals change nothing.
+    e.limit(2, BID, "1", "0.05");
+    assert_eq!(e.err("order.amend", json!([1, "BTCBCH", 5, "0.05", null])), 14);
+    assert_eq!(e.err("order.amend", json!([2, "BTCBCH", 5, "0.12", null])), 11, "another user's order");
+    assert_eq!(e.err("order.amend", json!([1, "BTCBCH", 99, "0.12", null])), 10, "no such order");
+    assert_eq!(e.err("order.amend", json!([1, "BTCBCH", 5, null, "1000"])), 10, "balance not enough");
+    assert_eq!(e.err("order.amend", json!([1, "BTCBCH", 5, null, "0.0001"])), 11, "amount too small");
+    assert_eq!(e.err("order.amend", json!([1, "BTCBCH", 5, null, null])), 1);
+    assert_eq!(e.err("order.amend", json!([1, "BTCBCH", 5, "0", null])), 1);
+    // The same values: the order as it is.
+    let r = e.ok("order.amend", json!([1, "BTCBCH", 5, "0.15", "0.6"]));
+    assert_eq!(r["id"], 5);
+    assert!(e.events.is_empty());
+    e.m.check_invariants().unwrap();
+}
+
+#[test]
+fn cancel_all_cancels_by_user_market_and_side_in_one_command() {
+    let mut e = book();
+    e.limit(1, BID, "1", "0.05");
+    e.limit(1, BID, "1", "0.04");
+    e.limit(2, BID, "1", "0.03");
+    e.deposit(1, "ETH", "10");
+    e.ok("order.put_limit", json!([1, "ETHBCH", ASK, "1", "1", "0", "0", "mm"]));
+    assert_eq!(e.ok("order.cancel_all", json!([1, "BTCBCH", BID])), json!({"count": 2}));
+    assert_eq!(finished(&e), [3, 4], "oldest first");
+    assert_eq!(side_ids(&mut e, BID), [5], "user 2's order stays");
+    assert_eq!(e.ok("order.cancel_all", json!([1, "BTCBCH"])), json!({"count": 2}));
+    assert_eq!(e.ok("order.cancel_all", json!([1])), json!({"count": 1}), "the ETHBCH order");
+    assert_eq!(e.ok("order.cancel_all", json!([1])), json!({"count": 0}));
+    assert_eq!(e.balance(1, "BTC"), ("100".into(), "0".into()));
+    for bad in [json!([]), json!([1, "NOPE"]), json!([1, "BTCBCH", 3]), json!([1, "BTCBCH", 1, 0])] {
+        assert_eq!(e.err("order.cancel_all", bad.clone()), 1, "{bad}");
+    }
+    e.m.check_invariants().unwrap();
+}
