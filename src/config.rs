@@ -355,6 +355,21 @@ pub struct KeyConfig {
     /// `"cancel_both"`.
     #[serde(default)]
     pub self_trade: Option<String>,
+    /// A session's resting orders are cancelled when it ends (default true).
+    #[serde(default)]
+    pub cancel_on_disconnect: Option<bool>,
+    /// The dead-man timer: a session that sends nothing for this long is closed (and its orders
+    /// cancelled); 100 to 60,000 ms, default `[edges.tcp]`'s 5,000.
+    #[serde(default)]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Order-entry messages per second the key's sessions may send together (default: no
+    /// bound); past it each is rejected (reason 34).
+    #[serde(default)]
+    pub rate_max: u32,
+    /// Past this many per second (default: no bound) the session that sends one more is closed;
+    /// at least `rate_max`.
+    #[serde(default)]
+    pub rate_logout: u32,
 }
 
 /// The HTTP edge's default address (SPEC A4).
@@ -605,6 +620,27 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         let mut key = ApiKey::new(&spec, &k.key, &k.secret, k.user_id, &k.taker_fee, &k.maker_fee, &k.source)
             .map_err(|e| anyhow::anyhow!("config {}: [[edges.tcp.keys]] {e}", path.display()))?;
         key.drop_copy = k.drop_copy;
+        key.cancel_on_disconnect = k.cancel_on_disconnect.unwrap_or(true);
+        if k.rate_max != 0 && k.rate_logout != 0 && k.rate_logout < k.rate_max {
+            anyhow::bail!(
+                "config {}: [[edges.tcp.keys]] key {:?}: rate_logout {} is below rate_max {}",
+                path.display(),
+                k.key,
+                k.rate_logout,
+                k.rate_max
+            );
+        }
+        (key.rate_max, key.rate_logout) = (k.rate_max, k.rate_logout);
+        if let Some(ms) = k.heartbeat_timeout_ms {
+            if !(100..=60_000).contains(&ms) {
+                anyhow::bail!(
+                    "config {}: [[edges.tcp.keys]] key {:?}: heartbeat_timeout_ms {ms} is not within 100..=60000",
+                    path.display(),
+                    k.key
+                );
+            }
+            key.heartbeat_timeout = Some(std::time::Duration::from_millis(ms));
+        }
         if let Some(mode) = &k.self_trade {
             key.trader.self_trade = viaduct_protocol::params::self_trade(&serde_json::Value::String(mode.clone()))
                 .map_err(|_| {

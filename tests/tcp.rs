@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::strip_times;
+use support::{strip_times, wait_until};
 use viaduct::engine::{start_tcp_edge, Engine, TcpEdgeRunning};
 use viaduct::profile::Profile;
 use viaduct_edges::binary::{
@@ -35,7 +35,18 @@ struct Server {
 impl Server {
     /// The engine and its TCP edge, arranged as `at` says.
     fn start(at: Arrangement, tweak: impl FnOnce(&mut TcpConfig)) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), at, tweak)
+    }
+
+    /// Stops the engine and its edge, and starts them again on the same data directory.
+    fn restart(mut self, at: Arrangement, tweak: impl FnOnce(&mut TcpConfig)) -> Server {
+        drop(self.tcp.take());
+        self.engine.take().unwrap().shutdown();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Server::start_in(dir, at, tweak)
+    }
+
+    fn start_in(dir: tempfile::TempDir, at: Arrangement, tweak: impl FnOnce(&mut TcpConfig)) -> Server {
         let mut profile = Profile::load("default").unwrap();
         profile.ring.input_slots = 1024;
         profile.ring.output_slots = 1024;
@@ -825,6 +836,144 @@ fn binary_order_options_self_trade_prevention_mass_cancel_and_amend(at: Arrangem
     assert_eq!(r, reason::BAD_NUMBER);
 }
 
+/// The ids of `user`'s open orders in BTCBCH, as `order.pending` lists them.
+fn pending(rpc: &mut Conn, user: u32) -> Vec<u64> {
+    let r = rpc.call("order.pending", json!([user, "BTCBCH", 0, 100]))["result"].clone();
+    r["records"].as_array().unwrap().iter().map(|o| o["id"].as_u64().unwrap()).collect()
+}
+
+/// PROTOCOL.md "Cancel on disconnect": a session's resting orders are cancelled when its socket
+/// goes, when it stays quiet past its key's heartbeat timeout (the dead-man timer), and, for
+/// sessions of an earlier run, when the server starts again; the user's other sessions keep
+/// theirs, and a key with `cancel_on_disconnect = false` keeps its orders.
+fn binary_sessions_orders_are_cancelled_when_they_end_or_go_quiet(at: Arrangement) {
+    let tweak = |cfg: &mut TcpConfig| {
+        cfg.keys[1].cancel_on_disconnect = false;
+        cfg.keys[0].heartbeat_timeout = Some(Duration::from_millis(500));
+        let spec = Spec::new(&embedded()).unwrap();
+        let mut copy = ApiKey::new(&spec, "maker-copy", SECRET, MAKER, "0.002", "0.001", "").unwrap();
+        copy.drop_copy = true;
+        cfg.keys.push(copy);
+    };
+    let server = Server::start(at, tweak);
+    fund(&server);
+    let mut rpc = server.connect();
+    rpc.call("balance.update", json!([TAKER, "BTC", "deposit", 2, "10", {}]));
+    let btcbch = market_bytes("BTCBCH");
+    let ask = |client_id, price| ClientMsg::NewLimit {
+        client_id,
+        market: btcbch,
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price,
+        amount: 100_000_000,
+    };
+    let rest = |c: &mut Conn, msg| {
+        c.send(msg);
+        let ServerMsg::Accepted { order_id, .. } = c.next() else { panic!("no ACCEPTED") };
+        order_id
+    };
+    let (mut maker, mut maker2, mut taker, mut copy) =
+        (server.connect(), server.connect(), server.connect(), server.connect());
+    for (c, key) in [(&mut maker, "maker"), (&mut maker2, "maker"), (&mut taker, "taker"), (&mut copy, "maker-copy")] {
+        c.login(key, SECRET);
+    }
+    rest(&mut maker, ask(1, 30_000_000));
+    rest(&mut maker, ask(2, 40_000_000));
+    let kept = rest(&mut maker2, ask(3, 50_000_000));
+    let theirs = rest(&mut taker, ask(4, 60_000_000));
+    // The taker's session ends first (its key keeps orders), then the maker's socket goes: once
+    // the maker's two are gone, the taker's end has been handled too.
+    drop(taker);
+    drop(maker);
+    wait_until("the ended session's orders to be cancelled", Duration::from_secs(10), || {
+        pending(&mut rpc, MAKER) == [kept]
+    });
+    assert_eq!(pending(&mut rpc, TAKER), [theirs], "a key without cancel on disconnect keeps its orders");
+    // The drop copy hears of it: its copies of the three ACCEPTED, then the count.
+    let counted = loop {
+        if let ServerMsg::MassCancelled { count, market, side, .. } = copy.next() {
+            break (count, market, side);
+        }
+    };
+    assert_eq!(counted, (2, [0; 16], 0));
+
+    // The dead-man timer: maker2 heartbeats for a while, then goes quiet and is closed with its
+    // order cancelled.
+    let quiet_from = std::time::Instant::now() + Duration::from_millis(800);
+    while std::time::Instant::now() < quiet_from {
+        maker2.send(ClientMsg::Heartbeat);
+        std::thread::sleep(Duration::from_millis(100)); // the client's heartbeat interval, not a wait
+    }
+    assert_eq!(pending(&mut rpc, MAKER), [kept], "a session that heartbeats keeps its orders");
+    wait_until("the quiet session's orders to be cancelled", Duration::from_secs(10), || {
+        pending(&mut rpc, MAKER).is_empty()
+    });
+    assert!(maker2.closed(), "the quiet session is closed");
+
+    // Orders of sessions that were open when the server stopped are cancelled as it starts.
+    let mut maker3 = server.connect();
+    maker3.login("maker", SECRET);
+    let orphan = rest(&mut maker3, ask(5, 70_000_000));
+    assert_eq!(pending(&mut rpc, MAKER), [orphan]);
+    drop(rpc);
+    let server = server.restart(at, tweak);
+    let mut rpc = server.connect();
+    wait_until("orders of the earlier run's sessions to be cancelled", Duration::from_secs(10), || {
+        pending(&mut rpc, MAKER).is_empty()
+    });
+    assert_eq!(pending(&mut rpc, TAKER), [theirs]);
+    drop(maker3);
+}
+
+/// PROTOCOL.md "Throttles": a key's sessions together may send `rate_max` messages a second;
+/// past it each is REJECTED with reason 34 and does nothing, and past `rate_logout` the session
+/// is closed. Ten orders at once against 5 and 8: five rest, three are throttled, then the
+/// session is closed (the taker's key keeps its orders as it ends).
+fn binary_throttles_reject_past_rate_max_and_close_past_rate_logout(at: Arrangement) {
+    let server = Server::start(at, |cfg| {
+        cfg.keys[1].cancel_on_disconnect = false;
+        (cfg.keys[1].rate_max, cfg.keys[1].rate_logout) = (5, 8);
+    });
+    fund(&server);
+    let mut rpc = server.connect();
+    rpc.call("balance.update", json!([TAKER, "BTC", "deposit", 2, "10", {}]));
+    let mut taker = server.connect();
+    taker.login("taker", SECRET);
+    let mut burst = Vec::new();
+    for client_id in 1..=10 {
+        let msg = ClientMsg::NewLimit {
+            client_id,
+            market: market_bytes("BTCBCH"),
+            side: 1,
+            options: LimitOptions::PLAIN,
+            price: 90_000_000,
+            amount: 1_000_000,
+        };
+        encode_client(&msg, &mut burst);
+    }
+    taker.s.write_all(&burst).unwrap();
+    let mut throttled = Vec::new();
+    loop {
+        match decode_server(&taker.buf).unwrap() {
+            Decoded::Msg(msg, used) => {
+                taker.buf.drain(..used);
+                if let ServerMsg::Rejected { client_id, reason: r, .. } = msg {
+                    assert_eq!(r, reason::THROTTLED);
+                    throttled.push(client_id);
+                }
+            }
+            Decoded::Invalid { .. } => panic!("an invalid message"),
+            Decoded::Partial if taker.fill() => {}
+            Decoded::Partial => break,
+        }
+    }
+    assert_eq!(throttled, [6, 7, 8], "past rate_max rejected, then the session closed");
+    wait_until("the five orders within the rate to rest", Duration::from_secs(10), || {
+        pending(&mut rpc, TAKER).len() == 5
+    });
+}
+
 macro_rules! in_every_arrangement {
     ($($name:ident),* $(,)?) => {
         mod own_thread {
@@ -861,4 +1010,6 @@ in_every_arrangement!(
     binary_sessions_get_heartbeats_and_silent_ones_are_closed,
     binary_drop_copy_sessions_get_every_report_of_their_user,
     binary_order_options_self_trade_prevention_mass_cancel_and_amend,
+    binary_sessions_orders_are_cancelled_when_they_end_or_go_quiet,
+    binary_throttles_reject_past_rate_max_and_close_past_rate_logout,
 );

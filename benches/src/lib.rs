@@ -122,6 +122,7 @@ fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
             source: Source::EMPTY,
             client_id: 0,
             self_trade: Default::default(),
+            session: 0,
         });
     }
     if roll < 5 + cancel_share && resting > 0 {
@@ -181,6 +182,7 @@ impl MatcherMix {
                 source: o.source,
                 client_id: o.client_id,
                 options: Default::default(),
+                session: 0,
             }));
         }
         out
@@ -213,6 +215,7 @@ fn limit_with(user: u32, side: Side, price: i128, amount: i128, source: Source) 
         source,
         client_id: 0,
         options: Default::default(),
+        session: 0,
     })
 }
 

@@ -71,6 +71,7 @@ pub mod reason {
     pub const BAD_SIDE: u16 = 31;
     pub const BAD_NUMBER: u16 = 32;
     pub const BAD_OPTION: u16 = 33;
+    pub const THROTTLED: u16 = 34;
     pub const MALFORMED: u16 = 40;
     pub const UNKNOWN_TYPE: u16 = 41;
     pub const NOT_EXPECTED: u16 = 42;
@@ -744,8 +745,9 @@ fn limit_options(o: LimitOptions, default: SelfTrade) -> Result<OrderOptions, u1
     Ok(options)
 }
 
-/// The command an order-entry message asks for, or the REJECTED reason.
-pub fn command(spec: &Spec, trader: &Trader, msg: &ClientMsg) -> Result<Command, u16> {
+/// The command an order-entry message asks for, or the REJECTED reason. `session` tags the
+/// orders it places (0: none; see `Order::session`).
+pub fn command(spec: &Spec, trader: &Trader, session: u64, msg: &ClientMsg) -> Result<Command, u16> {
     let market = |m: &[u8; MARKET_BYTES]| market_of(spec, m).ok_or(reason::UNKNOWN_MARKET);
     let side = |s: u8| Side::from_code(i64::from(s)).ok_or(reason::BAD_SIDE);
     let positive = |v: i64| if v > 0 { Ok(i128::from(v)) } else { Err(reason::BAD_NUMBER) };
@@ -765,6 +767,7 @@ pub fn command(spec: &Spec, trader: &Trader, msg: &ClientMsg) -> Result<Command,
                 source: trader.source,
                 client_id,
                 options,
+                session,
             })
         }
         ClientMsg::NewMarket { client_id, market: m, side: s, self_trade, amount } => {
@@ -779,6 +782,7 @@ pub fn command(spec: &Spec, trader: &Trader, msg: &ClientMsg) -> Result<Command,
                 source: trader.source,
                 client_id,
                 self_trade,
+                session,
             })
         }
         ClientMsg::Cancel { market: m, order_id } => Command::Cancel { user, market: market(&m)?, order_id },
@@ -789,6 +793,7 @@ pub fn command(spec: &Spec, trader: &Trader, msg: &ClientMsg) -> Result<Command,
             user,
             market: if m == [0; MARKET_BYTES] { None } else { Some(market(&m)?) },
             side: if s == 0 { None } else { Some(side(s)?) },
+            session: None,
         },
         ClientMsg::Amend { market: m, order_id, price, left } => {
             let unchanged_or = |v: i64| if v == 0 { Ok(None) } else { positive(v).map(Some) };

@@ -45,6 +45,18 @@ pub struct ApiKey {
     pub trader: Trader,
     /// Its sessions get every report of its user, from any session or edge (a drop copy).
     pub drop_copy: bool,
+    /// When one of its sessions ends, for any reason, the orders that session placed and that
+    /// still rest are cancelled (one `order.cancel_all` of the session, through the journal).
+    pub cancel_on_disconnect: bool,
+    /// Its sessions are closed (and so, with `cancel_on_disconnect`, their orders cancelled)
+    /// after this long without a message from the client: a dead-man timer. `None`: the edge's
+    /// `heartbeat_timeout`.
+    pub heartbeat_timeout: Option<Duration>,
+    /// Order-entry messages per second its sessions may send together (0: no bound); past it a
+    /// message is REJECTED with reason 34 and does nothing.
+    pub rate_max: u32,
+    /// Past this many per second (0: no bound), the session that sends one more is closed.
+    pub rate_logout: u32,
 }
 
 impl ApiKey {
@@ -107,6 +119,10 @@ impl ApiKey {
                 self_trade: Default::default(),
             },
             drop_copy: false,
+            cancel_on_disconnect: true,
+            heartbeat_timeout: None,
+            rate_max: 0,
+            rate_logout: 0,
         })
     }
 }
@@ -220,6 +236,8 @@ enum Mode {
     Session {
         key: usize,
         seq: u64,
+        /// Tags the orders it places when its key cancels them as it ends; 0 otherwise.
+        session: u64,
     },
 }
 
@@ -281,6 +299,16 @@ struct Server<B> {
     sessions: IdMap<u32, Vec<(usize, u64)>>,
     /// Logged-in sessions of drop-copy keys per user: they get every report of the user.
     copies: IdMap<u32, Vec<(usize, u64)>>,
+    /// Each key's two throttles, [`ApiKey::rate_max`] and [`ApiKey::rate_logout`].
+    throttles: Vec<[Bucket; 2]>,
+    /// The last session tag handed out ([`next_session`]).
+    last_session: u64,
+    /// Cancels of ended sessions' orders the engine did not take yet (its input was full): tried
+    /// again at every tick until it does. At most one per session that ended meanwhile.
+    orphans: Vec<Command>,
+    /// The tags of those the engine took, until their outcomes come back: a drop-copy session of
+    /// the user gets a copy.
+    orphan_tags: Vec<u64>,
     /// What each read fills.
     chunk: Vec<u8>,
     /// What the engine handed over in one [`Server::take_replies`], encoded, before it is queued
@@ -314,7 +342,8 @@ enum Arrival {
 
 impl<B: Backend> Server<B> {
     fn new(cfg: TcpConfig, l: Loop, backend: impl FnOnce(Notify) -> B) -> Server<B> {
-        Server {
+        let throttles = cfg.keys.iter().map(|k| [Bucket::new(k.rate_max), Bucket::new(k.rate_logout)]).collect();
+        let mut server = Server {
             cfg,
             poll: l.poll,
             listener: l.listener,
@@ -326,11 +355,19 @@ impl<B: Backend> Server<B> {
             waiting: IdMap::default(),
             sessions: IdMap::default(),
             copies: IdMap::default(),
+            throttles,
+            // Every session of an earlier run has ended: their orders go first.
+            last_session: next_session(&mut 0),
+            orphans: Vec::new(),
+            orphan_tags: Vec::new(),
             chunk: vec![0; READ_CHUNK],
             arrived: Vec::new(),
             reports: Vec::new(),
             fills: Vec::new(),
-        }
+        };
+        let before = server.last_session;
+        server.orphans.push(Command::CancelEndedSessions { before });
+        server
     }
 }
 
@@ -409,6 +446,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
     }
 
     fn tick(&mut self) {
+        self.cancel_orphans();
         self.check_timers();
     }
 }
@@ -603,7 +641,8 @@ impl<B: Backend> Server<B> {
                 let k = &self.cfg.keys[key];
                 if binary::login_mac_ok(&k.secret, &nonce, &k.key, mac) {
                     let user = k.trader.user;
-                    c.mode = Mode::Session { key, seq: 0 };
+                    let session = if k.cancel_on_disconnect { next_session(&mut self.last_session) } else { 0 };
+                    c.mode = Mode::Session { key, seq: 0, session };
                     let gen = c.gen;
                     let ms = self.cfg.heartbeat.as_millis() as u32;
                     self.send(index, ServerMsg::LoginAck { seq: 0, user, heartbeat_ms: ms });
@@ -633,11 +672,13 @@ impl<B: Backend> Server<B> {
 
     /// An order-entry message of a logged-in session.
     fn order_entry(&mut self, index: usize, msg: &ClientMsg) {
-        let Some(Mode::Session { key, .. }) = self.conns[index].as_ref().map(|c| &c.mode) else { return };
-        let key = *key;
+        let Some(&Mode::Session { key, session, .. }) = self.conns[index].as_ref().map(|c| &c.mode) else { return };
         if matches!(msg, ClientMsg::Heartbeat) {
             return;
         }
+        let [within, logout] = &mut self.throttles[key];
+        let now = Instant::now();
+        let (throttled, past_logout) = (!within.take(now), !logout.take(now));
         let (msg_type, client_id, order_id) = match *msg {
             ClientMsg::NewLimit { client_id, .. } => (client_type::NEW_LIMIT, client_id, 0),
             ClientMsg::NewMarket { client_id, .. } => (client_type::NEW_MARKET, client_id, 0),
@@ -649,7 +690,16 @@ impl<B: Backend> Server<B> {
             ClientMsg::Login { .. } => (client_type::LOGIN, 0, 0),
             ClientMsg::Heartbeat => unreachable!("handled above"),
         };
-        let cmd = match binary::command(self.backend.spec(), &self.cfg.keys[key].trader, msg) {
+        if past_logout {
+            let user = self.cfg.keys[key].trader.user;
+            tracing::warn!("tcp: binary session of user {user} sent past its key's rate_logout; closed");
+            // What it was sent so far still goes out.
+            return self.shut(index);
+        }
+        if throttled {
+            return self.send(index, binary::rejected(msg_type, client_id, order_id, reason::THROTTLED));
+        }
+        let cmd = match binary::command(self.backend.spec(), &self.cfg.keys[key].trader, session, msg) {
             Ok(cmd) => cmd,
             Err(why) => return self.send(index, binary::rejected(msg_type, client_id, order_id, why)),
         };
@@ -690,10 +740,17 @@ impl<B: Backend> Server<B> {
     fn take_replies(&mut self) {
         let mut arrivals = std::mem::take(&mut self.arrived);
         let (waiting, conns, sessions, copies) = (&mut self.waiting, &mut self.conns, &self.sessions, &self.copies);
+        let orphan_tags = &mut self.orphan_tags;
         let (reports, fills) = (&mut self.reports, &mut self.fills);
         self.backend.receive(&mut |spec, delivered| match delivered {
             Delivered::Outcome { tag, request_id, cmd, result, events, .. } => {
-                let Some(w) = arrived(waiting, conns, tag) else { return };
+                let Some(w) = arrived(waiting, conns, tag) else {
+                    if let Some(at) = orphan_tags.iter().position(|&t| t == tag) {
+                        orphan_tags.swap_remove(at);
+                        Self::drop_copies(spec, cmd, result, events, copies, None, &mut arrivals);
+                    }
+                    return;
+                };
                 if w.rpc.is_some() {
                     arrivals.push(Arrival::Rpc(w, response_json(spec, request_id, result, events)));
                     Self::drop_copies(spec, cmd, result, events, copies, None, &mut arrivals);
@@ -835,13 +892,36 @@ impl<B: Backend> Server<B> {
         self.flush(index);
     }
 
+    /// Submits the cancels of ended sessions' orders, in the order the sessions ended; what the
+    /// engine refuses now (its input is full) waits for the next tick. Their outcomes come back
+    /// to no connection and are dropped (a drop-copy session gets the count as MASS_CANCELLED).
+    fn cancel_orphans(&mut self) {
+        while let Some(cmd) = self.orphans.first().cloned() {
+            let tag = self.next_tag();
+            if self.backend.submit(tag, 0, cmd).is_err() {
+                return;
+            }
+            self.orphan_tags.push(tag);
+            match self.orphans.remove(0) {
+                Command::CancelAll { user, session: Some(session), .. } => {
+                    tracing::info!(
+                        "tcp: binary session {session} of user {user} ended; its resting orders are cancelled"
+                    )
+                }
+                _ => tracing::info!("tcp: resting orders of binary sessions of an earlier run are cancelled"),
+            }
+        }
+    }
+
     fn check_timers(&mut self) {
         let now = Instant::now();
         for index in 0..self.conns.len() {
             let Some(c) = self.conns[index].as_ref() else { continue };
             let quiet = now.duration_since(c.last_read);
             let expired = match c.mode {
-                Mode::Session { .. } => quiet >= self.cfg.heartbeat_timeout,
+                Mode::Session { key, .. } => {
+                    quiet >= self.cfg.keys[key].heartbeat_timeout.unwrap_or(self.cfg.heartbeat_timeout)
+                }
                 // Until its first four bytes tell the framing, a connection is held to the login
                 // timeout too: a trickle of under four bytes would otherwise hold a slot for the
                 // idle timeout (an hour).
@@ -868,8 +948,12 @@ impl<B: Backend> Server<B> {
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.live -= 1;
         self.cfg.stats.connections.store(self.live as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Mode::Session { key, .. } = c.mode {
+        if let Mode::Session { key, session, .. } = c.mode {
             let user = self.cfg.keys[key].trader.user;
+            if session != 0 {
+                self.orphans.push(Command::CancelAll { user, market: None, side: None, session: Some(session) });
+                self.cancel_orphans();
+            }
             if let Some(list) = self.sessions.get_mut(&user) {
                 list.retain(|&(i, g)| (i, g) != (index, c.gen));
                 if list.is_empty() {
@@ -887,6 +971,47 @@ impl<B: Backend> Server<B> {
         }
         // Replies still in the engine find no connection of this generation and are dropped.
     }
+}
+
+/// A token bucket of `rate` messages a second, holding at most a second's worth; `rate` 0 takes
+/// everything.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: u32,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        Bucket { rate, tokens: f64::from(rate), last: None }
+    }
+
+    /// Whether one more message is within the rate at `now` (it is counted either way).
+    fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let rate = f64::from(self.rate);
+        let elapsed = self.last.map_or(0.0, |last| now.saturating_duration_since(last).as_secs_f64());
+        self.last = Some(now);
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A tag for a new session: the time in microseconds, or one more than the last tag if the clock
+/// has not moved past it. Unique across restarts as long as the clock does not go back by more
+/// than the time the server was down.
+fn next_session(last: &mut u64) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    *last = now.max(*last + 1);
+    *last
 }
 
 #[cfg(test)]

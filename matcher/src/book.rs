@@ -592,6 +592,7 @@ mod tests {
             deal_fee: 0,
             source: Source::EMPTY,
             client_id: 0,
+            session: 0,
         }
     }
 

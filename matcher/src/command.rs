@@ -49,15 +49,23 @@ pub enum Command {
         client_id: u64,
     },
     /// Cancels every open order of `user`, of one market if `market` is given, of one side of it if
-    /// `side` is too: one command, whatever the count.
+    /// `side` is too, placed by one binary session if `session` is given (its orders as it ends):
+    /// one command, whatever the count.
     CancelAll {
         user: u32,
         market: Option<MarketId>,
         side: Option<Side>,
+        session: Option<u64>,
     },
     /// Changes the price and/or what is left of `user`'s resting limit order (`None`: unchanged).
     /// See [`Amend`].
     Amend(Amend),
+    /// Cancels every resting order placed by a binary session whose tag is below `before`
+    /// (`Order::session`): what sessions of an earlier run left, since a restart ends every
+    /// session. The TCP edge sends it as it starts.
+    CancelEndedSessions {
+        before: u64,
+    },
     OrderBook {
         market: MarketId,
         side: Side,
@@ -102,6 +110,8 @@ pub struct PutLimit {
     pub source: Source,
     pub client_id: u64,
     pub options: OrderOptions,
+    /// The binary session placing it, if its orders are cancelled when it ends (0: none).
+    pub session: u64,
 }
 
 /// `order.put_market`: `amount` at `stock_prec` (for a bid it is money to spend).
@@ -115,6 +125,8 @@ pub struct PutMarket {
     pub source: Source,
     pub client_id: u64,
     pub self_trade: SelfTrade,
+    /// As [`PutLimit::session`].
+    pub session: u64,
 }
 
 /// `order.amend`: `price` at `money_prec`, `left` (what the order is to have left to trade) at
@@ -187,6 +199,7 @@ impl Command {
                 | Command::CancelByClientId { .. }
                 | Command::CancelAll { .. }
                 | Command::Amend(_)
+                | Command::CancelEndedSessions { .. }
         )
     }
 }

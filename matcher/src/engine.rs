@@ -269,8 +269,11 @@ impl Matcher {
                 let order_id = self.client_ids.live(&(*user, *client_id), time_us).ok_or(RpcError::OrderNotFound)?;
                 self.cancel(*user, *market, order_id, events)
             }
-            Command::CancelAll { user, market, side } => Ok(self.cancel_all(*user, *market, *side, events)),
+            Command::CancelAll { user, market, side, session } => {
+                Ok(self.cancel_all(*user, *market, *side, *session, events))
+            }
             Command::Amend(a) => self.amend(time_us, a, events),
+            Command::CancelEndedSessions { before } => Ok(self.cancel_ended_sessions(*before, events)),
             Command::OrderBook { market, side, offset, limit } => Ok(self.order_book(*market, *side, *offset, *limit)),
             Command::OrderDepth { market, limit, interval } => Ok(self.order_depth(*market, *limit, *interval)),
             Command::OrderPending { user, market, offset, limit } => {
@@ -440,6 +443,7 @@ impl Matcher {
             c.maker_fee,
             c.source,
             c.client_id,
+            c.session,
         );
         remember_client_id(&mut self.client_ids, c.user, c.client_id, self.order_id, now);
         let book = &mut self.books[c.market as usize];
@@ -516,6 +520,7 @@ impl Matcher {
             0,
             c.source,
             c.client_id,
+            c.session,
         );
         remember_client_id(&mut self.client_ids, c.user, c.client_id, self.order_id, now);
         // A market order's rest is cancelled whether the book ran out or it reached the cap.
@@ -546,9 +551,17 @@ impl Matcher {
         Ok(Reply::Order(Some(Ended::Requested)))
     }
 
-    /// Cancels `user`'s open orders of `market` (or every market), of `side` (or both), oldest
-    /// first in each market, each as [`Matcher::cancel`] does; the count.
-    fn cancel_all(&mut self, user: u32, market: Option<MarketId>, side: Option<Side>, events: &mut Events) -> Reply {
+    /// Cancels `user`'s open orders of `market` (or every market), of `side` (or both), of
+    /// `session` (or any), oldest first in each market, each as [`Matcher::cancel`] does; the
+    /// count.
+    fn cancel_all(
+        &mut self,
+        user: u32,
+        market: Option<MarketId>,
+        side: Option<Side>,
+        session: Option<u64>,
+        events: &mut Events,
+    ) -> Reply {
         let markets = match market {
             Some(m) => m..m + 1,
             None => 0..self.books.len() as MarketId,
@@ -558,13 +571,41 @@ impl Matcher {
         for market in markets {
             ids.clear();
             let (_, orders) = self.books[market as usize].user_orders(user);
-            ids.extend(orders.filter(|o| side.is_none_or(|s| o.side == s)).map(|o| o.id));
+            let chosen = |o: &&Order| side.is_none_or(|s| o.side == s) && session.is_none_or(|s| o.session == s);
+            ids.extend(orders.filter(chosen).map(|o| o.id));
             // The user's list runs newest first.
             for &id in ids.iter().rev() {
                 let (order, level) =
                     self.books[market as usize].remove_owned(id, user).expect("a listed order of the user rests");
                 release(&self.spec, &mut self.ledger, self.spec.market(market), &order);
                 events.level(LevelChange { market, side: order.side, price: order.price, amount: level });
+                events.order(OrderEventKind::Finish, order);
+                count += 1;
+            }
+        }
+        Reply::Cancelled { count }
+    }
+
+    /// Cancels, in every market, the resting orders whose session tag is set and below `before`,
+    /// in id order.
+    fn cancel_ended_sessions(&mut self, before: u64, events: &mut Events) -> Reply {
+        let mut count = 0u64;
+        for market in 0..self.books.len() {
+            let ended: Vec<(u64, u32)> = self.books[market]
+                .orders_by_id()
+                .into_iter()
+                .filter(|o| o.session != 0 && o.session < before)
+                .map(|o| (o.id, o.user))
+                .collect();
+            for (id, user) in ended {
+                let (order, level) = self.books[market].remove_owned(id, user).expect("a listed order rests");
+                release(&self.spec, &mut self.ledger, self.spec.market(market as MarketId), &order);
+                events.level(LevelChange {
+                    market: market as MarketId,
+                    side: order.side,
+                    price: order.price,
+                    amount: level,
+                });
                 events.order(OrderEventKind::Finish, order);
                 count += 1;
             }
@@ -637,6 +678,7 @@ impl Matcher {
             old.maker_fee,
             old.source,
             old.client_id,
+            old.session,
         );
         ledger.freeze(account, asset, prec, order.frozen(), scale);
         let level = book.insert(order);
@@ -743,6 +785,7 @@ fn new_order(
     maker_fee: u32,
     source: Source,
     client_id: u64,
+    session: u64,
 ) -> Order {
     Order {
         id,
@@ -762,6 +805,7 @@ fn new_order(
         deal_fee: 0,
         source,
         client_id,
+        session,
     }
 }
 

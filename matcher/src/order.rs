@@ -99,6 +99,9 @@ pub struct Order {
     pub source: Source,
     /// The caller's own id for the order (0: none), from the binary order entry.
     pub client_id: u64,
+    /// The binary order-entry session that placed it, when its API key cancels a session's
+    /// orders as it ends (`cancel_on_disconnect`); 0 otherwise. An amend keeps it.
+    pub session: u64,
 }
 
 impl Order {

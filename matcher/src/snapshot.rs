@@ -11,7 +11,7 @@ use crate::engine::{ClientKey, DedupeKey, Matcher};
 use crate::ledger::Balance;
 use crate::order::Order;
 
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct AssetRecord {
@@ -350,6 +350,7 @@ mod tests {
                 source: Source::EMPTY,
                 client_id,
                 options: Default::default(),
+                session: 0,
             })
         };
         for (t, id) in [(t0, 7), (t0 + 1, 8), (t0 + crate::DEDUPE_WINDOW_US, 7)] {

@@ -20,6 +20,7 @@ fn limit(user: u32, side: Side, price: i128, amount: i128, client_id: u64) -> Co
         source: Source::EMPTY,
         client_id,
         options: Default::default(),
+        session: 0,
     })
 }
 
@@ -64,6 +65,7 @@ fn a_resend_is_refused_with_the_order_it_duplicates() {
         source: Source::EMPTY,
         client_id: 7,
         self_trade: Default::default(),
+        session: 0,
     });
     let (m, _) = apply(&mut e, &market);
     let m = m.unwrap();

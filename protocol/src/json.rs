@@ -367,6 +367,7 @@ mod tests {
                                 deal_fee: values[(j + 5) % values.len()],
                                 source: Source::new(src).unwrap(),
                                 client_id: 9,
+                                session: 0,
                             };
                             let id = [0i64, -1, 42, i64::MIN, i64::MAX][(i + j) % 5];
                             let generic = to_json(&Envelope {

@@ -91,7 +91,7 @@ pub const METHODS: [Method; 25] = [
 
 /// The names a command is counted under (the metrics): its method's, and for the binary order
 /// entry's cancel by client order id, `order.cancel_by_client_id`.
-pub const COMMAND_NAMES: [&str; 16] = [
+pub const COMMAND_NAMES: [&str; 17] = [
     "balance.query",
     "balance.update",
     "asset.list",
@@ -108,6 +108,7 @@ pub const COMMAND_NAMES: [&str; 16] = [
     "market.summary",
     "order.cancel_all",
     "order.amend",
+    "order.cancel_ended_sessions",
 ];
 
 /// The index of `cmd`'s name in [`COMMAND_NAMES`].
@@ -129,6 +130,7 @@ pub fn command_index(cmd: &Command) -> usize {
         Command::MarketSummary { .. } => 13,
         Command::CancelAll { .. } => 14,
         Command::Amend(_) => 15,
+        Command::CancelEndedSessions { .. } => 16,
     }
 }
 

@@ -110,7 +110,7 @@ pub fn order_cancel_all(spec: &Spec, params: &[Value]) -> Res<Command> {
         [m, s] => (Some(market(spec, m)?), Some(side(s)?)),
         _ => return Err(BAD),
     };
-    Ok(Command::CancelAll { user: user(u)?, market, side })
+    Ok(Command::CancelAll { user: user(u)?, market, side, session: None })
 }
 
 /// `order.amend`: user, market, order id, price, amount left (`null`: unchanged; not both).
@@ -147,6 +147,7 @@ pub fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
         source: self::source(source)?,
         client_id: 0,
         options,
+        session: 0,
     }))
 }
 
@@ -217,6 +218,7 @@ pub fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
         source: self::source(source)?,
         client_id: 0,
         self_trade,
+        session: 0,
     }))
 }
 

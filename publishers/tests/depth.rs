@@ -86,6 +86,7 @@ fn diffs_applied_to_the_last_snapshot_equal_the_book() {
                     source: Source::EMPTY,
                     client_id: 0,
                     options: Default::default(),
+                    session: 0,
                 })
             };
             let _ = m.apply(i, &cmd, &mut events);

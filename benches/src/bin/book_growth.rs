@@ -34,6 +34,7 @@ fn main() {
             deal_fee: 0,
             source: Source::new("").unwrap(),
             client_id: 0,
+            session: 0,
         };
         let t = Instant::now();
         book.insert(o);

@@ -47,6 +47,7 @@ fn main() {
             source: Source::EMPTY,
             client_id: id,
             options: Default::default(),
+            session: 0,
         });
         let cancel = Command::CancelByClientId { user: 1, market: 0, client_id: id };
         for cmd in [&place, &cancel] {

@@ -216,6 +216,7 @@ fn latency(data: &Path, rate: u64, run: Duration) -> Histogram<u64> {
             source: Source::EMPTY,
             client_id: 0,
             options: Default::default(),
+            session: 0,
         })
     };
     let total = rate * run.as_secs();
