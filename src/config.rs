@@ -331,6 +331,12 @@ pub struct TcpSection {
     /// Connections held at once (default 10,000; lowered to fit the open-files limit).
     #[serde(default)]
     pub connections_max: Option<usize>,
+    /// The reports a resumable session keeps for a replay (default 10,000), and the seconds one
+    /// that ended may be resumed (default 60).
+    #[serde(default)]
+    pub replay_max: Option<usize>,
+    #[serde(default)]
+    pub replay_keep_s: Option<u64>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
 }
@@ -407,6 +413,8 @@ pub struct Loaded {
     pub http_header_timeout: Option<std::time::Duration>,
     /// `[edges.tcp] connections_max`, when set.
     pub tcp_connections_max: Option<usize>,
+    /// `[edges.tcp] replay_max` and `replay_keep_s`, when set.
+    pub tcp_replay: (Option<usize>, Option<std::time::Duration>),
     /// Where the TCP edge listens, and its API keys.
     pub tcp_bind: std::net::SocketAddr,
     pub tcp_keys: Vec<ApiKey>,
@@ -445,6 +453,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
             http_connections_max: None,
             http_header_timeout: None,
             tcp_connections_max: None,
+            tcp_replay: (None, None),
             tcp_bind,
             tcp_keys: Vec::new(),
             market,
@@ -605,8 +614,17 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         }
     }
     let http_header_timeout = http_header_timeout.map(std::time::Duration::from_secs);
-    let tcp =
-        file.edges.tcp.unwrap_or(TcpSection { bind: default_tcp_bind(), connections_max: None, keys: Vec::new() });
+    let tcp = file.edges.tcp.unwrap_or(TcpSection {
+        bind: default_tcp_bind(),
+        connections_max: None,
+        replay_max: None,
+        replay_keep_s: None,
+        keys: Vec::new(),
+    });
+    if tcp.replay_max == Some(0) || tcp.replay_max.is_some_and(|n| n > 1_000_000) {
+        anyhow::bail!("config {}: [edges.tcp] replay_max must be within 1..=1000000", path.display());
+    }
+    let tcp_replay = (tcp.replay_max, tcp.replay_keep_s.map(std::time::Duration::from_secs));
     let tcp_connections_max = tcp.connections_max;
     if tcp_connections_max == Some(0) {
         anyhow::bail!("config {}: [edges.tcp] connections_max must be at least 1", path.display());
@@ -669,6 +687,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         http_connections_max,
         http_header_timeout,
         tcp_connections_max,
+        tcp_replay,
         tcp_bind,
         tcp_keys,
         market,

@@ -249,8 +249,8 @@ fn run(
     };
     let (loaded_http, loaded_tcp, tcp_keys, loaded_ws) =
         (loaded.http_bind, loaded.tcp_bind, loaded.tcp_keys, loaded.ws);
-    let (http_connections_max, http_header_timeout, tcp_connections_max) =
-        (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max);
+    let (http_connections_max, http_header_timeout, tcp_connections_max, tcp_replay) =
+        (loaded.http_connections_max, loaded.http_header_timeout, loaded.tcp_connections_max, loaded.tcp_replay);
     let history = loaded.history.to_config(&data_dir)?;
     tracing::info!("history: {}", history.url);
     if let Some(k) = &loaded.kafka {
@@ -301,6 +301,8 @@ fn run(
         cfg.header_timeout = http_header_timeout.unwrap_or(cfg.header_timeout);
         let mut tcp_cfg = TcpConfig::new(loaded_tcp, tcp_keys);
         tcp_cfg.connections_max = tcp_connections_max.unwrap_or(tcp_cfg.connections_max);
+        tcp_cfg.replay_max = tcp_replay.0.unwrap_or(tcp_cfg.replay_max);
+        tcp_cfg.replay_keep = tcp_replay.1.unwrap_or(tcp_cfg.replay_keep);
         let mut loaded_ws = loaded_ws;
         let mut ws_max = loaded_ws.as_ref().map(|w| w.connections_max);
         let mut bounds = vec![("HTTP", &mut cfg.connections_max), ("TCP", &mut tcp_cfg.connections_max)];

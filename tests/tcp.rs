@@ -194,6 +194,18 @@ impl Conn {
         }
     }
 
+    /// LOGIN_REPLAY: a new resumable session (`session` 0) or `session` resumed from `from_seq`;
+    /// the answer. The replayed reports that follow carry `from_seq` on.
+    fn login_replay(&mut self, name: &str, secret: &str, session: u64, from_seq: u64) -> ServerMsg {
+        let key = market_bytes(name);
+        self.send(ClientMsg::Hello { key });
+        let ServerMsg::Challenge { nonce } = self.next() else { panic!("no challenge") };
+        let mac = binary::login_mac(secret.as_bytes(), &nonce, &key);
+        self.send(ClientMsg::LoginReplay { mac, session, from_seq });
+        self.next_seq = if session == 0 { 1 } else { from_seq };
+        self.next()
+    }
+
     fn login(&mut self, name: &str, secret: &str) -> ServerMsg {
         let key = market_bytes(name); // NUL-padded 16 bytes, as keys are
         self.send(ClientMsg::Hello { key });
@@ -974,6 +986,105 @@ fn binary_throttles_reject_past_rate_max_and_close_past_rate_logout(at: Arrangem
     });
 }
 
+/// PROTOCOL.md "Replay": a resumable session gathers what it would have been sent while it has
+/// no connection (a maker fill, the count of its orders cancelled on disconnect), and a
+/// LOGIN_REPLAY from any sequence still kept gets exactly the reports from there, then the live
+/// stream, with no gap and no duplicate; a sequence no longer kept, or not yet sent, an unknown
+/// session or one still logged in are refused.
+fn binary_resumed_sessions_replay_exactly_the_reports_they_missed(at: Arrangement) {
+    let server = Server::start(at, |cfg| {
+        cfg.keys[1].cancel_on_disconnect = false;
+        cfg.replay_max = 3;
+    });
+    fund(&server);
+    let mut rpc = server.connect();
+    rpc.call("balance.update", json!([TAKER, "BTC", "deposit", 2, "10", {}]));
+    rpc.call("balance.update", json!([MAKER, "BCH", "deposit", 2, "10", {}]));
+    let btcbch = market_bytes("BTCBCH");
+    let limit = |client_id, side, amount| ClientMsg::NewLimit {
+        client_id,
+        market: btcbch,
+        side,
+        options: LimitOptions::PLAIN,
+        price: 10_000_000,
+        amount,
+    };
+    // A new resumable session: its first report is sequence 1.
+    let mut taker = server.connect();
+    let ServerMsg::SessionAck { session, last_seq: 0, user: TAKER, .. } = taker.login_replay("taker", SECRET, 0, 1)
+    else {
+        panic!("no SESSION_ACK")
+    };
+    taker.send(limit(1, 1, 100_000_000));
+    let ServerMsg::Accepted { seq: 1, order_id: ask, .. } = taker.next() else { panic!() };
+    drop(taker);
+    // While it has no connection, a maker buys 0.4 of its ask.
+    let mut maker = server.connect();
+    maker.login("maker", SECRET);
+    maker.send(limit(2, 2, 40_000_000));
+    let ServerMsg::Accepted { .. } = maker.next() else { panic!() };
+    let ServerMsg::Filled { .. } = maker.next() else { panic!() };
+    // Resumed from 1: its ACCEPTED again, then the fill it missed, then the live stream.
+    let mut again = server.connect();
+    let ServerMsg::SessionAck { session: resumed, .. } = again.login_replay("taker", SECRET, session, 1) else {
+        panic!()
+    };
+    assert_eq!(resumed, session);
+    let ServerMsg::Accepted { seq: 1, order_id, .. } = again.next() else { panic!() };
+    assert_eq!(order_id, ask);
+    let ServerMsg::Filled { seq: 2, order_id, role, left, .. } = again.next() else { panic!() };
+    assert_eq!((order_id, role, left), (ask, binary::ROLE_MAKER, 60_000_000));
+    again.send(ClientMsg::Cancel { market: btcbch, order_id: ask });
+    let ServerMsg::Cancelled { seq: 3, .. } = again.next() else { panic!() };
+    // Logged in still: it cannot be resumed elsewhere.
+    let mut thief = server.connect();
+    assert_eq!(
+        thief.login_replay("taker", SECRET, session, 4),
+        ServerMsg::LoginReject { reason: reason::UNKNOWN_SESSION }
+    );
+    drop(again);
+    // From 4, nothing to replay; sequence 4 is the next live report.
+    let mut third = server.connect();
+    let ServerMsg::SessionAck { last_seq: 3, .. } = third.login_replay("taker", SECRET, session, 4) else { panic!() };
+    third.send(ClientMsg::Cancel { market: btcbch, order_id: ask });
+    let ServerMsg::Rejected { seq: 4, reason: r, .. } = third.next() else { panic!() };
+    assert_eq!(r, reason::ORDER_NOT_FOUND);
+    drop(third);
+    // It keeps its last 3 (`replay_max`): from 1 is gone, from 6 was never sent; from 2 is whole.
+    let mut c = server.connect();
+    assert_eq!(c.login_replay("taker", SECRET, session, 1), ServerMsg::LoginReject { reason: reason::REPLAY_GAP });
+    let mut c = server.connect();
+    assert_eq!(c.login_replay("taker", SECRET, session, 6), ServerMsg::LoginReject { reason: reason::REPLAY_GAP });
+    let mut c = server.connect();
+    assert_eq!(
+        c.login_replay("taker", SECRET, session + 1, 1),
+        ServerMsg::LoginReject { reason: reason::UNKNOWN_SESSION }
+    );
+    let mut c = server.connect();
+    assert_eq!(
+        c.login_replay("maker", SECRET, session, 2),
+        ServerMsg::LoginReject { reason: reason::UNKNOWN_SESSION },
+        "another key's"
+    );
+    let mut c = server.connect();
+    let ServerMsg::SessionAck { last_seq: 4, .. } = c.login_replay("taker", SECRET, session, 2) else { panic!() };
+    let seqs: Vec<Option<u64>> = (0..3).map(|_| c.next().seq()).collect();
+    assert_eq!(seqs, [Some(2), Some(3), Some(4)]);
+
+    // A resumable session of a key that cancels on disconnect finds the count in its stream.
+    let mut mm = server.connect();
+    let ServerMsg::SessionAck { session: mm_session, .. } = mm.login_replay("maker", SECRET, 0, 1) else { panic!() };
+    mm.send(limit(3, 2, 10_000_000));
+    let ServerMsg::Accepted { seq: 1, .. } = mm.next() else { panic!() };
+    drop(mm);
+    wait_until("the ended session's order to be cancelled", Duration::from_secs(10), || {
+        pending(&mut rpc, MAKER).is_empty()
+    });
+    let mut mm = server.connect();
+    let ServerMsg::SessionAck { .. } = mm.login_replay("maker", SECRET, mm_session, 2) else { panic!() };
+    let ServerMsg::MassCancelled { seq: 2, count: 1, .. } = mm.next() else { panic!() };
+}
+
 macro_rules! in_every_arrangement {
     ($($name:ident),* $(,)?) => {
         mod own_thread {
@@ -1012,4 +1123,5 @@ in_every_arrangement!(
     binary_order_options_self_trade_prevention_mass_cancel_and_amend,
     binary_sessions_orders_are_cancelled_when_they_end_or_go_quiet,
     binary_throttles_reject_past_rate_max_and_close_past_rate_logout,
+    binary_resumed_sessions_replay_exactly_the_reports_they_missed,
 );

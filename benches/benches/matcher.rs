@@ -1,6 +1,7 @@
 //! The matcher alone: commands per second on the documented mix (see `viaduct_benches`), the
-//! per-command latency distribution, allocations per command, and the number representation
-//! (scaled `i128` against `rust_decimal`) on the arithmetic of one trade.
+//! per-command latency distribution, allocations per command, one mass cancel of 100,000 resting
+//! orders, and the number representation (scaled `i128` against `rust_decimal`) on the
+//! arithmetic of one trade.
 //!
 //! `cargo bench -p viaduct-benches --bench matcher`
 
@@ -13,8 +14,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use hdrhistogram::Histogram;
 use rust_decimal::{Decimal, RoundingStrategy};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use viaduct_benches::{MatcherMix, T0};
-use viaduct_matcher::Events;
+use viaduct_benches::{funded_matcher, place_grid, MatcherMix, T0};
+use viaduct_matcher::{Command, Events, Reply};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -42,6 +43,30 @@ fn throughput(c: &mut Criterion) {
     });
     group.finish();
     latency_and_allocations(&mix);
+}
+
+/// `order.cancel_all` (MASS_CANCEL) of one user's 100,000 resting asks, in a book that also holds
+/// another user's 100,000 bids: one command, timed whole (criterion's "thrpt" is orders
+/// cancelled per second).
+fn mass_cancel(c: &mut Criterion) {
+    let mut start = funded_matcher(2, 200_000);
+    place_grid(&mut start, 2, 200_000);
+    let cmd = Command::CancelAll { user: 1, market: None, side: None, session: None };
+    let mut group = c.benchmark_group("matcher");
+    group.throughput(Throughput::Elements(100_000));
+    group.sample_size(10);
+    group.bench_function("mass_cancel_100k", |b| {
+        b.iter_batched(
+            || (start.clone(), Events::with_capacity(1 << 20)),
+            |(mut m, mut events)| {
+                let reply = m.apply(T0, &cmd, &mut events);
+                assert!(matches!(reply, Ok(Reply::Cancelled { count: 100_000 })), "{reply:?}");
+                (m, events)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
 }
 
 /// One pass timing each command (`Instant` costs ~20 ns of its own, included), and one counting
@@ -124,5 +149,5 @@ fn numbers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, numbers);
+criterion_group!(benches, throughput, mass_cancel, numbers);
 criterion_main!(benches);

@@ -31,6 +31,7 @@ pub const MARKET_BYTES: usize = 16;
 pub mod client_type {
     pub const HELLO: u8 = 0x01;
     pub const LOGIN: u8 = 0x03;
+    pub const LOGIN_REPLAY: u8 = 0x06;
     pub const NEW_LIMIT: u8 = 0x10;
     pub const NEW_MARKET: u8 = 0x11;
     pub const CANCEL: u8 = 0x12;
@@ -45,6 +46,7 @@ pub mod server_type {
     pub const CHALLENGE: u8 = 0x02;
     pub const LOGIN_ACK: u8 = 0x04;
     pub const LOGIN_REJECT: u8 = 0x05;
+    pub const SESSION_ACK: u8 = 0x07;
     pub const HEARTBEAT: u8 = 0x21;
     pub const ACCEPTED: u8 = 0x30;
     pub const REJECTED: u8 = 0x31;
@@ -78,6 +80,13 @@ pub mod reason {
     /// LOGIN_REJECT reasons.
     pub const UNKNOWN_KEY: u16 = 50;
     pub const BAD_SIGNATURE: u16 = 51;
+    /// LOGIN_REPLAY names no session of this key that can be resumed (unknown, expired, or
+    /// still logged in).
+    pub const UNKNOWN_SESSION: u16 = 52;
+    /// LOGIN_REPLAY asks for reports the session no longer keeps, or that it never sent.
+    pub const REPLAY_GAP: u16 = 53;
+    /// The key has as many resumable sessions logged in as it may.
+    pub const TOO_MANY_SESSIONS: u16 = 54;
 }
 
 /// CANCELLED `why`.
@@ -117,6 +126,13 @@ pub enum ClientMsg {
     },
     Login {
         mac: [u8; MAC_BYTES],
+    },
+    /// LOGIN for a resumable session: a new one (`session` 0), or the one named, its reports
+    /// from `from_seq` on replayed.
+    LoginReplay {
+        mac: [u8; MAC_BYTES],
+        session: u64,
+        from_seq: u64,
     },
     NewLimit {
         client_id: u64,
@@ -171,6 +187,14 @@ pub enum ServerMsg {
     },
     LoginReject {
         reason: u16,
+    },
+    /// The answer to LOGIN_REPLAY: the session (to name when resuming) and the last sequence it
+    /// sent; what follows carries `last_seq + 1` on, after the replayed reports.
+    SessionAck {
+        session: u64,
+        last_seq: u64,
+        user: u32,
+        heartbeat_ms: u32,
     },
     Heartbeat {
         last_seq: u64,
@@ -264,6 +288,7 @@ pub fn client_len(msg_type: u8) -> Option<usize> {
     Some(match msg_type {
         HELLO => HEADER_BYTES + KEY_BYTES,
         LOGIN => HEADER_BYTES + MAC_BYTES,
+        LOGIN_REPLAY => HEADER_BYTES + MAC_BYTES + 8 + 8,
         NEW_LIMIT => HEADER_BYTES + 8 + MARKET_BYTES + 4 + 8 + 8,
         NEW_MARKET => HEADER_BYTES + 8 + MARKET_BYTES + 4 + 8,
         CANCEL | CANCEL_BY_CLIENT_ID => HEADER_BYTES + MARKET_BYTES + 8,
@@ -281,6 +306,7 @@ pub fn server_len(msg_type: u8) -> Option<usize> {
         CHALLENGE => HEADER_BYTES + NONCE_BYTES,
         LOGIN_ACK => HEADER_BYTES + 8 + 4 + 4,
         LOGIN_REJECT => HEADER_BYTES + 4,
+        SESSION_ACK => HEADER_BYTES + 8 + 8 + 4 + 4,
         HEARTBEAT => HEADER_BYTES + 8,
         ACCEPTED => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8 + 8,
         REJECTED => HEADER_BYTES + 8 * 3 + 4,
@@ -365,6 +391,7 @@ pub fn decode_client(buf: &[u8]) -> Result<Decoded<ClientMsg>, BadFrame> {
     let msg = match msg_type {
         HELLO => ClientMsg::Hello { key: r.take() },
         LOGIN => ClientMsg::Login { mac: r.take() },
+        LOGIN_REPLAY => ClientMsg::LoginReplay { mac: r.take(), session: r.u64(), from_seq: r.u64() },
         NEW_LIMIT => {
             let (client_id, market, side) = (r.u64(), r.take(), r.u8());
             let options = LimitOptions { time_in_force: r.u8(), flags: r.u8(), self_trade: r.u8() };
@@ -428,6 +455,12 @@ pub fn encode_client(msg: &ClientMsg, out: &mut Vec<u8>) {
             header(out, LOGIN, client_len);
             out.extend_from_slice(&mac);
         }
+        ClientMsg::LoginReplay { mac, session, from_seq } => {
+            header(out, LOGIN_REPLAY, client_len);
+            out.extend_from_slice(&mac);
+            out.extend_from_slice(&session.to_le_bytes());
+            out.extend_from_slice(&from_seq.to_le_bytes());
+        }
         ClientMsg::NewLimit { client_id, market, side, options, price, amount } => {
             header(out, NEW_LIMIT, client_len);
             out.extend_from_slice(&client_id.to_le_bytes());
@@ -489,6 +522,13 @@ pub fn encode_server(msg: &ServerMsg, out: &mut Vec<u8>) {
             header(out, LOGIN_REJECT, server_len);
             out.extend_from_slice(&reason.to_le_bytes());
             out.extend_from_slice(&[0, 0]);
+        }
+        ServerMsg::SessionAck { session, last_seq, user, heartbeat_ms } => {
+            header(out, SESSION_ACK, server_len);
+            out.extend_from_slice(&session.to_le_bytes());
+            out.extend_from_slice(&last_seq.to_le_bytes());
+            out.extend_from_slice(&user.to_le_bytes());
+            out.extend_from_slice(&heartbeat_ms.to_le_bytes());
         }
         ServerMsg::Heartbeat { last_seq } => {
             header(out, HEARTBEAT, server_len);
@@ -581,6 +621,9 @@ pub fn decode_server(buf: &[u8]) -> Result<Decoded<ServerMsg>, BadFrame> {
         CHALLENGE => ServerMsg::Challenge { nonce: r.take() },
         LOGIN_ACK => ServerMsg::LoginAck { seq: r.u64(), user: r.u32(), heartbeat_ms: r.u32() },
         LOGIN_REJECT => ServerMsg::LoginReject { reason: r.u16() },
+        SESSION_ACK => {
+            ServerMsg::SessionAck { session: r.u64(), last_seq: r.u64(), user: r.u32(), heartbeat_ms: r.u32() }
+        }
         HEARTBEAT => ServerMsg::Heartbeat { last_seq: r.u64() },
         ACCEPTED => {
             let (seq, time_us, client_id, order_id, market) = (r.u64(), r.u64(), r.u64(), r.u64(), r.take());
@@ -661,7 +704,27 @@ impl ServerMsg {
             | ServerMsg::Cancelled { seq, .. }
             | ServerMsg::MassCancelled { seq, .. }
             | ServerMsg::Amended { seq, .. } => *seq = value,
-            ServerMsg::Challenge { .. } | ServerMsg::LoginReject { .. } | ServerMsg::Heartbeat { .. } => {}
+            ServerMsg::Challenge { .. }
+            | ServerMsg::LoginReject { .. }
+            | ServerMsg::SessionAck { .. }
+            | ServerMsg::Heartbeat { .. } => {}
+        }
+    }
+
+    /// The session sequence a message carries, if it carries one.
+    pub fn seq(&self) -> Option<u64> {
+        match *self {
+            ServerMsg::LoginAck { seq, .. }
+            | ServerMsg::Accepted { seq, .. }
+            | ServerMsg::Rejected { seq, .. }
+            | ServerMsg::Filled { seq, .. }
+            | ServerMsg::Cancelled { seq, .. }
+            | ServerMsg::MassCancelled { seq, .. }
+            | ServerMsg::Amended { seq, .. } => Some(seq),
+            ServerMsg::Challenge { .. }
+            | ServerMsg::LoginReject { .. }
+            | ServerMsg::SessionAck { .. }
+            | ServerMsg::Heartbeat { .. } => None,
         }
     }
 }
@@ -803,7 +866,9 @@ pub fn command(spec: &Spec, trader: &Trader, session: u64, msg: &ClientMsg) -> R
             }
             Command::Amend(Amend { user, market: market(&m)?, order_id, price, left })
         }
-        ClientMsg::Hello { .. } | ClientMsg::Login { .. } | ClientMsg::Heartbeat => return Err(reason::NOT_EXPECTED),
+        ClientMsg::Hello { .. } | ClientMsg::Login { .. } | ClientMsg::LoginReplay { .. } | ClientMsg::Heartbeat => {
+            return Err(reason::NOT_EXPECTED)
+        }
     })
 }
 

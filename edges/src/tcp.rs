@@ -144,6 +144,11 @@ pub struct TcpConfig {
     pub heartbeat_timeout: Duration,
     /// A binary connection not logged in this long after it opened is closed.
     pub login_timeout: Duration,
+    /// The reports a resumable session (LOGIN_REPLAY) keeps for a reconnect to replay: its last
+    /// this many.
+    pub replay_max: usize,
+    /// How long a resumable session that ended may be resumed.
+    pub replay_keep: Duration,
     pub keys: Vec<ApiKey>,
     /// Its live counts, for the metrics.
     pub stats: Arc<crate::EdgeStats>,
@@ -161,6 +166,8 @@ impl TcpConfig {
             heartbeat: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),
             login_timeout: Duration::from_secs(5),
+            replay_max: 10_000,
+            replay_keep: Duration::from_secs(60),
             keys,
             stats: Arc::default(),
         }
@@ -238,7 +245,44 @@ enum Mode {
         seq: u64,
         /// Tags the orders it places when its key cancels them as it ends; 0 otherwise.
         session: u64,
+        /// Its resumable stream ([`Stream`]); 0 for a session that logged in with LOGIN.
+        stream: u64,
     },
+}
+
+/// The most resumable sessions one key has at once, logged in or waiting to be resumed: a new
+/// one past it takes the place of the one that ended longest ago, or is refused.
+const STREAMS_PER_KEY: usize = 8;
+
+/// A resumable session's reports (PROTOCOL.md "Replay"): every sequenced message it was sent,
+/// the last `replay_max` of them kept. It outlives its connection for `replay_keep`, gathering
+/// what its connection would have been sent (its requests' late reports, its user's fills),
+/// until a LOGIN_REPLAY resumes it on a new connection.
+struct Stream {
+    key: usize,
+    /// The last sequence it carried.
+    seq: u64,
+    window: std::collections::VecDeque<ServerMsg>,
+    /// Its connection, while it has one.
+    conn: Option<(usize, u64)>,
+    /// When its connection ended, while it has none.
+    ended: Option<Instant>,
+}
+
+impl Stream {
+    /// Keeps `msg` (stamped with its sequence), forgetting the oldest past `max`.
+    fn record(&mut self, msg: ServerMsg, max: usize) {
+        self.seq = msg.seq().unwrap_or(self.seq);
+        self.window.push_back(msg);
+        while self.window.len() > max {
+            self.window.pop_front();
+        }
+    }
+
+    /// The first sequence it can still replay.
+    fn first_kept(&self) -> u64 {
+        self.seq + 1 - self.window.len() as u64
+    }
 }
 
 struct Conn {
@@ -271,6 +315,9 @@ struct Waiting {
     index: usize,
     gen: u64,
     rpc: Option<(Header, Vec<u8>)>,
+    /// The resumable stream of the session that sent it (0: none): its reports go there should
+    /// the connection be gone when they come.
+    stream: u64,
 }
 
 /// The request `tag` answers, if its connection is still the one that sent it.
@@ -305,10 +352,15 @@ struct Server<B> {
     last_session: u64,
     /// Cancels of ended sessions' orders the engine did not take yet (its input was full): tried
     /// again at every tick until it does. At most one per session that ended meanwhile.
-    orphans: Vec<Command>,
-    /// The tags of those the engine took, until their outcomes come back: a drop-copy session of
-    /// the user gets a copy.
-    orphan_tags: Vec<u64>,
+    orphans: Vec<(Command, u64)>,
+    /// The tags of those the engine took, with the session's stream, until their outcomes come
+    /// back: the stream (if resumable) and a drop-copy session of the user get the count.
+    orphan_tags: Vec<(u64, u64)>,
+    /// Resumable sessions by id, with their connection or waiting to be resumed.
+    streams: IdMap<u64, Stream>,
+    /// The resumable sessions that ended and wait to be resumed, per user: they get what a
+    /// logged-in session of the user would.
+    detached: IdMap<u32, Vec<u64>>,
     /// What each read fills.
     chunk: Vec<u8>,
     /// What the engine handed over in one [`Server::take_replies`], encoded, before it is queued
@@ -327,6 +379,11 @@ enum Arrival {
     Report {
         index: usize,
         gen: u64,
+        msg: ServerMsg,
+    },
+    /// An execution report for a resumable stream whose request's connection is gone.
+    Stream {
+        stream: u64,
         msg: ServerMsg,
     },
     /// A maker fill for every session of `user`.
@@ -360,13 +417,15 @@ impl<B: Backend> Server<B> {
             last_session: next_session(&mut 0),
             orphans: Vec::new(),
             orphan_tags: Vec::new(),
+            streams: IdMap::default(),
+            detached: IdMap::default(),
             chunk: vec![0; READ_CHUNK],
             arrived: Vec::new(),
             reports: Vec::new(),
             fills: Vec::new(),
         };
         let before = server.last_session;
-        server.orphans.push(Command::CancelEndedSessions { before });
+        server.orphans.push((Command::CancelEndedSessions { before }, 0));
         server
     }
 }
@@ -637,28 +696,26 @@ impl<B: Backend> Server<B> {
                 }
                 None => reason::UNKNOWN_KEY,
             },
+            (&Mode::Challenged { key, nonce }, &ClientMsg::LoginReplay { mac, session, from_seq }) => {
+                let k = &self.cfg.keys[key];
+                if !binary::login_mac_ok(&k.secret, &nonce, &k.key, &mac) {
+                    reason::BAD_SIGNATURE
+                } else {
+                    match self.resume(index, key, session, from_seq) {
+                        Ok(()) => return true,
+                        Err(why) => why,
+                    }
+                }
+            }
             (&Mode::Challenged { key, nonce }, ClientMsg::Login { mac }) => {
                 let k = &self.cfg.keys[key];
                 if binary::login_mac_ok(&k.secret, &nonce, &k.key, mac) {
                     let user = k.trader.user;
                     let session = if k.cancel_on_disconnect { next_session(&mut self.last_session) } else { 0 };
-                    c.mode = Mode::Session { key, seq: 0, session };
-                    let gen = c.gen;
+                    c.mode = Mode::Session { key, seq: 0, session, stream: 0 };
                     let ms = self.cfg.heartbeat.as_millis() as u32;
                     self.send(index, ServerMsg::LoginAck { seq: 0, user, heartbeat_ms: ms });
-                    let list = self.sessions.entry(user).or_default();
-                    list.push((index, gen));
-                    if list.len() == 1 {
-                        self.backend.watch(user, true);
-                    }
-                    if self.cfg.keys[key].drop_copy {
-                        let copies = self.copies.entry(user).or_default();
-                        copies.push((index, gen));
-                        if copies.len() == 1 {
-                            self.backend.follow(user, true);
-                        }
-                    }
-                    tracing::info!("tcp: binary session for user {user} logged in");
+                    self.logged_in(index, key);
                     return true;
                 }
                 reason::BAD_SIGNATURE
@@ -668,6 +725,67 @@ impl<B: Backend> Server<B> {
         };
         self.send(index, ServerMsg::LoginReject { reason: reject });
         false
+    }
+
+    /// LOGIN_REPLAY with a good signature: a new resumable session (`session` 0), or `session`
+    /// resumed with its reports from `from_seq` on; the LOGIN_REJECT reason otherwise.
+    fn resume(&mut self, index: usize, key: usize, session: u64, from_seq: u64) -> Result<(), u16> {
+        let (id, last_seq) = if session == 0 {
+            let mine = self.streams.iter().filter(|(_, s)| s.key == key);
+            if mine.clone().count() >= STREAMS_PER_KEY {
+                let oldest = mine.filter_map(|(&id, s)| s.ended.map(|t| (t, id))).min();
+                let (_, id) = oldest.ok_or(reason::TOO_MANY_SESSIONS)?;
+                self.forget_stream(id);
+            }
+            let id = next_session(&mut self.last_session);
+            let stream = Stream { key, seq: 0, window: Default::default(), conn: None, ended: None };
+            self.streams.insert(id, stream);
+            (id, 0)
+        } else {
+            let s = self.streams.get(&session).filter(|s| s.key == key && s.conn.is_none());
+            let s = s.ok_or(reason::UNKNOWN_SESSION)?;
+            if from_seq < s.first_kept() || from_seq > s.seq + 1 {
+                return Err(reason::REPLAY_GAP);
+            }
+            let user = self.cfg.keys[key].trader.user;
+            let last_seq = s.seq;
+            if let Some(list) = self.detached.get_mut(&user) {
+                list.retain(|&d| d != session);
+                if list.is_empty() {
+                    self.detached.remove(&user);
+                }
+            }
+            (session, last_seq)
+        };
+        let Some(c) = self.conns[index].as_mut() else { return Ok(()) };
+        let k = &self.cfg.keys[key];
+        let tag = if k.cancel_on_disconnect { id } else { 0 };
+        c.mode = Mode::Session { key, seq: last_seq, session: tag, stream: id };
+        let ms = self.cfg.heartbeat.as_millis() as u32;
+        let user = k.trader.user;
+        binary::encode_server(&ServerMsg::SessionAck { session: id, last_seq, user, heartbeat_ms: ms }, &mut c.wbuf);
+        let s = self.streams.get_mut(&id).expect("inserted or found above");
+        (s.conn, s.ended) = (Some((index, c.gen)), None);
+        for msg in s.window.iter().filter(|m| m.seq().is_some_and(|q| q >= from_seq)) {
+            binary::encode_server(msg, &mut c.wbuf);
+        }
+        self.logged_in(index, key);
+        Ok(())
+    }
+
+    /// Registers a session that just logged in: its user's fills, and the drop copy.
+    fn logged_in(&mut self, index: usize, key: usize) {
+        let Some(gen) = self.conns[index].as_ref().map(|c| c.gen) else { return };
+        let user = self.cfg.keys[key].trader.user;
+        let list = self.sessions.entry(user).or_default();
+        list.push((index, gen));
+        // Watched already while it has sessions that wait to be resumed.
+        self.backend.watch(user, true);
+        if self.cfg.keys[key].drop_copy {
+            self.copies.entry(user).or_default().push((index, gen));
+            self.backend.follow(user, true);
+        }
+        tracing::info!("tcp: binary session for user {user} logged in");
     }
 
     /// An order-entry message of a logged-in session.
@@ -688,6 +806,7 @@ impl<B: Backend> Server<B> {
             ClientMsg::Amend { order_id, .. } => (client_type::AMEND, 0, order_id),
             ClientMsg::Hello { .. } => (client_type::HELLO, 0, 0),
             ClientMsg::Login { .. } => (client_type::LOGIN, 0, 0),
+            ClientMsg::LoginReplay { .. } => (client_type::LOGIN_REPLAY, 0, 0),
             ClientMsg::Heartbeat => unreachable!("handled above"),
         };
         if past_logout {
@@ -719,19 +838,42 @@ impl<B: Backend> Server<B> {
     fn wait(&mut self, index: usize, tag: u64, rpc: Option<(Header, Vec<u8>)>) {
         let Some(c) = self.conns[index].as_mut() else { return };
         c.pending += 1;
-        self.waiting.insert(tag, Waiting { index, gen: c.gen, rpc });
+        let stream = match c.mode {
+            Mode::Session { stream, .. } => stream,
+            _ => 0,
+        };
+        self.waiting.insert(tag, Waiting { index, gen: c.gen, rpc, stream });
     }
 
     /// Stamps the session sequence on `msg` and queues it.
     fn send(&mut self, index: usize, mut msg: ServerMsg) {
         let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
-        if let Mode::Session { seq, .. } = &mut c.mode {
-            if !matches!(msg, ServerMsg::Heartbeat { .. }) {
+        if let Mode::Session { seq, stream, .. } = &mut c.mode {
+            if msg.seq().is_some() {
                 *seq += 1;
                 msg.set_seq(*seq);
+                if let Some(s) = self.streams.get_mut(stream) {
+                    s.record(msg, self.cfg.replay_max);
+                }
             }
         }
         binary::encode_server(&msg, &mut c.wbuf);
+    }
+
+    /// Sends `msg` on resumable stream `stream`: on its connection if it has one (the index), or
+    /// into what it keeps for a resume.
+    fn send_on_stream(&mut self, stream: u64, mut msg: ServerMsg) -> Option<usize> {
+        let s = self.streams.get_mut(&stream)?;
+        if let Some((index, gen)) = s.conn {
+            if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
+                self.send(index, msg);
+                return Some(index);
+            }
+            return None;
+        }
+        msg.set_seq(s.seq + 1);
+        s.record(msg, self.cfg.replay_max);
+        None
     }
 
     /// Takes what the engine has ready and encodes it here, on the edge's thread: a framed RPC
@@ -741,14 +883,32 @@ impl<B: Backend> Server<B> {
         let mut arrivals = std::mem::take(&mut self.arrived);
         let (waiting, conns, sessions, copies) = (&mut self.waiting, &mut self.conns, &self.sessions, &self.copies);
         let orphan_tags = &mut self.orphan_tags;
+        let streams = &self.streams;
+        let detached = &self.detached;
         let (reports, fills) = (&mut self.reports, &mut self.fills);
         self.backend.receive(&mut |spec, delivered| match delivered {
             Delivered::Outcome { tag, request_id, cmd, result, events, .. } => {
-                let Some(w) = arrived(waiting, conns, tag) else {
-                    if let Some(at) = orphan_tags.iter().position(|&t| t == tag) {
-                        orphan_tags.swap_remove(at);
-                        Self::drop_copies(spec, cmd, result, events, copies, None, &mut arrivals);
+                // A session's request whose connection went, or the cancel of an ended session's
+                // orders: its stream keeps the reports, a drop copy gets copies.
+                let (w, stream) = match waiting.remove(&tag) {
+                    Some(w) => match conns.get_mut(w.index).and_then(Option::as_mut).filter(|c| c.gen == w.gen) {
+                        Some(c) => {
+                            c.pending -= 1;
+                            (Some(w), 0)
+                        }
+                        None => (None, w.stream),
+                    },
+                    None => match orphan_tags.iter().position(|&(t, _)| t == tag) {
+                        Some(at) => (None, orphan_tags.swap_remove(at).1),
+                        None => return,
+                    },
+                };
+                let Some(w) = w else {
+                    if streams.contains_key(&stream) {
+                        binary::reports(spec, cmd, result, events, reports);
+                        arrivals.extend(reports.drain(..).map(|msg| Arrival::Stream { stream, msg }));
                     }
+                    Self::drop_copies(spec, cmd, result, events, copies, None, &mut arrivals);
                     return;
                 };
                 if w.rpc.is_some() {
@@ -767,13 +927,25 @@ impl<B: Backend> Server<B> {
                 }
             }
             Delivered::Deals { cmd, events } => {
-                binary::maker_fills(spec, cmd, events, |user| sessions.contains_key(&user), fills);
+                binary::maker_fills(
+                    spec,
+                    cmd,
+                    events,
+                    |user| sessions.contains_key(&user) || detached.contains_key(&user),
+                    fills,
+                );
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
             }
             Delivered::FillsLost => arrivals.push(Arrival::FillsLost),
             // A command that touched a user with drop-copy sessions: it stands for the deals too.
             Delivered::Activity { own, cmd, result, events } => {
-                binary::maker_fills(spec, cmd, events, |user| sessions.contains_key(&user), fills);
+                binary::maker_fills(
+                    spec,
+                    cmd,
+                    events,
+                    |user| sessions.contains_key(&user) || detached.contains_key(&user),
+                    fills,
+                );
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
                 // This edge's own commands were copied with their outcome.
                 if !own {
@@ -796,6 +968,11 @@ impl<B: Backend> Server<B> {
                         touched.push(index);
                     }
                 }
+                Arrival::Stream { stream, msg } => {
+                    if let Some(index) = self.send_on_stream(stream, msg) {
+                        touched.push(index);
+                    }
+                }
                 Arrival::Fill(user, msg) => {
                     for k in 0..self.sessions.get(&user).map_or(0, Vec::len) {
                         let (index, gen) = self.sessions[&user][k];
@@ -804,6 +981,10 @@ impl<B: Backend> Server<B> {
                             touched.push(index);
                         }
                     }
+                    for k in 0..self.detached.get(&user).map_or(0, Vec::len) {
+                        let stream = self.detached[&user][k];
+                        self.send_on_stream(stream, msg);
+                    }
                 }
                 Arrival::Copy { user, except, msg } => {
                     for k in 0..self.copies.get(&user).map_or(0, Vec::len) {
@@ -811,6 +992,12 @@ impl<B: Backend> Server<B> {
                         if Some((index, gen)) != except && self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
                             self.send(index, msg);
                             touched.push(index);
+                        }
+                    }
+                    for k in 0..self.detached.get(&user).map_or(0, Vec::len) {
+                        let stream = self.detached[&user][k];
+                        if self.streams.get(&stream).is_some_and(|s| self.cfg.keys[s.key].drop_copy) {
+                            self.send_on_stream(stream, msg);
                         }
                     }
                 }
@@ -858,6 +1045,26 @@ impl<B: Backend> Server<B> {
                 self.close(index);
             }
         }
+        // What they keep has a gap now: none can be resumed.
+        self.streams.clear();
+        for user in std::mem::take(&mut self.detached).into_keys() {
+            self.interest_ends(user);
+        }
+    }
+
+    /// Stops watching and following `user` if nothing of this edge needs the user's fills or
+    /// activity any more: no session logged in, none waiting to be resumed.
+    fn interest_ends(&mut self, user: u32) {
+        if self.detached.get(&user).is_some_and(|d| !d.is_empty()) {
+            return;
+        }
+        self.detached.remove(&user);
+        if !self.sessions.contains_key(&user) {
+            self.backend.watch(user, false);
+        }
+        if !self.copies.contains_key(&user) {
+            self.backend.follow(user, false);
+        }
     }
 
     fn flush(&mut self, index: usize) {
@@ -896,13 +1103,13 @@ impl<B: Backend> Server<B> {
     /// engine refuses now (its input is full) waits for the next tick. Their outcomes come back
     /// to no connection and are dropped (a drop-copy session gets the count as MASS_CANCELLED).
     fn cancel_orphans(&mut self) {
-        while let Some(cmd) = self.orphans.first().cloned() {
+        while let Some((cmd, stream)) = self.orphans.first().cloned() {
             let tag = self.next_tag();
             if self.backend.submit(tag, 0, cmd).is_err() {
                 return;
             }
-            self.orphan_tags.push(tag);
-            match self.orphans.remove(0) {
+            self.orphan_tags.push((tag, stream));
+            match self.orphans.remove(0).0 {
                 Command::CancelAll { user, session: Some(session), .. } => {
                     tracing::info!(
                         "tcp: binary session {session} of user {user} ended; its resting orders are cancelled"
@@ -915,6 +1122,7 @@ impl<B: Backend> Server<B> {
 
     fn check_timers(&mut self) {
         let now = Instant::now();
+        self.expire_streams(now);
         for index in 0..self.conns.len() {
             let Some(c) = self.conns[index].as_ref() else { continue };
             let quiet = now.duration_since(c.last_read);
@@ -948,28 +1156,58 @@ impl<B: Backend> Server<B> {
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.live -= 1;
         self.cfg.stats.connections.store(self.live as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Mode::Session { key, session, .. } = c.mode {
+        if let Mode::Session { key, session, stream, .. } = c.mode {
             let user = self.cfg.keys[key].trader.user;
+            // A resumable session waits to be resumed, gathering what it would have been sent.
+            if let Some(s) = self.streams.get_mut(&stream) {
+                (s.conn, s.ended) = (None, Some(Instant::now()));
+                self.detached.entry(user).or_default().push(stream);
+            }
             if session != 0 {
-                self.orphans.push(Command::CancelAll { user, market: None, side: None, session: Some(session) });
+                let cancel = Command::CancelAll { user, market: None, side: None, session: Some(session) };
+                self.orphans.push((cancel, stream));
                 self.cancel_orphans();
             }
             if let Some(list) = self.sessions.get_mut(&user) {
                 list.retain(|&(i, g)| (i, g) != (index, c.gen));
                 if list.is_empty() {
                     self.sessions.remove(&user);
-                    self.backend.watch(user, false);
                 }
             }
             if let Some(list) = self.copies.get_mut(&user) {
                 list.retain(|&(i, g)| (i, g) != (index, c.gen));
                 if list.is_empty() {
                     self.copies.remove(&user);
-                    self.backend.follow(user, false);
                 }
             }
+            self.interest_ends(user);
         }
-        // Replies still in the engine find no connection of this generation and are dropped.
+        // Replies still in the engine find no connection of this generation: a resumable
+        // session's go to its stream, the others' are dropped.
+    }
+
+    /// Drops the resumable sessions that ended longer than `replay_keep` ago.
+    fn expire_streams(&mut self, now: Instant) {
+        let keep = self.cfg.replay_keep;
+        let expired: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.ended.is_some_and(|t| now.duration_since(t) >= keep))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            self.forget_stream(id);
+        }
+    }
+
+    /// Forgets resumable session `id` (ended), and the interest in its user it held.
+    fn forget_stream(&mut self, id: u64) {
+        let Some(s) = self.streams.remove(&id) else { return };
+        let user = self.cfg.keys[s.key].trader.user;
+        if let Some(list) = self.detached.get_mut(&user) {
+            list.retain(|&d| d != id);
+        }
+        self.interest_ends(user);
     }
 }
 

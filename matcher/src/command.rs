@@ -62,7 +62,8 @@ pub enum Command {
     Amend(Amend),
     /// Cancels every resting order placed by a binary session whose tag is below `before`
     /// (`Order::session`): what sessions of an earlier run left, since a restart ends every
-    /// session. The TCP edge sends it as it starts.
+    /// session. The TCP edge sends it as it starts; with no such order it is refused (order not
+    /// found) and journals nothing.
     CancelEndedSessions {
         before: u64,
     },

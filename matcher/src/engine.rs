@@ -273,7 +273,7 @@ impl Matcher {
                 Ok(self.cancel_all(*user, *market, *side, *session, events))
             }
             Command::Amend(a) => self.amend(time_us, a, events),
-            Command::CancelEndedSessions { before } => Ok(self.cancel_ended_sessions(*before, events)),
+            Command::CancelEndedSessions { before } => self.cancel_ended_sessions(*before, events),
             Command::OrderBook { market, side, offset, limit } => Ok(self.order_book(*market, *side, *offset, *limit)),
             Command::OrderDepth { market, limit, interval } => Ok(self.order_depth(*market, *limit, *interval)),
             Command::OrderPending { user, market, offset, limit } => {
@@ -587,16 +587,27 @@ impl Matcher {
     }
 
     /// Cancels, in every market, the resting orders whose session tag is set and below `before`,
-    /// in id order.
-    fn cancel_ended_sessions(&mut self, before: u64, events: &mut Events) -> Reply {
+    /// in id order. "Order not found" when there is none, so that a start with nothing to cancel
+    /// journals nothing.
+    fn cancel_ended_sessions(&mut self, before: u64, events: &mut Events) -> Res {
+        let ended: Vec<Vec<(u64, u32)>> = self
+            .books
+            .iter()
+            .map(|book| {
+                // Filtered in slot order, then the few sorted: a scan, not a sort of the book.
+                let mut ended: Vec<(u64, u32)> = (book.orders_with_ids())
+                    .filter(|(_, o)| o.session != 0 && o.session < before)
+                    .map(|(id, o)| (id, o.user))
+                    .collect();
+                ended.sort_unstable();
+                ended
+            })
+            .collect();
+        if ended.iter().all(Vec::is_empty) {
+            return Err(RpcError::OrderNotFound);
+        }
         let mut count = 0u64;
-        for market in 0..self.books.len() {
-            let ended: Vec<(u64, u32)> = self.books[market]
-                .orders_by_id()
-                .into_iter()
-                .filter(|o| o.session != 0 && o.session < before)
-                .map(|o| (o.id, o.user))
-                .collect();
+        for (market, ended) in ended.into_iter().enumerate() {
             for (id, user) in ended {
                 let (order, level) = self.books[market].remove_owned(id, user).expect("a listed order rests");
                 release(&self.spec, &mut self.ledger, self.spec.market(market as MarketId), &order);
@@ -610,7 +621,7 @@ impl Matcher {
                 count += 1;
             }
         }
-        Reply::Cancelled { count }
+        Ok(Reply::Cancelled { count })
     }
 
     /// `order.amend` ([`Amend`]). Every check comes first: the order and its owner, the new
