@@ -30,7 +30,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// reply, some 100 MB) goes back to the system once it is freed: mimalloc schedules freed memory
 /// to be returned a purge delay later (1 s), but returns it only when some thread next calls into
 /// it, and after a spike every thread may be idle (`loadgen --mode sweep`: 175 MB for as long as
-/// was watched). The main thread, which only waits for a signal, calls this every second. A purge
+/// was watched). The main thread, which only waits for a signal, calls this every second, and the
+/// threads that idle after work (`viaduct_journaler::RETURN_FREED_MEMORY`). A purge
 /// delay of 0 returned it at once but cost the binary edge's maximum a third (`tcp-max`, rest flow:
 /// 0.5 - 0.63 M requests/s against 0.83 - 0.99 M): every free of a whole page became a system call.
 fn return_freed_memory() {
@@ -175,6 +176,7 @@ fn run(
 ) -> Result<()> {
     let loaded = config::load(config_path.as_deref())?;
     viaduct::logging::init(&loaded.log)?;
+    let _ = viaduct_journaler::RETURN_FREED_MEMORY.set(return_freed_memory);
     let profile_name = profile.to_string();
     let profile = Profile::load(profile)?;
     if let Some(ns) = profile.timer_slack_ns {

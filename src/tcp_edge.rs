@@ -77,8 +77,13 @@ pub fn start_tcp_edge(
     let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let guard = SetOnDrop(Arc::clone(&done));
     let stopped = Arc::clone(&stop);
+    let mut collected = std::time::Instant::now();
     let idle: viaduct_ring::Idle = Box::new(move |timeout| {
         let _dropped_with_the_loop = &guard;
+        if collected.elapsed() >= std::time::Duration::from_secs(1) {
+            viaduct_journaler::return_freed_memory();
+            collected = std::time::Instant::now();
+        }
         !stopped.load(Ordering::Acquire) && edge.turn(timeout)
     });
     engine.run_on_matcher(idle, Arc::clone(&wake));

@@ -40,6 +40,7 @@ fn the_python_example_client_runs_every_message_of_the_protocol() {
         "CANCELLED",
         "MASS_CANCELLED",
         "AMENDED",
+        "SESSION_ACK",
         "SERVER_HEARTBEAT",
     ] {
         assert!(seen.iter().any(|m| m["type"] == name), "{name} never came: {stdout}");

@@ -81,7 +81,7 @@ pub mod reason {
     pub const UNKNOWN_KEY: u16 = 50;
     pub const BAD_SIGNATURE: u16 = 51;
     /// LOGIN_REPLAY names no session of this key that can be resumed (unknown, expired, or
-    /// still logged in).
+    /// dropped).
     pub const UNKNOWN_SESSION: u16 = 52;
     /// LOGIN_REPLAY asks for reports the session no longer keeps, or that it never sent.
     pub const REPLAY_GAP: u16 = 53;

@@ -742,6 +742,15 @@ impl<B: Backend> Server<B> {
             self.streams.insert(id, stream);
             (id, 0)
         } else {
+            // Still on another connection (a client that reconnects before the server saw its
+            // old connection fail): that connection is closed, and this one takes over.
+            let held = self.streams.get(&session).filter(|s| s.key == key).and_then(|s| s.conn);
+            if let Some((old, gen)) = held.filter(|&(old, _)| old != index) {
+                if self.conns[old].as_ref().is_some_and(|c| c.gen == gen) {
+                    tracing::info!("tcp: resumable session {session} taken over by a new connection");
+                    self.close(old);
+                }
+            }
             let s = self.streams.get(&session).filter(|s| s.key == key && s.conn.is_none());
             let s = s.ok_or(reason::UNKNOWN_SESSION)?;
             if from_seq < s.first_kept() || from_seq > s.seq + 1 {
@@ -883,6 +892,7 @@ impl<B: Backend> Server<B> {
         let mut arrivals = std::mem::take(&mut self.arrived);
         let (waiting, conns, sessions, copies) = (&mut self.waiting, &mut self.conns, &self.sessions, &self.copies);
         let orphan_tags = &mut self.orphan_tags;
+        let mut again = Vec::new();
         let streams = &self.streams;
         let detached = &self.detached;
         let (reports, fills) = (&mut self.reports, &mut self.fills);
@@ -890,20 +900,26 @@ impl<B: Backend> Server<B> {
             Delivered::Outcome { tag, request_id, cmd, result, events, .. } => {
                 // A session's request whose connection went, or the cancel of an ended session's
                 // orders: its stream keeps the reports, a drop copy gets copies.
-                let (w, stream) = match waiting.remove(&tag) {
+                let (w, stream, orphan) = match waiting.remove(&tag) {
                     Some(w) => match conns.get_mut(w.index).and_then(Option::as_mut).filter(|c| c.gen == w.gen) {
                         Some(c) => {
                             c.pending -= 1;
-                            (Some(w), 0)
+                            (Some(w), 0, false)
                         }
-                        None => (None, w.stream),
+                        None => (None, w.stream, false),
                     },
                     None => match orphan_tags.iter().position(|&(t, _)| t == tag) {
-                        Some(at) => (None, orphan_tags.swap_remove(at).1),
+                        Some(at) => (None, orphan_tags.swap_remove(at).1, true),
                         None => return,
                     },
                 };
                 let Some(w) = w else {
+                    // Capped: more of the ended session's orders may rest; cancelled again.
+                    if let (true, Ok(Reply::Cancelled { count })) = (orphan, result) {
+                        if *count == viaduct_matcher::CANCELS_PER_COMMAND_MAX {
+                            again.push((cmd.clone(), stream));
+                        }
+                    }
                     if streams.contains_key(&stream) {
                         binary::reports(spec, cmd, result, events, reports);
                         arrivals.extend(reports.drain(..).map(|msg| Arrival::Stream { stream, msg }));
@@ -953,6 +969,10 @@ impl<B: Backend> Server<B> {
                 }
             }
         });
+        if !again.is_empty() {
+            self.orphans.extend(again);
+            self.cancel_orphans();
+        }
         let mut touched: Vec<usize> = Vec::new();
         for arrival in arrivals.drain(..) {
             match arrival {

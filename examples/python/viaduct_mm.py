@@ -23,10 +23,10 @@ from decimal import Decimal
 VERSION = 1
 
 # Client → server types and their lengths (PROTOCOL.md, "Client → server").
-HELLO, LOGIN, NEW_LIMIT, NEW_MARKET, CANCEL, CANCEL_BY_CLIENT_ID, MASS_CANCEL, AMEND, CLIENT_HEARTBEAT = (
-    0x01, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20)
+HELLO, LOGIN, LOGIN_REPLAY, NEW_LIMIT, NEW_MARKET, CANCEL, CANCEL_BY_CLIENT_ID, MASS_CANCEL, AMEND, CLIENT_HEARTBEAT = (
+    0x01, 0x03, 0x06, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20)
 # Server → client.
-CHALLENGE, LOGIN_ACK, LOGIN_REJECT, SERVER_HEARTBEAT = 0x02, 0x04, 0x05, 0x21
+CHALLENGE, LOGIN_ACK, LOGIN_REJECT, SESSION_ACK, SERVER_HEARTBEAT = 0x02, 0x04, 0x05, 0x07, 0x21
 ACCEPTED, REJECTED, FILLED, CANCELLED, MASS_CANCELLED, AMENDED = 0x30, 0x31, 0x32, 0x33, 0x34, 0x35
 
 # NEW_LIMIT's option bytes (PROTOCOL.md, "Order options").
@@ -39,6 +39,7 @@ SERVER = {
     CHALLENGE: ("CHALLENGE", "<32s", ["nonce"]),
     LOGIN_ACK: ("LOGIN_ACK", "<QII", ["seq", "user", "heartbeat_ms"]),
     LOGIN_REJECT: ("LOGIN_REJECT", "<H2x", ["reason"]),
+    SESSION_ACK: ("SESSION_ACK", "<QQII", ["session", "last_seq", "user", "heartbeat_ms"]),
     SERVER_HEARTBEAT: ("SERVER_HEARTBEAT", "<Q", ["last_seq"]),
     ACCEPTED: ("ACCEPTED", "<QQQQ16sBB2xqq",
                ["seq", "time_us", "client_id", "order_id", "market", "side", "kind", "price", "amount"]),
@@ -134,6 +135,23 @@ class Session:
             msg = self.read()
             if msg["type"] != "SERVER_HEARTBEAT":
                 return msg
+
+    def login_replay(self, key, secret, session=0, from_seq=1):
+        """HELLO, CHALLENGE, LOGIN_REPLAY: a new resumable session (`session` 0) or `session`
+        resumed, its reports from `from_seq` on replayed next. Returns SESSION_ACK (keep its
+        `session` to resume with) or raises Rejected with LOGIN_REJECT."""
+        key_field = field16(key)
+        self.send(frame(HELLO, key_field))
+        reply = self.next()
+        if reply["type"] != "CHALLENGE":
+            raise Rejected(reply)
+        mac = hmac.new(secret.encode(), reply["nonce"] + key_field, hashlib.sha256).digest()
+        self.send(frame(LOGIN_REPLAY, mac + struct.pack("<QQ", session, from_seq)))
+        self.next_seq = 1 if session == 0 else from_seq
+        reply = self.next()
+        if reply["type"] != "SESSION_ACK":
+            raise Rejected(reply)
+        return reply
 
     def login(self, key, secret):
         """HELLO, CHALLENGE, LOGIN; returns LOGIN_ACK or raises Rejected with LOGIN_REJECT."""
@@ -264,6 +282,20 @@ def walk(args):
     # Mass cancel: the maker's one open order in the market.
     maker.mass_cancel(m)
     expect(maker.next(), type="MASS_CANCELLED", count=1, side=0)
+
+    # A resumable session (LOGIN_REPLAY): its connection is lost with an order resting; the next
+    # connection resumes it from sequence 1 and gets the ACCEPTED again, then the MASS_CANCELLED
+    # of its orders cancelled on disconnect (the taker's key keeps the default), sequence 2.
+    t = Session(args.addr)
+    first = expect(t.login_replay(taker_key, taker_secret), type="SESSION_ACK", last_seq=0)
+    t.new_limit(run + 20, m, 2, price // 2, one // 4)
+    bid = expect(t.next(), type="ACCEPTED", seq=1, client_id=run + 20)
+    t.close()
+    t = Session(args.addr)
+    expect(t.login_replay(taker_key, taker_secret, first["session"], 1), type="SESSION_ACK", session=first["session"])
+    expect(t.next(), type="ACCEPTED", seq=1, order_id=bid["order_id"])
+    expect(t.next(), type="MASS_CANCELLED", seq=2, count=1)
+    t.close()
 
     # A market order with nothing to meet, an unknown market, a bad message: each refused, the
     # session goes on.

@@ -84,3 +84,17 @@ pub enum JournalError {
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io { path: path.to_path_buf(), source }
 }
+
+/// The global allocator's "return to the system what this thread freed" (the binary sets it once
+/// at startup: it needs `unsafe`; unset, as in tests, nothing is called). Memory a thread freed
+/// in pages of its own goes back only when that thread calls into the allocator again, and after
+/// a spike (one order's 10,000 deals: tens of MB of events) a follower of the journal may idle
+/// for good: the threads that idle after work call [`return_freed_memory`] while they do.
+pub static RETURN_FREED_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Calls [`RETURN_FREED_MEMORY`] if it is set.
+pub fn return_freed_memory() {
+    if let Some(collect) = RETURN_FREED_MEMORY.get() {
+        collect();
+    }
+}

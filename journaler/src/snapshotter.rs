@@ -237,6 +237,11 @@ impl<C: Companion> SnapshotWorker<C> {
                 return Ok(());
             } else {
                 idle = idle.saturating_add(1);
+                // Idle about a second (100 reads, then 10 ms sleeps), and every 10 s after: what
+                // a spike made it allocate goes back to the system.
+                if idle % 1_000 == SNAPSHOT_IDLE_AFTER + 90 {
+                    crate::return_freed_memory();
+                }
             }
             if self.control.requested.swap(false, Ordering::AcqRel) {
                 let at = tail.next_seq() - 1;

@@ -37,6 +37,12 @@ pub const DEDUPE_ENTRIES_MAX: usize = 4_000_000;
 /// fills likewise.
 pub const DEALS_PER_ORDER_MAX: u32 = 10_000;
 
+/// The most orders one `order.cancel_all` (or cancel of ended sessions' orders) cancels: one
+/// command's work, events and history rows stay bounded, as [`DEALS_PER_ORDER_MAX`] bounds an
+/// order's. A reply counting this many means more may remain: the caller sends it again (the
+/// binary edge does so for the sessions it cancels as they end).
+pub const CANCELS_PER_COMMAND_MAX: u64 = 100_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) struct DedupeKey {
     pub user: u32,
@@ -575,6 +581,9 @@ impl Matcher {
             ids.extend(orders.filter(chosen).map(|o| o.id));
             // The user's list runs newest first.
             for &id in ids.iter().rev() {
+                if count == CANCELS_PER_COMMAND_MAX {
+                    return Reply::Cancelled { count };
+                }
                 let (order, level) =
                     self.books[market as usize].remove_owned(id, user).expect("a listed order of the user rests");
                 release(&self.spec, &mut self.ledger, self.spec.market(market), &order);
@@ -609,6 +618,9 @@ impl Matcher {
         let mut count = 0u64;
         for (market, ended) in ended.into_iter().enumerate() {
             for (id, user) in ended {
+                if count == CANCELS_PER_COMMAND_MAX {
+                    return Ok(Reply::Cancelled { count });
+                }
                 let (order, level) = self.books[market].remove_owned(id, user).expect("a listed order rests");
                 release(&self.spec, &mut self.ledger, self.spec.market(market as MarketId), &order);
                 events.level(LevelChange {

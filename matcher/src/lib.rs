@@ -31,7 +31,7 @@ mod snapshot;
 
 pub use command::Command;
 pub use config::{Config, ConfigError, Spec};
-pub use engine::{Matcher, DEALS_PER_ORDER_MAX, DEDUPE_ENTRIES_MAX, DEDUPE_WINDOW_US};
+pub use engine::{Matcher, CANCELS_PER_COMMAND_MAX, DEALS_PER_ORDER_MAX, DEDUPE_ENTRIES_MAX, DEDUPE_WINDOW_US};
 pub use error::RpcError;
 pub use event::{Event, EventRef, Events, EventsView};
 pub use reply::Reply;

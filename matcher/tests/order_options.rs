@@ -187,3 +187,38 @@ fn cancel_all_cancels_by_user_market_and_side_in_one_command() {
     }
     e.m.check_invariants().unwrap();
 }
+
+/// One `order.cancel_all` cancels at most `CANCELS_PER_COMMAND_MAX` orders (one command's work
+/// stays bounded); the reply says so, and the next one cancels the rest.
+#[test]
+fn cancel_all_cancels_at_most_its_bound_per_command() {
+    use viaduct_matcher::command::PutLimit;
+    use viaduct_matcher::order::{Side, Source};
+    use viaduct_matcher::{Command, Events, Reply, CANCELS_PER_COMMAND_MAX};
+    let mut e = Engine::new();
+    e.deposit(1, "BTC", "100000");
+    let mut events = Events::default();
+    let n = CANCELS_PER_COMMAND_MAX + 2;
+    for i in 0..n {
+        let cmd = Command::PutLimit(PutLimit {
+            user: 1,
+            market: 0,
+            side: Side::Ask,
+            amount: 1_000_000,
+            price: 10_000_000 + (i % 1000) as i128,
+            taker_fee: 0,
+            maker_fee: 0,
+            source: Source::EMPTY,
+            client_id: 0,
+            options: Default::default(),
+            session: 0,
+        });
+        e.m.apply(e.now, &cmd, &mut events).unwrap();
+        events.clear();
+    }
+    let all = Command::CancelAll { user: 1, market: None, side: None, session: None };
+    assert_eq!(e.m.apply(e.now, &all, &mut events), Ok(Reply::Cancelled { count: CANCELS_PER_COMMAND_MAX }));
+    events.clear();
+    assert_eq!(e.m.apply(e.now, &all, &mut events), Ok(Reply::Cancelled { count: 2 }));
+    assert_eq!(e.balance(1, "BTC"), ("100000".into(), "0".into()));
+}

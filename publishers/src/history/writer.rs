@@ -294,6 +294,8 @@ fn write_loop(
 ) {
     let Marks { committed, stored, alerts } = marks;
     let mut last_write = Instant::now();
+    // A write since the allocator was last asked to return what this thread freed.
+    let mut wrote = false;
     let mut last_fed = Instant::now();
     let mut open = true;
     // A write failed, and whether its transaction took is unknown (a connection lost during
@@ -356,7 +358,13 @@ fn write_loop(
                         seq = seq.max(s);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                // Idle a second since the last write: what writing it took goes back to the system.
+                Err(RecvTimeoutError::Timeout) => {
+                    if wrote && pending.is_empty() && last_write.elapsed() >= Duration::from_secs(1) {
+                        wrote = false;
+                        viaduct_journaler::return_freed_memory();
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
         }
@@ -377,6 +385,7 @@ fn write_loop(
                 committed.store(seq, Ordering::Release);
                 pending = Rows::default();
                 last_write = Instant::now();
+                wrote = true;
             }
             Err(e) if !open || stopping.load(Ordering::Acquire) => {
                 // Stopping: the journal holds these commands, and the next start writes their
