@@ -157,6 +157,13 @@ impl Conn {
         serde_json::from_slice(&p.body).unwrap()
     }
 
+    /// Sends an order that must be accepted; its order id.
+    fn rest(&mut self, msg: ClientMsg) -> u64 {
+        self.send(msg);
+        let ServerMsg::Accepted { order_id, .. } = self.next() else { panic!("no ACCEPTED") };
+        order_id
+    }
+
     fn send(&mut self, msg: ClientMsg) {
         let mut bytes = Vec::new();
         encode_client(&msg, &mut bytes);
@@ -172,17 +179,7 @@ impl Conn {
                     if let ServerMsg::Heartbeat { .. } = m {
                         continue;
                     }
-                    let seq = match m {
-                        ServerMsg::LoginAck { seq, .. }
-                        | ServerMsg::Accepted { seq, .. }
-                        | ServerMsg::Rejected { seq, .. }
-                        | ServerMsg::Filled { seq, .. }
-                        | ServerMsg::Cancelled { seq, .. }
-                        | ServerMsg::MassCancelled { seq, .. }
-                        | ServerMsg::Amended { seq, .. } => Some(seq),
-                        _ => None,
-                    };
-                    if let Some(seq) = seq {
+                    if let Some(seq) = m.seq() {
                         assert_eq!(seq, self.next_seq, "session sequence of {m:?}");
                         self.next_seq += 1;
                     }
@@ -763,13 +760,8 @@ fn binary_order_options_self_trade_prevention_mass_cancel_and_amend(at: Arrangem
         price,
         amount,
     };
-    let rest = |c: &mut Conn, msg| {
-        c.send(msg);
-        let ServerMsg::Accepted { order_id, .. } = c.next() else { panic!("no ACCEPTED") };
-        order_id
-    };
-    let a1 = rest(&mut maker, limit(1, 1, plain, 10_000_000, 100_000_000)); // 1 BTC at 0.1
-    let a2 = rest(&mut maker, limit(2, 1, plain, 20_000_000, 100_000_000)); // 1 BTC at 0.2
+    let a1 = maker.rest(limit(1, 1, plain, 10_000_000, 100_000_000)); // 1 BTC at 0.1
+    let a2 = maker.rest(limit(2, 1, plain, 20_000_000, 100_000_000)); // 1 BTC at 0.2
 
     // Post-only that would take, FOK that cannot fill: refused, nothing changes.
     let post = LimitOptions { flags: LimitOptions::POST_ONLY, ..plain };
@@ -796,7 +788,7 @@ fn binary_order_options_self_trade_prevention_mass_cancel_and_amend(at: Arrangem
     // Self-trade prevention by option: maker2's bid meets maker's own ask a2, which is cancelled
     // (why 5, to both sessions); the bid rests.
     let cancel_maker = LimitOptions { self_trade: 3, ..plain };
-    let b = rest(&mut maker2, limit(10, 2, cancel_maker, 20_000_000, 50_000_000));
+    let b = maker2.rest(limit(10, 2, cancel_maker, 20_000_000, 50_000_000));
     for c in [&mut maker, &mut maker2] {
         let ServerMsg::Cancelled { order_id, client_id, why, left, .. } = c.next() else { panic!() };
         assert_eq!((order_id, client_id, why, left), (a2, 2, binary::CANCEL_SELF_TRADE, 100_000_000));
@@ -806,7 +798,7 @@ fn binary_order_options_self_trade_prevention_mass_cancel_and_amend(at: Arrangem
     let ServerMsg::Accepted { order_id: a3, .. } = maker.next() else { panic!() };
     let ServerMsg::Cancelled { order_id, why, left, .. } = maker.next() else { panic!() };
     assert_eq!((order_id, why, left), (a3, binary::CANCEL_SELF_TRADE, 10_000_000));
-    let a4 = rest(&mut maker, limit(12, 1, plain, 30_000_000, 10_000_000));
+    let a4 = maker.rest(limit(12, 1, plain, 30_000_000, 10_000_000));
 
     // Mass cancel: maker's two open orders in BTCBCH (b from the other session, and a4), then none.
     maker.send(ClientMsg::MassCancel { market: btcbch, side: 0 });
@@ -818,8 +810,8 @@ fn binary_order_options_self_trade_prevention_mass_cancel_and_amend(at: Arrangem
     assert_eq!(pending["total"], 0, "{pending} ({b}, {a4} cancelled)");
 
     // Amend: smaller at the same price keeps its place ahead of the taker's bid; larger loses it.
-    let mine = rest(&mut maker, limit(13, 2, plain, 5_000_000, 100_000_000));
-    let theirs = rest(&mut taker, limit(14, 2, plain, 5_000_000, 100_000_000));
+    let mine = maker.rest(limit(13, 2, plain, 5_000_000, 100_000_000));
+    let theirs = taker.rest(limit(14, 2, plain, 5_000_000, 100_000_000));
     let bids = |rpc: &mut Conn| -> Vec<u64> {
         let r = rpc.call("order.book", json!(["BTCBCH", 2, 0, 10]))["result"].clone();
         r["orders"].as_array().unwrap().iter().map(|o| o["id"].as_u64().unwrap()).collect()
@@ -839,7 +831,7 @@ fn binary_order_options_self_trade_prevention_mass_cancel_and_amend(at: Arrangem
     maker.send(ClientMsg::CancelByClientId { market: btcbch, client_id: 13 });
     let ServerMsg::Cancelled { order_id, .. } = maker.next() else { panic!() };
     assert_eq!(order_id, replaced);
-    let ask = rest(&mut taker, limit(15, 1, plain, 30_000_000, 10_000_000));
+    let ask = taker.rest(limit(15, 1, plain, 30_000_000, 10_000_000));
     taker.send(ClientMsg::Amend { market: btcbch, order_id: theirs, price: 30_000_000, left: 0 });
     let ServerMsg::Rejected { reason: r, order_id, request_type, .. } = taker.next() else { panic!() };
     assert_eq!((r, order_id, request_type), (reason::WOULD_TAKE, theirs, client_type::AMEND));
@@ -880,20 +872,15 @@ fn binary_sessions_orders_are_cancelled_when_they_end_or_go_quiet(at: Arrangemen
         price,
         amount: 100_000_000,
     };
-    let rest = |c: &mut Conn, msg| {
-        c.send(msg);
-        let ServerMsg::Accepted { order_id, .. } = c.next() else { panic!("no ACCEPTED") };
-        order_id
-    };
     let (mut maker, mut maker2, mut taker, mut copy) =
         (server.connect(), server.connect(), server.connect(), server.connect());
     for (c, key) in [(&mut maker, "maker"), (&mut maker2, "maker"), (&mut taker, "taker"), (&mut copy, "maker-copy")] {
         c.login(key, SECRET);
     }
-    rest(&mut maker, ask(1, 30_000_000));
-    rest(&mut maker, ask(2, 40_000_000));
-    let kept = rest(&mut maker2, ask(3, 50_000_000));
-    let theirs = rest(&mut taker, ask(4, 60_000_000));
+    maker.rest(ask(1, 30_000_000));
+    maker.rest(ask(2, 40_000_000));
+    let kept = maker2.rest(ask(3, 50_000_000));
+    let theirs = taker.rest(ask(4, 60_000_000));
     // The taker's session ends first (its key keeps orders), then the maker's socket goes: once
     // the maker's two are gone, the taker's end has been handled too.
     drop(taker);
@@ -926,7 +913,7 @@ fn binary_sessions_orders_are_cancelled_when_they_end_or_go_quiet(at: Arrangemen
     // Orders of sessions that were open when the server stopped are cancelled as it starts.
     let mut maker3 = server.connect();
     maker3.login("maker", SECRET);
-    let orphan = rest(&mut maker3, ask(5, 70_000_000));
+    let orphan = maker3.rest(ask(5, 70_000_000));
     assert_eq!(pending(&mut rpc, MAKER), [orphan]);
     drop(rpc);
     let server = server.restart(at, tweak);

@@ -694,26 +694,9 @@ pub fn decode_server(buf: &[u8]) -> Result<Decoded<ServerMsg>, BadFrame> {
 }
 
 impl ServerMsg {
-    /// Stamps the session sequence on a message that carries one.
-    pub fn set_seq(&mut self, value: u64) {
+    /// The session sequence field of a message that carries one.
+    fn seq_field(&mut self) -> Option<&mut u64> {
         match self {
-            ServerMsg::LoginAck { seq, .. }
-            | ServerMsg::Accepted { seq, .. }
-            | ServerMsg::Rejected { seq, .. }
-            | ServerMsg::Filled { seq, .. }
-            | ServerMsg::Cancelled { seq, .. }
-            | ServerMsg::MassCancelled { seq, .. }
-            | ServerMsg::Amended { seq, .. } => *seq = value,
-            ServerMsg::Challenge { .. }
-            | ServerMsg::LoginReject { .. }
-            | ServerMsg::SessionAck { .. }
-            | ServerMsg::Heartbeat { .. } => {}
-        }
-    }
-
-    /// The session sequence a message carries, if it carries one.
-    pub fn seq(&self) -> Option<u64> {
-        match *self {
             ServerMsg::LoginAck { seq, .. }
             | ServerMsg::Accepted { seq, .. }
             | ServerMsg::Rejected { seq, .. }
@@ -726,6 +709,19 @@ impl ServerMsg {
             | ServerMsg::SessionAck { .. }
             | ServerMsg::Heartbeat { .. } => None,
         }
+    }
+
+    /// Stamps the session sequence on a message that carries one.
+    pub fn set_seq(&mut self, value: u64) {
+        if let Some(seq) = self.seq_field() {
+            *seq = value;
+        }
+    }
+
+    /// The session sequence a message carries, if it carries one.
+    pub fn seq(&self) -> Option<u64> {
+        let mut copy = *self;
+        copy.seq_field().copied()
     }
 }
 

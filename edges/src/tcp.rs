@@ -895,6 +895,8 @@ impl<B: Backend> Server<B> {
         let mut again = Vec::new();
         let streams = &self.streams;
         let detached = &self.detached;
+        // Users with a session logged in or waiting to be resumed: they get maker reports.
+        let watched = |user: u32| sessions.contains_key(&user) || detached.contains_key(&user);
         let (reports, fills) = (&mut self.reports, &mut self.fills);
         self.backend.receive(&mut |spec, delivered| match delivered {
             Delivered::Outcome { tag, request_id, cmd, result, events, .. } => {
@@ -943,25 +945,13 @@ impl<B: Backend> Server<B> {
                 }
             }
             Delivered::Deals { cmd, events } => {
-                binary::maker_fills(
-                    spec,
-                    cmd,
-                    events,
-                    |user| sessions.contains_key(&user) || detached.contains_key(&user),
-                    fills,
-                );
+                binary::maker_fills(spec, cmd, events, watched, fills);
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
             }
             Delivered::FillsLost => arrivals.push(Arrival::FillsLost),
             // A command that touched a user with drop-copy sessions: it stands for the deals too.
             Delivered::Activity { own, cmd, result, events } => {
-                binary::maker_fills(
-                    spec,
-                    cmd,
-                    events,
-                    |user| sessions.contains_key(&user) || detached.contains_key(&user),
-                    fills,
-                );
+                binary::maker_fills(spec, cmd, events, watched, fills);
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
                 // This edge's own commands were copied with their outcome.
                 if !own {
