@@ -173,12 +173,19 @@ impl Conn {
     /// The next server message other than a heartbeat, checking its session sequence.
     fn next(&mut self) -> ServerMsg {
         loop {
+            let m = self.next_with_heartbeats();
+            if !matches!(m, ServerMsg::Heartbeat { .. }) {
+                return m;
+            }
+        }
+    }
+
+    /// The next server message, heartbeats included, checking its session sequence.
+    fn next_with_heartbeats(&mut self) -> ServerMsg {
+        loop {
             match decode_server(&self.buf).unwrap() {
                 Decoded::Msg(m, used) => {
                     self.buf.drain(..used);
-                    if let ServerMsg::Heartbeat { .. } = m {
-                        continue;
-                    }
                     if let Some(seq) = m.seq() {
                         assert_eq!(seq, self.next_seq, "session sequence of {m:?}");
                         self.next_seq += 1;
@@ -853,7 +860,7 @@ fn pending(rpc: &mut Conn, user: u32) -> Vec<u64> {
 fn binary_sessions_orders_are_cancelled_when_they_end_or_go_quiet(at: Arrangement) {
     let tweak = |cfg: &mut TcpConfig| {
         cfg.keys[1].cancel_on_disconnect = false;
-        cfg.keys[0].heartbeat_timeout = Some(Duration::from_millis(500));
+        cfg.keys[0].heartbeat_timeout = Some(Duration::from_millis(2_500));
         let spec = Spec::new(&embedded()).unwrap();
         let mut copy = ApiKey::new(&spec, "maker-copy", SECRET, MAKER, "0.002", "0.001", "").unwrap();
         copy.drop_copy = true;
@@ -897,12 +904,13 @@ fn binary_sessions_orders_are_cancelled_when_they_end_or_go_quiet(at: Arrangemen
     };
     assert_eq!(counted, (2, [0; 16], 0));
 
-    // The dead-man timer: maker2 heartbeats for a while, then goes quiet and is closed with its
-    // order cancelled.
-    let quiet_from = std::time::Instant::now() + Duration::from_millis(800);
-    while std::time::Instant::now() < quiet_from {
+    // The dead-man timer (2.5 s for this key): maker2 answers each of the server's heartbeats
+    // (one after each second it sends nothing) with its own, so it is never quiet that long;
+    // three server heartbeats on, past the timer, its order still rests. Then it goes quiet and
+    // is closed with its order cancelled.
+    for _ in 0..3 {
         maker2.send(ClientMsg::Heartbeat);
-        std::thread::sleep(Duration::from_millis(100)); // the client's heartbeat interval, not a wait
+        let ServerMsg::Heartbeat { .. } = maker2.next_with_heartbeats() else { panic!("a report, not a heartbeat") };
     }
     assert_eq!(pending(&mut rpc, MAKER), [kept], "a session that heartbeats keeps its orders");
     wait_until("the quiet session's orders to be cancelled", Duration::from_secs(10), || {
