@@ -351,7 +351,8 @@ struct Server<B> {
     /// The last session tag handed out ([`next_session`]).
     last_session: u64,
     /// Cancels of ended sessions' orders the engine did not take yet (its input was full): tried
-    /// again at every tick until it does. At most one per session that ended meanwhile.
+    /// again at every tick until it does. At most one per session that ended meanwhile, and no
+    /// session logs in while one waits, so at most one per connection.
     orphans: Vec<(Command, u64)>,
     /// The tags of those the engine took, with the session's stream, until their outcomes come
     /// back: the stream (if resumable) and a drop-copy session of the user get the count.
@@ -680,6 +681,15 @@ impl<B: Backend> Server<B> {
 
     /// HELLO and LOGIN; false when the connection is to close (after a LOGIN_REJECT).
     fn login_step(&mut self, index: usize, msg: &ClientMsg) -> bool {
+        // While the engine has not taken the cancels of ended sessions, no session starts (which
+        // could end and add one more): what waits stays within the sessions there were.
+        if matches!(msg, ClientMsg::Login { .. } | ClientMsg::LoginReplay { .. }) && !self.orphans.is_empty() {
+            self.cancel_orphans();
+            if !self.orphans.is_empty() {
+                self.send(index, ServerMsg::LoginReject { reason: reason::SERVICE_UNAVAILABLE });
+                return false;
+            }
+        }
         let Some(c) = self.conns[index].as_mut() else { return false };
         let reject = match (&c.mode, msg) {
             (Mode::Hello, ClientMsg::Hello { key }) => match self.cfg.keys.iter().position(|k| &k.key == key) {
@@ -803,9 +813,14 @@ impl<B: Backend> Server<B> {
         if matches!(msg, ClientMsg::Heartbeat) {
             return;
         }
-        let [within, logout] = &mut self.throttles[key];
-        let now = Instant::now();
-        let (throttled, past_logout) = (!within.take(now), !logout.take(now));
+        // No clock read for a key without throttles (most): this is the order path.
+        let (throttled, past_logout) = match &mut self.throttles[key] {
+            [within, logout] if within.rate != 0 || logout.rate != 0 => {
+                let now = Instant::now();
+                (!within.take(now), !logout.take(now))
+            }
+            _ => (false, false),
+        };
         let (msg_type, client_id, order_id) = match *msg {
             ClientMsg::NewLimit { client_id, .. } => (client_type::NEW_LIMIT, client_id, 0),
             ClientMsg::NewMarket { client_id, .. } => (client_type::NEW_MARKET, client_id, 0),

@@ -136,16 +136,20 @@ class Session:
             if msg["type"] != "SERVER_HEARTBEAT":
                 return msg
 
-    def login_replay(self, key, secret, session=0, from_seq=1):
-        """HELLO, CHALLENGE, LOGIN_REPLAY: a new resumable session (`session` 0) or `session`
-        resumed, its reports from `from_seq` on replayed next. Returns SESSION_ACK (keep its
-        `session` to resume with) or raises Rejected with LOGIN_REJECT."""
+    def _challenge(self, key, secret):
+        """HELLO, CHALLENGE: the login signature over the nonce, or raises Rejected."""
         key_field = field16(key)
         self.send(frame(HELLO, key_field))
         reply = self.next()
         if reply["type"] != "CHALLENGE":
             raise Rejected(reply)
-        mac = hmac.new(secret.encode(), reply["nonce"] + key_field, hashlib.sha256).digest()
+        return hmac.new(secret.encode(), reply["nonce"] + key_field, hashlib.sha256).digest()
+
+    def login_replay(self, key, secret, session=0, from_seq=1):
+        """HELLO, CHALLENGE, LOGIN_REPLAY: a new resumable session (`session` 0) or `session`
+        resumed, its reports from `from_seq` on replayed next. Returns SESSION_ACK (keep its
+        `session` to resume with) or raises Rejected with LOGIN_REJECT."""
+        mac = self._challenge(key, secret)
         self.send(frame(LOGIN_REPLAY, mac + struct.pack("<QQ", session, from_seq)))
         self.next_seq = 1 if session == 0 else from_seq
         reply = self.next()
@@ -155,13 +159,7 @@ class Session:
 
     def login(self, key, secret):
         """HELLO, CHALLENGE, LOGIN; returns LOGIN_ACK or raises Rejected with LOGIN_REJECT."""
-        key_field = field16(key)
-        self.send(frame(HELLO, key_field))
-        reply = self.next()
-        if reply["type"] != "CHALLENGE":
-            raise Rejected(reply)
-        mac = hmac.new(secret.encode(), reply["nonce"] + key_field, hashlib.sha256).digest()
-        self.send(frame(LOGIN, mac))
+        self.send(frame(LOGIN, self._challenge(key, secret)))
         reply = self.next()
         if reply["type"] != "LOGIN_ACK":
             raise Rejected(reply)
