@@ -499,13 +499,49 @@ fn binary_market_orders_report_an_unfilled_remainder(at: Arrangement) {
     let mut taker = server.connect();
     taker.login("taker", SECRET);
     // Spend 0.5 BCH at market: 1 BTC at 0.1 costs 0.1; 0.4 BCH is left unspent.
-    taker.send(ClientMsg::NewMarket { client_id: 9, market: btcbch, side: 2, self_trade: 0, amount: 50_000_000 });
+    taker.send(ClientMsg::NewMarket {
+        client_id: 9,
+        market: btcbch,
+        side: 2,
+        self_trade: 0,
+        flags: 0,
+        amount: 50_000_000,
+    });
     let ServerMsg::Accepted { kind: 2, amount: 50_000_000, .. } = taker.next() else { panic!() };
     let ServerMsg::Filled { amount: 100_000_000, left: 40_000_000, .. } = taker.next() else { panic!() };
     let ServerMsg::Cancelled { why, left: 40_000_000, client_id: 9, side, price, .. } = taker.next() else { panic!() };
     assert_eq!((why, side, price), (binary::CANCEL_MARKET_REMAINDER, 2, 0), "a market order has no price");
     let ServerMsg::Filled { left: 0, role, .. } = maker.next() else { panic!() };
     assert_eq!(role, binary::ROLE_MAKER);
+    // A bid by stock amount (type 3): 0.4 BTC, whatever it costs; amounts and what is left are
+    // stock.
+    maker.send(ClientMsg::NewLimit {
+        client_id: 0,
+        market: btcbch,
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 20_000_000,
+        amount: 100_000_000,
+    });
+    let ServerMsg::Accepted { .. } = maker.next() else { panic!() };
+    let by_stock = binary::MARKET_STOCK_AMOUNT;
+    taker.send(ClientMsg::NewMarket {
+        client_id: 10,
+        market: btcbch,
+        side: 2,
+        self_trade: 0,
+        flags: by_stock,
+        amount: 40_000_000,
+    });
+    let ServerMsg::Accepted { kind: 3, amount: 40_000_000, client_id: 10, .. } = taker.next() else { panic!() };
+    let ServerMsg::Filled { amount: 40_000_000, left: 0, price: 20_000_000, .. } = taker.next() else { panic!() };
+    let ServerMsg::Filled { left: 60_000_000, .. } = maker.next() else { panic!() };
+    taker.send(ClientMsg::NewMarket { client_id: 11, market: btcbch, side: 2, self_trade: 0, flags: 2, amount: 1 });
+    let ServerMsg::Rejected { reason: r, .. } = taker.next() else { panic!() };
+    assert_eq!(r, reason::BAD_OPTION);
+    let mut rpc = server.connect();
+    let b = rpc.call("balance.query", json!([TAKER]))["result"].clone();
+    assert_eq!(b["BCH"], json!({"available": "9.82", "freeze": "0"}), "0.1 and then 0.4 × 0.2");
 }
 
 fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
@@ -582,7 +618,14 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
             reason::AMOUNT_TOO_SMALL,
         ),
         (
-            ClientMsg::NewMarket { client_id: 7, market: btcbch, side: 1, self_trade: 0, amount: 100_000_000 },
+            ClientMsg::NewMarket {
+                client_id: 7,
+                market: btcbch,
+                side: 1,
+                self_trade: 0,
+                flags: 0,
+                amount: 100_000_000,
+            },
             reason::NO_ENOUGH_TRADER,
         ),
         (ClientMsg::CancelByClientId { market: btcbch, client_id: 42 }, reason::ORDER_NOT_FOUND),
@@ -606,7 +649,7 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
     // A malformed order (padding not zero) is rejected with the client order id it carried.
     let mut bad_pad = Vec::new();
     encode_client(
-        &ClientMsg::NewMarket { client_id: 77, market: btcbch, side: 1, self_trade: 0, amount: 1 },
+        &ClientMsg::NewMarket { client_id: 77, market: btcbch, side: 1, self_trade: 0, flags: 0, amount: 1 },
         &mut bad_pad,
     );
     bad_pad[30] = 1;

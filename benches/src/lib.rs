@@ -118,6 +118,7 @@ fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
             market: 0,
             side,
             amount,
+            stock_amount: false,
             taker_fee: 10,
             source: Source::EMPTY,
             client_id: 0,

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use viaduct_matcher::command::{Amend, OrderOptions, PutLimit, PutMarket, SelfTrade, TimeInForce};
 use viaduct_matcher::config::MarketId;
 use viaduct_matcher::event::{Deal, EventRef, OrderEventKind};
-use viaduct_matcher::order::{Order, OrderKind, Side, Source};
+use viaduct_matcher::order::{Order, Side, Source};
 use viaduct_matcher::reply::Ended;
 use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
 
@@ -114,6 +114,10 @@ impl LimitOptions {
     pub const PLAIN: LimitOptions = LimitOptions { time_in_force: 0, flags: 0, self_trade: 0 };
     pub const POST_ONLY: u8 = 1;
 }
+/// NEW_MARKET `flags` bit 0: a bid's amount is the stock to buy (an order of type 3); an ask's
+/// amount is stock either way.
+pub const MARKET_STOCK_AMOUNT: u8 = 1;
+
 /// FILLED `role`.
 pub const ROLE_TAKER: u8 = 1;
 pub const ROLE_MAKER: u8 = 2;
@@ -142,12 +146,14 @@ pub enum ClientMsg {
         price: i64,
         amount: i64,
     },
-    /// `self_trade` as in [`LimitOptions`].
+    /// `self_trade` as in [`LimitOptions`]; `flags` bit 0 ([`MARKET_STOCK_AMOUNT`]): a bid's
+    /// `amount` is the stock to buy, not the money to spend (the other bits zero).
     NewMarket {
         client_id: u64,
         market: [u8; MARKET_BYTES],
         side: u8,
         self_trade: u8,
+        flags: u8,
         amount: i64,
     },
     Cancel {
@@ -398,9 +404,9 @@ pub fn decode_client(buf: &[u8]) -> Result<Decoded<ClientMsg>, BadFrame> {
             ClientMsg::NewLimit { client_id, market, side, options, price: r.i64(), amount: r.i64() }
         }
         NEW_MARKET => {
-            let (client_id, market, side, self_trade) = (r.u64(), r.take(), r.u8(), r.u8());
-            pad_ok = r.pad(2);
-            ClientMsg::NewMarket { client_id, market, side, self_trade, amount: r.i64() }
+            let (client_id, market, side, self_trade, flags) = (r.u64(), r.take(), r.u8(), r.u8(), r.u8());
+            pad_ok = r.pad(1);
+            ClientMsg::NewMarket { client_id, market, side, self_trade, flags, amount: r.i64() }
         }
         CANCEL => ClientMsg::Cancel { market: r.take(), order_id: r.u64() },
         CANCEL_BY_CLIENT_ID => ClientMsg::CancelByClientId { market: r.take(), client_id: r.u64() },
@@ -469,11 +475,11 @@ pub fn encode_client(msg: &ClientMsg, out: &mut Vec<u8>) {
             out.extend_from_slice(&price.to_le_bytes());
             out.extend_from_slice(&amount.to_le_bytes());
         }
-        ClientMsg::NewMarket { client_id, market, side, self_trade, amount } => {
+        ClientMsg::NewMarket { client_id, market, side, self_trade, flags, amount } => {
             header(out, NEW_MARKET, client_len);
             out.extend_from_slice(&client_id.to_le_bytes());
             out.extend_from_slice(&market);
-            out.extend_from_slice(&[side, self_trade, 0, 0]);
+            out.extend_from_slice(&[side, self_trade, flags, 0]);
             out.extend_from_slice(&amount.to_le_bytes());
         }
         ClientMsg::MassCancel { market, side } => {
@@ -829,14 +835,18 @@ pub fn command(spec: &Spec, trader: &Trader, session: u64, msg: &ClientMsg) -> R
                 session,
             })
         }
-        ClientMsg::NewMarket { client_id, market: m, side: s, self_trade, amount } => {
+        ClientMsg::NewMarket { client_id, market: m, side: s, self_trade, flags, amount } => {
             let self_trade = self_trade_of(self_trade, trader.self_trade)?;
+            if flags & !MARKET_STOCK_AMOUNT != 0 {
+                return Err(reason::BAD_OPTION);
+            }
             let market = market(&m)?;
             Command::PutMarket(PutMarket {
                 user,
                 market,
                 side: side(s)?,
                 amount: positive(amount)?,
+                stock_amount: flags & MARKET_STOCK_AMOUNT != 0,
                 taker_fee: trader.taker_fee[market as usize],
                 source: trader.source,
                 client_id,
@@ -976,11 +986,11 @@ pub fn reports(
         return;
     }
     if matches!(cmd, Command::Cancel { .. } | Command::CancelByClientId { .. }) {
-        let down = if order.kind == OrderKind::Market && order.side == Side::Bid { mk.money_prec } else { 0 };
+        let down = if order.spends_money() { mk.money_prec } else { 0 };
         out.push(cancelled(order, market, CANCEL_REQUESTED, narrow(order.left, down)));
         return;
     }
-    let money_bid = order.kind == OrderKind::Market && order.side == Side::Bid;
+    let money_bid = order.spends_money();
     let amount_down = if money_bid { mk.money_prec } else { 0 };
     out.push(ServerMsg::Accepted {
         seq: 0,

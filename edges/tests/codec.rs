@@ -24,7 +24,14 @@ fn every_client_msg() -> Vec<ClientMsg> {
             price: 12_345_678,
             amount: -5,
         },
-        ClientMsg::NewMarket { client_id: 7, market: market("ETHBCH"), side: 1, self_trade: 3, amount: i64::MAX },
+        ClientMsg::NewMarket {
+            client_id: 7,
+            market: market("ETHBCH"),
+            side: 1,
+            self_trade: 3,
+            flags: 1,
+            amount: i64::MAX,
+        },
         ClientMsg::Cancel { market: market("BTCBCH"), order_id: 99 },
         ClientMsg::CancelByClientId { market: market("BTCBCH"), client_id: 1 << 40 },
         ClientMsg::MassCancel { market: market("BTCBCH"), side: 2 },
@@ -224,9 +231,9 @@ fn each_malformed_client_frame_is_told_apart() {
         decode_client(&[8, 0, 0x7F, VERSION, 0, 0, 0, 0]),
         Ok(Decoded::Invalid { msg_type: 0x7F, reason: reason::UNKNOWN_TYPE, len: 8 })
     );
-    // Padding that is not zero: NEW_MARKET's after its self-trade byte, MASS_CANCEL's after its
+    // Padding that is not zero: NEW_MARKET's after its flags, MASS_CANCEL's after its
     // side.
-    for (msg, pad) in [(every_client_msg()[3], 30), (every_client_msg()[6], 21)] {
+    for (msg, pad) in [(every_client_msg()[3], 31), (every_client_msg()[6], 21)] {
         let mut b = Vec::new();
         encode_client(&msg, &mut b);
         b[pad] = 1;
@@ -246,7 +253,7 @@ fn a_malformed_order_or_cancel_gives_back_the_ids_it_carried() {
             ClientMsg::NewLimit { client_id: 7, market, side: 1, options: LimitOptions::PLAIN, price: 1, amount: 1 },
             (7, 0),
         ),
-        (ClientMsg::NewMarket { client_id: 8, market, side: 2, self_trade: 0, amount: 1 }, (8, 0)),
+        (ClientMsg::NewMarket { client_id: 8, market, side: 2, self_trade: 0, flags: 0, amount: 1 }, (8, 0)),
         (ClientMsg::CancelByClientId { market, client_id: 9 }, (9, 0)),
         (ClientMsg::Cancel { market, order_id: 10 }, (0, 10)),
         (ClientMsg::Amend { market, order_id: 11, price: 1, left: 0 }, (0, 11)),

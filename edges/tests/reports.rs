@@ -113,8 +113,14 @@ fn a_market_bid_carries_its_money_at_the_stock_precision() {
         source,
         self_trade: Default::default(),
     };
-    let msg =
-        viaduct_edges::binary::ClientMsg::NewMarket { client_id: 5, market, side: 2, self_trade: 0, amount: 125_000 };
+    let msg = viaduct_edges::binary::ClientMsg::NewMarket {
+        client_id: 5,
+        market,
+        side: 2,
+        self_trade: 0,
+        flags: 0,
+        amount: 125_000,
+    };
     let bid = viaduct_edges::binary::command(&spec, &trader, 0, &msg).unwrap();
     let out = apply(&bid);
     let [ServerMsg::Accepted { amount, kind: 2, .. }, ServerMsg::Filled { amount: bought, price, left, .. }, ServerMsg::Cancelled { left: rest, .. }] =

@@ -115,13 +115,19 @@ pub struct PutLimit {
     pub session: u64,
 }
 
-/// `order.put_market`: `amount` at `stock_prec` (for a bid it is money to spend).
+/// `order.put_market`: `amount` at `stock_prec`: for an ask the stock to sell; for a bid the
+/// money to spend, or with `stock_amount` the stock to buy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutMarket {
     pub user: u32,
     pub market: MarketId,
     pub side: Side,
     pub amount: i128,
+    /// A bid's `amount` is the stock to buy (an order of [`OrderKind::MarketStock`]); an ask's
+    /// amount is stock either way.
+    ///
+    /// [`OrderKind::MarketStock`]: crate::order::OrderKind::MarketStock
+    pub stock_amount: bool,
     pub taker_fee: u32,
     pub source: Source,
     pub client_id: u64,

@@ -490,34 +490,46 @@ impl Matcher {
         let (spec, ledger) = (&self.spec, &mut self.ledger);
         let mk = spec.market(c.market);
         let book = &mut self.books[c.market as usize];
-        let asset = match c.side {
-            Side::Ask => mk.stock,
-            Side::Bid => mk.money,
-        };
-        check_available(spec, ledger, c.user, asset, Some(c.amount), mk.stock_prec)?;
-        let best = book.best(c.side.opposite()).ok_or(RpcError::NoEnoughTrader)?;
-        // A bid's amount is money at `stock_prec`; the matcher keeps it at the money scale
-        // (`stock_prec + money_prec`). Both products are checked: the minimum is price ×
-        // min_amount, which a price or a configured minimum can make too large to represent
-        // (then no amount reaches it).
-        let amount = match c.side {
-            Side::Ask => Some(c.amount),
-            Side::Bid => c.amount.checked_mul(pow10(mk.money_prec)),
-        };
-        let minimum = match c.side {
-            Side::Ask => Some(mk.min_amount),
-            Side::Bid => best.price.checked_mul(mk.min_amount),
-        };
-        let amount = match (amount, minimum) {
-            (Some(amount), Some(minimum)) if amount >= minimum => amount,
-            _ => return Err(RpcError::AmountTooSmall),
+        let kind = if c.side == Side::Bid && c.stock_amount { OrderKind::MarketStock } else { OrderKind::Market };
+        let amount = if kind == OrderKind::MarketStock {
+            // What it costs is known only as it trades; it buys what its money pays for, so its
+            // money must pay for the minimum amount at the best price.
+            let best = book.best(Side::Ask).ok_or(RpcError::NoEnoughTrader)?;
+            if c.amount < mk.min_amount {
+                return Err(RpcError::AmountTooSmall);
+            }
+            check_available(spec, ledger, c.user, mk.money, best.price.checked_mul(mk.min_amount), mk.money_scale())?;
+            c.amount
+        } else {
+            let asset = match c.side {
+                Side::Ask => mk.stock,
+                Side::Bid => mk.money,
+            };
+            check_available(spec, ledger, c.user, asset, Some(c.amount), mk.stock_prec)?;
+            let best = book.best(c.side.opposite()).ok_or(RpcError::NoEnoughTrader)?;
+            // A bid's amount is money at `stock_prec`; the matcher keeps it at the money scale
+            // (`stock_prec + money_prec`). Both products are checked: the minimum is price ×
+            // min_amount, which a price or a configured minimum can make too large to represent
+            // (then no amount reaches it).
+            let amount = match c.side {
+                Side::Ask => Some(c.amount),
+                Side::Bid => c.amount.checked_mul(pow10(mk.money_prec)),
+            };
+            let minimum = match c.side {
+                Side::Ask => Some(mk.min_amount),
+                Side::Bid => best.price.checked_mul(mk.min_amount),
+            };
+            match (amount, minimum) {
+                (Some(amount), Some(minimum)) if amount >= minimum => amount,
+                _ => return Err(RpcError::AmountTooSmall),
+            }
         };
         self.order_id += 1;
         let mut taker = new_order(
             self.order_id,
             c.market,
             c.side,
-            OrderKind::Market,
+            kind,
             c.user,
             now,
             0,
@@ -858,15 +870,27 @@ impl Trades<'_> {
     /// prices no longer cross; a market taker takes any price. A resting order of the taker's own
     /// user is traded with, or cancelled, as `self_trade` says.
     fn run(&mut self, taker: &mut Order, limit: bool, self_trade: SelfTrade) -> Stop {
-        let money_bid = taker.kind == OrderKind::Market && taker.side == Side::Bid;
         let mut work = 0;
         while taker.left > 0 {
             let Some(maker) = self.book.best(taker.side.opposite()) else { break };
             if limit && !crosses(taker.side, taker.price, maker.price) {
                 break;
             }
-            let amount =
-                if money_bid { (taker.left / maker.price).min(maker.left) } else { taker.left.min(maker.left) };
+            let amount = match taker.kind {
+                _ if taker.spends_money() => (taker.left / maker.price).min(maker.left),
+                // As much as its available money still pays for at this price.
+                OrderKind::MarketStock => {
+                    let account = self.ledger.find(taker.user).expect("its money was checked");
+                    let prec = self.spec.asset(self.mk.money).prec_save;
+                    let money = rescale_trunc(
+                        self.ledger.balance(account, self.mk.money).available,
+                        prec,
+                        self.mk.money_scale(),
+                    );
+                    (money / maker.price).min(taker.left).min(maker.left)
+                }
+                _ => taker.left.min(maker.left),
+            };
             if amount == 0 {
                 break;
             }
@@ -909,7 +933,8 @@ impl Trades<'_> {
     /// The products cannot overflow: prices and amounts are at most `ORDER_MANTISSA_MAX`
     /// (2^63, `command::positive`), so `deal` < 2^126 and the bid's money (`deal`) was covered by
     /// a balance: a limit bid's `price × amount` was checked against it at entry (`put_limit`),
-    /// a market bid trades at most `left / price`. A balance is below `SUPPLY_MAX` (10^32) at its
+    /// a market bid of type 2 trades at most `left / price`, one of type 3 at most what its
+    /// available money pays for. A balance is below `SUPPLY_MAX` (10^32) at its
     /// asset's `prec_save`, which is at least the deal's scale (`config`: stock.prec +
     /// money.prec ≤ prec_save), so `deal` < 10^32 and `deal × rate` < 10^38 < 2^127 for a rate
     /// below 10^fee_prec ≤ 10^6 (`command::fee_rate`); `amount × rate` likewise.
@@ -1003,7 +1028,7 @@ impl Trades<'_> {
 }
 
 fn fill(o: &mut Order, amount: i128, deal: i128, fee: i128, now: u64) {
-    o.left -= if o.kind == OrderKind::Market && o.side == Side::Bid { deal } else { amount };
+    o.left -= if o.spends_money() { deal } else { amount };
     o.deal_stock += amount;
     o.deal_money += deal;
     o.deal_fee += fee;

@@ -34,7 +34,11 @@ impl Side {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderKind {
     Limit = 1,
+    /// A market order: an ask sells `amount` stock, a bid spends `amount` money (ViaBTC's).
     Market = 2,
+    /// A market bid that buys `amount` stock, spending what that costs (an addition: only an
+    /// order that asks for it is of this type).
+    MarketStock = 3,
 }
 
 /// Longest `source` accepted (ViaBTC: length < 31).
@@ -105,9 +109,14 @@ pub struct Order {
 }
 
 impl Order {
+    /// Whether `amount` and `left` are money to spend, not stock: a market bid of type 2.
+    pub fn spends_money(&self) -> bool {
+        self.kind == OrderKind::Market && self.side == Side::Bid
+    }
+
     /// Scale of `amount` and `left`.
     pub fn amount_scale(&self, m: &Market) -> u32 {
-        if self.kind == OrderKind::Market && self.side == Side::Bid {
+        if self.spends_money() {
             m.money_scale()
         } else {
             m.stock_prec

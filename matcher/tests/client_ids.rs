@@ -61,6 +61,7 @@ fn a_resend_is_refused_with_the_order_it_duplicates() {
         market: 0,
         side: Side::Bid,
         amount: 10_000_000,
+        stock_amount: false,
         taker_fee: 0,
         source: Source::EMPTY,
         client_id: 7,

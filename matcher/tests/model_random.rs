@@ -127,12 +127,29 @@ impl Workload {
             }
             55..=62 => {
                 let side = self.rng.gen_range(1..=2u8);
+                // How the amount is given: the side's own unit (absent, or named), a bid by
+                // stock, now and then one that is refused.
+                let amount_in = match self.rng.gen_range(0..20) {
+                    0..=7 => None,
+                    8..=15 => Some("stock"),
+                    16..=18 if side == 2 => Some("money"),
+                    16..=18 => None,
+                    _ => Some(["money", "shares", ""][self.rng.gen_range(0..3)]),
+                };
                 let money = self.rng.gen_range(0.0..3.0) * self.mids[m];
-                let amount = if side == 2 { self.decimal(money, 10) } else { self.amount() };
+                let amount =
+                    if side == 2 && amount_in != Some("stock") { self.decimal(money, 10) } else { self.amount() };
                 let (user, fee) = (self.trader(model, m), self.fee());
                 let mut params = vec![json!(user), json!(market), json!(side), json!(amount), json!(fee), json!("")];
+                let mut options = serde_json::Map::new();
                 if self.rng.gen_ratio(1, 3) {
-                    params.push(json!({"self_trade": self.self_trade()}));
+                    options.insert("self_trade".into(), json!(self.self_trade()));
+                }
+                if let Some(unit) = amount_in {
+                    options.insert("amount_in".into(), json!(unit));
+                }
+                if !options.is_empty() {
+                    params.push(Value::Object(options));
                 }
                 ("order.put_market", params)
             }
@@ -351,6 +368,12 @@ fn run(seed: u64, commands: usize) {
             assert_eq!(id, last_id + 1, "{}: order ids must advance by one", ctx());
             last_id = id;
         }
+        if let (Ok(r), "order.put_market") = (&expected, method) {
+            if r["type"] == 3 {
+                let rest = if r["left"] == "0" { "bought all" } else { "rest cancelled" };
+                *outcomes.entry(format!("market bid by stock, {rest}")).or_default() += 1;
+            }
+        }
         if let (Ok(r), "order.amend") = (&expected, method) {
             last_id = last_id.max(r["id"].as_u64().unwrap());
         }
@@ -374,6 +397,9 @@ fn run(seed: u64, commands: usize) {
         "order.put_market 0",
         "order.put_market 10",
         "order.put_market 11",
+        "order.put_market 1",
+        "market bid by stock, bought all",
+        "market bid by stock, rest cancelled",
         "order.cancel 0",
         "order.cancel 10",
         "order.cancel 11",

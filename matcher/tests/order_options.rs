@@ -222,3 +222,54 @@ fn cancel_all_cancels_at_most_its_bound_per_command() {
     assert_eq!(e.m.apply(e.now, &all, &mut events), Ok(Reply::Cancelled { count: 2 }));
     assert_eq!(e.balance(1, "BTC"), ("100000".into(), "0".into()));
 }
+
+fn market(e: &mut Engine, user: u32, side: u8, amount: &str, options: Value) -> Value {
+    e.call("order.put_market", json!([user, "BTCBCH", side, amount, "0.001", "mm", options]))
+}
+
+#[test]
+fn a_market_bid_by_stock_buys_that_much_stock_as_far_as_its_money_goes() {
+    let mut e = book();
+    let stock = json!({"amount_in": "stock"});
+    // 1 at 0.1 and 0.5 at 0.2: 0.2 BCH; the fee is the bid's, in the stock it receives.
+    let r = market(&mut e, 2, BID, "1.5", stock.clone());
+    let o = &r["result"];
+    assert_eq!(
+        (&o["type"], &o["amount"], &o["left"], &o["deal_stock"], &o["deal_money"], &o["deal_fee"]),
+        (&json!(3), &json!("1.5"), &json!("0"), &json!("1.5"), &json!("0.2"), &json!("0.0015")),
+        "{r}"
+    );
+    assert_eq!(e.balance(2, "BCH"), ("99.8".into(), "0".into()));
+    assert_eq!(e.balance(2, "BTC"), ("101.4985".into(), "0".into()));
+    // User 3's 0.05 BCH pays for 0.25 of the 0.5 left at 0.2; the rest of the order is cancelled.
+    e.deposit(3, "BCH", "0.05");
+    let r = market(&mut e, 3, BID, "1", stock.clone());
+    let o = &r["result"];
+    assert_eq!(
+        (&o["deal_stock"], &o["deal_money"], &o["left"]),
+        (&json!("0.25"), &json!("0.05"), &json!("0.75")),
+        "{r}"
+    );
+    assert_eq!(e.balance(3, "BCH"), ("0".into(), "0".into()));
+    assert_eq!(finished(&e), [o["id"].as_u64().unwrap()], "the order finished; the ask still rests");
+    let r = e.ok("order.book", json!(["BTCBCH", ASK, 0, 10]));
+    assert_eq!(r["orders"][0]["left"], "0.25");
+    // Refused, changing nothing: money that does not pay for the minimum (0.001 at 0.2), an
+    // amount below it, a bid without asks, a sell "in money", an unknown unit.
+    assert_eq!(e.err("order.put_market", json!([3, "BTCBCH", BID, "1", "0", "mm", stock])), 10);
+    e.deposit(3, "BCH", "0.0001999");
+    assert_eq!(e.err("order.put_market", json!([3, "BTCBCH", BID, "1", "0", "mm", stock])), 10);
+    assert_eq!(e.err("order.put_market", json!([2, "BTCBCH", BID, "0.0009", "0", "mm", stock])), 11);
+    assert_eq!(e.err("order.put_market", json!([2, "BTCBCH", ASK, "1", "0", "mm", {"amount_in": "money"}])), 1);
+    assert_eq!(e.err("order.put_market", json!([2, "BTCBCH", BID, "1", "0", "mm", {"amount_in": "BTC"}])), 1);
+    assert_eq!(e.err("order.put_market", json!([2, "BTCBCH", BID, "1", "0", "mm", {"amount_in": 1}])), 1);
+    e.call("order.cancel", json!([1, "BTCBCH", r["orders"][0]["id"]]));
+    assert_eq!(e.err("order.put_market", json!([2, "BTCBCH", BID, "1", "0", "mm", stock])), 12);
+    // Named as what it is anyway, the units change nothing: a bid in money, a sell in stock.
+    e.limit(1, ASK, "1", "0.5");
+    e.limit(1, BID, "1", "0.05");
+    let r = market(&mut e, 2, BID, "0.25", json!({"amount_in": "money"}));
+    assert_eq!((&r["result"]["type"], &r["result"]["deal_stock"]), (&json!(2), &json!("0.5")), "{r}");
+    let r = market(&mut e, 2, ASK, "0.5", stock);
+    assert_eq!((&r["result"]["type"], &r["result"]["deal_money"]), (&json!(2), &json!("0.025")), "{r}");
+}

@@ -345,7 +345,7 @@ mod tests {
         let times = [0u64, 1, 1_700_000_000_123_456, 999_999, u64::MAX];
         let mut n = 0;
         for market in 0..spec.markets.len() {
-            for kind in [OrderKind::Limit, OrderKind::Market] {
+            for kind in [OrderKind::Limit, OrderKind::Market, OrderKind::MarketStock] {
                 for side in [Side::Ask, Side::Bid] {
                     for (i, src) in sources.iter().enumerate() {
                         for (j, &v) in values.iter().enumerate() {

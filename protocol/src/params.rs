@@ -191,29 +191,40 @@ pub fn self_trade(v: &Value) -> Res<SelfTrade> {
     }
 }
 
-/// `order.put_market`: ViaBTC's six params, then optionally an object of options (`self_trade`).
+/// `order.put_market`: ViaBTC's six params, then optionally an object of options:
+/// `self_trade`, and `amount_in` (`"money"`, a bid's default, or `"stock"`: the bid buys that
+/// much stock; an ask's amount is stock, so `"money"` is refused for it).
 pub fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
-    let (params, self_trade) = match params {
+    let (params, self_trade, amount_in) = match params {
         [head @ .., Value::Object(map)] if params.len() == 7 => {
-            let mut mode = SelfTrade::Allow;
+            let (mut mode, mut amount_in) = (SelfTrade::Allow, None);
             for (key, value) in map {
                 match key.as_str() {
                     "self_trade" => mode = self::self_trade(value)?,
+                    "amount_in" => amount_in = Some(string(value)?),
                     _ => return Err(BAD),
                 }
             }
-            (head, mode)
+            (head, mode, amount_in)
         }
-        _ => (params, SelfTrade::Allow),
+        _ => (params, SelfTrade::Allow, None),
     };
     let [u, m, s, amount, taker, source] = exact(params)?;
     let market = market(spec, m)?;
     let mk = spec.market(market);
+    let side = side(s)?;
+    let stock_amount = match (side, amount_in) {
+        (_, None) => false,
+        (_, Some("stock")) => true,
+        (Side::Bid, Some("money")) => false,
+        _ => return Err(BAD),
+    };
     Ok(Command::PutMarket(PutMarket {
         user: user(u)?,
         market,
-        side: side(s)?,
+        side,
         amount: positive(amount, mk.stock_prec)?,
+        stock_amount,
         taker_fee: fee_rate(taker, mk.fee_prec)?,
         source: self::source(source)?,
         client_id: 0,

@@ -29,6 +29,10 @@ fn fill(store: &mut dyn Store) {
         ("order.cancel", json!([1, "BTCBCH", 3])),                                         // no fills: no row
         ("order.put_market", json!([2, "BTCBCH", 2, "0.05", "0.002", "m"])),               // order 4
         ("order.cancel", json!([1, "BTCBCH", 1])),                                         // filled in part
+        ("balance.update", json!([3, "ETH", "deposit", 3, "1", {}])),
+        ("balance.update", json!([4, "BCH", "deposit", 4, "1", {}])),
+        ("order.put_limit", json!([3, "ETHBCH", 1, "1", "0.2", "0", "0", "web"])), // order 5 rests
+        ("order.put_market", json!([4, "ETHBCH", 2, "0.4", "0.002", "m", {"amount_in": "stock"}])), // order 6: type 3
     ];
     let mut seq = 0;
     for (i, (method, params)) in script.iter().enumerate() {
@@ -40,7 +44,7 @@ fn fill(store: &mut dyn Store) {
         rows.add(&spec, events.view());
         store.write(&rows, seq).unwrap();
     }
-    assert_eq!(store.committed_seq().unwrap(), 8);
+    assert_eq!(store.committed_seq().unwrap(), 12);
 }
 
 fn q(store: &mut dyn Store, method: &str, params: Value) -> Value {
@@ -71,6 +75,14 @@ fn check(store: &mut dyn Store) {
     assert_eq!(user2["records"][0]["amount"], "0.05", "a market bid's amount is money");
     assert_eq!(q(store, "order.finished", json!([2, "BTCBCH", 0, 0, 0, 10, 1]))["records"], json!([]));
     assert_eq!(q(store, "order.finished", json!([2, "BTCBCH", 0, 0, 1, 1]))["records"][0]["id"], 2);
+    // A market bid by stock amount: type 3, its amount stock.
+    let by_stock = q(store, "order.finished", json!([4, "ETHBCH", 0, 0, 0, 10]));
+    assert_eq!(
+        by_stock["records"],
+        json!([{"id": 6, "ctime": t(11), "ftime": t(11), "user": 4, "market": "ETHBCH", "source": "m", "type": 3,
+                "side": 2, "price": "0", "amount": "0.4", "taker_fee": "0.002", "maker_fee": "0",
+                "deal_stock": "0.4", "deal_money": "0.08", "deal_fee": "0.0008"}])
+    );
     // Time filters: >= start, < end, on create time.
     let start = t(3) as i64 + 1; // after order 2 was created, before order 4
     assert_eq!(
@@ -147,7 +159,7 @@ fn sqlite_records_and_answers_as_viabtc() {
     // Reopened, the tables and the sequence are there.
     let mut again = store::open(&url).unwrap();
     again.create_tables().unwrap();
-    assert_eq!(again.committed_seq().unwrap(), 8);
+    assert_eq!(again.committed_seq().unwrap(), 12);
 }
 
 /// A database of its own on the shared MariaDB, dropped when the test ends.
@@ -183,11 +195,11 @@ fn mariadb_records_and_answers_as_viabtc() {
     let mut s = store::open(&url).unwrap();
     let started = std::time::Instant::now();
     fill(&mut *s);
-    eprintln!("500 tables created and 8 commands written in {:?}", started.elapsed());
+    eprintln!("500 tables created and 12 commands written in {:?}", started.elapsed());
     check(&mut *s);
     let mut again = store::open(&url).unwrap();
     again.create_tables().unwrap();
-    assert_eq!(again.committed_seq().unwrap(), 8);
+    assert_eq!(again.committed_seq().unwrap(), 12);
 }
 
 #[test]

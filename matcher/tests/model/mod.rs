@@ -300,14 +300,35 @@ impl Model {
     }
 
     fn put_market(&mut self, now: f64, p: &[Value]) -> Outcome {
-        let stp = p.get(6).map_or("none", |o| o["self_trade"].as_str().unwrap());
+        let option = |key: &str| p.get(6).and_then(|o| o.get(key)).map(|v| v.as_str().unwrap_or("?"));
+        let stp = option("self_trade").unwrap_or("none");
         let m = self.market(&p[1]).unwrap();
         let (user, side) = (p[0].as_u64().unwrap() as u32, p[2].as_u64().unwrap() as u8);
+        let by_stock = match (side, option("amount_in")) {
+            (_, None) | (2, Some("money")) => false,
+            (_, Some("stock")) => side == 2,
+            _ => return Err(1),
+        };
         let mk = &self.markets[m];
         let amount = parse(&p[3], mk.sp).unwrap();
         let tf = parse(&p[4], mk.fp).unwrap();
         if amount <= D::ZERO {
             return Err(1);
+        }
+        if by_stock {
+            // It buys `amount` stock, as far as its money and the book go; its money must pay for
+            // the minimum amount at the best price.
+            let Some(best) = self.best(m, 1) else { return Err(12) };
+            let mk = &self.markets[m];
+            if amount < mk.min {
+                return Err(11);
+            }
+            if self.bal(user, &mk.money).0 < best.price * mk.min {
+                return Err(10);
+            }
+            let mut taker = self.new_order(now, m, side, 3, user, D::ZERO, amount, tf, D::ZERO, p[5].as_str().unwrap());
+            self.take(&mut taker, now, false, stp);
+            return Ok(self.order_json(&taker));
         }
         let funds = if side == 1 { &mk.stock } else { &mk.money };
         if self.bal(user, funds).0 < amount {
@@ -364,6 +385,15 @@ impl Model {
                     a -= unit;
                 }
                 a.min(maker.left)
+            } else if taker.kind == 3 {
+                // What its available money pays for at this price.
+                let sp = self.markets[m].sp;
+                let money = self.bal(taker.user, &self.markets[m].money.clone()).0;
+                let mut a = trunc(money / price, sp);
+                while a * price > money {
+                    a -= D::new(1, sp);
+                }
+                a.min(taker.left).min(maker.left)
             } else {
                 taker.left.min(maker.left)
             };

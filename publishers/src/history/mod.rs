@@ -115,7 +115,7 @@ pub struct Rows {
 pub fn leaves_rows(ev: EventRef<'_>) -> bool {
     match ev {
         EventRef::Deal(_) | EventRef::Balance(_) => true,
-        EventRef::Order(OrderEventKind::Finish, o) => o.kind == OrderKind::Market || o.deal_stock > 0,
+        EventRef::Order(OrderEventKind::Finish, o) => o.kind != OrderKind::Limit || o.deal_stock > 0,
         EventRef::Order(..) | EventRef::Level(_) => false,
     }
 }
