@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 use support::{strip_times, wait_until};
 use viaduct::engine::{start_tcp_edge, Engine, TcpEdgeRunning};
 use viaduct::profile::Profile;
-use viaduct_edges::binary::{
-    self, client_type, decode_server, encode_client, market_bytes, reason, ClientMsg, Decoded, LimitOptions, ServerMsg,
+use viaduct_client::wire::{
+    self as binary, client_type, encode_client, market_bytes, reason, ClientMsg, LimitOptions, ServerMsg,
 };
+use viaduct_client::{Error, Login, Session};
 use viaduct_edges::rpc::{self, Header};
 use viaduct_edges::tcp::{ApiKey, TcpConfig};
 use viaduct_matcher::config::embedded;
@@ -84,7 +85,7 @@ impl Server {
     fn connect(&self) -> Conn {
         let s = TcpStream::connect(self.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Conn { s, buf: Vec::new(), next_seq: 1 }
+        Conn { session: Session::over(s), buf: Vec::new() }
     }
 }
 
@@ -97,17 +98,22 @@ impl Drop for Server {
     }
 }
 
+/// A connection: a binary session through the client library (which checks every message's
+/// session sequence), or framed JSON-RPC read into `buf`.
 struct Conn {
-    s: TcpStream,
+    session: Session,
     buf: Vec<u8>,
-    /// The session sequence the next server message must carry.
-    next_seq: u64,
 }
 
 impl Conn {
+    /// The socket, for bytes of a test's own.
+    fn s(&mut self) -> &mut TcpStream {
+        self.session.stream()
+    }
+
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
-        match self.s.read(&mut chunk) {
+        match self.s().read(&mut chunk) {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
@@ -120,7 +126,7 @@ impl Conn {
     fn closed(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
         loop {
-            match self.s.read(&mut chunk) {
+            match self.s().read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
@@ -133,7 +139,7 @@ impl Conn {
         let h = Header { command, pkg_type: rpc::PKG_REQUEST, result: 0, sequence, req_id, body_size: 0, ext_size: 0 };
         let mut bytes = Vec::new();
         rpc::encode(&h, ext, body, &mut bytes);
-        self.s.write_all(&bytes).unwrap();
+        self.s().write_all(&bytes).unwrap();
     }
 
     fn rpc_reply(&mut self) -> Option<rpc::Packet> {
@@ -165,12 +171,11 @@ impl Conn {
     }
 
     fn send(&mut self, msg: ClientMsg) {
-        let mut bytes = Vec::new();
-        encode_client(&msg, &mut bytes);
-        self.s.write_all(&bytes).unwrap();
+        self.session.send(&msg).unwrap();
     }
 
-    /// The next server message other than a heartbeat, checking its session sequence.
+    /// The next server message other than a heartbeat (not answered), its session sequence
+    /// checked.
     fn next(&mut self) -> ServerMsg {
         loop {
             let m = self.next_with_heartbeats();
@@ -180,42 +185,23 @@ impl Conn {
         }
     }
 
-    /// The next server message, heartbeats included, checking its session sequence.
+    /// The next server message, heartbeats included, its session sequence checked.
     fn next_with_heartbeats(&mut self) -> ServerMsg {
-        loop {
-            match decode_server(&self.buf).unwrap() {
-                Decoded::Msg(m, used) => {
-                    self.buf.drain(..used);
-                    if let Some(seq) = m.seq() {
-                        assert_eq!(seq, self.next_seq, "session sequence of {m:?}");
-                        self.next_seq += 1;
-                    }
-                    return m;
-                }
-                Decoded::Invalid { .. } => panic!("the server sent an invalid message"),
-                Decoded::Partial => assert!(self.fill(), "closed while waiting for a message"),
-            }
-        }
+        self.session.next_message().unwrap_or_else(|e| panic!("waiting for a message: {e}"))
     }
 
-    /// LOGIN_REPLAY: a new resumable session (`session` 0) or `session` resumed from `from_seq`;
-    /// the answer. The replayed reports that follow carry `from_seq` on.
-    fn login_replay(&mut self, name: &str, secret: &str, session: u64, from_seq: u64) -> ServerMsg {
-        let key = market_bytes(name);
-        self.send(ClientMsg::Hello { key });
-        let ServerMsg::Challenge { nonce } = self.next() else { panic!("no challenge") };
-        let mac = binary::login_mac(secret.as_bytes(), &nonce, &key);
-        self.send(ClientMsg::LoginReplay { mac, session, from_seq });
-        self.next_seq = if session == 0 { 1 } else { from_seq };
-        self.next()
+    /// LOGIN_REPLAY: a new resumable session (`session` 0) or `session` resumed from `from_seq`.
+    /// The replayed reports that follow carry `from_seq` on.
+    fn try_login_replay(&mut self, name: &str, secret: &str, session: u64, from_seq: u64) -> Result<Login, Error> {
+        self.session.login_resumable(name, secret.as_bytes(), session, from_seq)
     }
 
-    fn login(&mut self, name: &str, secret: &str) -> ServerMsg {
-        let key = market_bytes(name); // NUL-padded 16 bytes, as keys are
-        self.send(ClientMsg::Hello { key });
-        let ServerMsg::Challenge { nonce } = self.next() else { panic!("no challenge") };
-        self.send(ClientMsg::Login { mac: binary::login_mac(secret.as_bytes(), &nonce, &key) });
-        self.next()
+    fn login_replay(&mut self, name: &str, secret: &str, session: u64, from_seq: u64) -> Login {
+        self.try_login_replay(name, secret, session, from_seq).unwrap()
+    }
+
+    fn login(&mut self, name: &str, secret: &str) -> Login {
+        self.session.login(name, secret.as_bytes()).unwrap()
     }
 }
 
@@ -281,29 +267,29 @@ fn rpc_framing_closes_on_bad_packets_without_harming_others(at: Arrangement) {
     let mut c = server.connect();
     let mut b = frame(deposit);
     b[20] ^= 0xFF;
-    c.s.write_all(&b).unwrap();
+    c.s().write_all(&b).unwrap();
     assert!(c.closed());
     // A body that is not a JSON array.
     let mut c = server.connect();
-    c.s.write_all(&frame(br#"{"not": "an array"}"#)).unwrap();
+    c.s().write_all(&frame(br#"{"not": "an array"}"#)).unwrap();
     assert!(c.closed());
     // Over the packet bound.
     let mut c = server.connect();
-    c.s.write_all(&frame(&vec![b' '; 5000])).unwrap();
+    c.s().write_all(&frame(&vec![b' '; 5000])).unwrap();
     assert!(c.closed());
     // A reply type where a request belongs.
     let mut c = server.connect();
     let mut b = Vec::new();
     let h = Header { command: 102, pkg_type: 1, result: 0, sequence: 1, req_id: 1, body_size: 0, ext_size: 0 };
     rpc::encode(&h, b"", deposit, &mut b);
-    c.s.write_all(&b).unwrap();
+    c.s().write_all(&b).unwrap();
     assert!(c.closed());
     // Half a request, then gone.
     let mut c = server.connect();
     let b = frame(deposit);
-    c.s.write_all(&b[..b.len() - 3]).unwrap();
+    c.s().write_all(&b[..b.len() - 3]).unwrap();
     // Its end read too: the edge closes it, with the half frame never applied.
-    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    c.s().shutdown(std::net::Shutdown::Write).unwrap();
     assert!(c.closed());
     // None of them changed anything; the good connection still works.
     let v = good.call("balance.query", json!([1, "BTC"]));
@@ -315,7 +301,7 @@ fn rpc_framing_slow_reader_is_bounded_and_others_proceed(at: Arrangement) {
         cfg.pending_max = 64;
         cfg.write_bytes_max = 64 * 1024;
     });
-    let slow = server.connect();
+    let mut slow = server.connect();
     // Far more asset.list replies (~35 MB) than the write bound and the kernel's buffers hold,
     // never read.
     let mut burst = Vec::new();
@@ -323,7 +309,7 @@ fn rpc_framing_slow_reader_is_bounded_and_others_proceed(at: Arrangement) {
         let h = Header { command: 104, pkg_type: 0, result: 0, sequence: 0, req_id: i, body_size: 0, ext_size: 0 };
         rpc::encode(&h, b"", b"[]", &mut burst);
     }
-    let mut writer = slow.s.try_clone().unwrap();
+    let mut writer = slow.s().try_clone().unwrap();
     let burst = std::thread::spawn(move || {
         let _ = writer.write_all(&burst);
     });
@@ -333,7 +319,7 @@ fn rpc_framing_slow_reader_is_bounded_and_others_proceed(at: Arrangement) {
         assert_eq!(v["result"]["BTC"]["available"], "0");
     }
     // Without reading a byte: once the server has closed the connection, writes fail.
-    let mut probe = slow.s.try_clone().unwrap();
+    let mut probe = slow.s().try_clone().unwrap();
     let mut heartbeat = Vec::new();
     let h = Header { command: 0, pkg_type: 0, result: 0, sequence: 0, req_id: 0, body_size: 0, ext_size: 0 };
     rpc::encode(&h, b"", b"", &mut heartbeat);
@@ -362,8 +348,8 @@ fn rpc_framing_requests_past_the_pending_bound_are_all_answered(at: Arrangement)
         let h = Header { command: 104, pkg_type: 0, result: 0, sequence: 0, req_id: i, body_size: 0, ext_size: 0 };
         rpc::encode(&h, b"", b"[]", &mut burst);
     }
-    c.s.write_all(&burst).unwrap();
-    c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.s().write_all(&burst).unwrap();
+    c.s().set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let ids: Vec<u64> = (0..80).map(|_| c.rpc_reply().expect("a reply to every request").header.req_id).collect();
     assert_eq!(ids, (0..80).collect::<Vec<u64>>());
 }
@@ -395,11 +381,11 @@ fn binary_login_refuses_unknown_keys_bad_signatures_and_early_orders(at: Arrange
     assert!(c.closed());
     // A frame length no message has.
     let mut c = server.connect();
-    c.s.write_all(&[200, 0, 1, 1]).unwrap();
+    c.s().write_all(&[200, 0, 1, 1]).unwrap();
     assert!(c.closed());
     // The right signature.
     let mut c = server.connect();
-    assert_eq!(c.login("maker", SECRET), ServerMsg::LoginAck { seq: 1, user: MAKER, heartbeat_ms: 1000 });
+    assert_eq!(c.login("maker", SECRET), Login { user: MAKER, heartbeat_ms: 1000, session: 0, last_seq: 1 });
 }
 
 fn binary_orders_fill_resting_makers_and_cancel(at: Arrangement) {
@@ -459,7 +445,7 @@ fn binary_orders_fill_resting_makers_and_cancel(at: Arrangement) {
     assert_eq!(
         maker.next(),
         ServerMsg::Rejected {
-            seq: maker.next_seq - 1,
+            seq: maker.session.last_seq(),
             client_id: 500,
             order_id: resting,
             reason: reason::DUPLICATE_CLIENT_ID,
@@ -637,13 +623,13 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
         assert_eq!(r, want, "{msg:?}");
     }
     // Malformed frames that keep the stream in step: rejected and skipped.
-    s.s.write_all(&[8, 0, 0x7E, 1, 0, 0, 0, 0]).unwrap();
+    s.s().write_all(&[8, 0, 0x7E, 1, 0, 0, 0, 0]).unwrap();
     let ServerMsg::Rejected { reason: r, request_type: 0x7E, .. } = s.next() else { panic!() };
     assert_eq!(r, reason::UNKNOWN_TYPE);
     let mut wrong_version = Vec::new();
     encode_client(&ClientMsg::Cancel { market: btcbch, order_id: 1 }, &mut wrong_version);
     wrong_version[3] = 9;
-    s.s.write_all(&wrong_version).unwrap();
+    s.s().write_all(&wrong_version).unwrap();
     let ServerMsg::Rejected { reason: r, .. } = s.next() else { panic!() };
     assert_eq!(r, reason::MALFORMED);
     // A malformed order (padding not zero) is rejected with the client order id it carried.
@@ -652,8 +638,8 @@ fn binary_bad_orders_are_rejected_and_the_session_goes_on(at: Arrangement) {
         &ClientMsg::NewMarket { client_id: 77, market: btcbch, side: 1, self_trade: 0, flags: 0, amount: 1 },
         &mut bad_pad,
     );
-    bad_pad[30] = 1;
-    s.s.write_all(&bad_pad).unwrap();
+    bad_pad[31] = 1;
+    s.s().write_all(&bad_pad).unwrap();
     let ServerMsg::Rejected { reason: r, client_id, request_type, .. } = s.next() else { panic!() };
     assert_eq!((r, client_id, request_type), (reason::MALFORMED, 77, client_type::NEW_MARKET));
     // An option byte with no meaning, or post-only with IOC: reason 33.
@@ -689,14 +675,8 @@ fn binary_sessions_get_heartbeats_and_silent_ones_are_closed(at: Arrangement) {
     });
     let mut s = server.connect();
     s.login("maker", SECRET);
-    let mut heartbeats = 0;
-    while heartbeats < 2 {
-        assert!(s.fill());
-        while let Decoded::Msg(m, used) = decode_server(&s.buf).unwrap() {
-            s.buf.drain(..used);
-            assert_eq!(m, ServerMsg::Heartbeat { last_seq: 1 });
-            heartbeats += 1;
-        }
+    for _ in 0..2 {
+        assert_eq!(s.next_with_heartbeats(), ServerMsg::Heartbeat { last_seq: 1 });
     }
     assert!(s.closed(), "a session that sends nothing is closed");
 }
@@ -726,9 +706,9 @@ fn binary_drop_copy_sessions_get_every_report_of_their_user(at: Arrangement) {
     fund(&server);
     let btcbch = market_bytes("BTCBCH");
     let mut maker = server.connect();
-    let ServerMsg::LoginAck { .. } = maker.login("maker", SECRET) else { panic!() };
+    maker.login("maker", SECRET);
     let mut copy = server.connect();
-    let ServerMsg::LoginAck { user: MAKER, .. } = copy.login("copier", SECRET) else { panic!() };
+    assert_eq!(copy.login("copier", SECRET).user, MAKER);
     // 1. The user's other session: its reports are copied, with the ids it sent.
     maker.send(ClientMsg::NewLimit {
         client_id: 1,
@@ -990,32 +970,27 @@ fn binary_throttles_reject_past_rate_max_and_close_past_rate_logout(at: Arrangem
     rpc.call("balance.update", json!([TAKER, "BTC", "deposit", 2, "10", {}]));
     let mut taker = server.connect();
     taker.login("taker", SECRET);
-    let mut burst = Vec::new();
     for client_id in 1..=10 {
-        let msg = ClientMsg::NewLimit {
+        taker.session.queue(&ClientMsg::NewLimit {
             client_id,
             market: market_bytes("BTCBCH"),
             side: 1,
             options: LimitOptions::PLAIN,
             price: 90_000_000,
             amount: 1_000_000,
-        };
-        encode_client(&msg, &mut burst);
+        });
     }
-    taker.s.write_all(&burst).unwrap();
+    taker.session.flush().unwrap();
     let mut throttled = Vec::new();
     loop {
-        match decode_server(&taker.buf).unwrap() {
-            Decoded::Msg(msg, used) => {
-                taker.buf.drain(..used);
-                if let ServerMsg::Rejected { client_id, reason: r, .. } = msg {
-                    assert_eq!(r, reason::THROTTLED);
-                    throttled.push(client_id);
-                }
+        match taker.session.next_message() {
+            Ok(ServerMsg::Rejected { client_id, reason: r, .. }) => {
+                assert_eq!(r, reason::THROTTLED);
+                throttled.push(client_id);
             }
-            Decoded::Invalid { .. } => panic!("an invalid message"),
-            Decoded::Partial if taker.fill() => {}
-            Decoded::Partial => break,
+            Ok(_) => {}
+            Err(Error::Closed) => break,
+            Err(e) => panic!("waiting for the session to close: {e}"),
         }
     }
     assert_eq!(throttled, [6, 7, 8], "past rate_max rejected, then the session closed");
@@ -1049,9 +1024,8 @@ fn binary_resumed_sessions_replay_exactly_the_reports_they_missed(at: Arrangemen
     };
     // A new resumable session: its first report is sequence 1.
     let mut taker = server.connect();
-    let ServerMsg::SessionAck { session, last_seq: 0, user: TAKER, .. } = taker.login_replay("taker", SECRET, 0, 1)
-    else {
-        panic!("no SESSION_ACK")
+    let Login { session, last_seq: 0, user: TAKER, .. } = taker.login_replay("taker", SECRET, 0, 1) else {
+        panic!("a new session has sent nothing")
     };
     taker.send(limit(1, 1, 100_000_000));
     let ServerMsg::Accepted { seq: 1, order_id: ask, .. } = taker.next() else { panic!() };
@@ -1064,10 +1038,7 @@ fn binary_resumed_sessions_replay_exactly_the_reports_they_missed(at: Arrangemen
     let ServerMsg::Filled { .. } = maker.next() else { panic!() };
     // Resumed from 1: its ACCEPTED again, then the fill it missed, then the live stream.
     let mut again = server.connect();
-    let ServerMsg::SessionAck { session: resumed, .. } = again.login_replay("taker", SECRET, session, 1) else {
-        panic!()
-    };
-    assert_eq!(resumed, session);
+    assert_eq!(again.login_replay("taker", SECRET, session, 1).session, session);
     let ServerMsg::Accepted { seq: 1, order_id, .. } = again.next() else { panic!() };
     assert_eq!(order_id, ask);
     let ServerMsg::Filled { seq: 2, order_id, role, left, .. } = again.next() else { panic!() };
@@ -1078,36 +1049,30 @@ fn binary_resumed_sessions_replay_exactly_the_reports_they_missed(at: Arrangemen
     // connection fail): the old connection is closed and the new one takes over. From 4 there is
     // nothing to replay; sequence 4 is the next live report.
     let mut third = server.connect();
-    let ServerMsg::SessionAck { last_seq: 3, .. } = third.login_replay("taker", SECRET, session, 4) else { panic!() };
+    assert_eq!(third.login_replay("taker", SECRET, session, 4).last_seq, 3);
     assert!(again.closed(), "the connection it was on is closed");
     third.send(ClientMsg::Cancel { market: btcbch, order_id: ask });
     let ServerMsg::Rejected { seq: 4, reason: r, .. } = third.next() else { panic!() };
     assert_eq!(r, reason::ORDER_NOT_FOUND);
     drop(third);
     // It keeps its last 3 (`replay_max`): from 1 is gone, from 6 was never sent; from 2 is whole.
+    for (key, id, from, want) in [
+        ("taker", session, 1, reason::REPLAY_GAP),
+        ("taker", session, 6, reason::REPLAY_GAP),
+        ("taker", session + 1, 1, reason::UNKNOWN_SESSION),
+        ("maker", session, 2, reason::UNKNOWN_SESSION), // another key's
+    ] {
+        let got = server.connect().try_login_replay(key, SECRET, id, from);
+        assert!(matches!(got, Err(Error::LoginRejected(r)) if r == want), "{key} {id} from {from}: {got:?}");
+    }
     let mut c = server.connect();
-    assert_eq!(c.login_replay("taker", SECRET, session, 1), ServerMsg::LoginReject { reason: reason::REPLAY_GAP });
-    let mut c = server.connect();
-    assert_eq!(c.login_replay("taker", SECRET, session, 6), ServerMsg::LoginReject { reason: reason::REPLAY_GAP });
-    let mut c = server.connect();
-    assert_eq!(
-        c.login_replay("taker", SECRET, session + 1, 1),
-        ServerMsg::LoginReject { reason: reason::UNKNOWN_SESSION }
-    );
-    let mut c = server.connect();
-    assert_eq!(
-        c.login_replay("maker", SECRET, session, 2),
-        ServerMsg::LoginReject { reason: reason::UNKNOWN_SESSION },
-        "another key's"
-    );
-    let mut c = server.connect();
-    let ServerMsg::SessionAck { last_seq: 4, .. } = c.login_replay("taker", SECRET, session, 2) else { panic!() };
+    assert_eq!(c.login_replay("taker", SECRET, session, 2).last_seq, 4);
     let seqs: Vec<Option<u64>> = (0..3).map(|_| c.next().seq()).collect();
     assert_eq!(seqs, [Some(2), Some(3), Some(4)]);
 
     // A resumable session of a key that cancels on disconnect finds the count in its stream.
     let mut mm = server.connect();
-    let ServerMsg::SessionAck { session: mm_session, .. } = mm.login_replay("maker", SECRET, 0, 1) else { panic!() };
+    let mm_session = mm.login_replay("maker", SECRET, 0, 1).session;
     mm.send(limit(3, 2, 10_000_000));
     let ServerMsg::Accepted { seq: 1, .. } = mm.next() else { panic!() };
     drop(mm);
@@ -1115,7 +1080,7 @@ fn binary_resumed_sessions_replay_exactly_the_reports_they_missed(at: Arrangemen
         pending(&mut rpc, MAKER).is_empty()
     });
     let mut mm = server.connect();
-    let ServerMsg::SessionAck { .. } = mm.login_replay("maker", SECRET, mm_session, 2) else { panic!() };
+    mm.login_replay("maker", SECRET, mm_session, 2);
     let ServerMsg::MassCancelled { seq: 2, count: 1, .. } = mm.next() else { panic!() };
 }
 

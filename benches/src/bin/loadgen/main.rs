@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
-use viaduct_edges::binary::{self, ClientMsg, Decoded, LimitOptions, ServerMsg};
+use viaduct_client::wire::{self as binary, ClientMsg, Decoded, LimitOptions, ServerMsg};
+use viaduct_client::Session;
 
 mod fanout;
 
@@ -672,27 +673,16 @@ fn plot(path: &Path, name: &str, hist: &Histogram<u64>) {
 }
 
 /// A logged-in binary session as key `load<index>` (user `index`).
-fn tcp_session(args: &Args, index: usize) -> TcpStream {
-    let mut s = TcpStream::connect(args.tcp).expect("connect to the tcp edge");
-    s.set_nodelay(true).unwrap();
-    let key = binary::market_bytes(&format!("load{index}"));
-    let mut out = Vec::new();
-    binary::encode_client(&ClientMsg::Hello { key }, &mut out);
-    s.write_all(&out).unwrap();
-    let mut reader = Reader::new();
-    let ServerMsg::Challenge { nonce } = reader.next(&mut s).expect("challenge") else { panic!("no challenge") };
-    out.clear();
-    let mac = binary::login_mac(args.secret.as_bytes(), &nonce, &key);
-    binary::encode_client(&ClientMsg::Login { mac }, &mut out);
-    s.write_all(&out).unwrap();
-    match reader.next(&mut s) {
-        Some(ServerMsg::LoginAck { .. }) => s,
-        other => panic!("login as load{index} failed: {other:?} (is viaduct running with benches/loadgen.toml?)"),
+fn tcp_session(args: &Args, index: usize) -> Session {
+    let mut s = Session::connect(args.tcp).expect("connect to the tcp edge");
+    let key = format!("load{index}");
+    if let Err(e) = s.login(&key, args.secret.as_bytes()) {
+        panic!("login as {key} failed: {e} (is viaduct running with benches/loadgen.toml?)");
     }
+    s
 }
 
-/// Reads a session's server messages: one `read` takes as many as have arrived, and each is
-/// decoded where it lies (the bytes are moved only when a read needs the room).
+/// Reads an echo connection's messages: one `read` takes as many as have arrived.
 struct Reader {
     buf: Vec<u8>,
     at: usize,
@@ -703,24 +693,6 @@ const READ_CHUNK: usize = 64 * 1024;
 impl Reader {
     fn new() -> Reader {
         Reader { buf: Vec::with_capacity(2 * READ_CHUNK), at: 0 }
-    }
-
-    /// The next server message; None when the session ended or sent something undecodable.
-    fn next(&mut self, s: &mut TcpStream) -> Option<ServerMsg> {
-        loop {
-            match binary::decode_server(&self.buf[self.at..]).ok()? {
-                Decoded::Msg(m, used) => {
-                    self.at += used;
-                    return Some(m);
-                }
-                Decoded::Invalid { .. } => return None,
-                Decoded::Partial => {
-                    if !self.fill(s) {
-                        return None;
-                    }
-                }
-            }
-        }
     }
 
     /// Takes the next `len` bytes (one echoed message); None when the connection ended.
@@ -749,10 +721,9 @@ impl Reader {
 /// The i-th request of a session. `cross`: asks and bids in turn at 1, so each bid fills the ask
 /// before it. `rest`: a bid at 0.5 with client order id `run + i`, then the cancel of that id;
 /// `run` keeps the ids of one run apart from those of earlier runs (they stay taken for 24 h).
-fn binary_order(flow: &str, run: u64, i: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48);
+fn binary_order(flow: &str, run: u64, i: u64) -> ClientMsg {
     let market = binary::market_bytes("BTCBCH");
-    let msg = match flow {
+    match flow {
         "rest" if i % 2 == 1 => ClientMsg::CancelByClientId { market, client_id: run + i - 1 },
         "rest" => ClientMsg::NewLimit {
             client_id: run + i,
@@ -778,9 +749,7 @@ fn binary_order(flow: &str, run: u64, i: u64) -> Vec<u8> {
             price: 100_000_000,
             amount: 1_000_000,
         },
-    };
-    binary::encode_client(&msg, &mut out);
-    out
+    }
 }
 
 /// The first client order id of this run: microseconds since the epoch, times 1,000, leaves a
@@ -800,12 +769,20 @@ fn answers(m: &ServerMsg) -> Option<bool> {
 }
 
 fn tcp_open_loop(args: &Args) -> Histogram<u64> {
-    let sessions: Vec<TcpStream> = (1..=args.connections).map(|i| tcp_session(args, i)).collect();
+    // Logged in by the client library; then [`scheduled`] drives the raw streams, reading on one
+    // thread and writing on another.
+    let sessions: Vec<TcpStream> = (1..=args.connections)
+        .map(|i| {
+            let (stream, unread) = tcp_session(args, i).into_inner();
+            assert!(unread.is_empty(), "nothing but the login's answer before the first order");
+            stream
+        })
+        .collect();
     let per_conn = args.rate * args.seconds / args.connections as u64;
     let gap = Duration::from_nanos(1_000_000_000 / args.rate);
     let run = run_ids();
     let flow = args.flow.clone();
-    let request = move |_c: usize, i: u64, out: &mut Vec<u8>| out.extend_from_slice(&binary_order(&flow, run, i));
+    let request = move |_c: usize, i: u64, out: &mut Vec<u8>| binary::encode_client(&binary_order(&flow, run, i), out);
     let parse = |buf: &mut Vec<u8>, oks: &mut Vec<bool>| {
         let mut at = 0;
         loop {
@@ -832,15 +809,11 @@ fn tcp_open_loop(args: &Args) -> Histogram<u64> {
 
 /// Closed-loop saturation over the binary order entry: `window` orders in flight per session.
 fn tcp_max(args: &Args) {
-    let sessions: Vec<TcpStream> = (1..=args.connections).map(|i| tcp_session(args, i)).collect();
     let run = run_ids();
-    let flow = args.flow.clone();
-    let request = move |i| binary_order(&flow, run, i);
-    let answer = || {
-        let mut reader = Reader::new();
-        move |s: &mut TcpStream| reader.next(s).map(|m| answers(&m))
-    };
-    let (n, rejected) = windowed(args, sessions, request, answer);
+    let sessions: Vec<OrderLoop> = (1..=args.connections)
+        .map(|i| OrderLoop { session: tcp_session(args, i), flow: args.flow.clone(), run })
+        .collect();
+    let (n, rejected) = windowed(args, sessions);
     // In the rest flow every other request is a cancel.
     let orders = if args.flow == "rest" { n / 2 } else { n };
     println!(
@@ -858,13 +831,11 @@ fn tcp_max(args: &Args) {
 /// (48, a binary order's size): the most a one-thread event loop that only echoes carries over
 /// loopback on this machine, the baseline for `tcp-max` in the same run.
 fn echo_max(args: &Args, addr: SocketAddr, len: usize) {
-    let streams = connect(args, addr);
-    let request = move |i: u64| pad(&order_body(i, 1), len).into_bytes();
-    let answer = || {
-        let mut reader = Reader::new();
-        move |s: &mut TcpStream| reader.next_echo(s, len).map(|()| Some(true))
-    };
-    let (n, _) = windowed(args, streams, request, answer);
+    let conns: Vec<EchoLoop> = connect(args, addr)
+        .into_iter()
+        .map(|stream| EchoLoop { stream, reader: Reader::new(), len, out: Vec::new() })
+        .collect();
+    let (n, _) = windowed(args, conns);
     println!(
         "echo-max: {n} messages of {len} bytes echoed in {} s over {} connections (window {}): {:.0} messages/s",
         args.seconds,
@@ -874,38 +845,90 @@ fn echo_max(args: &Args, addr: SocketAddr, len: usize) {
     );
 }
 
+/// One connection of [`windowed`]'s closed loop.
+trait Looped: Send + 'static {
+    /// Queues the connection's i-th request.
+    fn queue(&mut self, i: u64);
+    /// Writes what is queued; false once the connection has ended.
+    fn flush(&mut self) -> bool;
+    /// Reads the next message: `Some(ok)` for an answer to a request, `None` for anything else;
+    /// nothing once the connection has ended.
+    fn answer(&mut self) -> Option<Option<bool>>;
+}
+
+/// A binary session of `tcp-max`, through the client library (which also checks that the
+/// session's sequence has no gap).
+struct OrderLoop {
+    session: Session,
+    flow: String,
+    run: u64,
+}
+
+impl Looped for OrderLoop {
+    fn queue(&mut self, i: u64) {
+        self.session.queue(&binary_order(&self.flow, self.run, i));
+    }
+
+    fn flush(&mut self) -> bool {
+        self.session.flush().is_ok()
+    }
+
+    fn answer(&mut self) -> Option<Option<bool>> {
+        match self.session.next_message() {
+            Ok(m) => Some(answers(&m)),
+            Err(viaduct_client::Error::Closed) => None,
+            Err(e) => panic!("tcp-max: {e}"),
+        }
+    }
+}
+
+/// A connection to the echo server: messages of `len` bytes.
+struct EchoLoop {
+    stream: TcpStream,
+    reader: Reader,
+    len: usize,
+    out: Vec<u8>,
+}
+
+impl Looped for EchoLoop {
+    fn queue(&mut self, i: u64) {
+        self.out.extend_from_slice(pad(&order_body(i, 1), self.len).as_bytes());
+    }
+
+    fn flush(&mut self) -> bool {
+        let written = self.stream.write_all(&self.out).is_ok();
+        self.out.clear();
+        written
+    }
+
+    fn answer(&mut self) -> Option<Option<bool>> {
+        self.reader.next_echo(&mut self.stream, self.len).map(|()| Some(true))
+    }
+}
+
 /// The closed loop of `tcp-max` and `echo-max`: one thread per connection keeps `--window`
 /// requests in flight for `--seconds`, refilling half the window in one write once half has been
-/// answered, as a market maker's gateway would. `request(i)` is a connection's i-th request;
-/// `answer()` makes a connection's reader, which returns its next message: `Some(ok)` for an
-/// answer to a request, `None` for anything else, and nothing once the connection has ended.
-/// Returns the answers and how many of them were refusals.
-fn windowed<A>(
-    args: &Args,
-    streams: Vec<TcpStream>,
-    request: impl Fn(u64) -> Vec<u8> + Clone + Send + 'static,
-    answer: impl Fn() -> A,
-) -> (u64, u64)
-where
-    A: FnMut(&mut TcpStream) -> Option<Option<bool>> + Send + 'static,
-{
+/// answered, as a market maker's gateway would. Returns the answers and how many of them were
+/// refusals.
+fn windowed<C: Looped>(args: &Args, conns: Vec<C>) -> (u64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let window = args.window as u64;
     let mut threads = Vec::new();
-    for mut s in streams {
-        let (done, refused, request, mut next) = (Arc::clone(&done), Arc::clone(&refused), request.clone(), answer());
+    for mut c in conns {
+        let (done, refused) = (Arc::clone(&done), Arc::clone(&refused));
         threads.push(std::thread::spawn(move || {
             let (mut sent, mut answered) = (0u64, 0u64);
-            let mut batch = Vec::new();
             for _ in 0..window {
-                batch.extend_from_slice(&request(sent));
+                c.queue(sent);
                 sent += 1;
             }
-            s.write_all(&batch).unwrap();
+            if !c.flush() {
+                return;
+            }
             while Instant::now() < until {
-                let Some(m) = next(&mut s) else { return };
+                let Some(m) = c.answer() else { return };
                 let Some(ok) = m else { continue };
                 if !ok {
                     refused.fetch_add(1, Ordering::Relaxed);
@@ -913,12 +936,11 @@ where
                 done.fetch_add(1, Ordering::Relaxed);
                 answered += 1;
                 if sent - answered <= window / 2 {
-                    batch.clear();
                     for _ in 0..window / 2 {
-                        batch.extend_from_slice(&request(sent));
+                        c.queue(sent);
                         sent += 1;
                     }
-                    if s.write_all(&batch).is_err() {
+                    if !c.flush() {
                         return;
                     }
                 }
