@@ -1084,6 +1084,91 @@ fn binary_resumed_sessions_replay_exactly_the_reports_they_missed(at: Arrangemen
     let ServerMsg::MassCancelled { seq: 2, count: 1, .. } = mm.next() else { panic!() };
 }
 
+/// PROTOCOL.md "Order status": ORDER_STATUS by order id or client order id answers an open order
+/// as it rests (from the engine), a finished one as it ended (what the edge kept while the user
+/// had a session), and STATE_UNKNOWN for an order that is not open and whose end this edge did not
+/// keep, or that is another user's; an id no order has, or a client id not in the window, is
+/// REJECTED with reason 20 and the ids it carried.
+fn binary_order_status_answers_open_finished_and_unknown_orders(at: Arrangement) {
+    use viaduct_client::wire::{STATE_FINISHED, STATE_OPEN, STATE_UNKNOWN};
+    let server = Server::start(at, |_| {});
+    fund(&server);
+    let market = market_bytes("BTCBCH");
+    let status = |order_id, client_id| ClientMsg::OrderStatus { market, order_id, client_id };
+    let (mut maker, mut taker) = (server.connect(), server.connect());
+    maker.login("maker", SECRET);
+    taker.login("taker", SECRET);
+    // The maker offers 2 at 0.1; the taker buys 0.5 of it.
+    let ask = maker.rest(ClientMsg::NewLimit {
+        client_id: 1,
+        market,
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 10_000_000,
+        amount: 200_000_000,
+    });
+    let bid = taker.rest(ClientMsg::NewLimit {
+        client_id: 2,
+        market,
+        side: 2,
+        options: LimitOptions::PLAIN,
+        price: 10_000_000,
+        amount: 50_000_000,
+    });
+    let ServerMsg::Filled { .. } = taker.next() else { panic!() };
+    let ServerMsg::Filled { .. } = maker.next() else { panic!() };
+    // Open, by client order id: as it rests now.
+    maker.send(status(0, 1));
+    let ServerMsg::OrderState {
+        state,
+        order_id,
+        client_id,
+        side,
+        kind,
+        price,
+        amount,
+        left,
+        deal_stock,
+        deal_money,
+        ..
+    } = maker.next()
+    else {
+        panic!()
+    };
+    assert_eq!((state, order_id, client_id, side, kind), (STATE_OPEN, ask, 1, 1, 1));
+    assert_eq!((price, amount, left, deal_stock), (10_000_000, 200_000_000, 150_000_000, 50_000_000));
+    assert_eq!(deal_money, 500_000_000_000_000, "0.05 at stock.prec + money.prec");
+    // Filled, by order id: as it ended, its fee in the stock it bought at fee_scale 12.
+    taker.send(status(bid, 0));
+    let ServerMsg::OrderState { state, left, deal_stock, deal_fee, fee_scale, .. } = taker.next() else { panic!() };
+    assert_eq!((state, left, deal_stock, deal_fee, fee_scale), (STATE_FINISHED, 0, 50_000_000, 1_000_000_000, 12));
+    // Another user's order is not told about, open or not.
+    taker.send(status(ask, 0));
+    let ServerMsg::OrderState { state, order_id, deal_stock, .. } = taker.next() else { panic!() };
+    assert_eq!((state, order_id, deal_stock), (STATE_UNKNOWN, ask, 0));
+    // Cancelled: as it ended.
+    maker.send(ClientMsg::Cancel { market, order_id: ask });
+    let ServerMsg::Cancelled { .. } = maker.next() else { panic!() };
+    maker.send(status(ask, 0));
+    let ServerMsg::OrderState { state, left, deal_stock, .. } = maker.next() else { panic!() };
+    assert_eq!((state, left, deal_stock), (STATE_FINISHED, 150_000_000, 50_000_000));
+    // Ids no order has: refused with the ids asked about.
+    maker.send(status(ask + 1_000, 0));
+    let ServerMsg::Rejected { reason: r, order_id, request_type, .. } = maker.next() else { panic!() };
+    assert_eq!((r, order_id, request_type), (reason::ORDER_NOT_FOUND, ask + 1_000, client_type::ORDER_STATUS));
+    maker.send(status(0, 99));
+    let ServerMsg::Rejected { reason: r, client_id, .. } = maker.next() else { panic!() };
+    assert_eq!((r, client_id), (reason::ORDER_NOT_FOUND, 99));
+    // Once the user has no session left, what the edge kept of its orders goes with it.
+    drop(maker);
+    wait_until("the maker's session to end", Duration::from_secs(10), || {
+        let mut again = server.connect();
+        again.login("maker", SECRET);
+        again.send(status(ask, 0));
+        matches!(again.next(), ServerMsg::OrderState { state: STATE_UNKNOWN, .. })
+    });
+}
+
 macro_rules! in_every_arrangement {
     ($($name:ident),* $(,)?) => {
         mod own_thread {
@@ -1123,4 +1208,5 @@ in_every_arrangement!(
     binary_sessions_orders_are_cancelled_when_they_end_or_go_quiet,
     binary_throttles_reject_past_rate_max_and_close_past_rate_logout,
     binary_resumed_sessions_replay_exactly_the_reports_they_missed,
+    binary_order_status_answers_open_finished_and_unknown_orders,
 );

@@ -44,7 +44,7 @@ pub enum Error {
     /// LOGIN_REJECT with its reason (`wire::reason`).
     LoginRejected(u16),
     /// A message where the login expected another.
-    Unexpected(ServerMsg),
+    Unexpected(Box<ServerMsg>),
     /// A message whose session sequence is not the next one: reports were lost (or repeated).
     Gap {
         expected: u64,
@@ -144,7 +144,7 @@ impl Session {
                 Ok(Login { user, heartbeat_ms, session: 0, last_seq: seq })
             }
             ServerMsg::LoginReject { reason } => Err(Error::LoginRejected(reason)),
-            other => Err(Error::Unexpected(other)),
+            other => Err(Error::Unexpected(Box::new(other))),
         }
     }
 
@@ -161,7 +161,7 @@ impl Session {
                 Ok(Login { user, heartbeat_ms, session: id, last_seq })
             }
             ServerMsg::LoginReject { reason } => Err(Error::LoginRejected(reason)),
-            other => Err(Error::Unexpected(other)),
+            other => Err(Error::Unexpected(Box::new(other))),
         }
     }
 
@@ -175,7 +175,7 @@ impl Session {
         match self.next_message()? {
             ServerMsg::Challenge { nonce } => Ok(nonce),
             ServerMsg::LoginReject { reason } => Err(Error::LoginRejected(reason)),
-            other => Err(Error::Unexpected(other)),
+            other => Err(Error::Unexpected(Box::new(other))),
         }
     }
 

@@ -31,6 +31,7 @@ pub mod client_type {
     pub const CANCEL_BY_CLIENT_ID: u8 = 0x13;
     pub const MASS_CANCEL: u8 = 0x14;
     pub const AMEND: u8 = 0x15;
+    pub const ORDER_STATUS: u8 = 0x16;
     pub const HEARTBEAT: u8 = 0x20;
 }
 
@@ -47,6 +48,7 @@ pub mod server_type {
     pub const CANCELLED: u8 = 0x33;
     pub const MASS_CANCELLED: u8 = 0x34;
     pub const AMENDED: u8 = 0x35;
+    pub const ORDER_STATE: u8 = 0x36;
 }
 
 /// Why a request was rejected (REJECTED `reason`).
@@ -170,6 +172,13 @@ pub enum ClientMsg {
         price: i64,
         left: i64,
     },
+    /// Where an order of the session's user stands: by `order_id`, or with `order_id` 0 by
+    /// `client_id`.
+    OrderStatus {
+        market: [u8; MARKET_BYTES],
+        order_id: u64,
+        client_id: u64,
+    },
     Heartbeat,
 }
 
@@ -264,7 +273,35 @@ pub enum ServerMsg {
         price: i64,
         left: i64,
     },
+    /// The answer to ORDER_STATUS. `state`: [`STATE_OPEN`] (the order as it rests now),
+    /// [`STATE_FINISHED`] (as it ended), [`STATE_UNKNOWN`] (not open; how it ended is not kept
+    /// here: only the ids and the market are set). `deal_money` is at `stock.prec + money.prec`,
+    /// `deal_fee` at `fee_scale`.
+    OrderState {
+        seq: u64,
+        time_us: u64,
+        client_id: u64,
+        order_id: u64,
+        market: [u8; MARKET_BYTES],
+        side: u8,
+        kind: u8,
+        state: u8,
+        fee_scale: u8,
+        price: i64,
+        amount: i64,
+        left: i64,
+        deal_stock: i64,
+        deal_money: i128,
+        deal_fee: i128,
+    },
 }
+
+/// ORDER_STATE `state`: the order rests in the book.
+pub const STATE_OPEN: u8 = 1;
+/// ORDER_STATE `state`: the order is finished (filled or cancelled), as it ended.
+pub const STATE_FINISHED: u8 = 2;
+/// ORDER_STATE `state`: the order is not open, and how it ended is not kept by this edge.
+pub const STATE_UNKNOWN: u8 = 3;
 
 /// The stream cannot be read further: the connection is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +330,7 @@ pub fn client_len(msg_type: u8) -> Option<usize> {
         CANCEL | CANCEL_BY_CLIENT_ID => HEADER_BYTES + MARKET_BYTES + 8,
         MASS_CANCEL => HEADER_BYTES + MARKET_BYTES + 4,
         AMEND => HEADER_BYTES + MARKET_BYTES + 8 * 3,
+        ORDER_STATUS => HEADER_BYTES + MARKET_BYTES + 8 * 2,
         HEARTBEAT => HEADER_BYTES,
         _ => return None,
     })
@@ -313,6 +351,7 @@ pub fn server_len(msg_type: u8) -> Option<usize> {
         CANCELLED => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8 + 8,
         MASS_CANCELLED => HEADER_BYTES + 8 * 2 + MARKET_BYTES + 4,
         AMENDED => HEADER_BYTES + 8 * 5 + MARKET_BYTES + 4 + 8 * 2,
+        ORDER_STATE => HEADER_BYTES + 8 * 4 + MARKET_BYTES + 4 + 8 * 4 + 16 * 2,
         _ => return None,
     })
 }
@@ -409,6 +448,7 @@ pub fn decode_client(buf: &[u8]) -> Result<Decoded<ClientMsg>, BadFrame> {
             ClientMsg::MassCancel { market, side }
         }
         AMEND => ClientMsg::Amend { market: r.take(), order_id: r.u64(), price: r.i64(), left: r.i64() },
+        ORDER_STATUS => ClientMsg::OrderStatus { market: r.take(), order_id: r.u64(), client_id: r.u64() },
         _ => ClientMsg::Heartbeat,
     };
     if !pad_ok {
@@ -431,6 +471,7 @@ pub fn ids_of_invalid(frame: &[u8]) -> (u64, u64) {
         NEW_LIMIT | NEW_MARKET => (field(HEADER_BYTES), 0),
         CANCEL_BY_CLIENT_ID => (field(after_market), 0),
         CANCEL | AMEND => (0, field(after_market)),
+        ORDER_STATUS => (field(after_market + 8), field(after_market)),
         _ => (0, 0),
     }
 }
@@ -486,6 +527,12 @@ pub fn encode_client(msg: &ClientMsg, out: &mut Vec<u8>) {
             out.extend_from_slice(&order_id.to_le_bytes());
             out.extend_from_slice(&price.to_le_bytes());
             out.extend_from_slice(&left.to_le_bytes());
+        }
+        ClientMsg::OrderStatus { market, order_id, client_id } => {
+            header(out, ORDER_STATUS, client_len);
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&order_id.to_le_bytes());
+            out.extend_from_slice(&client_id.to_le_bytes());
         }
         ClientMsg::Cancel { market, order_id } => {
             header(out, CANCEL, client_len);
@@ -604,6 +651,35 @@ pub fn encode_server(msg: &ServerMsg, out: &mut Vec<u8>) {
             out.extend_from_slice(&price.to_le_bytes());
             out.extend_from_slice(&left.to_le_bytes());
         }
+        ServerMsg::OrderState {
+            seq,
+            time_us,
+            client_id,
+            order_id,
+            market,
+            side,
+            kind,
+            state,
+            fee_scale,
+            price,
+            amount,
+            left,
+            deal_stock,
+            deal_money,
+            deal_fee,
+        } => {
+            header(out, ORDER_STATE, server_len);
+            for v in [seq, time_us, client_id, order_id] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&market);
+            out.extend_from_slice(&[side, kind, state, fee_scale]);
+            for v in [price, amount, left, deal_stock] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&deal_money.to_le_bytes());
+            out.extend_from_slice(&deal_fee.to_le_bytes());
+        }
     }
     debug_assert_eq!(out.len() - start, server_len(out[start + 2]).expect("known"));
 }
@@ -681,6 +757,28 @@ pub fn decode_server(buf: &[u8]) -> Result<Decoded<ServerMsg>, BadFrame> {
             r.pad(3);
             ServerMsg::MassCancelled { seq, count, market, side }
         }
+        ORDER_STATE => {
+            let (seq, time_us, client_id, order_id, market) = (r.u64(), r.u64(), r.u64(), r.u64(), r.take());
+            let (side, kind, state, fee_scale) = (r.u8(), r.u8(), r.u8(), r.u8());
+            let (price, amount, left, deal_stock) = (r.i64(), r.i64(), r.i64(), r.i64());
+            ServerMsg::OrderState {
+                seq,
+                time_us,
+                client_id,
+                order_id,
+                market,
+                side,
+                kind,
+                state,
+                fee_scale,
+                price,
+                amount,
+                left,
+                deal_stock,
+                deal_money: r.i128(),
+                deal_fee: r.i128(),
+            }
+        }
         _ => {
             let (seq, time_us, client_id, order_id, old_order_id) = (r.u64(), r.u64(), r.u64(), r.u64(), r.u64());
             let (market, side) = (r.take(), r.u8());
@@ -702,7 +800,8 @@ impl ServerMsg {
             | ServerMsg::Filled { seq, .. }
             | ServerMsg::Cancelled { seq, .. }
             | ServerMsg::MassCancelled { seq, .. }
-            | ServerMsg::Amended { seq, .. } => Some(seq),
+            | ServerMsg::Amended { seq, .. }
+            | ServerMsg::OrderState { seq, .. } => Some(seq),
             ServerMsg::Challenge { .. }
             | ServerMsg::LoginReject { .. }
             | ServerMsg::SessionAck { .. }

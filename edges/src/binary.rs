@@ -127,6 +127,9 @@ pub fn command(spec: &Spec, trader: &Trader, session: u64, msg: &ClientMsg) -> R
             }
             Command::Amend(Amend { user, market: market(&m)?, order_id, price, left })
         }
+        ClientMsg::OrderStatus { market: m, order_id, client_id } => {
+            Command::OrderStatus { user, market: market(&m)?, order_id, client_id }
+        }
         ClientMsg::Hello { .. } | ClientMsg::Login { .. } | ClientMsg::LoginReplay { .. } | ClientMsg::Heartbeat => {
             return Err(reason::NOT_EXPECTED)
         }
@@ -160,6 +163,7 @@ fn request_type(cmd: &Command) -> u8 {
         Command::CancelByClientId { .. } => client_type::CANCEL_BY_CLIENT_ID,
         Command::CancelAll { .. } => client_type::MASS_CANCEL,
         Command::Amend(_) => client_type::AMEND,
+        Command::OrderStatus { .. } => client_type::ORDER_STATUS,
         _ => client_type::CANCEL,
     }
 }
@@ -194,11 +198,11 @@ pub fn reports(
     let client_id = match cmd {
         Command::PutLimit(c) => c.client_id,
         Command::PutMarket(c) => c.client_id,
-        Command::CancelByClientId { client_id, .. } => *client_id,
+        Command::CancelByClientId { client_id, .. } | Command::OrderStatus { client_id, .. } => *client_id,
         _ => 0,
     };
     let order_id = match cmd {
-        Command::Cancel { order_id, .. } => *order_id,
+        Command::Cancel { order_id, .. } | Command::OrderStatus { order_id, .. } => *order_id,
         Command::Amend(a) => a.order_id,
         _ => 0,
     };
@@ -208,6 +212,30 @@ pub fn reports(
             _ => order_id,
         };
         out.push(rejected(request_type(cmd), client_id, order_id, reason_of(*e)));
+        return;
+    }
+    if let (Command::OrderStatus { market, .. }, Ok(Reply::Status { order_id, open })) = (cmd, outcome) {
+        out.push(match open {
+            Some(order) => order_state(spec, order, STATE_OPEN),
+            // The TCP edge puts in how it ended when it kept that (`tcp::Finished`).
+            None => ServerMsg::OrderState {
+                seq: 0,
+                time_us: 0,
+                client_id,
+                order_id: *order_id,
+                market: market_bytes(&spec.market(*market).name),
+                side: 0,
+                kind: 0,
+                state: STATE_UNKNOWN,
+                fee_scale: 0,
+                price: 0,
+                amount: 0,
+                left: 0,
+                deal_stock: 0,
+                deal_money: 0,
+                deal_fee: 0,
+            },
+        });
         return;
     }
     if let (Command::CancelAll { market, side, .. }, Ok(Reply::Cancelled { count })) = (cmd, outcome) {
@@ -285,6 +313,30 @@ fn carried(v: i128) -> i64 {
         tracing::error!("binary edge: {v} does not fit a report's 64-bit field (an order from before the entry bound); sent as i64::MAX");
         i64::MAX
     })
+}
+
+/// ORDER_STATE for `order` as it is (`STATE_OPEN`) or as it ended (`STATE_FINISHED`): amounts as
+/// ACCEPTED and FILLED carry them (a market bid of kind 2 in money at `stock.prec`).
+pub fn order_state(spec: &Spec, order: &Order, state: u8) -> ServerMsg {
+    let mk = spec.market(order.market);
+    let down = if order.spends_money() { 10i128.pow(mk.money_prec) } else { 1 };
+    ServerMsg::OrderState {
+        seq: 0,
+        time_us: order.mtime_us,
+        client_id: order.client_id,
+        order_id: order.id,
+        market: market_bytes(&mk.name),
+        side: order.side.code(),
+        kind: order.kind as u8,
+        state,
+        fee_scale: order.fee_scale(mk) as u8,
+        price: carried(order.price),
+        amount: carried(order.amount / down),
+        left: carried(order.left / down),
+        deal_stock: carried(order.deal_stock),
+        deal_money: order.deal_money,
+        deal_fee: order.deal_fee,
+    }
 }
 
 fn cancelled(order: &Order, market: [u8; MARKET_BYTES], why: u8, left: i64) -> ServerMsg {

@@ -27,6 +27,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Poll;
 use serde_json::Value;
 use viaduct_matcher::book::{BlockIdHasher, IdMap};
+use viaduct_matcher::event::{EventRef, OrderEventKind};
+use viaduct_matcher::order::Order;
 use viaduct_matcher::{Command, Events, Reply, RpcError, Spec};
 use viaduct_protocol::{self as protocol, error_response, response_json, Routed};
 
@@ -362,6 +364,9 @@ struct Server<B> {
     /// The resumable sessions that ended and wait to be resumed, per user: they get what a
     /// logged-in session of the user would.
     detached: IdMap<u32, Vec<u64>>,
+    /// Per user with a session (logged in or waiting), the orders that finished meanwhile, as
+    /// they ended: what ORDER_STATUS answers for an order no longer open.
+    finished: IdMap<u32, Finished>,
     /// What each read fills.
     chunk: Vec<u8>,
     /// What the engine handed over in one [`Server::take_replies`], encoded, before it is queued
@@ -370,6 +375,53 @@ struct Server<B> {
     arrived: Vec<Arrival>,
     reports: Vec<ServerMsg>,
     fills: Vec<(u32, ServerMsg)>,
+}
+
+/// A user's orders that finished while the user had a session on this edge (logged in or
+/// waiting to be resumed), as they ended, from the finished-order events of every command the
+/// edge is handed: its own, those with the user's maker fills or self-trade cancels, and all of
+/// the user's with a drop-copy session. At most `replay_max` (`[edges.tcp]`), the oldest
+/// forgotten first.
+#[derive(Default)]
+struct Finished {
+    by_id: IdMap<u64, Order>,
+    ids: std::collections::VecDeque<u64>,
+}
+
+impl Finished {
+    fn keep(&mut self, order: &Order, max: usize) {
+        if self.by_id.insert(order.id, *order).is_none() {
+            self.ids.push_back(order.id);
+        }
+        while self.ids.len() > max {
+            let Some(old) = self.ids.pop_front() else { break };
+            self.by_id.remove(&old);
+        }
+    }
+}
+
+/// Keeps the orders `events` finished for the users `watched` says yes to.
+fn keep_finished(events: &Events, watched: impl Fn(u32) -> bool, finished: &mut IdMap<u32, Finished>, max: usize) {
+    for ev in events.iter() {
+        if let EventRef::Order(OrderEventKind::Finish, o) = ev {
+            if watched(o.user) {
+                finished.entry(o.user).or_default().keep(o, max);
+            }
+        }
+    }
+}
+
+/// An ORDER_STATE for an order the engine no longer has open says how it ended where this edge
+/// kept that.
+fn fill_in_finished(spec: &Spec, cmd: &Command, reports: &mut [ServerMsg], finished: &IdMap<u32, Finished>) {
+    let Command::OrderStatus { user, .. } = cmd else { return };
+    for msg in reports {
+        if let ServerMsg::OrderState { state: binary::STATE_UNKNOWN, order_id, .. } = *msg {
+            if let Some(order) = finished.get(user).and_then(|f| f.by_id.get(&order_id)) {
+                *msg = binary::order_state(spec, order, binary::STATE_FINISHED);
+            }
+        }
+    }
 }
 
 /// One delivery of the engine, encoded for its connection.
@@ -420,6 +472,7 @@ impl<B: Backend> Server<B> {
             orphan_tags: Vec::new(),
             streams: IdMap::default(),
             detached: IdMap::default(),
+            finished: IdMap::default(),
             chunk: vec![0; READ_CHUNK],
             arrived: Vec::new(),
             reports: Vec::new(),
@@ -828,6 +881,7 @@ impl<B: Backend> Server<B> {
             ClientMsg::CancelByClientId { client_id, .. } => (client_type::CANCEL_BY_CLIENT_ID, client_id, 0),
             ClientMsg::MassCancel { .. } => (client_type::MASS_CANCEL, 0, 0),
             ClientMsg::Amend { order_id, .. } => (client_type::AMEND, 0, order_id),
+            ClientMsg::OrderStatus { order_id, client_id, .. } => (client_type::ORDER_STATUS, client_id, order_id),
             ClientMsg::Hello { .. } => (client_type::HELLO, 0, 0),
             ClientMsg::Login { .. } => (client_type::LOGIN, 0, 0),
             ClientMsg::LoginReplay { .. } => (client_type::LOGIN_REPLAY, 0, 0),
@@ -913,8 +967,10 @@ impl<B: Backend> Server<B> {
         // Users with a session logged in or waiting to be resumed: they get maker reports.
         let watched = |user: u32| sessions.contains_key(&user) || detached.contains_key(&user);
         let (reports, fills) = (&mut self.reports, &mut self.fills);
+        let (finished, finished_max) = (&mut self.finished, self.cfg.replay_max);
         self.backend.receive(&mut |spec, delivered| match delivered {
             Delivered::Outcome { tag, request_id, cmd, result, events, .. } => {
+                keep_finished(events, watched, finished, finished_max);
                 // A session's request whose connection went, or the cancel of an ended session's
                 // orders: its stream keeps the reports, a drop copy gets copies.
                 let (w, stream, orphan) = match waiting.remove(&tag) {
@@ -939,6 +995,7 @@ impl<B: Backend> Server<B> {
                     }
                     if streams.contains_key(&stream) {
                         binary::reports(spec, cmd, result, events, reports);
+                        fill_in_finished(spec, cmd, reports, finished);
                         arrivals.extend(reports.drain(..).map(|msg| Arrival::Stream { stream, msg }));
                     }
                     Self::drop_copies(spec, cmd, result, events, copies, None, &mut arrivals);
@@ -949,6 +1006,7 @@ impl<B: Backend> Server<B> {
                     Self::drop_copies(spec, cmd, result, events, copies, None, &mut arrivals);
                 } else {
                     binary::reports(spec, cmd, result, events, reports);
+                    fill_in_finished(spec, cmd, reports, finished);
                     let (index, gen) = (w.index, w.gen);
                     arrivals.extend(reports.drain(..).map(|msg| Arrival::Report { index, gen, msg }));
                     Self::drop_copies(spec, cmd, result, events, copies, Some((index, gen)), &mut arrivals);
@@ -960,12 +1018,14 @@ impl<B: Backend> Server<B> {
                 }
             }
             Delivered::Deals { cmd, events } => {
+                keep_finished(events, watched, finished, finished_max);
                 binary::maker_fills(spec, cmd, events, watched, fills);
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
             }
             Delivered::FillsLost => arrivals.push(Arrival::FillsLost),
             // A command that touched a user with drop-copy sessions: it stands for the deals too.
             Delivered::Activity { own, cmd, result, events } => {
+                keep_finished(events, watched, finished, finished_max);
                 binary::maker_fills(spec, cmd, events, watched, fills);
                 arrivals.extend(fills.drain(..).map(|(user, msg)| Arrival::Fill(user, msg)));
                 // This edge's own commands were copied with their outcome.
@@ -1086,6 +1146,7 @@ impl<B: Backend> Server<B> {
         self.detached.remove(&user);
         if !self.sessions.contains_key(&user) {
             self.backend.watch(user, false);
+            self.finished.remove(&user);
         }
         if !self.copies.contains_key(&user) {
             self.backend.follow(user, false);

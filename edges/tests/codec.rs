@@ -38,6 +38,7 @@ fn every_client_msg() -> Vec<ClientMsg> {
         ClientMsg::MassCancel { market: [0; 16], side: 0 },
         ClientMsg::Amend { market: market("BTCBCH"), order_id: 77, price: 0, left: 5 },
         ClientMsg::Heartbeat,
+        ClientMsg::OrderStatus { market: market("BTCBCH"), order_id: 0, client_id: u64::MAX },
     ]
 }
 
@@ -102,6 +103,23 @@ fn every_server_msg() -> Vec<ServerMsg> {
             side: 1,
             price: 26,
             left: 27,
+        },
+        ServerMsg::OrderState {
+            seq: 8,
+            time_us: 28,
+            client_id: 29,
+            order_id: 30,
+            market: market("ETHBCH"),
+            side: 2,
+            kind: 3,
+            state: binary::STATE_FINISHED,
+            fee_scale: 12,
+            price: 0,
+            amount: 31,
+            left: -32,
+            deal_stock: 33,
+            deal_money: i128::MAX,
+            deal_fee: i128::MIN,
         },
     ]
 }
@@ -257,6 +275,7 @@ fn a_malformed_order_or_cancel_gives_back_the_ids_it_carried() {
         (ClientMsg::CancelByClientId { market, client_id: 9 }, (9, 0)),
         (ClientMsg::Cancel { market, order_id: 10 }, (0, 10)),
         (ClientMsg::Amend { market, order_id: 11, price: 1, left: 0 }, (0, 11)),
+        (ClientMsg::OrderStatus { market, order_id: 12, client_id: 13 }, (13, 12)),
         (ClientMsg::MassCancel { market, side: 0 }, (0, 0)),
         (ClientMsg::Heartbeat, (0, 0)),
     ] {
@@ -499,6 +518,41 @@ fn server_messages_are_the_documented_bytes() {
                 .raw(&[0, 0])
                 .i64(123)
                 .i64(10_000_000),
+        ),
+        (
+            ServerMsg::OrderState {
+                seq: 7,
+                time_us: 1_700_000_000_000_004,
+                client_id: 81,
+                order_id: 1005,
+                market: btcbch,
+                side: 2,
+                kind: 1,
+                state: 1,
+                fee_scale: 12,
+                price: 10_000_000,
+                amount: 300_000_000,
+                left: 100_000_000,
+                deal_stock: 200_000_000,
+                deal_money: 2_000_000_000_000_000,
+                deal_fee: 400_000_000,
+            },
+            Bytes::header(120, 0x36)
+                .u64(7)
+                .u64(1_700_000_000_000_004)
+                .u64(81)
+                .u64(1005)
+                .raw(&btcbch)
+                .u8(2)
+                .u8(1)
+                .u8(1)
+                .u8(12)
+                .i64(10_000_000)
+                .i64(300_000_000)
+                .i64(100_000_000)
+                .i64(200_000_000)
+                .i128(2_000_000_000_000_000)
+                .i128(400_000_000),
         ),
     ];
     for (msg, want) in cases {

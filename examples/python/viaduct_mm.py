@@ -23,16 +23,20 @@ from decimal import Decimal
 VERSION = 1
 
 # Client → server types and their lengths (PROTOCOL.md, "Client → server").
-HELLO, LOGIN, LOGIN_REPLAY, NEW_LIMIT, NEW_MARKET, CANCEL, CANCEL_BY_CLIENT_ID, MASS_CANCEL, AMEND, CLIENT_HEARTBEAT = (
-    0x01, 0x03, 0x06, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20)
+(HELLO, LOGIN, LOGIN_REPLAY, NEW_LIMIT, NEW_MARKET, CANCEL, CANCEL_BY_CLIENT_ID, MASS_CANCEL, AMEND, ORDER_STATUS,
+ CLIENT_HEARTBEAT) = (0x01, 0x03, 0x06, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20)
 # Server → client.
 CHALLENGE, LOGIN_ACK, LOGIN_REJECT, SESSION_ACK, SERVER_HEARTBEAT = 0x02, 0x04, 0x05, 0x07, 0x21
-ACCEPTED, REJECTED, FILLED, CANCELLED, MASS_CANCELLED, AMENDED = 0x30, 0x31, 0x32, 0x33, 0x34, 0x35
+ACCEPTED, REJECTED, FILLED, CANCELLED, MASS_CANCELLED, AMENDED, ORDER_STATE = 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36
+# ORDER_STATE `state` (PROTOCOL.md, "Order status").
+OPEN, FINISHED, NOT_KEPT = 1, 2, 3
 
 # NEW_LIMIT's option bytes (PROTOCOL.md, "Order options").
 GTC, IOC, FOK = 0, 1, 2
 POST_ONLY = 1
 STP_KEY_DEFAULT, STP_NONE, STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH = 0, 1, 2, 3, 4
+# NEW_MARKET's flags: a bid's amount is the stock to buy.
+STOCK_AMOUNT = 1
 
 # Body layouts after the 4-byte header (little-endian), and each message's field names.
 SERVER = {
@@ -52,6 +56,9 @@ SERVER = {
     MASS_CANCELLED: ("MASS_CANCELLED", "<QQ16sB3x", ["seq", "count", "market", "side"]),
     AMENDED: ("AMENDED", "<QQQQQ16sB3xqq",
               ["seq", "time_us", "client_id", "order_id", "old_order_id", "market", "side", "price", "left"]),
+    ORDER_STATE: ("ORDER_STATE", "<QQQQ16sBBBBqqqq16s16s",
+                  ["seq", "time_us", "client_id", "order_id", "market", "side", "kind", "state", "fee_scale",
+                   "price", "amount", "left", "deal_stock", "deal_money", "deal_fee"]),
 }
 
 
@@ -107,8 +114,9 @@ class Session:
                     for key in ("market",):
                         if key in msg:
                             msg[key] = msg[key].rstrip(b"\0").decode("ascii")
-                    if "fee" in msg:
-                        msg["fee"] = int.from_bytes(msg["fee"], "little", signed=True)
+                    for key in ("fee", "deal_money", "deal_fee"):  # i128
+                        if key in msg:
+                            msg[key] = int.from_bytes(msg[key], "little", signed=True)
                     if "nonce" in msg:
                         msg["nonce"] = msg["nonce"]
                     self._check_seq(msg)
@@ -171,9 +179,13 @@ class Session:
                            price, amount)
         self.send(frame(NEW_LIMIT, body))
 
-    def new_market(self, client_id, market, side, amount, self_trade=STP_KEY_DEFAULT):
-        body = struct.pack("<Q16sBB2xq", client_id, field16(market), side, self_trade, amount)
+    def new_market(self, client_id, market, side, amount, self_trade=STP_KEY_DEFAULT, flags=0):
+        body = struct.pack("<Q16sBBBxq", client_id, field16(market), side, self_trade, flags, amount)
         self.send(frame(NEW_MARKET, body))
+
+    def order_status(self, market, order_id=0, client_id=0):
+        """Where an order stands: by order id, or with order_id 0 by client order id."""
+        self.send(frame(ORDER_STATUS, struct.pack("<16sQQ", field16(market), order_id, client_id)))
 
     def mass_cancel(self, market=None, side=0):
         """Every open order of the user, in `market` (None: every market), on `side` (0: both)."""
@@ -250,11 +262,21 @@ def walk(args):
     expect(taker.next(), type="FILLED", role=1, left=0)
     expect(maker.next(), type="FILLED", role=2, left=one // 2)
 
+    # Order status: the ask is open with half left, by its client order id.
+    maker.order_status(m, client_id=run + 1)
+    expect(maker.next(), type="ORDER_STATE", state=OPEN, order_id=ask["order_id"], left=one // 2,
+           deal_stock=one + one // 2)
+
     # The rest of the ask, cancelled by its client order id; then by order id: not found.
     maker.cancel_by_client_id(m, run + 1)
     expect(maker.next(), type="CANCELLED", why=1, order_id=ask["order_id"], side=1, price=price, left=one // 2)
     maker.cancel(m, ask["order_id"])
     expect(maker.next(), type="REJECTED", reason=20, order_id=ask["order_id"], request_type=CANCEL)
+    # Now finished, as it ended; an order id no order has is refused.
+    maker.order_status(m, ask["order_id"])
+    expect(maker.next(), type="ORDER_STATE", state=FINISHED, order_id=ask["order_id"], left=one // 2)
+    maker.order_status(m, ask["order_id"] + 10**9)
+    expect(maker.next(), type="REJECTED", reason=20, request_type=ORDER_STATUS)
 
     # Options: an IOC bid with nothing to meet is cancelled at once (why 4); a post-only ask rests,
     # a post-only bid that would take it and a FOK bid for more than there is are refused.

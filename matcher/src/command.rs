@@ -89,6 +89,16 @@ pub enum Command {
         market: MarketId,
         order_id: u64,
     },
+    /// Whether `user`'s order `order_id` (or, with `order_id` 0, the order `user` placed with
+    /// `client_id` within the client-id window) is open in `market`, and as what (binary order
+    /// entry only: ORDER_STATUS). An id above the last order id, or a client order id not in the
+    /// window, is "order not found".
+    OrderStatus {
+        user: u32,
+        market: MarketId,
+        order_id: u64,
+        client_id: u64,
+    },
     MarketList,
     /// `market.summary`; empty means every market.
     MarketSummary {

@@ -294,6 +294,15 @@ impl Matcher {
             Command::OrderPendingDetail { market, order_id } => {
                 Ok(Reply::MaybeOrder(self.books[*market as usize].get(*order_id).copied()))
             }
+            Command::OrderStatus { user, market, order_id, client_id } => {
+                let order_id = match *order_id {
+                    0 => self.client_ids.live(&(*user, *client_id), time_us).ok_or(RpcError::OrderNotFound)?,
+                    id if id > self.order_id => return Err(RpcError::OrderNotFound),
+                    id => id,
+                };
+                let open = self.books[*market as usize].get(order_id).filter(|o| o.user == *user).copied();
+                Ok(Reply::Status { order_id, open })
+            }
             Command::MarketList => Ok(Reply::MarketList),
             Command::MarketSummary { markets } => Ok(self.market_summary(markets)),
         }

@@ -60,6 +60,12 @@ pub enum Reply {
     },
     /// `order.pending_detail`: the order, or `null`.
     MaybeOrder(Option<Order>),
+    /// [`crate::Command::OrderStatus`]: the order id asked about (found from the client order id
+    /// when that was given), and the order if it is open and the user's.
+    Status {
+        order_id: u64,
+        open: Option<Order>,
+    },
     Book {
         offset: u64,
         limit: u32,

@@ -121,6 +121,14 @@ impl Serialize for ReplyJson<'_> {
                 None => Err(serde::ser::Error::custom("an order reply without an order event")),
             },
             Reply::MaybeOrder(order) => order.as_ref().map(|order| OrderJson { spec, order }).serialize(s),
+            // No JSON method asks for it (the binary ORDER_STATUS does); as JSON, the id and the
+            // open order or `null`.
+            Reply::Status { order_id, open } => {
+                let mut st = s.serialize_struct("status", 2)?;
+                st.serialize_field("order_id", order_id)?;
+                st.serialize_field("order", &open.as_ref().map(|order| OrderJson { spec, order }))?;
+                st.end()
+            }
             Reply::Book { offset, limit, total, orders } => {
                 let mut st = s.serialize_struct("book", 4)?;
                 st.serialize_field("offset", offset)?;

@@ -91,7 +91,7 @@ pub const METHODS: [Method; 25] = [
 
 /// The names a command is counted under (the metrics): its method's, and for the binary order
 /// entry's cancel by client order id, `order.cancel_by_client_id`.
-pub const COMMAND_NAMES: [&str; 17] = [
+pub const COMMAND_NAMES: [&str; 18] = [
     "balance.query",
     "balance.update",
     "asset.list",
@@ -109,6 +109,7 @@ pub const COMMAND_NAMES: [&str; 17] = [
     "order.cancel_all",
     "order.amend",
     "order.cancel_ended_sessions",
+    "order.status",
 ];
 
 /// The index of `cmd`'s name in [`COMMAND_NAMES`].
@@ -131,6 +132,7 @@ pub fn command_index(cmd: &Command) -> usize {
         Command::CancelAll { .. } => 14,
         Command::Amend(_) => 15,
         Command::CancelEndedSessions { .. } => 16,
+        Command::OrderStatus { .. } => 17,
     }
 }
 
