@@ -577,3 +577,58 @@ fn the_documented_login_mac_vector() {
     let doc = include_str!("../PROTOCOL.md");
     assert!(doc.contains(&hex), "PROTOCOL.md gives the same vector");
 }
+
+/// Every section of `PROTOCOL.md` names the tests that check what it says, as a file followed by
+/// test names (`` `tests/tcp.rs`, `binary_...` ``), and each named test exists in that file: a
+/// renamed or removed test, or a section without one, fails here.
+#[test]
+fn every_section_of_the_protocol_names_tests_that_exist() {
+    let doc = include_str!("../PROTOCOL.md");
+    let files: [(&str, &str); 10] = [
+        ("edges/tests/codec.rs", include_str!("codec.rs")),
+        ("edges/tests/reports.rs", include_str!("reports.rs")),
+        ("edges/src/tcp.rs", include_str!("../src/tcp.rs")),
+        ("tests/tcp.rs", include_str!("../../tests/tcp.rs")),
+        ("tests/abuse.rs", include_str!("../../tests/abuse.rs")),
+        ("tests/python_client.rs", include_str!("../../tests/python_client.rs")),
+        ("client/tests/session.rs", include_str!("../../client/tests/session.rs")),
+        ("matcher/tests/client_ids.rs", include_str!("../../matcher/tests/client_ids.rs")),
+        ("matcher/tests/order_options.rs", include_str!("../../matcher/tests/order_options.rs")),
+        ("edges/src/binary.rs", include_str!("../src/binary.rs")),
+    ];
+    let identifier =
+        |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let mut named = 0;
+    for section in doc.split("\n## ").skip(1) {
+        let title = section.lines().next().unwrap();
+        // Backticked spans with the text between them: a `*.rs` span opens a list of test names
+        // separated only by commas and blanks.
+        let pieces: Vec<&str> = section.split('`').collect();
+        let mut tests_here = 0;
+        let mut i = 1;
+        while i < pieces.len() {
+            let file = pieces[i];
+            if file.ends_with(".rs") {
+                let mut j = i + 2;
+                while j < pieces.len()
+                    && pieces[j - 1].trim_matches(|c: char| c == ',' || c.is_whitespace()).is_empty()
+                    && identifier(pieces[j])
+                {
+                    let name = pieces[j];
+                    let text = files.iter().find(|(f, _)| *f == file).map(|(_, t)| *t);
+                    let text =
+                        text.unwrap_or_else(|| panic!("\"{title}\" names {file}, which this test does not read"));
+                    assert!(text.contains(&format!("fn {name}(")), "\"{title}\" names {file}, {name}: no such test");
+                    tests_here += 1;
+                    j += 2;
+                }
+                i = j;
+            } else {
+                i += 2;
+            }
+        }
+        assert!(tests_here > 0, "the section \"{title}\" names no test");
+        named += tests_here;
+    }
+    assert!(named >= 40, "{named} tests named");
+}
