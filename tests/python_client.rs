@@ -40,13 +40,14 @@ fn the_python_example_client_runs_every_message_of_the_protocol() {
         "CANCELLED",
         "MASS_CANCELLED",
         "AMENDED",
+        "ORDER_STATE",
         "SESSION_ACK",
         "SERVER_HEARTBEAT",
     ] {
         assert!(seen.iter().any(|m| m["type"] == name), "{name} never came: {stdout}");
     }
     assert_eq!(seen.last(), Some(&json!({"done": true})));
-    // What the walk did shows in the balances: the maker sold 1.5 BTC at 0.1.
+    // What the walk did shows in the balances: the maker sold 1.75 BTC at 0.1.
     let b = http(server.http, "balance.query", json!([21, "BTC"]))["result"].clone();
-    assert_eq!(b["BTC"], json!({"available": "8.5", "freeze": "0"}));
+    assert_eq!(b["BTC"], json!({"available": "8.25", "freeze": "0"}));
 }

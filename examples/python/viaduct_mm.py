@@ -261,20 +261,25 @@ def walk(args):
     expect(taker.next(), type="ACCEPTED", kind=2, amount=spend)
     expect(taker.next(), type="FILLED", role=1, left=0)
     expect(maker.next(), type="FILLED", role=2, left=one // 2)
+    # A market bid by stock amount (flags bit 0, kind 3): a quarter of the stock, whatever it costs.
+    taker.new_market(run + 10, m, 2, one // 4, flags=STOCK_AMOUNT)
+    expect(taker.next(), type="ACCEPTED", kind=3, amount=one // 4)
+    expect(taker.next(), type="FILLED", role=1, amount=one // 4, left=0)
+    expect(maker.next(), type="FILLED", role=2, left=one // 4)
 
-    # Order status: the ask is open with half left, by its client order id.
+    # Order status: the ask is open with a quarter left, by its client order id.
     maker.order_status(m, client_id=run + 1)
-    expect(maker.next(), type="ORDER_STATE", state=OPEN, order_id=ask["order_id"], left=one // 2,
-           deal_stock=one + one // 2)
+    expect(maker.next(), type="ORDER_STATE", state=OPEN, order_id=ask["order_id"], left=one // 4,
+           deal_stock=one + 3 * (one // 4))
 
     # The rest of the ask, cancelled by its client order id; then by order id: not found.
     maker.cancel_by_client_id(m, run + 1)
-    expect(maker.next(), type="CANCELLED", why=1, order_id=ask["order_id"], side=1, price=price, left=one // 2)
+    expect(maker.next(), type="CANCELLED", why=1, order_id=ask["order_id"], side=1, price=price, left=one // 4)
     maker.cancel(m, ask["order_id"])
     expect(maker.next(), type="REJECTED", reason=20, order_id=ask["order_id"], request_type=CANCEL)
     # Now finished, as it ended; an order id no order has is refused.
     maker.order_status(m, ask["order_id"])
-    expect(maker.next(), type="ORDER_STATE", state=FINISHED, order_id=ask["order_id"], left=one // 2)
+    expect(maker.next(), type="ORDER_STATE", state=FINISHED, order_id=ask["order_id"], left=one // 4)
     maker.order_status(m, ask["order_id"] + 10**9)
     expect(maker.next(), type="REJECTED", reason=20, request_type=ORDER_STATUS)
 
