@@ -971,14 +971,17 @@ fn binary_throttles_reject_past_rate_max_and_close_past_rate_logout(at: Arrangem
     let mut taker = server.connect();
     taker.login("taker", SECRET);
     for client_id in 1..=10 {
-        taker.session.queue(&ClientMsg::NewLimit {
-            client_id,
-            market: market_bytes("BTCBCH"),
-            side: 1,
-            options: LimitOptions::PLAIN,
-            price: 90_000_000,
-            amount: 1_000_000,
-        });
+        taker
+            .session
+            .queue(&ClientMsg::NewLimit {
+                client_id,
+                market: market_bytes("BTCBCH"),
+                side: 1,
+                options: LimitOptions::PLAIN,
+                price: 90_000_000,
+                amount: 1_000_000,
+            })
+            .unwrap();
     }
     taker.session.flush().unwrap();
     let mut throttled = Vec::new();

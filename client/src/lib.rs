@@ -93,17 +93,21 @@ pub struct Login {
     pub last_seq: u64,
 }
 
-/// Bytes read from the socket at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer: a read takes as much as has arrived, up to this. What a read leaves
+/// undecoded is less than one message, so there is always room behind it.
+const READ_BUF: usize = 64 * 1024;
+/// Queued messages are written once this many bytes wait, so that the queue stays bounded.
+const QUEUE_MAX: usize = 64 * 1024;
 
 /// One connection to the TCP edge's binary order entry. Blocking: each call waits for the socket
 /// (set timeouts on [`Session::stream`] to bound the waits). Messages can be queued and written
 /// together ([`Session::queue`], [`Session::flush`]) to pipeline many orders.
 pub struct Session {
     stream: TcpStream,
-    /// Bytes read and not yet decoded start at `at`.
-    buf: Vec<u8>,
+    /// Bytes read and not yet decoded are `buf[at..end]`.
+    buf: Box<[u8]>,
     at: usize,
+    end: usize,
     out: Vec<u8>,
     /// The sequence the next message that carries one must have (0 before a login).
     next_seq: u64,
@@ -119,7 +123,7 @@ impl Session {
 
     /// A session over a connected stream.
     pub fn over(stream: TcpStream) -> Session {
-        Session { stream, buf: Vec::with_capacity(2 * READ_CHUNK), at: 0, out: Vec::new(), next_seq: 0 }
+        Session { stream, buf: vec![0; READ_BUF].into_boxed_slice(), at: 0, end: 0, out: Vec::new(), next_seq: 0 }
     }
 
     /// The connection, for timeouts, shutdown, or bytes of one's own.
@@ -179,9 +183,14 @@ impl Session {
         }
     }
 
-    /// Encodes `msg` behind what is queued; nothing is written until [`Session::flush`].
-    pub fn queue(&mut self, msg: &ClientMsg) {
+    /// Encodes `msg` behind what is queued; it is written by [`Session::flush`], or here once
+    /// 64 KiB are queued.
+    pub fn queue(&mut self, msg: &ClientMsg) -> io::Result<()> {
         wire::encode_client(msg, &mut self.out);
+        if self.out.len() >= QUEUE_MAX {
+            return self.flush();
+        }
+        Ok(())
     }
 
     /// Writes everything queued.
@@ -193,7 +202,7 @@ impl Session {
 
     /// Writes `msg` (after anything queued).
     pub fn send(&mut self, msg: &ClientMsg) -> io::Result<()> {
-        self.queue(msg);
+        wire::encode_client(msg, &mut self.out);
         self.flush()
     }
 
@@ -201,7 +210,7 @@ impl Session {
     /// sequence must carry the next one, or this is [`Error::Gap`].
     pub fn next_message(&mut self) -> Result<ServerMsg, Error> {
         loop {
-            match wire::decode_server(&self.buf[self.at..])? {
+            match wire::decode_server(&self.buf[self.at..self.end])? {
                 Decoded::Msg(m, used) => {
                     self.at += used;
                     if let Some(seq) = m.seq() {
@@ -232,22 +241,21 @@ impl Session {
     /// The connection and the bytes read from it that no message has taken yet, for a caller
     /// that reads and writes the stream itself from here on (as the load generator's open loop
     /// does, from two threads).
-    pub fn into_inner(mut self) -> (TcpStream, Vec<u8>) {
-        self.buf.drain(..self.at);
-        (self.stream, self.buf)
+    pub fn into_inner(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf[self.at..self.end].to_vec())
     }
 
-    /// Reads what has arrived behind the bytes not yet taken.
+    /// Reads what has arrived behind the bytes not yet taken (moved to the front first).
     fn fill(&mut self) -> Result<(), Error> {
-        self.buf.drain(..self.at);
+        self.buf.copy_within(self.at..self.end, 0);
+        self.end -= self.at;
         self.at = 0;
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let n = self.stream.read(&mut self.buf[len..]);
-        self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
-        match n {
+        match self.stream.read(&mut self.buf[self.end..]) {
             Ok(0) => Err(Error::Closed),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(Error::Closed),
             Err(e) => Err(Error::Io(e)),
         }

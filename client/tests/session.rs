@@ -153,8 +153,24 @@ fn queued_messages_go_out_in_order_on_flush() {
     });
     let market = market_bytes("BTCBCH");
     for order_id in 1..=3 {
-        s.queue(&ClientMsg::Cancel { market, order_id });
+        s.queue(&ClientMsg::Cancel { market, order_id }).unwrap();
     }
     s.flush().unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn a_queue_past_its_bound_is_written_without_waiting_for_a_flush() {
+    let market = market_bytes("BTCBCH");
+    // 2,400 CANCELs of 28 bytes: past 64 KiB the queue is written; the server reads what came
+    // without any flush (its reads would time out otherwise).
+    let (mut s, server) = scripted(move |mut p| {
+        for order_id in 1..=2_000 {
+            assert_eq!(p.read(), Some(ClientMsg::Cancel { market, order_id }));
+        }
+    });
+    for order_id in 1..=2_400 {
+        s.queue(&ClientMsg::Cancel { market, order_id }).unwrap();
+    }
     server.join().unwrap();
 }

@@ -879,26 +879,25 @@ impl Trades<'_> {
     /// prices no longer cross; a market taker takes any price. A resting order of the taker's own
     /// user is traded with, or cancelled, as `self_trade` says.
     fn run(&mut self, taker: &mut Order, limit: bool, self_trade: SelfTrade) -> Stop {
+        let money_bid = taker.spends_money();
+        // A bid by stock amount buys what its available money pays for: its account, looked up once.
+        let stock_bid = (taker.kind == OrderKind::MarketStock)
+            .then(|| self.ledger.find(taker.user).expect("its money was checked"));
+        let money_prec = self.spec.asset(self.mk.money).prec_save;
         let mut work = 0;
         while taker.left > 0 {
             let Some(maker) = self.book.best(taker.side.opposite()) else { break };
             if limit && !crosses(taker.side, taker.price, maker.price) {
                 break;
             }
-            let amount = match taker.kind {
-                _ if taker.spends_money() => (taker.left / maker.price).min(maker.left),
-                // As much as its available money still pays for at this price.
-                OrderKind::MarketStock => {
-                    let account = self.ledger.find(taker.user).expect("its money was checked");
-                    let prec = self.spec.asset(self.mk.money).prec_save;
-                    let money = rescale_trunc(
-                        self.ledger.balance(account, self.mk.money).available,
-                        prec,
-                        self.mk.money_scale(),
-                    );
-                    (money / maker.price).min(taker.left).min(maker.left)
-                }
-                _ => taker.left.min(maker.left),
+            let amount = if money_bid {
+                (taker.left / maker.price).min(maker.left)
+            } else if let Some(account) = stock_bid {
+                let available = self.ledger.balance(account, self.mk.money).available;
+                let money = rescale_trunc(available, money_prec, self.mk.money_scale());
+                (money / maker.price).min(taker.left).min(maker.left)
+            } else {
+                taker.left.min(maker.left)
             };
             if amount == 0 {
                 break;

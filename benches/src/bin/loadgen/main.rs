@@ -682,22 +682,25 @@ fn tcp_session(args: &Args, index: usize) -> Session {
     s
 }
 
-/// Reads an echo connection's messages: one `read` takes as many as have arrived.
+/// Reads an echo connection's messages as `viaduct_client::Session` reads a binary session's:
+/// one `read` takes as many as have arrived into a buffer allocated once.
 struct Reader {
-    buf: Vec<u8>,
+    buf: Box<[u8]>,
     at: usize,
+    end: usize,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
 
 impl Reader {
     fn new() -> Reader {
-        Reader { buf: Vec::with_capacity(2 * READ_CHUNK), at: 0 }
+        Reader { buf: vec![0; READ_CHUNK].into_boxed_slice(), at: 0, end: 0 }
     }
 
-    /// Takes the next `len` bytes (one echoed message); None when the connection ended.
+    /// Takes the next `len` bytes (one echoed message, shorter than the buffer); None when the
+    /// connection ended.
     fn next_echo(&mut self, s: &mut TcpStream, len: usize) -> Option<()> {
-        while self.buf.len() - self.at < len {
+        while self.end - self.at < len {
             if !self.fill(s) {
                 return None;
             }
@@ -706,14 +709,14 @@ impl Reader {
         Some(())
     }
 
-    /// Reads what has arrived behind the bytes not yet taken; false when the connection ended.
+    /// Reads what has arrived behind the bytes not yet taken (moved to the front first); false
+    /// when the connection ended.
     fn fill(&mut self, s: &mut TcpStream) -> bool {
-        self.buf.drain(..self.at);
+        self.buf.copy_within(self.at..self.end, 0);
+        self.end -= self.at;
         self.at = 0;
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let n = s.read(&mut self.buf[len..]).unwrap_or(0);
-        self.buf.truncate(len + n);
+        let n = s.read(&mut self.buf[self.end..]).unwrap_or(0);
+        self.end += n;
         n > 0
     }
 }
@@ -847,8 +850,8 @@ fn echo_max(args: &Args, addr: SocketAddr, len: usize) {
 
 /// One connection of [`windowed`]'s closed loop.
 trait Looped: Send + 'static {
-    /// Queues the connection's i-th request.
-    fn queue(&mut self, i: u64);
+    /// Queues the connection's i-th request; false once the connection has ended.
+    fn queue(&mut self, i: u64) -> bool;
     /// Writes what is queued; false once the connection has ended.
     fn flush(&mut self) -> bool;
     /// Reads the next message: `Some(ok)` for an answer to a request, `None` for anything else;
@@ -865,8 +868,8 @@ struct OrderLoop {
 }
 
 impl Looped for OrderLoop {
-    fn queue(&mut self, i: u64) {
-        self.session.queue(&binary_order(&self.flow, self.run, i));
+    fn queue(&mut self, i: u64) -> bool {
+        self.session.queue(&binary_order(&self.flow, self.run, i)).is_ok()
     }
 
     fn flush(&mut self) -> bool {
@@ -891,8 +894,9 @@ struct EchoLoop {
 }
 
 impl Looped for EchoLoop {
-    fn queue(&mut self, i: u64) {
+    fn queue(&mut self, i: u64) -> bool {
         self.out.extend_from_slice(pad(&order_body(i, 1), self.len).as_bytes());
+        true
     }
 
     fn flush(&mut self) -> bool {
@@ -921,7 +925,9 @@ fn windowed<C: Looped>(args: &Args, conns: Vec<C>) -> (u64, u64) {
         threads.push(std::thread::spawn(move || {
             let (mut sent, mut answered) = (0u64, 0u64);
             for _ in 0..window {
-                c.queue(sent);
+                if !c.queue(sent) {
+                    return;
+                }
                 sent += 1;
             }
             if !c.flush() {
@@ -937,7 +943,9 @@ fn windowed<C: Looped>(args: &Args, conns: Vec<C>) -> (u64, u64) {
                 answered += 1;
                 if sent - answered <= window / 2 {
                     for _ in 0..window / 2 {
-                        c.queue(sent);
+                        if !c.queue(sent) {
+                            return;
+                        }
                         sent += 1;
                     }
                     if !c.flush() {
