@@ -376,6 +376,14 @@ pub struct KeyConfig {
     /// at least `rate_max`.
     #[serde(default)]
     pub rate_logout: u32,
+    /// The most client order ids of its user the engine remembers (default 1,000,000, at most
+    /// 16,777,216): past it the oldest is forgotten. Keys of one user must agree.
+    #[serde(default)]
+    pub client_ids_max: Option<u32>,
+    /// How long the engine remembers each client order id of its user (default 86,400 s, at most
+    /// 604,800). Keys of one user must agree.
+    #[serde(default)]
+    pub client_ids_window_s: Option<u32>,
 }
 
 /// The HTTP edge's default address (SPEC A4).
@@ -669,8 +677,33 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
                     )
                 })?;
         }
+        use viaduct_matcher::command::IdWindow;
+        let defaults = IdWindow::default();
+        let (max, seconds) =
+            (k.client_ids_max.unwrap_or(defaults.max), k.client_ids_window_s.unwrap_or(defaults.seconds));
+        if !(1..=IdWindow::MAX_MAX).contains(&max) || !(1..=IdWindow::SECONDS_MAX).contains(&seconds) {
+            anyhow::bail!(
+                "config {}: [[edges.tcp.keys]] key {:?}: client_ids_max must be within 1..={} and client_ids_window_s within 1..={}",
+                path.display(),
+                k.key,
+                IdWindow::MAX_MAX,
+                IdWindow::SECONDS_MAX
+            );
+        }
+        key.trader.id_window = IdWindow { max, seconds };
         if tcp_keys.iter().any(|other: &ApiKey| other.key == key.key) {
             anyhow::bail!("config {}: [[edges.tcp.keys]] key {:?} appears twice", path.display(), k.key);
+        }
+        if let Some(other) = tcp_keys.iter().find(|other: &&ApiKey| {
+            other.trader.user == key.trader.user && other.trader.id_window != key.trader.id_window
+        }) {
+            anyhow::bail!(
+                "config {}: [[edges.tcp.keys]] keys {:?} and {:?} have the same user_id {} but different client_ids_max or client_ids_window_s: a user's client order ids are one window",
+                path.display(),
+                String::from_utf8_lossy(&other.key).trim_end_matches('\0'),
+                k.key,
+                k.user_id
+            );
         }
         tcp_keys.push(key);
     }

@@ -323,6 +323,24 @@ fn kafka_without_a_journal_is_refused_at_startup() {
     );
 }
 
+/// PROTOCOL.md "Client order ids": a key's window is within its bounds, and keys of one user agree
+/// on it (one set of ids).
+#[test]
+fn keys_of_one_user_must_agree_on_the_client_id_window() {
+    let key = |name: &str, extra: &str| {
+        format!("key = \"{name}\"\nsecret = \"0123456789abcdef\"\nuser_id = 7\ntaker_fee = \"0.001\"\nmaker_fee = \"0.001\"\n{extra}")
+    };
+    let table = "[[edges.tcp.keys]]";
+    refused_naming(
+        table,
+        &format!("{}\n{table}\n{}", key("a", "client_ids_max = 10"), key("b", "")),
+        "keys \"a\" and \"b\" have the same user_id 7 but different client_ids_max or client_ids_window_s",
+    );
+    let bounds = "client_ids_max must be within 1..=16777216 and client_ids_window_s within 1..=604800";
+    refused_naming(table, &key("a", "client_ids_max = 0"), bounds);
+    refused_naming(table, &key("a", "client_ids_window_s = 604801"), bounds);
+}
+
 /// `check-config` refuses the example config with `table` holding `lines`, naming the table and
 /// saying `problem`.
 fn refused_naming(table: &str, lines: &str, problem: &str) {

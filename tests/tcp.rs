@@ -18,6 +18,7 @@ use viaduct_client::wire::{
 use viaduct_client::{Error, Login, Session};
 use viaduct_edges::rpc::{self, Header};
 use viaduct_edges::tcp::{ApiKey, TcpConfig};
+use viaduct_matcher::command::IdWindow;
 use viaduct_matcher::config::embedded;
 use viaduct_matcher::{Events, Matcher, Spec};
 use viaduct_protocol::{decode, response_json};
@@ -1000,6 +1001,48 @@ fn binary_throttles_reject_past_rate_max_and_close_past_rate_logout(at: Arrangem
     wait_until("the five orders within the rate to rest", Duration::from_secs(10), || {
         pending(&mut rpc, TAKER).len() == 5
     });
+}
+
+/// PROTOCOL.md "Client order ids": a key's `client_ids_max` bounds its own user's ids only. Past
+/// it the user's oldest id takes a new order again, while another user's id, older still,
+/// refuses a resend.
+#[test]
+fn a_keys_client_id_window_bounds_its_users_ids_only() {
+    let server = Server::start(Arrangement::OwnThread, |cfg| {
+        cfg.keys[1].trader.id_window = IdWindow { max: 3, seconds: 86_400 };
+    });
+    fund(&server);
+    let mut rpc = server.connect();
+    rpc.call("balance.update", json!([TAKER, "BTC", "deposit", 2, "10", {}]));
+    let (mut maker, mut taker) = (server.connect(), server.connect());
+    maker.login("maker", SECRET);
+    taker.login("taker", SECRET);
+    let ask = |client_id| ClientMsg::NewLimit {
+        client_id,
+        market: market_bytes("BTCBCH"),
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 90_000_000,
+        amount: 1_000_000,
+    };
+    maker.send(ask(1));
+    let ServerMsg::Accepted { order_id: kept, .. } = maker.next() else { panic!("the maker's order was not accepted") };
+    for client_id in 1..=4 {
+        taker.send(ask(client_id));
+        assert!(matches!(taker.next(), ServerMsg::Accepted { client_id: c, .. } if c == client_id));
+    }
+    taker.send(ask(4));
+    assert!(matches!(taker.next(), ServerMsg::Rejected { client_id: 4, reason: reason::DUPLICATE_CLIENT_ID, .. }));
+    taker.send(ask(1));
+    assert!(
+        matches!(taker.next(), ServerMsg::Accepted { client_id: 1, .. }),
+        "the taker's fourth id pushed out its first"
+    );
+    maker.send(ask(1));
+    assert!(matches!(
+        maker.next(),
+        ServerMsg::Rejected { client_id: 1, order_id, reason: reason::DUPLICATE_CLIENT_ID, .. } if order_id == kept
+    ));
 }
 
 /// PROTOCOL.md "Replay": a resumable session gathers what it would have been sent while it has

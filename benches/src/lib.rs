@@ -122,6 +122,7 @@ fn next(rng: &mut ChaCha8Rng, m: &Matcher) -> Command {
             taker_fee: 10,
             source: Source::EMPTY,
             client_id: 0,
+            id_window: Default::default(),
             self_trade: Default::default(),
             session: 0,
         });
@@ -182,6 +183,7 @@ impl MatcherMix {
                 maker_fee: o.maker_fee,
                 source: o.source,
                 client_id: o.client_id,
+                id_window: Default::default(),
                 options: Default::default(),
                 session: 0,
             }));
@@ -215,6 +217,7 @@ fn limit_with(user: u32, side: Side, price: i128, amount: i128, source: Source) 
         maker_fee: 5,
         source,
         client_id: 0,
+        id_window: Default::default(),
         options: Default::default(),
         session: 0,
     })

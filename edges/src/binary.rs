@@ -4,7 +4,7 @@
 //! `viaduct_client::wire` (shared with the clients), re-exported here.
 
 pub use viaduct_client::wire::*;
-use viaduct_matcher::command::{Amend, OrderOptions, PutLimit, PutMarket, SelfTrade, TimeInForce};
+use viaduct_matcher::command::{Amend, IdWindow, OrderOptions, PutLimit, PutMarket, SelfTrade, TimeInForce};
 use viaduct_matcher::config::MarketId;
 use viaduct_matcher::event::{Deal, EventRef, OrderEventKind};
 use viaduct_matcher::order::{Order, Side, Source};
@@ -21,7 +21,8 @@ pub fn market_of(spec: &Spec, bytes: &[u8; MARKET_BYTES]) -> Option<MarketId> {
 }
 
 /// What a session trades as: its user, fee rates per market (at each market's `fee_prec`),
-/// `source` text, and the self-trade prevention its orders have unless they say otherwise.
+/// `source` text, the self-trade prevention its orders have unless they say otherwise, and the
+/// window of its client order ids.
 #[derive(Debug, Clone)]
 pub struct Trader {
     pub user: u32,
@@ -29,6 +30,8 @@ pub struct Trader {
     pub maker_fee: Vec<u32>,
     pub source: Source,
     pub self_trade: SelfTrade,
+    /// How long, and how many, of its user's client order ids the engine remembers.
+    pub id_window: IdWindow,
 }
 
 /// A `self_trade` byte ([`LimitOptions`]) with the key's default for 0.
@@ -86,6 +89,7 @@ pub fn command(spec: &Spec, trader: &Trader, session: u64, msg: &ClientMsg) -> R
                 maker_fee: trader.maker_fee[market as usize],
                 source: trader.source,
                 client_id,
+                id_window: trader.id_window,
                 options,
                 session,
             })
@@ -105,6 +109,7 @@ pub fn command(spec: &Spec, trader: &Trader, session: u64, msg: &ClientMsg) -> R
                 taker_fee: trader.taker_fee[market as usize],
                 source: trader.source,
                 client_id,
+                id_window: trader.id_window,
                 self_trade,
                 session,
             })

@@ -119,6 +119,7 @@ impl ApiKey {
                 maker_fee: rates(maker_fee)?,
                 source,
                 self_trade: Default::default(),
+                id_window: Default::default(),
             },
             drop_copy: false,
             cancel_on_disconnect: true,

@@ -584,12 +584,13 @@ fn the_documented_login_mac_vector() {
 #[test]
 fn every_section_of_the_protocol_names_tests_that_exist() {
     let doc = include_str!("../PROTOCOL.md");
-    let files: [(&str, &str); 10] = [
+    let files: [(&str, &str); 11] = [
         ("edges/tests/codec.rs", include_str!("codec.rs")),
         ("edges/tests/reports.rs", include_str!("reports.rs")),
         ("edges/src/tcp.rs", include_str!("../src/tcp.rs")),
         ("tests/tcp.rs", include_str!("../../tests/tcp.rs")),
         ("tests/abuse.rs", include_str!("../../tests/abuse.rs")),
+        ("tests/console.rs", include_str!("../../tests/console.rs")),
         ("tests/python_client.rs", include_str!("../../tests/python_client.rs")),
         ("client/tests/session.rs", include_str!("../../client/tests/session.rs")),
         ("matcher/tests/client_ids.rs", include_str!("../../matcher/tests/client_ids.rs")),

@@ -112,6 +112,7 @@ fn a_market_bid_carries_its_money_at_the_stock_precision() {
         maker_fee: vec![0; markets],
         source,
         self_trade: Default::default(),
+        id_window: Default::default(),
     };
     let msg = viaduct_edges::binary::ClientMsg::NewMarket {
         client_id: 5,

@@ -12,13 +12,13 @@
 //!
 //! Version 3 added the digest, version 4 the header's checksum (so a damaged header is told
 //! apart from one written under another config) and the end byte, version 5 the order options,
-//! `order.cancel_all` and `order.amend` in the commands, version 6 the market bid by stock amount;
-//! a build reads only its own version.
+//! `order.cancel_all` and `order.amend` in the commands, version 6 the market bid by stock amount,
+//! version 7 each order's client order id window; a build reads only its own version.
 
 use viaduct_matcher::Command;
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"VDJRNL01";
-pub const SEGMENT_VERSION: u32 = 6;
+pub const SEGMENT_VERSION: u32 = 7;
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 pub const RECORD_HEADER_BYTES: usize = 32;
 /// The largest payload a record may have; a length above it is corruption, not a big command.

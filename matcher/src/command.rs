@@ -120,6 +120,8 @@ pub struct PutLimit {
     pub maker_fee: u32,
     pub source: Source,
     pub client_id: u64,
+    /// How long, and how many of its user's, a `client_id` is remembered for.
+    pub id_window: IdWindow,
     pub options: OrderOptions,
     /// The binary session placing it, if its orders are cancelled when it ends (0: none).
     pub session: u64,
@@ -141,6 +143,8 @@ pub struct PutMarket {
     pub taker_fee: u32,
     pub source: Source,
     pub client_id: u64,
+    /// As [`PutLimit::id_window`].
+    pub id_window: IdWindow,
     pub self_trade: SelfTrade,
     /// As [`PutLimit::session`].
     pub session: u64,
@@ -158,6 +162,36 @@ pub struct Amend {
     pub order_id: u64,
     pub price: Option<i128>,
     pub left: Option<i128>,
+}
+
+/// How a user's client order ids are remembered: each for `seconds` after the order that took it,
+/// and at most `max` of them, the oldest forgotten first (a binary key's `client_ids_window_s` and
+/// `client_ids_max`). Each order with an id carries the window it was placed under, so that
+/// replaying the journal forgets exactly what the first run forgot whatever the config says now.
+/// Out-of-range values are taken as the nearest bound ([`IdWindow::bounded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdWindow {
+    pub max: u32,
+    pub seconds: u32,
+}
+
+impl IdWindow {
+    /// The most ids a user may have remembered: 2^24 (about 1.3 GB of memory at ~80 bytes each).
+    pub const MAX_MAX: u32 = 1 << 24;
+    /// The longest an id may be remembered: 7 days.
+    pub const SECONDS_MAX: u32 = 7 * 86_400;
+
+    /// (`max`, `seconds`), each within 1 and its bound.
+    pub fn bounded(self) -> (usize, u32) {
+        (self.max.clamp(1, Self::MAX_MAX) as usize, self.seconds.clamp(1, Self::SECONDS_MAX))
+    }
+}
+
+impl Default for IdWindow {
+    /// 1,000,000 ids for 24 hours.
+    fn default() -> IdWindow {
+        IdWindow { max: 1_000_000, seconds: 86_400 }
+    }
 }
 
 /// How long a limit order may live.

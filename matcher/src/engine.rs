@@ -5,8 +5,6 @@
 //! machine over the same fields (books, ledger, windows); the books, ledger, orders and replies
 //! are files of their own.
 
-use std::collections::VecDeque;
-
 use crate::book::Book;
 use crate::command::{Amend, Command, PutLimit, PutMarket, SelfTrade, TimeInForce};
 use crate::config::{AssetId, Market, MarketId, Spec, SUPPLY_MAX};
@@ -16,16 +14,14 @@ use crate::event::{BalanceChange, Business, Deal, Events, LevelChange, OrderEven
 use crate::ledger::{Account, Balance, Ledger};
 use crate::order::{Order, OrderKind, Side, Source};
 use crate::reply::{AssetSummary, Ended, MarketSummary, Reply};
+use crate::window::{ClientIds, Window};
 
-/// How long a `balance.update` (user, asset, business, business_id) is remembered: 24 h. Client
-/// order ids are remembered as long, unless pushed out by newer ones.
+/// How long a `balance.update` (user, asset, business, business_id) is remembered: 24 h. (Client
+/// order ids have windows of their own: [`IdWindow`](crate::command::IdWindow).)
 pub const DEDUPE_WINDOW_US: u64 = 86_400 * 1_000_000;
 /// Most `balance.update` keys remembered at once by default; past it (within 24 h) updates answer
-/// error 3, since applying a deposit twice loses money. Client order ids have the same bound, but
-/// a full window forgets its oldest id instead of refusing orders: an id is remembered for 24 h
-/// or until this many newer ids have been taken, whichever comes first. (Refusing would let one
-/// busy market maker stop every client's orders: at 400 k orders/s the window fills in 10 s.)
-/// [`Matcher::set_dedupe_entries_max`] changes the bound of both.
+/// error 3, since applying a deposit twice loses money. [`Matcher::set_dedupe_entries_max`]
+/// changes it.
 pub const DEDUPE_ENTRIES_MAX: usize = 4_000_000;
 
 /// The most deals one order makes (a resting order of its own user that self-trade prevention
@@ -54,141 +50,6 @@ pub(crate) struct DedupeKey {
 /// A user's client order id.
 pub(crate) type ClientKey = (u32, u64);
 
-/// Keys remembered for 24 h, each with a value (the order a client order id names), kept in the
-/// state so that replay reproduces it. Expired entries are dropped when a later key arrives.
-#[derive(Clone)]
-pub(crate) struct Window<K> {
-    pub entries_max: usize,
-    pub seen: Shards<K>,
-    /// (time, key, value) in arrival order, for eviction and snapshots.
-    pub order: VecDeque<(u64, K, u64)>,
-}
-
-impl<K> Default for Window<K> {
-    fn default() -> Window<K> {
-        Window { entries_max: DEDUPE_ENTRIES_MAX, seen: Shards::default(), order: VecDeque::new() }
-    }
-}
-
-/// How many tables a window's keys are spread over.
-const SHARDS: usize = 8192;
-
-/// A window's index, key to (time, value), in `SHARDS` tables picked by a keyed hash. Each
-/// table grows by itself, so a growth rehashes an 8192th of the keys (about 500 at the default
-/// bound) and the window touches memory only as keys arrive. One table sized for the bound at
-/// once never rehashed, but each early key then landed on a page of its own: a fresh server took
-/// a page fault for most of its first few hundred thousand orders (37 k faults in 2 s on the
-/// matcher's thread at 100 k orders/s, 3.9 k with shards; the `client-ids` bench in
-/// benches/README.md, session 12). The hash is keyed (`RandomState`) since clients choose their
-/// ids; the sharding changes no behaviour, as the state is the arrival order.
-#[derive(Clone)]
-pub(crate) struct Shards<K> {
-    state: std::hash::RandomState,
-    /// Empty until the first key.
-    tables: Vec<hashbrown::HashTable<(K, u64, u64)>>,
-}
-
-impl<K> Default for Shards<K> {
-    fn default() -> Shards<K> {
-        Shards { state: std::hash::RandomState::new(), tables: Vec::new() }
-    }
-}
-
-impl<K: Eq + std::hash::Hash> Shards<K> {
-    /// The table of `hash`: bits the tables themselves do not use (they take the low bits for
-    /// the bucket and the top seven for the tag).
-    fn shard(hash: u64) -> usize {
-        (hash >> 32) as usize % SHARDS
-    }
-
-    fn get(&self, k: &K) -> Option<(u64, u64)> {
-        let hash = std::hash::BuildHasher::hash_one(&self.state, k);
-        let table = self.tables.get(Self::shard(hash))?;
-        table.find(hash, |(key, _, _)| key == k).map(|&(_, t, v)| (t, v))
-    }
-
-    fn insert(&mut self, k: K, time: u64, value: u64) {
-        if self.tables.is_empty() {
-            self.tables.resize_with(SHARDS, hashbrown::HashTable::new);
-        }
-        let state = &self.state;
-        let hash = std::hash::BuildHasher::hash_one(state, &k);
-        let table = &mut self.tables[Self::shard(hash)];
-        match table.entry(hash, |(key, _, _)| *key == k, |(key, _, _)| std::hash::BuildHasher::hash_one(state, key)) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = (k, time, value),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert((k, time, value));
-            }
-        }
-    }
-
-    /// Removes `k` if it was inserted at `time` (a later insert of the same key stays).
-    fn remove_if_at(&mut self, k: &K, time: u64) {
-        let hash = std::hash::BuildHasher::hash_one(&self.state, k);
-        let Some(table) = self.tables.get_mut(Self::shard(hash)) else { return };
-        if let Ok(e) = table.find_entry(hash, |(key, t, _)| key == k && *t == time) {
-            e.remove();
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.tables.iter().map(|t| t.len()).sum()
-    }
-
-    /// Slots allocated over every table.
-    #[cfg(test)]
-    fn capacity(&self) -> usize {
-        self.tables.iter().map(|t| t.capacity()).sum()
-    }
-}
-
-fn expired(t: u64, now: u64) -> bool {
-    t.saturating_add(DEDUPE_WINDOW_US) <= now
-}
-
-impl<K: Clone + Eq + std::hash::Hash> Window<K> {
-    /// The value of `k` if it is younger than the window.
-    pub(crate) fn live(&self, k: &K, now: u64) -> Option<u64> {
-        self.seen.get(k).filter(|(t, _)| !expired(*t, now)).map(|(_, v)| v)
-    }
-
-    fn full(&self, now: u64) -> bool {
-        self.order.len() >= self.entries_max && self.order.front().is_some_and(|(t, _, _)| !expired(*t, now))
-    }
-
-    /// Remembers `k` with `value` at `now`, first dropping the expired entries. The arrival
-    /// queue is sized for `entries_max` at the first entry, so that it never grows by copying
-    /// (its memory is touched in order, as entries arrive); the index grows a shard at a time
-    /// ([`Shards`]).
-    pub(crate) fn insert(&mut self, k: K, value: u64, now: u64) {
-        if self.order.capacity() == 0 {
-            self.order.reserve(self.entries_max);
-        }
-        while self.order.front().is_some_and(|(t, _, _)| expired(*t, now)) {
-            self.forget_oldest();
-        }
-        self.seen.insert(k.clone(), now, value);
-        self.order.push_back((now, k, value));
-    }
-
-    /// Inserts as [`Window::insert`], first forgetting the oldest entries while the window holds
-    /// `entries_max` or more.
-    pub(crate) fn insert_evicting(&mut self, k: K, value: u64, now: u64) {
-        while self.order.len() >= self.entries_max.max(1) {
-            self.forget_oldest();
-        }
-        self.insert(k, value, now);
-    }
-
-    /// Drops the oldest entry, and its key unless a later entry took the key again.
-    fn forget_oldest(&mut self) {
-        if let Some((t, old, _)) = self.order.pop_front() {
-            self.seen.remove_if_at(&old, t);
-        }
-    }
-}
-
 /// The whole matcher state.
 #[derive(Clone)]
 pub struct Matcher {
@@ -198,8 +59,8 @@ pub struct Matcher {
     pub(crate) order_id: u64,
     pub(crate) deal_id: u64,
     pub(crate) dedupe: Window<DedupeKey>,
-    /// Client order ids of the last 24 h and the orders they name.
-    pub(crate) client_ids: Window<ClientKey>,
+    /// Each user's client order ids and the orders they name.
+    pub(crate) client_ids: ClientIds,
 }
 
 type Res = Result<Reply, RpcError>;
@@ -220,15 +81,14 @@ impl Matcher {
             order_id: 0,
             deal_id: 0,
             dedupe: Window::default(),
-            client_ids: Window::default(),
+            client_ids: ClientIds::default(),
         }
     }
 
-    /// Sets how many `balance.update` keys, and how many client order ids, are remembered at most
-    /// (a limit, not state: it is not in snapshots).
+    /// Sets how many `balance.update` keys are remembered at most (a limit, not state: it is not
+    /// in snapshots).
     pub fn set_dedupe_entries_max(&mut self, entries_max: usize) {
         self.dedupe.entries_max = entries_max;
-        self.client_ids.entries_max = entries_max;
     }
 
     pub fn spec(&self) -> &Spec {
@@ -272,7 +132,7 @@ impl Matcher {
             Command::PutMarket(c) => self.put_market(time_us, c, events),
             Command::Cancel { user, market, order_id } => self.cancel(*user, *market, *order_id, events),
             Command::CancelByClientId { user, market, client_id } => {
-                let order_id = self.client_ids.live(&(*user, *client_id), time_us).ok_or(RpcError::OrderNotFound)?;
+                let order_id = self.client_ids.live(*user, *client_id, time_us).ok_or(RpcError::OrderNotFound)?;
                 self.cancel(*user, *market, order_id, events)
             }
             Command::CancelAll { user, market, side, session } => {
@@ -296,7 +156,7 @@ impl Matcher {
             }
             Command::OrderStatus { user, market, order_id, client_id } => {
                 let order_id = match *order_id {
-                    0 => self.client_ids.live(&(*user, *client_id), time_us).ok_or(RpcError::OrderNotFound)?,
+                    0 => self.client_ids.live(*user, *client_id, time_us).ok_or(RpcError::OrderNotFound)?,
                     id if id > self.order_id => return Err(RpcError::OrderNotFound),
                     id => id,
                 };
@@ -460,7 +320,9 @@ impl Matcher {
             c.client_id,
             c.session,
         );
-        remember_client_id(&mut self.client_ids, c.user, c.client_id, self.order_id, now);
+        if c.client_id != 0 {
+            self.client_ids.insert(c.user, c.client_id, self.order_id, now, c.id_window);
+        }
         let book = &mut self.books[c.market as usize];
         let stop = Trades {
             spec,
@@ -549,7 +411,9 @@ impl Matcher {
             c.client_id,
             c.session,
         );
-        remember_client_id(&mut self.client_ids, c.user, c.client_id, self.order_id, now);
+        if c.client_id != 0 {
+            self.client_ids.insert(c.user, c.client_id, self.order_id, now, c.id_window);
+        }
         // A market order's rest is cancelled whether the book ran out or it reached the cap.
         let stop = Trades { spec, mk, book, ledger, deal_id: &mut self.deal_id, now, events: &mut *events }.run(
             &mut taker,
@@ -726,8 +590,8 @@ impl Matcher {
         );
         ledger.freeze(account, asset, prec, order.frozen(), scale);
         let level = book.insert(order);
-        if old.client_id != 0 && self.client_ids.live(&(a.user, old.client_id), now) == Some(old.id) {
-            self.client_ids.insert_evicting((a.user, old.client_id), order.id, now);
+        if old.client_id != 0 {
+            self.client_ids.rename(a.user, old.client_id, old.id, order.id, now);
         }
         events.order(OrderEventKind::Put, order);
         events.level(LevelChange { market: a.market, side: order.side, price, amount: level });
@@ -783,21 +647,14 @@ fn check_available(
     }
 }
 
-/// Refuses a client order id that names a live order of the last 24 h, or that does not fit in
-/// the window.
-fn check_client_id(ids: &Window<ClientKey>, user: u32, client_id: u64, now: u64) -> Result<(), RpcError> {
+/// Refuses a client order id that names a live order of its user.
+fn check_client_id(ids: &ClientIds, user: u32, client_id: u64, now: u64) -> Result<(), RpcError> {
     if client_id == 0 {
         return Ok(());
     }
-    match ids.live(&(user, client_id), now) {
+    match ids.live(user, client_id, now) {
         Some(order_id) => Err(RpcError::DuplicateClientId { order_id }),
         None => Ok(()),
-    }
-}
-
-fn remember_client_id(ids: &mut Window<ClientKey>, user: u32, client_id: u64, order_id: u64, now: u64) {
-    if client_id != 0 {
-        ids.insert_evicting((user, client_id), order_id, now);
     }
 }
 
@@ -1041,73 +898,4 @@ fn fill(o: &mut Order, amount: i128, deal: i128, fee: i128, now: u64) {
     o.deal_money += deal;
     o.deal_fee += fee;
     o.mtime_us = now;
-}
-
-#[cfg(test)]
-mod window_tests {
-    use super::*;
-
-    /// The `balance.update` window's arrival queue is sized for its bound at its first key and
-    /// never grows after; its index grows with its keys; at the bound it is full.
-    #[test]
-    fn the_balance_update_window_is_full_at_its_bound() {
-        let mut w: Window<DedupeKey> = Window { entries_max: 10_000, ..Window::default() };
-        let key = |id: u64| DedupeKey { user: 1, asset: 0, business: "deposit".into(), business_id: id };
-        assert_eq!((w.seen.capacity(), w.order.capacity()), (0, 0), "nothing is allocated before the first key");
-        w.insert(key(1), 0, 0);
-        let queue = w.order.capacity();
-        assert!(queue >= 10_000, "{queue}");
-        for id in 2..=10_000u64 {
-            w.insert(key(id), 0, id);
-        }
-        assert_eq!(w.order.capacity(), queue);
-        assert!(w.full(10_000));
-        assert_eq!(w.live(&key(10_000), 10_000), Some(0));
-        assert_eq!(w.live(&key(1), 10_000), Some(0));
-        assert_eq!(w.live(&key(10_001), 10_000), None);
-    }
-
-    /// The client-id window's arrival queue is sized for its bound at its first id and never
-    /// grows after; past the bound it forgets its oldest ids, and its index forgets them too.
-    #[test]
-    fn the_client_id_window_forgets_its_oldest_ids_past_its_bound() {
-        let mut w: Window<ClientKey> = Window { entries_max: 10_000, ..Window::default() };
-        assert_eq!((w.seen.capacity(), w.order.capacity()), (0, 0), "nothing is allocated before the first id");
-        w.insert_evicting((1, 1), 1, 0);
-        let queue = w.order.capacity();
-        assert!(queue >= 10_000, "{queue}");
-        for id in 2..=25_000u64 {
-            w.insert_evicting((1, id), id, id);
-        }
-        assert_eq!(w.order.capacity(), queue);
-        assert_eq!((w.seen.len(), w.order.len()), (10_000, 10_000));
-        assert_eq!(w.live(&(1, 15_000), 25_000), None);
-        assert_eq!(w.live(&(1, 15_001), 25_000), Some(15_001));
-        // An id taken again is remembered from its second time: forgetting the first leaves it.
-        w.insert_evicting((1, 15_001), 7, 25_001);
-        for id in 25_002..=35_000u64 {
-            w.insert_evicting((2, id), id, id);
-        }
-        assert_eq!(w.live(&(1, 15_001), 35_000), Some(7));
-        assert_eq!(w.seen.len(), 10_000);
-    }
-
-    /// The index takes memory as keys arrive, not for its bound, and spreads them evenly over its
-    /// shards, so that no growth rehashes more than a small share of them (the matcher would
-    /// stall for it: one table of 4 M ids took 180 – 200 ms to grow).
-    #[test]
-    fn the_index_grows_with_its_keys_a_shard_at_a_time() {
-        let mut w: Window<ClientKey> = Window::default();
-        assert_eq!(w.entries_max, DEDUPE_ENTRIES_MAX);
-        for id in 0..1_000_000u64 {
-            w.insert_evicting((7, id), id, id);
-        }
-        let (len, capacity) = (w.seen.len(), w.seen.capacity());
-        assert_eq!(len, 1_000_000);
-        assert!(capacity < 4 * len, "{capacity} slots for {len} keys, where the bound is {DEDUPE_ENTRIES_MAX}");
-        // Sequential ids of one user, which a market maker sends, spread as well as any: about
-        // 122 a shard, give or take 11; a shard of twice that is a chance far below 1e-12.
-        let fullest = w.seen.tables.iter().map(|t| t.len()).max().unwrap();
-        assert!(fullest < 2 * len / SHARDS, "{fullest} keys in one shard");
-    }
 }

@@ -28,6 +28,7 @@ pub mod order;
 pub mod reply;
 pub mod slab;
 mod snapshot;
+mod window;
 
 pub use command::Command;
 pub use config::{Config, ConfigError, Spec};

@@ -7,11 +7,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AssetId, MarketId, Spec};
-use crate::engine::{ClientKey, DedupeKey, Matcher};
+use crate::engine::{DedupeKey, Matcher};
 use crate::ledger::Balance;
 use crate::order::Order;
+use crate::window::{IdEntry, UserIds};
 
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct AssetRecord {
@@ -42,8 +43,9 @@ struct Snapshot {
     accounts: Vec<(u32, Vec<Balance>)>,
     orders: Vec<Order>,
     dedupe: Vec<(u64, DedupeKey)>,
-    /// (time, (user, client order id), order id) in arrival order.
-    client_ids: Vec<(u64, ClientKey, u64)>,
+    /// Each user's client order ids, users ascending, each's in arrival order as (expiry, client
+    /// order id, order id or 0 for an entry that names nothing).
+    client_ids: Vec<(u32, Vec<IdEntry>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +78,7 @@ struct SnapshotOut<'a> {
     accounts: Vec<(u32, &'a [Balance])>,
     orders: Seq<OrdersIter<'a>>,
     dedupe: Seq<DedupeIter<'a>>,
-    client_ids: Seq<std::collections::vec_deque::Iter<'a, (u64, ClientKey, u64)>>,
+    client_ids: Vec<(u32, UserIds<'a>)>,
 }
 
 /// The `balance.update` window's (time, key) pairs, without their unused value.
@@ -209,7 +211,7 @@ impl Matcher {
             accounts: self.ledger.accounts_sorted(),
             orders: Seq(orders.iter().map((|&(_, o)| o) as fn(&(u64, &'a Order)) -> &'a Order)),
             dedupe: Seq(self.dedupe.order.iter().map((|(t, k, _)| (*t, k)) as DedupeOut)),
-            client_ids: Seq(self.client_ids.order.iter()),
+            client_ids: self.client_ids.by_user(),
         }
     }
 
@@ -261,11 +263,18 @@ impl Matcher {
             key.asset = *asset_map.get(key.asset as usize).ok_or_else(|| invalid("a dedupe entry names no asset"))?;
             m.dedupe.insert(key, 0, time);
         }
-        for (time, key, order_id) in snap.client_ids {
-            if order_id == 0 || order_id > snap.order_id {
-                return Err(invalid("a client order id names an order out of range"));
+        let mut last_user = None;
+        for (user, ids) in snap.client_ids {
+            if last_user.is_some_and(|last| last >= user) {
+                return Err(invalid("client order ids are not in user order"));
             }
-            m.client_ids.insert_evicting(key, order_id, time);
+            last_user = Some(user);
+            for (expires, client_id, order_id) in ids {
+                if client_id == 0 || order_id > snap.order_id {
+                    return Err(invalid("a client order id names an order out of range"));
+                }
+                m.client_ids.restore(user, expires, client_id, order_id);
+            }
         }
         m.check_invariants().map_err(SnapshotError::Invalid)?;
         Ok(m)
@@ -313,7 +322,7 @@ fn map_markets(spec: &Spec, markets: &[MarketRecord]) -> Result<Vec<MarketId>, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::PutLimit;
+    use crate::command::{IdWindow, PutLimit};
     use crate::config::embedded;
     use crate::order::{Side, Source};
     use crate::{Command, Events};
@@ -349,17 +358,23 @@ mod tests {
                 maker_fee: 0,
                 source: Source::EMPTY,
                 client_id,
+                id_window: IdWindow { max: 10, seconds: 60 },
                 options: Default::default(),
                 session: 0,
             })
         };
-        for (t, id) in [(t0, 7), (t0 + 1, 8), (t0 + crate::DEDUPE_WINDOW_US, 7)] {
+        let s = 1_000_000;
+        for (t, id) in [(t0, 7), (t0 + 1, 8), (t0 + 60 * s, 7)] {
             m.apply(t, &order(id), &mut events).unwrap();
         }
         let bytes = m.snapshot();
         let owned: Snapshot = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(owned.client_ids.len(), 2, "the expired entry went when id 7 was taken again");
-        assert_eq!(owned.client_ids[1], (t0 + crate::DEDUPE_WINDOW_US, (1, 7), 3));
+        assert_eq!(owned.client_ids.len(), 1);
+        assert_eq!(
+            owned.client_ids[0].1,
+            vec![(t0 + 1 + 60 * s, 8, 2), (t0 + 120 * s, 7, 3)],
+            "the expired entry went when id 7 was taken again"
+        );
         assert_eq!((owned.orders.len(), owned.accounts.len(), owned.dedupe.len()), (3, 3, 3));
         assert_eq!(postcard::to_stdvec(&owned).unwrap(), bytes);
         let back = Matcher::from_snapshot(spec, &bytes).unwrap();

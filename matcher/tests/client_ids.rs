@@ -4,9 +4,9 @@
 mod common;
 
 use common::Engine;
-use viaduct_matcher::command::{PutLimit, PutMarket};
+use viaduct_matcher::command::{Amend, IdWindow, PutLimit, PutMarket};
 use viaduct_matcher::order::{Side, Source};
-use viaduct_matcher::{Command, Events, Matcher, RpcError, DEDUPE_WINDOW_US};
+use viaduct_matcher::{Command, Events, Matcher, Reply, RpcError, DEDUPE_WINDOW_US};
 
 fn limit(user: u32, side: Side, price: i128, amount: i128, client_id: u64) -> Command {
     Command::PutLimit(PutLimit {
@@ -19,6 +19,7 @@ fn limit(user: u32, side: Side, price: i128, amount: i128, client_id: u64) -> Co
         maker_fee: 0,
         source: Source::EMPTY,
         client_id,
+        id_window: Default::default(),
         options: Default::default(),
         session: 0,
     })
@@ -65,6 +66,7 @@ fn a_resend_is_refused_with_the_order_it_duplicates() {
         taker_fee: 0,
         source: Source::EMPTY,
         client_id: 7,
+        id_window: Default::default(),
         self_trade: Default::default(),
         session: 0,
     });
@@ -131,14 +133,21 @@ fn ids_are_remembered_for_24_hours_and_through_a_snapshot() {
     assert!(apply(&mut restored, &limit(1, Side::Ask, 100_000_000, 100_000_000, 11)).0.is_ok());
 }
 
+/// An order under a window of `max` ids and `seconds`.
+fn limit_in(max: u32, seconds: u32, user: u32, client_id: u64) -> Command {
+    match limit(user, Side::Ask, 100_000_000, 100_000_000, client_id) {
+        Command::PutLimit(c) => Command::PutLimit(PutLimit { id_window: IdWindow { max, seconds }, ..c }),
+        _ => unreachable!(),
+    }
+}
+
 #[test]
 fn a_full_window_forgets_its_oldest_id_and_refuses_no_order() {
     let mut e = funded();
-    e.m.set_dedupe_entries_max(2);
-    let ask = |id| limit(1, Side::Ask, 100_000_000, 100_000_000, id);
+    let ask = |id| limit_in(2, 86_400, 1, id);
     let first = apply(&mut e, &ask(1)).0.unwrap();
     assert!(apply(&mut e, &ask(2)).0.is_ok());
-    // The window is full: a third id is taken, and the oldest (1) is forgotten.
+    // The user's window is full: a third id is taken, and its oldest (1) is forgotten.
     let third = apply(&mut e, &ask(3)).0.unwrap();
     assert_eq!(apply(&mut e, &ask(3)).0, Err(RpcError::DuplicateClientId { order_id: third }));
     assert!(matches!(apply(&mut e, &ask(2)).0, Err(RpcError::DuplicateClientId { .. })));
@@ -148,4 +157,46 @@ fn a_full_window_forgets_its_oldest_id_and_refuses_no_order() {
     let again = apply(&mut e, &ask(1)).0.unwrap();
     assert_ne!(again, first);
     assert!(apply(&mut e, &ask(0)).0.is_ok());
+}
+
+/// One user's traffic never shortens another's protection: user 2's ids stay while user 1 takes
+/// many times user 2's bound, each user held to the window its orders carry.
+#[test]
+fn one_users_ids_never_push_out_anothers() {
+    let mut e = funded();
+    e.deposit(2, "BTC", "10000");
+    e.deposit(1, "BTC", "10000");
+    let kept = apply(&mut e, &limit_in(3, 86_400, 2, 77)).0.unwrap();
+    for id in 1..=1_000 {
+        apply(&mut e, &limit_in(10, 86_400, 1, id)).0.unwrap();
+    }
+    assert_eq!(apply(&mut e, &limit_in(3, 86_400, 2, 77)).0, Err(RpcError::DuplicateClientId { order_id: kept }));
+    assert!(apply(&mut e, &limit_in(10, 86_400, 1, 991)).0.is_err(), "user 1 keeps its own last 10");
+    assert!(apply(&mut e, &limit_in(10, 86_400, 1, 990)).0.is_ok(), "and forgot the ones before");
+    e.m.check_invariants().unwrap();
+}
+
+/// An id lives for the window's seconds from the order that took it; an amend that gives the
+/// order a new id moves the client order id to it for the rest of that time; a snapshot keeps it.
+#[test]
+fn an_id_lives_its_windows_seconds_through_an_amend_and_a_snapshot() {
+    let mut e = funded();
+    let placed = apply(&mut e, &limit_in(100, 60, 1, 5)).0.unwrap();
+    e.now += 30_000_000;
+    let amend = Command::Amend(Amend { user: 1, market: 0, order_id: placed, price: Some(200_000_000), left: None });
+    apply(&mut e, &amend).0.unwrap();
+    let status = |e: &mut Engine| {
+        let mut events = Events::default();
+        e.m.apply(e.now, &Command::OrderStatus { user: 1, market: 0, order_id: 0, client_id: 5 }, &mut events)
+    };
+    let Ok(Reply::Status { order_id: amended, open: Some(_) }) = status(&mut e) else { panic!("{:?}", status(&mut e)) };
+    assert_ne!(amended, placed, "a new price gives the order a new id");
+    assert_eq!(apply(&mut e, &limit_in(100, 60, 1, 5)).0, Err(RpcError::DuplicateClientId { order_id: amended }));
+    let copy = Matcher::from_snapshot(e.m.spec().clone(), &e.m.snapshot()).unwrap();
+    assert_eq!(copy.state_hash(), e.m.state_hash());
+    let mut restored = Engine::with_matcher(copy, e.now + 30_000_000 - 1);
+    assert!(status(&mut restored).is_ok());
+    restored.now += 1;
+    assert_eq!(status(&mut restored), Err(RpcError::OrderNotFound), "60 s after the order that took it");
+    assert!(apply(&mut restored, &limit_in(100, 60, 1, 5)).0.is_ok());
 }

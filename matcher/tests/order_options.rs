@@ -210,6 +210,7 @@ fn cancel_all_cancels_at_most_its_bound_per_command() {
             maker_fee: 0,
             source: Source::EMPTY,
             client_id: 0,
+            id_window: Default::default(),
             options: Default::default(),
             session: 0,
         });

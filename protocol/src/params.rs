@@ -146,6 +146,7 @@ pub fn put_limit(spec: &Spec, params: &[Value]) -> Res<Command> {
         maker_fee: fee_rate(maker, mk.fee_prec)?,
         source: self::source(source)?,
         client_id: 0,
+        id_window: Default::default(),
         options,
         session: 0,
     }))
@@ -228,6 +229,7 @@ pub fn put_market(spec: &Spec, params: &[Value]) -> Res<Command> {
         taker_fee: fee_rate(taker, mk.fee_prec)?,
         source: self::source(source)?,
         client_id: 0,
+        id_window: Default::default(),
         self_trade,
         session: 0,
     }))

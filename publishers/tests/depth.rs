@@ -85,6 +85,7 @@ fn diffs_applied_to_the_last_snapshot_equal_the_book() {
                     maker_fee: 0,
                     source: Source::EMPTY,
                     client_id: 0,
+                    id_window: Default::default(),
                     options: Default::default(),
                     session: 0,
                 })

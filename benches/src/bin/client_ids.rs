@@ -1,6 +1,6 @@
 //! The client-order-id window as a market maker fills it: one user places an order with a fresh
-//! client id and cancels it by that id, `n` times (default 4,500,000, past the window's bound of
-//! 4 M, so that it also forgets). Prints, for every 500,000 ids, the time per place-and-cancel,
+//! client id and cancels it by that id, `n` times (default 4,500,000, past its window's bound of
+//! 4 M ids, so that it also forgets). Prints, for every 500,000 ids, the time per place-and-cancel,
 //! the 99.99th percentile and the longest of the single commands, the page faults taken, and
 //! the resident memory: what the window costs the matcher as it grows, at its worst moment, and
 //! once full. (The longest command also counts any preemption of the thread by the OS; the
@@ -13,7 +13,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use viaduct_benches::{funded_matcher, rss_mib, T0};
-use viaduct_matcher::command::{Command, PutLimit};
+use viaduct_matcher::command::{Command, IdWindow, PutLimit};
 use viaduct_matcher::order::{Side, Source};
 use viaduct_matcher::Events;
 
@@ -46,6 +46,7 @@ fn main() {
             maker_fee: 5,
             source: Source::EMPTY,
             client_id: id,
+            id_window: IdWindow { max: 4_000_000, seconds: 86_400 },
             options: Default::default(),
             session: 0,
         });

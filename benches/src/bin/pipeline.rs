@@ -215,6 +215,7 @@ fn latency(data: &Path, rate: u64, run: Duration) -> Histogram<u64> {
             maker_fee: 5,
             source: Source::EMPTY,
             client_id: 0,
+            id_window: Default::default(),
             options: Default::default(),
             session: 0,
         })
