@@ -1003,6 +1003,60 @@ fn binary_throttles_reject_past_rate_max_and_close_past_rate_logout(at: Arrangem
     });
 }
 
+/// PROTOCOL.md "Sessions": a binary session that does not read is closed alone once its unsent
+/// reports pass the write bound (4 MiB); another session is served meanwhile. 300,000
+/// ORDER_STATUS requests (10.8 MB, changing nothing) ask for 36 MB of ORDER_STATE, far past the
+/// bound and the kernel's buffers.
+#[test]
+fn a_binary_session_that_does_not_read_is_closed_alone() {
+    const ASKED: usize = 300_000;
+    // The other session waits quietly through all of it (a debug build takes seconds).
+    let server =
+        Server::start(Arrangement::OwnThread, |cfg| cfg.keys[0].heartbeat_timeout = Some(Duration::from_secs(120)));
+    fund(&server);
+    let (mut slow, mut other) = (server.connect(), server.connect());
+    slow.login("taker", SECRET);
+    other.login("maker", SECRET);
+    let mut burst = Vec::new();
+    for order_id in 1..=ASKED as u64 {
+        encode_client(&ClientMsg::OrderStatus { market: market_bytes("BTCBCH"), order_id, client_id: 0 }, &mut burst);
+    }
+    let mut writer = slow.s().try_clone().unwrap();
+    let burst = std::thread::spawn(move || {
+        let _ = writer.write_all(&burst);
+    });
+    other.send(ClientMsg::NewLimit {
+        client_id: 1,
+        market: market_bytes("BTCBCH"),
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 90_000_000,
+        amount: 1_000_000,
+    });
+    let ServerMsg::Accepted { client_id: 1, order_id, .. } = other.next() else { panic!("no ACCEPTED") };
+    burst.join().unwrap();
+    // What the kernel and the server had taken before the close, then the end.
+    slow.s().set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut states = 0;
+    let end = loop {
+        match slow.session.next_message() {
+            Ok(ServerMsg::OrderState { .. }) => states += 1,
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(end, Error::Closed) || matches!(&end, Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{end}"
+    );
+    assert!(states < ASKED, "closed before all {ASKED} were answered ({states} read)");
+    other.send(ClientMsg::Cancel { market: market_bytes("BTCBCH"), order_id });
+    assert!(
+        matches!(other.next(), ServerMsg::Cancelled { order_id: o, .. } if o == order_id),
+        "the other session goes on"
+    );
+}
+
 /// PROTOCOL.md "Client order ids": a key's `client_ids_max` bounds its own user's ids only. Past
 /// it the user's oldest id takes a new order again, while another user's id, older still,
 /// refuses a resend.
