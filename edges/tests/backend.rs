@@ -114,3 +114,73 @@ fn last(bytes: &[u8]) -> &[u8] {
     let at = text.rfind("HTTP/1.1 ").unwrap_or(0);
     &bytes[at..]
 }
+
+/// Takes every command and never replies; once `lost` is set, tells the edge that fills were
+/// dropped (the edge fell behind the engine).
+struct Losing {
+    spec: Spec,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Backend for Losing {
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn submit(&mut self, _tag: u64, _request_id: i64, _cmd: Command) -> Result<(), Command> {
+        Ok(())
+    }
+
+    fn receive(&mut self, each: &mut dyn FnMut(&Spec, Delivered<'_>)) {
+        if self.lost.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            each(&self.spec, Delivered::FillsLost);
+        }
+    }
+}
+
+/// PROTOCOL.md "Session": should the TCP edge fall so far behind the engine that fills of its
+/// users were dropped, it closes every binary session (no stream of theirs can be trusted), and
+/// a new login is served.
+#[test]
+fn the_tcp_edge_closes_every_binary_session_when_fills_were_lost() {
+    use std::sync::{atomic::AtomicBool, Arc, Mutex};
+    use viaduct_client::wire::{ClientMsg, ServerMsg};
+    use viaduct_client::{Error, Session};
+    use viaduct_edges::tcp::{ApiKey, TcpConfig, TcpEdge};
+    const SECRET: &str = "a-secret-of-32-bytes-for-tests!!";
+    let spec = Spec::new(&embedded()).unwrap();
+    let mut key = ApiKey::new(&spec, "mm", SECRET, 7, "0.001", "0.001", "mm").unwrap();
+    // Quiet sessions outlive the test's wait: only the lost fills can close them.
+    key.heartbeat_timeout = Some(Duration::from_secs(60));
+    let lost = Arc::new(AtomicBool::new(false));
+    let notify: Arc<Mutex<Option<viaduct_edges::Notify>>> = Arc::default();
+    let edge = TcpEdge::start(TcpConfig::new("127.0.0.1:0".parse().unwrap(), vec![key]), {
+        let (lost, notify) = (lost.clone(), notify.clone());
+        move |n| {
+            *notify.lock().unwrap() = Some(n);
+            Losing { spec, lost }
+        }
+    })
+    .unwrap();
+    let login = || {
+        let mut s = Session::connect(edge.local_addr()).unwrap();
+        s.stream().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.login("mm", SECRET.as_bytes()).unwrap();
+        s
+    };
+    let mut sessions = [login(), login()];
+    lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    (notify.lock().unwrap().as_ref().expect("the edge built its backend"))();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for s in &mut sessions {
+        loop {
+            match s.next_message() {
+                Ok(ServerMsg::Heartbeat { .. }) if std::time::Instant::now() < deadline => {}
+                Err(Error::Closed) => break,
+                other => panic!("the session was not closed: {other:?}"),
+            }
+        }
+    }
+    let mut again = login();
+    again.send(&ClientMsg::Heartbeat).unwrap();
+}

@@ -584,9 +584,10 @@ fn the_documented_login_mac_vector() {
 #[test]
 fn every_section_of_the_protocol_names_tests_that_exist() {
     let doc = include_str!("../PROTOCOL.md");
-    let files: [(&str, &str); 11] = [
+    let files: [(&str, &str); 12] = [
         ("edges/tests/codec.rs", include_str!("codec.rs")),
         ("edges/tests/reports.rs", include_str!("reports.rs")),
+        ("edges/tests/backend.rs", include_str!("backend.rs")),
         ("edges/src/tcp.rs", include_str!("../src/tcp.rs")),
         ("tests/tcp.rs", include_str!("../../tests/tcp.rs")),
         ("tests/abuse.rs", include_str!("../../tests/abuse.rs")),
