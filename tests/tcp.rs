@@ -355,6 +355,18 @@ fn rpc_framing_requests_past_the_pending_bound_are_all_answered(at: Arrangement)
     assert_eq!(ids, (0..80).collect::<Vec<u64>>());
 }
 
+/// An ask of 0.01 BTC at 0.9 on BTCBCH, below any bid the tests rest: it rests.
+fn small_ask(client_id: u64) -> ClientMsg {
+    ClientMsg::NewLimit {
+        client_id,
+        market: market_bytes("BTCBCH"),
+        side: 1,
+        options: LimitOptions::PLAIN,
+        price: 90_000_000,
+        amount: 1_000_000,
+    }
+}
+
 fn fund(server: &Server) {
     let mut c = server.connect();
     c.call("balance.update", json!([MAKER, "BTC", "deposit", 1, "10", {}]));
@@ -972,17 +984,7 @@ fn binary_throttles_reject_past_rate_max_and_close_past_rate_logout(at: Arrangem
     let mut taker = server.connect();
     taker.login("taker", SECRET);
     for client_id in 1..=10 {
-        taker
-            .session
-            .queue(&ClientMsg::NewLimit {
-                client_id,
-                market: market_bytes("BTCBCH"),
-                side: 1,
-                options: LimitOptions::PLAIN,
-                price: 90_000_000,
-                amount: 1_000_000,
-            })
-            .unwrap();
+        taker.session.queue(&small_ask(client_id)).unwrap();
     }
     taker.session.flush().unwrap();
     let mut throttled = Vec::new();
@@ -1025,14 +1027,7 @@ fn a_binary_session_that_does_not_read_is_closed_alone() {
     let burst = std::thread::spawn(move || {
         let _ = writer.write_all(&burst);
     });
-    other.send(ClientMsg::NewLimit {
-        client_id: 1,
-        market: market_bytes("BTCBCH"),
-        side: 1,
-        options: LimitOptions::PLAIN,
-        price: 90_000_000,
-        amount: 1_000_000,
-    });
+    other.send(small_ask(1));
     let ServerMsg::Accepted { client_id: 1, order_id, .. } = other.next() else { panic!("no ACCEPTED") };
     burst.join().unwrap();
     // What the kernel and the server had taken before the close, then the end.
@@ -1071,28 +1066,20 @@ fn a_keys_client_id_window_bounds_its_users_ids_only() {
     let (mut maker, mut taker) = (server.connect(), server.connect());
     maker.login("maker", SECRET);
     taker.login("taker", SECRET);
-    let ask = |client_id| ClientMsg::NewLimit {
-        client_id,
-        market: market_bytes("BTCBCH"),
-        side: 1,
-        options: LimitOptions::PLAIN,
-        price: 90_000_000,
-        amount: 1_000_000,
-    };
-    maker.send(ask(1));
+    maker.send(small_ask(1));
     let ServerMsg::Accepted { order_id: kept, .. } = maker.next() else { panic!("the maker's order was not accepted") };
     for client_id in 1..=4 {
-        taker.send(ask(client_id));
+        taker.send(small_ask(client_id));
         assert!(matches!(taker.next(), ServerMsg::Accepted { client_id: c, .. } if c == client_id));
     }
-    taker.send(ask(4));
+    taker.send(small_ask(4));
     assert!(matches!(taker.next(), ServerMsg::Rejected { client_id: 4, reason: reason::DUPLICATE_CLIENT_ID, .. }));
-    taker.send(ask(1));
+    taker.send(small_ask(1));
     assert!(
         matches!(taker.next(), ServerMsg::Accepted { client_id: 1, .. }),
         "the taker's fourth id pushed out its first"
     );
-    maker.send(ask(1));
+    maker.send(small_ask(1));
     assert!(matches!(
         maker.next(),
         ServerMsg::Rejected { client_id: 1, order_id, reason: reason::DUPLICATE_CLIENT_ID, .. } if order_id == kept
