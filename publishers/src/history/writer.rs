@@ -203,13 +203,15 @@ pub const STORE_EMPTY_EVERY: Duration = Duration::from_secs(1);
 
 /// How often, at most, the writer commits rows while they keep coming (sooner once it holds
 /// `batch_rows_max`, and at once after a quiet spell): rows then wait up to this long, plus
-/// [`FEED_POLL`], before readhistory sees them (ViaBTC flushes its history every 0.1 s). A
-/// transaction writes every page it touched, at least one per table shard it wrote to, so few
-/// rows per transaction cost nearly as much as many. At 10 k crossing binary orders/s into SQLite
-/// (2026-11-27) the writer's thread took 80 % of a core committing each poll's rows, 43 % with
-/// 10 ms between commits and 30 % with 50 ms, and the order -> ack p90 fell from 1.9 - 2.1 ms
-/// to 1.2 - 1.6 ms.
-pub const WRITE_EVERY: Duration = Duration::from_millis(50);
+/// [`FEED_POLL`], before readhistory sees them, as ViaBTC flushes its history every 0.1 s. A
+/// transaction writes every page it touched, at least one per table shard it wrote to (300
+/// shards), so few rows per transaction cost nearly as much as many. At 10 k crossing binary
+/// orders/s into SQLite (2026-11-27) the writer's thread took 80 % of a core committing each
+/// poll's rows, 43 % with 10 ms between commits and 30 % with 50 ms, and the order -> ack p90 fell
+/// from 1.9 - 2.1 ms to 1.2 - 1.6 ms. At 10 k crossing HTTP orders/s (2026-12-03, two runs each)
+/// its CPU per order was 36.7 - 37.3 µs at 50 ms, 31.9 - 32.2 at 100 ms and 27.2 - 27.5 at 200 ms,
+/// the order's p90 3.5 - 3.7, 2.5 - 2.8 and 1.8 - 2.1 ms: 100 ms, ViaBTC's delay, is kept.
+pub const WRITE_EVERY: Duration = Duration::from_millis(100);
 
 /// How long the writer blocks on the queue at a time once batches stopped coming.
 const FEED_IDLE_WAIT: Duration = Duration::from_millis(100);
