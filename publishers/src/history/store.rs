@@ -432,12 +432,16 @@ impl Sqlite {
     }
 }
 
-fn to_sqlite(v: &SqlValue) -> rusqlite::types::Value {
-    match v {
-        SqlValue::Null => rusqlite::types::Value::Null,
-        SqlValue::Int(i) => rusqlite::types::Value::Integer(*i),
-        SqlValue::Float(f) => rusqlite::types::Value::Real(*f),
-        SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
+/// A value bound as it is, text included, without a copy.
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ValueRef;
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(match self {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Int(i) => ValueRef::Integer(*i),
+            SqlValue::Float(f) => ValueRef::Real(*f),
+            SqlValue::Text(t) => ValueRef::Text(t.as_bytes()),
+        }))
     }
 }
 
@@ -472,7 +476,7 @@ impl Store for Sqlite {
         for ((table, shard), all) in groups(rows) {
             let mut insert = tx.prepare_cached(&single_insert(&TABLES[table], shard))?;
             for row in &all {
-                insert.execute(rusqlite::params_from_iter(row.iter().map(to_sqlite)))?;
+                insert.execute(rusqlite::params_from_iter(row.iter()))?;
             }
         }
         tx.execute("UPDATE `history_state` SET `seq` = ?1 WHERE `id` = 1", [seq as i64])?;
@@ -483,8 +487,7 @@ impl Store for Sqlite {
     fn select(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let n = stmt.column_count();
-        let values: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
-        let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut r = Vec::with_capacity(n);
