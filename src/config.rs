@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use viaduct_edges::tcp::ApiKey;
+use viaduct_matcher::command::IdWindow;
 use viaduct_matcher::config::{self, AssetConfig, MarketConfig};
 use viaduct_matcher::Spec;
 use viaduct_publishers::history::writer::HistoryConfig;
@@ -677,7 +678,6 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
                     )
                 })?;
         }
-        use viaduct_matcher::command::IdWindow;
         let defaults = IdWindow::default();
         let (max, seconds) =
             (k.client_ids_max.unwrap_or(defaults.max), k.client_ids_window_s.unwrap_or(defaults.seconds));

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use crate::book::IdMap;
 use crate::command::IdWindow;
 use crate::engine::{ClientKey, DEDUPE_ENTRIES_MAX, DEDUPE_WINDOW_US};
 
@@ -143,7 +144,8 @@ pub(crate) struct ClientIds {
     /// (user, client order id) to (expiry, order id).
     index: Shards<ClientKey>,
     /// Each user's ids as (expiry, client order id), in arrival order: what is forgotten next.
-    users: std::collections::HashMap<u32, VecDeque<(u64, u64)>>,
+    /// (User ids come from the operator's keys, not from clients: the plain id hash serves.)
+    users: IdMap<u32, VecDeque<(u64, u64)>>,
 }
 
 impl ClientIds {
@@ -333,13 +335,12 @@ mod window_tests {
         for id in 0..1_000_000u64 {
             w.insert(7, id, id + 1, id, IdWindow { max: 4_000_000, seconds: 86_400 });
         }
-        let w = Window::<ClientKey> { seen: w.index, ..Window::default() };
-        let (len, capacity) = (w.seen.len(), w.seen.capacity());
+        let (len, capacity) = (w.index.len(), w.index.capacity());
         assert_eq!(len, 1_000_000);
         assert!(capacity < 4 * len, "{capacity} slots for {len} keys, where the bound is 4,000,000");
         // Sequential ids of one user, which a market maker sends, spread as well as any: about
         // 122 a shard, give or take 11; a shard of twice that is a chance far below 1e-12.
-        let fullest = w.seen.tables.iter().map(|t| t.len()).max().unwrap();
+        let fullest = w.index.tables.iter().map(|t| t.len()).max().unwrap();
         assert!(fullest < 2 * len / SHARDS, "{fullest} keys in one shard");
     }
 }

@@ -42,9 +42,9 @@ pub struct HistoryConfig {
     /// 46 k rows/s in transactions of 20,000 rows, 101 k/s of 200,000). Into SQLite every
     /// transaction writes each page it touched, at least one per table shard, so a lagging
     /// writer catches up faster in larger ones too: crossing HTTP orders from 32 connections
-    /// past what the writer keeps up with (2026-12-03, 10 s, two runs each) were answered 29.4 -
-    /// 29.6 k/s without error (the rest error 3) in transactions of 20,000 rows, 37.2 - 38.2 k/s
-    /// of 100,000. A transaction is this large only while the writer is behind: otherwise it
+    /// past what the writer keeps up with (2026-12-03, 10 s, two runs each, alternated) were
+    /// answered 28.9 k/s without error in transactions of 20,000 rows, 115 - 127 k more refused
+    /// with error 3; 34.7 - 36.8 k/s of 100,000, none refused. A transaction is this large only while the writer is behind: otherwise it
     /// commits every [`WRITE_EVERY`].
     pub batch_rows_max: usize,
 }
