@@ -319,8 +319,7 @@ fn run(
         let mut edge_stats = vec![("http", Arc::clone(&cfg.stats)), ("tcp", Arc::clone(&tcp_cfg.stats))];
         edge_stats.extend(loaded_ws.as_ref().map(|w| ("ws", Arc::clone(&w.stats))));
         let _ = metrics.edges.set(edge_stats);
-        let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
-        metrics.ready.store(true, Ordering::Release);
+        // Bound before the edges listen, so that a client that finds the edges finds this socket too.
         // Without it the server still serves (a data directory whose path is too long for a Unix
         // socket, say): said in the log, not fatal.
         let admin = match viaduct::admin::start(&data_dir, engine.probes(), engine.client(), profile_name.clone()) {
@@ -336,6 +335,8 @@ fn run(
                 None
             }
         };
+        let edges = viaduct::pipeline::start_edges(&engine, &profile, cfg, tcp_cfg, loaded_ws)?;
+        metrics.ready.store(true, Ordering::Release);
         // Under systemd (Type=notify): ready now, and the watchdog fed while the matcher moves.
         let notifier = viaduct::service::Notifier::from_env().map(Arc::new);
         if let Some(n) = &notifier {
