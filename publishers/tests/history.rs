@@ -8,7 +8,7 @@ use viaduct_matcher::config::embedded;
 use viaduct_matcher::{Events, Matcher, Spec};
 use viaduct_protocol::decode;
 use viaduct_publishers::history::query::run;
-use viaduct_publishers::history::store::{self, Store};
+use viaduct_publishers::history::store::{self, Layout, Store};
 use viaduct_publishers::history::Rows;
 
 const T0: u64 = 1_700_000_000_000_000;
@@ -160,6 +160,26 @@ fn sqlite_records_and_answers_as_viabtc() {
     let mut again = store::open(&url).unwrap();
     again.create_tables().unwrap();
     assert_eq!(again.committed_seq().unwrap(), 12);
+    // A new file has one table of each kind, and no shard.
+    assert_eq!(again.layout(), Layout::Single);
+    let names = |s: &mut dyn Store| -> Vec<String> {
+        let sql = "SELECT `name` FROM `sqlite_master` WHERE `type` = 'table' ORDER BY `name`";
+        s.select(sql, &[]).unwrap().into_iter().map(|r| r[0].as_text()).collect()
+    };
+    let kinds =
+        ["balance_history", "deal_history", "history_state", "order_detail", "order_history", "user_deal_history"];
+    assert_eq!(names(&mut *again), kinds);
+    // A file written in ViaBTC's shards (by a build before the single layout) is read and
+    // written in them: the same rows, the same answers.
+    let old = dir.path().join("sharded.db");
+    store::Sqlite::create_sharded(old.to_str().unwrap()).unwrap();
+    let mut s = store::open(&format!("sqlite://{}", old.display())).unwrap();
+    assert_eq!(s.layout(), Layout::Sharded);
+    fill(&mut *s);
+    check(&mut *s);
+    let tables = names(&mut *s);
+    assert_eq!(tables.len(), 5 * 100 + 1, "{tables:?}");
+    assert!(tables.contains(&"order_history_7".to_string()) && !tables.contains(&"order_history".to_string()));
 }
 
 /// A database of its own on the shared MariaDB, dropped when the test ends.
@@ -249,19 +269,32 @@ fn hostile_rows() -> Rows {
     rows
 }
 
+/// What follows FROM to read the rows of ViaBTC's shard `n` of `kind` (whose shard key is the
+/// column `key`) in `layout`: the shard's table, or the one table's rows of that shard.
+fn shard(layout: Layout, kind: &str, key: &str, n: u64) -> String {
+    match layout {
+        Layout::Sharded => format!("`{}`", layout.table(kind, n)),
+        Layout::Single => format!("`{kind}` WHERE `{key}` % 100 = {n}"),
+    }
+}
+
 fn hostile_text_round_trips(store: &mut dyn Store) {
     store.create_tables().unwrap();
     store.write(&hostile_rows(), 1).unwrap();
     let texts = |rows: Vec<Vec<store::SqlValue>>| rows.into_iter().map(|r| r[0].as_text()).collect::<Vec<_>>();
-    let business = texts(store.select("SELECT `business` FROM `balance_history_7` ORDER BY `id`", &[]).unwrap());
+    let layout = store.layout();
+    let (balances, orders) =
+        (shard(layout, "balance_history", "user_id", 7), shard(layout, "order_history", "user_id", 7));
+    let details = shard(layout, "order_detail", "id", 0);
+    let business = texts(store.select(&format!("SELECT `business` FROM {balances} ORDER BY `id`"), &[]).unwrap());
     assert_eq!(business, HOSTILE);
-    let detail = texts(store.select("SELECT `detail` FROM `balance_history_7` ORDER BY `id`", &[]).unwrap());
+    let detail = texts(store.select(&format!("SELECT `detail` FROM {balances} ORDER BY `id`"), &[]).unwrap());
     let want: Vec<String> =
         HOSTILE.iter().map(|t| format!("{{\"k\":{}}}{t}", serde_json::to_string(t).unwrap())).collect();
     assert_eq!(detail, want);
-    let source = texts(store.select("SELECT `source` FROM `order_history_7` ORDER BY `id`", &[]).unwrap());
+    let source = texts(store.select(&format!("SELECT `source` FROM {orders} ORDER BY `id`"), &[]).unwrap());
     assert_eq!(source, HOSTILE);
-    let times = store.select("SELECT `create_time`, `finish_time` FROM `order_detail_0`", &[]).unwrap();
+    let times = store.select(&format!("SELECT `create_time`, `finish_time` FROM {details}"), &[]).unwrap();
     assert_eq!(times, vec![vec![store::SqlValue::Float(t(0)), store::SqlValue::Float(t(1))]]);
     assert_eq!(store.committed_seq().unwrap(), 1);
 }
@@ -341,6 +374,9 @@ impl Store for Probe {
         }
         self.inner.reconnect()
     }
+    fn layout(&self) -> Layout {
+        self.inner.layout()
+    }
 }
 
 /// A history writer into SQLite in `dir` whose store is a [`Probe`] (`faulty` as there): the
@@ -406,7 +442,7 @@ fn a_commit_whose_answer_was_lost_is_not_written_again() {
     svc.join();
     let mut s = store::open(&url).unwrap();
     assert_eq!(s.committed_seq().unwrap(), 4);
-    let rows = s.select("SELECT `change` FROM `balance_history_1`", &[]).unwrap();
+    let rows = s.select("SELECT `change` FROM `balance_history`", &[]).unwrap();
     assert_eq!(rows.len(), 4, "one row per deposit, none twice: {rows:?}");
 }
 
@@ -449,7 +485,7 @@ fn commands_without_rows_are_stored_once_a_second_not_once_a_batch() {
     svc.join();
     let mut s = store::open(&url).unwrap();
     assert_eq!(s.committed_seq().unwrap(), 52);
-    assert_eq!(s.select("SELECT `change` FROM `balance_history_1`", &[]).unwrap().len(), 1);
+    assert_eq!(s.select("SELECT `change` FROM `balance_history`", &[]).unwrap().len(), 1);
 }
 
 #[test]
@@ -486,7 +522,7 @@ fn rows_that_keep_coming_are_committed_together_at_most_every_write_every() {
     drop(feed);
     svc.join();
     let mut s = store::open(&url).unwrap();
-    assert_eq!(s.select("SELECT `change` FROM `balance_history_1`", &[]).unwrap().len(), 201);
+    assert_eq!(s.select("SELECT `change` FROM `balance_history`", &[]).unwrap().len(), 201);
 }
 
 #[test]
@@ -571,8 +607,11 @@ fn every_history_row_is_the_same_in_both_stores() {
     use rand::{Rng, SeedableRng};
     let dir = tempfile::tempdir().unwrap();
     let (_db, mysql_url) = MariaDb::new("both_stores");
-    let mut stores: [Box<dyn Store>; 2] = [
+    let sharded = dir.path().join("sharded.db");
+    store::Sqlite::create_sharded(sharded.to_str().unwrap()).unwrap();
+    let mut stores: [Box<dyn Store>; 3] = [
         store::open(&format!("sqlite://{}", dir.path().join("h.db").display())).unwrap(),
+        store::open(&format!("sqlite://{}", sharded.display())).unwrap(),
         store::open(&mysql_url).unwrap(),
     ];
     let spec = Spec::new(&embedded()).unwrap();
@@ -645,21 +684,32 @@ fn every_history_row_is_the_same_in_both_stores() {
     }
     assert!(written > 1_000 && m.last_deal_id() > 100, "{written} rows, {} deals", m.last_deal_id());
     let mut compared = 0;
-    for table in ["balance_history", "order_history", "order_detail", "deal_history", "user_deal_history"] {
-        for shard in 0..100 {
-            let sql = format!("SELECT * FROM `{table}_{shard}` ORDER BY 1");
-            let [sqlite, mariadb] = [0, 1].map(|i| stores[i].select(&sql, &[]).unwrap());
+    let kinds = [
+        ("balance_history", "user_id"),
+        ("order_history", "user_id"),
+        ("order_detail", "id"),
+        ("deal_history", "order_id"),
+        ("user_deal_history", "user_id"),
+    ];
+    for (table, key) in kinds {
+        for n in 0..100 {
+            // A shard of ViaBTC's tables, and the same rows of the single layout's one table.
+            let [single, sqlite, mariadb] = [0, 1, 2].map(|i| {
+                let sql = format!("SELECT * FROM {} ORDER BY 1", shard(stores[i].layout(), table, key, n));
+                stores[i].select(&sql, &[]).unwrap()
+            });
             // Each store numbers the rows of an auto-increment `id` its own way (MariaDB leaves
             // gaps after bulk loads); the order tables' `id` is the order's.
             let skip = usize::from(!table.starts_with("order_"));
             let text = |rows: Vec<Vec<viaduct_publishers::history::store::SqlValue>>| -> Vec<Vec<String>> {
                 rows.into_iter().map(|r| r.iter().skip(skip).map(|v| v.as_text()).collect()).collect()
             };
-            let (sqlite, mariadb) = (text(sqlite), text(mariadb));
+            let (single, sqlite, mariadb) = (text(single), text(sqlite), text(mariadb));
             compared += sqlite.len();
-            assert_eq!(sqlite.len(), mariadb.len(), "{table}_{shard}");
+            assert_eq!(single, sqlite, "{table}_{n}: SQLite's single layout, then its shards");
+            assert_eq!(sqlite.len(), mariadb.len(), "{table}_{n}");
             for (a, b) in sqlite.iter().zip(&mariadb) {
-                assert_eq!(a, b, "{table}_{shard}: SQLite, then MariaDB");
+                assert_eq!(a, b, "{table}_{n}: SQLite, then MariaDB");
             }
         }
     }
@@ -679,8 +729,9 @@ fn one_shard_takes_many_rows_in_one_transaction() {
         }
         rows
     };
-    let count = |s: &mut dyn Store, table: &str| {
-        s.select(&format!("SELECT COUNT(*) FROM `{table}`"), &[]).unwrap()[0][0].as_i64()
+    let count = |s: &mut dyn Store, kind: &str, key: &str, n: u64| {
+        let from = shard(s.layout(), kind, key, n);
+        s.select(&format!("SELECT COUNT(*) FROM {from}"), &[]).unwrap()[0][0].as_i64()
     };
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("history.db").display());
@@ -694,8 +745,8 @@ fn one_shard_takes_many_rows_in_one_transaction() {
     for mut s in stores {
         s.create_tables().unwrap();
         s.write(&many(), 1).unwrap();
-        assert_eq!(count(&mut *s, "balance_history_7"), 5_006);
-        assert_eq!(count(&mut *s, "order_history_7"), 5_006);
-        assert_eq!(count(&mut *s, "order_detail_0"), 5_001);
+        assert_eq!(count(&mut *s, "balance_history", "user_id", 7), 5_006);
+        assert_eq!(count(&mut *s, "order_history", "user_id", 7), 5_006);
+        assert_eq!(count(&mut *s, "order_detail", "id", 0), 5_001);
     }
 }

@@ -123,8 +123,9 @@ pub fn assert_history_matches_journal(data: &std::path::Path, url: &str, seq: u6
     let tables = ["balance_history", "order_history", "order_detail", "deal_history", "user_deal_history"];
     for (table, want) in tables.iter().zip(expected.counts) {
         let mut got = 0;
-        for shard in 0..100 {
-            got += store.select(&format!("SELECT COUNT(*) FROM `{table}_{shard}`"), &[]).unwrap()[0][0].as_i64();
+        for shard in 0..store.layout().shards() {
+            let name = store.layout().table(table, shard);
+            got += store.select(&format!("SELECT COUNT(*) FROM `{name}`"), &[]).unwrap()[0][0].as_i64();
         }
         assert_eq!(got, want, "{table}: rows in history against rows the journal leaves");
     }

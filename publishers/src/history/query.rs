@@ -7,7 +7,6 @@ use serde_json::Value;
 use viaduct_matcher::RpcError;
 
 use super::store::{SqlValue, Store};
-use super::SHARDS;
 
 /// Largest `limit` (ViaBTC's `QUERY_LIMIT`).
 pub const LIMIT_MAX: i64 = 101;
@@ -93,8 +92,8 @@ pub fn run(store: &mut dyn Store, method: &str, params: &[Value]) -> Result<Stri
             let (start, end) = times(start, end)?;
             let (offset, limit) = paging(offset, limit)?;
             let mut sql = format!(
-                "SELECT `time`, `asset`, `business`, `change`, `balance`, `detail` FROM `balance_history_{}` WHERE `user_id` = ?",
-                u % SHARDS
+                "SELECT `time`, `asset`, `business`, `change`, `balance`, `detail` FROM `{}` WHERE `user_id` = ?",
+                store.layout().table("balance_history", u)
             );
             let mut args = vec![SqlValue::Int(u as i64)];
             for (col, v) in [("asset", asset), ("business", business)] {
@@ -135,8 +134,10 @@ pub fn run(store: &mut dyn Store, method: &str, params: &[Value]) -> Result<Stri
                     _ => return Err(BAD),
                 },
             };
-            let mut sql =
-                format!("{ORDER_SELECT} FROM `order_history_{}` WHERE `user_id` = ? AND `market` = ?", u % SHARDS);
+            let mut sql = format!(
+                "{ORDER_SELECT} FROM `{}` WHERE `user_id` = ? AND `market` = ?",
+                store.layout().table("order_history", u)
+            );
             let mut args = vec![SqlValue::Int(u as i64), SqlValue::Text(market.to_string())];
             time_filter(&mut sql, &mut args, "create_time", start, end);
             if side != 0 {
@@ -148,7 +149,7 @@ pub fn run(store: &mut dyn Store, method: &str, params: &[Value]) -> Result<Stri
         }
         ("order.finished_detail", [id]) => {
             let id = uint(id)?;
-            let sql = format!("{ORDER_SELECT} FROM `order_detail_{}` WHERE `id` = ?", id % SHARDS);
+            let sql = format!("{ORDER_SELECT} FROM `{}` WHERE `id` = ?", store.layout().table("order_detail", id));
             let rows = store.select(&sql, &[SqlValue::Int(id as i64)]).map_err(internal)?;
             Ok(rows.first().map_or("null".to_string(), |r| order_json(r)))
         }
@@ -159,8 +160,8 @@ pub fn run(store: &mut dyn Store, method: &str, params: &[Value]) -> Result<Stri
             }
             let (offset, limit) = paging(offset, limit)?;
             let sql = format!(
-                "SELECT `time`, `user_id`, `deal_id`, `role`, `price`, `amount`, `deal`, `fee`, `deal_order_id` FROM `deal_history_{}` WHERE `order_id` = ?",
-                id % SHARDS
+                "SELECT `time`, `user_id`, `deal_id`, `role`, `price`, `amount`, `deal`, `fee`, `deal_order_id` FROM `{}` WHERE `order_id` = ?",
+                store.layout().table("deal_history", id)
             );
             let rows = page(store, sql, vec![SqlValue::Int(id as i64)], offset, limit).map_err(internal)?;
             let records: Vec<String> = rows
@@ -186,8 +187,8 @@ pub fn run(store: &mut dyn Store, method: &str, params: &[Value]) -> Result<Stri
             let (u, market) = (user(u)?, text(market)?);
             let (offset, limit) = paging(offset, limit)?;
             let sql = format!(
-                "SELECT `time`, `user_id`, `deal_id`, `side`, `role`, `price`, `amount`, `deal`, `fee`, `deal_order_id`, `market` FROM `user_deal_history_{}` WHERE `user_id` = ? AND `market` = ?",
-                u % SHARDS
+                "SELECT `time`, `user_id`, `deal_id`, `side`, `role`, `price`, `amount`, `deal`, `fee`, `deal_order_id`, `market` FROM `{}` WHERE `user_id` = ? AND `market` = ?",
+                store.layout().table("user_deal_history", u)
             );
             let args = vec![SqlValue::Int(u as i64), SqlValue::Text(market.to_string())];
             let rows = page(store, sql, args, offset, limit).map_err(internal)?;

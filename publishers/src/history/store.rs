@@ -9,6 +9,37 @@ use mysql::prelude::Queryable;
 
 use super::{Rows, SHARDS};
 
+/// How a store splits each kind of row into tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// ViaBTC's: [`SHARDS`] tables of each kind, `<kind>_<key % 100>` (the key is the user id, or
+    /// the order id for `order_detail` and `deal_history`). MySQL's always, so that ViaBTC's tools
+    /// read it; and SQLite files written by a build before the single layout.
+    Sharded,
+    /// One table of each kind, named as the kind: a new SQLite file. A transaction then touches
+    /// the last page of five tables and their indexes rather than of up to five hundred, so each
+    /// commit writes (and each checkpoint copies and syncs) a fraction of the pages.
+    Single,
+}
+
+impl Layout {
+    /// The table of `kind` that holds the rows of `key`.
+    pub fn table(self, kind: &str, key: u64) -> String {
+        match self {
+            Layout::Sharded => format!("{kind}_{}", key % SHARDS),
+            Layout::Single => kind.to_string(),
+        }
+    }
+
+    /// Tables of each kind.
+    pub fn shards(self) -> u64 {
+        match self {
+            Layout::Sharded => SHARDS,
+            Layout::Single => 1,
+        }
+    }
+}
+
 /// The client's `max_allowed_packet` on a connection that writes rows with `LOAD DATA`: the
 /// size of the packets its rows go in (see [`Mysql::open_with`]).
 const LOAD_PACKET_BYTES: usize = 1 << 20;
@@ -80,6 +111,8 @@ pub trait Store: Send {
     fn select(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, StoreError>;
     /// Opens the connection again after a failure (a MySQL server that restarted).
     fn reconnect(&mut self) -> Result<(), StoreError>;
+    /// How its tables are split.
+    fn layout(&self) -> Layout;
 }
 
 /// Opens the store `url` names.
@@ -203,9 +236,8 @@ const ORDER_COLUMNS: [(&str, Col); 15] = [
     ("deal_fee", Col::Dec(16)),
 ];
 
-/// Every CREATE statement of one shard of `t`.
-fn create_sql(d: Dialect, t: &Table, shard: u64) -> Vec<String> {
-    let name = format!("{}_{shard}", t.name);
+/// Every CREATE statement of `t`'s table `name`.
+fn create_sql(d: Dialect, t: &Table, name: &str) -> Vec<String> {
     let mut cols = Vec::new();
     for (col, kind) in t.columns {
         let ty = match (kind, d) {
@@ -267,8 +299,9 @@ struct Insert {
 /// column but an auto-increment id.
 type Groups = std::collections::BTreeMap<(usize, u64), Vec<Vec<SqlValue>>>;
 
-/// `rows` grouped by table and shard.
-fn groups(rows: &Rows) -> Groups {
+/// `rows` grouped by table and shard of `layout`.
+fn groups(rows: &Rows, layout: Layout) -> Groups {
+    let shards = layout.shards();
     let mut groups = Groups::new();
     let (int, float, text) =
         (|v: u64| SqlValue::Int(v as i64), SqlValue::Float, |s: &String| SqlValue::Text(s.clone()));
@@ -282,7 +315,7 @@ fn groups(rows: &Rows) -> Groups {
             text(&b.balance),
             text(&b.detail),
         ];
-        groups.entry((0, u64::from(b.user) % SHARDS)).or_default().push(v);
+        groups.entry((0, u64::from(b.user) % shards)).or_default().push(v);
     }
     for o in &rows.orders {
         let v = vec![
@@ -302,8 +335,8 @@ fn groups(rows: &Rows) -> Groups {
             text(&o.deal_money),
             text(&o.deal_fee),
         ];
-        groups.entry((1, u64::from(o.user) % SHARDS)).or_default().push(v.clone());
-        groups.entry((2, o.id % SHARDS)).or_default().push(v);
+        groups.entry((1, u64::from(o.user) % shards)).or_default().push(v.clone());
+        groups.entry((2, o.id % shards)).or_default().push(v);
     }
     for d in &rows.deals {
         let tail = [text(&d.price), text(&d.amount), text(&d.deal), text(&d.fee), text(&d.deal_fee)];
@@ -311,11 +344,11 @@ fn groups(rows: &Rows) -> Groups {
             vec![float(d.time), int(u64::from(d.user)), int(d.deal_id), int(d.order_id), int(d.deal_order_id)];
         deal.push(int(u64::from(d.role)));
         deal.extend(tail.iter().cloned());
-        groups.entry((3, d.order_id % SHARDS)).or_default().push(deal);
+        groups.entry((3, d.order_id % shards)).or_default().push(deal);
         let mut user = vec![float(d.time), int(u64::from(d.user)), text(&d.market), int(d.deal_id), int(d.order_id)];
         user.extend([int(d.deal_order_id), int(u64::from(d.side)), int(u64::from(d.role))]);
         user.extend(tail);
-        groups.entry((4, u64::from(d.user) % SHARDS)).or_default().push(user);
+        groups.entry((4, u64::from(d.user) % shards)).or_default().push(user);
     }
     groups
 }
@@ -327,23 +360,23 @@ fn column_list(t: &Table) -> String {
     cols.join(", ")
 }
 
-/// The INSERT of one row into shard `shard` of `t`.
-fn single_insert(t: &Table, shard: u64) -> String {
+/// The INSERT of one row into `t`'s table `name`.
+fn single_insert(t: &Table, name: &str) -> String {
     let width = t.columns.iter().filter(|(_, k)| !matches!(k, Col::Id)).count();
-    format!("INSERT INTO `{}_{shard}` ({}) VALUES ({})", t.name, column_list(t), vec!["?"; width].join(", "))
+    format!("INSERT INTO `{name}` ({}) VALUES ({})", column_list(t), vec!["?"; width].join(", "))
 }
 
 /// The INSERTs that write `rows`, grouped by table and shard, each binding at most
 /// [`VALUES_PER_INSERT`] values.
-fn inserts(rows: &Rows) -> Vec<Insert> {
+fn inserts(rows: &Rows, layout: Layout) -> Vec<Insert> {
     let mut out = Vec::new();
-    for ((table, shard), all) in groups(rows) {
+    for ((table, shard), all) in groups(rows, layout) {
         let t = &TABLES[table];
         let cols = column_list(t);
         let width = all.first().map_or(0, Vec::len);
         let one = format!("({})", vec!["?"; width].join(", "));
         for chunk in all.chunks((VALUES_PER_INSERT / width.max(1)).max(1)) {
-            let mut sql = format!("INSERT INTO `{}_{shard}` ({cols}) VALUES ", t.name);
+            let mut sql = format!("INSERT INTO `{}` ({cols}) VALUES ", layout.table(t.name, shard));
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
@@ -366,12 +399,12 @@ struct Load {
 
 /// The load of one table shard's rows (a group of [`groups`]); built only when its statement
 /// runs, so that one shard's stream is in memory at a time.
-fn load((table, shard): (usize, u64), all: &[Vec<SqlValue>]) -> Load {
+fn load((table, shard): (usize, u64), all: &[Vec<SqlValue>], layout: Layout) -> Load {
     let t = &TABLES[table];
     let sql = format!(
-        "LOAD DATA LOCAL INFILE 'viaduct-rows' INTO TABLE `{}_{shard}` CHARACTER SET utf8mb4 \
+        "LOAD DATA LOCAL INFILE 'viaduct-rows' INTO TABLE `{}` CHARACTER SET utf8mb4 \
          FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
-        t.name,
+        layout.table(t.name, shard),
         column_list(t)
     );
     let mut data = Vec::with_capacity(all.len() * 128);
@@ -418,17 +451,35 @@ fn tsv_field(out: &mut Vec<u8>, v: &SqlValue) {
 /// SQLite, in WAL mode: a reader never waits for the writer.
 pub struct Sqlite {
     conn: rusqlite::Connection,
+    layout: Layout,
 }
 
 impl Sqlite {
+    /// Opens (or creates) the file at `path`: a file with ViaBTC's shard tables keeps them
+    /// ([`Layout::Sharded`]); any other is [`Layout::Single`].
     pub fn open(path: &str) -> Result<Sqlite, StoreError> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Room for the INSERT of every table shard, and the readers' queries.
-        conn.set_prepared_statement_cache_capacity(TABLES.len() * SHARDS as usize + 64);
-        Ok(Sqlite { conn })
+        let sharded: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM `sqlite_master` WHERE `type` = 'table' AND `name` = ?1",
+            [Layout::Sharded.table(TABLES[0].name, 0)],
+            |r| r.get(0),
+        )?;
+        let layout = if sharded > 0 { Layout::Sharded } else { Layout::Single };
+        // Room for the INSERT of every table, and the readers' queries.
+        conn.set_prepared_statement_cache_capacity(TABLES.len() * layout.shards() as usize + 64);
+        Ok(Sqlite { conn, layout })
+    }
+
+    /// A new file at `path` in ViaBTC's shard tables, as a build before [`Layout::Single`] wrote
+    /// it (for the tests that an old file goes on being read and written as it is).
+    pub fn create_sharded(path: &str) -> Result<Sqlite, StoreError> {
+        let mut store = Sqlite::open(path)?;
+        store.layout = Layout::Sharded;
+        store.create_tables()?;
+        Sqlite::open(path)
     }
 }
 
@@ -449,8 +500,8 @@ impl Store for Sqlite {
     fn create_tables(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for t in &TABLES {
-            for shard in 0..SHARDS {
-                for sql in create_sql(Dialect::Sqlite, t, shard) {
+            for shard in 0..self.layout.shards() {
+                for sql in create_sql(Dialect::Sqlite, t, &self.layout.table(t.name, shard)) {
                     tx.execute(&sql, [])?;
                 }
             }
@@ -473,8 +524,9 @@ impl Store for Sqlite {
     /// writer's thread.
     fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        for ((table, shard), all) in groups(rows) {
-            let mut insert = tx.prepare_cached(&single_insert(&TABLES[table], shard))?;
+        for ((table, shard), all) in groups(rows, self.layout) {
+            let t = &TABLES[table];
+            let mut insert = tx.prepare_cached(&single_insert(t, &self.layout.table(t.name, shard)))?;
             for row in &all {
                 insert.execute(rusqlite::params_from_iter(row.iter()))?;
             }
@@ -508,6 +560,10 @@ impl Store for Sqlite {
 
     fn reconnect(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn layout(&self) -> Layout {
+        self.layout
     }
 }
 
@@ -576,10 +632,11 @@ impl Store for Mysql {
         let existing: Vec<String> = self.conn.query("SHOW TABLES")?;
         for t in &TABLES {
             for shard in 0..SHARDS {
-                if existing.iter().any(|e| *e == format!("{}_{shard}", t.name)) {
+                let name = Layout::Sharded.table(t.name, shard);
+                if existing.contains(&name) {
                     continue;
                 }
-                for sql in create_sql(Dialect::Mysql, t, shard) {
+                for sql in create_sql(Dialect::Mysql, t, &name) {
                     self.conn.query_drop(sql)?;
                 }
             }
@@ -598,8 +655,8 @@ impl Store for Mysql {
     fn write(&mut self, rows: &Rows, seq: u64) -> Result<(), StoreError> {
         let mut tx = self.conn.start_transaction(mysql::TxOpts::default())?;
         if self.load {
-            for (key, all) in groups(rows) {
-                let load = load(key, &all);
+            for (key, all) in groups(rows, Layout::Sharded) {
+                let load = load(key, &all, Layout::Sharded);
                 *self.staged.lock().unwrap_or_else(|p| p.into_inner()) = Some(load.data);
                 let result = tx.query_iter(&load.sql)?;
                 let (loaded, warnings) = (result.affected_rows(), result.warnings());
@@ -611,7 +668,7 @@ impl Store for Mysql {
                 }
             }
         } else {
-            for ins in inserts(rows) {
+            for ins in inserts(rows, Layout::Sharded) {
                 let values: Vec<mysql::Value> = ins.values.iter().map(to_mysql).collect();
                 tx.exec_drop(&ins.sql, mysql::Params::Positional(values))?;
             }
@@ -647,5 +704,9 @@ impl Store for Mysql {
     fn reconnect(&mut self) -> Result<(), StoreError> {
         self.conn = mysql::Conn::new(self.opts.clone())?;
         Ok(())
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::Sharded
     }
 }
