@@ -492,6 +492,43 @@ fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
 }
 
 #[test]
+fn a_fan_out_wider_than_a_turn_reaches_every_subscriber_once_with_each_change() {
+    let (server, addr) = server("push_interval_ms = 20");
+    let h = server.http;
+    deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
+    order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
+    // More subscribers than a turn of the edge writes pushes to (256), each on two feeds: every
+    // push takes several turns, the two together.
+    let mut all: Vec<Ws> = (0..300).map(|_| connect(addr)).collect();
+    for ws in &mut all {
+        for (id, method, params) in
+            [(1, "depth.subscribe", json!(["BTCBCH", 10, "0"])), (2, "deals.subscribe", json!(["BTCBCH"]))]
+        {
+            ws.send(Message::text(json!({"id": id, "method": method, "params": params}).to_string())).unwrap();
+        }
+        let got = gather(ws, &["depth.update", "deals.update"], &[1, 2]);
+        assert_eq!(got["depth.update"], json!([true, {"asks": [["100", "2"]], "bids": []}, "BTCBCH"]));
+        assert_eq!(got["deals.update"], json!(["BTCBCH", []]));
+    }
+    // A trade changes both feeds.
+    let bid = http(h, "order.put_limit", json!([2, "BTCBCH", 2, "1", "100", "0.001", "0.001", ""]));
+    assert_eq!(bid["result"]["deal_stock"], "1", "{bid}");
+    let deals = http(h, "market.deals", json!(["BTCBCH", 100, 0]))["result"].clone();
+    for (i, ws) in all.iter_mut().enumerate() {
+        let mut got = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let push = next_json(ws);
+            let method = push["method"].as_str().unwrap_or_default().to_string();
+            assert!(got.insert(method, push["params"].clone()).is_none(), "subscriber {i}: {push} twice");
+        }
+        assert_eq!(got["depth.update"], json!([false, {"asks": [["100", "1"]]}, "BTCBCH"]), "subscriber {i}");
+        assert_eq!(got["deals.update"], json!(["BTCBCH", deals]), "subscriber {i}");
+        // Each once: the next message is the reply to a ping.
+        assert_eq!(call(ws, 3, "server.ping", json!([]))["result"], "pong", "subscriber {i}");
+    }
+}
+
+#[test]
 fn subscriptions_with_bad_params_are_refused_and_the_users_own_need_auth() {
     let (_server, addr) = server("depth_limit = [10]\ndepth_merge = [\"0\", \"0.1\"]");
     let mut ws = connect(addr);

@@ -28,13 +28,20 @@ pub(super) struct Fanout {
     /// on its way).
     feed: Feed,
     msg: Message,
+    /// (connection index, generation), in index order: pushes on their way together reach a
+    /// connection in the same turn, and go out in one write.
     to: Vec<(usize, u64)>,
     next: usize,
 }
 
-/// Connections a turn of the loop writes feed pushes to before it takes replies and the users'
-/// pushes again.
+/// Connections a turn of the loop writes the oldest feed push to before it takes replies and the
+/// users' pushes again; the other pushes on their way are written to the same connections (up to
+/// those of index at most the slice's last), at most [`FANOUT_TURN`] writes in all.
 const FANOUT_SLICE: usize = 64;
+
+/// Feed pushes a turn writes, at most (past the oldest push's slice, pushes that lag it catch
+/// up by this much less the slice).
+const FANOUT_TURN: usize = 4 * FANOUT_SLICE;
 
 /// What the edge asked for itself.
 pub(super) enum Own {
@@ -107,23 +114,33 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Writes the next slice of the feed pushes waiting; if more wait, the loop comes round again
-    /// at once (after the replies and users' pushes that came meanwhile).
+    /// Writes the next slice of the feed pushes waiting: the oldest push's next
+    /// [`FANOUT_SLICE`] subscribers, and every other push's subscribers up to the same
+    /// connection index, so that a connection subscribed to several feeds gets what they push
+    /// together in one write (the loop flushes each connection once a turn). If more wait, the
+    /// loop comes round again at once (after the replies and users' pushes that came meanwhile).
     pub(super) fn fan_out(&mut self) {
-        let mut budget = FANOUT_SLICE;
-        while budget > 0 {
-            // Out of the queue while it is written (sending needs the whole server).
-            let Some(mut f) = self.fanout.pop_front() else { break };
-            let end = f.to.len().min(f.next + budget);
-            for &(index, gen) in &f.to[f.next..end] {
+        // Out of the queue while they are written (sending needs the whole server).
+        let mut fanouts = std::mem::take(&mut self.fanout);
+        let Some(head) = fanouts.front() else { return };
+        let end = head.to.len().min(head.next + FANOUT_SLICE);
+        // The oldest push's slice ends at this connection; a finished push leaves the queue, so
+        // its slice holds one at least.
+        let last = head.to.get(end.max(1) - 1).map_or(0, |&(index, _)| index);
+        let mut budget = FANOUT_TURN;
+        for f in fanouts.iter_mut() {
+            while budget > 0 && f.next < f.to.len() && f.to[f.next].0 <= last {
+                let (index, gen) = f.to[f.next];
                 if self.conns[index].as_ref().is_some_and(|c| c.gen == gen) {
                     self.send_message(index, f.msg.clone());
+                    budget -= 1;
                 }
+                f.next += 1;
             }
-            budget -= end - f.next;
-            f.next = end;
+        }
+        for f in fanouts {
             if f.next < f.to.len() {
-                self.fanout.push_front(f);
+                self.fanout.push_back(f);
             } else if let Some(state) = self.feeds.get_mut(&f.feed) {
                 state.polling = false;
             }
@@ -182,7 +199,8 @@ impl<B: Backend> Server<B> {
                 match error {
                     None => {
                         if let Some(text) = state.answered(&feed, result, Instant::now()) {
-                            let to: Vec<(usize, u64)> = state.subscribers.iter().map(|(i, g)| (*i, *g)).collect();
+                            let mut to: Vec<(usize, u64)> = state.subscribers.iter().map(|(i, g)| (*i, *g)).collect();
+                            to.sort_unstable();
                             state.polling = true; // until the push is written
                             self.fanout.push_back(Fanout { feed, msg: Message::text(text), to, next: 0 });
                         }

@@ -61,6 +61,10 @@ use methods::{ws_method, Route, Subscription};
 use push::{Feed, FeedState, Mine};
 use tls::Stream;
 
+/// What a connection's messages may fill of its write buffer before they are written without
+/// waiting for the end of the turn, which writes each connection's in one `write`.
+const WRITE_COALESCE_BYTES: usize = 64 * 1024;
+
 /// The WebSocket edge's bounds and checks (`[edges.ws]`).
 #[derive(Debug, Clone)]
 pub struct WsConfig {
@@ -135,6 +139,7 @@ impl WsEdge {
             cfg: cfg.clone(),
             wake: Arc::clone(&l.notify),
             fanout: VecDeque::new(),
+            written: Vec::new(),
             poll: l.poll,
             listener: l.listener,
             backend: backend(l.notify),
@@ -230,6 +235,9 @@ struct Server<B> {
     wake: Notify,
     /// Feed pushes not yet written to all their subscribers.
     fanout: VecDeque<Fanout>,
+    /// Connections written to since the last flush (repeats allowed): each is flushed once at
+    /// the end of the turn, all it was sent in one write.
+    written: Vec<usize>,
     poll: Poll,
     listener: TcpListener,
     backend: B,
@@ -301,7 +309,7 @@ impl<B: Backend> EdgeLoop for Server<B> {
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.cfg.message_bytes_max))
             .max_frame_size(Some(self.cfg.message_bytes_max))
-            .write_buffer_size(0)
+            .write_buffer_size(WRITE_COALESCE_BYTES.min(self.cfg.write_bytes_max / 2))
             .max_write_buffer_size(self.cfg.write_bytes_max);
         let stream = match Stream::new(stream, self.cfg.tls.as_ref()) {
             Ok(s) => s,
@@ -417,6 +425,14 @@ impl<B: Backend> EdgeLoop for Server<B> {
             self.serve(index);
         }
         self.fan_out();
+        let mut written = std::mem::take(&mut self.written);
+        written.sort_unstable();
+        written.dedup();
+        for &index in &written {
+            self.flush(index);
+        }
+        written.clear();
+        self.written = written;
     }
 
     fn tick(&mut self) {
@@ -562,8 +578,8 @@ impl<B: Backend> Server<B> {
     fn send_message(&mut self, index: usize, msg: Message) {
         let Some(Phase::Open(ws)) = self.conns[index].as_mut().and_then(|c| c.phase.as_mut()) else { return };
         match ws.write(msg) {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+            Ok(()) => self.written.push(index),
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => self.written.push(index),
             Err(tungstenite::Error::WriteBufferFull(_)) => {
                 tracing::info!("ws: a client left {} bytes of replies unread; closed (1008)", self.cfg.write_bytes_max);
                 self.close_with(index, CloseCode::Policy, "replies left unread");
