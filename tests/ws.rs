@@ -24,6 +24,13 @@ fn server(extra: &str) -> (Running, SocketAddr) {
     (running, ws)
 }
 
+/// `running` with user 1 holding 10 BTC, user 2 1,000 BCH, and user 1's ask of 2 BTC at 100.
+fn with_an_ask((running, addr): (Running, SocketAddr)) -> (Running, SocketAddr) {
+    deposit(running.http, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
+    order(running.http, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
+    (running, addr)
+}
+
 fn connect_with(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<Ws, Box<tungstenite::Error>> {
     let mut request = format!("ws://{addr}/").into_client_request().unwrap();
     for (name, value) in headers {
@@ -111,10 +118,8 @@ fn ping_time_and_unknown_methods() {
 
 #[test]
 fn queries_answer_as_their_owners_do_over_http() {
-    let (server, addr) = server("");
+    let (server, addr) = with_an_ask(server(""));
     let h = server.http;
-    deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
-    order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
     let bid = http(h, "order.put_limit", json!([2, "BTCBCH", 2, "1", "100", "0.001", "0.001", ""]));
     assert_eq!(bid["result"]["deal_stock"], "1", "{bid}");
     let mut ws = connect(addr);
@@ -404,11 +409,9 @@ fn success(id: i64) -> Value {
 #[test]
 fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
     let metrics = free_addr();
-    let (server, addr) = server(&format!("push_interval_ms = 20\n[metrics]\nbind = \"{metrics}\""));
+    let (server, addr) = with_an_ask(server(&format!("push_interval_ms = 20\n[metrics]\nbind = \"{metrics}\"")));
     let subscriptions = || support::metric(metrics, "viaduct_ws_subscriptions");
     let h = server.http;
-    deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
-    order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
     let mut ws = connect(addr);
     assert_eq!(call(&mut ws, 1, "depth.subscribe", json!(["BTCBCH", 10, "0"])), success(1));
     // The first poll's answer: the whole book.
@@ -493,10 +496,8 @@ fn market_feeds_push_what_they_have_on_subscribe_then_each_change() {
 
 #[test]
 fn a_fan_out_wider_than_a_turn_reaches_every_subscriber_once_with_each_change() {
-    let (server, addr) = server("push_interval_ms = 20");
+    let (server, addr) = with_an_ask(server("push_interval_ms = 20"));
     let h = server.http;
-    deposit(h, &[(1, "BTC", "10"), (2, "BCH", "1000")]);
-    order(h, json!([1, "BTCBCH", 1, "2", "100", "0.001", "0.001", ""]));
     // More subscribers than a turn of the edge writes pushes to (256), each on two feeds: every
     // push takes several turns, the two together.
     let mut all: Vec<Ws> = (0..300).map(|_| connect(addr)).collect();
