@@ -123,10 +123,9 @@ impl<B: Backend> Server<B> {
         // Out of the queue while they are written (sending needs the whole server).
         let mut fanouts = std::mem::take(&mut self.fanout);
         let Some(head) = fanouts.front() else { return };
-        let end = head.to.len().min(head.next + FANOUT_SLICE);
-        // The oldest push's slice ends at this connection; a finished push leaves the queue, so
-        // its slice holds one at least.
-        let last = head.to.get(end.max(1) - 1).map_or(0, |&(index, _)| index);
+        // The oldest push's slice ends at this connection (a push in the queue has a subscriber
+        // left to write: none is queued without one, and a finished one leaves).
+        let last = head.to[head.to.len().min(head.next + FANOUT_SLICE) - 1].0;
         let mut budget = FANOUT_TURN;
         for f in fanouts.iter_mut() {
             while budget > 0 && f.next < f.to.len() && f.to[f.next].0 <= last {
@@ -200,9 +199,11 @@ impl<B: Backend> Server<B> {
                     None => {
                         if let Some(text) = state.answered(&feed, result, Instant::now()) {
                             let mut to: Vec<(usize, u64)> = state.subscribers.iter().map(|(i, g)| (*i, *g)).collect();
-                            to.sort_unstable();
-                            state.polling = true; // until the push is written
-                            self.fanout.push_back(Fanout { feed, msg: Message::text(text), to, next: 0 });
+                            if !to.is_empty() {
+                                to.sort_unstable();
+                                state.polling = true; // until the push is written
+                                self.fanout.push_back(Fanout { feed, msg: Message::text(text), to, next: 0 });
+                            }
                         }
                     }
                     Some(1) => self.feed_failed(&feed, RpcError::InvalidArgument),

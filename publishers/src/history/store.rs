@@ -366,17 +366,17 @@ fn single_insert(t: &Table, name: &str) -> String {
     format!("INSERT INTO `{name}` ({}) VALUES ({})", column_list(t), vec!["?"; width].join(", "))
 }
 
-/// The INSERTs that write `rows`, grouped by table and shard, each binding at most
+/// The INSERTs that write `rows` into MySQL, grouped by table shard, each binding at most
 /// [`VALUES_PER_INSERT`] values.
-fn inserts(rows: &Rows, layout: Layout) -> Vec<Insert> {
+fn inserts(rows: &Rows) -> Vec<Insert> {
     let mut out = Vec::new();
-    for ((table, shard), all) in groups(rows, layout) {
+    for ((table, shard), all) in groups(rows, Layout::Sharded) {
         let t = &TABLES[table];
         let cols = column_list(t);
         let width = all.first().map_or(0, Vec::len);
         let one = format!("({})", vec!["?"; width].join(", "));
         for chunk in all.chunks((VALUES_PER_INSERT / width.max(1)).max(1)) {
-            let mut sql = format!("INSERT INTO `{}` ({cols}) VALUES ", layout.table(t.name, shard));
+            let mut sql = format!("INSERT INTO `{}` ({cols}) VALUES ", Layout::Sharded.table(t.name, shard));
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
@@ -399,12 +399,12 @@ struct Load {
 
 /// The load of one table shard's rows (a group of [`groups`]); built only when its statement
 /// runs, so that one shard's stream is in memory at a time.
-fn load((table, shard): (usize, u64), all: &[Vec<SqlValue>], layout: Layout) -> Load {
+fn load((table, shard): (usize, u64), all: &[Vec<SqlValue>]) -> Load {
     let t = &TABLES[table];
     let sql = format!(
         "LOAD DATA LOCAL INFILE 'viaduct-rows' INTO TABLE `{}` CHARACTER SET utf8mb4 \
          FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
-        layout.table(t.name, shard),
+        Layout::Sharded.table(t.name, shard),
         column_list(t)
     );
     let mut data = Vec::with_capacity(all.len() * 128);
@@ -656,7 +656,7 @@ impl Store for Mysql {
         let mut tx = self.conn.start_transaction(mysql::TxOpts::default())?;
         if self.load {
             for (key, all) in groups(rows, Layout::Sharded) {
-                let load = load(key, &all, Layout::Sharded);
+                let load = load(key, &all);
                 *self.staged.lock().unwrap_or_else(|p| p.into_inner()) = Some(load.data);
                 let result = tx.query_iter(&load.sql)?;
                 let (loaded, warnings) = (result.affected_rows(), result.warnings());
@@ -668,7 +668,7 @@ impl Store for Mysql {
                 }
             }
         } else {
-            for ins in inserts(rows, Layout::Sharded) {
+            for ins in inserts(rows) {
                 let values: Vec<mysql::Value> = ins.values.iter().map(to_mysql).collect();
                 tx.exec_drop(&ins.sql, mysql::Params::Positional(values))?;
             }

@@ -40,12 +40,12 @@ pub struct HistoryConfig {
     /// table shard costs a statement and a round trip per transaction, whatever its rows, so
     /// large transactions are what let a lagging writer catch up (into this machine's MariaDB:
     /// 46 k rows/s in transactions of 20,000 rows, 101 k/s of 200,000). Into SQLite every
-    /// transaction writes each page it touched, at least one per table shard, so a lagging
-    /// writer catches up faster in larger ones too: crossing HTTP orders from 32 connections
-    /// past what the writer keeps up with (2026-12-03, 10 s, two runs each, alternated) were
+    /// transaction writes each page it touched, so a lagging writer catches up faster in larger
+    /// ones too: crossing HTTP orders from 32 connections past what the writer keeps up with
+    /// (2026-12-03, 10 s, two runs each, alternated, 100 shards per table then) were
     /// answered 28.9 k/s without error in transactions of 20,000 rows, 115 - 127 k more refused
-    /// with error 3; 34.7 - 36.8 k/s of 100,000, none refused. A transaction is this large only while the writer is behind: otherwise it
-    /// commits every [`WRITE_EVERY`].
+    /// with error 3; 34.7 - 36.8 k/s of 100,000, none refused. A transaction is this large only while
+    /// the writer is behind: otherwise it commits every [`WRITE_EVERY`].
     pub batch_rows_max: usize,
 }
 
@@ -208,8 +208,9 @@ pub const STORE_EMPTY_EVERY: Duration = Duration::from_secs(1);
 /// How often, at most, the writer commits rows while they keep coming (sooner once it holds
 /// `batch_rows_max`, and at once after a quiet spell): rows then wait up to this long, plus
 /// [`FEED_POLL`], before readhistory sees them, as ViaBTC flushes its history every 0.1 s. A
-/// transaction writes every page it touched, at least one per table shard it wrote to (300
-/// shards), so few rows per transaction cost nearly as much as many. At 10 k crossing binary
+/// transaction writes every page it touched, at least the last of each table (and index) it
+/// wrote to, so few rows per transaction cost nearly as much as many (the figures that follow
+/// are of ViaBTC's 100 shards per table, which a SQLite file had then: up to 500 tables). At 10 k crossing binary
 /// orders/s into SQLite (2026-11-27) the writer's thread took 80 % of a core committing each
 /// poll's rows, 43 % with 10 ms between commits and 30 % with 50 ms, and the order -> ack p90 fell
 /// from 1.9 - 2.1 ms to 1.2 - 1.6 ms. At 10 k crossing HTTP orders/s (2026-12-03, two runs each)
