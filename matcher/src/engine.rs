@@ -152,7 +152,7 @@ impl Matcher {
                 Ok(Reply::Pending { offset: *offset, limit: *limit, total, records })
             }
             Command::OrderPendingDetail { market, order_id } => {
-                Ok(Reply::MaybeOrder(self.books[*market as usize].get(*order_id).copied()))
+                Ok(Reply::MaybeOrder(self.books[*market as usize].get(*order_id).map(|o| Box::new(*o))))
             }
             Command::OrderStatus { user, market, order_id, client_id } => {
                 let order_id = match *order_id {
@@ -160,7 +160,7 @@ impl Matcher {
                     id if id > self.order_id => return Err(RpcError::OrderNotFound),
                     id => id,
                 };
-                let open = self.books[*market as usize].get(order_id).filter(|o| o.user == *user).copied();
+                let open = self.books[*market as usize].get(order_id).filter(|o| o.user == *user).map(|o| Box::new(*o));
                 Ok(Reply::Status { order_id, open })
             }
             Command::MarketList => Ok(Reply::MarketList),
@@ -560,7 +560,7 @@ impl Matcher {
         }
         if price == old.price && left <= old.left {
             if left == old.left {
-                return Ok(Reply::MaybeOrder(Some(old))); // nothing to change
+                return Ok(Reply::MaybeOrder(Some(Box::new(old)))); // nothing to change
             }
             let (order, level) = book.shrink(old.id, left, now).expect("the order rests");
             ledger.freeze(account, asset, prec, order.frozen() - old.frozen(), scale);

@@ -58,13 +58,15 @@ pub enum Reply {
     Cancelled {
         count: u64,
     },
-    /// `order.pending_detail`: the order, or `null`.
-    MaybeOrder(Option<Order>),
+    /// `order.pending_detail`: the order, or `null`. Boxed, as in `Status`: an order inline
+    /// would make every reply as large as it (208 bytes against 56), and a reply is copied
+    /// onto a client's reply ring with each command.
+    MaybeOrder(Option<Box<Order>>),
     /// [`crate::Command::OrderStatus`]: the order id asked about (found from the client order id
     /// when that was given), and the order if it is open and the user's.
     Status {
         order_id: u64,
-        open: Option<Order>,
+        open: Option<Box<Order>>,
     },
     Book {
         offset: u64,
@@ -86,4 +88,19 @@ pub enum Reply {
     },
     MarketList,
     MarketSummary(Vec<MarketSummary>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RpcError;
+
+    /// Every command's result is copied onto its client's reply ring: a variant that holds an
+    /// order inline would make every result as large as the order.
+    #[test]
+    fn a_result_is_a_fraction_of_an_order() {
+        let result = std::mem::size_of::<Result<Reply, RpcError>>();
+        assert!(result <= 64, "a result takes {result} bytes");
+        assert!(std::mem::size_of::<Order>() >= 2 * result);
+    }
 }

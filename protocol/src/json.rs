@@ -382,7 +382,7 @@ mod tests {
                                 error: None,
                                 result: Some(ReplyJson {
                                     spec: &spec,
-                                    reply: &Reply::MaybeOrder(Some(order)),
+                                    reply: &Reply::MaybeOrder(Some(Box::new(order))),
                                     events: &Events::default(),
                                 }),
                                 id: Some(id),
