@@ -7,6 +7,14 @@
 # Each round prints, per build, the lines of: echo and binary orders (rest flow) at 100 k/s and
 # 10 k/s (`os` profile), tcp-max rest and book flows, HTTP order.put_limit with fsync at its
 # maximum (`default`), matcher-profile and replay.
+
+# Stops the servers matching $1 and waits until they have exited (at most 10 s, then kills them):
+# a server still writing its shutdown snapshot would take CPU from the next run.
+stop_servers() {
+  pkill -f "$1"
+  for _ in $(seq 1 100); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done
+  pkill -9 -f "$1"
+}
 set -u
 A=$1
 B=$2
@@ -14,7 +22,7 @@ ROUNDS=${3:-5}
 LG=./target/release/loadgen
 O=${OUT:-loadgen-out}
 restart() { # build dir, profile
-  pkill -f "viaduct run --config benches/loadgen.toml"; sleep 0.5
+  stop_servers "viaduct run --config benches/loadgen.toml"
   rm -rf /tmp/viaduct-load
   "$1/viaduct" run --config benches/loadgen.toml --profile "$2" > /tmp/viaduct-load.log 2>&1 &
   for _ in $(seq 1 100); do
@@ -37,7 +45,7 @@ for r in $(seq 1 "$ROUNDS"); do
     $LG --mode tcp-max --flow book --seconds 8 --connections 4 --window 1024 --out "$O" --users 8 | sed 's/^/tcpmaxbook /'
     restart "$D" default
     $LG --mode max --flow rest --seconds 5 --connections 8 --window 32 --out "$O" | sed 's/^/httpmax /'
-    pkill -f "viaduct run --config benches/loadgen.toml"; sleep 0.5
+    stop_servers "viaduct run --config benches/loadgen.toml"
     "$D/matcher-profile" 3 | tail -1 | sed 's/^/mprof /'
     "$D/replay" 1000000 1 2>&1 | grep -i "replay" | tail -2 | sed 's/^/replay /'
   done

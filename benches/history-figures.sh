@@ -4,12 +4,20 @@
 # 127.0.0.1:3306, HTTP order.put_limit at the sustained rate for $SECONDS_RUN s (default 30),
 # then how many rows the writer had committed. Build first: cargo build --release --workspace
 # Run from the repository root: sh benches/history-figures.sh
+
+# Stops the servers matching $1 and waits until they have exited (at most 10 s, then kills them):
+# a server still writing its shutdown snapshot would take CPU from the next run.
+stop_servers() {
+  pkill -f "$1"
+  for _ in $(seq 1 100); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done
+  pkill -9 -f "$1"
+}
 set -u
 SECS=${SECONDS_RUN:-30}
 CONF=/tmp/viaduct-history-load.toml
 mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS viaduct_load; CREATE DATABASE viaduct_load"
 { cat benches/loadgen.toml; printf '\n[history]\nurl = "mysql://root@127.0.0.1:3306/viaduct_load"\n'; } > $CONF
-pkill -f "viaduct run --config $CONF"; sleep 0.5
+stop_servers "viaduct run --config $CONF"
 rm -rf /tmp/viaduct-load
 ./target/release/viaduct run --config $CONF > /tmp/viaduct-history-load.log 2>&1 &
 sleep 3

@@ -5,11 +5,19 @@
 # CPU time per request from /proc. Build first: cargo build --release --bin viaduct
 # Run from the repository root: sh benches/http-web-figures.sh [connections] [seconds]
 # (VIADUCT=path names another build of the binary, to alternate two builds.)
+
+# Stops the servers matching $1 and waits until they have exited (at most 10 s, then kills them):
+# a server still writing its shutdown snapshot would take CPU from the next run.
+stop_servers() {
+  pkill -f "$1"
+  for _ in $(seq 1 100); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done
+  pkill -9 -f "$1"
+}
 set -u
 C=${1:-32}
 S=${2:-10}
 HTTP=127.0.0.1:8080
-pkill -f "viaduct run --config benches/loadgen.toml"; sleep 0.5
+stop_servers "viaduct run --config benches/loadgen.toml"
 rm -rf /tmp/viaduct-load
 ${VIADUCT:-./target/release/viaduct} run --config benches/loadgen.toml > /tmp/viaduct-load.log 2>&1 &
 PID=$!
