@@ -1,15 +1,21 @@
-//! Each client's reply path: a preallocated ring of typed outcomes with one producer, the reply
-//! stage, and one consumer, the client (an edge's event loop, the console, a test). The reply
-//! stage copies a command's outcome into a slot as the command passes (no allocation once the
-//! slot is warm), marked with the journal sequence that must be durable before it may be
+//! Each client's reply path: a ring of typed outcomes with one producer, the reply stage, and one
+//! consumer, the client (an edge's event loop, the console, a test). The reply stage copies a
+//! command's outcome into a slot as the command passes (no allocation once the slot is warm),
+//! marked with the journal sequence that must be durable before it may be
 //! released; the client hands on only what the durable sequence has reached, and encodes it
 //! (JSON, binary reports, maker fills) on its own thread. No lock on the way: the producer writes
 //! a slot, then publishes its sequence; the consumer reads up to the published sequence.
 //!
+//! The rings carry pointers to boxed slots, and the client gives each slot back on a second ring
+//! once it has handed it on; the reply stage reuses the slots it got back last first. So the
+//! memory one client's replies touch is about what it has in flight, not the ring's whole bound
+//! (`inflight_max` + [`DEALS_WAITING_MAX`] slots, several MiB): a ring of slots, written one
+//! after another, met every slot cold, a cache miss per reply on the matcher's thread.
+//!
 //! (A first version staged each batch's outcomes on the producer's side and published them after
 //! the commit: a second copy of every outcome, on the matcher's thread, which cost the binary
 //! order entry a fifth of its rate. A consumer that finds outcomes not yet durable, an edge on a
-//! thread of its own polling in the middle of a batch, keeps a copy of them instead.)
+//! thread of its own polling in the middle of a batch, keeps them aside instead.)
 //!
 //! (A multi-producer lock-free channel was tried before and dropped: a receiver finding a slot a
 //! sender had claimed but not yet filled spun until the sender, often preempted on two cores,
@@ -23,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_utils::atomic::AtomicCell;
 use crossbeam_utils::sync::Parker;
 use disruptor::{EventPoller, Producer, SingleConsumerBarrier, SingleProducer, SingleProducerBarrier};
 use viaduct_edges::{Delivered, Notify};
@@ -44,6 +51,12 @@ pub(crate) enum Kind {
     /// A command that touched a user the client follows: all its events, balance changes too.
     Activity,
 }
+
+/// An element of a reply ring, and of the ring that gives slots back: a slot on its way. The
+/// producer puts it in (through `&mut`), the consumer takes it out (through the `&` a ring's
+/// consumer gets): one word, moved with an atomic swap.
+#[derive(Default)]
+pub(crate) struct Parcel(AtomicCell<Option<Box<Slot>>>);
 
 /// One slot of a reply ring: a command's outcome, typed, with its events.
 pub(crate) struct Slot {
@@ -101,19 +114,6 @@ impl Slot {
         }
     }
 
-    /// Makes this slot a copy of `other`, in the capacity it has.
-    fn copy_slot(&mut self, other: &Slot) {
-        self.kind = other.kind;
-        self.own = other.own;
-        self.release_at = other.release_at;
-        self.tag = other.tag;
-        self.request_id = other.request_id;
-        self.journal_seq = other.journal_seq;
-        self.cmd.clone_from(&other.cmd);
-        self.result.clone_from(&other.result);
-        self.events.copy_from(&other.events);
-    }
-
     fn delivered(&self) -> Delivered<'_> {
         match self.kind {
             Kind::Outcome => Delivered::Outcome {
@@ -137,7 +137,12 @@ pub(crate) type Answer = (u64, i64, String);
 
 /// The reply stage's end of one client's reply path.
 pub(crate) struct Outbox {
-    ring: SingleProducer<Slot, SingleConsumerBarrier>,
+    ring: SingleProducer<Parcel, SingleConsumerBarrier>,
+    /// Slots the client gave back, and those taken from there, reused last in first out.
+    back: EventPoller<Parcel, SingleProducerBarrier>,
+    // Boxed: a slot moves through the rings as a pointer, in and out of this list.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Slot>>,
     notify: Notify,
     /// Set when the client is dropped: its ring has no reader any more.
     gone: Arc<AtomicBool>,
@@ -168,9 +173,27 @@ impl Outbox {
             self.fills_lost.store(true, Ordering::Release);
             return Err(Refusal::Full);
         }
-        self.ring.try_publish(|s| s.copy_from(kind, out, release_at, own)).map_err(|_| Refusal::Full)?;
+        let mut slot = self.fresh();
+        slot.copy_from(kind, out, release_at, own);
+        let mut parcel = Some(slot);
+        let published = self.ring.try_publish(|p| p.0.store(parcel.take()));
+        if let Some(slot) = parcel {
+            self.spare.push(slot); // not published: the ring is full
+        }
+        published.map_err(|_| Refusal::Full)?;
         self.deals_sent += u64::from(deals);
         Ok(())
+    }
+
+    /// A slot to fill: the one given back last, else a new one (at most as many as the two
+    /// rings and the client's early slots hold: each is bounded).
+    fn fresh(&mut self) -> Box<Slot> {
+        if self.spare.is_empty() {
+            if let Ok(mut back) = self.back.poll() {
+                self.spare.extend((&mut back).filter_map(|p| p.0.take()));
+            }
+        }
+        self.spare.pop().unwrap_or_else(|| Box::new(Slot::empty()))
     }
 
     /// Wakes the client.
@@ -305,13 +328,13 @@ impl Tally<'_> {
 
 /// The client's end of its reply path.
 pub(crate) struct Inbox {
-    ring: EventPoller<Slot, SingleProducerBarrier>,
+    ring: EventPoller<Parcel, SingleProducerBarrier>,
+    /// Where slots go back to the reply stage once handed on.
+    back: SingleProducer<Parcel, SingleConsumerBarrier>,
     /// The journal's durable sequence: what releases a slot.
     durable: Arc<AtomicU64>,
-    /// Slots taken from the ring before they were durable, in order (copies), and spare slots
-    /// for them, kept for their capacity.
-    early: VecDeque<Slot>,
-    spare: Vec<Slot>,
+    /// Slots taken from the ring before they were durable, in order.
+    early: VecDeque<Box<Slot>>,
     answers: Receiver<Answer>,
     deals_taken: Arc<AtomicU64>,
     fills_lost: Arc<AtomicBool>,
@@ -337,21 +360,25 @@ pub(crate) fn reply_path(
         let unparker = parker.unparker().clone();
         Arc::new(move || unparker.unpark())
     });
+    let n = slots.next_power_of_two();
     let (poller, builder) =
-        disruptor::build_single_producer(slots.next_power_of_two(), Slot::empty, disruptor::BusySpin)
-            .new_event_poller();
+        disruptor::build_single_producer(n, Parcel::default, disruptor::BusySpin).new_event_poller();
+    let (back_poller, back) =
+        disruptor::build_single_producer(n, Parcel::default, disruptor::BusySpin).new_event_poller();
     let (tx, answers) = crossbeam_channel::bounded(answers_max);
     let (gone, fills_lost, deals_taken) = (Arc::default(), Arc::<AtomicBool>::default(), Arc::<AtomicU64>::default());
     let outbox = Outbox {
         ring: builder.build(),
+        back: back_poller,
+        spare: Vec::new(),
         notify: Arc::clone(&notify),
         gone: Arc::clone(&gone),
         fills_lost: Arc::clone(&fills_lost),
         deals_sent: 0,
         deals_taken: Arc::clone(&deals_taken),
     };
-    let (early, spare) = (VecDeque::new(), Vec::new());
-    let inbox = Inbox { ring: poller, durable, early, spare, answers, deals_taken, fills_lost, gone, parker, counts };
+    let (back, early) = (back.build(), VecDeque::new());
+    let inbox = Inbox { ring: poller, back, durable, early, answers, deals_taken, fills_lost, gone, parker, counts };
     (outbox, AnswerSink { tx, notify }, inbox)
 }
 
@@ -371,17 +398,16 @@ impl Inbox {
         while tally.handed < max && self.early.front().is_some_and(|s| s.release_at <= durable) {
             let slot = self.early.pop_front().expect("a front");
             tally.hand(spec, &slot, each);
-            self.spare.push(slot);
+            give_back(&mut self.back, slot);
         }
         if tally.handed < max {
             if let Ok(mut batch) = self.ring.take((max - tally.handed) as u64) {
-                for slot in &mut batch {
+                for slot in (&mut batch).filter_map(|p| p.0.take()) {
                     if self.early.is_empty() && slot.release_at <= durable {
-                        tally.hand(spec, slot, each);
+                        tally.hand(spec, &slot, each);
+                        give_back(&mut self.back, slot);
                     } else {
-                        let mut copy = self.spare.pop().unwrap_or_else(Slot::empty);
-                        copy.copy_slot(slot);
-                        self.early.push_back(copy);
+                        self.early.push_back(slot);
                     }
                 }
             }
@@ -411,6 +437,12 @@ impl Inbox {
     pub(crate) fn park(&self) {
         self.parker.park();
     }
+}
+
+/// Gives a handed-on slot back to the reply stage for reuse (dropped if the way back is full).
+fn give_back(back: &mut SingleProducer<Parcel, SingleConsumerBarrier>, slot: Box<Slot>) {
+    let mut parcel = Some(slot);
+    let _ = back.try_publish(|p| p.0.store(parcel.take()));
 }
 
 impl Drop for Inbox {
@@ -522,6 +554,27 @@ mod tests {
         // Taken deals free their places; the loss is told once.
         publish(&mut outbox, Kind::Deals, 0).unwrap();
         assert_eq!(received(&mut inbox, &spec).0, [("deals", 0)]);
+    }
+
+    /// A slot the client has handed on goes back to the reply stage, which fills it again
+    /// before it makes a new one: the memory replies touch is what is in flight.
+    #[test]
+    fn a_slot_handed_on_is_the_next_one_filled() {
+        let spec = Spec::new(&embedded()).unwrap();
+        let (mut outbox, _answers, mut inbox) = path(8, 8);
+        publish(&mut outbox, Kind::Outcome, 1).unwrap();
+        let mut seen = 0usize;
+        inbox.receive(&spec, usize::MAX, &mut |_, d| {
+            if let Delivered::Outcome { cmd, .. } = d {
+                seen = cmd as *const Command as usize;
+            }
+        });
+        assert_ne!(seen, 0);
+        let next = outbox.fresh();
+        assert_eq!(&next.cmd as *const Command as usize, seen, "the slot given back is reused");
+        // With none given back, a new one.
+        let other = outbox.fresh();
+        assert_ne!(&other.cmd as *const Command as usize, seen);
     }
 
     #[test]
