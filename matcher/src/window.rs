@@ -34,20 +34,18 @@ const SHARDS: usize = 8192;
 /// once never rehashed, but each early key then landed on a page of its own: a fresh server took
 /// a page fault for most of its first few hundred thousand orders (37 k faults in 2 s on the
 /// matcher's thread at 100 k orders/s, 3.9 k with shards; the `client-ids` bench in
-/// benches/README.md, session 12). The hash is keyed with a seed drawn per process since clients
-/// choose their ids: foldhash's (hashbrown's default), which costs a few nanoseconds where std's
-/// SipHash cost about 30 per lookup, three or four of them per order with a client order id. The
-/// sharding changes no behaviour, as the state is the arrival order.
+/// benches/README.md, session 12). The hash is keyed (`RandomState`) since clients choose their
+/// ids; the sharding changes no behaviour, as the state is the arrival order.
 #[derive(Clone)]
 pub(crate) struct Shards<K> {
-    state: hashbrown::DefaultHashBuilder,
+    state: std::hash::RandomState,
     /// Empty until the first key.
     tables: Vec<hashbrown::HashTable<(K, u64, u64)>>,
 }
 
 impl<K> Default for Shards<K> {
     fn default() -> Shards<K> {
-        Shards { state: hashbrown::DefaultHashBuilder::default(), tables: Vec::new() }
+        Shards { state: std::hash::RandomState::new(), tables: Vec::new() }
     }
 }
 
