@@ -7,14 +7,7 @@
 # Each round prints, per build, the lines of: echo and binary orders (rest flow) at 100 k/s and
 # 10 k/s (`os` profile), tcp-max rest and book flows, HTTP order.put_limit with fsync at its
 # maximum (`default`), matcher-profile and replay.
-
-# Stops the servers matching $1 and waits until they have exited (at most 10 s, then kills them):
-# a server still writing its shutdown snapshot would take CPU from the next run.
-stop_servers() {
-  pkill -f "$1"
-  for _ in $(seq 1 100); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done
-  pkill -9 -f "$1"
-}
+. benches/stop-servers.sh
 set -u
 A=$1
 B=$2

@@ -5,14 +5,7 @@
 # its lag bound answers everything with error 3. Build first:
 #   cargo build --release --workspace
 # Run from the repository root: sh benches/edge-figures.sh > figures.txt
-
-# Stops the servers matching $1 and waits until they have exited (at most 10 s, then kills them):
-# a server still writing its shutdown snapshot would take CPU from the next run.
-stop_servers() {
-  pkill -f "$1"
-  for _ in $(seq 1 100); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done
-  pkill -9 -f "$1"
-}
+. benches/stop-servers.sh
 set -u
 LG=./target/release/loadgen
 O=${OUT:-loadgen-out}

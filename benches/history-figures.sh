@@ -4,14 +4,7 @@
 # 127.0.0.1:3306, HTTP order.put_limit at the sustained rate for $SECONDS_RUN s (default 30),
 # then how many rows the writer had committed. Build first: cargo build --release --workspace
 # Run from the repository root: sh benches/history-figures.sh
-
-# Stops the servers matching $1 and waits until they have exited (at most 10 s, then kills them):
-# a server still writing its shutdown snapshot would take CPU from the next run.
-stop_servers() {
-  pkill -f "$1"
-  for _ in $(seq 1 100); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done
-  pkill -9 -f "$1"
-}
+. benches/stop-servers.sh
 set -u
 SECS=${SECONDS_RUN:-30}
 CONF=/tmp/viaduct-history-load.toml
