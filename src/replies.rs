@@ -58,6 +58,10 @@ pub(crate) enum Kind {
 #[derive(Default)]
 pub(crate) struct Parcel(AtomicCell<Option<Box<Slot>>>);
 
+// A pointer-sized cell is a native atomic; were it not, crossbeam would take a global lock for
+// each reply.
+const _: () = assert!(AtomicCell::<Option<Box<Slot>>>::is_lock_free());
+
 /// One slot of a reply ring: a command's outcome, typed, with its events.
 pub(crate) struct Slot {
     pub(crate) kind: Kind,
