@@ -4,7 +4,8 @@
 # history on, fsync; beside market.list in the same run. Prints each wrk summary and the server's
 # CPU time per request from /proc. Build first: cargo build --release --bin viaduct
 # Run from the repository root: sh benches/http-web-figures.sh [connections] [seconds]
-# (VIADUCT=path names another build of the binary, to alternate two builds.)
+# (VIADUCT=path names another build of the binary, to alternate two builds; PROFILE=name or path
+# another profile than default.)
 . benches/stop-servers.sh
 set -u
 C=${1:-32}
@@ -12,7 +13,7 @@ S=${2:-10}
 HTTP=127.0.0.1:8080
 stop_servers "viaduct run --config benches/loadgen.toml"
 rm -rf /tmp/viaduct-load
-${VIADUCT:-./target/release/viaduct} run --config benches/loadgen.toml > /tmp/viaduct-load.log 2>&1 &
+${VIADUCT:-./target/release/viaduct} run --config benches/loadgen.toml --profile "${PROFILE:-default}" > /tmp/viaduct-load.log 2>&1 &
 PID=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://$HTTP/" -d '{"id":0,"method":"market.list","params":[]}' && break; sleep 0.1; done
 for u in $(seq 1 100); do

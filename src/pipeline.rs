@@ -19,7 +19,7 @@ use viaduct_journaler::stage::{CommitStats, JournalStage};
 use viaduct_journaler::Durability;
 use viaduct_matcher::{EventsView, Matcher, Spec};
 use viaduct_publishers::alert::{AlertKind, Alerts};
-use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WriterStore};
+use viaduct_publishers::history::writer::{HistoryConfig, HistoryService, WriterPace, WriterStore};
 use viaduct_publishers::kafka::publisher::KafkaPublisher;
 use viaduct_publishers::kafka::KafkaConfig;
 use viaduct_publishers::market::MarketData;
@@ -148,7 +148,10 @@ impl Topology {
                 None,
                 "each released batch's events that leave rows",
                 "the replies",
-                format!("{lag} commands behind, [history] lag_max (writes: error 3)"),
+                format!(
+                    "{lag} commands behind, [history] lag_max (writes: error 3){}",
+                    if profile.history_idle_priority { "; idle priority while it keeps up" } else { "" }
+                ),
             ));
             stages.push(plan(
                 "history readers",
@@ -239,15 +242,18 @@ pub(crate) fn assemble(
     for line in topology.to_string().lines() {
         tracing::info!("pipeline: {line}");
     }
+    let durable = Arc::new(AtomicU64::new(last_seq));
     let history = match history {
-        Some((cfg, store, protect)) => Some((
-            HistoryService::start(&cfg, Arc::clone(spec), store, protect, alerts.clone())
-                .context("starting history")?,
-            cfg.lag_max,
-        )),
+        Some((cfg, store, protect)) => {
+            let pace = WriterPace { durable: Arc::clone(&durable), idle_priority: profile.history_idle_priority };
+            Some((
+                HistoryService::start(&cfg, Arc::clone(spec), store, protect, alerts.clone(), pace)
+                    .context("starting history")?,
+                cfg.lag_max,
+            ))
+        }
         None => None,
     };
-    let durable = Arc::new(AtomicU64::new(last_seq));
     let writer = JournalWriter::open(
         &journal_dir(data_dir),
         last_seq + 1,

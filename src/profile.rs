@@ -28,6 +28,8 @@ struct File {
     cores: Cores,
     journal: JournalSection,
     snapshots: Snapshots,
+    #[serde(default)]
+    history: HistorySection,
     clients: Clients,
 }
 
@@ -92,6 +94,20 @@ fn yes() -> bool {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct HistorySection {
+    /// The history writer at idle priority while it keeps up (default: true).
+    #[serde(default = "yes")]
+    idle_priority: bool,
+}
+
+impl Default for HistorySection {
+    fn default() -> HistorySection {
+        HistorySection { idle_priority: true }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Clients {
     inflight_max: usize,
 }
@@ -110,6 +126,8 @@ pub struct Profile {
     /// The snapshot worker runs at idle priority (`SCHED_IDLE`) while it keeps up
     /// (`viaduct_ring::Background`).
     pub snapshot_idle_priority: bool,
+    /// The history writer runs at idle priority while it keeps up (`viaduct_ring::Background`).
+    pub history_idle_priority: bool,
     pub inflight_max: usize,
     /// How late the kernel may wake a sleeping thread of this process (Linux `PR_SET_TIMERSLACK`;
     /// `None` leaves the kernel's default of 50 µs).
@@ -209,6 +227,7 @@ fn parse(name: &str, text: &str) -> Result<Profile> {
         },
         snapshot_core: f.cores.snapshots,
         snapshot_idle_priority: f.snapshots.idle_priority,
+        history_idle_priority: f.history.idle_priority,
         durability,
         segment_bytes_max: f.journal.segment_bytes_max,
         snapshot_interval: f.snapshots.interval_commands,
@@ -305,6 +324,21 @@ mod tests {
         assert!(parse("x", &text).unwrap().snapshot_idle_priority);
         let text = BUILT_IN[0].1.replace("idle_priority = true", "idle_priority = \"yes\"");
         assert!(format!("{:#}", parse("x", &text).unwrap_err()).contains("idle_priority"));
+    }
+
+    #[test]
+    fn the_history_writer_is_at_idle_priority_unless_the_profile_says_not() {
+        for (name, _) in BUILT_IN {
+            assert!(Profile::load(name).unwrap().history_idle_priority, "{name}");
+        }
+        let (before, after) = BUILT_IN[2].1.split_once("[history]\nidle_priority = true").expect("the section");
+        let off = format!("{before}[history]\nidle_priority = false{after}");
+        let off = parse("x", &off).unwrap();
+        assert!(!off.history_idle_priority);
+        assert!(off.snapshot_idle_priority, "the snapshot worker's own key is apart");
+        // Left out, section or key, it is at idle priority.
+        assert!(parse("x", &format!("{before}{after}")).unwrap().history_idle_priority);
+        assert!(parse("x", &format!("{before}[history]{after}")).unwrap().history_idle_priority);
     }
 
     #[test]

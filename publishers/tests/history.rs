@@ -399,6 +399,7 @@ fn probed(
         ready,
         0,
         viaduct_publishers::alert::Alerts::log(),
+        viaduct_publishers::history::writer::WriterPace { durable: Default::default(), idle_priority: false },
     )
     .unwrap();
     (svc, writes, url)

@@ -11,6 +11,12 @@
 //! writes what the store misses from the journal before them ([`WriterStore::Later`]). Readers
 //! run the readhistory queries on their own connections, opened when first needed, from a bounded
 //! queue.
+//!
+//! The writer's thread runs at idle priority (`SCHED_IDLE`, [`Background`]) while it keeps up,
+//! when [`WriterPace::idle_priority`] asks so: a commit of a batch of rows is a burst of CPU that
+//! would otherwise take a core from the pipeline's threads, whose replies never wait for history.
+//! From a quarter of `lag_max` behind the durable sequence it runs at normal priority until it
+//! has written everything it was sent.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, 
 use serde_json::Value;
 use viaduct_matcher::{Events, RpcError, Spec};
 use viaduct_protocol::error_response;
+use viaduct_ring::Background;
 
 use super::store::{self, Store, StoreError};
 use super::{query, Rows};
@@ -54,6 +61,15 @@ impl HistoryConfig {
         let batch_rows_max = if url.starts_with("mysql://") { 200_000 } else { 100_000 };
         HistoryConfig { url, lag_max: 100_000, readers: 4, batch_rows_max }
     }
+}
+
+/// How the writer's thread is scheduled: its lag is the journal's `durable` sequence less what
+/// it has committed (the engine's admission check reads the same two).
+#[derive(Debug, Clone)]
+pub struct WriterPace {
+    pub durable: Arc<AtomicU64>,
+    /// Idle priority while the writer keeps up (the profile's `[history] idle_priority`).
+    pub idle_priority: bool,
 }
 
 /// A readhistory query and where its whole JSON-RPC response goes.
@@ -95,13 +111,15 @@ pub struct HistoryService {
 impl HistoryService {
     /// Starts the writer on `store` and the readers. A store not yet reached ([`WriterStore::Later`])
     /// counts as stored up to `protect` (the journal and snapshots after it are kept for it).
-    /// A store that cannot be used is raised to `alerts`.
+    /// A store that cannot be used is raised to `alerts`. The writer's thread is scheduled as
+    /// `pace` says.
     pub fn start(
         cfg: &HistoryConfig,
         spec: Arc<Spec>,
         mut store: WriterStore,
         protect: u64,
         alerts: Alerts,
+        pace: WriterPace,
     ) -> Result<HistoryService, StoreError> {
         let (committed, stored) = match &mut store {
             WriterStore::Ready(s) => {
@@ -110,7 +128,7 @@ impl HistoryService {
             }
             WriterStore::Later { caught_up, .. } => (*caught_up, protect),
         };
-        Ok(Self::spawn(cfg, spec, store, (committed, stored), alerts))
+        Ok(Self::spawn(cfg, spec, store, (committed, stored), alerts, pace))
     }
 
     fn spawn(
@@ -119,6 +137,7 @@ impl HistoryService {
         store: WriterStore,
         (committed, stored): (u64, u64),
         alerts: Alerts,
+        pace: WriterPace,
     ) -> HistoryService {
         let committed = Arc::new(AtomicU64::new(committed));
         let stored = Arc::new(AtomicU64::new(stored));
@@ -126,22 +145,30 @@ impl HistoryService {
         let (queries, queries_rx) = bounded::<HistoryQuery>(cfg.readers.max(1) * 10);
         let stopping = Arc::new(AtomicBool::new(false));
         let writer = {
-            let marks =
-                Marks { committed: Arc::clone(&committed), stored: Arc::clone(&stored), alerts: alerts.clone() };
-            let (rows_max, stopping) = (cfg.batch_rows_max, Arc::clone(&stopping));
+            let marks = Marks {
+                committed: Arc::clone(&committed),
+                stored: Arc::clone(&stored),
+                alerts: alerts.clone(),
+                stopping: Arc::clone(&stopping),
+            };
+            let rows_max = cfg.batch_rows_max;
+            let catch_up_from = (cfg.lag_max / 4).max(1);
             std::thread::Builder::new()
                 .name("viaduct-history".into())
                 .spawn(move || {
                     let (store, pending, seq) = match store {
                         WriterStore::Ready(store) => (store, Rows::default(), marks.committed.load(Ordering::Acquire)),
                         WriterStore::Later { connect, caught_up } => {
-                            match connect_later(&spec, connect, caught_up, &feed_rx, &marks, &stopping) {
+                            match connect_later(&spec, connect, caught_up, &feed_rx, &marks) {
                                 Some(connected) => connected,
                                 None => return,
                             }
                         }
                     };
-                    write_loop(&spec, store, (pending, seq), feed_rx, &marks, rows_max, &stopping)
+                    // Catching up after a store came back runs at normal priority: it starts behind.
+                    let background = Background::enter("history", pace.idle_priority);
+                    let mut pacer = Pacer { background, durable: pace.durable, catch_up_from };
+                    write_loop(&spec, store, (pending, seq), feed_rx, &marks, rows_max, &mut pacer)
                 })
                 .expect("spawning the history writer")
         };
@@ -235,6 +262,31 @@ struct Marks {
     committed: Arc<AtomicU64>,
     stored: Arc<AtomicU64>,
     alerts: Alerts,
+    /// Set when the service stops: a store that fails from then on is given up on.
+    stopping: Arc<AtomicBool>,
+}
+
+/// The writer's priority as its lag changes: normal from `catch_up_from` commands behind the
+/// durable sequence, and while stopping; idle again (if it is used at all) once everything sent
+/// is written.
+struct Pacer {
+    background: Background,
+    durable: Arc<AtomicU64>,
+    catch_up_from: u64,
+}
+
+impl Pacer {
+    fn pace(&mut self, committed: u64, stopping: bool, all_written: bool, alerts: &Alerts) {
+        let lag = self.durable.load(Ordering::Acquire).saturating_sub(committed);
+        let behind = match () {
+            _ if stopping || lag >= self.catch_up_from => true,
+            _ if all_written => false,
+            _ => return,
+        };
+        if let Some(why) = self.background.set_behind(behind) {
+            alerts.raise(AlertKind::Priority, "history", why);
+        }
+    }
 }
 
 const NOT_REACHED_WHEN_STOPPING: &str =
@@ -252,8 +304,8 @@ fn connect_later(
     caught_up: u64,
     feed: &Receiver<(u64, Events)>,
     marks: &Marks,
-    stopping: &AtomicBool,
 ) -> Option<(Box<dyn Store>, Rows, u64)> {
+    let stopping = &marks.stopping;
     let (mut pending, mut seq, mut pause) = (Rows::default(), caught_up, Duration::from_secs(1));
     loop {
         match connect() {
@@ -297,9 +349,9 @@ fn write_loop(
     feed: Receiver<(u64, Events)>,
     marks: &Marks,
     rows_max: usize,
-    stopping: &AtomicBool,
+    pacer: &mut Pacer,
 ) {
-    let Marks { committed, stored, alerts } = marks;
+    let Marks { committed, stored, alerts, stopping } = marks;
     let mut last_write = Instant::now();
     // A write since the allocator was last asked to return what this thread freed.
     let mut wrote = false;
@@ -310,6 +362,9 @@ fn write_loop(
     // would be written again with the ones added.
     let mut unresolved = false;
     while open || seq > stored.load(Ordering::Acquire) {
+        // Every row received is committed (a batch without rows leaves none).
+        let all_written = pending.is_empty() && feed.is_empty();
+        pacer.pace(committed.load(Ordering::Acquire), !open || stopping.load(Ordering::Acquire), all_written, alerts);
         if unresolved {
             std::thread::sleep(Duration::from_secs(1));
             match store.reconnect().and_then(|()| store.committed_seq()) {
