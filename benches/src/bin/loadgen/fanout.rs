@@ -5,7 +5,9 @@
 //! `--rate`, from those same users in turn. Measured:
 //! - push latency: from the order's acknowledgement (its HTTP reply read here) to the first
 //!   `order.update` about it read on its user's connection (both on this machine's clock; a push
-//!   read before the reply counts as 0);
+//!   read before the reply counts as 0); and the same between their arrivals at the two sockets,
+//!   stamped by the kernel (`arrival.rs`), which leaves out how late this program's own threads
+//!   were scheduled to read them;
 //! - pushes received per second, by method;
 //! - the `viaduct-ws` thread's CPU over the run (with `--pid`);
 //! - order → ack latency with the subscribers against the same schedule run first without them.
@@ -17,14 +19,18 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use tungstenite::{Message, WebSocket};
 
+use crate::arrival::{self, Stamped};
 use crate::{connect, fund, http_request, http_responses, order_id, put_limit_body, report, scheduled, Args};
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Stamped>;
+
+/// An order's id, when its acknowledgement (or push) was read, and when it arrived.
+type Seen1 = (u64, Instant, Option<SystemTime>);
 
 /// Serves `GET` with `Authorization: user-N` as `{"code": 0, ... "user_id": N}`, on keep-alive
 /// connections, a thread each.
@@ -76,7 +82,8 @@ fn subscribers(args: &Args, n: usize) -> Vec<Ws> {
         let tcp = TcpStream::connect(args.ws).expect("connect to the WebSocket edge");
         tcp.set_nodelay(true).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let (mut ws, _) = tungstenite::client(format!("ws://{}/", args.ws), tcp).expect("a handshake");
+        arrival::stamp(&tcp);
+        let (mut ws, _) = tungstenite::client(format!("ws://{}/", args.ws), Stamped(tcp, None)).expect("a handshake");
         let user = 1 + i as u64;
         let requests = [
             format!(r#"{{"id":1,"method":"server.auth","params":["user-{user}","web"]}}"#),
@@ -100,7 +107,7 @@ fn subscribers(args: &Args, n: usize) -> Vec<Ws> {
                 _ => {}
             }
         }
-        ws.get_mut().set_nonblocking(true).unwrap();
+        ws.get_mut().0.set_nonblocking(true).unwrap();
     }
     all
 }
@@ -108,7 +115,7 @@ fn subscribers(args: &Args, n: usize) -> Vec<Ws> {
 /// What one reader saw: when each `order.update` came (order id, time), pushes by method.
 #[derive(Default)]
 struct Seen {
-    orders: Vec<(u64, Instant)>,
+    orders: Vec<Seen1>,
     counts: std::collections::BTreeMap<String, u64>,
     closed: usize,
 }
@@ -136,7 +143,7 @@ fn read_all(mut conns: Vec<Ws>, stop: Arc<AtomicBool>, counting: Arc<AtomicBool>
     let mut seen = Seen::default();
     let epoll = Epoll::new(EpollCreateFlags::empty()).expect("epoll");
     for (i, ws) in conns.iter().enumerate() {
-        epoll.add(ws.get_ref(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64)).expect("epoll add");
+        epoll.add(&ws.get_ref().0, EpollEvent::new(EpollFlags::EPOLLIN, i as u64)).expect("epoll add");
     }
     let mut events = vec![EpollEvent::empty(); 1024];
     while !stop.load(Ordering::Acquire) {
@@ -154,7 +161,7 @@ fn read_all(mut conns: Vec<Ws>, stop: Arc<AtomicBool>, counting: Arc<AtomicBool>
                         let m = method(text);
                         if m == "order.update" {
                             if let Some(id) = pushed_order(text) {
-                                seen.orders.push((id, now));
+                                seen.orders.push((id, now, conns[i].get_ref().1));
                             }
                         }
                         if counting.load(Ordering::Relaxed) {
@@ -164,7 +171,7 @@ fn read_all(mut conns: Vec<Ws>, stop: Arc<AtomicBool>, counting: Arc<AtomicBool>
                     Ok(_) => {}
                     Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(_) => {
-                        let _ = epoll.delete(conns[i].get_ref());
+                        let _ = epoll.delete(&conns[i].get_ref().0);
                         seen.closed += 1;
                         break;
                     }
@@ -192,8 +199,11 @@ fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
 /// Orders that cross over HTTP, open loop: order `k` (over all connections) is user
 /// `1 + k mod users`'s, an ask when `k` is even, a bid at the same price when odd. Each reply's
 /// order id and arrival time go to `acks`.
-fn orders(args: &Args, acks: Arc<Mutex<Vec<(u64, Instant)>>>) -> Histogram<u64> {
+fn orders(args: &Args, acks: Arc<Mutex<Vec<Seen1>>>) -> Histogram<u64> {
     let streams = connect(args, args.addr);
+    for s in &streams {
+        arrival::stamp(s);
+    }
     let n = streams.len() as u64;
     let per_conn = args.rate * args.seconds / n;
     let gap = Duration::from_nanos(1_000_000_000 / args.rate);
@@ -205,7 +215,7 @@ fn orders(args: &Args, acks: Arc<Mutex<Vec<(u64, Instant)>>>) -> Histogram<u64> 
     let parse = move |buf: &mut Vec<u8>, oks: &mut Vec<bool>| {
         http_responses(buf, |_, body| match order_id(body) {
             Some(id) => {
-                acks.lock().unwrap().push((id, Instant::now()));
+                acks.lock().unwrap().push((id, Instant::now(), arrival::last()));
                 oks.push(true);
             }
             None => oks.push(false),
@@ -259,12 +269,13 @@ pub(crate) fn run(args: &Args) {
     stop.store(true, Ordering::Release);
     let seen: Vec<Seen> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     report(args, &format!("ws-fanout-{}-{n}-ack", args.rate), &loaded);
-    let mut first: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    // The first push about each order: when it was read, and when it arrived.
+    let mut first: std::collections::HashMap<u64, (Instant, Option<SystemTime>)> = std::collections::HashMap::new();
     let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let mut closed = 0;
     for s in &seen {
-        for &(id, at) in &s.orders {
-            first.entry(id).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+        for &(id, at, arrived) in &s.orders {
+            first.entry(id).and_modify(|t| *t = (*t).min((at, arrived))).or_insert((at, arrived));
         }
         for (m, c) in &s.counts {
             *counts.entry(m.clone()).or_default() += c;
@@ -272,10 +283,16 @@ pub(crate) fn run(args: &Args) {
         closed += s.closed;
     }
     let mut push = Histogram::<u64>::new(3).unwrap();
+    // Arrival of the push less arrival of the acknowledgement (0 when the push came first).
+    let mut arrived = Histogram::<u64>::new(3).unwrap();
     let (mut missing, mut early) = (0, 0);
-    for &(id, acked_at) in acks.lock().unwrap().iter() {
-        match first.get(&id) {
-            Some(&at) if at >= acked_at => {
+    for &(id, acked_at, ack_arrived) in acks.lock().unwrap().iter() {
+        if let (Some((_, Some(pushed))), Some(ack)) = (first.get(&id), ack_arrived) {
+            let after = pushed.duration_since(ack).unwrap_or(Duration::ZERO);
+            arrived.record(after.as_nanos().max(1) as u64).ok();
+        }
+        match first.get(&id).map(|&(at, _)| at) {
+            Some(at) if at >= acked_at => {
                 push.record(at.duration_since(acked_at).as_nanos().max(1) as u64).ok();
             }
             Some(_) => {
@@ -294,6 +311,14 @@ pub(crate) fn run(args: &Args) {
         q(&push, 0.999),
         push.max() as f64 / 1000.0,
         acked
+    );
+    println!(
+        "  the same between their arrivals at the sockets (kernel stamps, {} orders): p50 {:.0} µs, p99 {:.0}, p99.9 {:.0}, max {:.0}",
+        arrived.len(),
+        q(&arrived, 0.5),
+        q(&arrived, 0.99),
+        q(&arrived, 0.999),
+        arrived.max() as f64 / 1000.0
     );
     let secs = elapsed.as_secs_f64();
     let per_s: Vec<String> = counts.iter().map(|(m, c)| format!("{m} {:.0}", *c as f64 / secs)).collect();

@@ -42,6 +42,7 @@ use plotters::prelude::*;
 use viaduct_client::wire::{self as binary, ClientMsg, Decoded, LimitOptions, ServerMsg};
 use viaduct_client::Session;
 
+mod arrival;
 mod fanout;
 
 #[derive(Parser, Debug, Clone)]
@@ -363,7 +364,8 @@ fn scheduled(
             fds.iter().zip(&open).filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty())).map(|(_, &c)| c).collect()
         };
         for c in ready {
-            let read = (&streams[c]).read(&mut chunk);
+            // Stamped with its arrival when the socket asked for it (`arrival::stamp`).
+            let read = arrival::read_stamped(&streams[c], &mut chunk);
             let mut done = matches!(read, Ok(0) | Err(_));
             if let Ok(len) = read {
                 bufs[c].extend_from_slice(&chunk[..len]);
