@@ -31,7 +31,8 @@ pub struct MatcherMix {
     pub commands: Vec<Command>,
 }
 
-fn limit(user: u32, side: Side, price: i128, amount: i128) -> Command {
+/// A limit order of the mix's market and fees (0.1 % taker, 0.05 % maker), without source.
+pub fn limit(user: u32, side: Side, price: i128, amount: i128) -> Command {
     limit_with(user, side, price, amount, Source::EMPTY)
 }
 

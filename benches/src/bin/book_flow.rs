@@ -6,33 +6,16 @@
 //! less the same with 1 round is one round's instructions, data references and misses.
 use std::hint::black_box;
 use std::time::Instant;
-use viaduct_benches::{funded_matcher, T0};
-use viaduct_matcher::command::{Command, PutLimit};
-use viaduct_matcher::order::{Side, Source};
+use viaduct_benches::{funded_matcher, limit, T0};
+use viaduct_matcher::command::Command;
+use viaduct_matcher::order::Side;
 use viaduct_matcher::Events;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(4_000_000, |a| a.parse().unwrap());
     let rounds: usize = std::env::args().nth(2).map_or(3, |a| a.parse().unwrap());
-    let cmds: Vec<Command> = (0..n)
-        .map(|i| {
-            Command::PutLimit(PutLimit {
-                user: 1 + (i % 4) as u32,
-                market: 0,
-                side: Side::Bid,
-                amount: 1_000_000,
-                price: 50_000_000,
-                taker_fee: 10,
-                maker_fee: 5,
-                source: Source::EMPTY,
-                client_id: 0,
-                id_window: Default::default(),
-                options: Default::default(),
-                session: 0,
-            })
-        })
-        .collect();
+    let cmds: Vec<Command> = (0..n).map(|i| limit(1 + (i % 4) as u32, Side::Bid, 50_000_000, 1_000_000)).collect();
     let mut times = Vec::new();
     for _ in 0..rounds {
         let mut m = funded_matcher(4, 0);
