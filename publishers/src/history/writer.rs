@@ -165,7 +165,8 @@ impl HistoryService {
                             }
                         }
                     };
-                    // Catching up after a store came back runs at normal priority: it starts behind.
+                    // A writer that starts behind (a store reached late) is put at normal
+                    // priority by the loop's first pass.
                     let background = Background::enter("history", pace.idle_priority);
                     let mut pacer = Pacer { background, durable: pace.durable, catch_up_from };
                     write_loop(&spec, store, (pending, seq), feed_rx, &marks, rows_max, &mut pacer)
@@ -278,10 +279,12 @@ struct Pacer {
 impl Pacer {
     fn pace(&mut self, committed: u64, stopping: bool, all_written: bool, alerts: &Alerts) {
         let lag = self.durable.load(Ordering::Acquire).saturating_sub(committed);
-        let behind = match () {
-            _ if stopping || lag >= self.catch_up_from => true,
-            _ if all_written => false,
-            _ => return,
+        let behind = if stopping || lag >= self.catch_up_from {
+            true
+        } else if all_written {
+            false
+        } else {
+            return; // between the two: as it is
         };
         if let Some(why) = self.background.set_behind(behind) {
             alerts.raise(AlertKind::Priority, "history", why);

@@ -30,7 +30,7 @@ use crate::{connect, fund, http_request, http_responses, order_id, put_limit_bod
 type Ws = WebSocket<Stamped>;
 
 /// An order's id, when its acknowledgement (or push) was read, and when it arrived.
-type Seen1 = (u64, Instant, Option<SystemTime>);
+type Sighting = (u64, Instant, Option<SystemTime>);
 
 /// Serves `GET` with `Authorization: user-N` as `{"code": 0, ... "user_id": N}`, on keep-alive
 /// connections, a thread each.
@@ -115,7 +115,7 @@ fn subscribers(args: &Args, n: usize) -> Vec<Ws> {
 /// What one reader saw: when each `order.update` came (order id, time), pushes by method.
 #[derive(Default)]
 struct Seen {
-    orders: Vec<Seen1>,
+    orders: Vec<Sighting>,
     counts: std::collections::BTreeMap<String, u64>,
     closed: usize,
 }
@@ -199,7 +199,7 @@ fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
 /// Orders that cross over HTTP, open loop: order `k` (over all connections) is user
 /// `1 + k mod users`'s, an ask when `k` is even, a bid at the same price when odd. Each reply's
 /// order id and arrival time go to `acks`.
-fn orders(args: &Args, acks: Arc<Mutex<Vec<Seen1>>>) -> Histogram<u64> {
+fn orders(args: &Args, acks: Arc<Mutex<Vec<Sighting>>>) -> Histogram<u64> {
     let streams = connect(args, args.addr);
     for s in &streams {
         arrival::stamp(s);
