@@ -28,14 +28,16 @@ pub(crate) fn read_stamped(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
         .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                let at = UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
-                LAST.with(|l| l.set(Some(at)));
+    // Set on every read, so that bytes without a stamp never carry another read's.
+    let at = msg.cmsgs().ok().and_then(|mut cmsgs| {
+        cmsgs.find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(ts) => {
+                Some(UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
             }
-        }
-    }
+            _ => None,
+        })
+    });
+    LAST.with(|l| l.set(at));
     Ok(msg.bytes)
 }
 
