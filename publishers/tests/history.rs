@@ -11,7 +11,8 @@ use viaduct_publishers::history::query::run;
 use viaduct_publishers::history::store::{self, Layout, Store};
 use viaduct_publishers::history::Rows;
 
-const T0: u64 = 1_700_000_000_000_000;
+mod common;
+use common::{deposit, T0};
 
 /// Runs the script through a matcher and commits each command's rows with its sequence.
 fn fill(store: &mut dyn Store) {
@@ -403,14 +404,6 @@ fn probed(
     )
     .unwrap();
     (svc, writes, url)
-}
-
-/// User 1's deposit of 1 BTC as the command of sequence `seq`, applied to `m`: (seq, its events).
-fn deposit(m: &mut Matcher, spec: &Spec, seq: u64) -> (u64, Events) {
-    let mut events = Events::default();
-    let params = json!([1, "BTC", "deposit", seq, "1", {}]);
-    m.apply(T0 + seq, &decode(spec, "balance.update", params.as_array().unwrap()).unwrap(), &mut events).unwrap();
-    (seq, events)
 }
 
 #[test]

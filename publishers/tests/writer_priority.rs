@@ -2,21 +2,12 @@
 //! lag bound behind. A file of its own: the test finds the writer's thread by name, and no other
 //! test of this process may start one.
 
-use serde_json::json;
 use viaduct_matcher::config::embedded;
-use viaduct_matcher::{Events, Matcher, Spec};
-use viaduct_protocol::decode;
+use viaduct_matcher::{Matcher, Spec};
 use viaduct_publishers::history::store;
 
-const T0: u64 = 1_700_000_000_000_000;
-
-/// User 1's deposit of 1 BTC as the command of sequence `seq`, applied to `m`: (seq, its events).
-fn deposit(m: &mut Matcher, spec: &Spec, seq: u64) -> (u64, Events) {
-    let mut events = Events::default();
-    let params = json!([1, "BTC", "deposit", seq, "1", {}]);
-    m.apply(T0 + seq, &decode(spec, "balance.update", params.as_array().unwrap()).unwrap(), &mut events).unwrap();
-    (seq, events)
-}
+mod common;
+use common::deposit;
 
 /// The scheduling policy of this process's thread named `name` (Linux: 0 normal, 5 idle).
 fn policy_of(name: &str) -> Option<u32> {
